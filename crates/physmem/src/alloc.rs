@@ -1,0 +1,97 @@
+//! Sets of frame numbers kept as coalesced extents, so their size follows fragmentation, not the
+//! configured memory size.
+use std::collections::BTreeMap;
+
+/// Disjoint, coalesced `[start, start+len)` extents of frame numbers.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Extents {
+    map: BTreeMap<u64, u64>,
+    total: u64,
+}
+
+impl Extents {
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.map.iter().map(|(&s, &l)| (s, l))
+    }
+
+    pub(crate) fn host_bytes(&self) -> u64 {
+        // A B-tree entry is two u64 plus node overhead; an estimate is enough for statistics.
+        self.map.len() as u64 * 40
+    }
+
+    /// Adds a range that must not overlap the set.
+    pub(crate) fn insert(&mut self, mut start: u64, mut len: u64) {
+        debug_assert!(!self.overlaps(start, len));
+        self.total += len;
+        if let Some((&s, &l)) = self.map.range(..start).next_back() {
+            if s + l == start {
+                self.map.remove(&s);
+                start = s;
+                len += l;
+            }
+        }
+        if let Some(l) = self.map.remove(&(start + len)) {
+            len += l;
+        }
+        self.map.insert(start, len);
+    }
+
+    /// Removes every frame of the range that is in the set.
+    pub(crate) fn remove(&mut self, start: u64, len: u64) {
+        let end = start + len;
+        let first = self.map.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
+        let hits: Vec<(u64, u64)> = self.map.range(first..end).map(|(&s, &l)| (s, l)).collect();
+        for (s, l) in hits {
+            let e = s + l;
+            if e <= start {
+                continue;
+            }
+            self.map.remove(&s);
+            self.total -= l;
+            if s < start {
+                self.map.insert(s, start - s);
+                self.total += start - s;
+            }
+            if e > end {
+                self.map.insert(end, e - end);
+                self.total += e - end;
+            }
+        }
+    }
+
+    /// Whether the whole range is in the set.
+    pub(crate) fn contains(&self, start: u64, len: u64) -> bool {
+        matches!(self.map.range(..=start).next_back(), Some((&s, &l)) if s + l >= start + len)
+    }
+
+    /// Whether any frame of the range is in the set.
+    pub(crate) fn overlaps(&self, start: u64, len: u64) -> bool {
+        if let Some((&s, &l)) = self.map.range(..=start).next_back() {
+            if s + l > start {
+                return true;
+            }
+        }
+        self.map.range(start..start + len).next().is_some()
+    }
+
+    /// The first `n`-aligned block of `n` frames in the set at or after `hint`, wrapping around.
+    pub(crate) fn find_aligned(&self, hint: u64, n: u64) -> Option<u64> {
+        let fit = |s: u64, l: u64, from: u64| {
+            let a = from.max(s).next_multiple_of(n);
+            (a + n <= s + l).then_some(a)
+        };
+        if let Some((&s, &l)) = self.map.range(..=hint).next_back() {
+            if let Some(a) = fit(s, l, hint) {
+                return Some(a);
+            }
+        }
+        self.map
+            .range(hint + 1..)
+            .chain(self.map.range(..=hint))
+            .find_map(|(&s, &l)| fit(s, l, s))
+    }
+}

@@ -1,0 +1,499 @@
+//! Simulated host physical memory for the iommu-liveupdate simulator.
+//!
+//! A host may be configured with up to 2^52 bytes, but nothing is allocated for memory that is
+//! never touched: frames are materialised on first write, the allocator keeps free *extents*, and
+//! every whole-memory operation ([`PhysMem::scrub`], [`PhysMem::free`]) walks only the frames that
+//! exist. A frame that holds no data reads as zero if it is *clean* (never used since cold boot,
+//! or zeroed since) and as [`POISON`] otherwise (freed, or scrubbed by a kexec); clean ranges are
+//! kept as extents too.
+//!
+//! ```
+//! use physmem::{PhysMem, Config};
+//! let mut mem = PhysMem::new(Config { size: 1 << 40, seed: 1 }).unwrap();
+//! let pa = mem.alloc(0, true).unwrap();
+//! mem.write_u64(pa + 8, 0xdead_beef).unwrap();
+//! assert_eq!(mem.read_u64(pa + 8).unwrap(), 0xdead_beef);
+//! mem.preserve(pa, 0).unwrap();
+//! let report = mem.scrub();
+//! assert_eq!(report.preserved_frames, 1);
+//! assert_eq!(mem.read_u64(pa + 8).unwrap(), 0xdead_beef);
+//! ```
+#![deny(missing_docs)]
+
+mod alloc;
+mod error;
+mod store;
+
+pub use error::{Error, Result};
+
+use alloc::Extents;
+use std::collections::BTreeMap;
+use store::FrameStore;
+
+/// log2 of the frame size.
+pub const FRAME_SHIFT: u32 = 12;
+/// Frame size in bytes (4 KiB).
+pub const FRAME_SIZE: u64 = 1 << FRAME_SHIFT;
+/// The largest configurable memory size: 2^52 bytes, the VT-d output-address limit.
+pub const MAX_SIZE: u64 = 1 << 52;
+/// The largest allocation order (2^18 frames = 1 GiB).
+pub const MAX_ORDER: u8 = 18;
+/// The byte every scrubbed or freed frame reads as. Linux's `POISON_FREE`; as a VT-d PTE the
+/// word 0x6b6b6b6b6b6b6b6b has reserved bits set, so a walk into scrubbed memory faults.
+pub const POISON: u8 = 0x6b;
+/// Physical ranges the allocator never hands out: low memory (as memblock reserves it) and the
+/// interrupt-message window 0xFEE0_0000..0xFEF0_0000, where DMA is an interrupt, not a write.
+pub const RESERVED_RANGES: [(u64, u64); 2] = [(0, 0x10_0000), (0xFEE0_0000, 0xFEF0_0000)];
+
+/// Configuration of a simulated memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Size in bytes; a non-zero multiple of 4 KiB, at most [`MAX_SIZE`].
+    pub size: u64,
+    /// Seed of the frame allocator; the same seed and calls give the same frames.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { size: 1 << 30, seed: 0 }
+    }
+}
+
+/// Usage statistics, all in frames unless named otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Configured size in bytes.
+    pub size: u64,
+    /// Frames in the configured size.
+    pub frames_total: u64,
+    /// Frames the allocator can hand out.
+    pub frames_free: u64,
+    /// Frames allocated (or claimed) and not yet freed.
+    pub frames_allocated: u64,
+    /// Frames in [`RESERVED_RANGES`] below the configured size.
+    pub frames_reserved: u64,
+    /// Frames that hold data (materialised by a write).
+    pub frames_resident: u64,
+    /// Frames covered by preservation marks.
+    pub frames_preserved: u64,
+    /// Host bytes used by resident frames and the sparse index.
+    pub host_bytes: u64,
+    /// Successful allocation calls since creation.
+    pub allocations: u64,
+    /// Successful free calls since creation.
+    pub frees: u64,
+}
+
+/// What a [`PhysMem::scrub`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScrubReport {
+    /// Frames kept because a preservation mark covers them.
+    pub preserved_frames: u64,
+    /// Resident frames that were not preserved and now read as poison.
+    pub poisoned_frames: u64,
+    /// Free frames after the scrub.
+    pub free_frames: u64,
+}
+
+/// Simulated physical memory: sparse frame storage, a seeded extent allocator and preservation
+/// marks for the hand-over to the next kernel.
+pub struct PhysMem {
+    size: u64,
+    frames: u64,
+    store: FrameStore,
+    free: Extents,
+    reserved: Extents,
+    // Frames without data in these extents read as zero; all others as POISON.
+    clean: Extents,
+    preserved: BTreeMap<u64, u8>,
+    rng: u64,
+    allocations: u64,
+    frees: u64,
+}
+
+impl std::fmt::Debug for PhysMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhysMem").field("size", &self.size).field("stats", &self.stats()).finish()
+    }
+}
+
+impl PhysMem {
+    /// Creates a memory of `config.size` bytes, all free but the reserved ranges, reading as zero.
+    pub fn new(config: Config) -> Result<Self> {
+        let size = config.size;
+        if size == 0 || size % FRAME_SIZE != 0 {
+            return Err(Error::BadSize { size });
+        }
+        if size > MAX_SIZE {
+            return Err(Error::BadSize { size });
+        }
+        let frames = size >> FRAME_SHIFT;
+        let mut reserved = Extents::default();
+        for (start, end) in RESERVED_RANGES {
+            let (s, e) = (start >> FRAME_SHIFT, (end >> FRAME_SHIFT).min(frames));
+            if s < e {
+                reserved.insert(s, e - s);
+            }
+        }
+        let mut mem = PhysMem {
+            size,
+            frames,
+            store: FrameStore::new(frames),
+            free: Extents::default(),
+            clean: Extents::default(),
+            reserved,
+            preserved: BTreeMap::new(),
+            rng: config.seed,
+            allocations: 0,
+            frees: 0,
+        };
+        mem.free = mem.all_but_reserved();
+        mem.clean.insert(0, frames);
+        Ok(mem)
+    }
+
+    fn all_but_reserved(&self) -> Extents {
+        let mut free = Extents::default();
+        free.insert(0, self.frames);
+        for (s, l) in self.reserved.iter() {
+            free.remove(s, l);
+        }
+        free
+    }
+
+    /// Configured size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// What a frame without data reads as.
+    #[inline]
+    fn untouched_byte(&self, fn_: u64) -> u8 {
+        if self.clean.contains(fn_, 1) {
+            0
+        } else {
+            POISON
+        }
+    }
+
+    fn frame_mut(&mut self, fn_: u64) -> &mut store::Frame {
+        let init = self.untouched_byte(fn_);
+        self.store.get_mut(fn_, init)
+    }
+
+    fn check_range(&self, pa: u64, len: u64) -> Result<()> {
+        match pa.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Error::OutOfRange { pa, len, size: self.size }),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `pa`.
+    pub fn read(&self, pa: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range(pa, buf.len() as u64)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = pa + done as u64;
+            let off = (at % FRAME_SIZE) as usize;
+            let n = (FRAME_SIZE as usize - off).min(buf.len() - done);
+            match self.store.get(at >> FRAME_SHIFT) {
+                Some(frame) => buf[done..done + n].copy_from_slice(&frame[off..off + n]),
+                None => buf[done..done + n].fill(self.untouched_byte(at >> FRAME_SHIFT)),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `pa`, materialising the frames it touches.
+    pub fn write(&mut self, pa: u64, data: &[u8]) -> Result<()> {
+        self.check_range(pa, data.len() as u64)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = pa + done as u64;
+            let off = (at % FRAME_SIZE) as usize;
+            let n = (FRAME_SIZE as usize - off).min(data.len() - done);
+            self.frame_mut(at >> FRAME_SHIFT)[off..off + n].copy_from_slice(&data[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Fills `len` bytes at `pa` with `byte`. Whole frames without data are not materialised
+    /// when the byte is 0 or [`POISON`], so zeroing or poisoning untouched memory costs nothing.
+    pub fn fill_range(&mut self, pa: u64, len: u64, byte: u8) -> Result<()> {
+        self.check_range(pa, len)?;
+        let end = pa + len;
+        let first = pa.next_multiple_of(FRAME_SIZE).min(end);
+        let last = (end / FRAME_SIZE * FRAME_SIZE).max(first);
+        for (s, e) in [(pa, first), (last, end)] {
+            if s < e {
+                let off = (s % FRAME_SIZE) as usize;
+                let n = (e - s) as usize;
+                self.frame_mut(s >> FRAME_SHIFT)[off..off + n].fill(byte);
+            }
+        }
+        let (start, n) = (first >> FRAME_SHIFT, (last - first) >> FRAME_SHIFT);
+        if n > 0 {
+            match byte {
+                0 => {
+                    self.store.fill_resident(start, n, 0);
+                    self.clean.remove(start, n);
+                    self.clean.insert(start, n);
+                }
+                POISON => {
+                    self.store.fill_resident(start, n, POISON);
+                    self.clean.remove(start, n);
+                }
+                _ => (start..start + n).for_each(|f| self.frame_mut(f).fill(byte)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the little-endian 64-bit word at the 8-byte aligned address `pa`.
+    pub fn read_u64(&self, pa: u64) -> Result<u64> {
+        if pa % 8 != 0 {
+            return Err(Error::Unaligned { pa, align: 8 });
+        }
+        self.check_range(pa, 8)?;
+        Ok(self.load_u64(pa))
+    }
+
+    /// Writes the little-endian 64-bit word at the 8-byte aligned address `pa`.
+    pub fn write_u64(&mut self, pa: u64, value: u64) -> Result<()> {
+        if pa % 8 != 0 {
+            return Err(Error::Unaligned { pa, align: 8 });
+        }
+        self.check_range(pa, 8)?;
+        self.store_u64(pa, value);
+        Ok(())
+    }
+
+    /// The hardware's view of a 64-bit read: `None` when `pa` lies beyond memory (a DMA read
+    /// error), the word otherwise. `pa` must be 8-byte aligned; low bits are ignored.
+    #[inline]
+    pub fn dma_read_u64(&self, pa: u64) -> Option<u64> {
+        if pa >= self.size {
+            return None;
+        }
+        Some(self.load_u64(pa & !7))
+    }
+
+    #[inline]
+    fn load_u64(&self, pa: u64) -> u64 {
+        match self.store.get(pa >> FRAME_SHIFT) {
+            Some(frame) => {
+                let off = (pa % FRAME_SIZE) as usize;
+                u64::from_le_bytes(frame[off..off + 8].try_into().unwrap())
+            }
+            None => u64::from_ne_bytes([self.untouched_byte(pa >> FRAME_SHIFT); 8]),
+        }
+    }
+
+    #[inline]
+    fn store_u64(&mut self, pa: u64, value: u64) {
+        let off = (pa % FRAME_SIZE) as usize;
+        self.frame_mut(pa >> FRAME_SHIFT)[off..off + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: tiny, seedable and good enough to scatter frames like a real allocator.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Allocates 2^`order` contiguous frames, naturally aligned, at a seeded pseudo-random place.
+    /// With `zero`, the block reads as zero (without materialising untouched frames); otherwise
+    /// it holds whatever was there before.
+    pub fn alloc(&mut self, order: u8, zero: bool) -> Result<u64> {
+        if order > MAX_ORDER {
+            return Err(Error::BadOrder { order });
+        }
+        let n = 1u64 << order;
+        let hint = self.next_random() % self.frames;
+        let start = self.free.find_aligned(hint, n).ok_or(Error::OutOfMemory { order })?;
+        self.free.remove(start, n);
+        self.allocations += 1;
+        let pa = start << FRAME_SHIFT;
+        if zero {
+            self.fill_range(pa, n << FRAME_SHIFT, 0)?;
+        }
+        Ok(pa)
+    }
+
+    /// Allocates the given range of whole frames (a carve-out, or memory the next kernel claims).
+    /// Fails with [`Error::NotFree`] if any frame of it is allocated or reserved.
+    pub fn claim(&mut self, pa: u64, len: u64) -> Result<()> {
+        let (start, n) = self.frame_range(pa, len)?;
+        if !self.free.contains(start, n) {
+            return Err(Error::NotFree { pa, len });
+        }
+        self.free.remove(start, n);
+        self.allocations += 1;
+        Ok(())
+    }
+
+    fn frame_range(&self, pa: u64, len: u64) -> Result<(u64, u64)> {
+        if pa % FRAME_SIZE != 0 || len % FRAME_SIZE != 0 || len == 0 {
+            return Err(Error::Unaligned { pa, align: FRAME_SIZE });
+        }
+        self.check_range(pa, len)?;
+        Ok((pa >> FRAME_SHIFT, len >> FRAME_SHIFT))
+    }
+
+    /// Frees an allocated range of whole frames. Frames that held data are overwritten with
+    /// [`POISON`], so a use after free is visible (as with `init_on_free`). Fails without changing
+    /// anything if part of the range is free, reserved or preserved.
+    pub fn free(&mut self, pa: u64, len: u64) -> Result<()> {
+        let (start, n) = self.frame_range(pa, len)?;
+        if self.free.overlaps(start, n) || self.reserved.overlaps(start, n) {
+            return Err(Error::NotAllocated { pa, len });
+        }
+        if self.preserved_overlap(start, n) {
+            return Err(Error::Preserved { pa, len });
+        }
+        self.store.fill_resident(start, n, POISON);
+        self.clean.remove(start, n);
+        self.free.insert(start, n);
+        self.frees += 1;
+        Ok(())
+    }
+
+    /// Frees a block of 2^`order` frames at `pa`.
+    pub fn free_order(&mut self, pa: u64, order: u8) -> Result<()> {
+        if order > MAX_ORDER {
+            return Err(Error::BadOrder { order });
+        }
+        self.free(pa, FRAME_SIZE << order)
+    }
+
+    /// Whether every frame of `[pa, pa+len)` is allocated (not free and not reserved).
+    pub fn is_allocated(&self, pa: u64, len: u64) -> bool {
+        match self.frame_range(pa, len) {
+            Ok((s, n)) => !self.free.overlaps(s, n) && !self.reserved.overlaps(s, n),
+            Err(_) => false,
+        }
+    }
+
+    fn preserved_overlap(&self, start: u64, n: u64) -> bool {
+        if let Some((&s, &o)) = self.preserved.range(..=start).next_back() {
+            if s + (1u64 << o) > start {
+                return true;
+            }
+        }
+        self.preserved.range(start..start + n).next().is_some()
+    }
+
+    /// Marks the allocated block of 2^`order` frames at `pa` as preserved across the next
+    /// [`scrub`](Self::scrub). The block must be naturally aligned, allocated and not overlap
+    /// another mark.
+    pub fn preserve(&mut self, pa: u64, order: u8) -> Result<()> {
+        if order > MAX_ORDER {
+            return Err(Error::BadOrder { order });
+        }
+        let len = FRAME_SIZE << order;
+        let (start, n) = self.frame_range(pa, len)?;
+        if start % n != 0 {
+            return Err(Error::Unaligned { pa, align: len });
+        }
+        if !self.is_allocated(pa, len) {
+            return Err(Error::NotAllocated { pa, len });
+        }
+        if self.preserved_overlap(start, n) {
+            return Err(Error::Preserved { pa, len });
+        }
+        self.preserved.insert(start, order);
+        Ok(())
+    }
+
+    /// Removes the mark set by [`preserve`](Self::preserve) with the same `pa` and `order`.
+    pub fn unpreserve(&mut self, pa: u64, order: u8) -> Result<()> {
+        match self.preserved.get(&(pa >> FRAME_SHIFT)) {
+            Some(&o) if o == order && pa % FRAME_SIZE == 0 => {
+                self.preserved.remove(&(pa >> FRAME_SHIFT));
+                Ok(())
+            }
+            _ => Err(Error::NotPreserved { pa, order }),
+        }
+    }
+
+    /// Whether a preservation mark covers the frame holding `pa`.
+    pub fn is_preserved(&self, pa: u64) -> bool {
+        pa < self.size && self.preserved_overlap(pa >> FRAME_SHIFT, 1)
+    }
+
+    /// Every preservation mark as `(pa, order)`, in address order.
+    pub fn preserved(&self) -> Vec<(u64, u8)> {
+        self.preserved.iter().map(|(&f, &o)| (f << FRAME_SHIFT, o)).collect()
+    }
+
+    /// Models a new kernel taking over memory: every frame not covered by a preservation mark
+    /// loses its contents (it reads as [`POISON`], as do frames never written) and becomes free;
+    /// preserved blocks keep their bytes and stay allocated, for the new kernel to claim or free.
+    /// The marks are consumed. Cost grows with resident frames and marks, not with the size.
+    pub fn scrub(&mut self) -> ScrubReport {
+        let marks = std::mem::take(&mut self.preserved);
+        let mut free = self.all_but_reserved();
+        let mut preserved_frames = 0;
+        for (&s, &o) in &marks {
+            free.remove(s, 1 << o);
+            preserved_frames += 1u64 << o;
+        }
+        // Only what lies inside preserved blocks stays clean.
+        let mut clean = Extents::default();
+        for (&s, &o) in &marks {
+            let (ms, me) = (s, s + (1u64 << o));
+            for (cs, cl) in self.clean.iter() {
+                let (a, b) = (cs.max(ms), (cs + cl).min(me));
+                if a < b {
+                    clean.insert(a, b - a);
+                }
+            }
+        }
+        self.clean = clean;
+        let mut keep = marks.iter().map(|(&s, &o)| (s, s + (1u64 << o))).peekable();
+        let poisoned_frames = self.store.retain(|fn_| {
+            while let Some(&(_, end)) = keep.peek() {
+                if end <= fn_ {
+                    keep.next();
+                } else {
+                    break;
+                }
+            }
+            matches!(keep.peek(), Some(&(s, _)) if s <= fn_)
+        });
+        self.free = free;
+        ScrubReport { preserved_frames, poisoned_frames, free_frames: self.free.total() }
+    }
+
+    /// Re-seeds the frame allocator (a new kernel's allocator starts from its own state).
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = seed;
+    }
+
+    /// Usage statistics.
+    pub fn stats(&self) -> Stats {
+        let frames_free = self.free.total();
+        let frames_reserved = self.reserved.total();
+        Stats {
+            size: self.size,
+            frames_total: self.frames,
+            frames_free,
+            frames_allocated: self.frames - frames_free - frames_reserved,
+            frames_reserved,
+            frames_resident: self.store.resident(),
+            frames_preserved: self.preserved.values().map(|&o| 1u64 << o).sum(),
+            host_bytes: self.store.host_bytes() + self.free.host_bytes() + self.clean.host_bytes(),
+            allocations: self.allocations,
+            frees: self.frees,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+use super::*;
+
+fn mem(size: u64) -> PhysMem {
+    PhysMem::new(Config { size, seed: 7 }).unwrap()
+}
+
+#[test]
+fn rejects_bad_sizes() {
+    for size in [0, 4095, MAX_SIZE + FRAME_SIZE] {
+        assert_eq!(PhysMem::new(Config { size, seed: 0 }).unwrap_err(), Error::BadSize { size });
+    }
+    assert!(PhysMem::new(Config { size: MAX_SIZE, seed: 0 }).is_ok());
+}
+
+#[test]
+fn huge_memory_is_sparse() {
+    let mut m = mem(MAX_SIZE);
+    let s = m.stats();
+    assert!(s.host_bytes < 1 << 20, "{s:?}");
+    m.write_u64(MAX_SIZE - 8, 42).unwrap();
+    assert_eq!(m.read_u64(MAX_SIZE - 8).unwrap(), 42);
+    assert_eq!(m.stats().frames_resident, 1);
+    assert!(m.stats().host_bytes < 1 << 20);
+}
+
+#[test]
+fn bytes_cross_frames_and_untouched_reads_zero() {
+    let mut m = mem(1 << 30);
+    let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    m.write(0x2000_0ff0, &data).unwrap();
+    let mut back = vec![0; data.len()];
+    m.read(0x2000_0ff0, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(m.stats().frames_resident, 4);
+    let mut z = [1u8; 16];
+    m.read(0x3000_0000, &mut z).unwrap();
+    assert_eq!(z, [0; 16]);
+}
+
+#[test]
+fn words_are_little_endian_and_checked() {
+    let mut m = mem(1 << 20);
+    m.write_u64(0x100, 0x0102_0304_0506_0708).unwrap();
+    let mut b = [0u8; 8];
+    m.read(0x100, &mut b).unwrap();
+    assert_eq!(b, [8, 7, 6, 5, 4, 3, 2, 1]);
+    assert_eq!(m.read_u64(0x101).unwrap_err(), Error::Unaligned { pa: 0x101, align: 8 });
+    assert!(matches!(m.read_u64(1 << 20), Err(Error::OutOfRange { .. })));
+    assert!(matches!(m.write(u64::MAX - 2, &[1, 2, 3, 4]), Err(Error::OutOfRange { .. })));
+    assert_eq!(m.dma_read_u64(1 << 20), None);
+}
+
+#[test]
+fn allocator_is_seeded_aligned_and_avoids_reserved() {
+    let run = |seed| {
+        let mut m = PhysMem::new(Config { size: 8 << 30, seed }).unwrap();
+        (0..64).map(|i| m.alloc((i % 10) as u8, false).unwrap()).collect::<Vec<_>>()
+    };
+    let a = run(1);
+    assert_eq!(a, run(1));
+    assert_ne!(a, run(2));
+    for (i, pa) in a.iter().enumerate() {
+        let len = FRAME_SIZE << (i % 10);
+        assert_eq!(pa % len, 0);
+        for (s, e) in RESERVED_RANGES {
+            assert!(pa + len <= s || *pa >= e, "{pa:#x} overlaps reserved");
+        }
+    }
+    let mut sorted = a.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), a.len());
+}
+
+#[test]
+fn out_of_memory_and_free_accounting() {
+    let mut m = mem(4 << 20); // 1 MiB reserved, 3 MiB usable
+    let free0 = m.stats().frames_free;
+    assert_eq!(free0, 768);
+    let big = m.alloc(9, false).unwrap(); // 2 MiB
+    assert_eq!(m.alloc(9, false).unwrap_err(), Error::OutOfMemory { order: 9 });
+    let mut small = vec![];
+    while let Ok(pa) = m.alloc(0, false) {
+        small.push(pa);
+    }
+    assert_eq!(small.len(), 256);
+    assert_eq!(m.stats().frames_free, 0);
+    assert_eq!(m.free(big, 2 << 20), Ok(()));
+    assert!(matches!(m.free(big, 4096), Err(Error::NotAllocated { .. })), "double free");
+    assert!(matches!(m.free(0, 4096), Err(Error::NotAllocated { .. })), "reserved");
+    for pa in small {
+        m.free_order(pa, 0).unwrap();
+    }
+    assert_eq!(m.stats().frames_free, free0);
+    assert_eq!(m.stats().frames_allocated, 0);
+    assert_eq!(m.alloc(MAX_ORDER + 1, false).unwrap_err(), Error::BadOrder { order: MAX_ORDER + 1 });
+}
+
+#[test]
+fn free_poisons_and_zeroed_alloc_is_zero() {
+    let mut m = mem(1 << 30);
+    let pa = m.alloc(1, true).unwrap();
+    m.write_u64(pa, 5).unwrap();
+    m.free_order(pa, 1).unwrap();
+    assert_eq!(m.read_u64(pa).unwrap(), 0x6b6b_6b6b_6b6b_6b6b);
+    m.claim(pa, 2 * FRAME_SIZE).unwrap();
+    m.fill_range(pa, 2 * FRAME_SIZE, 0).unwrap();
+    assert_eq!(m.read_u64(pa).unwrap(), 0);
+    assert!(matches!(m.claim(pa, FRAME_SIZE), Err(Error::NotFree { .. })));
+}
+
+#[test]
+fn preserve_rules() {
+    let mut m = mem(1 << 30);
+    let pa = m.alloc(2, false).unwrap();
+    assert!(matches!(m.preserve(pa + FRAME_SIZE, 1), Err(Error::Unaligned { .. })));
+    m.preserve(pa, 2).unwrap();
+    assert!(matches!(m.preserve(pa + 2 * FRAME_SIZE, 0), Err(Error::Preserved { .. })));
+    assert!(matches!(m.free_order(pa, 2), Err(Error::Preserved { .. })));
+    assert!(m.is_preserved(pa + 3 * FRAME_SIZE));
+    assert!(!m.is_preserved(pa + 4 * FRAME_SIZE));
+    assert_eq!(m.unpreserve(pa, 1).unwrap_err(), Error::NotPreserved { pa, order: 1 });
+    let free_pa = 0x3000_0000;
+    assert!(matches!(m.preserve(free_pa, 0), Err(Error::NotAllocated { .. })));
+    assert_eq!(m.preserved(), vec![(pa, 2)]);
+    m.unpreserve(pa, 2).unwrap();
+    assert!(m.preserved().is_empty());
+}
+
+#[test]
+fn scrub_keeps_preserved_and_poisons_the_rest() {
+    let mut m = mem(1 << 40);
+    let keep = m.alloc(1, true).unwrap();
+    let lose = m.alloc(0, true).unwrap();
+    m.write_u64(keep + FRAME_SIZE, 0x1122).unwrap();
+    m.write_u64(lose, 0x3344).unwrap();
+    m.write_u64(0x5000_0000, 1).unwrap(); // written but never allocated
+    m.preserve(keep, 1).unwrap();
+    let r = m.scrub();
+    assert_eq!(r.preserved_frames, 2);
+    assert_eq!(r.poisoned_frames, 2);
+    assert_eq!(m.read_u64(keep + FRAME_SIZE).unwrap(), 0x1122);
+    assert_eq!(m.read_u64(keep).unwrap(), 0, "zeroed, preserved frame keeps its zeros");
+    assert_eq!(m.read_u64(lose).unwrap(), 0x6b6b_6b6b_6b6b_6b6b);
+    assert_eq!(m.read_u64(0x7000_0000).unwrap(), 0x6b6b_6b6b_6b6b_6b6b, "never touched");
+    let s = m.stats();
+    assert_eq!(s.frames_allocated, 2, "preserved block stays allocated for the new kernel");
+    assert_eq!(s.frames_preserved, 0, "marks are consumed");
+    assert_eq!(s.frames_resident, 1);
+    assert!(m.is_allocated(keep, 2 * FRAME_SIZE));
+    m.claim(lose, FRAME_SIZE).unwrap();
+    let z = m.alloc(0, true).unwrap();
+    assert_eq!(m.read_u64(z).unwrap(), 0, "zeroed allocation after scrub really is zero");
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    proptest! {
+        #[test]
+        fn writes_read_back_like_a_byte_map(ops in prop::collection::vec((0u64..(64 << 20) - 64, prop::collection::vec(any::<u8>(), 1..64)), 1..64)) {
+            let mut m = PhysMem::new(Config { size: 64 << 20, seed: 3 }).unwrap();
+            let mut model: HashMap<u64, u8> = HashMap::new();
+            for (pa, data) in &ops {
+                m.write(*pa, data).unwrap();
+                for (i, b) in data.iter().enumerate() { model.insert(pa + i as u64, *b); }
+            }
+            for (pa, data) in &ops {
+                let mut buf = vec![0; data.len()];
+                m.read(*pa, &mut buf).unwrap();
+                for (i, b) in buf.iter().enumerate() {
+                    prop_assert_eq!(*b, model[&(pa + i as u64)]);
+                }
+            }
+        }
+
+        #[test]
+        fn alloc_free_keeps_accounting(orders in prop::collection::vec(0u8..6, 1..200), seed in any::<u64>()) {
+            let mut m = PhysMem::new(Config { size: 256 << 20, seed }).unwrap();
+            let free0 = m.stats().frames_free;
+            let mut blocks = vec![];
+            for o in orders {
+                let pa = m.alloc(o, false).unwrap();
+                prop_assert_eq!(pa % (FRAME_SIZE << o), 0);
+                for &(q, qo) in &blocks {
+                    let (a, b) = (pa, pa + (FRAME_SIZE << o));
+                    let (c, d) = (q, q + (FRAME_SIZE << qo));
+                    prop_assert!(b <= c || d <= a, "overlap");
+                }
+                blocks.push((pa, o));
+            }
+            let used: u64 = blocks.iter().map(|&(_, o)| 1u64 << o).sum();
+            prop_assert_eq!(m.stats().frames_free, free0 - used);
+            for (pa, o) in blocks { m.free_order(pa, o).unwrap(); }
+            prop_assert_eq!(m.stats().frames_free, free0);
+        }
+    }
+}
