@@ -1,0 +1,25 @@
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { version } from 'iommu-liveupdate';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+describe('package', () => {
+  it('native version matches package.json', async () => {
+    const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(version).toBe(pkg.version);
+  });
+
+  // Outside vitest (no alias): proves the `exports` self-reference and the built dist/ + addon load.
+  it('resolves by name from plain node via package exports', async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--input-type=module', '-e', "import('iommu-liveupdate').then(m => console.log(typeof m.version))"],
+      { cwd: root },
+    );
+    expect(stdout.trim()).toBe('string');
+  });
+});
