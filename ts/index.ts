@@ -1,6 +1,6 @@
 import { native } from './native.js';
 
-export { native };
+export * from './hw/index.js';
 
 /** Version of the native core (Cargo workspace version); matches package.json. */
 export const version: string = native.nativeVersion();

@@ -3,9 +3,134 @@ import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** Plain objects the addon returns (napi `#[napi(object)]`). */
+export interface NativeMemoryStats {
+  size: bigint;
+  framesTotal: number;
+  framesFree: number;
+  framesAllocated: number;
+  framesReserved: number;
+  framesResident: number;
+  framesPreserved: number;
+  hostBytes: number;
+  allocations: number;
+  frees: number;
+}
+export interface NativeScrubReport {
+  preservedFrames: number;
+  poisonedFrames: number;
+  freeFrames: number;
+}
+export interface NativeUnitOptions {
+  addressWidth?: number;
+  superpage2M?: boolean;
+  superpage1G?: boolean;
+  nd?: number;
+  psi?: boolean;
+  mamv?: number;
+  cachingMode?: boolean;
+  esrtps?: boolean;
+  coherent?: boolean;
+  snoopControl?: boolean;
+  passThrough?: boolean;
+  deviceTlb?: boolean;
+  staleTm?: boolean;
+  faultRecords?: number;
+  iotlbEntries?: number;
+  iotlbWays?: number;
+  pscEntries?: number;
+  contextCacheEntries?: number;
+}
+export interface NativeUnitStats {
+  iotlbHits: number;
+  iotlbMisses: number;
+  walks: number;
+  faults: number;
+  pscHits: number;
+  contextHits: number;
+  contextMisses: number;
+  faultsRecorded: number;
+  faultsDropped: number;
+  passthrough: number;
+  contextInvalidations: number;
+  iotlbInvalidations: number;
+}
+export interface NativeCacheOccupancy {
+  iotlb: number;
+  iotlbCapacity: number;
+  psc: number;
+  pscCapacity: number;
+  context: number;
+  contextCapacity: number;
+}
+export interface NativeWalkStep {
+  level: number;
+  ptePa: bigint;
+  pte: bigint;
+}
+
+export interface NativeMemory {
+  readonly size: bigint;
+  read(pa: bigint, n: number): Uint8Array;
+  write(pa: bigint, bytes: Uint8Array): void;
+  fill(pa: bigint, len: bigint, byte: number): void;
+  readU64(pa: bigint): bigint;
+  writeU64(pa: bigint, value: bigint): void;
+  alloc(order: number, zero: boolean): bigint;
+  claim(pa: bigint, len: bigint): void;
+  free(pa: bigint, len: bigint): void;
+  isAllocated(pa: bigint, len: bigint): boolean;
+  preserve(pa: bigint, order: number): void;
+  unpreserve(pa: bigint, order: number): void;
+  isPreserved(pa: bigint): boolean;
+  preserved(): { pa: bigint; order: number }[];
+  scrub(): NativeScrubReport;
+  reseed(seed: bigint): void;
+  stats(): NativeMemoryStats;
+}
+export interface NativeGather {
+  range(): bigint[] | null;
+  freelist(): BigUint64Array;
+}
+export interface NativePageTable {
+  readonly pgd: bigint;
+  readonly levels: number;
+  readonly aw: number;
+  map(iova: bigint, pa: bigint, size: bigint, read: boolean, write: boolean, snoop: boolean, gather: NativeGather): void;
+  unmap(iova: bigint, size: bigint, gather: NativeGather): bigint;
+  iovaToPhys(iova: bigint): bigint | null;
+  walk(iova: bigint): NativeWalkStep[];
+  tablePages(): BigUint64Array;
+  destroy(gather: NativeGather): void;
+}
+export interface NativeUnit {
+  registers(): { cap: bigint; ecap: bigint; gsts: number; rtaddr: bigint };
+  readRegister(offset: number, size: number): bigint;
+  writeRegister(offset: number, size: number, value: bigint): void;
+  setRootTable(pa: bigint): void;
+  enableTranslation(on: boolean): void;
+  translate(sid: number, iovas: BigUint64Array, out: BigUint64Array, write: boolean, faults?: Uint8Array | null): number;
+  translateOne(sid: number, iova: bigint, write: boolean): bigint;
+  readonly lastFault: number;
+  faults(): { sid: number; iova: bigint; reason: number; write: boolean }[];
+  clearFaults(): number;
+  stats(): NativeUnitStats;
+  cacheOccupancy(): NativeCacheOccupancy;
+  invalidateContext(granularity: string, did: number, sid: number, fm: number): void;
+  invalidateIotlb(granularity: string, did: number, addr: bigint, am: number, ih: boolean): 'global' | 'domain' | 'page';
+  iotlbSync(did: number, gather: NativeGather): 'global' | 'domain' | 'page';
+  createPageTable(levels: number): NativePageTable;
+  adoptPageTable(pgd: bigint, levels: number): NativePageTable;
+}
+
 /** Hand-written typing of what crates/binding exports via #[napi]; keep in sync with lib.rs. */
 export interface NativeBinding {
   nativeVersion(): string;
+  nativePanicForTest(): void;
+  NativeMemory: new (size: bigint, seed: bigint) => NativeMemory;
+  NativeUnit: new (mem: NativeMemory, options: NativeUnitOptions) => NativeUnit;
+  NativeGather: new () => NativeGather;
+  NativePageTable: abstract new () => NativePageTable;
 }
 
 const addonPath = process.env.IOMMU_LIVEUPDATE_NATIVE

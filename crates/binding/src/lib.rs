@@ -1,8 +1,746 @@
-//! N-API binding: thin wrappers over the pure crates.
+//! N-API binding of iommu-liveupdate: thin wrappers over the pure crates `physmem` and `vtd`.
+//! Every `#[napi]` item of the project lives here. Errors carry stable string codes
+//! (`ERR_PHYSMEM_*`, `ERR_VTD_*`, Node's `ERR_INVALID_ARG_VALUE`); every entry point catches
+//! panics, so a Rust bug surfaces as a JavaScript exception instead of killing the process.
+#![allow(clippy::new_without_default)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use napi::bindgen_prelude::*;
 use napi_derive::napi;
+
+use physmem::PhysMem;
+use vtd::{ContextInvalidation, Gather, IotlbInvalidation, PageTable, Prot, Unit, UnitConfig};
+
+/// The error status type: a stable string code.
+#[derive(Debug, Clone, Copy)]
+pub struct Code(&'static str);
+
+impl AsRef<str> for Code {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+
+fn err(code: &'static str, msg: impl Into<String>) -> Error<Code> {
+    Error::new(Code(code), msg.into())
+}
+
+fn mem_err(e: physmem::Error) -> Error<Code> {
+    err(e.code(), e.to_string())
+}
+
+fn vtd_err(e: vtd::Error) -> Error<Code> {
+    err(e.code(), e.to_string())
+}
+
+fn invalid(msg: impl Into<String>) -> Error<Code> {
+    err("ERR_INVALID_ARG_VALUE", msg)
+}
+
+/// A non-negative bigint that fits 64 bits.
+fn u64_arg(v: &BigInt, name: &str) -> Result<u64, Code> {
+    let (negative, value, lossless) = v.get_u64();
+    if negative && value != 0 || !lossless {
+        return Err(invalid(format!("{name} must be a bigint in 0..2^64")));
+    }
+    Ok(value)
+}
+
+fn u8_arg(v: u32, max: u32, name: &str) -> Result<u8, Code> {
+    if v > max {
+        return Err(invalid(format!("{name} must be at most {max}")));
+    }
+    Ok(v as u8)
+}
+
+fn u16_arg(v: u32, name: &str) -> Result<u16, Code> {
+    u16::try_from(v).map_err(|_| invalid(format!("{name} must fit 16 bits")))
+}
+
+type SharedMem = Rc<RefCell<PhysMem>>;
+
+// napi-derive reads a literal `&mut [T]` argument as a class reference; through an alias it
+// takes the zero-copy typed-array path (`FromNapiValue for &mut [T]`).
+type U64Out<'a> = &'a mut [u64];
+type U8Out<'a> = &'a mut [u8];
+
+// ---------------------------------------------------------------------------------------------
+// Physical memory
+
+/// Usage statistics of a memory.
+#[napi(object)]
+pub struct MemoryStats {
+    /// Configured size in bytes.
+    pub size: BigInt,
+    /// Frames in the configured size.
+    pub frames_total: f64,
+    /// Free frames.
+    pub frames_free: f64,
+    /// Allocated frames.
+    pub frames_allocated: f64,
+    /// Reserved frames (low 1 MiB, interrupt window).
+    pub frames_reserved: f64,
+    /// Frames holding data.
+    pub frames_resident: f64,
+    /// Frames covered by preservation marks.
+    pub frames_preserved: f64,
+    /// Host bytes used by the model.
+    pub host_bytes: f64,
+    /// Allocation calls.
+    pub allocations: f64,
+    /// Free calls.
+    pub frees: f64,
+}
+
+/// What a scrub did.
+#[napi(object)]
+pub struct ScrubReport {
+    /// Frames kept by preservation marks.
+    pub preserved_frames: f64,
+    /// Resident frames that lost their contents.
+    pub poisoned_frames: f64,
+    /// Free frames afterwards.
+    pub free_frames: f64,
+}
+
+/// A preservation mark.
+#[napi(object)]
+pub struct PreservedBlock {
+    /// Physical address.
+    pub pa: BigInt,
+    /// Order: 2^order frames.
+    pub order: u32,
+}
+
+/// Simulated host physical memory (the `physmem` crate).
+#[napi]
+pub struct NativeMemory {
+    mem: SharedMem,
+}
+
+#[napi]
+impl NativeMemory {
+    /// A memory of `size` bytes whose allocator is seeded with `seed`.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(size: BigInt, seed: BigInt) -> Result<Self, Code> {
+        let config = physmem::Config { size: u64_arg(&size, "size")?, seed: u64_arg(&seed, "seed")? };
+        Ok(NativeMemory { mem: Rc::new(RefCell::new(PhysMem::new(config).map_err(mem_err)?)) })
+    }
+
+    /// Configured size in bytes.
+    #[napi(getter, catch_unwind)]
+    pub fn size(&self) -> u64 {
+        self.mem.borrow().size()
+    }
+
+    /// Reads `n` bytes at `pa`.
+    #[napi(catch_unwind)]
+    pub fn read(&self, pa: BigInt, n: u32) -> Result<Uint8Array, Code> {
+        let mut buf = vec![0u8; n as usize];
+        self.mem.borrow().read(u64_arg(&pa, "pa")?, &mut buf).map_err(mem_err)?;
+        Ok(Uint8Array::new(buf))
+    }
+
+    /// Writes `bytes` at `pa`.
+    #[napi(catch_unwind)]
+    pub fn write(&self, pa: BigInt, bytes: &[u8]) -> Result<(), Code> {
+        self.mem.borrow_mut().write(u64_arg(&pa, "pa")?, bytes).map_err(mem_err)
+    }
+
+    /// Fills `len` bytes at `pa` with `byte`.
+    #[napi(catch_unwind)]
+    pub fn fill(&self, pa: BigInt, len: BigInt, byte: u32) -> Result<(), Code> {
+        let byte = u8_arg(byte, 255, "byte")?;
+        self.mem.borrow_mut().fill_range(u64_arg(&pa, "pa")?, u64_arg(&len, "len")?, byte).map_err(mem_err)
+    }
+
+    /// Reads the little-endian u64 at `pa` (8-byte aligned).
+    #[napi(catch_unwind)]
+    pub fn read_u64(&self, pa: BigInt) -> Result<u64, Code> {
+        self.mem.borrow().read_u64(u64_arg(&pa, "pa")?).map_err(mem_err)
+    }
+
+    /// Writes the little-endian u64 at `pa` (8-byte aligned).
+    #[napi(catch_unwind)]
+    pub fn write_u64(&self, pa: BigInt, value: BigInt) -> Result<(), Code> {
+        let v = u64_arg(&value, "value")?;
+        self.mem.borrow_mut().write_u64(u64_arg(&pa, "pa")?, v).map_err(mem_err)
+    }
+
+    /// Allocates 2^order frames; `zero` makes them read as zero.
+    #[napi(catch_unwind)]
+    pub fn alloc(&self, order: u32, zero: bool) -> Result<u64, Code> {
+        let order = u8_arg(order, physmem::MAX_ORDER as u32, "order")?;
+        self.mem.borrow_mut().alloc(order, zero).map_err(mem_err)
+    }
+
+    /// Allocates the given range of whole frames.
+    #[napi(catch_unwind)]
+    pub fn claim(&self, pa: BigInt, len: BigInt) -> Result<(), Code> {
+        self.mem.borrow_mut().claim(u64_arg(&pa, "pa")?, u64_arg(&len, "len")?).map_err(mem_err)
+    }
+
+    /// Frees an allocated range of whole frames.
+    #[napi(catch_unwind)]
+    pub fn free(&self, pa: BigInt, len: BigInt) -> Result<(), Code> {
+        self.mem.borrow_mut().free(u64_arg(&pa, "pa")?, u64_arg(&len, "len")?).map_err(mem_err)
+    }
+
+    /// Whether the whole range is allocated.
+    #[napi(catch_unwind)]
+    pub fn is_allocated(&self, pa: BigInt, len: BigInt) -> Result<bool, Code> {
+        Ok(self.mem.borrow().is_allocated(u64_arg(&pa, "pa")?, u64_arg(&len, "len")?))
+    }
+
+    /// Marks a block preserved across the next scrub.
+    #[napi(catch_unwind)]
+    pub fn preserve(&self, pa: BigInt, order: u32) -> Result<(), Code> {
+        let order = u8_arg(order, physmem::MAX_ORDER as u32, "order")?;
+        self.mem.borrow_mut().preserve(u64_arg(&pa, "pa")?, order).map_err(mem_err)
+    }
+
+    /// Removes a preservation mark.
+    #[napi(catch_unwind)]
+    pub fn unpreserve(&self, pa: BigInt, order: u32) -> Result<(), Code> {
+        let order = u8_arg(order, physmem::MAX_ORDER as u32, "order")?;
+        self.mem.borrow_mut().unpreserve(u64_arg(&pa, "pa")?, order).map_err(mem_err)
+    }
+
+    /// Whether a mark covers `pa`.
+    #[napi(catch_unwind)]
+    pub fn is_preserved(&self, pa: BigInt) -> Result<bool, Code> {
+        Ok(self.mem.borrow().is_preserved(u64_arg(&pa, "pa")?))
+    }
+
+    /// Every preservation mark.
+    #[napi(catch_unwind)]
+    pub fn preserved(&self) -> Vec<PreservedBlock> {
+        self.mem
+            .borrow()
+            .preserved()
+            .into_iter()
+            .map(|(pa, order)| PreservedBlock { pa: BigInt::from(pa), order: order as u32 })
+            .collect()
+    }
+
+    /// A new kernel takes over: unpreserved memory is poisoned and freed.
+    #[napi(catch_unwind)]
+    pub fn scrub(&self) -> ScrubReport {
+        let r = self.mem.borrow_mut().scrub();
+        ScrubReport {
+            preserved_frames: r.preserved_frames as f64,
+            poisoned_frames: r.poisoned_frames as f64,
+            free_frames: r.free_frames as f64,
+        }
+    }
+
+    /// Re-seeds the allocator.
+    #[napi(catch_unwind)]
+    pub fn reseed(&self, seed: BigInt) -> Result<(), Code> {
+        self.mem.borrow_mut().reseed(u64_arg(&seed, "seed")?);
+        Ok(())
+    }
+
+    /// Usage statistics.
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> MemoryStats {
+        let s = self.mem.borrow().stats();
+        MemoryStats {
+            size: BigInt::from(s.size),
+            frames_total: s.frames_total as f64,
+            frames_free: s.frames_free as f64,
+            frames_allocated: s.frames_allocated as f64,
+            frames_reserved: s.frames_reserved as f64,
+            frames_resident: s.frames_resident as f64,
+            frames_preserved: s.frames_preserved as f64,
+            host_bytes: s.host_bytes as f64,
+            allocations: s.allocations as f64,
+            frees: s.frees as f64,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The VT-d unit
+
+/// Unit configuration; absent fields take the defaults of `vtd::UnitConfig`.
+#[napi(object)]
+pub struct UnitOptions {
+    /// 39, 48 or 57.
+    pub address_width: Option<u32>,
+    /// SLLPS 2 MiB.
+    pub superpage_2m: Option<bool>,
+    /// SLLPS 1 GiB.
+    pub superpage_1g: Option<bool>,
+    /// CAP.ND.
+    pub nd: Option<u32>,
+    /// CAP.PSI.
+    pub psi: Option<bool>,
+    /// CAP.MAMV.
+    pub mamv: Option<u32>,
+    /// CAP.CM.
+    pub caching_mode: Option<bool>,
+    /// CAP.ESRTPS.
+    pub esrtps: Option<bool>,
+    /// ECAP.C.
+    pub coherent: Option<bool>,
+    /// ECAP.SC.
+    pub snoop_control: Option<bool>,
+    /// ECAP.PT.
+    pub pass_through: Option<bool>,
+    /// ECAP.DT.
+    pub device_tlb: Option<bool>,
+    /// TM bit ignored in 4K leaves.
+    pub stale_tm: Option<bool>,
+    /// Fault-recording registers.
+    pub fault_records: Option<u32>,
+    /// IOTLB entries.
+    pub iotlb_entries: Option<u32>,
+    /// IOTLB associativity.
+    pub iotlb_ways: Option<u32>,
+    /// Paging-structure-cache entries.
+    pub psc_entries: Option<u32>,
+    /// Context-cache entries.
+    pub context_cache_entries: Option<u32>,
+}
+
+fn unit_config(o: UnitOptions) -> Result<UnitConfig, Code> {
+    let d = UnitConfig::default();
+    Ok(UnitConfig {
+        address_width: o.address_width.unwrap_or(d.address_width),
+        superpage_2m: o.superpage_2m.unwrap_or(d.superpage_2m),
+        superpage_1g: o.superpage_1g.unwrap_or(d.superpage_1g),
+        nd: u8_arg(o.nd.unwrap_or(d.nd as u32), 6, "nd")?,
+        psi: o.psi.unwrap_or(d.psi),
+        mamv: u8_arg(o.mamv.unwrap_or(d.mamv as u32), 63, "mamv")?,
+        caching_mode: o.caching_mode.unwrap_or(d.caching_mode),
+        esrtps: o.esrtps.unwrap_or(d.esrtps),
+        coherent: o.coherent.unwrap_or(d.coherent),
+        snoop_control: o.snoop_control.unwrap_or(d.snoop_control),
+        pass_through: o.pass_through.unwrap_or(d.pass_through),
+        device_tlb: o.device_tlb.unwrap_or(d.device_tlb),
+        stale_tm: o.stale_tm.unwrap_or(d.stale_tm),
+        fault_records: o.fault_records.unwrap_or(d.fault_records),
+        iotlb_entries: o.iotlb_entries.unwrap_or(d.iotlb_entries),
+        iotlb_ways: o.iotlb_ways.unwrap_or(d.iotlb_ways),
+        psc_entries: o.psc_entries.unwrap_or(d.psc_entries),
+        context_cache_entries: o.context_cache_entries.unwrap_or(d.context_cache_entries),
+    })
+}
+
+/// The pinned register view.
+#[napi(object)]
+pub struct Registers {
+    /// CAP_REG.
+    pub cap: BigInt,
+    /// ECAP_REG.
+    pub ecap: BigInt,
+    /// GSTS_REG.
+    pub gsts: u32,
+    /// RTADDR_REG.
+    pub rtaddr: BigInt,
+}
+
+/// One fault record.
+#[napi(object)]
+pub struct Fault {
+    /// Requester id.
+    pub sid: u32,
+    /// Faulting page address.
+    pub iova: BigInt,
+    /// Fault reason (0x1..=0xE).
+    pub reason: u32,
+    /// Whether the request was a write.
+    pub write: bool,
+}
+
+/// Unit counters (numbers: they stay far below 2^53).
+#[napi(object)]
+pub struct UnitStats {
+    /// IOTLB hits.
+    pub iotlb_hits: f64,
+    /// IOTLB misses.
+    pub iotlb_misses: f64,
+    /// Page walks.
+    pub walks: f64,
+    /// Faulted requests.
+    pub faults: f64,
+    /// Walks resumed from the paging-structure cache.
+    pub psc_hits: f64,
+    /// Context-cache hits.
+    pub context_hits: f64,
+    /// Context-cache misses.
+    pub context_misses: f64,
+    /// Faults recorded in FRCD registers.
+    pub faults_recorded: f64,
+    /// Faults not recorded (FPD, collapse, overflow).
+    pub faults_dropped: f64,
+    /// Untranslated requests (TE off, pass-through).
+    pub passthrough: f64,
+    /// Context-cache invalidations.
+    pub context_invalidations: f64,
+    /// IOTLB invalidations.
+    pub iotlb_invalidations: f64,
+}
+
+/// Entries held and capacity of each cache.
+#[napi(object)]
+pub struct CacheOccupancy {
+    /// IOTLB entries held.
+    pub iotlb: u32,
+    /// IOTLB capacity.
+    pub iotlb_capacity: u32,
+    /// Paging-structure-cache entries held.
+    pub psc: u32,
+    /// Paging-structure-cache capacity.
+    pub psc_capacity: u32,
+    /// Context-cache entries held.
+    pub context: u32,
+    /// Context-cache capacity.
+    pub context_capacity: u32,
+}
+
+/// A VT-d DMA-remapping unit over a memory.
+#[napi]
+pub struct NativeUnit {
+    mem: SharedMem,
+    unit: Unit,
+    last_fault: u32,
+}
+
+fn granularity(g: IotlbInvalidation) -> &'static str {
+    match g {
+        IotlbInvalidation::Global => "global",
+        IotlbInvalidation::Domain(_) => "domain",
+        IotlbInvalidation::Page { .. } => "page",
+    }
+}
+
+#[napi]
+impl NativeUnit {
+    /// A unit with translation disabled.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(mem: &NativeMemory, options: UnitOptions) -> Result<Self, Code> {
+        let unit = Unit::new(unit_config(options)?).map_err(vtd_err)?;
+        Ok(NativeUnit { mem: mem.mem.clone(), unit, last_fault: 0 })
+    }
+
+    /// CAP, ECAP, GSTS, RTADDR.
+    #[napi(catch_unwind)]
+    pub fn registers(&self) -> Registers {
+        Registers {
+            cap: BigInt::from(self.unit.cap()),
+            ecap: BigInt::from(self.unit.ecap()),
+            gsts: self.unit.gsts(),
+            rtaddr: BigInt::from(self.unit.rtaddr()),
+        }
+    }
+
+    /// MMIO read.
+    #[napi(catch_unwind)]
+    pub fn read_register(&self, offset: u32, size: u32) -> Result<u64, Code> {
+        self.unit.read_reg(offset, size).map_err(vtd_err)
+    }
+
+    /// MMIO write.
+    #[napi(catch_unwind)]
+    pub fn write_register(&mut self, offset: u32, size: u32, value: BigInt) -> Result<(), Code> {
+        let v = u64_arg(&value, "value")?;
+        self.unit.write_reg(offset, size, v).map_err(vtd_err)
+    }
+
+    /// RTADDR + GCMD.SRTP.
+    #[napi(catch_unwind)]
+    pub fn set_root_table(&mut self, pa: BigInt) -> Result<(), Code> {
+        self.unit.set_root_table(u64_arg(&pa, "pa")?);
+        Ok(())
+    }
+
+    /// GCMD.TE.
+    #[napi(catch_unwind)]
+    pub fn enable_translation(&mut self, on: bool) {
+        self.unit.enable_translation(on);
+    }
+
+    /// Batch translation: `out[i]` = PA or 2^64-1, `faults[i]` = reason or 0. Returns how many
+    /// faulted.
+    #[napi(catch_unwind)]
+    pub fn translate(&mut self, sid: u32, iovas: &[u64], out: U64Out, write: bool, faults: Option<U8Out>) -> Result<u32, Code> {
+        let sid = u16_arg(sid, "sid")?;
+        if out.len() < iovas.len() {
+            return Err(invalid(format!("out holds {} entries, iovas {}", out.len(), iovas.len())));
+        }
+        if let Some(f) = &faults {
+            if f.len() < iovas.len() {
+                return Err(invalid(format!("faults holds {} entries, iovas {}", f.len(), iovas.len())));
+            }
+        }
+        let mem = self.mem.borrow();
+        Ok(self.unit.translate_batch(&mem, sid, iovas, out, write, faults) as u32)
+    }
+
+    /// One translation: the PA, or 2^64-1 on a fault (never a PA: PAs are below 2^52), whose
+    /// reason `last_fault` then returns. Scalar arguments and result keep the call cheap.
+    #[napi(catch_unwind)]
+    pub fn translate_one(&mut self, sid: u32, iova: BigInt, write: bool) -> Result<u64, Code> {
+        let sid = u16_arg(sid, "sid")?;
+        let iova = u64_arg(&iova, "iova")?;
+        let mem = self.mem.borrow();
+        Ok(match self.unit.translate(&mem, sid, iova, write) {
+            Ok(pa) => {
+                self.last_fault = 0;
+                pa
+            }
+            Err(reason) => {
+                self.last_fault = reason as u32;
+                u64::MAX
+            }
+        })
+    }
+
+    /// The fault reason of the last `translate_one`, 0 if it succeeded.
+    #[napi(getter)]
+    pub fn last_fault(&self) -> u32 {
+        self.last_fault
+    }
+
+    /// Pending fault records, oldest first.
+    #[napi(catch_unwind)]
+    pub fn faults(&self) -> Vec<Fault> {
+        self.unit
+            .fault_records()
+            .into_iter()
+            .map(|f| Fault { sid: f.sid as u32, iova: BigInt::from(f.addr), reason: f.reason as u32, write: f.write })
+            .collect()
+    }
+
+    /// Clears the fault log; returns how many records were pending.
+    #[napi(catch_unwind)]
+    pub fn clear_faults(&mut self) -> u32 {
+        self.unit.clear_faults() as u32
+    }
+
+    /// Counters.
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> UnitStats {
+        let s = self.unit.stats();
+        UnitStats {
+            iotlb_hits: s.iotlb_hits as f64,
+            iotlb_misses: s.iotlb_misses as f64,
+            walks: s.walks as f64,
+            faults: s.faults as f64,
+            psc_hits: s.psc_hits as f64,
+            context_hits: s.context_hits as f64,
+            context_misses: s.context_misses as f64,
+            faults_recorded: s.faults_recorded as f64,
+            faults_dropped: s.faults_dropped as f64,
+            passthrough: s.passthrough as f64,
+            context_invalidations: s.context_invalidations as f64,
+            iotlb_invalidations: s.iotlb_invalidations as f64,
+        }
+    }
+
+    /// Cache occupancy and capacity.
+    #[napi(catch_unwind)]
+    pub fn cache_occupancy(&self) -> CacheOccupancy {
+        let (iotlb, psc, context) = self.unit.cache_occupancy();
+        let (ic, pc, cc) = self.unit.cache_capacity();
+        CacheOccupancy {
+            iotlb: iotlb as u32,
+            iotlb_capacity: ic as u32,
+            psc: psc as u32,
+            psc_capacity: pc as u32,
+            context: context as u32,
+            context_capacity: cc as u32,
+        }
+    }
+
+    /// Context-cache invalidation: granularity "global" | "domain" | "device".
+    #[napi(catch_unwind)]
+    pub fn invalidate_context(&mut self, granularity: String, did: u32, sid: u32, fm: u32) -> Result<(), Code> {
+        let did = u16_arg(did, "did")?;
+        let req = match granularity.as_str() {
+            "global" => ContextInvalidation::Global,
+            "domain" => ContextInvalidation::Domain(did),
+            "device" => ContextInvalidation::Device { did, sid: u16_arg(sid, "sid")?, fm: u8_arg(fm, 3, "fm")? },
+            g => return Err(invalid(format!("unknown context invalidation granularity {g:?}"))),
+        };
+        self.unit.invalidate_context(req);
+        Ok(())
+    }
+
+    /// IOTLB invalidation: granularity "global" | "domain" | "page"; returns the granularity
+    /// performed.
+    #[napi(catch_unwind)]
+    pub fn invalidate_iotlb(&mut self, granularity: String, did: u32, addr: BigInt, am: u32, ih: bool) -> Result<&'static str, Code> {
+        let did = u16_arg(did, "did")?;
+        let req = match granularity.as_str() {
+            "global" => IotlbInvalidation::Global,
+            "domain" => IotlbInvalidation::Domain(did),
+            "page" => IotlbInvalidation::Page { did, addr: u64_arg(&addr, "addr")?, am: u8_arg(am, 63, "am")?, ih },
+            g => return Err(invalid(format!("unknown IOTLB invalidation granularity {g:?}"))),
+        };
+        self.unit.invalidate_iotlb(req).map(granularity_name).map_err(vtd_err)
+    }
+
+    /// Flushes what `gather` collected for domain `did`, then frees its table pages.
+    #[napi(catch_unwind)]
+    pub fn iotlb_sync(&mut self, did: u32, gather: &mut NativeGather) -> Result<&'static str, Code> {
+        let did = u16_arg(did, "did")?;
+        let mut mem = self.mem.borrow_mut();
+        self.unit.iotlb_sync(&mut mem, did, &mut gather.inner).map(granularity_name).map_err(vtd_err)
+    }
+
+    /// A fresh page table for this unit with `levels` levels.
+    #[napi(catch_unwind)]
+    pub fn create_page_table(&self, levels: u32) -> Result<NativePageTable, Code> {
+        let config = self.unit.pagetable_config(levels).map_err(vtd_err)?;
+        let pt = PageTable::new(&mut self.mem.borrow_mut(), config).map_err(vtd_err)?;
+        Ok(NativePageTable { mem: self.mem.clone(), pt })
+    }
+
+    /// Adopts existing tables at `pgd` (re-hydration after kexec).
+    #[napi(catch_unwind)]
+    pub fn adopt_page_table(&self, pgd: BigInt, levels: u32) -> Result<NativePageTable, Code> {
+        let config = self.unit.pagetable_config(levels).map_err(vtd_err)?;
+        let pt = PageTable::from_raw(u64_arg(&pgd, "pgd")?, config).map_err(vtd_err)?;
+        Ok(NativePageTable { mem: self.mem.clone(), pt })
+    }
+}
+
+fn granularity_name(g: IotlbInvalidation) -> &'static str {
+    granularity(g)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page tables and gathers
+
+/// Unmapped ranges and table pages awaiting the IOTLB flush.
+#[napi]
+pub struct NativeGather {
+    inner: Gather,
+}
+
+#[napi]
+impl NativeGather {
+    /// An empty gather.
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        NativeGather { inner: Gather::default() }
+    }
+
+    /// `[start, end]` gathered, or null.
+    #[napi(catch_unwind)]
+    pub fn range(&self) -> Option<Vec<u64>> {
+        self.inner.range().map(|(s, e)| vec![s, e])
+    }
+
+    /// Table pages awaiting the flush.
+    #[napi(catch_unwind)]
+    pub fn freelist(&self) -> BigUint64Array {
+        BigUint64Array::new(self.inner.freelist().to_vec())
+    }
+}
+
+/// One walk step.
+#[napi(object)]
+pub struct WalkStep {
+    /// Level.
+    pub level: u32,
+    /// Entry address.
+    pub pte_pa: BigInt,
+    /// Entry value.
+    pub pte: BigInt,
+}
+
+/// A domain's second-level page table.
+#[napi]
+pub struct NativePageTable {
+    mem: SharedMem,
+    pt: PageTable,
+}
+
+fn prot(read: bool, write: bool, snoop: bool) -> Prot {
+    Prot { read, write, snoop }
+}
+
+#[napi]
+impl NativePageTable {
+    /// SLPTPTR.
+    #[napi(getter, catch_unwind)]
+    pub fn pgd(&self) -> u64 {
+        self.pt.pgd()
+    }
+
+    /// Paging levels.
+    #[napi(getter, catch_unwind)]
+    pub fn levels(&self) -> u32 {
+        self.pt.config().levels
+    }
+
+    /// Context-entry AW.
+    #[napi(getter, catch_unwind)]
+    pub fn aw(&self) -> u32 {
+        self.pt.aw() as u32
+    }
+
+    /// Maps `[iova, iova+size)` to `pa`.
+    #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn map(&mut self, iova: BigInt, pa: BigInt, size: BigInt, read: bool, write: bool, snoop: bool, gather: &mut NativeGather) -> Result<(), Code> {
+        let (iova, pa, size) = (u64_arg(&iova, "iova")?, u64_arg(&pa, "pa")?, u64_arg(&size, "size")?);
+        self.pt
+            .map(&mut self.mem.borrow_mut(), iova, pa, size, prot(read, write, snoop), &mut gather.inner)
+            .map_err(vtd_err)
+    }
+
+    /// Unmaps `[iova, iova+size)`; returns the size unmapped.
+    #[napi(catch_unwind)]
+    pub fn unmap(&mut self, iova: BigInt, size: BigInt, gather: &mut NativeGather) -> Result<u64, Code> {
+        let (iova, size) = (u64_arg(&iova, "iova")?, u64_arg(&size, "size")?);
+        self.pt.unmap(&mut self.mem.borrow_mut(), iova, size, &mut gather.inner).map_err(vtd_err)
+    }
+
+    /// The PA `iova` maps to, or null.
+    #[napi(catch_unwind)]
+    pub fn iova_to_phys(&self, iova: BigInt) -> Result<Option<u64>, Code> {
+        self.pt.iova_to_phys(&self.mem.borrow(), u64_arg(&iova, "iova")?).map_err(vtd_err)
+    }
+
+    /// Every entry read walking `iova`, top first.
+    #[napi(catch_unwind)]
+    pub fn walk(&self, iova: BigInt) -> Result<Vec<WalkStep>, Code> {
+        let steps = self.pt.walk(&self.mem.borrow(), u64_arg(&iova, "iova")?).map_err(vtd_err)?;
+        Ok(steps
+            .into_iter()
+            .map(|s| WalkStep { level: s.level, pte_pa: BigInt::from(s.pte_pa), pte: BigInt::from(s.pte) })
+            .collect())
+    }
+
+    /// Every table page, top first.
+    #[napi(catch_unwind)]
+    pub fn table_pages(&self) -> Result<BigUint64Array, Code> {
+        Ok(BigUint64Array::new(self.pt.table_pages(&self.mem.borrow()).map_err(vtd_err)?))
+    }
+
+    /// Hands every table page to `gather` (teardown); the table must not be used afterwards.
+    #[napi(catch_unwind)]
+    pub fn destroy(&mut self, gather: &mut NativeGather) -> Result<(), Code> {
+        self.pt.clone().destroy(&self.mem.borrow(), &mut gather.inner).map_err(vtd_err)
+    }
+}
 
 /// Version of the native core, for diagnostics.
 #[napi]
 pub fn native_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// Panics on purpose: lets tests prove a Rust panic becomes a JavaScript exception.
+#[napi(catch_unwind)]
+pub fn native_panic_for_test() {
+    panic!("deliberate panic from the native core");
 }

@@ -1,0 +1,326 @@
+import {
+  native,
+  type NativeCacheOccupancy,
+  type NativeGather,
+  type NativePageTable,
+  type NativeUnit,
+  type NativeUnitStats,
+} from '../native.js';
+import type { PhysicalMemory } from './memory.js';
+import { DMAR_FAULT_REASONS } from './vtd-regs.js';
+
+/** Second-level page sizes a unit may support (CAP.SLLPS). */
+export type Superpage = '2M' | '1G';
+
+/** What a unit advertises and how large its caches are. */
+export interface IommuUnitOptions {
+  /** MGAW: 39, 48 (default) or 57; SAGAW lists every depth up to it. */
+  addressWidth?: 39 | 48 | 57;
+  /** CAP.SLLPS (default both). */
+  superpages?: Superpage[];
+  /** IOTLB entries (default 512, 8-way; 0 disables it). */
+  iotlbEntries?: number;
+  /** IOTLB associativity (default 8). */
+  iotlbWays?: number;
+  /** Paging-structure-cache entries (default 128; 0 disables it). */
+  pagingStructureCacheEntries?: number;
+  /** Context-cache entries (default 64). */
+  contextCacheEntries?: number;
+  /** Fault-recording registers, CAP.NFR+1 (default 8, at most 256). */
+  faultRecords?: number;
+  /** CAP.ND: 2^(4+2·ND) domains (default 6). */
+  nd?: number;
+  /** CAP.PSI (default true). */
+  psi?: boolean;
+  /** CAP.MAMV (default 18). */
+  mamv?: number;
+  /** CAP.CM (default false). */
+  cachingMode?: boolean;
+  /** CAP.ESRTPS (default false). */
+  esrtps?: boolean;
+  /** ECAP.C (default true). */
+  coherent?: boolean;
+  /** ECAP.SC (default true). */
+  snoopControl?: boolean;
+  /** ECAP.PT (default true). */
+  passThrough?: boolean;
+  /** ECAP.DT (default false). */
+  deviceTlb?: boolean;
+  /** Treat PTE bit 62 (TM) as ignored in 4 KiB leaves, as pre-3.2 parts did (default false). */
+  staleTm?: boolean;
+}
+
+/** A recorded DMA-remapping fault. `iova` is the page address FRCD.FI holds. */
+export interface DmarFault {
+  sid: number;
+  iova: bigint;
+  reason: number;
+  write: boolean;
+}
+
+export type IommuStats = NativeUnitStats;
+export type CacheOccupancy = NativeCacheOccupancy;
+
+/** Thrown by {@link IommuUnit.translateOne} when the request faults. */
+export class DmarFaultError extends Error {
+  readonly code = 'ERR_DMAR_FAULT';
+  constructor(
+    readonly sid: number,
+    readonly iova: bigint,
+    readonly reason: number,
+    readonly write: boolean,
+  ) {
+    super(
+      `DMAR fault reason 0x${reason.toString(16)} (${DMAR_FAULT_REASONS[reason] ?? 'unknown'}) ` +
+        `for ${sid.toString(16).padStart(4, '0')} ${write ? 'write' : 'read'} at 0x${iova.toString(16)}`,
+    );
+    this.name = 'DmarFaultError';
+  }
+}
+
+/** `out[i]` of a faulted translation: never a PA, PAs are below 2^52. */
+export const TRANSLATION_FAULTED = 0xffff_ffff_ffff_ffffn;
+
+/** The granularity an invalidation was performed at. */
+export type Granularity = 'global' | 'domain' | 'page';
+
+/** A context-cache invalidation request (CCMD). */
+export type ContextInvalidation =
+  | { granularity: 'global' }
+  | { granularity: 'domain'; did: number }
+  | { granularity: 'device'; did: number; sid: number; fm?: number };
+
+/** An IOTLB invalidation request (IOTLB_REG + IVA). */
+export type IotlbInvalidation =
+  | { granularity: 'global' }
+  | { granularity: 'domain'; did: number }
+  | { granularity: 'page'; did: number; addr: bigint; am?: number; ih?: boolean };
+
+/** Unmapped ranges and table pages awaiting the IOTLB flush (`struct iommu_iotlb_gather`). */
+export class Gather {
+  /** @internal */
+  readonly native: NativeGather = new native.NativeGather();
+
+  /** The gathered IOVA range `[start, end]`, or null. */
+  get range(): { start: bigint; end: bigint } | null {
+    const r = this.native.range();
+    return r ? { start: r[0]!, end: r[1]! } : null;
+  }
+
+  /** Table pages that {@link IommuUnit.iotlbSync} will free after the flush. */
+  get freelist(): BigUint64Array {
+    return this.native.freelist();
+  }
+}
+
+/** Permissions of a mapping. */
+export interface Prot {
+  read?: boolean;
+  write?: boolean;
+  /** Snooped access; needs ECAP.SC. */
+  snoop?: boolean;
+}
+
+/** One entry read by a walk, top level first. */
+export interface WalkStep {
+  level: number;
+  ptePa: bigint;
+  pte: bigint;
+}
+
+/**
+ * A domain's second-level page table in simulated memory, programmed the way Linux's VT-d
+ * driver does (`__domain_mapping`, `domain_unmap`): superpages chosen by alignment and SLLPS,
+ * freed table pages held on a {@link Gather} until the IOTLB flush.
+ */
+export class PageTable {
+  private constructor(
+    /** @internal */ readonly native: NativePageTable,
+  ) {}
+
+  /** @internal */
+  static wrap(pt: NativePageTable): PageTable {
+    return new PageTable(pt);
+  }
+
+  /** Physical address of the top-level table (a context entry's SLPTPTR). */
+  get pgd(): bigint {
+    return this.native.pgd;
+  }
+  /** Paging levels (3, 4 or 5). */
+  get levels(): number {
+    return this.native.levels;
+  }
+  /** The context-entry AW field for this depth. */
+  get aw(): number {
+    return this.native.aw;
+  }
+
+  /** Maps `[iova, iova+size)` to `[pa, pa+size)`. Fails, changing nothing, if any of it is mapped. */
+  map(iova: bigint, pa: bigint, size: bigint, prot: Prot, gather: Gather = new Gather()): void {
+    this.native.map(iova, pa, size, prot.read ?? false, prot.write ?? false, prot.snoop ?? false, gather.native);
+  }
+
+  /** Unmaps `[iova, iova+size)` into `gather`; returns the size unmapped (a superpage grows it). */
+  unmap(iova: bigint, size: bigint, gather: Gather): bigint {
+    return this.native.unmap(iova, size, gather.native);
+  }
+
+  /** `iommu_iova_to_phys`: the PA `iova` maps to, or null. */
+  iovaToPhys(iova: bigint): bigint | null {
+    return this.native.iovaToPhys(iova);
+  }
+
+  /** Every entry read walking `iova`, down to the leaf or the first non-present entry. */
+  walk(iova: bigint): WalkStep[] {
+    return this.native.walk(iova);
+  }
+
+  /** Every table page, top first. */
+  tablePages(): BigUint64Array {
+    return this.native.tablePages();
+  }
+
+  /** Teardown: every table page goes to `gather`; flush with {@link IommuUnit.iotlbSync}. */
+  destroy(gather: Gather): void {
+    this.native.destroy(gather.native);
+  }
+}
+
+const SLLPS: Record<Superpage, 'superpage2M' | 'superpage1G'> = { '2M': 'superpage2M', '1G': 'superpage1G' };
+
+/**
+ * One VT-d DMA-remapping unit in legacy mode: registers, root/context/second-level tables read
+ * from {@link PhysicalMemory} bit-exactly, IOTLB / paging-structure / context caches with
+ * hardware staleness, and the fault log.
+ */
+export class IommuUnit {
+  /** @internal */
+  readonly native: NativeUnit;
+
+  constructor(
+    readonly memory: PhysicalMemory,
+    options: IommuUnitOptions = {},
+  ) {
+    const superpages = options.superpages ?? ['2M', '1G'];
+    for (const s of superpages) {
+      if (!(s in SLLPS)) throw Object.assign(new RangeError(`unknown superpage size ${String(s)}`), { code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    this.native = new native.NativeUnit(memory.native, {
+      addressWidth: options.addressWidth,
+      superpage2M: superpages.includes('2M'),
+      superpage1G: superpages.includes('1G'),
+      nd: options.nd,
+      psi: options.psi,
+      mamv: options.mamv,
+      cachingMode: options.cachingMode,
+      esrtps: options.esrtps,
+      coherent: options.coherent,
+      snoopControl: options.snoopControl,
+      passThrough: options.passThrough,
+      deviceTlb: options.deviceTlb,
+      staleTm: options.staleTm,
+      faultRecords: options.faultRecords,
+      iotlbEntries: options.iotlbEntries,
+      iotlbWays: options.iotlbWays,
+      pscEntries: options.pagingStructureCacheEntries,
+      contextCacheEntries: options.contextCacheEntries,
+    });
+  }
+
+  /** CAP, ECAP, GSTS and RTADDR. */
+  registers(): { cap: bigint; ecap: bigint; gsts: number; rtaddr: bigint } {
+    return this.native.registers();
+  }
+
+  /** MMIO read of a 4- or 8-byte register. */
+  readRegister(offset: number, size: 4 | 8): bigint {
+    return this.native.readRegister(offset, size);
+  }
+
+  /** MMIO write with hardware semantics (GCMD, CCMD.ICC, IOTLB_REG.IVT, W1C fault bits). */
+  writeRegister(offset: number, size: 4 | 8, value: bigint): void {
+    this.native.writeRegister(offset, size, value);
+  }
+
+  /** RTADDR then GCMD.SRTP: latches the root table and invalidates every cache. */
+  setRootTable(pa: bigint): void {
+    this.native.setRootTable(pa);
+  }
+
+  /** GCMD.TE: with translation off, DMA addresses are physical addresses. */
+  enableTranslation(on: boolean): void {
+    this.native.enableTranslation(on);
+  }
+
+  /**
+   * Translates a burst of DMA requests from requester `sid` (`bus << 8 | devfn`) in one call:
+   * `out[i]` receives the PA of `iovas[i]` or {@link TRANSLATION_FAULTED}, `opts.faults[i]` the
+   * fault reason or 0. Returns how many faulted. No allocation per call.
+   */
+  translate(sid: number, iovas: BigUint64Array, out: BigUint64Array, opts: { write: boolean; faults?: Uint8Array }): number {
+    return this.native.translate(sid, iovas, out, opts.write, opts.faults);
+  }
+
+  /** Translates one request; throws {@link DmarFaultError} on a fault. */
+  translateOne(sid: number, iova: bigint, write = false): bigint {
+    const pa = this.native.translateOne(sid, iova, write);
+    if (pa === TRANSLATION_FAULTED) throw new DmarFaultError(sid, iova, this.native.lastFault, write);
+    return pa;
+  }
+
+  /** Pending fault records (FRCD registers with F set), oldest first. */
+  faults(): DmarFault[] {
+    return this.native.faults();
+  }
+
+  /** Clears the fault records and FSTS.PFO, as the driver's fault handler does. */
+  clearFaults(): number {
+    return this.native.clearFaults();
+  }
+
+  /** Counters. */
+  stats(): IommuStats {
+    return this.native.stats();
+  }
+
+  /** Entries held and capacity of the IOTLB, paging-structure cache and context cache. */
+  cacheOccupancy(): CacheOccupancy {
+    return this.native.cacheOccupancy();
+  }
+
+  /** Context-cache invalidation (CCMD). */
+  invalidateContext(req: ContextInvalidation): void {
+    const did = 'did' in req ? req.did : 0;
+    const sid = req.granularity === 'device' ? req.sid : 0;
+    const fm = req.granularity === 'device' ? (req.fm ?? 0) : 0;
+    this.native.invalidateContext(req.granularity, did, sid, fm);
+  }
+
+  /** IOTLB invalidation; returns the granularity performed (PSI without CAP.PSI becomes DSI). */
+  invalidateIotlb(req: IotlbInvalidation): Granularity {
+    const did = 'did' in req ? req.did : 0;
+    if (req.granularity === 'page') return this.native.invalidateIotlb('page', did, req.addr, req.am ?? 0, req.ih ?? false);
+    return this.native.invalidateIotlb(req.granularity, did, 0n, 0, false);
+  }
+
+  /** Linux's `intel_iommu_tlb_sync` for domain `did`: PSI (IH=1 iff nothing was freed) or DSI, then frees the gathered table pages. */
+  iotlbSync(did: number, gather: Gather): Granularity {
+    return this.native.iotlbSync(did, gather.native);
+  }
+
+  /** A fresh, empty page table of `levels` levels (default: the deepest the width allows). */
+  createPageTable(levels?: number): PageTable {
+    return PageTable.wrap(this.native.createPageTable(levels ?? defaultLevels(this)));
+  }
+
+  /** Adopts the existing tables at `pgd` (re-hydration after kexec). */
+  adoptPageTable(pgd: bigint, levels: number): PageTable {
+    return PageTable.wrap(this.native.adoptPageTable(pgd, levels));
+  }
+}
+
+function defaultLevels(unit: IommuUnit): number {
+  const mgaw = Number((unit.registers().cap >> 16n) & 0x3fn) + 1;
+  return (mgaw - 30) / 9 + 2;
+}

@@ -1,0 +1,124 @@
+import { native, type NativeMemory, type NativeMemoryStats, type NativeScrubReport } from '../native.js';
+
+/** Options of a simulated host memory. */
+export interface PhysicalMemoryOptions {
+  /** Size in bytes: a non-zero multiple of 4 KiB, at most 2^52. */
+  size: bigint;
+  /** Seed of the frame allocator (default 0): same seed, same frames. */
+  seed?: bigint | number;
+}
+
+export type MemoryStats = NativeMemoryStats;
+export type ScrubReport = NativeScrubReport;
+
+/** 4 KiB. */
+export const PAGE_SIZE = 4096n;
+/** The byte scrubbed and freed memory reads as (Linux's POISON_FREE). */
+export const POISON = 0x6b;
+
+/**
+ * Simulated host physical memory. Sparse: a 2^52-byte host costs nothing until written. Frames
+ * come from a seeded allocator; preservation marks survive {@link PhysicalMemory.scrub}, which
+ * models the next kernel taking over everything else.
+ */
+export class PhysicalMemory {
+  /** @internal the addon object, shared with units and page tables. */
+  readonly native: NativeMemory;
+
+  constructor(options: PhysicalMemoryOptions) {
+    this.native = new native.NativeMemory(options.size, BigInt(options.seed ?? 0));
+  }
+
+  /** Configured size in bytes. */
+  get size(): bigint {
+    return this.native.size;
+  }
+
+  /** Reads `n` bytes at `pa`. */
+  read(pa: bigint, n: number): Uint8Array {
+    return this.native.read(pa, n);
+  }
+
+  /** Writes `bytes` at `pa`. */
+  write(pa: bigint, bytes: Uint8Array): void {
+    this.native.write(pa, bytes);
+  }
+
+  /** Fills `len` bytes at `pa` with `byte` (zeroing untouched memory costs nothing). */
+  fill(pa: bigint, len: bigint, byte: number): void {
+    this.native.fill(pa, len, byte);
+  }
+
+  /** Reads the little-endian u64 at the 8-byte aligned `pa`. */
+  readU64(pa: bigint): bigint {
+    return this.native.readU64(pa);
+  }
+
+  /** Writes the little-endian u64 at the 8-byte aligned `pa`. */
+  writeU64(pa: bigint, value: bigint): void {
+    this.native.writeU64(pa, value);
+  }
+
+  /** Allocates 2^order naturally aligned frames (`__get_free_pages`); `zero` as `__GFP_ZERO`. */
+  alloc(order = 0, options: { zero?: boolean } = {}): bigint {
+    return this.native.alloc(order, options.zero ?? false);
+  }
+
+  /** Allocates exactly `[pa, pa+len)` (whole frames); fails if any of it is not free. */
+  claim(pa: bigint, len: bigint): void {
+    this.native.claim(pa, len);
+  }
+
+  /** Frees 2^order frames at `pa` (`free_pages`). Freed frames that held data read as poison. */
+  free(pa: bigint, order = 0): void {
+    this.native.free(pa, PAGE_SIZE << BigInt(order));
+  }
+
+  /** Frees `[pa, pa+len)` (whole frames). */
+  freeRange(pa: bigint, len: bigint): void {
+    this.native.free(pa, len);
+  }
+
+  /** Whether all of `[pa, pa+len)` is allocated. */
+  isAllocated(pa: bigint, len: bigint = PAGE_SIZE): boolean {
+    return this.native.isAllocated(pa, len);
+  }
+
+  /** Marks the allocated block of 2^order frames at `pa` preserved across the next scrub. */
+  preserve(pa: bigint, order = 0): void {
+    this.native.preserve(pa, order);
+  }
+
+  /** Removes the mark set with the same `pa` and `order`. */
+  unpreserve(pa: bigint, order = 0): void {
+    this.native.unpreserve(pa, order);
+  }
+
+  /** Whether a preservation mark covers `pa`. */
+  isPreserved(pa: bigint): boolean {
+    return this.native.isPreserved(pa);
+  }
+
+  /** Every preservation mark, by address. */
+  preserved(): { pa: bigint; order: number }[] {
+    return this.native.preserved();
+  }
+
+  /**
+   * The next kernel takes over: frames outside preserved blocks read as poison and are free;
+   * preserved blocks keep their bytes and stay allocated. The marks are consumed.
+   */
+  scrub(): ScrubReport {
+    return this.native.scrub();
+  }
+
+  /** Re-seeds the frame allocator. */
+  reseed(seed: bigint | number): void {
+    this.native.reseed(BigInt(seed));
+  }
+
+  /** Usage statistics. */
+  stats(): MemoryStats {
+    return this.native.stats();
+  }
+}
