@@ -1,0 +1,38 @@
+import { IommuUnit, PhysicalMemory, type PageTable } from 'iommu-liveupdate';
+
+/** A root table and a context table per bus, programmed as the Intel driver does. */
+export class Tables {
+  readonly root: bigint;
+  private readonly contexts = new Map<number, bigint>();
+
+  constructor(
+    readonly mem: PhysicalMemory,
+    readonly unit: IommuUnit,
+  ) {
+    this.root = mem.alloc(0, { zero: true });
+    unit.setRootTable(this.root);
+    unit.enableTranslation(true);
+  }
+
+  /** Points requester `sid` at `pt` in domain `did` (legacy context entry, TT=0). */
+  attach(sid: number, pt: PageTable, did: number, opts: { fpd?: boolean } = {}): bigint {
+    const bus = sid >> 8;
+    let ctx = this.contexts.get(bus);
+    if (ctx === undefined) {
+      ctx = this.mem.alloc(0, { zero: true });
+      this.contexts.set(bus, ctx);
+      this.mem.writeU64(this.root + 16n * BigInt(bus), ctx | 1n);
+    }
+    const ce = ctx + 16n * BigInt(sid & 0xff);
+    this.mem.writeU64(ce, pt.pgd | (opts.fpd ? 2n : 0n) | 1n);
+    this.mem.writeU64(ce + 8n, BigInt(pt.aw) | (BigInt(did) << 8n));
+    return ce;
+  }
+}
+
+export function rig(options: ConstructorParameters<typeof IommuUnit>[1] = {}, size = 64n << 30n) {
+  const mem = new PhysicalMemory({ size, seed: 7 });
+  const unit = new IommuUnit(mem, options);
+  const tables = new Tables(mem, unit);
+  return { mem, unit, tables };
+}
