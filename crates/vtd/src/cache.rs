@@ -61,7 +61,7 @@ impl SetAssoc {
         self.tags.len()
     }
 
-    #[inline]
+    #[inline(always)]
     fn set_base(&self, key: u64) -> usize {
         if self.set_bits == 0 {
             0
@@ -70,20 +70,17 @@ impl SetAssoc {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup(&mut self, key: u64) -> Option<(u64, u8)> {
         if self.tags.is_empty() {
             return None;
         }
         let base = self.set_base(key);
-        for i in base..base + self.ways {
-            if self.tags[i] == key {
-                self.clock += 1;
-                self.stamps[i] = self.clock;
-                return Some((self.vals[i], self.perms[i]));
-            }
-        }
-        None
+        let way = self.tags[base..base + self.ways].iter().position(|&t| t == key)?;
+        let i = base + way;
+        self.clock += 1;
+        self.stamps[i] = self.clock;
+        Some((self.vals[i], self.perms[i]))
     }
 
     #[inline]

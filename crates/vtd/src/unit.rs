@@ -525,6 +525,7 @@ impl Unit {
         Ok(done)
     }
 
+    #[cold]
     fn fault(&mut self, sid: u16, iova: u64, reason: FaultReason, write: bool, fpd: bool) {
         self.stats.faults += 1;
         if fpd && reason.qualified() {
@@ -671,7 +672,8 @@ impl Unit {
         faulted
     }
 
-    #[inline]
+    // Always inlined: in the cdylib LTO otherwise keeps these out of the batch loop (+3 ns a hit).
+    #[inline(always)]
     fn translate_in(&mut self, mem: &PhysMem, sid: u16, ctx: &CachedContext, iova: u64, write: bool) -> std::result::Result<u64, FaultReason> {
         let need = if write { SL_W as u8 } else { SL_R as u8 };
         let deny = if write { FaultReason::Write } else { FaultReason::Read };
@@ -712,7 +714,7 @@ impl Unit {
 
     /// The second-level walk of QEMU's `vtd_iova_to_slpte`, resumed below the top when the
     /// paging-structure cache holds a non-leaf entry. Returns (page base, leaf level, R|W).
-    #[inline]
+    #[inline(always)]
     fn walk(&mut self, mem: &PhysMem, ctx: &CachedContext, iova: u64, need: u8, deny: FaultReason) -> std::result::Result<(u64, u32, u8), FaultReason> {
         let mut level = ctx.levels;
         let mut table = ctx.slptptr;

@@ -1,0 +1,212 @@
+// `npm run bench`: builds the addon and dist/, runs the criterion benches of the native core
+// (crates/vtd/benches/translate.rs), the JS-side measurements (bench/napi.mjs) and the memory
+// scenario (bench/memory.mjs, in a fresh process), then prints ONE markdown table of this run and
+// writes it to bench/results/latest.{md,json}. A missed target prints `no` but does not fail the
+// command; only a crash (build, bench or a result mismatch) exits non-zero.
+// BENCH_QUICK=1: criterion `--quick` and shorter JS runs.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const quick = process.env.BENCH_QUICK === '1';
+const log = (msg) => process.stderr.write(`[bench] ${msg}\n`);
+const BATCH = 4096;
+const MIB = 1024 * 1024;
+
+function die(msg) {
+  log(`error: ${msg}`);
+  process.exit(1);
+}
+
+function run(cmd, args, { capture = false, env } = {}) {
+  log(`$ ${[cmd, ...args].join(' ')}`);
+  // Children's stdout goes to our stderr unless captured, so stdout carries only the table.
+  const res = spawnSync(cmd, args, {
+    cwd: root,
+    stdio: ['ignore', capture ? 'pipe' : 2, 'inherit'],
+    encoding: 'utf8',
+    maxBuffer: 64 * MIB,
+    env: env ?? process.env,
+  });
+  if (res.error) die(`cannot run ${cmd}: ${res.error.message}`);
+  if (res.status !== 0) die(`${[cmd, ...args].join(' ')} failed (${res.signal ?? `exit ${res.status}`})`);
+  return res.stdout;
+}
+
+function lastJson(stdout, what) {
+  const line = stdout.trim().split('\n').pop();
+  try {
+    return JSON.parse(line);
+  } catch {
+    die(`${what} printed no JSON result`);
+  }
+}
+
+// Digest of everything cargo builds from (Cargo.toml/lock, crates/**/{*.rs,Cargo.toml}): the
+// addon and the criterion binary are separate builds, so an edit during the run would make the
+// native and N-API rows measure different code. Checked at the end and flagged in the table.
+function sourceDigest() {
+  const h = createHash('sha256');
+  const add = (p) => h.update(p).update('\0').update(readFileSync(p)).update('\0');
+  for (const f of ['Cargo.toml', 'Cargo.lock']) add(join(root, f));
+  const walk = (dir) => {
+    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) {
+        if (e.name !== 'target' && !e.name.startsWith('.')) walk(p);
+      } else if (e.name.endsWith('.rs') || e.name === 'Cargo.toml') add(p);
+    }
+  };
+  walk(join(root, 'crates'));
+  return h.digest('hex').slice(0, 16);
+}
+
+const started = Date.now();
+const load = os.loadavg();
+const digestBefore = sourceDigest();
+
+// (a) Fresh addon and dist/.
+run(process.execPath, ['scripts/build-native.mjs']);
+run('npx', ['--no', '--', 'tsc', '-p', 'tsconfig.build.json']);
+
+// (b) Native core under criterion; read back median ns per iteration of this run.
+const cargo = process.env.CARGO || 'cargo';
+const criterionStart = Date.now();
+run(cargo, ['bench', '-p', 'vtd', '--bench', 'translate', '--', '--noplot', ...(quick ? ['--quick'] : [])]);
+const criterionDir = join(resolve(root, process.env.CARGO_TARGET_DIR || 'target'), 'criterion');
+const native = {};
+for (const id of [
+  'translate/iotlb_hit',
+  'translate/walk_4level',
+  'translate/walk_psc',
+  'translate/batch_4096_mixed',
+  'map/1g_4k',
+  'unmap/1g_4k',
+  'map/1g_2m',
+  'unmap/1g_2m',
+]) {
+  const file = join(criterionDir, id, 'new', 'estimates.json');
+  let mtime;
+  try {
+    mtime = statSync(file).mtimeMs;
+  } catch {
+    die(`criterion wrote no ${file}`);
+  }
+  if (mtime < criterionStart - 1000) die(`${file} is stale (not written by this run)`);
+  const est = JSON.parse(readFileSync(file, 'utf8'));
+  // The median, like the N-API rows: on a shared machine the mean takes every outlier in full.
+  native[id] = { mean: est.median.point_estimate, lower: est.median.confidence_interval.lower_bound, upper: est.median.confidence_interval.upper_bound };
+}
+
+// (c) JS side: N-API batch / single calls, plain-JS walk, facade map/unmap.
+const napi = lastJson(run(process.execPath, ['--expose-gc', 'bench/napi.mjs'], { capture: true }), 'bench/napi.mjs');
+// Memory in its own fresh process, so the RSS delta is this scenario's alone.
+const memory = lastJson(run(process.execPath, ['--expose-gc', 'bench/memory.mjs'], { capture: true }), 'bench/memory.mjs');
+
+const digestAfter = sourceDigest();
+const sourcesChanged = digestBefore !== digestAfter;
+if (sourcesChanged) log('WARNING: crates/ sources changed during the run; native and N-API rows may come from different builds');
+
+// (d) The table.
+const sig2 = (x) => (Number.isFinite(x) ? String(Number(x.toPrecision(2))) : 'n/a');
+const ratio = (x) => `${sig2(x)}×`;
+const group3 = (x) => Math.round(x).toLocaleString('en-US');
+function ns(x) {
+  if (x < 10) return x.toFixed(2);
+  if (x < 100) return x.toFixed(1);
+  return group3(x);
+}
+const nsMs = (x) => `${group3(x)} (${(x / 1e6).toFixed(x < 1e6 ? 3 : 2)} ms)`;
+const mib = (b) => `${(b / MIB).toFixed(1)} MiB`;
+const met = (ok) => (ok ? 'yes' : 'no');
+
+const per = (id) => native[id].mean / BATCH;
+const hit = per('translate/iotlb_hit');
+const w4 = per('translate/walk_4level');
+const psc = per('translate/walk_psc');
+const mixed = per('translate/batch_4096_mixed');
+const nb = napi.batch;
+const one = napi.one;
+const ts = napi.tsWalk.ns;
+const mu = napi.mapUnmap;
+
+// Ideal host footprint: every frame the model had to materialise. framesResident already counts
+// the table pages (they are written), so the touched frames beyond them are added, not all of it.
+const otherTouched = Math.max(0, memory.framesResident - memory.tablePages) * 4096;
+const ideal = memory.tableBytes + otherTouched;
+const memLimit = 1.1 * ideal + 20 * MIB;
+
+const rows = [
+  ['native IOTLB-hit translation (translate/iotlb_hit ÷ 4096)', ns(hit), '—', '≤ 5 ns', met(hit <= 5)],
+  ['native 4-level walk on a miss, IOTLB+PSC off (translate/walk_4level ÷ 4096)', ns(w4), '—', '≤ 25 ns', met(w4 <= 25)],
+  ['native walk with PSC, IOTLB off (translate/walk_psc ÷ 4096); ratio = walk_4level ÷ this', ns(psc), ratio(w4 / psc), 'info', '—'],
+  ['native mixed batch 4096, default unit (translate/batch_4096_mixed ÷ 4096)', ns(mixed), '—', 'info (N-API baseline)', '—'],
+  ['N-API batch 4096 `unit.translate`, IOTLB-hit; ratio = native ÷ N-API', ns(nb.iotlb_hit.ns), ratio(hit / nb.iotlb_hit.ns), '≥ 0.8× native', met(hit / nb.iotlb_hit.ns >= 0.8)],
+  ['N-API batch 4096 `unit.translate`, mixed; ratio = native ÷ N-API', ns(nb.batch_4096_mixed.ns), ratio(mixed / nb.batch_4096_mixed.ns), '≥ 0.8× native', met(mixed / nb.batch_4096_mixed.ns >= 0.8)],
+  ['N-API batch 4096 `unit.translate`, walk_4level; ratio = native ÷ N-API', ns(nb.walk_4level.ns), ratio(w4 / nb.walk_4level.ns), 'info', '—'],
+  ['N-API `unit.translateOne` per call, IOTLB-hit IOVAs; ratio = ÷ N-API batch per element', ns(one.iotlb_hit.ns), ratio(one.iotlb_hit.ns / nb.iotlb_hit.ns), 'info', '—'],
+  ['N-API `unit.translateOne` per call, mixed IOVAs; ratio = ÷ N-API batch per element', ns(one.batch_4096_mixed.ns), ratio(one.batch_4096_mixed.ns / nb.batch_4096_mixed.ns), 'info', '—'],
+  ['plain JS walk (DataView + BigInt), walk_4level IOVAs; ratio = JS ÷ native walk', ns(ts), ratio(ts / w4), 'native ≥ 20× faster', met(ts / w4 >= 20)],
+  ['plain JS walk vs N-API batch walk_4level; ratio = JS ÷ N-API', ns(ts), ratio(ts / nb.walk_4level.ns), 'info', '—'],
+  ['native map 1 GiB as 262,144 4K PTEs (map/1g_4k)', nsMs(native['map/1g_4k'].mean), '—', '≤ 10 ms', met(native['map/1g_4k'].mean <= 10e6)],
+  ['native unmap 1 GiB of 4K PTEs + iotlb_sync (unmap/1g_4k)', nsMs(native['unmap/1g_4k'].mean), '—', 'info', '—'],
+  ['native map 1 GiB as 512 2M pages (map/1g_2m)', nsMs(native['map/1g_2m'].mean), '—', 'info', '—'],
+  ['native unmap 1 GiB of 2M pages + iotlb_sync (unmap/1g_2m)', nsMs(native['unmap/1g_2m'].mean), '—', 'info', '—'],
+  ['N-API `pt.map` 1 GiB as 4K PTEs; ratio = native ÷ N-API', nsMs(mu['1g_4k'].map), ratio(native['map/1g_4k'].mean / mu['1g_4k'].map), 'info', '—'],
+  ['N-API `pt.unmap` + `iotlbSync` 1 GiB of 4K PTEs; ratio = native ÷ N-API', nsMs(mu['1g_4k'].unmap), ratio(native['unmap/1g_4k'].mean / mu['1g_4k'].unmap), 'info', '—'],
+  [`memory, 1 TiB host + 4 GiB as 4K: ideal = ${memory.tablePages} table pages + ${Math.round(otherTouched / 4096)} other touched frames`, mib(ideal), '—', 'info', '—'],
+  ['memory: host RSS growth (fresh process); ratio = ÷ ideal', mib(memory.rssGrowth), ratio(memory.rssGrowth / ideal), `≤ 1.1 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.rssGrowth <= memLimit)],
+  ['memory: `mem.stats().hostBytes`; ratio = ÷ ideal', mib(memory.hostBytes), ratio(memory.hostBytes / ideal), `≤ 1.1 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.hostBytes <= memLimit)],
+];
+
+const meta = {
+  date: new Date(started).toISOString(),
+  node: process.version,
+  cpu: os.cpus()[0]?.model ?? 'unknown',
+  nproc: os.availableParallelism?.() ?? os.cpus().length,
+  quick,
+  sourceDigest: digestBefore,
+  sourcesChanged,
+  loadavgAtStart: load.map((x) => Number(x.toFixed(2))),
+  durationS: 0,
+};
+meta.durationS = Math.round((Date.now() - started) / 1000);
+
+const header = ['benchmark', 'ns/op', 'ratio', 'target', 'met?'];
+const md = [
+  `# iommu-liveupdate bench — ${meta.date}`,
+  '',
+  `node ${meta.node} · ${meta.cpu} · nproc ${meta.nproc} · load avg at start ${meta.loadavgAtStart.join(' ')}${quick ? ' · BENCH_QUICK' : ''} · ${meta.durationS} s`,
+  ...(sourcesChanged
+    ? ['', '**WARNING: crates/ sources changed during this run: the addon and the criterion binary may be different builds; rerun.**']
+    : []),
+  '',
+  'Native rows: criterion median of this run. N-API / plain-JS rows: median of timed runs (process.hrtime.bigint) on the same scenarios. ns/op is per translation unless a unit is given.',
+  '',
+  `| ${header.join(' | ')} |`,
+  `| ${header.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
+  ...rows.map((r) => `| ${r.join(' | ')} |`),
+  '',
+].join('\n');
+
+mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+writeFileSync(join(root, 'bench', 'results', 'latest.md'), md);
+writeFileSync(
+  join(root, 'bench', 'results', 'latest.json'),
+  `${JSON.stringify(
+    {
+      ...meta,
+      native,
+      napi,
+      memory: { ...memory, idealBytes: ideal, limitBytes: memLimit },
+      rows: rows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })),
+    },
+    null,
+    2,
+  )}\n`,
+);
+process.stdout.write(`\n${md}`);
