@@ -1,5 +1,5 @@
 // JS-side measurements for `npm run bench`: the N-API batch and single-IOVA translation paths,
-// the plain-JS walk (bench/ts-walk.mjs) and map/unmap of 1 GiB through the facade, on exactly
+// the plain-JS walk (bench/ts-walk.ts) and map/unmap of 1 GiB through the facade, on exactly
 // the scenarios of crates/vtd/benches/translate.rs (see bench/common.mjs).
 // Progress goes to stderr; stdout is ONE JSON object (all times in ns).
 import { Gather, IommuUnit } from '../dist/index.js';
@@ -16,7 +16,7 @@ import {
   newMemory,
   scenarios,
 } from './common.mjs';
-import { snapshotTables, translateAll } from './ts-walk.mjs';
+import { snapshotTables, translateAll } from './ts-walk.ts';
 
 const quick = process.env.BENCH_QUICK === '1';
 const RUNS = quick ? 5 : 7;

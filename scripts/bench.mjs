@@ -102,8 +102,8 @@ for (const id of [
   native[id] = { mean: est.median.point_estimate, lower: est.median.confidence_interval.lower_bound, upper: est.median.confidence_interval.upper_bound };
 }
 
-// (c) JS side: N-API batch / single calls, plain-JS walk, facade map/unmap.
-const napi = lastJson(run(process.execPath, ['--expose-gc', 'bench/napi.mjs'], { capture: true }), 'bench/napi.mjs');
+// (c) JS side: N-API batch / single calls, plain-TS walk, facade map/unmap.
+const napi = lastJson(run(process.execPath, ['--expose-gc', '--import', 'tsx', 'bench/napi.mjs'], { capture: true }), 'bench/napi.mjs');
 // Memory in its own fresh process, so the RSS delta is this scenario's alone.
 const memory = lastJson(run(process.execPath, ['--expose-gc', 'bench/memory.mjs'], { capture: true }), 'bench/memory.mjs');
 
@@ -150,8 +150,8 @@ const rows = [
   ['N-API batch 4096 `unit.translate`, walk_4level; ratio = native ÷ N-API', ns(nb.walk_4level.ns), ratio(w4 / nb.walk_4level.ns), 'info', '—'],
   ['N-API `unit.translateOne` per call, IOTLB-hit IOVAs; ratio = ÷ N-API batch per element', ns(one.iotlb_hit.ns), ratio(one.iotlb_hit.ns / nb.iotlb_hit.ns), 'info', '—'],
   ['N-API `unit.translateOne` per call, mixed IOVAs; ratio = ÷ N-API batch per element', ns(one.batch_4096_mixed.ns), ratio(one.batch_4096_mixed.ns / nb.batch_4096_mixed.ns), 'info', '—'],
-  ['plain JS walk (DataView + BigInt), walk_4level IOVAs; ratio = JS ÷ native walk', ns(ts), ratio(ts / w4), 'native ≥ 20× faster', met(ts / w4 >= 20)],
-  ['plain JS walk vs N-API batch walk_4level; ratio = JS ÷ N-API', ns(ts), ratio(ts / nb.walk_4level.ns), 'info', '—'],
+  ['plain TS walk (DataView + BigInt), walk_4level IOVAs; ratio = JS ÷ native walk', ns(ts), ratio(ts / w4), 'native ≥ 20× faster', met(ts / w4 >= 20)],
+  ['plain TS walk vs N-API batch walk_4level; ratio = JS ÷ N-API', ns(ts), ratio(ts / nb.walk_4level.ns), 'info', '—'],
   ['native map 1 GiB as 262,144 4K PTEs (map/1g_4k)', nsMs(native['map/1g_4k'].mean), '—', '≤ 10 ms', met(native['map/1g_4k'].mean <= 10e6)],
   ['native unmap 1 GiB of 4K PTEs + iotlb_sync (unmap/1g_4k)', nsMs(native['unmap/1g_4k'].mean), '—', 'info', '—'],
   ['native map 1 GiB as 512 2M pages (map/1g_2m)', nsMs(native['map/1g_2m'].mean), '—', 'info', '—'],
@@ -185,7 +185,7 @@ const md = [
     ? ['', '**WARNING: crates/ sources changed during this run: the addon and the criterion binary may be different builds; rerun.**']
     : []),
   '',
-  'Native rows: criterion median of this run. N-API / plain-JS rows: median of timed runs (process.hrtime.bigint) on the same scenarios. ns/op is per translation unless a unit is given.',
+  'Native rows: criterion median of this run. N-API / plain-TS rows: median of timed runs (process.hrtime.bigint) on the same scenarios. ns/op is per translation unless a unit is given.',
   '',
   `| ${header.join(' | ')} |`,
   `| ${header.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,

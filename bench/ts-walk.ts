@@ -1,4 +1,4 @@
-// The second-level page walk written in plain JavaScript, the way a Node user would: snapshot the
+// The second-level page walk written in plain TypeScript, the way a Node user would: snapshot the
 // table pages once into DataViews keyed by frame number, then walk them with BigInt arithmetic.
 // No caches, like the native `walk_4level` scenario (IOTLB and PSC disabled).
 
@@ -9,9 +9,17 @@ const PS = 1n << 7n;
 /** ADDR field of a second-level entry: bits 51:12. */
 const ADDR_MASK = 0x000f_ffff_ffff_f000n;
 
+/** What the walk needs of the simulator: the raw bytes of memory and the table's pages. */
+export interface Memory {
+  read(pa: bigint, n: number): Uint8Array;
+}
+export interface Tables {
+  tablePages(): BigUint64Array;
+}
+
 /** Copies every table page of `pt` out of `mem`: frame number -> DataView of its 4 KiB. */
-export function snapshotTables(mem, pt) {
-  const tables = new Map();
+export function snapshotTables(mem: Memory, pt: Tables): Map<number, DataView> {
+  const tables = new Map<number, DataView>();
   for (const pa of pt.tablePages()) {
     const bytes = mem.read(pa, 4096);
     tables.set(Number(pa >> PAGE_SHIFT), new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
@@ -20,7 +28,7 @@ export function snapshotTables(mem, pt) {
 }
 
 /** The PA a read of `iova` reaches through the `levels`-level table at `pgd`, or null on a fault. */
-export function walk(tables, pgd, levels, iova) {
+export function walk(tables: Map<number, DataView>, pgd: bigint, levels: number, iova: bigint): bigint | null {
   let table = tables.get(Number(pgd >> PAGE_SHIFT));
   for (let level = levels; level >= 1; level--) {
     if (table === undefined) return null;
@@ -39,10 +47,17 @@ export function walk(tables, pgd, levels, iova) {
 }
 
 /** Translates every IOVA of `iovas` into `out` (faults as `faulted`); returns how many faulted. */
-export function translateAll(tables, pgd, levels, iovas, out, faulted) {
+export function translateAll(
+  tables: Map<number, DataView>,
+  pgd: bigint,
+  levels: number,
+  iovas: BigUint64Array,
+  out: BigUint64Array,
+  faulted: bigint,
+): number {
   let faults = 0;
   for (let i = 0; i < iovas.length; i++) {
-    const pa = walk(tables, pgd, levels, iovas[i]);
+    const pa = walk(tables, pgd, levels, iovas[i]!);
     if (pa === null) {
       out[i] = faulted;
       faults++;
