@@ -411,7 +411,7 @@ pub struct NativeUnit {
     last_fault: u32,
 }
 
-fn granularity(g: IotlbInvalidation) -> &'static str {
+fn granularity_name(g: IotlbInvalidation) -> &'static str {
     match g {
         IotlbInvalidation::Global => "global",
         IotlbInvalidation::Domain(_) => "domain",
@@ -609,10 +609,6 @@ impl NativeUnit {
         let pt = PageTable::from_raw(u64_arg(&pgd, "pgd")?, config).map_err(vtd_err)?;
         Ok(NativePageTable { mem: self.mem.clone(), pt })
     }
-}
-
-fn granularity_name(g: IotlbInvalidation) -> &'static str {
-    granularity(g)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ impl PhysMem {
     /// Creates a memory of `config.size` bytes, all free but the reserved ranges, reading as zero.
     pub fn new(config: Config) -> Result<Self> {
         let size = config.size;
-        if size == 0 || size % FRAME_SIZE != 0 {
+        if size == 0 || !size.is_multiple_of(FRAME_SIZE) {
             return Err(Error::BadSize { size });
         }
         if size > MAX_SIZE {
@@ -255,7 +255,7 @@ impl PhysMem {
 
     /// Reads the little-endian 64-bit word at the 8-byte aligned address `pa`.
     pub fn read_u64(&self, pa: u64) -> Result<u64> {
-        if pa % 8 != 0 {
+        if !pa.is_multiple_of(8) {
             return Err(Error::Unaligned { pa, align: 8 });
         }
         self.check_range(pa, 8)?;
@@ -264,7 +264,7 @@ impl PhysMem {
 
     /// Writes the little-endian 64-bit word at the 8-byte aligned address `pa`.
     pub fn write_u64(&mut self, pa: u64, value: u64) -> Result<()> {
-        if pa % 8 != 0 {
+        if !pa.is_multiple_of(8) {
             return Err(Error::Unaligned { pa, align: 8 });
         }
         self.check_range(pa, 8)?;
@@ -340,7 +340,7 @@ impl PhysMem {
     }
 
     fn frame_range(&self, pa: u64, len: u64) -> Result<(u64, u64)> {
-        if pa % FRAME_SIZE != 0 || len % FRAME_SIZE != 0 || len == 0 {
+        if !pa.is_multiple_of(FRAME_SIZE) || !len.is_multiple_of(FRAME_SIZE) || len == 0 {
             return Err(Error::Unaligned { pa, align: FRAME_SIZE });
         }
         self.check_range(pa, len)?;
@@ -415,7 +415,7 @@ impl PhysMem {
     /// Removes the mark set by [`preserve`](Self::preserve) with the same `pa` and `order`.
     pub fn unpreserve(&mut self, pa: u64, order: u8) -> Result<()> {
         match self.preserved.get(&(pa >> FRAME_SHIFT)) {
-            Some(&o) if o == order && pa % FRAME_SIZE == 0 => {
+            Some(&o) if o == order && pa.is_multiple_of(FRAME_SIZE) => {
                 self.preserved.remove(&(pa >> FRAME_SHIFT));
                 Ok(())
             }

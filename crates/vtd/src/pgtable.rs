@@ -39,7 +39,7 @@ impl Prot {
     pub const RW: Prot = Prot { read: true, write: true, snoop: false };
 
     fn bits(self) -> u64 {
-        (self.read as u64) * SL_R | (self.write as u64) * SL_W | (self.snoop as u64) * SL_SNP
+        ((self.read as u64) * SL_R) | ((self.write as u64) * SL_W) | ((self.snoop as u64) * SL_SNP)
     }
 }
 
@@ -103,7 +103,7 @@ impl PageTable {
     /// Adopts tables that already exist at `pgd` (the next kernel re-hydrating a domain).
     pub fn from_raw(pgd: u64, config: PageTableConfig) -> Result<Self> {
         Self::check_config(&config)?;
-        if pgd % 4096 != 0 {
+        if !pgd.is_multiple_of(4096) {
             return Err(Error::Unaligned { value: pgd, align: 4096 });
         }
         Ok(PageTable { pgd, config })
@@ -159,10 +159,10 @@ impl PageTable {
     /// runs out midway, what was mapped is unmapped into `gather` and the error returned.
     pub fn map(&mut self, mem: &mut PhysMem, iova: u64, pa: u64, size: u64, prot: Prot, gather: &mut Gather) -> Result<()> {
         self.check_range(iova, size)?;
-        if pa % 4096 != 0 {
+        if !pa.is_multiple_of(4096) {
             return Err(Error::Unaligned { value: pa, align: 4096 });
         }
-        if pa.checked_add(size).map_or(true, |e| e > mem.size() || e > 1u64 << self.config.haw) {
+        if pa.checked_add(size).is_none_or(|e| e > mem.size() || e > 1u64 << self.config.haw) {
             return Err(Error::Mem(physmem::Error::OutOfRange { pa, len: size, size: mem.size() }));
         }
         if !prot.read && !prot.write {
@@ -201,7 +201,7 @@ impl PageTable {
                     }
                 },
             };
-            l1 = (level == 1).then(|| (cur >> 21, pte_pa & !0xfff));
+            l1 = (level == 1).then_some((cur >> 21, pte_pa & !0xfff));
             let leaf = phys | bits | if level > 1 { SL_PS } else { 0 };
             mem.write_u64(pte_pa, leaf)?;
             cur += level_size(level);
@@ -291,7 +291,7 @@ impl PageTable {
         let mut size = size;
         if let Some((level, _)) = self.leaf(mem, iova)? {
             let psize = level_size(level);
-            if iova % psize != 0 {
+            if !iova.is_multiple_of(psize) {
                 return Err(Error::SplitsSuperpage { iova: iova & !(psize - 1), size: psize });
             }
             size = size.max(psize);
@@ -299,7 +299,7 @@ impl PageTable {
         let last = iova + size - 1;
         if let Some((level, _)) = self.leaf(mem, last)? {
             let psize = level_size(level);
-            if (last + 1) % psize != 0 {
+            if !(last + 1).is_multiple_of(psize) {
                 return Err(Error::SplitsSuperpage { iova: last & !(psize - 1), size: psize });
             }
         }

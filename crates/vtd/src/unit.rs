@@ -352,7 +352,7 @@ impl Unit {
                 match self.faults.get(i) {
                     Some(r) => {
                         let (lo, hi) = r.encode();
-                        if (o - FRCD_REG) % 16 == 0 {
+                        if (o - FRCD_REG).is_multiple_of(16) {
                             lo
                         } else {
                             hi
@@ -367,8 +367,7 @@ impl Unit {
     }
 
     fn fsts(&self) -> u32 {
-        self.faults.pfo as u32 * FSTS_PFO
-            | (self.faults.pending() as u32) * FSTS_PPF
+        (self.faults.pfo as u32 * FSTS_PFO) | ((self.faults.pending() as u32) * FSTS_PPF)
             | (self.faults.fri() as u32) << 8
     }
 

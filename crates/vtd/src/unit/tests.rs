@@ -233,7 +233,7 @@ fn every_paging_fault() {
     r.unit.invalidate_iotlb(IotlbInvalidation::Domain(DID)).unwrap();
     // 0x7: a next-level pointer beyond memory
     let l2 = r.pt.walk(&r.mem, 0).unwrap()[2];
-    r.mem.write_u64(l2.pte_pa, (60u64 << 30) + (8 << 30) | 3).unwrap();
+    r.mem.write_u64(l2.pte_pa, ((60u64 << 30) + (8 << 30)) | 3).unwrap();
     r.unit.invalidate_iotlb(IotlbInvalidation::Domain(DID)).unwrap();
     assert_eq!(r.xlate(0, false), Err(FaultReason::PagingEntryInv));
     r.mem.write_u64(l2.pte_pa, l2.pte).unwrap();
