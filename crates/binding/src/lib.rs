@@ -139,6 +139,10 @@ impl NativeMemory {
     /// Reads `n` bytes at `pa`.
     #[napi(catch_unwind)]
     pub fn read(&self, pa: BigInt, n: u32) -> Result<Uint8Array, Code> {
+        // One read is one buffer: bound it so a typo cannot ask the allocator for 4 GiB.
+        if n > 1 << 30 {
+            return Err(invalid("n must be at most 1 GiB per read"));
+        }
         let mut buf = vec![0u8; n as usize];
         self.mem.borrow().read(u64_arg(&pa, "pa")?, &mut buf).map_err(mem_err)?;
         Ok(Uint8Array::new(buf))

@@ -95,3 +95,75 @@ impl Extents {
             .find_map(|(&s, &l)| fit(s, l, s))
     }
 }
+
+/// What frames without data read as: extents of a fill byte (coalesced when adjacent and equal);
+/// frames outside every extent read as [`POISON`](crate::POISON). Zeroing or filling untouched
+/// memory is an extent operation, so it costs nothing per frame.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FillMap {
+    map: BTreeMap<u64, (u64, u8)>,
+}
+
+impl FillMap {
+    #[inline]
+    pub(crate) fn get(&self, fn_: u64) -> u8 {
+        match self.map.range(..=fn_).next_back() {
+            Some((&s, &(l, b))) if fn_ < s + l => b,
+            _ => crate::POISON,
+        }
+    }
+
+    pub(crate) fn host_bytes(&self) -> u64 {
+        self.map.len() as u64 * 48
+    }
+
+    /// The extents overlapping `[start, start+len)`, clipped to it.
+    pub(crate) fn overlapping(&self, start: u64, len: u64) -> Vec<(u64, u64, u8)> {
+        let end = start + len;
+        let first = self.map.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
+        self.map
+            .range(first..end)
+            .filter_map(|(&s, &(l, b))| {
+                let (a, e) = (s.max(start), (s + l).min(end));
+                (a < e).then(|| (a, e - a, b))
+            })
+            .collect()
+    }
+
+    /// Makes `[start, start+len)` read as `byte`.
+    pub(crate) fn set(&mut self, start: u64, len: u64, byte: u8) {
+        let end = start + len;
+        // Cut out every stored extent overlapping the range, keeping its parts outside.
+        let first = self.map.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
+        let hits: Vec<(u64, u64, u8)> = self.map.range(first..end).map(|(&s, &(l, b))| (s, l, b)).collect();
+        for (ks, kl, b) in hits {
+            if ks + kl <= start {
+                continue;
+            }
+            self.map.remove(&ks);
+            if ks < start {
+                self.map.insert(ks, (start - ks, b));
+            }
+            if ks + kl > end {
+                self.map.insert(end, (ks + kl - end, b));
+            }
+        }
+        if byte == crate::POISON {
+            return;
+        }
+        let (mut s, mut e) = (start, end);
+        if let Some((&ps, &(pl, pb))) = self.map.range(..s).next_back() {
+            if ps + pl == s && pb == byte {
+                self.map.remove(&ps);
+                s = ps;
+            }
+        }
+        if let Some(&(nl, nb)) = self.map.get(&e) {
+            if nb == byte {
+                self.map.remove(&e);
+                e += nl;
+            }
+        }
+        self.map.insert(s, (e - s, byte));
+    }
+}

@@ -3,9 +3,9 @@
 //! A host may be configured with up to 2^52 bytes, but nothing is allocated for memory that is
 //! never touched: frames are materialised on first write, the allocator keeps free *extents*, and
 //! every whole-memory operation ([`PhysMem::scrub`], [`PhysMem::free`]) walks only the frames that
-//! exist. A frame that holds no data reads as zero if it is *clean* (never used since cold boot,
-//! or zeroed since) and as [`POISON`] otherwise (freed, or scrubbed by a kexec); clean ranges are
-//! kept as extents too.
+//! exist. A frame that holds no data reads as its *fill* byte: zero at cold boot, whatever
+//! [`PhysMem::fill_range`] set (zeroing allocations included), and [`POISON`] once freed or
+//! scrubbed by a kexec; fills are kept as extents too, so filling untouched memory costs nothing.
 //!
 //! ```
 //! use physmem::{PhysMem, Config};
@@ -26,7 +26,7 @@ mod store;
 
 pub use error::{Error, Result};
 
-use alloc::Extents;
+use alloc::{Extents, FillMap};
 use std::collections::BTreeMap;
 use store::FrameStore;
 
@@ -104,8 +104,8 @@ pub struct PhysMem {
     store: FrameStore,
     free: Extents,
     reserved: Extents,
-    // Frames without data in these extents read as zero; all others as POISON.
-    clean: Extents,
+    // What frames without data read as.
+    fills: FillMap,
     preserved: BTreeMap<u64, u8>,
     rng: u64,
     allocations: u64,
@@ -141,7 +141,7 @@ impl PhysMem {
             frames,
             store: FrameStore::new(frames),
             free: Extents::default(),
-            clean: Extents::default(),
+            fills: FillMap::default(),
             reserved,
             preserved: BTreeMap::new(),
             rng: config.seed,
@@ -149,7 +149,7 @@ impl PhysMem {
             frees: 0,
         };
         mem.free = mem.all_but_reserved();
-        mem.clean.insert(0, frames);
+        mem.fills.set(0, frames, 0);
         Ok(mem)
     }
 
@@ -167,27 +167,17 @@ impl PhysMem {
         self.size
     }
 
-    /// What a frame without data reads as.
-    #[inline]
-    fn untouched_byte(&self, fn_: u64) -> u8 {
-        if self.clean.contains(fn_, 1) {
-            0
-        } else {
-            POISON
-        }
-    }
-
-    fn frame_mut(&mut self, fn_: u64) -> &mut store::Frame {
-        // Only a frame being materialised needs its untouched byte (a B-tree lookup).
-        let clean = &self.clean;
-        self.store.get_mut(fn_, || if clean.contains(fn_, 1) { 0 } else { POISON })
-    }
-
     fn check_range(&self, pa: u64, len: u64) -> Result<()> {
         match pa.checked_add(len) {
             Some(end) if end <= self.size => Ok(()),
             _ => Err(Error::OutOfRange { pa, len, size: self.size }),
         }
+    }
+
+    fn frame_mut(&mut self, fn_: u64) -> &mut store::Frame {
+        // Only a frame being materialised needs its fill byte (a B-tree lookup).
+        let fills = &self.fills;
+        self.store.get_mut(fn_, || fills.get(fn_))
     }
 
     /// Reads `buf.len()` bytes at `pa`.
@@ -200,7 +190,7 @@ impl PhysMem {
             let n = (FRAME_SIZE as usize - off).min(buf.len() - done);
             match self.store.get(at >> FRAME_SHIFT) {
                 Some(frame) => buf[done..done + n].copy_from_slice(&frame[off..off + n]),
-                None => buf[done..done + n].fill(self.untouched_byte(at >> FRAME_SHIFT)),
+                None => buf[done..done + n].fill(self.fills.get(at >> FRAME_SHIFT)),
             }
             done += n;
         }
@@ -221,8 +211,8 @@ impl PhysMem {
         Ok(())
     }
 
-    /// Fills `len` bytes at `pa` with `byte`. Whole frames without data are not materialised
-    /// when the byte is 0 or [`POISON`], so zeroing or poisoning untouched memory costs nothing.
+    /// Fills `len` bytes at `pa` with `byte`. Whole frames without data are not materialised:
+    /// the fill is recorded as an extent, so zeroing or filling untouched memory costs nothing.
     pub fn fill_range(&mut self, pa: u64, len: u64, byte: u8) -> Result<()> {
         self.check_range(pa, len)?;
         let end = pa + len;
@@ -237,18 +227,8 @@ impl PhysMem {
         }
         let (start, n) = (first >> FRAME_SHIFT, (last - first) >> FRAME_SHIFT);
         if n > 0 {
-            match byte {
-                0 => {
-                    self.store.fill_resident(start, n, 0);
-                    self.clean.remove(start, n);
-                    self.clean.insert(start, n);
-                }
-                POISON => {
-                    self.store.fill_resident(start, n, POISON);
-                    self.clean.remove(start, n);
-                }
-                _ => (start..start + n).for_each(|f| self.frame_mut(f).fill(byte)),
-            }
+            self.store.fill_resident(start, n, byte);
+            self.fills.set(start, n, byte);
         }
         Ok(())
     }
@@ -289,7 +269,7 @@ impl PhysMem {
                 let off = (pa % FRAME_SIZE) as usize;
                 u64::from_le_bytes(frame[off..off + 8].try_into().unwrap())
             }
-            None => u64::from_ne_bytes([self.untouched_byte(pa >> FRAME_SHIFT); 8]),
+            None => u64::from_ne_bytes([self.fills.get(pa >> FRAME_SHIFT); 8]),
         }
     }
 
@@ -359,7 +339,7 @@ impl PhysMem {
             return Err(Error::Preserved { pa, len });
         }
         self.store.fill_resident(start, n, POISON);
-        self.clean.remove(start, n);
+        self.fills.set(start, n, POISON);
         self.free.insert(start, n);
         self.frees += 1;
         Ok(())
@@ -445,18 +425,14 @@ impl PhysMem {
             free.remove(s, 1 << o);
             preserved_frames += 1u64 << o;
         }
-        // Only what lies inside preserved blocks stays clean.
-        let mut clean = Extents::default();
+        // Fills survive only inside preserved blocks (a range query per mark).
+        let mut fills = FillMap::default();
         for (&s, &o) in &marks {
-            let (ms, me) = (s, s + (1u64 << o));
-            for (cs, cl) in self.clean.iter() {
-                let (a, b) = (cs.max(ms), (cs + cl).min(me));
-                if a < b {
-                    clean.insert(a, b - a);
-                }
+            for (a, l, b) in self.fills.overlapping(s, 1 << o) {
+                fills.set(a, l, b);
             }
         }
-        self.clean = clean;
+        self.fills = fills;
         let mut keep = marks.iter().map(|(&s, &o)| (s, s + (1u64 << o))).peekable();
         let poisoned_frames = self.store.retain(|fn_| {
             while let Some(&(_, end)) = keep.peek() {
@@ -489,7 +465,7 @@ impl PhysMem {
             frames_reserved,
             frames_resident: self.store.resident(),
             frames_preserved: self.preserved.values().map(|&o| 1u64 << o).sum(),
-            host_bytes: self.store.host_bytes() + self.free.host_bytes() + self.clean.host_bytes(),
+            host_bytes: self.store.host_bytes() + self.free.host_bytes() + self.fills.host_bytes(),
             allocations: self.allocations,
             frees: self.frees,
         }

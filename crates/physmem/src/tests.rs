@@ -177,6 +177,25 @@ mod props {
         }
 
         #[test]
+        fn fills_and_writes_read_back_like_a_flat_array(ops in prop::collection::vec((any::<bool>(), 0u64..(2 << 20), 0u64..40_000, any::<u8>()), 1..40)) {
+            let size = 2u64 << 20;
+            let mut m = PhysMem::new(Config { size, seed: 1 }).unwrap();
+            let mut model = vec![0u8; size as usize];
+            for (is_fill, pa, len, byte) in ops {
+                let len = len.min(size - pa);
+                if is_fill {
+                    m.fill_range(pa, len, byte).unwrap();
+                } else {
+                    m.write(pa, &vec![byte; len as usize]).unwrap();
+                }
+                model[pa as usize..(pa + len) as usize].fill(byte);
+            }
+            let mut all = vec![0u8; size as usize];
+            m.read(0, &mut all).unwrap();
+            prop_assert!(all == model, "memory differs from the flat model");
+        }
+
+        #[test]
         fn alloc_free_keeps_accounting(orders in prop::collection::vec(0u8..6, 1..200), seed in any::<u64>()) {
             let mut m = PhysMem::new(Config { size: 256 << 20, seed }).unwrap();
             let free0 = m.stats().frames_free;
@@ -197,4 +216,28 @@ mod props {
             prop_assert_eq!(m.stats().frames_free, free0);
         }
     }
+}
+
+#[test]
+fn filling_untouched_memory_costs_nothing_and_reads_back() {
+    let mut m = mem(1 << 40);
+    let before = m.stats().host_bytes;
+    m.fill_range(0x1_0000_0000, 1 << 39, 0x55).unwrap(); // 512 GiB
+    assert_eq!(m.stats().frames_resident, 0);
+    assert!(m.stats().host_bytes < before + 4096);
+    assert_eq!(m.read_u64(0x1_0000_0000).unwrap(), 0x5555_5555_5555_5555);
+    assert_eq!(m.read_u64(0x1_0000_0000 + (1 << 39) - 8).unwrap(), 0x5555_5555_5555_5555);
+    assert_eq!(m.read_u64(0x1_0000_0000 + (1 << 39)).unwrap(), 0);
+    // a partial-frame fill inside it materialises just that frame
+    m.fill_range(0x1_0000_0800, 0x10, 0x11).unwrap();
+    assert_eq!(m.stats().frames_resident, 1);
+    let mut b = [0u8; 4];
+    m.read(0x1_0000_07fe, &mut b).unwrap();
+    assert_eq!(b, [0x55, 0x55, 0x11, 0x11]);
+    // overlapping fills split and coalesce
+    m.fill_range(0x1_0020_0000, 0x1000, 0).unwrap();
+    assert_eq!(m.read_u64(0x1_0020_0000).unwrap(), 0);
+    assert_eq!(m.read_u64(0x1_0020_1000).unwrap(), 0x5555_5555_5555_5555);
+    m.fill_range(0x1_0020_0000, 0x1000, 0x55).unwrap();
+    assert_eq!(m.read_u64(0x1_0020_0000).unwrap(), 0x5555_5555_5555_5555);
 }
