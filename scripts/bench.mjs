@@ -1,12 +1,14 @@
 // `npm run bench`: builds the addon and dist/, runs the criterion benches of the native core
 // (crates/vtd/benches/translate.rs), the JS-side measurements (bench/napi.mjs) and the memory
-// scenario (bench/memory.mjs, in a fresh process), then prints ONE markdown table of this run and
+// scenario (bench/memory.mjs, in a fresh process), then the FDT benches (crates/fdt/benches/fdt.rs
+// under criterion, with vm-fdt as a baseline, and bench/fdt_libfdt.c compiled against Debian's
+// libfdt-dev), then prints the markdown report of this run (the IOMMU table and an FDT table) and
 // writes it to bench/results/latest.{md,json}. A missed target prints `no` but does not fail the
 // command; only a crash (build, bench or a result mismatch) exits non-zero.
-// BENCH_QUICK=1: criterion `--quick` and shorter JS runs.
+// BENCH_QUICK=1: criterion `--quick`, shorter JS and libfdt runs (libfdt unique names: 5,000).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,6 +80,19 @@ const cargo = process.env.CARGO || 'cargo';
 const criterionStart = Date.now();
 run(cargo, ['bench', '-p', 'vtd', '--bench', 'translate', '--', '--noplot', ...(quick ? ['--quick'] : [])]);
 const criterionDir = join(resolve(root, process.env.CARGO_TARGET_DIR || 'target'), 'criterion');
+function readEstimates(id) {
+  const file = join(criterionDir, id, 'new', 'estimates.json');
+  let mtime;
+  try {
+    mtime = statSync(file).mtimeMs;
+  } catch {
+    die(`criterion wrote no ${file}`);
+  }
+  if (mtime < criterionStart - 1000) die(`${file} is stale (not written by this run)`);
+  const est = JSON.parse(readFileSync(file, 'utf8'));
+  // The median, like the N-API rows: on a shared machine the mean takes every outlier in full.
+  return { mean: est.median.point_estimate, lower: est.median.confidence_interval.lower_bound, upper: est.median.confidence_interval.upper_bound };
+}
 const native = {};
 for (const id of [
   'translate/iotlb_hit',
@@ -89,18 +104,65 @@ for (const id of [
   'map/1g_2m',
   'unmap/1g_2m',
 ]) {
-  const file = join(criterionDir, id, 'new', 'estimates.json');
-  let mtime;
-  try {
-    mtime = statSync(file).mtimeMs;
-  } catch {
-    die(`criterion wrote no ${file}`);
-  }
-  if (mtime < criterionStart - 1000) die(`${file} is stale (not written by this run)`);
-  const est = JSON.parse(readFileSync(file, 'utf8'));
-  // The median, like the N-API rows: on a shared machine the mean takes every outlier in full.
-  native[id] = { mean: est.median.point_estimate, lower: est.median.confidence_interval.lower_bound, upper: est.median.confidence_interval.upper_bound };
+  native[id] = readEstimates(id);
 }
+
+// (b2) FDT: our encoder / checker / decoder and vm-fdt under criterion (crates/fdt/benches/fdt.rs),
+// then Debian's libfdt on the same trees (bench/fdt_libfdt.c, our C harness linking -lfdt).
+const fdtDump = mkdtempSync(join(os.tmpdir(), 'fdt-bench-'));
+run(cargo, ['bench', '-p', 'fdt', '--bench', 'fdt', '--', '--noplot', ...(quick ? ['--quick'] : [])], {
+  env: { ...process.env, FDT_BENCH_DUMP_DIR: fdtDump },
+});
+const fdtNative = {};
+for (const id of [
+  'fdt_encode/ours_libfdt_1k',
+  'fdt_encode/ours_libfdt_100k',
+  'fdt_encode/ours_dtc_100k',
+  'fdt_encode/vmfdt_1k',
+  'fdt_encode/vmfdt_100k',
+  'fdt_encode/ours_unique_20k',
+  'fdt_encode/vmfdt_unique_20k',
+  'fdt_check/ours_100k',
+  'fdt_decode/ours_100k',
+]) {
+  const est = readEstimates(id);
+  let bytes;
+  try {
+    bytes = JSON.parse(readFileSync(join(criterionDir, id, 'new', 'benchmark.json'), 'utf8')).throughput.Bytes;
+  } catch {
+    die(`criterion wrote no byte throughput for ${id}`);
+  }
+  fdtNative[id] = { ...est, bytes };
+}
+const libfdtBin = join(fdtDump, 'fdt_libfdt');
+{
+  const cmd = ['cc', '-O2', 'bench/fdt_libfdt.c', '-lfdt', '-o', libfdtBin];
+  log(`$ ${cmd.join(' ')}`);
+  const res = spawnSync(cmd[0], cmd.slice(1), { cwd: root, stdio: ['ignore', 2, 'pipe'], encoding: 'utf8' });
+  const hint =
+    'the libfdt baseline needs a C compiler and libfdt-dev; run the apt-get line of .ci/run ' +
+    '(apt-get update && apt-get install -y build-essential libfdt-dev device-tree-compiler)';
+  if (res.error) die(`cannot run cc (${res.error.message}): ${hint}`);
+  if (res.status !== 0) {
+    process.stderr.write(res.stderr);
+    die(`cc bench/fdt_libfdt.c -lfdt failed${/libfdt\.h|-lfdt/.test(res.stderr) ? ' (libfdt missing)' : ''}: ${hint}`);
+  }
+}
+// libfdt's name dedup is quadratic in the strings block (2–11 s for 20,000 unique names): one run
+// of the 20,000-name case, or one of 5,000 names under BENCH_QUICK.
+const libfdtUniqueN = quick ? 5000 : 20000;
+const libfdt = lastJson(run(libfdtBin, [fdtDump, String(libfdtUniqueN), '1', quick ? '1' : '0'], { capture: true }), 'bench/fdt_libfdt.c');
+const sameBytes = (a, b) => {
+  try {
+    return readFileSync(join(fdtDump, a)).equals(readFileSync(join(fdtDump, b)));
+  } catch (e) {
+    die(`cannot compare ${a} and ${b}: ${e.message}`);
+  }
+};
+const identLibfdt = sameBytes('ours_libfdt_1k.dtb', 'libfdt_1k.dtb');
+const identVmfdt = sameBytes('ours_dtc_1k.dtb', 'vmfdt_1k.dtb');
+if (!identLibfdt) log(`WARNING: our Layout::Libfdt 1k blob differs from libfdt's (kept in ${fdtDump})`);
+else rmSync(fdtDump, { recursive: true, force: true });
 
 // (c) JS side: N-API batch / single calls, plain-TS walk, facade map/unmap.
 const napi = lastJson(run(process.execPath, ['--expose-gc', '--import', 'tsx', 'bench/napi.mjs'], { capture: true }), 'bench/napi.mjs');
@@ -163,6 +225,45 @@ const rows = [
   ['memory: `mem.stats().hostBytes`; ratio = ÷ ideal', mib(memory.hostBytes), ratio(memory.hostBytes / ideal), `≤ 1.1 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.hostBytes <= memLimit)],
 ];
 
+// FDT rows. MB/s = 10^6 bytes per second of the blob's totalsize; ours and vm-fdt: criterion
+// median; libfdt: median of the C harness's clock_gettime runs.
+const mbs = (bytes, nsPer) => (bytes / nsPer) * 1e3;
+const fmtMbs = (x) => `${group3(x)} MB/s`;
+const fmtMs = (nsPer) => (nsPer >= 1e8 ? `${group3(nsPer / 1e6)} ms` : `${(nsPer / 1e6).toFixed(nsPer < 1e7 ? 2 : 1)} ms`);
+const fN = (id) => fdtNative[id];
+const ourMbs = (id) => mbs(fN(id).bytes, fN(id).mean);
+const libMbs = (k) => mbs(libfdt[k].bytes, libfdt[k].median_ns);
+const enc1k = ourMbs('fdt_encode/ours_libfdt_1k');
+const enc100k = ourMbs('fdt_encode/ours_libfdt_100k');
+const dtc100k = ourMbs('fdt_encode/ours_dtc_100k');
+const vm1k = ourMbs('fdt_encode/vmfdt_1k');
+const vm100k = ourMbs('fdt_encode/vmfdt_100k');
+const lib1k = libMbs('encode_1k');
+const lib100k = libMbs('encode_100k');
+const libNd100k = libMbs('encode_100k_nodedup');
+const chkOurs = ourMbs('fdt_check/ours_100k');
+const chkLib = libMbs('check_full_100k');
+const decOurs = ourMbs('fdt_decode/ours_100k');
+const uqOurs = fN('fdt_encode/ours_unique_20k').mean;
+const uqVm = fN('fdt_encode/vmfdt_unique_20k').mean;
+const uqLib = libfdt.unique.median_ns;
+const kb = (b) => `${group3(b / 1000)} kB`;
+const fdtRows = [
+  [`byte identity: ours (Layout::Libfdt) = libfdt fdt_sw, 1k-node tree (${kb(libfdt.encode_1k.bytes)})`, identLibfdt ? 'identical' : '**WARNING: differs**', '—', 'identical', met(identLibfdt)],
+  ['byte identity: ours (Layout::Dtc) = vm-fdt 0.3, 1k-node tree', identVmfdt ? 'identical' : 'differs', '—', 'info', '—'],
+  [`encode 1k nodes (${kb(fN('fdt_encode/ours_libfdt_1k').bytes)}), ours Layout::Libfdt vs libfdt fdt_sw ${fmtMbs(lib1k)}; ratio = ours ÷ libfdt`, fmtMbs(enc1k), ratio(enc1k / lib1k), '≥ 1.2×', met(enc1k / lib1k >= 1.2)],
+  [`encode 100k nodes (${kb(fN('fdt_encode/ours_libfdt_100k').bytes)}), ours Layout::Libfdt vs libfdt fdt_sw ${fmtMbs(lib100k)}; ratio = ours ÷ libfdt`, fmtMbs(enc100k), ratio(enc100k / lib100k), '≥ 1.2×', met(enc100k / lib100k >= 1.2)],
+  [`encode 1k nodes, ours Layout::Libfdt vs vm-fdt 0.3 ${fmtMbs(vm1k)}; ratio = ours ÷ vm-fdt`, fmtMbs(enc1k), ratio(enc1k / vm1k), '≥ 1.0×', met(enc1k / vm1k >= 1.0)],
+  [`encode 100k nodes, ours Layout::Libfdt vs vm-fdt 0.3 ${fmtMbs(vm100k)}; ratio = ours ÷ vm-fdt`, fmtMbs(enc100k), ratio(enc100k / vm100k), '≥ 1.0×', met(enc100k / vm100k >= 1.0)],
+  [`encode 100k nodes, ours Layout::Dtc (vm-fdt's layout) vs vm-fdt ${fmtMbs(vm100k)}; ratio = ours ÷ vm-fdt`, fmtMbs(dtc100k), ratio(dtc100k / vm100k), 'info', '—'],
+  [`encode 100k nodes, libfdt FDT_CREATE_FLAG_NO_NAME_DEDUP (${kb(libfdt.encode_100k_nodedup.bytes)}); ratio = ours (dedup) ÷ this`, fmtMbs(libNd100k), ratio(enc100k / libNd100k), 'info', '—'],
+  ['encode 20,000 unique property names, ours Layout::Libfdt', fmtMs(uqOurs), '—', '≤ 50 ms', met(uqOurs <= 50e6)],
+  ['encode 20,000 unique property names, vm-fdt 0.3; ratio = vm-fdt ÷ ours', fmtMs(uqVm), ratio(uqVm / uqOurs), 'info', '—'],
+  [`encode ${group3(libfdtUniqueN)} unique property names, libfdt fdt_sw (1 run; quadratic dedup${libfdtUniqueN !== 20000 ? '; BENCH_QUICK: 5,000 names, not comparable' : ''}); ratio = libfdt ÷ ours`, fmtMs(uqLib), libfdtUniqueN === 20000 ? ratio(uqLib / uqOurs) : 'n/a', 'info', '—'],
+  [`check 100k-node blob, ours check(Validation::Structural) vs libfdt fdt_check_full ${fmtMbs(chkLib)}; ratio = ours ÷ libfdt`, fmtMbs(chkOurs), ratio(chkOurs / chkLib), '≥ 0.8×', met(chkOurs / chkLib >= 0.8)],
+  [`decode 100k-node blob to a Node tree, ours decode(Validation::Structural) (${fmtMs(fN('fdt_decode/ours_100k').mean)}, drop excluded)`, fmtMbs(decOurs), '—', 'info', '—'],
+];
+
 const meta = {
   date: new Date(started).toISOString(),
   node: process.version,
@@ -177,6 +278,7 @@ const meta = {
 meta.durationS = Math.round((Date.now() - started) / 1000);
 
 const header = ['benchmark', 'ns/op', 'ratio', 'target', 'met?'];
+const fdtHeader = ['benchmark', 'value', 'ratio', 'target', 'met?'];
 const md = [
   `# iommu-liveupdate bench — ${meta.date}`,
   '',
@@ -191,6 +293,14 @@ const md = [
   `| ${header.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
   ...rows.map((r) => `| ${r.join(' | ')} |`),
   '',
+  '## FDT',
+  '',
+  'KHO-like tree: root {compatible, preserved-memory-map} + N children `node<i>` {iova-start, iova-len, iommu-prot}, little-endian values; names formatted before timing. Ours and vm-fdt: criterion median of this run (crates/fdt/benches/fdt.rs); libfdt: Debian libfdt, bench/fdt_libfdt.c built with cc -O2, median of its clock_gettime runs. MB/s = 10^6 bytes of blob per second.',
+  '',
+  `| ${fdtHeader.join(' | ')} |`,
+  `| ${fdtHeader.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
+  ...fdtRows.map((r) => `| ${r.join(' | ')} |`),
+  '',
 ].join('\n');
 
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
@@ -204,6 +314,12 @@ writeFileSync(
       napi,
       memory: { ...memory, idealBytes: ideal, limitBytes: memLimit },
       rows: rows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })),
+      fdt: {
+        criterion: fdtNative,
+        libfdt: { ...libfdt, uniqueRuns: 1 },
+        identical: { oursLibfdtVsLibfdt1k: identLibfdt, oursDtcVsVmfdt1k: identVmfdt },
+        rows: fdtRows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })),
+      },
     },
     null,
     2,
