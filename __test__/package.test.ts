@@ -22,4 +22,14 @@ describe('package', () => {
     );
     expect(stdout.trim()).toBe('string');
   });
+
+  it('exports the FDT facade from dist', async () => {
+    const script =
+      "import('iommu-liveupdate').then(({ FdtWriter, decodeFdt, FdtError }) => {" +
+      "  const blob = new FdtWriter().beginNode('').propertyU32('a', 1).endNode().finish();" +
+      "  try { decodeFdt(blob.subarray(0, 8)); } catch (e) { console.log(decodeFdt(blob).properties[0].name, e instanceof FdtError, e.code, e.offset); }" +
+      '})';
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root });
+    expect(stdout.trim()).toBe('a true FDT_ERR_TRUNCATED 8');
+  });
 });

@@ -123,6 +123,35 @@ export interface NativeUnit {
   adoptPageTable(pgd: bigint, levels: number): NativePageTable;
 }
 
+export interface NativeFdtWriter {
+  readonly size: number;
+  addReservemapEntry(address: bigint, size: bigint): void;
+  beginNode(name: string): void;
+  endNode(): void;
+  property(name: string, value: Uint8Array): void;
+  propertyEmpty(name: string): void;
+  propertyU32(name: string, v: number): void;
+  propertyU64(name: string, v: bigint): void;
+  propertyCells(name: string, cells: Uint32Array): void;
+  propertyString(name: string, s: string): void;
+  propertyStringList(name: string, list: string[]): void;
+  propertyU32Le(name: string, v: number): void;
+  propertyU64Le(name: string, v: bigint): void;
+  propertyPlaceholder(name: string, len: number): number;
+  fillPlaceholder(handle: number, data: Uint8Array): void;
+  finish(): Uint8Array;
+}
+export interface NativeDecodedFdt {
+  version: number;
+  bootCpuidPhys: number;
+  /** address, size pairs */
+  reserve: BigUint64Array;
+  /** pre-order: node = name start, name end, #props, #children; prop = name start, name end, value length */
+  shape: Uint32Array;
+  names: string;
+  data: Uint8Array;
+}
+
 /** Hand-written typing of what crates/binding exports via #[napi]; keep in sync with lib.rs. */
 export interface NativeBinding {
   nativeVersion(): string;
@@ -131,6 +160,15 @@ export interface NativeBinding {
   NativeUnit: new (mem: NativeMemory, options: NativeUnitOptions) => NativeUnit;
   NativeGather: new () => NativeGather;
   NativePageTable: abstract new () => NativePageTable;
+  NativeFdtWriter: new (layout: string, maxSize: number | null | undefined, noNameDedup: boolean, bootCpuidPhys: number) => NativeFdtWriter;
+  fdtEncode(ops: Uint8Array, layout: string, maxSize: number | null | undefined, noNameDedup: boolean, bootCpuidPhys: number): Uint8Array;
+  fdtDecode(blob: Uint8Array, validate: string): NativeDecodedFdt;
+  fdtCheck(blob: Uint8Array, validate: string): void;
+  fdtToDts(blob: Uint8Array): string;
+  fdtKhoRootMax(): number;
+  fdtMaxDepth(): number;
+  fdtKhoRoot(compatible: string, memoryMapProp: string, subtreeProp: string, memoryMap: bigint, names: string[], phys: bigint[], layout: string): Uint8Array;
+  fdtKhoRootInfo(blob: Uint8Array, compatible: string, memoryMapProp: string, subtreeProp: string): { memoryMap: bigint; subtrees: { name: string; phys: bigint }[] };
 }
 
 const addonPath = process.env.IOMMU_LIVEUPDATE_NATIVE
