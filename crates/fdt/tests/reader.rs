@@ -1085,9 +1085,9 @@ const VALUES_DTS: &str = r#"/dts-v1/;
 };
 "#;
 
-#[test]
-fn dts_value_guessing() {
-    let blob = root_with(|b| {
+/// Properties that exercise dtc's value guessing (strings, cells, bytes, escapes, KHO LE).
+fn values_blob() -> Vec<u8> {
+    root_with(|b| {
         b.prop("empty", &[])
             .prop("bytes", &[1, 2, 3])
             .prop("tab", b"a\tb\0")
@@ -1106,7 +1106,12 @@ fn dts_value_guessing() {
             .end()
             .end()
             .fin();
-    });
+    })
+}
+
+#[test]
+fn dts_value_guessing() {
+    let blob = values_blob();
     assert_eq!(to_dts(&blob).unwrap(), VALUES_DTS);
     assert_eq!(to_dts(&blob[..50]).unwrap_err().kind, ErrorKind::Truncated);
 }
@@ -1278,26 +1283,7 @@ fn corpus() {
             ),
         );
     }
-    let blob = root_with(|b| {
-        b.prop("empty", &[])
-            .prop("bytes", &[1, 2, 3])
-            .prop("tab", b"a\tb\0")
-            .prop("nonp", &[0x41, 0x42, 0xff, 0])
-            .prop("nuls", &[0; 4])
-            .prop("nul1", &[0])
-            .prop("two", b"a\0\0\0\0\0")
-            .prop("quote", b"a\"b\\c\0")
-            .prop("esc", b"\x07\x08\t\n\x0b\x0c\r\0")
-            .prop("hi", "€\0".as_bytes())
-            .prop("kho", &0x1_16be_4000u64.to_le_bytes())
-            .prop("sl3odd", b"a\0\0b\0")
-            .prop("sl3", b"a\0\0bc\0")
-            .begin("0")
-            .prop("bus", &[0])
-            .end()
-            .end()
-            .fin();
-    });
+    let blob = values_blob();
     w("values", &blob);
     w("old_v3", &old_v3_blob());
     // Mutants for error-kind comparison with libfdt.
