@@ -44,8 +44,8 @@ impl Prot {
 }
 
 /// Unmapped ranges and table pages waiting for the IOTLB flush (`iommu_iotlb_gather`). Pages on
-/// the freelist stay allocated, and readable by the hardware, until [`Unit::iotlb_sync`]
-/// (crate::Unit::iotlb_sync) flushes and frees them.
+/// the freelist stay allocated, and readable by the hardware, until
+/// [`Unit::iotlb_sync`](crate::Unit::iotlb_sync) flushes and frees them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gather {
     range: Option<(u64, u64)>,
