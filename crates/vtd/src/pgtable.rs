@@ -85,6 +85,16 @@ pub struct WalkStep {
     pub pte: u64,
 }
 
+/// A table change `map_runs` undoes if a later run fails.
+#[derive(Debug)]
+enum Undo {
+    /// `table` was allocated and installed at `pte_pa`.
+    NewTable { pte_pa: u64, table: u64 },
+    /// The empty table subtree `pte` at `pte_pa` made way for a superpage; its pages are
+    /// `gather.freelist[freelist]`.
+    Displaced { pte_pa: u64, pte: u64, freelist: std::ops::Range<usize> },
+}
+
 /// A domain's second-level page table in simulated memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageTable {
@@ -158,6 +168,53 @@ impl PageTable {
     /// empty tables replaced by a superpage go to `gather` (`switch_to_super_page`). If memory
     /// runs out midway, what was mapped is unmapped into `gather` and the error returned.
     pub fn map(&mut self, mem: &mut PhysMem, iova: u64, pa: u64, size: u64, prot: Prot, gather: &mut Gather) -> Result<()> {
+        let bits = self.check_map(mem, iova, pa, size, prot)?;
+        if let Err((e, done)) = self.map_run(mem, iova, pa, size, bits, gather, &mut None, None) {
+            if done > iova {
+                self.unmap(mem, iova, done - iova, gather)?;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Maps a batch of runs `(iova, pa, size)`, each exactly as [`map`](Self::map) would, with
+    /// one `prot` (`iommu_map_sg` over a scatterlist). All or nothing: if a run fails (already
+    /// mapped, by an earlier run of the batch too; out of memory; misaligned; beyond the
+    /// address width or memory), every leaf this call wrote is cleared, every table page it
+    /// allocated is detached onto `gather`'s freelist and every empty table a superpage
+    /// displaced is put back, so the table is word for word as before and
+    /// [`Unit::iotlb_sync`](crate::Unit::iotlb_sync) returns every frame the call took; the
+    /// runs' ranges are added to `gather` and the error of the failing run is returned. On
+    /// success `gather` holds what `map` would have put there. The runs are iterated twice
+    /// only on failure; nothing is allocated per run.
+    pub fn map_runs<I>(&mut self, mem: &mut PhysMem, runs: I, prot: Prot, gather: &mut Gather) -> Result<()>
+    where
+        I: IntoIterator<Item = (u64, u64, u64)>,
+        I::IntoIter: Clone,
+    {
+        let runs = runs.into_iter();
+        // Tables installed or displaced: a few per 2 MiB at most, and empty until one is.
+        let mut journal = Vec::new();
+        // The L1 shortcut stays valid across runs: only a superpage step can detach an L1
+        // table, and that step resets it.
+        let mut l1 = None;
+        for (n, (iova, pa, size)) in runs.clone().enumerate() {
+            let r = match self.check_map(mem, iova, pa, size, prot) {
+                Ok(bits) => self.map_run(mem, iova, pa, size, bits, gather, &mut l1, Some(&mut journal)),
+                Err(e) => Err((e, iova)),
+            };
+            if let Err((e, done)) = r {
+                let mapped = runs.take(n).map(|(iova, _, size)| (iova, iova + size));
+                self.roll_back(mem, mapped.chain([(iova, done)]), journal, gather)?;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The argument checks of `map`, in its order; returns the leaf bits for `prot`.
+    fn check_map(&self, mem: &PhysMem, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<u64> {
         self.check_range(iova, size)?;
         if !pa.is_multiple_of(4096) {
             return Err(Error::Unaligned { value: pa, align: 4096 });
@@ -174,11 +231,27 @@ impl PageTable {
         if let Some(at) = self.first_leaf(mem, self.pgd, self.config.levels, iova, iova + size - 1)? {
             return Err(Error::AlreadyMapped { iova: at.max(iova) });
         }
-        let bits = prot.bits();
+        Ok(prot.bits())
+    }
+
+    /// `__domain_mapping` of one checked run. `l1` is the L1 table of the last 4 KiB step, so
+    /// runs of small pages skip the descent. On failure returns the error and the end of what
+    /// was mapped, `[iova, end)`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn map_run(
+        &mut self,
+        mem: &mut PhysMem,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        bits: u64,
+        gather: &mut Gather,
+        l1: &mut Option<(u64, u64)>,
+        mut journal: Option<&mut Vec<Undo>>,
+    ) -> std::result::Result<(), (Error, u64)> {
         let end = iova + size;
         let mut cur = iova;
-        // The L1 table of the last 4 KiB step, so runs of small pages skip the descent.
-        let mut l1: Option<(u64, u64)> = None;
         while cur < end {
             let phys = pa + (cur - iova);
             let level = (1..=3)
@@ -189,29 +262,74 @@ impl PageTable {
                         && end - cur >= level_size(l)
                 })
                 .unwrap_or(1);
-            let pte_pa = match l1 {
+            let pte_pa = match *l1 {
                 Some((region, table)) if level == 1 && cur >> 21 == region => table + 8 * level_index(cur, 1),
-                _ => match self.pte_for(mem, cur, level, gather) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        if cur > iova {
-                            self.unmap(mem, iova, cur - iova, gather)?;
-                        }
-                        return Err(e);
-                    }
-                },
+                _ => self.pte_for(mem, cur, level, gather, journal.as_deref_mut()).map_err(|e| (e, cur))?,
             };
-            l1 = (level == 1).then_some((cur >> 21, pte_pa & !0xfff));
+            *l1 = (level == 1).then_some((cur >> 21, pte_pa & !0xfff));
             let leaf = phys | bits | if level > 1 { SL_PS } else { 0 };
-            mem.write_u64(pte_pa, leaf)?;
+            mem.write_u64(pte_pa, leaf).map_err(|e| (e.into(), cur))?;
             cur += level_size(level);
         }
         Ok(())
     }
 
+    /// Undoes a failed `map_runs`: clears the leaves of `ranges` (`[start, end)`, what the call
+    /// mapped) without detaching any table, then walks the journal backwards, detaching the
+    /// tables the call installed (now empty) onto the freelist and putting back the empty tables
+    /// superpages displaced (taking them off the freelist again).
+    fn roll_back(&self, mem: &mut PhysMem, ranges: impl Iterator<Item = (u64, u64)>, journal: Vec<Undo>, gather: &mut Gather) -> Result<()> {
+        for (start, end) in ranges {
+            if end > start {
+                self.clear_leaves(mem, self.pgd, self.config.levels, start, end - 1)?;
+                gather.add_range(start, end - 1);
+            }
+        }
+        for undo in journal.into_iter().rev() {
+            match undo {
+                Undo::NewTable { pte_pa, table } => {
+                    debug_assert!((0..512).all(|i| mem.read_u64(table + 8 * i) == Ok(0)), "table {table:#x} is empty");
+                    mem.write_u64(pte_pa, 0)?;
+                    gather.freelist.push(table);
+                }
+                Undo::Displaced { pte_pa, pte, freelist } => {
+                    mem.write_u64(pte_pa, pte)?;
+                    gather.freelist.drain(freelist);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears every leaf inside `[start, last]` under `table`, keeping the tables.
+    fn clear_leaves(&self, mem: &mut PhysMem, table: u64, level: u32, start: u64, last: u64) -> Result<()> {
+        let size = level_size(level);
+        let mut cur = start;
+        loop {
+            let pte_pa = table + 8 * level_index(cur, level);
+            let pte = mem.read_u64(pte_pa)?;
+            let lo = cur & !(size - 1);
+            let hi = lo + (size - 1);
+            if slpte_present(pte) {
+                if !slpte_is_leaf(pte, level) {
+                    self.clear_leaves(mem, slpte_addr(pte, self.config.haw), level - 1, cur, hi.min(last))?;
+                } else if start <= lo && last >= hi {
+                    mem.write_u64(pte_pa, 0)?;
+                } else {
+                    debug_assert!(false, "a leaf of this call straddles {start:#x}..={last:#x}");
+                }
+            }
+            if hi >= last {
+                return Ok(());
+            }
+            cur = hi + 1;
+        }
+    }
+
     /// The address of the entry for `iova` at `target` level, allocating missing tables. An
-    /// empty table where a superpage goes is detached onto the freelist.
-    fn pte_for(&mut self, mem: &mut PhysMem, iova: u64, target: u32, gather: &mut Gather) -> Result<u64> {
+    /// empty table where a superpage goes is detached onto the freelist. With a journal, both
+    /// changes are recorded for [`roll_back`](Self::roll_back).
+    fn pte_for(&mut self, mem: &mut PhysMem, iova: u64, target: u32, gather: &mut Gather, mut journal: Option<&mut Vec<Undo>>) -> Result<u64> {
         let mut table = self.pgd;
         let mut level = self.config.levels;
         loop {
@@ -221,9 +339,13 @@ impl PageTable {
                 if slpte_present(pte) {
                     // first_leaf() found no leaf, so this is an empty table subtree.
                     debug_assert!(!slpte_is_leaf(pte, level));
+                    let from = gather.freelist.len();
                     self.list_tables(mem, slpte_addr(pte, self.config.haw), level - 1, &mut gather.freelist)?;
                     mem.write_u64(pte_pa, 0)?;
                     gather.add_range(iova & !(level_size(level) - 1), iova | (level_size(level) - 1));
+                    if let Some(j) = journal {
+                        j.push(Undo::Displaced { pte_pa, pte, freelist: from..gather.freelist.len() });
+                    }
                 }
                 return Ok(pte_pa);
             }
@@ -232,6 +354,9 @@ impl PageTable {
             } else {
                 let new = mem.alloc(0, true)?;
                 mem.write_u64(pte_pa, new | SL_R | SL_W)?;
+                if let Some(j) = journal.as_deref_mut() {
+                    j.push(Undo::NewTable { pte_pa, table: new });
+                }
                 new
             };
             level -= 1;
@@ -377,3 +502,6 @@ impl PageTable {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
