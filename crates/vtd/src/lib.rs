@@ -44,7 +44,7 @@ pub use cache::CachedContext;
 pub use entry::{ContextEntry, RootEntry, SlpteRsvd, TranslationType};
 pub use fault::{FaultReason, FaultRecord};
 pub use pgtable::{Gather, PageTable, PageTableConfig, Prot, WalkStep};
-pub use unit::{ContextInvalidation, IotlbInvalidation, Stats, Unit, UnitConfig};
+pub use unit::{ContextInvalidation, DmaFault, IotlbInvalidation, Stats, Unit, UnitConfig};
 
 use std::fmt;
 

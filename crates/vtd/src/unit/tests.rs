@@ -454,3 +454,106 @@ fn psi_address_matches_linux() {
     assert_eq!(psi_aligned_address(0x1000, 0x3fff), (0, 2));
     assert_eq!(psi_aligned_address(0, (1 << 48) - 1), (0, 36));
 }
+
+/// Three pages at 0x10_0000 on scattered frames: RW, RW, then `third`.
+fn dma_rig(third: Prot) -> Rig {
+    let mut r = Rig::new(UnitConfig::default(), 4);
+    r.map(0x10_0000, 0x4000_0000, 0x1000, Prot::RW);
+    r.map(0x10_1000, 0x2000_5000, 0x1000, Prot::RW);
+    r.map(0x10_2000, 0x3000_9000, 0x1000, third);
+    r
+}
+
+#[test]
+fn dma_crosses_pages_one_translation_each() {
+    let mut r = dma_rig(Prot::RW);
+    let data: Vec<u8> = (0..0x2400u32).map(|i| (i * 7 + 1) as u8).collect();
+    // 0x10_0ff0..0x10_33f0 touches four pages: 0x10 bytes, two whole pages, 0x3f0 bytes
+    r.map(0x10_3000, 0x5000_0000, 0x1000, Prot::RW);
+    assert_eq!(r.unit.dma_write(&mut r.mem, SID, 0x10_0ff0, &data), Ok(Ok(())));
+    let s = r.unit.stats();
+    assert_eq!((s.iotlb_misses, s.walks, s.iotlb_hits), (4, 4, 0), "one translation request per page");
+    let mut phys = vec![0u8; 0x10];
+    r.mem.read(0x4000_0ff0, &mut phys).unwrap();
+    assert_eq!(phys, data[..0x10]);
+    let mut phys = vec![0u8; 0x1000];
+    r.mem.read(0x2000_5000, &mut phys).unwrap();
+    assert_eq!(phys, data[0x10..0x1010]);
+    r.mem.read(0x3000_9000, &mut phys).unwrap();
+    assert_eq!(phys, data[0x1010..0x2010]);
+    let mut phys = vec![0u8; 0x3f0];
+    r.mem.read(0x5000_0000, &mut phys).unwrap();
+    assert_eq!(phys, data[0x2010..]);
+    // the same transfer read back hits the IOTLB for every page
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(r.unit.dma_read(&r.mem, SID, 0x10_0ff0, &mut back), Ok(Ok(())));
+    assert_eq!(back, data);
+    let s = r.unit.stats();
+    assert_eq!((s.iotlb_misses, s.walks, s.iotlb_hits), (4, 4, 4));
+    assert_eq!(s.context_hits + s.context_misses, 8, "each page is a request of its own");
+    // within one page: one request
+    let mut small = [0u8; 8];
+    assert_eq!(r.unit.dma_read(&r.mem, SID, 0x10_1ff8, &mut small), Ok(Ok(())));
+    assert_eq!(small, data[0x1008..0x1010]);
+    assert_eq!(r.unit.stats().iotlb_hits, 5);
+    // nothing to transfer: no request at all
+    assert_eq!(r.unit.dma_read(&r.mem, SID, 1 << 60, &mut []), Ok(Ok(())));
+    assert_eq!(r.unit.stats().iotlb_hits + r.unit.stats().faults, 5);
+}
+
+#[test]
+fn dma_stops_at_the_first_faulting_page() {
+    // write: the third page is read-only, so pages one and two land and the third faults 0x5
+    let mut r = dma_rig(Prot::R);
+    r.mem.fill_range(0x3000_9000, 0x1000, 0xee).unwrap();
+    let data = vec![0x5au8; 0x2000];
+    let fault = DmaFault { iova: 0x10_2000, reason: FaultReason::Write };
+    assert_eq!(r.unit.dma_write(&mut r.mem, SID, 0x10_0800, &data), Ok(Err(fault)));
+    let mut phys = vec![0u8; 0x800];
+    r.mem.read(0x4000_0800, &mut phys).unwrap();
+    assert!(phys.iter().all(|&b| b == 0x5a));
+    let mut phys = vec![0u8; 0x1000];
+    r.mem.read(0x2000_5000, &mut phys).unwrap();
+    assert!(phys.iter().all(|&b| b == 0x5a));
+    r.mem.read(0x3000_9000, &mut phys).unwrap();
+    assert!(phys.iter().all(|&b| b == 0xee), "nothing of the faulting page is written");
+    assert_eq!(r.unit.fault_records(), vec![FaultRecord { sid: SID, addr: 0x10_2000, reason: FaultReason::Write, write: true }]);
+    assert_eq!(r.unit.stats().faults, 1, "the transfer stops at the fault");
+    r.unit.clear_faults();
+
+    // read: the third page is write-only, faulting 0x6; the buffer keeps its bytes from there
+    let mut r = dma_rig(Prot::W);
+    r.mem.fill_range(0x2000_5000, 0x1000, 0x11).unwrap();
+    let mut buf = vec![0xaau8; 0x1800];
+    let fault = DmaFault { iova: 0x10_2000, reason: FaultReason::Read };
+    assert_eq!(r.unit.dma_read(&r.mem, SID, 0x10_1800, &mut buf), Ok(Err(fault)));
+    assert!(buf[..0x800].iter().all(|&b| b == 0x11));
+    assert!(buf[0x800..].iter().all(|&b| b == 0xaa));
+    assert_eq!(r.unit.fault_records(), vec![FaultRecord { sid: SID, addr: 0x10_2000, reason: FaultReason::Read, write: false }]);
+    // a fault on the first page reports the first byte, the record its page
+    r.unit.clear_faults();
+    let fault = DmaFault { iova: 0x10_2010, reason: FaultReason::Read };
+    assert_eq!(r.unit.dma_read(&r.mem, SID, 0x10_2010, &mut buf), Ok(Err(fault)));
+    assert_eq!(r.unit.fault_records()[0].addr, 0x10_2000);
+    // unmapped and beyond the width
+    assert_eq!(r.unit.dma_read(&r.mem, SID, 0x10_3000, &mut buf).unwrap().unwrap_err().reason, FaultReason::Read);
+    assert_eq!(r.unit.dma_write(&mut r.mem, SID, 1 << 48, &buf).unwrap().unwrap_err().reason, FaultReason::AddrBeyondMgaw);
+}
+
+#[test]
+fn dma_range_errors_and_untranslated_requests() {
+    let mut r = dma_rig(Prot::RW);
+    let mut buf = [0u8; 16];
+    assert_eq!(r.unit.dma_read(&r.mem, SID, u64::MAX - 7, &mut buf), Err(Error::OutOfRange { iova: u64::MAX - 7, size: 16, width: 64 }));
+    assert_eq!(r.unit.stats().faults + r.unit.stats().iotlb_misses, 0, "nothing was requested");
+    // TE off: the IOVA is the address; beyond memory the root complex aborts
+    r.unit.enable_translation(false);
+    assert_eq!(r.unit.dma_write(&mut r.mem, SID, 0x2000_5ff8, &[1; 16]), Ok(Ok(())));
+    assert_eq!(r.mem.read_u64(0x2000_6000).unwrap(), 0x0101_0101_0101_0101);
+    let end = r.mem.size();
+    r.mem.write_u64(end - 8, 0x0807_0605_0403_0201).unwrap();
+    buf.fill(0xcc);
+    assert!(matches!(r.unit.dma_read(&r.mem, SID, end - 8, &mut buf), Err(Error::Mem(physmem::Error::OutOfRange { .. }))));
+    assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc], "the page inside memory was transferred");
+    assert_eq!(r.unit.stats().passthrough, 4);
+}
