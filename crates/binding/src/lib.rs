@@ -413,6 +413,16 @@ pub struct NativeUnit {
     mem: SharedMem,
     unit: Unit,
     last_fault: u32,
+    last_fault_iova: u64,
+}
+
+fn dma_args(sid: u32, iova: &BigInt, len: usize) -> Result<(u16, u64), Code> {
+    let sid = u16_arg(sid, "sid")?;
+    let iova = u64_arg(iova, "iova")?;
+    if iova.checked_add(len as u64).is_none() {
+        return Err(invalid(format!("iova {iova:#x} + {len} bytes overflows 64 bits")));
+    }
+    Ok((sid, iova))
 }
 
 fn granularity_name(g: IotlbInvalidation) -> &'static str {
@@ -429,7 +439,7 @@ impl NativeUnit {
     #[napi(constructor, catch_unwind)]
     pub fn new(mem: &NativeMemory, options: UnitOptions) -> Result<Self, Code> {
         let unit = Unit::new(unit_config(options)?).map_err(vtd_err)?;
-        Ok(NativeUnit { mem: mem.mem.clone(), unit, last_fault: 0 })
+        Ok(NativeUnit { mem: mem.mem.clone(), unit, last_fault: 0, last_fault_iova: 0 })
     }
 
     /// CAP, ECAP, GSTS, RTADDR.
@@ -500,15 +510,56 @@ impl NativeUnit {
             }
             Err(reason) => {
                 self.last_fault = reason as u32;
+                self.last_fault_iova = iova;
                 u64::MAX
             }
         })
     }
 
-    /// The fault reason of the last `translate_one`, 0 if it succeeded.
+    /// The fault reason of the last `translate_one`, `dma_read` or `dma_write`, 0 if it
+    /// succeeded.
     #[napi(getter)]
     pub fn last_fault(&self) -> u32 {
         self.last_fault
+    }
+
+    /// The IOVA of the faulting request of the last `translate_one`, `dma_read` or `dma_write`
+    /// that faulted: for DMA, the transfer's first byte in the faulting page. 0 after a call
+    /// that succeeded.
+    #[napi(getter)]
+    pub fn last_fault_iova(&self) -> u64 {
+        self.last_fault_iova
+    }
+
+    fn dma_done(&mut self, r: vtd::Result<std::result::Result<(), vtd::DmaFault>>) -> Result<u32, Code> {
+        let (reason, iova) = match r.map_err(vtd_err)? {
+            Ok(()) => (0, 0),
+            Err(f) => (f.reason as u32, f.iova),
+        };
+        self.last_fault = reason;
+        self.last_fault_iova = iova;
+        Ok(reason)
+    }
+
+    /// A device reads `buf.length` bytes at `iova` into `buf` (zero-copy), one translation
+    /// request per 4 KiB page. Returns 0, or the fault reason of the first faulting page; the
+    /// bytes before it were transferred, `buf` is untouched from it on, `lastFaultIova` is
+    /// where it starts.
+    #[napi(catch_unwind)]
+    pub fn dma_read(&mut self, sid: u32, iova: BigInt, buf: U8Out) -> Result<u32, Code> {
+        let (sid, iova) = dma_args(sid, &iova, buf.len())?;
+        let r = self.unit.dma_read(&self.mem.borrow(), sid, iova, buf);
+        self.dma_done(r)
+    }
+
+    /// A device writes `buf` at `iova`, one translation request per 4 KiB page. Returns 0, or
+    /// the fault reason of the first faulting page (earlier pages were written, nothing from
+    /// it on; `lastFaultIova` is where it starts).
+    #[napi(catch_unwind)]
+    pub fn dma_write(&mut self, sid: u32, iova: BigInt, buf: &[u8]) -> Result<u32, Code> {
+        let (sid, iova) = dma_args(sid, &iova, buf.len())?;
+        let r = self.unit.dma_write(&mut self.mem.borrow_mut(), sid, iova, buf);
+        self.dma_done(r)
     }
 
     /// Pending fault records, oldest first.
@@ -694,6 +745,44 @@ impl NativePageTable {
         let (iova, pa, size) = (u64_arg(&iova, "iova")?, u64_arg(&pa, "pa")?, u64_arg(&size, "size")?);
         self.pt
             .map(&mut self.mem.borrow_mut(), iova, pa, size, prot(read, write, snoop), &mut gather.inner)
+            .map_err(vtd_err)
+    }
+
+    /// Maps the runs `iovaPfns[i]`, `paPfns[i]`, `npages[i]` (4 KiB page numbers and counts as
+    /// numbers, not bigints) all or nothing: `vtd::PageTable::map_runs`. The three arrays have
+    /// one entry per run; IOVA page numbers are integers below 2^52, PA page numbers below
+    /// 2^40, counts at least 1, and neither end past 2^52 pages. Nothing is mapped if any
+    /// entry is invalid.
+    #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_runs(&mut self, iova_pfns: &[f64], pa_pfns: &[f64], npages: &[f64], read: bool, write: bool, snoop: bool, gather: &mut NativeGather) -> Result<(), Code> {
+        let n = iova_pfns.len();
+        if pa_pfns.len() != n || npages.len() != n {
+            return Err(invalid(format!(
+                "iovaPfns, paPfns and npages must have the same length ({n}, {}, {})",
+                pa_pfns.len(),
+                npages.len()
+            )));
+        }
+        const PFN_END: f64 = (1u64 << 52) as f64;
+        const PA_PFN_END: f64 = (1u64 << 40) as f64;
+        let int = |v: f64| v >= 0.0 && v.fract() == 0.0;
+        for i in 0..n {
+            let (iova, pa, np) = (iova_pfns[i], pa_pfns[i], npages[i]);
+            if !(int(iova) && iova < PFN_END) {
+                return Err(invalid(format!("iovaPfns[{i}] = {iova} is not an integer in 0..2^52")));
+            }
+            if !(int(pa) && pa < PA_PFN_END) {
+                return Err(invalid(format!("paPfns[{i}] = {pa} is not an integer in 0..2^40")));
+            }
+            // Exact: sums of integers below 2^53 compare to 2^52 exactly, larger ones exceed it.
+            if !(int(np) && np >= 1.0 && iova + np <= PFN_END && pa + np <= PFN_END) {
+                return Err(invalid(format!("npages[{i}] = {np} is not an integer >= 1 keeping both runs below page 2^52")));
+            }
+        }
+        let runs = iova_pfns.iter().zip(pa_pfns).zip(npages).map(|((&iova, &pa), &np)| ((iova as u64) << 12, (pa as u64) << 12, (np as u64) << 12));
+        self.pt
+            .map_runs(&mut self.mem.borrow_mut(), runs, prot(read, write, snoop), &mut gather.inner)
             .map_err(vtd_err)
     }
 
