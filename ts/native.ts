@@ -97,6 +97,16 @@ export interface NativePageTable {
   readonly levels: number;
   readonly aw: number;
   map(iova: bigint, pa: bigint, size: bigint, read: boolean, write: boolean, snoop: boolean, gather: NativeGather): void;
+  /** Runs as 4 KiB page numbers and counts; all or nothing. */
+  mapRuns(
+    iovaPfns: Float64Array,
+    paPfns: Float64Array,
+    npages: Float64Array,
+    read: boolean,
+    write: boolean,
+    snoop: boolean,
+    gather: NativeGather,
+  ): void;
   unmap(iova: bigint, size: bigint, gather: NativeGather): bigint;
   iovaToPhys(iova: bigint): bigint | null;
   walk(iova: bigint): NativeWalkStep[];
@@ -112,6 +122,11 @@ export interface NativeUnit {
   translate(sid: number, iovas: BigUint64Array, out: BigUint64Array, write: boolean, faults?: Uint8Array | null): number;
   translateOne(sid: number, iova: bigint, write: boolean): bigint;
   readonly lastFault: number;
+  /** Fills `buf`; returns 0 or the fault reason of the first faulting page. */
+  dmaRead(sid: number, iova: bigint, buf: Uint8Array): number;
+  /** Returns 0 or the fault reason of the first faulting page. */
+  dmaWrite(sid: number, iova: bigint, buf: Uint8Array): number;
+  readonly lastFaultIova: bigint;
   faults(): { sid: number; iova: bigint; reason: number; write: boolean }[];
   clearFaults(): number;
   stats(): NativeUnitStats;

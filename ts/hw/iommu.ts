@@ -161,6 +161,20 @@ export class PageTable {
     this.native.map(iova, pa, size, prot.read ?? false, prot.write ?? false, prot.snoop ?? false, gather.native);
   }
 
+  /**
+   * Maps a batch of runs in one call: run `i` maps `npages[i]` 4 KiB pages at IOVA page
+   * `iovaPfns[i]` to PA page `paPfns[i]` (page numbers as plain numbers: IOVA pages below 2^52,
+   * PA pages below 2^40), each run exactly as {@link map} would, superpages included. All or
+   * nothing: if any run fails (already mapped, by an earlier run too; out of memory; beyond the
+   * address width or memory) the runs mapped so far are undone, the table is as before, the
+   * table pages the call allocated wait on `gather` for {@link IommuUnit.iotlbSync}, and the
+   * error of the failing run is thrown. Arrays of different lengths or an entry that is not such
+   * an integer throw `ERR_INVALID_ARG_VALUE` before anything is mapped; empty arrays do nothing.
+   */
+  mapRuns(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, prot: Prot, gather: Gather = new Gather()): void {
+    this.native.mapRuns(iovaPfns, paPfns, npages, prot.read ?? false, prot.write ?? false, prot.snoop ?? false, gather.native);
+  }
+
   /** Unmaps `[iova, iova+size)` into `gather`; returns the size unmapped (a superpage grows it). */
   unmap(iova: bigint, size: bigint, gather: Gather): bigint {
     return this.native.unmap(iova, size, gather.native);
@@ -267,6 +281,36 @@ export class IommuUnit {
     const pa = this.native.translateOne(sid, iova, write);
     if (pa === TRANSLATION_FAULTED) throw new DmarFaultError(sid, iova, this.native.lastFault, write);
     return pa;
+  }
+
+  /**
+   * Device `sid` reads `buf.length` bytes at `iova` into `buf` (no copy, no allocation): one
+   * translation request per 4 KiB page, each exactly as {@link translate} would make it (caches,
+   * fault recording). Returns 0, or the fault reason of the first page that faults: the bytes of
+   * the pages before it are in `buf`, the rest of `buf` is untouched, and {@link lastFaultIova}
+   * tells where the faulting part starts. Throws `ERR_INVALID_ARG_VALUE` if `iova + buf.length`
+   * overflows 64 bits, a physical-memory error if a page translates beyond memory.
+   */
+  dmaRead(sid: number, iova: bigint, buf: Uint8Array): number {
+    return this.native.dmaRead(sid, iova, buf);
+  }
+
+  /**
+   * Device `sid` writes `buf` at `iova`, page by page as {@link dmaRead} reads: returns 0, or the
+   * fault reason of the first faulting page, before which every byte was written and from which
+   * none was.
+   */
+  dmaWrite(sid: number, iova: bigint, buf: Uint8Array): number {
+    return this.native.dmaWrite(sid, iova, buf);
+  }
+
+  /**
+   * The IOVA of the last faulting request of {@link dmaRead}, {@link dmaWrite} or
+   * {@link translateOne}: for DMA the first byte of the transfer in the faulting page (its start
+   * or a page boundary). 0n after a call that succeeded.
+   */
+  get lastFaultIova(): bigint {
+    return this.native.lastFaultIova;
   }
 
   /** Pending fault records (FRCD registers with F set), oldest first. */
