@@ -1,0 +1,104 @@
+// struct file and the user-memory accessors ioctl handlers use (copy_from_user / copy_to_user).
+import { errno } from '../uapi/errno.js';
+import type { Process } from './process.js';
+
+/**
+ * User memory as a handler sees it: the process address space, plus the kernel-side buffers that
+ * stand in for user memory when an ioctl argument is given as a JS object or bytes.
+ */
+export class Uaccess {
+  constructor(
+    readonly proc: Process,
+    private readonly temps: ReadonlyMap<bigint, Uint8Array> = new Map(),
+  ) {}
+
+  private temp(ptr: bigint, n: number): { buf: Uint8Array; off: number } | undefined {
+    for (const [base, buf] of this.temps) {
+      if (ptr >= base && ptr < base + BigInt(buf.length || 1)) {
+        const off = Number(ptr - base);
+        if (off + n > buf.length) errno('EFAULT', 'access beyond the argument buffer');
+        return { buf, off };
+      }
+    }
+    return undefined;
+  }
+
+  /** `copy_from_user`: EFAULT for NULL or unmapped memory. */
+  read(ptr: bigint, n: number): Uint8Array {
+    if (n === 0) return new Uint8Array(0);
+    if (ptr === 0n) errno('EFAULT', 'NULL user pointer');
+    const t = this.temp(ptr, n);
+    if (t) return t.buf.slice(t.off, t.off + n);
+    const out = new Uint8Array(n);
+    this.proc.mm.access(this.proc.kernel.memory, ptr, out, false, true);
+    return out;
+  }
+
+  /** `copy_to_user`. */
+  write(ptr: bigint, bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    if (ptr === 0n) errno('EFAULT', 'NULL user pointer');
+    const t = this.temp(ptr, bytes.length);
+    if (t) {
+      t.buf.set(bytes, t.off);
+      return;
+    }
+    this.proc.mm.access(this.proc.kernel.memory, ptr, bytes, true, true);
+  }
+
+  /** `get_user` of a u32. */
+  getU32(ptr: bigint): number {
+    const b = this.read(ptr, 4);
+    return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
+  }
+
+  /** `check_zeroed_user`. */
+  isZeroed(ptr: bigint, n: number): boolean {
+    return this.read(ptr, n).every((x) => x === 0);
+  }
+}
+
+/** `struct file`: refcounted; the last `put` releases it. */
+export abstract class File {
+  private refs = 1;
+
+  constructor(
+    /** Open flags (O_RDWR, ...). */
+    readonly flags: number,
+    /** Path it was opened by, for messages. */
+    readonly path: string,
+  ) {}
+
+  get(): this {
+    this.refs++;
+    return this;
+  }
+
+  put(): void {
+    if (--this.refs === 0) this.release();
+  }
+
+  /** `unlocked_ioctl`: returns the syscall's value. */
+  ioctl(_proc: Process, _request: number, _u: Uaccess, _arg: bigint): number {
+    return errno('ENOTTY', 'no ioctls on this file');
+  }
+
+  read(_proc: Process, _n: number): Uint8Array {
+    return errno('EINVAL', 'file does not support read');
+  }
+
+  write(_proc: Process, _data: Uint8Array): number {
+    return errno('EINVAL', 'file does not support write');
+  }
+
+  /** The object an mmap of this file maps, and its first page. */
+  mmapObject(_proc: Process, _pgoff: number, _npages: number): import('./mm.js').MemObject {
+    return errno('ENODEV', 'file cannot be mmapped');
+  }
+
+  /** The shmem object behind a memfd (IOMMU_IOAS_MAP_FILE), if this is one. */
+  mapFileObject?(): import('./mm.js').MemObject | undefined;
+
+  /** `release`: the last reference went away. */
+  protected release(): void {}
+}

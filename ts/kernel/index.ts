@@ -1,0 +1,2 @@
+export { Kernel } from './kernel.js';
+export { Process, type SpawnOptions, type IoctlArg } from './process.js';

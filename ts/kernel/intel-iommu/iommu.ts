@@ -1,0 +1,268 @@
+// The Intel VT-d driver in legacy mode (drivers/iommu/intel/iommu.c): root and context tables in
+// host memory, domain IDs, paging domains over the unit's second-level page tables, and the cache
+// invalidations Linux issues on attach, detach, map and unmap.
+import type { IommuUnit, PageTable } from '../../hw/iommu.js';
+import { Gather } from '../../hw/iommu.js';
+import type { PhysicalMemory } from '../../hw/memory.js';
+import { errno } from '../../uapi/errno.js';
+import type { IommuDomain } from '../iommufd/io_pagetable.js';
+import type { Kernel } from '../kernel.js';
+
+/** `IOAPIC_RANGE_START`..`IOAPIC_RANGE_END`: reserved as IOMMU_RESV_MSI for every device. */
+export const IOAPIC_RANGE_START = 0xfee0_0000n;
+export const IOAPIC_RANGE_END = 0xfeef_ffffn;
+/** Domain IDs 0 and 1 are reserved (`FLPT_DEFAULT_DID`, `IDA_START_DID`). */
+const IDA_START_DID = 2;
+
+const bit = (v: bigint, n: number): boolean => ((v >> BigInt(n)) & 1n) === 1n;
+const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_PHYSMEM_NOMEM';
+
+/** A reserved IOVA region of a device (`struct iommu_resv_region`). */
+export interface ResvRegion {
+  start: bigint;
+  length: bigint;
+  type: 'msi' | 'direct';
+}
+
+/** One DRHD: the driver's state for an {@link IommuUnit}. */
+export class IntelIommu {
+  readonly rootEntry: bigint;
+  private readonly contextTables = new Map<number, bigint>();
+  private readonly domainIds = new Set<number>();
+  readonly cap: bigint;
+  readonly ecap: bigint;
+  /** Which domain each requester is attached to. */
+  private readonly attached = new Map<number, DmarDomain>();
+
+  constructor(
+    readonly kernel: Kernel,
+    readonly unit: IommuUnit,
+    readonly memory: PhysicalMemory,
+  ) {
+    const regs = unit.registers();
+    this.cap = regs.cap;
+    this.ecap = regs.ecap;
+    this.rootEntry = memory.alloc(0, { zero: true });
+    unit.setRootTable(this.rootEntry);
+    // Without ESRTPS, SRTP does not flush: global context and IOTLB invalidation follow.
+    if (!bit(this.cap, 63)) {
+      unit.invalidateContext({ granularity: 'global' });
+      unit.invalidateIotlb({ granularity: 'global' });
+    }
+    unit.enableTranslation(true);
+    kernel.log(`DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap ${this.cap.toString(16)} ecap ${this.ecap.toString(16)}`);
+    kernel.log('DMAR: Intel(R) Virtualization Technology for Directed I/O');
+  }
+
+  /** CAP.MGAW + 1. */
+  get mgaw(): number {
+    return Number((this.cap >> 16n) & 0x3fn) + 1;
+  }
+
+  /** `iommu->agaw` as paging levels: the deepest SAGAW depth within MGAW. */
+  get levels(): number {
+    const sagaw = Number((this.cap >> 8n) & 0x1fn);
+    for (let agaw = 3; agaw >= 1; agaw--) {
+      if (sagaw & (1 << agaw) && 30 + 9 * agaw <= Math.max(this.mgaw, 39)) return agaw + 2;
+    }
+    return errno('ENODEV', 'no supported SAGAW');
+  }
+
+  /** CAP.ND: number of domain IDs. */
+  get ndoms(): number {
+    return 1 << (4 + 2 * Number(this.cap & 7n));
+  }
+
+  get cachingMode(): boolean {
+    return bit(this.cap, 7);
+  }
+
+  /** `intel_iommu_get_resv_regions`: no RMRRs here, the IOAPIC/MSI window always. */
+  resvRegions(_sid: number): ResvRegion[] {
+    return [{ start: IOAPIC_RANGE_START, length: IOAPIC_RANGE_END - IOAPIC_RANGE_START + 1n, type: 'msi' }];
+  }
+
+  /** `paging_domain_alloc` for a second-level (legacy) domain. */
+  domainAllocPaging(): DmarDomain {
+    let pt: PageTable;
+    try {
+      pt = this.unit.createPageTable(this.levels);
+    } catch (e) {
+      if (isNomem(e)) errno('ENOMEM', 'page-table allocation');
+      throw e;
+    }
+    return new DmarDomain(this, pt);
+  }
+
+  /** The domain `sid` is attached to, if any. */
+  domainOf(sid: number): DmarDomain | undefined {
+    return this.attached.get(sid);
+  }
+
+  /** `intel_iommu_attach_device`: blocks the old attachment first, then programs the context entry. */
+  attachDevice(domain: DmarDomain, sid: number): void {
+    if (this.attached.get(sid) === domain) return;
+    if (this.attached.has(sid)) this.blockDevice(sid);
+    const did = domain.attachIommu();
+    const ce = this.contextAddr(sid >> 8, true)! + 16n * BigInt(sid & 0xff);
+    // context_clear_entry, set DID/AW/SLPTPTR, TT=0 (multi-level), FPD=0, P=1.
+    this.memory.writeU64(ce + 8n, BigInt(domain.pt.aw) | (BigInt(did) << 8n));
+    this.memory.writeU64(ce, domain.pt.pgd | 1n);
+    // Non-present to present: with CM the hardware may cache non-present entries (in DID 0).
+    if (this.cachingMode) {
+      this.unit.invalidateContext({ granularity: 'device', did: 0, sid, fm: 0 });
+      this.unit.invalidateIotlb({ granularity: 'domain', did });
+    }
+    domain.devices.add(sid);
+    this.attached.set(sid, domain);
+  }
+
+  /** `device_block_translation`: clears the context entry and flushes what the old DID cached. */
+  blockDevice(sid: number): void {
+    const domain = this.attached.get(sid);
+    if (!domain) return;
+    const ctx = this.contextAddr(sid >> 8, false);
+    if (ctx !== undefined) {
+      const ce = ctx + 16n * BigInt(sid & 0xff);
+      const didOld = Number((this.memory.readU64(ce + 8n) >> 8n) & 0xffffn);
+      this.memory.writeU64(ce, 0n);
+      this.memory.writeU64(ce + 8n, 0n);
+      // intel_context_flush_no_pasid: device-selective context invalidation, then IOTLB DSI.
+      this.unit.invalidateContext({ granularity: 'device', did: didOld, sid, fm: 0 });
+      this.unit.invalidateIotlb({ granularity: 'domain', did: didOld });
+    }
+    domain.devices.delete(sid);
+    this.attached.delete(sid);
+    domain.detachIommu();
+  }
+
+  /** `iommu_context_addr`: the context table of `bus`, allocated on demand. */
+  private contextAddr(bus: number, alloc: boolean): bigint | undefined {
+    let ctx = this.contextTables.get(bus);
+    if (ctx === undefined && alloc) {
+      ctx = this.memory.alloc(0, { zero: true });
+      this.contextTables.set(bus, ctx);
+      this.memory.writeU64(this.rootEntry + 16n * BigInt(bus), ctx | 1n);
+    }
+    return ctx;
+  }
+
+  /** `ida_alloc_range(&iommu->domain_ida, IDA_START_DID, cap_ndoms - 1)`. */
+  allocDid(): number {
+    for (let did = IDA_START_DID; did < this.ndoms; did++) {
+      if (!this.domainIds.has(did)) {
+        this.domainIds.add(did);
+        return did;
+      }
+    }
+    return errno('ENOSPC', 'no free domain ID');
+  }
+
+  freeDid(did: number): void {
+    this.domainIds.delete(did);
+  }
+
+  /** `calculate_psi_aligned_address`: PSI base and address mask covering `[start, end]`. */
+  psiFor(start: bigint, end: bigint): { addr: bigint; am: number } {
+    const pfn = start >> 12n;
+    const pages = ((end | 0xfffn) - (start & ~0xfffn) + 1n) >> 12n;
+    let aligned = 1n;
+    while (aligned < pages) aligned <<= 1n;
+    const bitmask = aligned - 1n;
+    let mask = 0;
+    while (1n << BigInt(mask) < aligned) mask++;
+    if (bitmask & pfn) {
+      const endPfn = pfn + pages - 1n;
+      const shared = ~(pfn ^ endPfn) & ~bitmask & 0xffff_ffff_ffff_ffffn;
+      mask = 64;
+      for (let b = 0; b < 64; b++) {
+        if ((shared >> BigInt(b)) & 1n) {
+          mask = b;
+          break;
+        }
+      }
+    }
+    return { addr: mask >= 52 ? 0n : start & ~((4096n << BigInt(mask)) - 1n), am: mask };
+  }
+}
+
+/** `struct dmar_domain`: a second-level page table and the DID it has on the unit. */
+export class DmarDomain implements IommuDomain {
+  readonly devices = new Set<number>();
+  /** DID while attached to at least one device of the unit (`domain_attach_iommu`). */
+  did = 0;
+  private iommuRefs = 0;
+  readonly apertureStart = 0n;
+  readonly apertureEnd: bigint;
+  readonly pgsizeBitmap: bigint;
+  /** `set_pte_snp`: leaves get SNP when the unit supports snoop control (enforce_cache_coherency). */
+  readonly snoop: boolean;
+  private freed = false;
+
+  constructor(
+    readonly iommu: IntelIommu,
+    readonly pt: PageTable,
+  ) {
+    const gaw = Math.min(30 + 9 * (pt.levels - 2), iommu.mgaw);
+    this.apertureEnd = (1n << BigInt(gaw)) - 1n;
+    const sllps = Number((iommu.cap >> 34n) & 0xfn);
+    this.pgsizeBitmap = (1n << 12n) | (sllps & 1 ? 1n << 21n : 0n) | (sllps & 2 ? 1n << 30n : 0n);
+    this.snoop = bit(iommu.ecap, 7);
+  }
+
+  attachIommu(): number {
+    if (this.iommuRefs++ === 0) this.did = this.iommu.allocDid();
+    return this.did;
+  }
+
+  detachIommu(): void {
+    if (--this.iommuRefs === 0) {
+      this.iommu.freeDid(this.did);
+      this.did = 0;
+    }
+  }
+
+  /** `intel_iommu_map_pages` for a batch, then `iotlb_sync_map` (PSI only in caching mode). */
+  mapRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, n: number, prot: { read: boolean; write: boolean }): void {
+    if (n === 0) return;
+    try {
+      this.pt.mapRuns(iovaPfns.subarray(0, n), paPfns.subarray(0, n), counts.subarray(0, n), { ...prot, snoop: this.snoop });
+    } catch (e) {
+      if (isNomem(e)) errno('ENOMEM', 'page-table allocation');
+      throw e;
+    }
+    if (this.iommu.cachingMode && this.did) {
+      for (let i = 0; i < n; i++) {
+        const start = BigInt(iovaPfns[i]!) << 12n;
+        const { addr, am } = this.iommu.psiFor(start, start + (BigInt(counts[i]!) << 12n) - 1n);
+        this.iommu.unit.invalidateIotlb(am > 18 ? { granularity: 'domain', did: this.did } : { granularity: 'page', did: this.did, addr, am });
+      }
+    }
+  }
+
+  /** `intel_iommu_unmap_pages` + `intel_iommu_tlb_sync`: PSI/DSI flush, then table pages freed. */
+  unmap(iova: bigint, length: bigint): void {
+    const gather = new Gather();
+    this.pt.unmap(iova, length, gather);
+    this.sync(gather);
+  }
+
+  private sync(gather: Gather): void {
+    if (this.did) this.iommu.unit.iotlbSync(this.did, gather);
+    else for (const pa of gather.freelist) this.iommu.memory.free(pa, 0); // no cache tag: nothing to flush
+  }
+
+  /** `iova_to_phys`. */
+  iovaToPhys(iova: bigint): bigint | null {
+    return this.pt.iovaToPhys(iova);
+  }
+
+  /** `intel_iommu_domain_free`: every table page back to the allocator. */
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    const gather = new Gather();
+    this.pt.destroy(gather);
+    this.sync(gather);
+  }
+}

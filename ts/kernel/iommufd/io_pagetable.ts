@@ -1,0 +1,455 @@
+// struct io_pagetable (io_pagetable.c): areas, reserved and allowed IOVA ranges, the domains
+// every area is mirrored into, and the automatic IOVA allocator — with the kernel's check order.
+import { errno } from '../../uapi/errno.js';
+import { PAGE_SIZE } from '../mm.js';
+import type { IoptPages } from './pages.js';
+
+export const ULONG_MAX = 0xffff_ffff_ffff_ffffn;
+const PAGE = BigInt(PAGE_SIZE);
+/** HPAGE_SIZE: the cap of the automatic IOVA alignment (THP enabled). */
+const HPAGE_SIZE = 2n << 20n;
+
+/** Inclusive IOVA interval. */
+export interface IovaRange {
+  start: bigint;
+  last: bigint;
+}
+
+/** An iommu_domain as the io_pagetable uses it. */
+export interface IommuDomain {
+  /** `domain->geometry.aperture_start` / `aperture_end`. */
+  readonly apertureStart: bigint;
+  readonly apertureEnd: bigint;
+  /** `domain->pgsize_bitmap`. */
+  readonly pgsizeBitmap: bigint;
+  /** Maps `n` runs (page numbers); all or nothing (ENOMEM). */
+  mapRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, n: number, prot: { read: boolean; write: boolean }): void;
+  /** Unmaps `[iova, iova + length)` and flushes. */
+  unmap(iova: bigint, length: bigint): void;
+}
+
+/** `struct iopt_area`. */
+export class IoptArea {
+  /** Whether its pages are pinned and mapped into every domain. */
+  filled = false;
+  constructor(
+    readonly start: bigint,
+    readonly last: bigint,
+    public pages: IoptPages | null,
+    /** `area->page_offset`: the byte offset of `start` inside the first page. */
+    readonly pageOffset: number,
+    /** `pages_node`: the page indices of `pages` it covers. */
+    readonly pagesFirst: number,
+    readonly pagesLast: number,
+    readonly prot: { read: boolean; write: boolean },
+  ) {}
+
+  get length(): bigint {
+    return this.last - this.start + 1n;
+  }
+
+  /** `iopt_area_start_byte`: the byte of `pages` that `iova` maps. */
+  startByte(iova: bigint): bigint {
+    return iova - this.start + BigInt(this.pageOffset) + BigInt(this.pagesFirst) * PAGE;
+  }
+}
+
+interface Reserved extends IovaRange {
+  owner: object;
+}
+
+/** One piece of a map request (`struct iopt_pages_list`). */
+export interface PagesListElm {
+  pages: IoptPages;
+  startByte: bigint;
+  length: bigint;
+}
+
+const ffs64 = (x: bigint): bigint => {
+  let b = 0n;
+  while (((x >> b) & 1n) === 0n) b++;
+  return b;
+};
+const roundupPow2 = (x: bigint): bigint => {
+  let p = 1n;
+  while (p < x) p <<= 1n;
+  return p;
+};
+const overlaps = (r: IovaRange, start: bigint, last: bigint): boolean => r.start <= last && r.last >= start;
+
+/** Scratch arrays for building map batches without allocating per call. */
+let scratch = { iova: new Float64Array(1024), pa: new Float64Array(1024), n: new Float64Array(1024) };
+
+/** `struct io_pagetable`. */
+export class IoPagetable {
+  /** Sorted by start, disjoint. */
+  readonly areas: IoptArea[] = [];
+  readonly reserved: Reserved[] = [];
+  allowed: IovaRange[] = [];
+  readonly domains: IommuDomain[] = [];
+  iovaAlignment = 1n;
+  disableLargePages = false;
+
+  areaIterFirst(start: bigint, last: bigint): IoptArea | undefined {
+    const i = this.firstAreaIndex(start);
+    const a = this.areas[i];
+    return a && a.start <= last ? a : undefined;
+  }
+
+  /** Every area intersecting `[start, last]`, lowest first. */
+  areasIn(start: bigint, last: bigint): IoptArea[] {
+    const out: IoptArea[] = [];
+    for (let i = this.firstAreaIndex(start); i < this.areas.length && this.areas[i]!.start <= last; i++) out.push(this.areas[i]!);
+    return out;
+  }
+
+  reservedIterFirst(start: bigint, last: bigint): Reserved | undefined {
+    return this.reserved.find((r) => overlaps(r, start, last));
+  }
+
+  private firstAreaIndex(start: bigint): number {
+    const a = this.areas;
+    let lo = 0;
+    let hi = a.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (a[mid]!.last < start) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** `iopt_check_iova` (FIXED_IOVA). */
+  checkIova(iova: bigint, length: bigint): void {
+    if (iova & (this.iovaAlignment - 1n)) errno('EINVAL', 'iova not aligned to iova_alignment');
+    const last = iova + length - 1n;
+    if (last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+    if (this.reservedIterFirst(iova, last)) errno('EINVAL', 'range intersects a reserved IOVA range');
+    if (this.areaIterFirst(iova, last)) errno('EEXIST', 'range is already mapped');
+  }
+
+  /** `iopt_alloc_iova`: first fit, lowest address, keeping `addr`'s alignment. */
+  allocIova(addr: bigint, length: bigint): bigint {
+    const pageOffset = addr % PAGE;
+    if (length === 0n || length >= ULONG_MAX / 2n) errno('EOVERFLOW', 'length too large for automatic IOVA');
+    let align = addr === 0n ? roundupPow2(length) : [roundupPow2(length), 1n << ffs64(addr)].reduce((x, y) => (x < y ? x : y));
+    if (align >= HPAGE_SIZE) align = HPAGE_SIZE;
+    if (align < this.iovaAlignment) errno('EINVAL', 'computed IOVA alignment below iova_alignment');
+
+    const lo = PAGE;
+    const hi = ULONG_MAX - PAGE;
+    const windows = this.allowed.length === 0 ? [{ start: lo, last: hi }] : this.unionSpans(this.allowed, lo, hi);
+    const used = this.unionSpans([...this.reserved, ...this.areas], 0n, ULONG_MAX);
+    for (const w of windows) {
+      if (checkRange(w.start, w.last, length, align, pageOffset) === null) continue;
+      // Holes of reserved ∪ areas inside the window.
+      let cur = w.start;
+      for (const u of [...used.filter((u) => overlaps(u, w.start, w.last)), null]) {
+        const holeLast = u === null ? w.last : u.start - 1n;
+        if (u === null || u.start > cur) {
+          const got = checkRange(cur, holeLast, length, align, pageOffset);
+          if (got !== null) return got;
+        }
+        if (u === null) break;
+        cur = u.last + 1n;
+        if (cur > w.last) break;
+      }
+    }
+    return errno('ENOSPC', 'no IOVA hole fits');
+  }
+
+  /** Merged intervals of `ranges` clipped to `[lo, hi]`, ascending. */
+  private unionSpans(ranges: IovaRange[], lo: bigint, hi: bigint): IovaRange[] {
+    const sorted = ranges
+      .filter((r) => r.last >= lo && r.start <= hi)
+      .map((r) => ({ start: r.start < lo ? lo : r.start, last: r.last > hi ? hi : r.last }))
+      .sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+    const out: IovaRange[] = [];
+    for (const r of sorted) {
+      const prev = out[out.length - 1];
+      if (prev && r.start <= prev.last + 1n) {
+        if (r.last > prev.last) prev.last = r.last;
+      } else out.push({ ...r });
+    }
+    return out;
+  }
+
+  /**
+   * `iopt_alloc_area_pages` + `iopt_fill_domains_pages`: reserves the IOVA (automatic when
+   * `iova` is null), inserts one area per element, then pins and maps them into every domain.
+   * Returns the IOVA.
+   */
+  mapPages(list: PagesListElm[], length: bigint, iova: bigint | null, prot: { read: boolean; write: boolean }): bigint {
+    if (length & (this.iovaAlignment - 1n) || length === 0n) errno('EINVAL', 'length not aligned to iova_alignment');
+    let dst: bigint;
+    if (iova === null) {
+      const first = list[0]!;
+      dst = this.allocIova(first.startByte + first.pages.base, length);
+    } else {
+      this.checkIova(iova, length);
+      dst = iova;
+    }
+    const created: IoptArea[] = [];
+    try {
+      let at = dst;
+      for (const elm of list) {
+        if (prot.write && !elm.pages.writable) errno('EPERM', 'pages are not writable');
+        const pageOffset = Number(elm.startByte % PAGE);
+        if (BigInt(pageOffset) & (this.iovaAlignment - 1n)) errno('EINVAL', 'user address offset not aligned to iova_alignment');
+        const last = at + elm.length - 1n;
+        if (last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+        const pagesFirst = Number(elm.startByte / PAGE);
+        const pagesLast = Number((elm.startByte + elm.length - 1n) / PAGE);
+        const area = new IoptArea(at, last, null, pageOffset, pagesFirst, pagesLast, prot);
+        this.insertArea(area);
+        created.push(area);
+        at = last + 1n;
+      }
+      // The IOVA is reserved; now give the areas their pages and fill the domains.
+      for (let i = 0; i < list.length; i++) {
+        created[i]!.pages = list[i]!.pages.get();
+        this.fillArea(created[i]!);
+      }
+    } catch (e) {
+      for (const a of created) {
+        if (a.filled) this.unfillArea(a);
+        a.pages?.put();
+        this.removeArea(a);
+      }
+      throw e;
+    }
+    return dst;
+  }
+
+  private insertArea(area: IoptArea): void {
+    this.areas.splice(this.firstAreaIndex(area.start), 0, area);
+  }
+
+  private removeArea(area: IoptArea): void {
+    const i = this.areas.indexOf(area);
+    if (i >= 0) this.areas.splice(i, 1);
+  }
+
+  /** Pins the area's pages and maps them into every domain; nothing changes on failure. */
+  fillArea(area: IoptArea, only?: IommuDomain): void {
+    const domains = only ? [only] : this.domains;
+    if (domains.length === 0) return;
+    const pinHere = !area.filled;
+    if (pinHere) area.pages!.pin(area.pagesFirst, area.pagesLast);
+    const done: IommuDomain[] = [];
+    try {
+      for (const d of domains) {
+        this.mapArea(area, d);
+        done.push(d);
+      }
+    } catch (e) {
+      for (const d of done) d.unmap(area.start, area.length);
+      if (pinHere) area.pages!.unpin(area.pagesFirst, area.pagesLast);
+      throw e;
+    }
+    area.filled = true;
+  }
+
+  /** Unmaps the area from every domain (or one) and unpins when no domain is left. */
+  unfillArea(area: IoptArea, only?: IommuDomain): void {
+    if (!area.filled) return;
+    for (const d of only ? [only] : this.domains) d.unmap(area.start, area.length);
+    if (!only || this.domains.length === 1) {
+      area.pages!.unpin(area.pagesFirst, area.pagesLast);
+      area.filled = false;
+    }
+  }
+
+  private mapArea(area: IoptArea, domain: IommuDomain): void {
+    const startPfn = Number(area.start / PAGE);
+    const small = this.disableLargePages;
+    let n = 0;
+    const push = (iovaPfn: number, pfn: number, count: number) => {
+      if (n === scratch.iova.length) {
+        const grow = (a: Float64Array) => {
+          const b = new Float64Array(a.length * 2);
+          b.set(a);
+          return b;
+        };
+        scratch = { iova: grow(scratch.iova), pa: grow(scratch.pa), n: grow(scratch.n) };
+      }
+      scratch.iova[n] = iovaPfn;
+      scratch.pa[n] = pfn;
+      scratch.n[n] = count;
+      n++;
+    };
+    area.pages!.forRuns(area.pagesFirst, area.pagesLast, (idx, pfn, count) => {
+      const iovaPfn = startPfn + (idx - area.pagesFirst);
+      if (small) for (let k = 0; k < count; k++) push(iovaPfn + k, pfn + k, 1);
+      else push(iovaPfn, pfn, count);
+    });
+    domain.mapRuns(scratch.iova, scratch.pa, scratch.n, n, area.prot);
+  }
+
+  /**
+   * `iopt_unmap_iova_range`: removes whole areas inside `[start, last]`, lowest first. A
+   * partially covered area stops it with ENOENT; what was removed before stays removed.
+   */
+  unmapRange(start: bigint, last: bigint): { unmapped: bigint; error?: 'ENOENT' | 'EBUSY' } {
+    let unmapped = 0n;
+    for (;;) {
+      const area = this.areaIterFirst(start, last);
+      if (!area) break;
+      if (!area.pages) return { unmapped, error: 'EBUSY' };
+      if (area.start < start || area.last > last) return { unmapped, error: 'ENOENT' };
+      unmapped += area.length;
+      this.destroyArea(area);
+    }
+    return { unmapped };
+  }
+
+  /** Unfills, unlinks and drops one area. */
+  destroyArea(area: IoptArea): void {
+    this.unfillArea(area);
+    this.removeArea(area);
+    area.pages!.put();
+    area.pages = null;
+  }
+
+  /** `iopt_get_pages`: the pages behind a contiguous covered `[iova, iova + length)`. */
+  getPages(iova: bigint, length: bigint): PagesListElm[] {
+    if (length === 0n) errno('EINVAL', 'zero length');
+    const lastIova = iova + length - 1n;
+    if (lastIova > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+    const list: PagesListElm[] = [];
+    let cur = iova;
+    for (const area of this.areasIn(iova, lastIova)) {
+      if (area.start > cur || !area.pages) break;
+      const last = lastIova < area.last ? lastIova : area.last;
+      list.push({ pages: area.pages, startByte: area.startByte(cur), length: last - cur + 1n });
+      cur = last + 1n;
+      if (last === lastIova) break;
+    }
+    if (cur <= lastIova) errno('ENOENT', 'source range is not fully mapped');
+    return list;
+  }
+
+  /** `iopt_set_allow_iova`: swaps in the new list unless it intersects a reserved range. */
+  setAllowIova(ranges: IovaRange[]): void {
+    for (const r of ranges) if (this.reservedIterFirst(r.start, r.last)) errno('EADDRINUSE', 'allowed range intersects a reserved range');
+    this.allowed = [...ranges].sort((a, b) => (a.start < b.start ? -1 : 1));
+  }
+
+  /** `iopt_reserve_iova`. */
+  reserveIova(start: bigint, last: bigint, owner: object): void {
+    if (this.areaIterFirst(start, last)) errno('EADDRINUSE', 'reserved range intersects a mapping');
+    if (this.allowed.some((r) => overlaps(r, start, last))) errno('EADDRINUSE', 'reserved range intersects an allowed range');
+    this.reserved.push({ start, last, owner });
+    this.reserved.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  }
+
+  /** `iopt_remove_reserved_iova`. */
+  removeReserved(owner: object): void {
+    for (let i = this.reserved.length - 1; i >= 0; i--) if (this.reserved[i]!.owner === owner) this.reserved.splice(i, 1);
+  }
+
+  /** The complement of the reserved ranges over `[0, ULONG_MAX]` (IOVA_RANGES). */
+  allowedHoles(): IovaRange[] {
+    const holes: IovaRange[] = [];
+    let cur = 0n;
+    for (const r of this.unionSpans(this.reserved, 0n, ULONG_MAX)) {
+      if (r.start > cur) holes.push({ start: cur, last: r.start - 1n });
+      if (r.last === ULONG_MAX) return holes;
+      cur = r.last + 1n;
+    }
+    holes.push({ start: cur, last: ULONG_MAX });
+    return holes;
+  }
+
+  /** `iopt_check_iova_alignment`. */
+  private checkAlignment(align: bigint): void {
+    const mask = align - 1n;
+    for (const a of this.areas) {
+      if (a.start & mask || a.length & mask || BigInt(a.pageOffset) & mask) errno('EADDRINUSE', 'an area is not aligned to the new iova_alignment');
+    }
+  }
+
+  /** `iopt_calculate_iova_alignment`. */
+  calculateAlignment(extra: IommuDomain[] = []): bigint {
+    let align = this.disableLargePages ? PAGE : 1n;
+    for (const d of [...this.domains, ...extra]) {
+      const a = 1n << ffs64(d.pgsizeBitmap);
+      if (a > align) align = a;
+    }
+    return align;
+  }
+
+  private applyAlignment(): void {
+    const align = this.calculateAlignment();
+    if (align > this.iovaAlignment) this.checkAlignment(align);
+    this.iovaAlignment = align;
+  }
+
+  /** `iopt_disable_large_pages`. */
+  disableLarge(): void {
+    if (this.disableLargePages) return;
+    if (this.domains.length && this.areas.length) errno('EINVAL', 'domains already have mappings');
+    this.disableLargePages = true;
+    try {
+      this.applyAlignment();
+    } catch (e) {
+      this.disableLargePages = false;
+      throw e;
+    }
+  }
+
+  /** `iopt_enable_large_pages`. */
+  enableLarge(): void {
+    this.disableLargePages = false;
+    this.applyAlignment();
+  }
+
+  /** `iopt_table_add_domain`: aperture reserved, alignment raised, every area mapped. */
+  addDomain(domain: IommuDomain): void {
+    const align = this.calculateAlignment([domain]) > this.iovaAlignment ? this.calculateAlignment([domain]) : this.iovaAlignment;
+    if (align > PAGE) errno('EINVAL', 'domain page size above PAGE_SIZE');
+    if (align !== this.iovaAlignment) this.checkAlignment(align);
+    try {
+      if (domain.apertureStart) this.reserveIova(0n, domain.apertureStart - 1n, domain);
+      if (domain.apertureEnd !== ULONG_MAX) this.reserveIova(domain.apertureEnd + 1n, ULONG_MAX, domain);
+      const filled: IoptArea[] = [];
+      try {
+        for (const area of this.areas) {
+          this.fillArea(area, domain);
+          filled.push(area);
+        }
+      } catch (e) {
+        for (const area of filled) {
+          domain.unmap(area.start, area.length);
+          if (this.domains.length === 0) {
+            area.pages!.unpin(area.pagesFirst, area.pagesLast);
+            area.filled = false;
+          }
+        }
+        throw e;
+      }
+    } catch (e) {
+      this.removeReserved(domain);
+      throw e;
+    }
+    this.iovaAlignment = align;
+    this.domains.push(domain);
+  }
+
+  /** `iopt_table_remove_domain`: unmaps every area, unpins with the last domain. */
+  removeDomain(domain: IommuDomain): void {
+    for (const area of this.areas) this.unfillArea(area, domain);
+    this.domains.splice(this.domains.indexOf(domain), 1);
+    this.removeReserved(domain);
+    this.iovaAlignment = this.calculateAlignment();
+  }
+}
+
+/** `__alloc_iova_check_range`: the aligned start inside `[start, last]`, or null. */
+function checkRange(start: bigint, last: bigint, length: bigint, align: bigint, pageOffset: bigint): bigint | null {
+  const up = start + align - 1n;
+  if (up > ULONG_MAX) return null;
+  const aligned = (up & ~(align - 1n)) | pageOffset;
+  if (aligned >= last || last - aligned < length - 1n) return null;
+  return aligned;
+}

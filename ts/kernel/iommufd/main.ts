@@ -1,0 +1,737 @@
+// /dev/iommu: the iommufd context, its objects (ids from 1, lowest free, reused), the ioctl
+// dispatcher with the size rules, and every command handler — in the kernel's check order
+// (drivers/iommu/iommufd/{main,ioas,hw_pagetable,device}.c).
+import { errno, KernelError } from '../../uapi/errno.js';
+import * as U from '../../uapi/iommufd.js';
+import { getField, setField, type StructLayout } from '../../uapi/struct.js';
+import type { DmarDomain } from '../intel-iommu/iommu.js';
+import { File, type Uaccess } from '../file.js';
+import type { Kernel } from '../kernel.js';
+import { PAGE_SIZE } from '../mm.js';
+import type { Process } from '../process.js';
+import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
+import { IoptPages } from './pages.js';
+
+const PAGE = BigInt(PAGE_SIZE);
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
+/** `SIZE_MAX - PAGE_SIZE`: the largest length `iopt_alloc_pages` accepts. */
+const MAX_LENGTH = ULONG_MAX - PAGE;
+
+/** Object types of `enum iommufd_object_type`. */
+export type ObjType = 'IOAS' | 'HWPT_PAGING' | 'DEVICE';
+
+/** `struct iommufd_object`. */
+export abstract class IommufdObject {
+  id = 0;
+  /** `obj->users`: 1 for the object itself plus one per holder. */
+  users = 1;
+  abstract readonly type: ObjType;
+  /** The type's `destroy` op. */
+  abstract destroy(): void;
+}
+
+/** `struct iommufd_ioas`. */
+export class Ioas extends IommufdObject {
+  readonly type = 'IOAS';
+  readonly iopt = new IoPagetable();
+  /** `ioas->hwpt_list`. */
+  readonly hwpts: HwptPaging[] = [];
+
+  constructor(readonly ictx: IommufdCtx) {
+    super();
+  }
+
+  destroy(): void {
+    this.iopt.unmapRange(0n, ULONG_MAX);
+    if (this.ictx.vfioIoas === this) this.ictx.vfioIoas = null;
+  }
+}
+
+/** `struct iommufd_hwpt_paging`. */
+export class HwptPaging extends IommufdObject {
+  readonly type = 'HWPT_PAGING';
+  /** Created by attaching a device to an IOAS (destroyed with its last device). */
+  autoDomain = false;
+  inIopt = false;
+
+  constructor(
+    readonly ioas: Ioas,
+    readonly domain: DmarDomain,
+    readonly nestParent: boolean,
+  ) {
+    super();
+    ioas.users++;
+  }
+
+  destroy(): void {
+    if (this.inIopt) this.ioas.iopt.removeDomain(this.domain);
+    const i = this.ioas.hwpts.indexOf(this);
+    if (i >= 0) this.ioas.hwpts.splice(i, 1);
+    this.domain.free();
+    this.ioas.users--;
+  }
+}
+
+/** `struct iommufd_device`: a bound device (one device per iommu_group here). */
+export class IommufdDevice extends IommufdObject {
+  readonly type = 'DEVICE';
+  /** `igroup->hwpt`. */
+  hwpt: HwptPaging | null = null;
+
+  constructor(
+    readonly ictx: IommufdCtx,
+    /** PCI requester ID (bus << 8 | devfn). */
+    readonly sid: number,
+    readonly name: string,
+  ) {
+    super();
+  }
+
+  destroy(): void {
+    // Unbind: the caller detached first; the group returns to its (blocking) default.
+  }
+}
+
+const iommuProt = (flags: number) => ({ read: !!(flags & U.IOMMU_IOAS_MAP_READABLE), write: !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE) });
+const MAP_FLAGS = U.IOMMU_IOAS_MAP_FIXED_IOVA | U.IOMMU_IOAS_MAP_WRITEABLE | U.IOMMU_IOAS_MAP_READABLE;
+
+/** The decoded command an op executes on, and how it writes back (`struct iommufd_ucmd`). */
+interface Ucmd {
+  proc: Process;
+  u: Uaccess;
+  ubuffer: bigint;
+  userSize: number;
+  layout: StructLayout;
+  cmd: Record<string, number | bigint>;
+}
+
+/** `struct iommufd_ctx`: one open of /dev/iommu. */
+export class IommufdCtx extends File {
+  readonly objects = new Map<number, IommufdObject>();
+  private readonly reservedIds = new Set<number>();
+  /** `ictx->account_mode`: RLIMIT_MODE 0 = per user, 1 = per mm. */
+  accountMode: 0 | 1 = 0;
+  vfioIoas: Ioas | null = null;
+
+  constructor(
+    readonly kernel: Kernel,
+    readonly owner: Process,
+    flags: number,
+  ) {
+    super(flags, '/dev/iommu');
+  }
+
+  // ---- objects -------------------------------------------------------------------------------
+
+  /** `xa_alloc` with XA_FLAGS_ALLOC1: the lowest free id; the object is not findable yet. */
+  reserve(obj: IommufdObject): void {
+    let id = 1;
+    while (this.objects.has(id) || this.reservedIds.has(id)) id++;
+    obj.id = id;
+    this.reservedIds.add(id);
+  }
+
+  /** `iommufd_object_finalize`. */
+  finalize(obj: IommufdObject): void {
+    this.reservedIds.delete(obj.id);
+    this.objects.set(obj.id, obj);
+  }
+
+  /** `iommufd_object_abort_and_destroy`. */
+  abort(obj: IommufdObject): void {
+    this.reservedIds.delete(obj.id);
+    obj.destroy();
+  }
+
+  /** `iommufd_get_object`: ENOENT for unknown, unfinalized or mistyped ids. */
+  getObject<T extends IommufdObject>(id: number, type?: T['type']): T {
+    const obj = this.objects.get(id);
+    if (!obj || (type && obj.type !== type)) errno('ENOENT', `no ${type ?? 'object'} with id ${id}`);
+    return obj as T;
+  }
+
+  /** `iommufd_object_remove`: EBUSY while anyone else holds it. */
+  remove(id: number): void {
+    const obj = this.objects.get(id);
+    if (!obj) errno('ENOENT', `no object with id ${id}`);
+    if (obj.users !== 1) errno('EBUSY', `object ${id} is in use`);
+    this.objects.delete(id);
+    obj.destroy();
+  }
+
+  /** Destroys an object whose last holder just left (`iommufd_object_put_and_try_destroy`). */
+  tryDestroy(obj: IommufdObject): void {
+    if (obj.users === 1 && this.objects.get(obj.id) === obj) {
+      this.objects.delete(obj.id);
+      obj.destroy();
+    }
+  }
+
+  /** `iommufd_fops_release`: destroys the leaves until nothing is left. */
+  protected release(): void {
+    while (this.objects.size) {
+      let progressed = false;
+      for (const [id, obj] of [...this.objects]) {
+        if (obj.users !== 1) continue;
+        this.objects.delete(id);
+        obj.destroy();
+        progressed = true;
+      }
+      if (!progressed) throw new Error('iommufd release: reference cycle');
+    }
+    this.kernel.iommufds.delete(this);
+  }
+
+  // ---- accounting ----------------------------------------------------------------------------
+
+  /** The charger an iopt_pages uses for RLIMIT_MEMLOCK (`incr_user_locked_vm` / `pinned_vm`). */
+  accounter(): { charge(n: number): void; uncharge(n: number): void } {
+    const proc = this.owner;
+    const mode = this.accountMode;
+    const kernel = this.kernel;
+    return {
+      charge(n: number) {
+        const user = kernel.userAccount(proc.uid);
+        const cur = mode === 0 ? user.lockedVm : proc.mm.pinnedVm;
+        if (!proc.capable('CAP_IPC_LOCK') && (cur + n) * PAGE_SIZE > proc.rlimitMemlock) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded');
+        if (mode === 0) user.lockedVm += n;
+        else proc.mm.pinnedVm += n;
+      },
+      uncharge(n: number) {
+        if (mode === 0) kernel.userAccount(proc.uid).lockedVm -= n;
+        else proc.mm.pinnedVm -= n;
+      },
+    };
+  }
+
+  // ---- dispatch ------------------------------------------------------------------------------
+
+  /** `iommufd_fops_ioctl`. */
+  ioctl(proc: Process, request: number, u: Uaccess, arg: bigint): number {
+    const nr = request & 0xff;
+    const op = U.IOMMUFD_IOCTL_OPS.get(request);
+    if (((request >> 8) & 0xff) !== U.IOMMUFD_TYPE || nr < U.IOMMUFD_CMD_BASE || !op) {
+      // Outside the table: the VFIO type1 compatibility handler, which we do not model.
+      return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
+    }
+    const userSize = u.getU32(arg);
+    if (userSize < op.minSize) errno('EINVAL', `size ${userSize} below ${op.minSize}`);
+    // copy_struct_from_user: zero-extend a short struct; a longer one must be zero past ours.
+    const size = op.layout.size;
+    const bytes = new Uint8Array(size);
+    bytes.set(u.read(arg, Math.min(userSize, size)));
+    if (userSize > size && !u.isZeroed(arg + BigInt(size), userSize - size)) errno('E2BIG', 'non-zero bytes past the known struct');
+    const view = new DataView(bytes.buffer);
+    const cmd: Record<string, number | bigint> = {};
+    for (const f of op.layout.fields) cmd[f.name] = getField(view, f);
+    const ucmd: Ucmd = { proc, u, ubuffer: arg, userSize, layout: op.layout, cmd };
+    HANDLERS[op.name]!(this, ucmd);
+    return 0;
+  }
+
+  /** `iommufd_ucmd_respond`: copies the whole struct back, up to the user's size. */
+  respond(ucmd: Ucmd): void {
+    const bytes = new Uint8Array(ucmd.layout.size);
+    const view = new DataView(bytes.buffer);
+    for (const f of ucmd.layout.fields) setField(view, f, ucmd.cmd[f.name]!);
+    ucmd.u.write(ucmd.ubuffer, bytes.subarray(0, Math.min(ucmd.userSize, bytes.length)));
+  }
+
+  /** The IOAS `id` names (`iommufd_get_ioas`). */
+  ioas(id: number): Ioas {
+    return this.getObject<Ioas>(id, 'IOAS');
+  }
+}
+
+type Handler = (ictx: IommufdCtx, ucmd: Ucmd) => void;
+
+const n32 = (v: number | bigint): number => Number(v);
+const n64 = (v: number | bigint): bigint => BigInt(v);
+
+const HANDLERS: Record<string, Handler> = {
+  IOMMU_DESTROY(ictx, { cmd }) {
+    ictx.remove(n32(cmd.id!));
+  },
+
+  IOMMU_IOAS_ALLOC(ictx, ucmd) {
+    if (ucmd.cmd.flags) errno('EOPNOTSUPP', 'flags must be 0');
+    const ioas = new Ioas(ictx);
+    ictx.reserve(ioas);
+    ucmd.cmd.out_ioas_id = ioas.id;
+    try {
+      ictx.respond(ucmd);
+    } catch (e) {
+      ictx.abort(ioas);
+      throw e;
+    }
+    ictx.finalize(ioas);
+  },
+
+  IOMMU_IOAS_IOVA_RANGES(ictx, ucmd) {
+    const { cmd, u } = ucmd;
+    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+    const ioas = ictx.ioas(n32(cmd.ioas_id!));
+    const max = n32(cmd.num_iovas!);
+    const ranges = n64(cmd.allowed_iovas!);
+    let num = 0;
+    cmd.out_iova_alignment = ioas.iopt.iovaAlignment;
+    for (const hole of ioas.iopt.allowedHoles()) {
+      if (num < max) u.write(ranges + BigInt(num) * 16n, rangeBytes(hole));
+      num++;
+    }
+    cmd.num_iovas = num;
+    ictx.respond(ucmd);
+    if (num > max) errno('EMSGSIZE', `${num} ranges, room for ${max}`);
+  },
+
+  IOMMU_IOAS_ALLOW_IOVAS(ictx, { cmd, u }) {
+    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+    const ioas = ictx.ioas(n32(cmd.ioas_id!));
+    const ranges: IovaRange[] = [];
+    const base = n64(cmd.allowed_iovas!);
+    for (let i = 0; i < n32(cmd.num_iovas!); i++) {
+      const b = u.read(base + BigInt(i) * 16n, 16);
+      const v = new DataView(b.buffer, b.byteOffset, 16);
+      const r = { start: v.getBigUint64(0, true), last: v.getBigUint64(8, true) };
+      if (r.start >= r.last) errno('EINVAL', `range ${i}: start must be below last`);
+      if (ranges.some((o) => o.start <= r.last && o.last >= r.start)) errno('EINVAL', `range ${i} overlaps another`);
+      ranges.push(r);
+    }
+    ioas.iopt.setAllowIova(ranges);
+  },
+
+  IOMMU_IOAS_MAP(ictx, ucmd) {
+    const { cmd, proc } = ucmd;
+    const flags = n32(cmd.flags!);
+    if (flags & ~MAP_FLAGS || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+    const iova = n64(cmd.iova!);
+    const length = n64(cmd.length!);
+    const uptr = n64(cmd.user_va!);
+    if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
+    if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
+    const ioas = ictx.ioas(n32(cmd.ioas_id!));
+    // iopt_alloc_user_pages
+    if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
+    if (uptr + length > ULONG_MAX) errno('EOVERFLOW', 'user_va + length overflows');
+    const start = uptr & ~(PAGE - 1n);
+    const npages = Number((uptr + length - start + PAGE - 1n) / PAGE);
+    const pages = new IoptPages(
+      { type: 'user', mm: proc.mm, page: Number(start / PAGE) },
+      start,
+      npages,
+      !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
+      ictx.kernel.pageRefs,
+      ictx.accounter(),
+    );
+    try {
+      cmd.iova = ioas.iopt.mapPages([{ pages, startByte: uptr - start, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
+    } finally {
+      pages.put();
+    }
+    respondOrUnmap(ictx, ucmd, ioas, n64(cmd.iova), length);
+  },
+
+  IOMMU_IOAS_MAP_FILE(ictx, ucmd) {
+    const { cmd, proc } = ucmd;
+    const flags = n32(cmd.flags!);
+    if (flags & ~MAP_FLAGS) errno('EOPNOTSUPP', 'unknown flags');
+    const iova = n64(cmd.iova!);
+    const length = n64(cmd.length!);
+    const fstart = n64(cmd.start!);
+    if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
+    if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
+    const ioas = ictx.ioas(n32(cmd.ioas_id!));
+    const file = proc.fget(n32(cmd.fd!));
+    try {
+      const obj = file.mapFileObject?.();
+      if (!obj) errno('EINVAL', 'fd is not a memfd');
+      // iopt_alloc_file_pages
+      if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
+      if (fstart + length > ULONG_MAX) errno('EOVERFLOW', 'start + length overflows');
+      const first = fstart & ~(PAGE - 1n);
+      const npages = Number((fstart + length - first + PAGE - 1n) / PAGE);
+      const pages = new IoptPages(
+        { type: 'file', obj, page: Number(first / PAGE) },
+        first,
+        npages,
+        !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
+        ictx.kernel.pageRefs,
+        ictx.accounter(),
+      );
+      try {
+        cmd.iova = ioas.iopt.mapPages([{ pages, startByte: fstart - first, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
+      } finally {
+        pages.put();
+      }
+    } finally {
+      file.put();
+    }
+    respondOrUnmap(ictx, ucmd, ioas, n64(cmd.iova), length);
+  },
+
+  IOMMU_IOAS_COPY(ictx, ucmd) {
+    const { cmd } = ucmd;
+    const flags = n32(cmd.flags!);
+    if (flags & ~MAP_FLAGS) errno('EOPNOTSUPP', 'unknown flags');
+    const length = n64(cmd.length!);
+    const src = n64(cmd.src_iova!);
+    const dst = n64(cmd.dst_iova!);
+    if (length >= ULONG_MAX || src >= ULONG_MAX || dst >= ULONG_MAX) errno('EOVERFLOW', 'length or iova too large');
+    if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
+    const srcIoas = ictx.ioas(n32(cmd.src_ioas_id!));
+    const list = srcIoas.iopt.getPages(src, length);
+    for (const e of list) e.pages.get();
+    try {
+      const dstIoas = ictx.ioas(n32(cmd.dst_ioas_id!));
+      cmd.dst_iova = dstIoas.iopt.mapPages(list, length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? dst : null, iommuProt(flags));
+      respondOrUnmap(ictx, ucmd, dstIoas, n64(cmd.dst_iova), length);
+    } finally {
+      for (const e of list) e.pages.put();
+    }
+  },
+
+  IOMMU_IOAS_UNMAP(ictx, ucmd) {
+    const { cmd } = ucmd;
+    const ioas = ictx.ioas(n32(cmd.ioas_id!));
+    const iova = n64(cmd.iova!);
+    const length = n64(cmd.length!);
+    let unmapped: bigint;
+    if (iova === 0n && length === U64_MAX) {
+      unmapped = ioas.iopt.unmapRange(0n, ULONG_MAX).unmapped;
+    } else {
+      if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
+      if (length === 0n) errno('EINVAL', 'zero length');
+      if (iova + length - 1n > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+      const r = ioas.iopt.unmapRange(iova, iova + length - 1n);
+      if (r.error) errno(r.error, r.error === 'ENOENT' ? 'splitting or truncating an area is not allowed' : 'area busy');
+      unmapped = r.unmapped;
+      if (!unmapped) errno('ENOENT', 'nothing mapped in the range');
+    }
+    cmd.length = unmapped;
+    ictx.respond(ucmd);
+  },
+
+  IOMMU_OPTION(ictx, ucmd) {
+    const { cmd, proc, u } = ucmd;
+    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+    const op = n32(cmd.op!);
+    switch (n32(cmd.option_id!)) {
+      case U.IOMMU_OPTION_RLIMIT_MODE:
+        if (cmd.object_id) errno('EOPNOTSUPP', 'RLIMIT_MODE is global: object_id must be 0');
+        if (op === U.IOMMU_OPTION_OP_GET) cmd.val64 = BigInt(ictx.accountMode);
+        else if (op === U.IOMMU_OPTION_OP_SET) {
+          if (!proc.capable('CAP_SYS_RESOURCE')) errno('EPERM', 'needs CAP_SYS_RESOURCE');
+          if (ictx.objects.size) errno('EBUSY', 'the context already has objects');
+          if (cmd.val64 === 0n || cmd.val64 === 1n) ictx.accountMode = Number(cmd.val64) as 0 | 1;
+          else errno('EINVAL', 'RLIMIT_MODE is 0 or 1');
+        } else errno('EOPNOTSUPP', 'bad op');
+        break;
+      case U.IOMMU_OPTION_HUGE_PAGES: {
+        const ioas = ictx.ioas(n32(cmd.object_id!));
+        if (op === U.IOMMU_OPTION_OP_GET) cmd.val64 = ioas.iopt.disableLargePages ? 0n : 1n;
+        else if (op === U.IOMMU_OPTION_OP_SET) {
+          if (cmd.val64 === 0n) ioas.iopt.disableLarge();
+          else if (cmd.val64 === 1n) ioas.iopt.enableLarge();
+          else errno('EINVAL', 'HUGE_PAGES is 0 or 1');
+        } else errno('EOPNOTSUPP', 'bad op');
+        break;
+      }
+      default:
+        errno('EOPNOTSUPP', `unknown option ${cmd.option_id}`);
+    }
+    // Only val64 is copied back.
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, n64(cmd.val64!), true);
+    u.write(ucmd.ubuffer + 16n, b);
+  },
+
+  IOMMU_VFIO_IOAS(ictx, ucmd) {
+    const { cmd } = ucmd;
+    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+    switch (n32(cmd.op!)) {
+      case U.IOMMU_VFIO_IOAS_GET:
+        if (!ictx.vfioIoas) errno('ENODEV', 'no compat IOAS');
+        cmd.ioas_id = ictx.vfioIoas.id;
+        ictx.respond(ucmd);
+        return;
+      case U.IOMMU_VFIO_IOAS_SET:
+        ictx.vfioIoas = ictx.ioas(n32(cmd.ioas_id!));
+        return;
+      case U.IOMMU_VFIO_IOAS_CLEAR:
+        ictx.vfioIoas = null;
+        return;
+      default:
+        errno('EOPNOTSUPP', 'bad op');
+    }
+  },
+
+  IOMMU_HWPT_ALLOC(ictx, ucmd) {
+    const { cmd } = ucmd;
+    const flags = n32(cmd.flags!);
+    const dataType = n32(cmd.data_type!);
+    if ((dataType === U.IOMMU_HWPT_DATA_NONE && cmd.data_len) || cmd.__reserved) errno('EOPNOTSUPP', 'data_len without data_type, or __reserved set');
+    if (dataType !== U.IOMMU_HWPT_DATA_NONE && (!cmd.data_len || !cmd.data_uptr)) errno('EINVAL', 'data_type without data');
+    const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
+    const pt = ictx.objects.get(n32(cmd.pt_id!));
+    if (!pt) errno('ENOENT', `no object with id ${cmd.pt_id}`);
+    let hwpt: HwptPaging;
+    if (pt instanceof Ioas) {
+      hwpt = hwptPagingAlloc(ictx, pt, idev, flags, false, dataType !== U.IOMMU_HWPT_DATA_NONE);
+    } else if (pt instanceof HwptPaging) {
+      // iommufd_hwpt_nested_alloc: the parent must be a NEST_PARENT paging HWPT.
+      if (flags & ~U.IOMMU_HWPT_FAULT_ID_VALID || !cmd.data_len) errno('EOPNOTSUPP', 'nested allocation flags or data');
+      if (pt.autoDomain || !pt.nestParent) errno('EINVAL', 'parent is not a NEST_PARENT HWPT');
+      return errno('EOPNOTSUPP', 'nesting needs scalable mode');
+    } else {
+      return errno('EINVAL', 'pt_id is neither an IOAS nor an HWPT');
+    }
+    cmd.out_hwpt_id = hwpt.id;
+    try {
+      ictx.respond(ucmd);
+    } catch (e) {
+      hwptAbort(ictx, hwpt);
+      throw e;
+    }
+    ictx.finalize(hwpt);
+  },
+
+  IOMMU_GET_HW_INFO(ictx, ucmd) {
+    const { cmd, u } = ucmd;
+    if (cmd.flags || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'flags or __reserved set');
+    ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
+    const intel = ictx.kernel.intel;
+    const data = new Uint8Array(U.iommu_hw_info_vtd.size);
+    const v = new DataView(data.buffer);
+    v.setUint32(0, 0, true); // no ERRATA_772415_SPR17
+    v.setBigUint64(8, intel.cap, true);
+    v.setBigUint64(16, intel.ecap, true);
+    const want = n32(cmd.data_len!);
+    const copy = Math.min(want, data.length);
+    const ptr = n64(cmd.data_uptr!);
+    u.write(ptr, data.subarray(0, copy));
+    if (copy < want) u.write(ptr + BigInt(copy), new Uint8Array(want - copy));
+    cmd.data_len = data.length;
+    cmd.out_data_type = U.IOMMU_HW_INFO_TYPE_INTEL_VTD;
+    cmd.out_max_pasid_log2 = 0;
+    cmd.out_capabilities = 0n; // no second-stage A/D bits in legacy mode
+    ictx.respond(ucmd);
+  },
+
+  IOMMU_HWPT_SET_DIRTY_TRACKING(ictx, { cmd }) {
+    if (n32(cmd.flags!) & ~U.IOMMU_HWPT_DIRTY_TRACKING_ENABLE || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+    ictx.getObject<HwptPaging>(n32(cmd.hwpt_id!), 'HWPT_PAGING');
+    errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
+  },
+
+  IOMMU_HWPT_GET_DIRTY_BITMAP(ictx, { cmd }) {
+    if (n32(cmd.flags!) & ~U.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+    const hwpt = ictx.getObject<HwptPaging>(n32(cmd.hwpt_id!), 'HWPT_PAGING');
+    // iommufd_check_iova_range
+    const iova = n64(cmd.iova!);
+    const length = n64(cmd.length!);
+    const pageSize = n64(cmd.page_size!);
+    const last = iova + length - 1n;
+    if (length === 0n || last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+    const align = hwpt.ioas.iopt.iovaAlignment - 1n;
+    if (iova & align || (last + 1n) & align) errno('EINVAL', 'range not aligned to iova_alignment');
+    if (pageSize === 0n) errno('EINVAL', 'page_size is 0');
+    if (iova % pageSize || (last + 1n) % pageSize) errno('EINVAL', 'range not aligned to page_size');
+    errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
+  },
+
+  IOMMU_HWPT_INVALIDATE(ictx, { cmd }) {
+    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+    if (cmd.entry_num && (!cmd.data_uptr || !cmd.entry_len)) errno('EINVAL', 'entries without data');
+    if (!ictx.objects.get(n32(cmd.hwpt_id!))) errno('ENOENT', `no object with id ${cmd.hwpt_id}`);
+    errno('EINVAL', 'only nested HWPTs take user invalidations');
+  },
+};
+
+function rangeBytes(r: IovaRange): Uint8Array {
+  const b = new Uint8Array(16);
+  const v = new DataView(b.buffer);
+  v.setBigUint64(0, r.start, true);
+  v.setBigUint64(8, r.last, true);
+  return b;
+}
+
+/** MAP/COPY respond; if writing the result back faults, the new mapping is undone. */
+function respondOrUnmap(ictx: IommufdCtx, ucmd: Ucmd, ioas: Ioas, iova: bigint, length: bigint): void {
+  try {
+    ictx.respond(ucmd);
+  } catch (e) {
+    if (e instanceof KernelError) ioas.iopt.unmapRange(iova, iova + length - 1n);
+    throw e;
+  }
+}
+
+/**
+ * `iommufd_hwpt_paging_alloc`: a new paging domain on `ioas`. With `immediateAttach` the device
+ * is attached before the domain joins the IOAS (the auto-domain path).
+ */
+export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevice, flags: number, immediateAttach: boolean, userData = false): HwptPaging {
+  const valid = U.IOMMU_HWPT_ALLOC_NEST_PARENT | U.IOMMU_HWPT_ALLOC_DIRTY_TRACKING | U.IOMMU_HWPT_FAULT_ID_VALID | U.IOMMU_HWPT_ALLOC_PASID;
+  if (flags & ~valid) errno('EOPNOTSUPP', 'unknown HWPT_ALLOC flags');
+  if (flags & U.IOMMU_HWPT_ALLOC_DIRTY_TRACKING) errno('EOPNOTSUPP', 'no dirty tracking in legacy mode');
+  if (flags & U.IOMMU_HWPT_FAULT_ID_VALID && flags & U.IOMMU_HWPT_ALLOC_NEST_PARENT) errno('EOPNOTSUPP', 'FAULT_ID_VALID with NEST_PARENT');
+  // intel_iommu_domain_alloc_paging_flags: nesting and PASID need scalable mode, user data nesting.
+  if (flags & (U.IOMMU_HWPT_ALLOC_NEST_PARENT | U.IOMMU_HWPT_ALLOC_PASID) || userData) errno('EOPNOTSUPP', 'not supported by VT-d in legacy mode');
+  if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) errno('EOPNOTSUPP', 'IO page faults need scalable mode');
+  const domain = ictx.kernel.intel.domainAllocPaging();
+  const hwpt = new HwptPaging(ioas, domain, false);
+  ictx.reserve(hwpt);
+  try {
+    if (immediateAttach) attachHwpt(idev, hwpt);
+    try {
+      ioas.iopt.addDomain(domain);
+      hwpt.inIopt = true;
+    } catch (e) {
+      if (immediateAttach) detachHwpt(idev);
+      throw e;
+    }
+  } catch (e) {
+    ictx.abort(hwpt);
+    throw e;
+  }
+  ioas.hwpts.push(hwpt);
+  return hwpt;
+}
+
+function hwptAbort(ictx: IommufdCtx, hwpt: HwptPaging): void {
+  ictx.abort(hwpt);
+}
+
+/** `iommufd_hw_pagetable_attach`: reserved regions, then the domain on the device. */
+function attachHwpt(idev: IommufdDevice, hwpt: HwptPaging): void {
+  if (idev.hwpt && idev.hwpt !== hwpt) errno('EINVAL', 'device is attached elsewhere');
+  const intel = idev.ictx.kernel.intel;
+  enforceResvRegions(idev, hwpt.ioas);
+  try {
+    intel.attachDevice(hwpt.domain, idev.sid);
+  } catch (e) {
+    hwpt.ioas.iopt.removeReserved(idev);
+    throw e;
+  }
+  idev.hwpt = hwpt;
+  hwpt.users++;
+}
+
+/** `iopt_table_enforce_dev_resv_regions`. */
+function enforceResvRegions(idev: IommufdDevice, ioas: Ioas): void {
+  try {
+    for (const r of idev.ictx.kernel.intel.resvRegions(idev.sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, idev);
+  } catch (e) {
+    ioas.iopt.removeReserved(idev);
+    throw e;
+  }
+}
+
+/** `iommufd_hw_pagetable_detach`: the device goes to the blocking domain. Returns the old HWPT. */
+function detachHwpt(idev: IommufdDevice): HwptPaging | null {
+  const hwpt = idev.hwpt;
+  if (!hwpt) return null;
+  idev.ictx.kernel.intel.blockDevice(idev.sid);
+  hwpt.ioas.iopt.removeReserved(idev);
+  idev.hwpt = null;
+  hwpt.users--;
+  return hwpt;
+}
+
+/** `iommufd_hw_pagetable_put`: an auto domain dies with its last device. */
+function hwptPut(ictx: IommufdCtx, hwpt: HwptPaging): void {
+  if (hwpt.autoDomain) ictx.tryDestroy(hwpt);
+}
+
+/** `iommufd_device_do_replace`. */
+function replaceHwpt(idev: IommufdDevice, hwpt: HwptPaging): HwptPaging | null {
+  const old = idev.hwpt;
+  if (!old) errno('EINVAL', 'device is not attached');
+  if (old === hwpt) return null;
+  const newIoas = old.ioas !== hwpt.ioas;
+  if (newIoas) enforceResvRegions(idev, hwpt.ioas);
+  try {
+    idev.ictx.kernel.intel.attachDevice(hwpt.domain, idev.sid);
+  } catch (e) {
+    if (newIoas) hwpt.ioas.iopt.removeReserved(idev);
+    throw e;
+  }
+  if (newIoas) old.ioas.iopt.removeReserved(idev);
+  idev.hwpt = hwpt;
+  hwpt.users++;
+  old.users--;
+  return old;
+}
+
+/**
+ * `iommufd_device_change_pt` for attach (`replace` false) or replace: `ptId` names an HWPT, or an
+ * IOAS whose compatible auto domain is reused or created. Returns the HWPT id.
+ */
+export function deviceChangePt(idev: IommufdDevice, ptId: number, replace: boolean): number {
+  const ictx = idev.ictx;
+  const pt = ictx.objects.get(ptId);
+  if (!pt) errno('ENOENT', `no object with id ${ptId}`);
+  const doAttach = (h: HwptPaging): HwptPaging | null => (replace ? replaceHwpt(idev, h) : (attachHwpt(idev, h), null));
+  let old: HwptPaging | null;
+  let id: number;
+  if (pt instanceof HwptPaging) {
+    old = doAttach(pt);
+    id = pt.id;
+  } else if (pt instanceof Ioas) {
+    ({ old, id } = autoGetDomain(idev, pt, replace, doAttach));
+  } else {
+    return errno('EINVAL', 'pt_id is neither an IOAS nor an HWPT');
+  }
+  if (old) hwptPut(ictx, old);
+  return id;
+}
+
+function autoGetDomain(idev: IommufdDevice, ioas: Ioas, replace: boolean, doAttach: (h: HwptPaging) => HwptPaging | null): { old: HwptPaging | null; id: number } {
+  for (const hwpt of ioas.hwpts) {
+    if (!hwpt.autoDomain) continue;
+    try {
+      return { old: doAttach(hwpt), id: hwpt.id };
+    } catch (e) {
+      // EINVAL means incompatible: try the next one. Anything else is the answer.
+      if (e instanceof KernelError && e.code === 'EINVAL') continue;
+      throw e;
+    }
+  }
+  const ictx = idev.ictx;
+  const hwpt = hwptPagingAlloc(ictx, ioas, idev, 0, !replace);
+  let old: HwptPaging | null = null;
+  if (replace) {
+    try {
+      old = doAttach(hwpt);
+    } catch (e) {
+      ioas.hwpts.splice(ioas.hwpts.indexOf(hwpt), 1);
+      ictx.abort(hwpt);
+      throw e;
+    }
+  }
+  hwpt.autoDomain = true;
+  ictx.finalize(hwpt);
+  return { old, id: hwpt.id };
+}
+
+/** `iommufd_device_detach`. */
+export function deviceDetach(idev: IommufdDevice): void {
+  const old = detachHwpt(idev);
+  if (old) hwptPut(idev.ictx, old);
+}
+
+/** `iommufd_device_bind`: a DEVICE object; the device is claimed for DMA (blocked). */
+export function deviceBind(ictx: IommufdCtx, sid: number, name: string): IommufdDevice {
+  const idev = new IommufdDevice(ictx, sid, name);
+  ictx.reserve(idev);
+  ictx.finalize(idev);
+  idev.users++; // the VFIO device holds it until unbind
+  ictx.kernel.intel.blockDevice(sid);
+  return idev;
+}
+
+/** `iommufd_device_unbind`. */
+export function deviceUnbind(idev: IommufdDevice): void {
+  deviceDetach(idev);
+  idev.users--;
+  idev.ictx.tryDestroy(idev);
+}

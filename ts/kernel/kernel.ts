@@ -1,0 +1,145 @@
+// The running kernel of a host: its drivers (VT-d, iommufd, vfio-pci), processes, the device
+// nodes they open, page pin counts and the kernel log.
+import type { IommuUnit } from '../hw/iommu.js';
+import type { PhysicalMemory } from '../hw/memory.js';
+import { errno } from '../uapi/errno.js';
+import type { File } from './file.js';
+import { IntelIommu } from './intel-iommu/iommu.js';
+import { IommufdCtx } from './iommufd/main.js';
+import { PageRefs } from './mm.js';
+import { Process, type SpawnOptions } from './process.js';
+import { VfioDeviceFile, type VfioDevice } from './vfio/device_cdev.js';
+
+/** What a kernel boots on. */
+export interface KernelHardware {
+  memory: PhysicalMemory;
+  iommu: IommuUnit;
+  /** PCI devices handed to vfio-pci, in order: vfio0, vfio1, ... */
+  devices: { bdf: string; sid: number }[];
+}
+
+const DMAR_REASONS: Record<number, string> = {
+  0x1: 'Present bit in root entry is clear',
+  0x2: 'Present bit in context entry is clear',
+  0x3: 'Invalid context entry',
+  0x4: 'Access beyond MGAW',
+  0x5: 'PTE Write access is not set',
+  0x6: 'PTE Read access is not set',
+  0x7: 'Next page table ptr is invalid',
+  0x8: 'Root table address invalid',
+  0x9: 'Context table ptr is invalid',
+  0xa: 'non-zero reserved fields in RTP',
+  0xb: 'non-zero reserved fields in CTP',
+  0xc: 'non-zero reserved fields in PTE',
+  0xd: 'PCE for translation request specifies blocking',
+  0xe: 'Requested address is in interrupt range',
+};
+
+/** The simulated Linux kernel. Everything here dies with a kexec. */
+export class Kernel {
+  readonly memory: PhysicalMemory;
+  readonly iommu: IommuUnit;
+  /** `struct page` pin counts. */
+  readonly pageRefs: PageRefs;
+  /** The VT-d driver for the unit. */
+  readonly intel: IntelIommu;
+  /** Devices bound to vfio-pci. */
+  readonly vfioDevices: VfioDevice[];
+  /** Open iommufd contexts. */
+  readonly iommufds = new Set<IommufdCtx>();
+  private readonly logBuf: string[] = [];
+  private readonly bootTime = performance.now();
+  private readonly processes = new Map<number, Process>();
+  private nextPid = 1;
+  private readonly users = new Map<number, { lockedVm: number }>();
+
+  constructor(hw: KernelHardware) {
+    this.memory = hw.memory;
+    this.iommu = hw.iommu;
+    this.log(`Linux version 6.12.0-iommu-liveupdate (simulated)`);
+    this.log(`Memory: ${hw.memory.size >> 10n}K`);
+    this.pageRefs = new PageRefs(hw.memory);
+    this.intel = new IntelIommu(this, hw.iommu, hw.memory);
+    this.vfioDevices = hw.devices.map((d, i) => {
+      this.log(`vfio-pci ${d.bdf}: registered as /dev/vfio/devices/vfio${i}`);
+      return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null };
+    });
+  }
+
+  /** Starts a process (`fork` + `exec` of a fresh program). */
+  spawn(opts: SpawnOptions = {}): Process {
+    const p = new Process(this, this.nextPid++, opts);
+    this.processes.set(p.pid, p);
+    return p;
+  }
+
+  /** @internal */
+  reap(p: Process): void {
+    this.processes.delete(p.pid);
+  }
+
+  /** Appends a line to the kernel log (`printk`). */
+  log(msg: string): void {
+    const t = (performance.now() - this.bootTime) / 1000;
+    const [s, us] = t.toFixed(6).split('.');
+    this.logBuf.push(`[${s!.padStart(5)}.${us}] ${msg}`);
+  }
+
+  /** The kernel log, oldest first. */
+  dmesg(): string[] {
+    return [...this.logBuf];
+  }
+
+  /** Pages pinned right now, across every pin (a page pinned twice counts twice). */
+  pinnedPages(): number {
+    return this.pageRefs.total;
+  }
+
+  /** Pin count of the frame at `pa`. */
+  pageRefCount(pa: bigint): number {
+    return this.pageRefs.count(Number(pa >> 12n));
+  }
+
+  /** @internal per-uid `locked_vm`. */
+  userAccount(uid: number): { lockedVm: number } {
+    let u = this.users.get(uid);
+    if (!u) this.users.set(uid, (u = { lockedVm: 0 }));
+    return u;
+  }
+
+  /** Pages charged to `uid`'s `locked_vm` by iommufd (RLIMIT_MODE 0). */
+  lockedVm(uid: number): number {
+    return this.users.get(uid)?.lockedVm ?? 0;
+  }
+
+  /** @internal the DMAR fault interrupt: logs like `dmar_fault_do_one`. */
+  dmarFault(sid: number, iova: bigint, reason: number, write: boolean): void {
+    const bus = (sid >> 8).toString(16).padStart(2, '0');
+    const dev = ((sid >> 3) & 0x1f).toString(16).padStart(2, '0');
+    const fn = sid & 7;
+    this.log(
+      `DMAR: [DMA ${write ? 'Write' : 'Read'} NO_PASID] Request device [${bus}:${dev}.${fn}] fault addr 0x${iova.toString(16)} ` +
+        `[fault reason 0x${reason.toString(16).padStart(2, '0')}] ${DMAR_REASONS[reason] ?? 'Unknown'}`,
+    );
+  }
+
+  /** @internal `open` of a path in devtmpfs. */
+  openPath(proc: Process, path: string, flags: number, _mode: number): File {
+    if (path === '/dev/iommu') {
+      // crw-rw---- root root
+      if (proc.uid !== 0 && proc.gid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', '/dev/iommu is 0660 root:root');
+      const ictx = new IommufdCtx(this, proc, flags);
+      this.iommufds.add(ictx);
+      return ictx;
+    }
+    const m = /^\/dev\/vfio\/devices\/vfio(\d+)$/.exec(path);
+    if (m) {
+      const dev = this.vfioDevices[Number(m[1])];
+      if (!dev || String(Number(m[1])) !== m[1]) errno('ENOENT', 'no such VFIO device');
+      // crw------- root root
+      if (proc.uid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', 'VFIO device nodes are 0600 root');
+      return new VfioDeviceFile(this, dev, flags);
+    }
+    return errno('ENOENT', 'no such file');
+  }
+}

@@ -1,0 +1,389 @@
+// A process: credentials, an fd table, an address space, and the syscall surface. Every call
+// either returns what the kernel returns or throws a SyscallError with the kernel's errno.
+import { errno, KernelError, SyscallError } from '../uapi/errno.js';
+import { IOMMUFD_IOCTL_OPS } from '../uapi/iommufd.js';
+import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
+import { checkFieldValue, getField, setField, type StructLayout } from '../uapi/struct.js';
+import * as V from '../uapi/vfio.js';
+import { File, Uaccess } from './file.js';
+import type { Kernel } from './kernel.js';
+import { MemObject, Mm, mmapPlace, PAGE_SIZE } from './mm.js';
+
+const PAGE = BigInt(PAGE_SIZE);
+
+/** Layout of every struct-taking ioctl, for object arguments. */
+const IOCTL_LAYOUTS = new Map<number, { name: string; layout: StructLayout }>([
+  ...[...IOMMUFD_IOCTL_OPS.values()].map((o) => [o.request, { name: o.name, layout: o.layout }] as const),
+  [V.VFIO_DEVICE_BIND_IOMMUFD, { name: 'VFIO_DEVICE_BIND_IOMMUFD', layout: V.vfio_device_bind_iommufd }],
+  [V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, { name: 'VFIO_DEVICE_ATTACH_IOMMUFD_PT', layout: V.vfio_device_attach_iommufd_pt }],
+  [V.VFIO_DEVICE_DETACH_IOMMUFD_PT, { name: 'VFIO_DEVICE_DETACH_IOMMUFD_PT', layout: V.vfio_device_detach_iommufd_pt }],
+]);
+
+/** Which count field sizes an array pointer field (`allowed_iovas` ↔ `num_iovas`). */
+const ARRAY_COUNT: Record<string, string> = { allowed_iovas: 'num_iovas' };
+
+/** Kernel-half addresses no process can map: where object arguments' buffers appear. */
+const ARG_BASE = 0xffff_8000_0000_0000n;
+
+/** An ioctl argument: a struct as an object, raw struct bytes, a user pointer, or NULL. */
+export type IoctlArg = Record<string, unknown> | Uint8Array | bigint | null | undefined;
+
+/** Options of {@link Kernel.spawn}. */
+export interface SpawnOptions {
+  uid?: number;
+  gid?: number;
+  /** Capabilities; default: all of them for uid 0, none otherwise. */
+  capabilities?: string[];
+  /** RLIMIT_MEMLOCK in bytes (default 8 MiB). */
+  rlimitMemlock?: bigint | number;
+}
+
+const ALL_CAPS = ['CAP_SYS_ADMIN', 'CAP_SYS_RESOURCE', 'CAP_IPC_LOCK', 'CAP_DAC_OVERRIDE', 'CAP_SYS_RAWIO'];
+
+/** A memfd (`memfd_create`): a shmem object behind an fd. */
+class MemfdFile extends File {
+  private pos = 0n;
+  constructor(
+    readonly obj: MemObject,
+    name: string,
+  ) {
+    super(2, `/memfd:${name}`);
+  }
+  mapFileObject(): MemObject {
+    return this.obj;
+  }
+  mmapObject(): MemObject {
+    return this.obj;
+  }
+  protected release(): void {
+    this.obj.put();
+  }
+  read(proc: Process, n: number): Uint8Array {
+    const size = BigInt(this.obj.npages) * PAGE;
+    const len = Number(this.pos >= size ? 0n : BigInt(n) < size - this.pos ? BigInt(n) : size - this.pos);
+    const out = new Uint8Array(len);
+    for (let done = 0; done < len; ) {
+      const at = this.pos + BigInt(done);
+      const inPage = Number(at % PAGE);
+      const k = Math.min(len - done, PAGE_SIZE - inPage);
+      const pfn = this.obj.pfn(Number(at / PAGE), false);
+      if (pfn) out.set(proc.kernel.memory.read((BigInt(pfn) << 12n) + BigInt(inPage), k), done);
+      done += k;
+    }
+    this.pos += BigInt(len);
+    return out;
+  }
+  write(proc: Process, data: Uint8Array): number {
+    const end = this.pos + BigInt(data.length);
+    if (end > BigInt(this.obj.npages) * PAGE) this.obj.npages = Number((end + PAGE - 1n) / PAGE);
+    for (let done = 0; done < data.length; ) {
+      const at = this.pos + BigInt(done);
+      const inPage = Number(at % PAGE);
+      const k = Math.min(data.length - done, PAGE_SIZE - inPage);
+      const pfn = this.obj.pfn(Number(at / PAGE), true);
+      proc.kernel.memory.write((BigInt(pfn) << 12n) + BigInt(inPage), data.subarray(done, done + k));
+      done += k;
+    }
+    this.pos = end;
+    return data.length;
+  }
+}
+
+/** A simulated process (`struct task_struct` with its files and mm). */
+export class Process {
+  readonly mm = new Mm();
+  readonly uid: number;
+  readonly gid: number;
+  private readonly caps: Set<string>;
+  readonly rlimitMemlock: number;
+  private readonly fds: (File | undefined)[] = [];
+  private exited = false;
+
+  constructor(
+    readonly kernel: Kernel,
+    readonly pid: number,
+    opts: SpawnOptions,
+  ) {
+    this.uid = opts.uid ?? 0;
+    this.gid = opts.gid ?? this.uid;
+    this.caps = new Set(opts.capabilities ?? (this.uid === 0 ? ALL_CAPS : []));
+    this.rlimitMemlock = Number(opts.rlimitMemlock ?? 8 << 20);
+  }
+
+  /** `capable(cap)`. */
+  capable(cap: string): boolean {
+    return this.caps.has(cap);
+  }
+
+  /** `fget`: a new reference to the file behind `fd`, or EBADF. */
+  fget(fd: number): File {
+    const f = Number.isInteger(fd) && fd >= 0 ? this.fds[fd] : undefined;
+    if (!f) errno('EBADF', `fd ${fd} is not open`);
+    return f.get();
+  }
+
+  private syscall<T>(name: string, request: string | undefined, fn: () => T): T {
+    if (this.exited) throw new SyscallError('ESRCH', name, request, 'the process has exited');
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof KernelError) throw new SyscallError(e.code, name, request, e.detail);
+      throw e;
+    }
+  }
+
+  private installFd(file: File): number {
+    let fd = 3; // 0, 1 and 2 are the process's stdio
+    while (this.fds[fd]) fd++;
+    this.fds[fd] = file;
+    return fd;
+  }
+
+  /** `open(path, flags)`: returns the lowest free fd. */
+  open(path: string, flags: number, mode = 0o666): number {
+    return this.syscall('open', path, () => this.installFd(this.kernel.openPath(this, path, flags, mode)));
+  }
+
+  /** `close(fd)`. */
+  close(fd: number): void {
+    this.syscall('close', undefined, () => {
+      const f = Number.isInteger(fd) && fd >= 0 ? this.fds[fd] : undefined;
+      if (!f) errno('EBADF', `fd ${fd} is not open`);
+      this.fds[fd] = undefined;
+      f.put();
+    });
+  }
+
+  /**
+   * `ioctl(fd, request, arg)`. `arg` is the struct as an object keyed by the kernel's field names
+   * (outputs are written back into it, which is returned), raw struct bytes, a user pointer, or
+   * null. Other requests return the syscall's value.
+   */
+  ioctl<T extends Record<string, unknown>>(fd: number, request: number, arg: T): T & Record<string, any>;
+  ioctl(fd: number, request: number, arg?: Uint8Array | bigint | null): number;
+  ioctl(fd: number, request: number, arg?: IoctlArg): unknown {
+    const known = IOCTL_LAYOUTS.get(request);
+    return this.syscall('ioctl', known?.name ?? `0x${request.toString(16)}`, () => {
+      const file = this.fget(fd);
+      try {
+        if (arg === null || arg === undefined) return file.ioctl(this, request, new Uaccess(this), 0n);
+        if (typeof arg === 'bigint') return file.ioctl(this, request, new Uaccess(this), arg);
+        if (arg instanceof Uint8Array) return file.ioctl(this, request, new Uaccess(this, new Map([[ARG_BASE, arg]])), ARG_BASE);
+        if (typeof arg !== 'object') throw Object.assign(new TypeError('ioctl argument must be an object, Uint8Array, bigint or null'), { code: 'ERR_INVALID_ARG_TYPE' });
+        return this.ioctlObject(file, request, arg as Record<string, unknown>, known?.layout);
+      } finally {
+        file.put();
+      }
+    });
+  }
+
+  private ioctlObject(file: File, request: number, arg: Record<string, unknown>, layout: StructLayout | undefined): Record<string, unknown> {
+    if (!layout) {
+      file.ioctl(this, request, new Uaccess(this, new Map([[ARG_BASE, new Uint8Array(8)]])), ARG_BASE);
+      return arg;
+    }
+    const sizeField = layout.fields[0]!;
+    for (const key of Object.keys(arg)) {
+      if (!layout.byName.has(key)) throw Object.assign(new TypeError(`${layout.name} has no field ${key}`), { code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    const size = arg[sizeField.name] === undefined ? layout.size : (checkFieldValue(layout, sizeField, arg[sizeField.name]) as number);
+    const struct = new Uint8Array(Math.max(layout.size, Math.min(size, layout.size + PAGE_SIZE)));
+    const view = new DataView(struct.buffer);
+    const temps = new Map<bigint, Uint8Array>([[ARG_BASE, struct]]);
+    const arrays: { field: string; buf: Uint8Array; orig: Uint8Array; arr: { start: bigint; last: bigint }[] }[] = [];
+    let next = ARG_BASE + (1n << 32n);
+    for (const f of layout.fields) {
+      let v = arg[f.name];
+      if (f.name === sizeField.name) v = size;
+      if (v === undefined) {
+        // An absent count next to an array is the array's length.
+        const arrField = Object.keys(ARRAY_COUNT).find((k) => ARRAY_COUNT[k] === f.name && Array.isArray(arg[k]));
+        if (arrField) setField(view, f, (arg[arrField] as unknown[]).length);
+        continue;
+      }
+      if (f.type === 'u64' && typeof v !== 'bigint') {
+        let buf: Uint8Array;
+        if (Array.isArray(v) && f.name in ARRAY_COUNT) {
+          const countField = layout.byName.get(ARRAY_COUNT[f.name]!)!;
+          const count = arg[countField.name] === undefined ? v.length : Number(arg[countField.name]);
+          buf = new Uint8Array(16 * Math.max(v.length, Number.isFinite(count) ? count : 0));
+          const dv = new DataView(buf.buffer);
+          v.forEach((r: { start?: unknown; last?: unknown } | undefined, i) => {
+            if (r === undefined) return;
+            if (typeof r?.start !== 'bigint' || typeof r?.last !== 'bigint') {
+              throw Object.assign(new TypeError(`${layout.name}.${f.name}[${i}] must be { start: bigint, last: bigint }`), { code: 'ERR_INVALID_ARG_TYPE' });
+            }
+            dv.setBigUint64(16 * i, BigInt.asUintN(64, r.start), true);
+            dv.setBigUint64(16 * i + 8, BigInt.asUintN(64, r.last), true);
+          });
+          arrays.push({ field: f.name, buf, orig: buf.slice(), arr: v });
+        } else if (ArrayBuffer.isView(v)) {
+          buf = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+        } else {
+          checkFieldValue(layout, f, v);
+          continue;
+        }
+        temps.set(next, buf);
+        setField(view, f, buf.length ? next : 0n);
+        next += 1n << 32n;
+        continue;
+      }
+      setField(view, f, checkFieldValue(layout, f, v));
+    }
+    const before = struct.slice();
+    const writeBack = () => {
+      for (const f of layout.fields) {
+        if (!f.out) continue;
+        const a = getField(new DataView(before.buffer), f);
+        const b = getField(view, f);
+        if (a !== b || arg[f.name] === undefined) arg[f.name] = b;
+      }
+      for (const a of arrays) {
+        for (let i = 0; i < a.buf.length / 16; i++) {
+          const changed = a.buf.subarray(16 * i, 16 * i + 16).some((x, k) => x !== a.orig[16 * i + k]);
+          if (!changed) continue;
+          const dv = new DataView(a.buf.buffer, 16 * i, 16);
+          a.arr[i] = { start: dv.getBigUint64(0, true), last: dv.getBigUint64(8, true) };
+        }
+      }
+    };
+    try {
+      file.ioctl(this, request, new Uaccess(this, temps), ARG_BASE);
+    } catch (e) {
+      // What the kernel wrote before failing stays written (IOVA_RANGES with EMSGSIZE).
+      writeBack();
+      throw e;
+    }
+    writeBack();
+    return arg;
+  }
+
+  /** `mmap(addr, length, prot, flags, fd, offset)`: returns the address. */
+  mmap(addr: bigint | null, length: bigint, prot: number, flags: number, fd = -1, offset = 0n): bigint {
+    return this.syscall('mmap', undefined, () => {
+      if (length === 0n) errno('EINVAL', 'zero length');
+      if (offset % PAGE !== 0n) errno('EINVAL', 'offset not page aligned');
+      const type = flags & MAP_TYPE;
+      if (type !== MAP_SHARED && type !== MAP_PRIVATE && type !== MAP_SHARED_VALIDATE) errno('EINVAL', 'MAP_SHARED or MAP_PRIVATE required');
+      if (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) errno('EINVAL', 'unknown prot bits');
+      const npages = Number((length + PAGE - 1n) / PAGE);
+      if (npages > 2 ** 35) errno('ENOMEM', 'length too large');
+      let obj: MemObject;
+      let pgoff = 0;
+      let name = 'anon';
+      if (flags & MAP_ANONYMOUS) {
+        obj = new MemObject(this.kernel.memory, this.kernel.pageRefs, npages);
+      } else {
+        const file = this.fget(fd);
+        try {
+          if ((file.flags & O_ACCMODE) === O_RDONLY && type !== MAP_PRIVATE && prot & PROT_WRITE) errno('EACCES', 'shared writable map of a read-only fd');
+          pgoff = Number(offset / PAGE);
+          obj = file.mmapObject(this, pgoff, npages).get();
+          name = file.path;
+        } finally {
+          file.put();
+        }
+      }
+      let start: number;
+      try {
+        start = mmapPlace(this.mm, addr, npages, flags & (MAP_FIXED | MAP_FIXED_NOREPLACE));
+      } catch (e) {
+        obj.put();
+        throw e;
+      }
+      this.mm.insert({ start, end: start + npages, prot, flags, obj, pgoff, name });
+      return BigInt(start) * PAGE;
+    });
+  }
+
+  /** `munmap(addr, length)`. */
+  munmap(addr: bigint, length: bigint): void {
+    this.syscall('munmap', undefined, () => {
+      if (addr % PAGE !== 0n || length === 0n) errno('EINVAL', 'address not page aligned or zero length');
+      const start = Number(addr / PAGE);
+      this.mm.remove(start, start + Number((length + PAGE - 1n) / PAGE));
+    });
+  }
+
+  /** Reads `n` bytes of process memory at `va` (as the process itself would). */
+  memRead(va: bigint, n: number): Uint8Array {
+    return this.syscall('memRead', undefined, () => {
+      const out = new Uint8Array(n);
+      this.mm.access(this.kernel.memory, va, out, false, true);
+      return out;
+    });
+  }
+
+  /** Writes `bytes` into process memory at `va`; first touch allocates the backing frames. */
+  memWrite(va: bigint, bytes: Uint8Array): void {
+    this.syscall('memWrite', undefined, () => this.mm.access(this.kernel.memory, va, bytes, true, true));
+  }
+
+  /** `read(fd, n)`. */
+  read(fd: number, n: number): Uint8Array {
+    return this.syscall('read', undefined, () => {
+      const f = this.fget(fd);
+      try {
+        return f.read(this, n);
+      } finally {
+        f.put();
+      }
+    });
+  }
+
+  /** `write(fd, data)`: returns the bytes written. */
+  write(fd: number, data: Uint8Array | string): number {
+    return this.syscall('write', undefined, () => {
+      const f = this.fget(fd);
+      try {
+        return f.write(this, typeof data === 'string' ? new TextEncoder().encode(data) : data);
+      } finally {
+        f.put();
+      }
+    });
+  }
+
+  /** `memfd_create(name, flags)`. */
+  memfd_create(name: string, _flags = 0): number {
+    return this.syscall('memfd_create', name, () => this.installFd(new MemfdFile(new MemObject(this.kernel.memory, this.kernel.pageRefs, 0), name)));
+  }
+
+  /** `ftruncate(fd, length)` (memfds). */
+  ftruncate(fd: number, length: bigint): void {
+    this.syscall('ftruncate', undefined, () => {
+      const f = this.fget(fd);
+      try {
+        if (length < 0n) errno('EINVAL', 'negative length');
+        const obj = f.mapFileObject?.();
+        if (!obj) errno('EINVAL', 'not a regular file');
+        const npages = Number((length + PAGE - 1n) / PAGE);
+        if (npages < obj.npages) obj.truncate(npages);
+        else obj.npages = npages;
+      } finally {
+        f.put();
+      }
+    });
+  }
+
+  /** Pin count of the page mapped at `va` (0 if unmapped or not resident): MD_CHECK_REFS. */
+  pinCount(va: bigint): number {
+    const page = Number(va / PAGE);
+    const v = this.mm.find(page);
+    if (!v) return 0;
+    const pfn = v.obj.pfn(v.pgoff + (page - v.start), false);
+    return pfn ? this.kernel.pageRefs.count(pfn) : 0;
+  }
+
+  /** `exit()`: closes every fd and tears the address space down. */
+  exit(): void {
+    if (this.exited) return;
+    for (let fd = 0; fd < this.fds.length; fd++) {
+      const f = this.fds[fd];
+      this.fds[fd] = undefined;
+      f?.put();
+    }
+    this.mm.exit();
+    this.exited = true;
+    this.kernel.reap(this);
+  }
+}

@@ -1,0 +1,150 @@
+// /dev/vfio/devices/vfioN (drivers/vfio/device_cdev.c): bind to an iommufd, attach to an IOAS or
+// HWPT, detach; closing the fd unbinds.
+import { errno } from '../../uapi/errno.js';
+import * as V from '../../uapi/vfio.js';
+import { getField, type StructLayout } from '../../uapi/struct.js';
+import { File, type Uaccess } from '../file.js';
+import { deviceBind, deviceChangePt, deviceDetach, deviceUnbind, IommufdCtx, type IommufdDevice } from '../iommufd/main.js';
+import type { Kernel } from '../kernel.js';
+import type { Process } from '../process.js';
+
+/** A VFIO device as the kernel registered it (`struct vfio_device`). */
+export interface VfioDevice {
+  /** `vfioN`. */
+  readonly name: string;
+  /** PCI name, `0000:01:00.0`. */
+  readonly bdf: string;
+  /** Requester ID. */
+  readonly sid: number;
+  /** The open device file that bound it (cdev: one at a time). */
+  boundBy: VfioDeviceFile | null;
+}
+
+function readStruct(u: Uaccess, arg: bigint, layout: StructLayout, n: number): Record<string, number | bigint> {
+  const bytes = new Uint8Array(layout.size);
+  bytes.set(u.read(arg, n));
+  const view = new DataView(bytes.buffer);
+  const out: Record<string, number | bigint> = {};
+  for (const f of layout.fields) out[f.name] = getField(view, f);
+  return out;
+}
+
+function putU32(u: Uaccess, ptr: bigint, v: number): void {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, v, true);
+  u.write(ptr, b);
+}
+
+/** `struct vfio_device_file`. */
+export class VfioDeviceFile extends File {
+  private ictx: IommufdCtx | null = null;
+  private idev: IommufdDevice | null = null;
+  /** `iommufd_attached`. */
+  private attached = false;
+
+  constructor(
+    readonly kernel: Kernel,
+    readonly device: VfioDevice,
+    flags: number,
+  ) {
+    super(flags, `/dev/vfio/devices/${device.name}`);
+  }
+
+  /** `df->access_granted`. */
+  get bound(): boolean {
+    return this.idev !== null;
+  }
+
+  ioctl(proc: Process, request: number, u: Uaccess, arg: bigint): number {
+    if (request === V.VFIO_DEVICE_BIND_IOMMUFD) return this.bind(proc, u, arg);
+    if (!this.bound) errno('EINVAL', 'device is not bound to an iommufd');
+    switch (request) {
+      case V.VFIO_DEVICE_ATTACH_IOMMUFD_PT:
+        return this.attachPt(u, arg);
+      case V.VFIO_DEVICE_DETACH_IOMMUFD_PT:
+        return this.detachPt(u, arg);
+      default:
+        return errno('ENOTTY', `unknown VFIO device ioctl 0x${request.toString(16)}`);
+    }
+  }
+
+  /** `vfio_df_ioctl_bind_iommufd`. */
+  private bind(proc: Process, u: Uaccess, arg: bigint): number {
+    const bind = readStruct(u, arg, V.vfio_device_bind_iommufd, V.VFIO_BIND_MINSZ);
+    if ((bind.argsz as number) < V.VFIO_BIND_MINSZ || (bind.flags as number) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN || (bind.iommufd as number) < 0) {
+      errno('EINVAL', 'argsz, flags or iommufd');
+    }
+    if (this.bound) errno('EINVAL', 'already bound');
+    if ((bind.flags as number) & V.VFIO_DEVICE_BIND_FLAG_TOKEN) errno('EINVAL', 'vfio-pci has no VF token to match');
+    const file = proc.fget(bind.iommufd as number);
+    if (!(file instanceof IommufdCtx)) {
+      file.put();
+      errno('EBADFD', 'not an iommufd');
+    }
+    const ictx = file; // holds a reference until unbind
+    try {
+      if (this.device.boundBy) errno('EINVAL', 'device is open through another file');
+      const idev = deviceBind(ictx, this.device.sid, this.device.bdf);
+      try {
+        putU32(u, arg + 12n, idev.id);
+      } catch (e) {
+        deviceUnbind(idev);
+        throw e;
+      }
+      this.ictx = ictx;
+      this.idev = idev;
+      this.device.boundBy = this;
+      this.kernel.log(`vfio-pci ${this.device.bdf}: bound to iommufd, device id ${idev.id}`);
+    } catch (e) {
+      ictx.put();
+      throw e;
+    }
+    return 0;
+  }
+
+  /** `vfio_df_ioctl_attach_pt` → `vfio_iommufd_physical_attach_ioas` (attach or replace). */
+  private attachPt(u: Uaccess, arg: bigint): number {
+    const attach = readStruct(u, arg, V.vfio_device_attach_iommufd_pt, V.VFIO_ATTACH_MINSZ);
+    if ((attach.argsz as number) < V.VFIO_ATTACH_MINSZ) errno('EINVAL', 'argsz too small');
+    if ((attach.flags as number) & ~V.VFIO_DEVICE_ATTACH_PASID) errno('EINVAL', 'unknown flags');
+    if ((attach.flags as number) & V.VFIO_DEVICE_ATTACH_PASID) errno('EOPNOTSUPP', 'PASID attach needs scalable mode');
+    const id = deviceChangePt(this.idev!, attach.pt_id as number, this.attached);
+    this.attached = true;
+    try {
+      putU32(u, arg + 8n, id);
+    } catch (e) {
+      this.detach();
+      throw e;
+    }
+    return 0;
+  }
+
+  /** `vfio_df_ioctl_detach_pt`. */
+  private detachPt(u: Uaccess, arg: bigint): number {
+    const detach = readStruct(u, arg, V.vfio_device_detach_iommufd_pt, V.VFIO_DETACH_MINSZ);
+    if ((detach.argsz as number) < V.VFIO_DETACH_MINSZ) errno('EINVAL', 'argsz too small');
+    if ((detach.flags as number) & ~V.VFIO_DEVICE_DETACH_PASID) errno('EINVAL', 'unknown flags');
+    if ((detach.flags as number) & V.VFIO_DEVICE_DETACH_PASID) errno('EOPNOTSUPP', 'PASID detach needs scalable mode');
+    this.detach();
+    return 0;
+  }
+
+  private detach(): void {
+    if (!this.attached) return;
+    deviceDetach(this.idev!);
+    this.attached = false;
+  }
+
+  /** Close: `vfio_df_unbind_iommufd`; the device is blocked and the iommufd reference dropped. */
+  protected release(): void {
+    if (!this.idev) return;
+    deviceUnbind(this.idev);
+    this.attached = false;
+    this.idev = null;
+    this.device.boundBy = null;
+    this.kernel.log(`vfio-pci ${this.device.bdf}: unbound`);
+    const ictx = this.ictx!;
+    this.ictx = null;
+    ictx.put();
+  }
+}

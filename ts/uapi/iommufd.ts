@@ -1,0 +1,247 @@
+// include/uapi/linux/iommufd.h: command numbers, flags and struct layouts.
+import { offsetofend, struct, type StructLayout } from './struct.js';
+
+/** `IOMMUFD_TYPE` (';'). */
+export const IOMMUFD_TYPE = 0x3b;
+/** `IOMMUFD_CMD_BASE`. */
+export const IOMMUFD_CMD_BASE = 0x80;
+
+/** `_IO(type, nr)`: no direction or size bits, as iommufd and VFIO encode their commands. */
+export const _IO = (type: number, nr: number): number => (type << 8) | nr;
+
+export const IOMMU_DESTROY = _IO(IOMMUFD_TYPE, 0x80);
+export const IOMMU_IOAS_ALLOC = _IO(IOMMUFD_TYPE, 0x81);
+export const IOMMU_IOAS_ALLOW_IOVAS = _IO(IOMMUFD_TYPE, 0x82);
+export const IOMMU_IOAS_COPY = _IO(IOMMUFD_TYPE, 0x83);
+export const IOMMU_IOAS_IOVA_RANGES = _IO(IOMMUFD_TYPE, 0x84);
+export const IOMMU_IOAS_MAP = _IO(IOMMUFD_TYPE, 0x85);
+export const IOMMU_IOAS_UNMAP = _IO(IOMMUFD_TYPE, 0x86);
+export const IOMMU_OPTION = _IO(IOMMUFD_TYPE, 0x87);
+export const IOMMU_VFIO_IOAS = _IO(IOMMUFD_TYPE, 0x88);
+export const IOMMU_HWPT_ALLOC = _IO(IOMMUFD_TYPE, 0x89);
+export const IOMMU_GET_HW_INFO = _IO(IOMMUFD_TYPE, 0x8a);
+export const IOMMU_HWPT_SET_DIRTY_TRACKING = _IO(IOMMUFD_TYPE, 0x8b);
+export const IOMMU_HWPT_GET_DIRTY_BITMAP = _IO(IOMMUFD_TYPE, 0x8c);
+export const IOMMU_HWPT_INVALIDATE = _IO(IOMMUFD_TYPE, 0x8d);
+export const IOMMU_IOAS_MAP_FILE = _IO(IOMMUFD_TYPE, 0x8f);
+
+/** `enum iommufd_ioas_map_flags` (MAP, MAP_FILE and COPY). */
+export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
+export const IOMMU_IOAS_MAP_WRITEABLE = 1 << 1;
+export const IOMMU_IOAS_MAP_READABLE = 1 << 2;
+
+/** `enum iommufd_option`; PERSISTENT is the live-update RFC's. */
+export const IOMMU_OPTION_RLIMIT_MODE = 0;
+export const IOMMU_OPTION_HUGE_PAGES = 1;
+export const IOMMU_OPTION_PERSISTENT = 2;
+/** `enum iommufd_option_ops`. */
+export const IOMMU_OPTION_OP_SET = 0;
+export const IOMMU_OPTION_OP_GET = 1;
+
+/** `enum iommufd_vfio_ioas_op`. */
+export const IOMMU_VFIO_IOAS_GET = 0;
+export const IOMMU_VFIO_IOAS_SET = 1;
+export const IOMMU_VFIO_IOAS_CLEAR = 2;
+
+/** `enum iommufd_hwpt_alloc_flags`. */
+export const IOMMU_HWPT_ALLOC_NEST_PARENT = 1 << 0;
+export const IOMMU_HWPT_ALLOC_DIRTY_TRACKING = 1 << 1;
+export const IOMMU_HWPT_FAULT_ID_VALID = 1 << 2;
+export const IOMMU_HWPT_ALLOC_PASID = 1 << 3;
+/** `enum iommu_hwpt_data_type`. */
+export const IOMMU_HWPT_DATA_NONE = 0;
+export const IOMMU_HWPT_DATA_VTD_S1 = 1;
+export const IOMMU_HWPT_DATA_ARM_SMMUV3 = 2;
+/** `enum iommu_hwpt_vtd_s1_flags`. */
+export const IOMMU_VTD_S1_SRE = 1 << 0;
+export const IOMMU_VTD_S1_EAFE = 1 << 1;
+export const IOMMU_VTD_S1_WPE = 1 << 2;
+
+/** `enum iommu_hw_info_type`. */
+export const IOMMU_HW_INFO_TYPE_NONE = 0;
+export const IOMMU_HW_INFO_TYPE_INTEL_VTD = 1;
+export const IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2;
+/** `enum iommu_hw_info_vtd_flags`. */
+export const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1 << 0;
+/** `enum iommufd_hw_capabilities`. */
+export const IOMMU_HW_CAP_DIRTY_TRACKING = 1 << 0;
+
+/** `enum iommufd_hwpt_set_dirty_tracking_flags`, `enum iommufd_hwpt_get_dirty_bitmap_flags`. */
+export const IOMMU_HWPT_DIRTY_TRACKING_ENABLE = 1;
+export const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR = 1;
+
+/** `struct iommu_iova_range`. */
+export const iommu_iova_range = struct('iommu_iova_range', [
+  ['start', 'u64'],
+  ['last', 'u64'],
+]);
+export const iommu_destroy = struct('iommu_destroy', [
+  ['size', 'u32'],
+  ['id', 'u32'],
+]);
+export const iommu_ioas_alloc = struct('iommu_ioas_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['out_ioas_id>', 'u32'],
+]);
+export const iommu_ioas_iova_ranges = struct('iommu_ioas_iova_ranges', [
+  ['size', 'u32'],
+  ['ioas_id', 'u32'],
+  ['num_iovas>', 'u32'],
+  ['__reserved', 'u32'],
+  ['allowed_iovas', 'u64'],
+  ['out_iova_alignment>', 'u64'],
+]);
+export const iommu_ioas_allow_iovas = struct('iommu_ioas_allow_iovas', [
+  ['size', 'u32'],
+  ['ioas_id', 'u32'],
+  ['num_iovas', 'u32'],
+  ['__reserved', 'u32'],
+  ['allowed_iovas', 'u64'],
+]);
+export const iommu_ioas_map = struct('iommu_ioas_map', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['ioas_id', 'u32'],
+  ['__reserved', 'u32'],
+  ['user_va', 'u64'],
+  ['length', 'u64'],
+  ['iova>', 'u64'],
+]);
+export const iommu_ioas_map_file = struct('iommu_ioas_map_file', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['ioas_id', 'u32'],
+  ['fd', 's32'],
+  ['start', 'u64'],
+  ['length', 'u64'],
+  ['iova>', 'u64'],
+]);
+export const iommu_ioas_copy = struct('iommu_ioas_copy', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['dst_ioas_id', 'u32'],
+  ['src_ioas_id', 'u32'],
+  ['length', 'u64'],
+  ['dst_iova>', 'u64'],
+  ['src_iova', 'u64'],
+]);
+export const iommu_ioas_unmap = struct('iommu_ioas_unmap', [
+  ['size', 'u32'],
+  ['ioas_id', 'u32'],
+  ['iova', 'u64'],
+  ['length>', 'u64'],
+]);
+export const iommu_option = struct('iommu_option', [
+  ['size', 'u32'],
+  ['option_id', 'u32'],
+  ['op', 'u16'],
+  ['__reserved', 'u16'],
+  ['object_id', 'u32'],
+  ['val64>', 'u64'],
+]);
+export const iommu_vfio_ioas = struct('iommu_vfio_ioas', [
+  ['size', 'u32'],
+  ['ioas_id>', 'u32'],
+  ['op', 'u16'],
+  ['__reserved', 'u16'],
+]);
+export const iommu_hwpt_alloc = struct('iommu_hwpt_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['dev_id', 'u32'],
+  ['pt_id', 'u32'],
+  ['out_hwpt_id>', 'u32'],
+  ['__reserved', 'u32'],
+  ['data_type', 'u32'],
+  ['data_len', 'u32'],
+  ['data_uptr', 'u64'],
+  ['fault_id', 'u32'],
+  ['__reserved2', 'u32'],
+]);
+export const iommu_hwpt_vtd_s1 = struct('iommu_hwpt_vtd_s1', [
+  ['flags', 'u64'],
+  ['pgtbl_addr', 'u64'],
+  ['addr_width', 'u32'],
+  ['__reserved', 'u32'],
+]);
+export const iommu_hw_info = struct('iommu_hw_info', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['dev_id', 'u32'],
+  ['data_len>', 'u32'],
+  ['data_uptr', 'u64'],
+  ['out_data_type>', 'u32'],
+  ['out_max_pasid_log2>', 'u8'],
+  ['__reserved0', 'u8'],
+  ['__reserved1', 'u8'],
+  ['__reserved2', 'u8'],
+  ['out_capabilities>', 'u64'],
+]);
+export const iommu_hw_info_vtd = struct('iommu_hw_info_vtd', [
+  ['flags', 'u32'],
+  ['__reserved', 'u32'],
+  ['cap_reg', 'u64'],
+  ['ecap_reg', 'u64'],
+]);
+export const iommu_hwpt_set_dirty_tracking = struct('iommu_hwpt_set_dirty_tracking', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['hwpt_id', 'u32'],
+  ['__reserved', 'u32'],
+]);
+export const iommu_hwpt_get_dirty_bitmap = struct('iommu_hwpt_get_dirty_bitmap', [
+  ['size', 'u32'],
+  ['hwpt_id', 'u32'],
+  ['flags', 'u32'],
+  ['__reserved', 'u32'],
+  ['iova', 'u64'],
+  ['length', 'u64'],
+  ['page_size', 'u64'],
+  ['data', 'u64'],
+]);
+export const iommu_hwpt_invalidate = struct('iommu_hwpt_invalidate', [
+  ['size', 'u32'],
+  ['hwpt_id', 'u32'],
+  ['data_uptr', 'u64'],
+  ['data_type', 'u32'],
+  ['entry_len', 'u32'],
+  ['entry_num>', 'u32'],
+  ['__reserved', 'u32'],
+]);
+
+/** One row of `iommufd_ioctl_ops[]`: the struct and `min_size = offsetofend(last mandatory field)`. */
+export interface IoctlOp {
+  readonly name: string;
+  readonly request: number;
+  readonly layout: StructLayout;
+  readonly minSize: number;
+}
+
+const op = (name: string, request: number, layout: StructLayout, last: string): IoctlOp => ({
+  name,
+  request,
+  layout,
+  minSize: offsetofend(layout, last),
+});
+
+/** The iommufd command table, by request number (`main.c iommufd_ioctl_ops`). */
+export const IOMMUFD_IOCTL_OPS: ReadonlyMap<number, IoctlOp> = new Map(
+  [
+    op('IOMMU_DESTROY', IOMMU_DESTROY, iommu_destroy, 'id'),
+    op('IOMMU_IOAS_ALLOC', IOMMU_IOAS_ALLOC, iommu_ioas_alloc, 'out_ioas_id'),
+    op('IOMMU_IOAS_ALLOW_IOVAS', IOMMU_IOAS_ALLOW_IOVAS, iommu_ioas_allow_iovas, 'allowed_iovas'),
+    op('IOMMU_IOAS_COPY', IOMMU_IOAS_COPY, iommu_ioas_copy, 'src_iova'),
+    op('IOMMU_IOAS_IOVA_RANGES', IOMMU_IOAS_IOVA_RANGES, iommu_ioas_iova_ranges, 'out_iova_alignment'),
+    op('IOMMU_IOAS_MAP', IOMMU_IOAS_MAP, iommu_ioas_map, 'iova'),
+    op('IOMMU_IOAS_UNMAP', IOMMU_IOAS_UNMAP, iommu_ioas_unmap, 'length'),
+    op('IOMMU_OPTION', IOMMU_OPTION, iommu_option, 'val64'),
+    op('IOMMU_VFIO_IOAS', IOMMU_VFIO_IOAS, iommu_vfio_ioas, '__reserved'),
+    op('IOMMU_HWPT_ALLOC', IOMMU_HWPT_ALLOC, iommu_hwpt_alloc, '__reserved'),
+    op('IOMMU_GET_HW_INFO', IOMMU_GET_HW_INFO, iommu_hw_info, '__reserved2'),
+    op('IOMMU_HWPT_SET_DIRTY_TRACKING', IOMMU_HWPT_SET_DIRTY_TRACKING, iommu_hwpt_set_dirty_tracking, '__reserved'),
+    op('IOMMU_HWPT_GET_DIRTY_BITMAP', IOMMU_HWPT_GET_DIRTY_BITMAP, iommu_hwpt_get_dirty_bitmap, 'data'),
+    op('IOMMU_HWPT_INVALIDATE', IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, '__reserved'),
+    op('IOMMU_IOAS_MAP_FILE', IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, 'iova'),
+  ].map((o) => [o.request, o]),
+);
