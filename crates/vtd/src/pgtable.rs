@@ -85,6 +85,8 @@ pub struct WalkStep {
     pub pte: u64,
 }
 
+const M2: u64 = 1 << 21;
+
 /// A table change `map_runs` undoes if a later run fails.
 #[derive(Debug)]
 enum Undo {
@@ -168,7 +170,7 @@ impl PageTable {
     /// empty tables replaced by a superpage go to `gather` (`switch_to_super_page`). If memory
     /// runs out midway, what was mapped is unmapped into `gather` and the error returned.
     pub fn map(&mut self, mem: &mut PhysMem, iova: u64, pa: u64, size: u64, prot: Prot, gather: &mut Gather) -> Result<()> {
-        let bits = self.check_map(mem, iova, pa, size, prot)?;
+        let bits = self.check_map(mem, iova, pa, size, prot, None)?;
         if let Err((e, done)) = self.map_run(mem, iova, pa, size, bits, gather, &mut None, None) {
             if done > iova {
                 self.unmap(mem, iova, done - iova, gather)?;
@@ -200,7 +202,7 @@ impl PageTable {
         // table, and that step resets it.
         let mut l1 = None;
         for (n, (iova, pa, size)) in runs.clone().enumerate() {
-            let r = match self.check_map(mem, iova, pa, size, prot) {
+            let r = match self.check_map(mem, iova, pa, size, prot, l1) {
                 Ok(bits) => self.map_run(mem, iova, pa, size, bits, gather, &mut l1, Some(&mut journal)),
                 Err(e) => Err((e, iova)),
             };
@@ -213,8 +215,10 @@ impl PageTable {
         Ok(())
     }
 
-    /// The argument checks of `map`, in its order; returns the leaf bits for `prot`.
-    fn check_map(&self, mem: &PhysMem, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<u64> {
+    /// The argument checks of `map`, in its order; returns the leaf bits for `prot`. `l1` is the
+    /// L1 table of the last 4 KiB step (see `map_run`): a run inside its 2 MiB region is checked
+    /// for leaves there instead of by a walk from the top.
+    fn check_map(&self, mem: &PhysMem, iova: u64, pa: u64, size: u64, prot: Prot, l1: Option<(u64, u64)>) -> Result<u64> {
         self.check_range(iova, size)?;
         if !pa.is_multiple_of(4096) {
             return Err(Error::Unaligned { value: pa, align: 4096 });
@@ -228,7 +232,22 @@ impl PageTable {
         if prot.snoop && !self.config.snoop {
             return Err(Error::SnoopUnsupported);
         }
-        if let Some(at) = self.first_leaf(mem, self.pgd, self.config.levels, iova, iova + size - 1)? {
+        let last = iova + size - 1;
+        let mapped = match l1 {
+            // The region's L2 entry points at this table, so it holds every leaf of the region.
+            Some((region, table)) if iova >> 21 == region && last >> 21 == region => {
+                let mut at = None;
+                for i in level_index(iova, 1)..=level_index(last, 1) {
+                    if slpte_present(mem.read_u64(table + 8 * i)?) {
+                        at = Some((iova & !(M2 - 1)) | i << 12);
+                        break;
+                    }
+                }
+                at
+            }
+            _ => self.first_leaf(mem, self.pgd, self.config.levels, iova, last)?,
+        };
+        if let Some(at) = mapped {
             return Err(Error::AlreadyMapped { iova: at.max(iova) });
         }
         Ok(prot.bits())

@@ -168,6 +168,16 @@ fn runs_of_one_batch_may_not_overlap() {
     let runs = [(0x4000_0000, 0x1_0000_0000, 4 * M2), (0x4060_0000, 0x2000_0000, 0x1000)];
     assert_eq!(pt.map_runs(&mut mem, runs, Prot::RW, &mut g), Err(Error::AlreadyMapped { iova: 0x4060_0000 }));
     assert_eq!(snapshot(&pt, &mem), before);
+    // 4 KiB runs in the L1 table of the previous run: checked there, not by a walk
+    let runs = [(0x4000_1000, 0x2000_0000, 0x3000), (0x4000_4000, 0x2100_0000, K4), (0x4000_3000, 0x2200_0000, 0x2000)];
+    assert_eq!(pt.map_runs(&mut mem, runs, Prot::RW, &mut g), Err(Error::AlreadyMapped { iova: 0x4000_3000 }));
+    assert_eq!(snapshot(&pt, &mem), before);
+    let runs = [(0x4000_5000, 0x2000_0000, K4), (0x4000_0000, 0x4000_0000, M2)];
+    assert_eq!(pt.map_runs(&mut mem, runs, Prot::RW, &mut g), Err(Error::AlreadyMapped { iova: 0x4000_5000 }));
+    assert_eq!(snapshot(&pt, &mem), before);
+    let runs = [(0x4000_5000, 0x2000_0000, K4), (0x4000_0000, 0x2100_0000, 0x6000)];
+    assert_eq!(pt.map_runs(&mut mem, runs, Prot::RW, &mut g), Err(Error::AlreadyMapped { iova: 0x4000_5000 }));
+    assert_eq!(snapshot(&pt, &mem), before);
     unit.iotlb_sync(&mut mem, DID, &mut g).unwrap();
     assert_eq!(mem.stats().frames_allocated, frames);
 }
