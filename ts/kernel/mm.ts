@@ -403,7 +403,7 @@ export function mmapPlace(mm: Mm, addr: bigint | null, npages: number, flags: nu
     const start = Number(addr / BigInt(PAGE_SIZE));
     if (start + npages > TASK_PAGES) errno('ENOMEM', 'beyond TASK_SIZE');
     if (flags & MAP_FIXED_NOREPLACE && !(flags & MAP_FIXED)) {
-      for (let p = start; p < start + npages; p++) if (mm.find(p)) errno('EEXIST', 'MAP_FIXED_NOREPLACE over a mapping');
+      if (mm.vmas.some((v) => v.start < start + npages && v.end > start)) errno('EEXIST', 'MAP_FIXED_NOREPLACE over a mapping');
     }
     return start;
   }
