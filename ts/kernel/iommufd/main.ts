@@ -13,6 +13,8 @@ import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
 import { IoptPages } from './pages.js';
 
 const PAGE = BigInt(PAGE_SIZE);
+/** The last command number of the kernel's table (HW_QUEUE_ALLOC). */
+const IOMMUFD_CMD_LAST = 0x94;
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 /** `SIZE_MAX - PAGE_SIZE`: the largest length `iopt_alloc_pages` accepts. */
 const MAX_LENGTH = ULONG_MAX - PAGE;
@@ -209,12 +211,14 @@ export class IommufdCtx extends File {
   /** `iommufd_fops_ioctl`. */
   ioctl(proc: Process, request: number, u: Uaccess, arg: bigint): number {
     const nr = request & 0xff;
-    const op = U.IOMMUFD_IOCTL_OPS.get(request);
-    if (((request >> 8) & 0xff) !== U.IOMMUFD_TYPE || nr < U.IOMMUFD_CMD_BASE || !op) {
+    if (nr < U.IOMMUFD_CMD_BASE || nr > IOMMUFD_CMD_LAST) {
       // Outside the table: the VFIO type1 compatibility handler, which we do not model.
       return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
     }
     const userSize = u.getU32(arg);
+    const op = U.IOMMUFD_IOCTL_OPS.get(request);
+    // A mismatched type byte, or a command of the kernel's table we do not model (vIOMMU, ...).
+    if (!op) return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
     if (userSize < op.minSize) errno('EINVAL', `size ${userSize} below ${op.minSize}`);
     // copy_struct_from_user: zero-extend a short struct; a longer one must be zero past ours.
     const size = op.layout.size;
