@@ -1,11 +1,15 @@
 // `npm run bench`: builds the addon and dist/, runs the criterion benches of the native core
-// (crates/vtd/benches/translate.rs), the JS-side measurements (bench/napi.mjs) and the memory
-// scenario (bench/memory.mjs, in a fresh process), then the FDT benches (crates/fdt/benches/fdt.rs
-// under criterion, with vm-fdt as a baseline, and bench/fdt_libfdt.c compiled against Debian's
-// libfdt-dev), then prints the markdown report of this run (the IOMMU table and an FDT table) and
-// writes it to bench/results/latest.{md,json}. A missed target prints `no` but does not fail the
-// command; only a crash (build, bench or a result mismatch) exits non-zero.
+// (crates/vtd/benches/translate.rs), the JS-side measurements (bench/napi.mjs), the memory
+// scenario (bench/memory.mjs, in a fresh process) and the simulated kernel's iommufd / VFIO
+// syscall path against the native page-table builder, plus device DMA (bench/kernel.mjs, in a
+// fresh process), then the FDT benches (crates/fdt/benches/fdt.rs under criterion, with vm-fdt
+// as a baseline, and bench/fdt_libfdt.c compiled against Debian's libfdt-dev), then prints the
+// markdown report of this run (the IOMMU, kernel and FDT tables) and writes it to
+// bench/results/latest.{md,json}. A missed target prints `no` but does not fail the command;
+// only a crash (build, bench or a result mismatch) exits non-zero.
 // BENCH_QUICK=1: criterion `--quick`, shorter JS and libfdt runs (libfdt unique names: 5,000).
+// BENCH_KERNEL_FULL_UNMAP=1: bench/kernel.mjs also times the one IOAS_UNMAP of 262,144 4 KiB
+// areas (40-50 s on the 2-core VM; by default that unmap is timed after 32,768 maps).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -168,6 +172,8 @@ else rmSync(fdtDump, { recursive: true, force: true });
 const napi = lastJson(run(process.execPath, ['--expose-gc', '--import', 'tsx', 'bench/napi.mjs'], { capture: true }), 'bench/napi.mjs');
 // Memory in its own fresh process, so the RSS delta is this scenario's alone.
 const memory = lastJson(run(process.execPath, ['--expose-gc', 'bench/memory.mjs'], { capture: true }), 'bench/memory.mjs');
+// The kernel layer (Host.boot + iommufd + VFIO cdev) vs the native builder, and device DMA.
+const kernel = lastJson(run(process.execPath, ['--expose-gc', 'bench/kernel.mjs'], { capture: true }), 'bench/kernel.mjs');
 
 const digestAfter = sourceDigest();
 const sourcesChanged = digestBefore !== digestAfter;
@@ -223,6 +229,75 @@ const rows = [
   [`memory, 1 TiB host + 4 GiB as 4K: ideal = ${memory.tablePages} table pages + ${Math.round(otherTouched / 4096)} other touched frames`, mib(ideal), '—', 'info', '—'],
   ['memory: host RSS growth (fresh process); ratio = ÷ ideal', mib(memory.rssGrowth), ratio(memory.rssGrowth / ideal), `≤ 1.1 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.rssGrowth <= memLimit)],
   ['memory: `mem.stats().hostBytes`; ratio = ÷ ideal', mib(memory.hostBytes), ratio(memory.hostBytes / ideal), `≤ 1.1 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.hostBytes <= memLimit)],
+];
+
+// Kernel rows: TS layer and native baseline interleaved round by round in one process (bench/kernel.mjs);
+// medians; ratio = TS ÷ native unless the row says otherwise.
+const us = (x) => `${x < 1e4 ? (x / 1e3).toFixed(1) : group3(x / 1e3)} µs`;
+const msec = (x) => `${x < 1e7 ? (x / 1e6).toFixed(2) : x < 1e8 ? (x / 1e6).toFixed(1) : group3(x / 1e6)} ms`;
+const kh = kernel.huge;
+const ks = kernel.small;
+const kp = kernel.perIoctl;
+const kd = kernel.dma;
+const kLast = kp.scaling[kp.scaling.length - 1];
+const kScale = kp.scaling.slice(0, -1);
+const kUnmapRow =
+  kp.unmapAllNs !== null
+    ? [
+        `then one IOAS_UNMAP of all ${group3(kp.ioctls)} areas (iova 0, length 2^64−1), 1 run; ratio = TS (${group3(kp.ioctls)} maps + this) ÷ native mapRuns + unmap + iotlbSync of the same runs (${msec(kp.nativeTotalNs)})`,
+        msec(kp.unmapAllNs),
+        ratio(kp.totalRatio),
+        'info',
+        '—',
+      ]
+    : [
+        `then one IOAS_UNMAP of all areas (iova 0, length 2^64−1), timed after ${group3(kLast.areas)} 4 KiB maps (${kScale.map((x) => group3(x.areas)).join(' / ')} areas: ${kScale
+          .map((x) => msec(x.unmapAllNs).replace(' ms', ''))
+          .join(' / ')} ms; ×${kp.unmapPerDoubling.toFixed(1)} per doubling of the areas: removing each one is O(areas), indexOf + splice of the sorted area array; all ${group3(kp.ioctls)} areas take tens of seconds, timed only with BENCH_KERNEL_FULL_UNMAP=1); ratio = ÷ native unmap + iotlbSync of those ${group3(kLast.areas)} pages (${msec(kLast.nativeUnmapNs)})`,
+        msec(kLast.unmapAllNs),
+        ratio(kLast.unmapAllNs / kLast.nativeUnmapNs),
+        'info',
+        '—',
+      ];
+const hitNs = per('translate/iotlb_hit');
+const kernelRows = [
+  [
+    `IOAS_MAP+UNMAP 1 GiB, 2 MiB-aligned (512 superpages): TS layer vs native builder (mapRuns of the same 512 runs + unmap + iotlbSync: ${us(kh.native.total)}); TS map ${us(kh.ts.map)} + unmap ${us(kh.ts.unmap)}; ratio = TS ÷ native`,
+    us(kh.ts.total),
+    ratio(kh.ratio),
+    '≤ 1.5×',
+    met(kh.ratio <= 1.5),
+  ],
+  [
+    `IOAS_MAP+UNMAP 1 GiB as 262,144 4 KiB PTEs (IOMMU_OPTION HUGE_PAGES=0): TS layer vs native builder (mapRuns of the same 262,144 one-page runs + unmap + iotlbSync: ${msec(ks.native.total)}); TS map ${msec(ks.ts.map)} + unmap ${msec(ks.ts.unmap)}; ratio = TS ÷ native`,
+    msec(ks.ts.total),
+    ratio(ks.ratio),
+    '≤ 1.5×',
+    met(ks.ratio <= 1.5),
+  ],
+  [
+    `${group3(kp.ioctls)} × IOAS_MAP of 4 KiB (FIXED_IOVA, consecutive IOVAs; 1 run): ${group3(kp.nsPerIoctl)} ns per ioctl; ratio = TS ÷ native mapRuns of the same ${group3(kp.ioctls)} runs (${msec(kp.nativeMapNs)})`,
+    msec(kp.mapNs),
+    ratio(kp.mapRatio),
+    'info',
+    '—',
+  ],
+  kUnmapRow,
+  [
+    `DMA read \`host.device(bdf).dma.readInto\` of 1 MiB, 64 MiB window mapped as 2 MiB superpages, IOTLB warm (${ns(kd.read.nsPerPage)} ns per 4 KiB page)`,
+    `${group3(kd.read.mbs)} MB/s`,
+    '—',
+    'info',
+    '—',
+  ],
+  [`DMA write \`dma.write\` of 1 MiB, same window (${ns(kd.write.nsPerPage)} ns per 4 KiB page)`, `${group3(kd.write.mbs)} MB/s`, '—', 'info', '—'],
+  [
+    `\`dma.translate\` batch of 4096 random page IOVAs of the window (${kd.translate.missesPerPass} IOTLB misses per batch), ns per translation; ratio = ÷ native IOTLB hit (translate/iotlb_hit ÷ 4096, ${ns(hitNs)} ns; N-API \`unit.translate\` hit: ${ns(nb.iotlb_hit.ns)} ns)`,
+    ns(kd.translate.ns),
+    ratio(kd.translate.ns / hitNs),
+    'info',
+    '—',
+  ],
 ];
 
 // FDT rows. MB/s = 10^6 bytes per second of the blob's totalsize; ours and vm-fdt: criterion
@@ -293,6 +368,14 @@ const md = [
   `| ${header.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
   ...rows.map((r) => `| ${r.join(' | ')} |`),
   '',
+  '## Kernel: iommufd + VFIO cdev through the TS layer',
+  '',
+  'bench/kernel.mjs, one process: Host.boot (16 GiB, two devices bound to iommufd and attached to their own IOAS, so each IOAS has a VT-d domain and IOAS_MAP pins and programs PTEs); the buffer is a 1 GiB MAP_SHARED|MAP_ANONYMOUS mmap, 2 MiB aligned, every 2 MiB touched first (2 MiB folios). The native baseline is `PageTable.mapRuns` of exactly the runs the kernel mapped (PAs read back with `iovaToPhys`), `unmap` and `iotlbSync`, on its own page table of the same unit. TS and native alternate round by round; values are medians, ratios TS ÷ native of this run. MB/s = 10^6 bytes per second.',
+  '',
+  `| ${fdtHeader.join(' | ')} |`,
+  `| ${fdtHeader.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
+  ...kernelRows.map((r) => `| ${r.join(' | ')} |`),
+  '',
   '## FDT',
   '',
   'KHO-like tree: root {compatible, preserved-memory-map} + N children `node<i>` {iova-start, iova-len, iommu-prot}, little-endian values; names formatted before timing. Ours and vm-fdt: criterion median of this run (crates/fdt/benches/fdt.rs); libfdt: Debian libfdt, bench/fdt_libfdt.c built with cc -O2, median of its clock_gettime runs. MB/s = 10^6 bytes of blob per second.',
@@ -313,6 +396,7 @@ writeFileSync(
       native,
       napi,
       memory: { ...memory, idealBytes: ideal, limitBytes: memLimit },
+      kernel: { ...kernel, rows: kernelRows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })) },
       rows: rows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })),
       fdt: {
         criterion: fdtNative,
