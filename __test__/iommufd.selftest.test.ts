@@ -15,7 +15,6 @@
 // - "two_domains": the second device sits on its own HWPT (IOMMU_HWPT_ALLOC) on the same IOAS, so
 //   there really are two VT-d domains to keep in sync.
 //
-// Tests marked it.fails assert the kernel's answer where the model disagrees (see // BUG:).
 import { describe, expect, it } from 'vitest';
 import {
   _IO,
@@ -702,8 +701,7 @@ describe.each([
   );
 
   if (md) {
-    // BUG: HWPT_ALLOC with data_type NONE and data_len != 0 answers EOPNOTSUPP, the kernel EINVAL.
-    it.fails(
+    it(
       'alloc_hwpt_nested: data_type NONE with a data_len → EINVAL',
       withIoas(mockDomains, (fx) => {
         const devId = fx.mock[0]!.devId;
@@ -715,8 +713,7 @@ describe.each([
       }),
     );
 
-    // BUG: HWPT_ALLOC with an unknown pt_id answers ENOENT, the kernel EINVAL.
-    it.fails(
+    it(
       'alloc_hwpt_nested: pt_id naming nothing → EINVAL',
       withIoas(mockDomains, (fx) => {
         // hw_pagetable.c iommufd_hwpt_alloc: pt_obj = iommufd_get_object(..., IOMMUFD_OBJ_ANY); if (IS_ERR(pt_obj)) rc = -EINVAL
@@ -724,9 +721,8 @@ describe.each([
       }),
     );
 
-    // BUG: HWPT_ALLOC with user data and a NULL data_uptr answers EINVAL; the kernel only checks
-    // data_len, and the Intel driver refuses any user data for a paging domain with EOPNOTSUPP.
-    it.fails(
+    // The core checks only data_len; the Intel driver refuses any user data for a paging domain.
+    it(
       'alloc_hwpt_nested: VTD_S1 data on an IOAS with a NULL data_uptr → EOPNOTSUPP',
       withIoas(mockDomains, (fx) => {
         expectErrno('EOPNOTSUPP', () =>

@@ -92,12 +92,12 @@ export class PageRefs {
         c = { whole: 0, pins: null };
         this.chunks.set(ci, c);
       }
+      // Entries stay once created: pin counts are hot, the map only grows with pinned memory.
       if (len === HPAGE_PAGES) c.whole += delta;
       else {
         c.pins ??= new Int32Array(HPAGE_PAGES);
         for (let i = off; i < off + len; i++) c.pins[i]! += delta;
       }
-      if (c.whole === 0 && (c.pins === null || c.pins.every((x) => x === 0))) this.chunks.delete(ci);
       p += len;
     }
   }

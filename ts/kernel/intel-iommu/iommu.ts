@@ -198,6 +198,8 @@ export class DmarDomain implements IommuDomain {
   /** `set_pte_snp`: leaves get SNP when the unit supports snoop control (enforce_cache_coherency). */
   readonly snoop: boolean;
   private freed = false;
+  /** Collects what a map displaces (empty tables under a new superpage); reused across maps. */
+  private mapGather = new Gather();
 
   constructor(
     readonly iommu: IntelIommu,
@@ -226,11 +228,14 @@ export class DmarDomain implements IommuDomain {
   mapRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, n: number, prot: { read: boolean; write: boolean }): void {
     if (n === 0) return;
     try {
-      this.pt.mapRuns(iovaPfns.subarray(0, n), paPfns.subarray(0, n), counts.subarray(0, n), { ...prot, snoop: this.snoop });
+      this.pt.mapRuns(iovaPfns.subarray(0, n), paPfns.subarray(0, n), counts.subarray(0, n), { read: prot.read, write: prot.write, snoop: this.snoop }, this.mapGather);
     } catch (e) {
+      if (this.mapGather.range) this.sync(this.mapGather);
       if (isNomem(e)) errno('ENOMEM', 'page-table allocation');
       throw e;
     }
+    // Tables a superpage replaced are freed only after the flush (switch_to_super_page).
+    if (this.mapGather.range) this.sync(this.mapGather);
     if (this.iommu.cachingMode && this.did) {
       for (let i = 0; i < n; i++) {
         const start = BigInt(iovaPfns[i]!) << 12n;
@@ -247,9 +252,15 @@ export class DmarDomain implements IommuDomain {
     this.sync(gather);
   }
 
+  /** Flushes what `gather` collected, then frees its table pages. */
   private sync(gather: Gather): void {
-    if (this.did) this.iommu.unit.iotlbSync(this.did, gather);
-    else for (const pa of gather.freelist) this.iommu.memory.free(pa, 0); // no cache tag: nothing to flush
+    if (this.did) {
+      this.iommu.unit.iotlbSync(this.did, gather);
+      return;
+    }
+    // Not attached anywhere: no cache can hold it, nothing to flush.
+    for (const pa of gather.freelist) this.iommu.memory.free(pa, 0);
+    if (gather === this.mapGather) this.mapGather = new Gather();
   }
 
   /** `iova_to_phys`. */

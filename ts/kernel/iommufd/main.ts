@@ -473,11 +473,11 @@ const HANDLERS: Record<string, Handler> = {
     const { cmd } = ucmd;
     const flags = n32(cmd.flags!);
     const dataType = n32(cmd.data_type!);
-    if ((dataType === U.IOMMU_HWPT_DATA_NONE && cmd.data_len) || cmd.__reserved) errno('EOPNOTSUPP', 'data_len without data_type, or __reserved set');
-    if (dataType !== U.IOMMU_HWPT_DATA_NONE && (!cmd.data_len || !cmd.data_uptr)) errno('EINVAL', 'data_type without data');
+    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+    if ((dataType === U.IOMMU_HWPT_DATA_NONE) !== !cmd.data_len) errno('EINVAL', 'data_type and data_len disagree');
     const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
     const pt = ictx.objects.get(n32(cmd.pt_id!));
-    if (!pt) errno('ENOENT', `no object with id ${cmd.pt_id}`);
+    if (!pt) errno('EINVAL', `no object with id ${cmd.pt_id}`);
     let hwpt: HwptPaging;
     if (pt instanceof Ioas) {
       hwpt = hwptPagingAlloc(ictx, pt, idev, flags, false, dataType !== U.IOMMU_HWPT_DATA_NONE);

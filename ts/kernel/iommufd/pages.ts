@@ -2,7 +2,7 @@
 // COPY makes. Pages are pinned lazily, per window of page indices in use by a filled area, and
 // each page is pinned once however many areas and domains use it (pages.c).
 import { errno } from '../../uapi/errno.js';
-import type { MemObject, Mm, PageRefs } from '../mm.js';
+import { HPAGE_PAGES, type MemObject, type Mm, type PageRefs } from '../mm.js';
 
 /** Where the pages come from. */
 export type PagesSource =
@@ -20,10 +20,11 @@ interface Span {
 export class IoptPages {
   private kref = 1;
   private readonly spans: Span[] = [];
-  /** Pinned physically contiguous runs, sorted by index: index, pfn, count. */
-  private runIdx: number[] = [];
-  private runPfn: number[] = [];
-  private runLen: number[] = [];
+  /** Pinned physically contiguous runs, sorted by index: index, pfn, count (first `nruns`). */
+  private runIdx = new Float64Array(16);
+  private runPfn = new Float64Array(16);
+  private runLen = new Float64Array(16);
+  private nruns = 0;
   /** Pages pinned by this object (`pages->npinned`). */
   npinned = 0;
 
@@ -49,6 +50,7 @@ export class IoptPages {
 
   /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */
   pin(first: number, last: number): void {
+    if (this.spans.length === 0) return this.pinFresh(first, last);
     // Find the holes of [first, last] nobody pins yet; pin them before touching any count.
     const holes: [number, number][] = [];
     let cur = first;
@@ -78,11 +80,39 @@ export class IoptPages {
     }
     for (const r of got) this.insertRun(r.idx, r.pfn, r.n);
     this.npinned += charged;
-    this.addSpan(first, last);
+    if (this.spans.length === 0) this.spans.push({ first, last, users: 1 });
+    else this.addSpan(first, last);
+  }
+
+  /** `pin` when nothing is pinned yet: runs are appended in order, no intermediate lists. */
+  private pinFresh(first: number, last: number): void {
+    const n = last - first + 1;
+    this.account.charge(n);
+    this.ensureRoom(Math.min(n, Math.ceil(n / HPAGE_PAGES) + 2));
+    try {
+      this.resolve(first, n, (off, pfn, count) => {
+        this.refs.pin(pfn, count);
+        this.insertRun(first + off, pfn, count);
+      });
+    } catch (e) {
+      for (let i = 0; i < this.nruns; i++) this.refs.unpin(this.runPfn[i]!, this.runLen[i]!);
+      this.nruns = 0;
+      this.account.uncharge(n);
+      throw e;
+    }
+    this.npinned += n;
+    this.spans.push({ first, last, users: 1 });
   }
 
   /** Drops one user of `[first, last]`; pages nobody uses any more are unpinned. */
   unpin(first: number, last: number): void {
+    const only = this.spans.length === 1 ? this.spans[0]! : undefined;
+    if (only && only.first === first && only.last === last && only.users === 1) {
+      // The common case: the one area using these pages goes away.
+      this.spans.length = 0;
+      this.dropRuns(first, last);
+      return;
+    }
     this.split(first);
     this.split(last + 1);
     const keep: Span[] = [];
@@ -100,16 +130,17 @@ export class IoptPages {
   /** Visits the pinned runs of `[first, last]` (which must be pinned): `fn(index, pfn, count)`. */
   forRuns(first: number, last: number, fn: (idx: number, pfn: number, n: number) => void): void {
     const idx = this.runIdx;
+    const len = this.runLen;
     let lo = 0;
-    let hi = idx.length;
+    let hi = this.nruns;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (idx[mid]! + this.runLen[mid]! <= first) lo = mid + 1;
+      if (idx[mid]! + len[mid]! <= first) lo = mid + 1;
       else hi = mid;
     }
-    for (let i = lo; i < idx.length && idx[i]! <= last; i++) {
+    for (let i = lo; i < this.nruns && idx[i]! <= last; i++) {
       const a = Math.max(idx[i]!, first);
-      const b = Math.min(idx[i]! + this.runLen[i]! - 1, last);
+      const b = Math.min(idx[i]! + len[i]! - 1, last);
       fn(a, this.runPfn[i]! + (a - idx[i]!), b - a + 1);
     }
   }
@@ -131,41 +162,92 @@ export class IoptPages {
   }
 
   private insertRun(idx: number, pfn: number, n: number): void {
-    let i = this.runIdx.length;
-    while (i > 0 && this.runIdx[i - 1]! > idx) i--;
+    const k = this.nruns;
+    let i = k;
+    if (k > 0 && this.runIdx[k - 1]! > idx) {
+      let lo = 0;
+      let hi = k;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (this.runIdx[mid]! < idx) lo = mid + 1;
+        else hi = mid;
+      }
+      i = lo;
+    }
     // Extend the previous run when physically and logically contiguous.
     if (i > 0 && this.runIdx[i - 1]! + this.runLen[i - 1]! === idx && this.runPfn[i - 1]! + this.runLen[i - 1]! === pfn) {
       this.runLen[i - 1]! += n;
       return;
     }
-    this.runIdx.splice(i, 0, idx);
-    this.runPfn.splice(i, 0, pfn);
-    this.runLen.splice(i, 0, n);
+    this.ensureRoom(k + 1);
+    if (i < k) {
+      this.runIdx.copyWithin(i + 1, i, k);
+      this.runPfn.copyWithin(i + 1, i, k);
+      this.runLen.copyWithin(i + 1, i, k);
+    }
+    this.runIdx[i] = idx;
+    this.runPfn[i] = pfn;
+    this.runLen[i] = n;
+    this.nruns = k + 1;
   }
 
+  private ensureRoom(n: number): void {
+    if (n <= this.runIdx.length) return;
+    const grow = (a: Float64Array) => {
+      const b = new Float64Array(Math.max(n, a.length * 2));
+      b.set(a);
+      return b;
+    };
+    this.runIdx = grow(this.runIdx);
+    this.runPfn = grow(this.runPfn);
+    this.runLen = grow(this.runLen);
+  }
+
+  /** Unpins and forgets the runs inside `[first, last]`, splitting runs at the edges. */
   private dropRuns(first: number, last: number): void {
-    const idx: number[] = [];
-    const pfn: number[] = [];
-    const len: number[] = [];
-    for (let i = 0; i < this.runIdx.length; i++) {
-      const a = this.runIdx[i]!;
-      const b = a + this.runLen[i]! - 1;
-      const p = this.runPfn[i]!;
+    const k = this.nruns;
+    if (k && first <= this.runIdx[0]! && last >= this.runIdx[k - 1]! + this.runLen[k - 1]! - 1) {
+      // Everything goes: no splitting, no copies.
+      let dropped = 0;
+      for (let i = 0; i < k; i++) {
+        this.refs.unpin(this.runPfn[i]!, this.runLen[i]!);
+        dropped += this.runLen[i]!;
+      }
+      this.nruns = 0;
+      this.npinned -= dropped;
+      this.account.uncharge(dropped);
+      return;
+    }
+    this.ensureRoom(k + 1); // a run split in two needs one more slot
+    const idx = this.runIdx.slice(0, k);
+    const pfn = this.runPfn.slice(0, k);
+    const len = this.runLen.slice(0, k);
+    let w = 0;
+    const keep = (a: number, p: number, n: number) => {
+      this.runIdx[w] = a;
+      this.runPfn[w] = p;
+      this.runLen[w] = n;
+      w++;
+    };
+    let dropped = 0;
+    for (let i = 0; i < k; i++) {
+      const a = idx[i]!;
+      const b = a + len[i]! - 1;
+      const p = pfn[i]!;
       if (b < first || a > last) {
-        idx.push(a), pfn.push(p), len.push(b - a + 1);
+        keep(a, p, b - a + 1);
         continue;
       }
       const lo = Math.max(a, first);
       const hi = Math.min(b, last);
       this.refs.unpin(p + (lo - a), hi - lo + 1);
-      this.npinned -= hi - lo + 1;
-      this.account.uncharge(hi - lo + 1);
-      if (a < lo) idx.push(a), pfn.push(p), len.push(lo - a);
-      if (hi < b) idx.push(hi + 1), pfn.push(p + (hi + 1 - a)), len.push(b - hi);
+      dropped += hi - lo + 1;
+      if (a < lo) keep(a, p, lo - a);
+      if (hi < b) keep(hi + 1, p + (hi + 1 - a), b - hi);
     }
-    this.runIdx = idx;
-    this.runPfn = pfn;
-    this.runLen = len;
+    this.nruns = w;
+    this.npinned -= dropped;
+    if (dropped) this.account.uncharge(dropped);
   }
 
   private addSpan(first: number, last: number): void {
