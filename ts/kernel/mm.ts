@@ -16,6 +16,54 @@ const HPAGE_ORDER = 9;
 const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_PHYSMEM_NOMEM';
 
 /**
+ * A growable list of physically contiguous runs (index, pfn, count) in typed arrays: how pages
+ * travel on the pin and map paths without an object or closure per run.
+ */
+export class RunList {
+  idx = new Float64Array(16);
+  pfn = new Float64Array(16);
+  len = new Float64Array(16);
+  count = 0;
+
+  /** Appends a run, extending the last one when logically and physically contiguous. */
+  push(idx: number, pfn: number, n: number): void {
+    const k = this.count;
+    if (k > 0 && this.idx[k - 1]! + this.len[k - 1]! === idx && this.pfn[k - 1]! + this.len[k - 1]! === pfn) {
+      this.len[k - 1]! += n;
+      return;
+    }
+    if (k === this.idx.length) this.reserve(k * 2);
+    this.idx[k] = idx;
+    this.pfn[k] = pfn;
+    this.len[k] = n;
+    this.count = k + 1;
+  }
+
+  /** Appends a run as its own entry (no merging). */
+  append(idx: number, pfn: number, n: number): void {
+    const k = this.count;
+    if (k === this.idx.length) this.reserve(k * 2);
+    this.idx[k] = idx;
+    this.pfn[k] = pfn;
+    this.len[k] = n;
+    this.count = k + 1;
+  }
+
+  /** Makes room for `n` runs. */
+  reserve(n: number): void {
+    if (n <= this.idx.length) return;
+    const grow = (a: Float64Array) => {
+      const b = new Float64Array(n);
+      b.set(a.subarray(0, this.count));
+      return b;
+    };
+    this.idx = grow(this.idx);
+    this.pfn = grow(this.pfn);
+    this.len = grow(this.len);
+  }
+}
+
+/**
  * `struct page` pin counts, by PFN. A run covering a whole 2 MiB-aligned PFN chunk bumps one
  * counter; partial runs count per page. Frames whose owner went away while pinned are freed by
  * the last unpin ("pinned frames stay put").
@@ -161,10 +209,10 @@ export class MemObject {
   }
 
   /**
-   * Visits the physically contiguous runs behind object pages `[page, page + n)`, allocating
-   * what is absent: `fn(offsetInRange, pfn, count)`.
+   * Appends the physically contiguous runs behind object pages `[page, page + n)` to `out`,
+   * allocating what is absent; run indices are `base` + the offset in the range.
    */
-  runs(page: number, n: number, fn: (off: number, pfn: number, count: number) => void): void {
+  runs(page: number, n: number, out: RunList, base: number): void {
     let off = 0;
     while (off < n) {
       const p = page + off;
@@ -172,21 +220,8 @@ export class MemObject {
       const c = this.chunks[ci] ?? this.populate(ci);
       const inChunk = p - ci * HPAGE_PAGES;
       const len = Math.min(n - off, HPAGE_PAGES - inChunk);
-      if (c.huge >= 0) {
-        fn(off, c.huge + inChunk, len);
-      } else {
-        let runStart = off;
-        let runPfn = this.pfn(p, true);
-        for (let k = 1; k < len; k++) {
-          const pfn = this.pfn(p + k, true);
-          if (pfn !== runPfn + (off + k - runStart)) {
-            fn(runStart, runPfn, off + k - runStart);
-            runStart = off + k;
-            runPfn = pfn;
-          }
-        }
-        fn(runStart, runPfn, off + len - runStart);
-      }
+      if (c.huge >= 0) out.push(base + off, c.huge + inChunk, len);
+      else for (let k = 0; k < len; k++) out.push(base + off + k, this.pfn(p + k, true), 1);
       off += len;
     }
   }
@@ -265,6 +300,8 @@ export class Mm {
   readonly vmas: Vma[] = [];
   /** Pages pinned through this mm (`mm->pinned_vm`). */
   pinnedVm = 0;
+  /** Pages charged to this mm's `locked_vm` (iommufd RLIMIT_MODE 1). */
+  lockedVm = 0;
   /** False once the process exited: GUP on it fails with EFAULT. */
   alive = true;
 
@@ -341,11 +378,11 @@ export class Mm {
   }
 
   /**
-   * `pin_user_pages`: faults in and resolves `[page, page + n)`, calling `fn(offset, pfn, count)`
-   * per physically contiguous run. EFAULT if a page is unmapped, or not writable when `write`
-   * (FOLL_WRITE), or not readable.
+   * `pin_user_pages`: faults in and resolves `[page, page + n)`, appending its physically
+   * contiguous runs to `out` (indices `base` + offset). EFAULT if a page is unmapped, or not
+   * writable when `write` (FOLL_WRITE), or not readable.
    */
-  gup(page: number, n: number, write: boolean, fn: (off: number, pfn: number, count: number) => void): void {
+  gup(page: number, n: number, write: boolean, out: RunList, base: number): void {
     if (!this.alive) errno('EFAULT', 'the mm is gone');
     // Check the whole range first so that a failure pins nothing.
     for (let p = page; p < page + n; ) {
@@ -358,8 +395,7 @@ export class Mm {
     while (p < page + n) {
       const v = this.find(p)!;
       const len = Math.min(v.end, page + n) - p;
-      const base = p - page;
-      v.obj.runs(v.pgoff + (p - v.start), len, (off, pfn, count) => fn(base + off, pfn, count));
+      v.obj.runs(v.pgoff + (p - v.start), len, out, base + (p - page));
       p += len;
     }
   }

@@ -1,7 +1,7 @@
 // struct io_pagetable (io_pagetable.c): areas, reserved and allowed IOVA ranges, the domains
 // every area is mirrored into, and the automatic IOVA allocator — with the kernel's check order.
 import { errno } from '../../uapi/errno.js';
-import { PAGE_SIZE } from '../mm.js';
+import { PAGE_SIZE, RunList } from '../mm.js';
 import type { IoptPages } from './pages.js';
 
 export const ULONG_MAX = 0xffff_ffff_ffff_ffffn;
@@ -77,8 +77,8 @@ const roundupPow2 = (x: bigint): bigint => {
 };
 const overlaps = (r: IovaRange, start: bigint, last: bigint): boolean => r.start <= last && r.last >= start;
 
-/** Scratch arrays for building map batches without allocating per call. */
-let scratch = { iova: new Float64Array(1024), pa: new Float64Array(1024), n: new Float64Array(1024) };
+/** Scratch for building map batches without allocating per call. */
+const scratch = new RunList();
 
 /** `struct io_pagetable`. */
 export class IoPagetable {
@@ -141,10 +141,11 @@ export class IoPagetable {
     const windows = this.allowed.length === 0 ? [{ start: lo, last: hi }] : this.unionSpans(this.allowed, lo, hi);
     const used = this.unionSpans([...this.reserved, ...this.areas], 0n, ULONG_MAX);
     for (const w of windows) {
-      if (checkRange(w.start, w.last, length, align, pageOffset) === null) continue;
-      // Holes of reserved ∪ areas inside the window.
-      let cur = w.start;
-      for (const u of [...used.filter((u) => overlaps(u, w.start, w.last)), null]) {
+      // __alloc_iova_check_used stores the aligned start back: the hole search begins there.
+      const from = checkRange(w.start, w.last, length, align, pageOffset);
+      if (from === null) continue;
+      let cur = from;
+      for (const u of [...used.filter((u) => overlaps(u, from, w.last)), null]) {
         const holeLast = u === null ? w.last : u.start - 1n;
         if (u === null || u.start > cur) {
           const got = checkRange(cur, holeLast, length, align, pageOffset);
@@ -261,29 +262,10 @@ export class IoPagetable {
   }
 
   private mapArea(area: IoptArea, domain: IommuDomain): void {
-    const startPfn = Number(area.start / PAGE);
-    const small = this.disableLargePages;
-    let n = 0;
-    const push = (iovaPfn: number, pfn: number, count: number) => {
-      if (n === scratch.iova.length) {
-        const grow = (a: Float64Array) => {
-          const b = new Float64Array(a.length * 2);
-          b.set(a);
-          return b;
-        };
-        scratch = { iova: grow(scratch.iova), pa: grow(scratch.pa), n: grow(scratch.n) };
-      }
-      scratch.iova[n] = iovaPfn;
-      scratch.pa[n] = pfn;
-      scratch.n[n] = count;
-      n++;
-    };
-    area.pages!.forRuns(area.pagesFirst, area.pagesLast, (idx, pfn, count) => {
-      const iovaPfn = startPfn + (idx - area.pagesFirst);
-      if (small) for (let k = 0; k < count; k++) push(iovaPfn + k, pfn + k, 1);
-      else push(iovaPfn, pfn, count);
-    });
-    domain.mapRuns(scratch.iova, scratch.pa, scratch.n, n, area.prot);
+    const batch = scratch;
+    batch.count = 0;
+    area.pages!.batch(area.pagesFirst, area.pagesLast, Number(area.start / PAGE), this.disableLargePages, batch);
+    domain.mapRuns(batch.idx, batch.pfn, batch.len, batch.count, area.prot);
   }
 
   /**

@@ -186,22 +186,32 @@ export class IommufdCtx extends File {
 
   // ---- accounting ----------------------------------------------------------------------------
 
-  /** The charger an iopt_pages uses for RLIMIT_MEMLOCK (`incr_user_locked_vm` / `pinned_vm`). */
-  accounter(): { charge(n: number): void; uncharge(n: number): void } {
-    const proc = this.owner;
-    const mode = this.accountMode;
-    const kernel = this.kernel;
+  /**
+   * The charger of a new iopt_pages (`iopt_alloc_pages` + `do_update_pinned`): nothing is
+   * charged for a CAP_IPC_LOCK caller (IOPT_PAGES_ACCOUNT_NONE); otherwise RLIMIT_MODE 0 charges
+   * the user's `locked_vm`, 1 the mm's, each against RLIMIT_MEMLOCK. `pinned_vm` of the caller's
+   * mm counts every pin in every mode.
+   */
+  accounter(proc: Process): { charge(n: number): void; uncharge(n: number): void } {
+    const mm = proc.mm;
+    const mode = proc.capable('CAP_IPC_LOCK') ? 'none' : this.accountMode === 0 ? 'user' : 'mm';
+    const user = this.kernel.userAccount(proc.uid);
+    const limit = Math.floor(proc.rlimitMemlock / PAGE_SIZE);
     return {
       charge(n: number) {
-        const user = kernel.userAccount(proc.uid);
-        const cur = mode === 0 ? user.lockedVm : proc.mm.pinnedVm;
-        if (!proc.capable('CAP_IPC_LOCK') && (cur + n) * PAGE_SIZE > proc.rlimitMemlock) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded');
-        if (mode === 0) user.lockedVm += n;
-        else proc.mm.pinnedVm += n;
+        if (mode === 'user') {
+          if (user.lockedVm + n > limit) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded (user locked_vm)');
+          user.lockedVm += n;
+        } else if (mode === 'mm') {
+          if (mm.lockedVm + n > limit) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded (mm locked_vm)');
+          mm.lockedVm += n;
+        }
+        mm.pinnedVm += n;
       },
       uncharge(n: number) {
-        if (mode === 0) kernel.userAccount(proc.uid).lockedVm -= n;
-        else proc.mm.pinnedVm -= n;
+        if (mode === 'user') user.lockedVm -= n;
+        else if (mode === 'mm') mm.lockedVm -= n;
+        mm.pinnedVm -= n;
       },
     };
   }
@@ -325,7 +335,7 @@ const HANDLERS: Record<string, Handler> = {
       npages,
       !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
       ictx.kernel.pageRefs,
-      ictx.accounter(),
+      ictx.accounter(proc),
     );
     try {
       cmd.iova = ioas.iopt.mapPages([{ pages, startByte: uptr - start, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
@@ -360,7 +370,7 @@ const HANDLERS: Record<string, Handler> = {
         npages,
         !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
         ictx.kernel.pageRefs,
-        ictx.accounter(),
+        ictx.accounter(proc),
       );
       try {
         cmd.iova = ioas.iopt.mapPages([{ pages, startByte: fstart - first, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));

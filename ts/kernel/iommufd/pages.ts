@@ -2,7 +2,7 @@
 // COPY makes. Pages are pinned lazily, per window of page indices in use by a filled area, and
 // each page is pinned once however many areas and domains use it (pages.c).
 import { errno } from '../../uapi/errno.js';
-import { HPAGE_PAGES, type MemObject, type Mm, type PageRefs } from '../mm.js';
+import { HPAGE_PAGES, RunList, type MemObject, type Mm, type PageRefs } from '../mm.js';
 
 /** Where the pages come from. */
 export type PagesSource =
@@ -16,15 +16,15 @@ interface Span {
   users: number;
 }
 
+/** Scratch for pinning holes next to what is already pinned. */
+const holeRuns = new RunList();
+
 /** `struct iopt_pages`. */
 export class IoptPages {
   private kref = 1;
-  private readonly spans: Span[] = [];
-  /** Pinned physically contiguous runs, sorted by index: index, pfn, count (first `nruns`). */
-  private runIdx = new Float64Array(16);
-  private runPfn = new Float64Array(16);
-  private runLen = new Float64Array(16);
-  private nruns = 0;
+  private spans: Span[] = [];
+  /** Pinned physically contiguous runs, sorted by page index. */
+  private runs = new RunList();
   /** Pages pinned by this object (`pages->npinned`). */
   npinned = 0;
 
@@ -51,7 +51,7 @@ export class IoptPages {
   /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */
   pin(first: number, last: number): void {
     if (this.spans.length === 0) return this.pinFresh(first, last);
-    // Find the holes of [first, last] nobody pins yet; pin them before touching any count.
+    // Pin the holes of [first, last] nobody pins yet, before touching any count.
     const holes: [number, number][] = [];
     let cur = first;
     for (const s of this.spans) {
@@ -62,44 +62,41 @@ export class IoptPages {
       if (cur > last) break;
     }
     if (cur <= last) holes.push([cur, last]);
-    const got: { idx: number; pfn: number; n: number }[] = [];
+    const got = holeRuns;
+    got.count = 0;
     let charged = 0;
     try {
       for (const [a, b] of holes) {
         this.account.charge(b - a + 1);
         charged += b - a + 1;
-        this.resolve(a, b - a + 1, (off, pfn, n) => {
-          this.refs.pin(pfn, n);
-          got.push({ idx: a + off, pfn, n });
-        });
+        this.resolve(a, b - a + 1, got);
       }
     } catch (e) {
-      for (const r of got) this.refs.unpin(r.pfn, r.n);
       if (charged) this.account.uncharge(charged);
       throw e;
     }
-    for (const r of got) this.insertRun(r.idx, r.pfn, r.n);
+    for (let i = 0; i < got.count; i++) {
+      this.refs.pin(got.pfn[i]!, got.len[i]!);
+      this.insertRun(got.idx[i]!, got.pfn[i]!, got.len[i]!);
+    }
     this.npinned += charged;
-    if (this.spans.length === 0) this.spans.push({ first, last, users: 1 });
-    else this.addSpan(first, last);
+    this.addSpan(first, last);
   }
 
-  /** `pin` when nothing is pinned yet: runs are appended in order, no intermediate lists. */
+  /** `pin` when nothing is pinned yet: runs land in order straight in the run list. */
   private pinFresh(first: number, last: number): void {
     const n = last - first + 1;
     this.account.charge(n);
-    this.ensureRoom(Math.min(n, Math.ceil(n / HPAGE_PAGES) + 2));
+    const runs = this.runs;
+    runs.reserve(Math.min(n, Math.ceil(n / HPAGE_PAGES) + 2));
     try {
-      this.resolve(first, n, (off, pfn, count) => {
-        this.refs.pin(pfn, count);
-        this.insertRun(first + off, pfn, count);
-      });
+      this.resolve(first, n, runs);
     } catch (e) {
-      for (let i = 0; i < this.nruns; i++) this.refs.unpin(this.runPfn[i]!, this.runLen[i]!);
-      this.nruns = 0;
+      runs.count = 0;
       this.account.uncharge(n);
       throw e;
     }
+    for (let i = 0; i < runs.count; i++) this.refs.pin(runs.pfn[i]!, runs.len[i]!);
     this.npinned += n;
     this.spans.push({ first, last, users: 1 });
   }
@@ -123,129 +120,103 @@ export class IoptPages {
       }
       keep.push(s);
     }
-    this.spans.length = 0;
-    this.spans.push(...this.merge(keep));
+    this.spans = this.merge(keep);
   }
 
-  /** Visits the pinned runs of `[first, last]` (which must be pinned): `fn(index, pfn, count)`. */
-  forRuns(first: number, last: number, fn: (idx: number, pfn: number, n: number) => void): void {
-    const idx = this.runIdx;
-    const len = this.runLen;
+  /**
+   * Appends the map batch of page indices `[first, last]` (which must be pinned), placed at IOVA
+   * page `iovaPfn` onwards, to `out`: one entry per run, or per page when `small`.
+   */
+  batch(first: number, last: number, iovaPfn: number, small: boolean, out: RunList): void {
+    const { idx, pfn, len } = this.runs;
     let lo = 0;
-    let hi = this.nruns;
+    let hi = this.runs.count;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       if (idx[mid]! + len[mid]! <= first) lo = mid + 1;
       else hi = mid;
     }
-    for (let i = lo; i < this.nruns && idx[i]! <= last; i++) {
-      const a = Math.max(idx[i]!, first);
-      const b = Math.min(idx[i]! + len[i]! - 1, last);
-      fn(a, this.runPfn[i]! + (a - idx[i]!), b - a + 1);
+    for (let i = lo; i < this.runs.count && idx[i]! <= last; i++) {
+      const a = idx[i]! > first ? idx[i]! : first;
+      const end = idx[i]! + len[i]! - 1;
+      const b = end < last ? end : last;
+      const p = pfn[i]! + (a - idx[i]!);
+      const at = iovaPfn + (a - first);
+      if (small) for (let k = 0; k <= b - a; k++) out.append(at + k, p + k, 1);
+      else out.append(at, p, b - a + 1);
     }
   }
 
   /** PFN backing page index `i` if pinned, else 0. */
   pinnedPfn(i: number): number {
-    let pfn = 0;
-    this.forRuns(i, i, (_a, p) => (pfn = p));
-    return pfn;
+    const out = new RunList();
+    this.batch(i, i, 0, false, out);
+    return out.count ? out.pfn[0]! : 0;
   }
 
-  private resolve(first: number, n: number, fn: (off: number, pfn: number, n: number) => void): void {
+  private resolve(first: number, n: number, out: RunList): void {
     const s = this.source;
-    if (s.type === 'user') s.mm.gup(s.page + first, n, this.writable, fn);
+    if (s.type === 'user') s.mm.gup(s.page + first, n, this.writable, out, first);
     else {
       if (s.page + first + n > s.obj.npages) errno('EFAULT', 'beyond the end of the file');
-      s.obj.runs(s.page + first, n, fn);
+      s.obj.runs(s.page + first, n, out, first);
     }
   }
 
+  /** Inserts a run at its place by index (pins next to existing ones). */
   private insertRun(idx: number, pfn: number, n: number): void {
-    const k = this.nruns;
-    let i = k;
-    if (k > 0 && this.runIdx[k - 1]! > idx) {
-      let lo = 0;
-      let hi = k;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (this.runIdx[mid]! < idx) lo = mid + 1;
-        else hi = mid;
-      }
-      i = lo;
+    const r = this.runs;
+    const k = r.count;
+    if (k === 0 || r.idx[k - 1]! < idx) return r.push(idx, pfn, n);
+    let lo = 0;
+    let hi = k;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (r.idx[mid]! < idx) lo = mid + 1;
+      else hi = mid;
     }
-    // Extend the previous run when physically and logically contiguous.
-    if (i > 0 && this.runIdx[i - 1]! + this.runLen[i - 1]! === idx && this.runPfn[i - 1]! + this.runLen[i - 1]! === pfn) {
-      this.runLen[i - 1]! += n;
-      return;
-    }
-    this.ensureRoom(k + 1);
-    if (i < k) {
-      this.runIdx.copyWithin(i + 1, i, k);
-      this.runPfn.copyWithin(i + 1, i, k);
-      this.runLen.copyWithin(i + 1, i, k);
-    }
-    this.runIdx[i] = idx;
-    this.runPfn[i] = pfn;
-    this.runLen[i] = n;
-    this.nruns = k + 1;
-  }
-
-  private ensureRoom(n: number): void {
-    if (n <= this.runIdx.length) return;
-    const grow = (a: Float64Array) => {
-      const b = new Float64Array(Math.max(n, a.length * 2));
-      b.set(a);
-      return b;
-    };
-    this.runIdx = grow(this.runIdx);
-    this.runPfn = grow(this.runPfn);
-    this.runLen = grow(this.runLen);
+    r.reserve(k + 1);
+    r.idx.copyWithin(lo + 1, lo, k);
+    r.pfn.copyWithin(lo + 1, lo, k);
+    r.len.copyWithin(lo + 1, lo, k);
+    r.idx[lo] = idx;
+    r.pfn[lo] = pfn;
+    r.len[lo] = n;
+    r.count = k + 1;
   }
 
   /** Unpins and forgets the runs inside `[first, last]`, splitting runs at the edges. */
   private dropRuns(first: number, last: number): void {
-    const k = this.nruns;
-    if (k && first <= this.runIdx[0]! && last >= this.runIdx[k - 1]! + this.runLen[k - 1]! - 1) {
-      // Everything goes: no splitting, no copies.
-      let dropped = 0;
-      for (let i = 0; i < k; i++) {
-        this.refs.unpin(this.runPfn[i]!, this.runLen[i]!);
-        dropped += this.runLen[i]!;
-      }
-      this.nruns = 0;
-      this.npinned -= dropped;
-      this.account.uncharge(dropped);
-      return;
-    }
-    this.ensureRoom(k + 1); // a run split in two needs one more slot
-    const idx = this.runIdx.slice(0, k);
-    const pfn = this.runPfn.slice(0, k);
-    const len = this.runLen.slice(0, k);
-    let w = 0;
-    const keep = (a: number, p: number, n: number) => {
-      this.runIdx[w] = a;
-      this.runPfn[w] = p;
-      this.runLen[w] = n;
-      w++;
-    };
+    const r = this.runs;
+    const k = r.count;
     let dropped = 0;
-    for (let i = 0; i < k; i++) {
-      const a = idx[i]!;
-      const b = a + len[i]! - 1;
-      const p = pfn[i]!;
-      if (b < first || a > last) {
-        keep(a, p, b - a + 1);
-        continue;
+    if (k && first <= r.idx[0]! && last >= r.idx[k - 1]! + r.len[k - 1]! - 1) {
+      // Everything goes: no splitting, no copies.
+      for (let i = 0; i < k; i++) {
+        this.refs.unpin(r.pfn[i]!, r.len[i]!);
+        dropped += r.len[i]!;
       }
-      const lo = Math.max(a, first);
-      const hi = Math.min(b, last);
-      this.refs.unpin(p + (lo - a), hi - lo + 1);
-      dropped += hi - lo + 1;
-      if (a < lo) keep(a, p, lo - a);
-      if (hi < b) keep(hi + 1, p + (hi + 1 - a), b - hi);
+      r.count = 0;
+    } else {
+      const next = new RunList();
+      next.reserve(k + 1);
+      for (let i = 0; i < k; i++) {
+        const a = r.idx[i]!;
+        const b = a + r.len[i]! - 1;
+        const p = r.pfn[i]!;
+        if (b < first || a > last) {
+          next.push(a, p, b - a + 1);
+          continue;
+        }
+        const lo = Math.max(a, first);
+        const hi = Math.min(b, last);
+        this.refs.unpin(p + (lo - a), hi - lo + 1);
+        dropped += hi - lo + 1;
+        if (a < lo) next.push(a, p, lo - a);
+        if (hi < b) next.push(hi + 1, p + (hi + 1 - a), b - hi);
+      }
+      this.runs = next;
     }
-    this.nruns = w;
     this.npinned -= dropped;
     if (dropped) this.account.uncharge(dropped);
   }
@@ -267,8 +238,7 @@ export class IoptPages {
     }
     if (cur <= last) out.push({ first: cur, last, users: 1 });
     out.sort((x, y) => x.first - y.first);
-    this.spans.length = 0;
-    this.spans.push(...this.merge(out));
+    this.spans = this.merge(out);
   }
 
   private split(at: number): void {
