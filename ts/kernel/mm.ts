@@ -20,9 +20,9 @@ const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_
  * travel on the pin and map paths without an object or closure per run.
  */
 export class RunList {
-  idx = new Float64Array(16);
-  pfn = new Float64Array(16);
-  len = new Float64Array(16);
+  idx: Float64Array = EMPTY;
+  pfn: Float64Array = EMPTY;
+  len: Float64Array = EMPTY;
   count = 0;
 
   /** Appends a run, extending the last one when logically and physically contiguous. */
@@ -32,7 +32,7 @@ export class RunList {
       this.len[k - 1]! += n;
       return;
     }
-    if (k === this.idx.length) this.reserve(k * 2);
+    if (k === this.idx.length) this.reserve(Math.max(16, k * 2));
     this.idx[k] = idx;
     this.pfn[k] = pfn;
     this.len[k] = n;
@@ -42,26 +42,28 @@ export class RunList {
   /** Appends a run as its own entry (no merging). */
   append(idx: number, pfn: number, n: number): void {
     const k = this.count;
-    if (k === this.idx.length) this.reserve(k * 2);
+    if (k === this.idx.length) this.reserve(Math.max(16, k * 2));
     this.idx[k] = idx;
     this.pfn[k] = pfn;
     this.len[k] = n;
     this.count = k + 1;
   }
 
-  /** Makes room for `n` runs. */
+  /** Makes room for `n` runs (one allocation for the three arrays). */
   reserve(n: number): void {
     if (n <= this.idx.length) return;
-    const grow = (a: Float64Array) => {
-      const b = new Float64Array(n);
-      b.set(a.subarray(0, this.count));
-      return b;
-    };
-    this.idx = grow(this.idx);
-    this.pfn = grow(this.pfn);
-    this.len = grow(this.len);
+    const k = this.count;
+    const buf = new Float64Array(3 * n);
+    buf.set(this.idx.subarray(0, k), 0);
+    buf.set(this.pfn.subarray(0, k), n);
+    buf.set(this.len.subarray(0, k), 2 * n);
+    this.idx = buf.subarray(0, n);
+    this.pfn = buf.subarray(n, 2 * n);
+    this.len = buf.subarray(2 * n, 3 * n);
   }
 }
+
+const EMPTY = new Float64Array(0);
 
 /**
  * `struct page` pin counts, by PFN. A run covering a whole 2 MiB-aligned PFN chunk bumps one

@@ -198,7 +198,7 @@ export class DmarDomain implements IommuDomain {
   /** `set_pte_snp`: leaves get SNP when the unit supports snoop control (enforce_cache_coherency). */
   readonly snoop: boolean;
   private freed = false;
-  /** Collects what a map displaces (empty tables under a new superpage); reused across maps. */
+  /** What a map displaces (empty tables under a new superpage) or an unmap frees, until synced. */
   private mapGather = new Gather();
 
   constructor(
@@ -247,9 +247,8 @@ export class DmarDomain implements IommuDomain {
 
   /** `intel_iommu_unmap_pages` + `intel_iommu_tlb_sync`: PSI/DSI flush, then table pages freed. */
   unmap(iova: bigint, length: bigint): void {
-    const gather = new Gather();
-    this.pt.unmap(iova, length, gather);
-    this.sync(gather);
+    this.pt.unmap(iova, length, this.mapGather);
+    this.sync(this.mapGather);
   }
 
   /** Flushes what `gather` collected, then frees its table pages. */
