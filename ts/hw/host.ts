@@ -14,6 +14,10 @@ export interface HostConfig {
   iommu?: IommuUnitOptions;
   /** PCI devices bound to vfio-pci, in order: `/dev/vfio/devices/vfio0`, ... */
   devices?: { bdf: string }[];
+  /** Kernel command line of the cold boot (`'guestmemfs=16G'`). */
+  cmdline?: string;
+  /** Shorthand for `guestmemfs=<bytes>` on the command line. */
+  guestmemfs?: bigint;
 }
 
 /** A simulated host: the hardware persists, the kernel is whatever booted last. */
@@ -38,7 +42,8 @@ export class Host {
   /** Cold boot: builds the machine and boots a kernel on it. */
   static boot(config: HostConfig): Host {
     const host = new Host(config);
-    host._kernel = new Kernel({ memory: host.memory, iommu: host.iommu, devices: host.devices.map((d) => ({ bdf: d.bdf, sid: d.sid })) });
+    const cmdline = [config.cmdline ?? '', config.guestmemfs !== undefined ? `guestmemfs=${config.guestmemfs}` : ''].filter(Boolean).join(' ');
+    host._kernel = new Kernel({ memory: host.memory, iommu: host.iommu, devices: host.devices.map((d) => ({ bdf: d.bdf, sid: d.sid })), cmdline });
     return host;
   }
 

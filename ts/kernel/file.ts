@@ -1,5 +1,6 @@
 // struct file and the user-memory accessors ioctl handlers use (copy_from_user / copy_to_user).
 import { errno } from '../uapi/errno.js';
+import type { Backing } from './mm.js';
 import type { Process } from './process.js';
 
 /**
@@ -92,12 +93,17 @@ export abstract class File {
   }
 
   /** The object an mmap of this file maps, and its first page. */
-  mmapObject(_proc: Process, _pgoff: number, _npages: number): import('./mm.js').MemObject {
+  mmapObject(_proc: Process, _pgoff: number, _npages: number, _flags: number): Backing {
     return errno('ENODEV', 'file cannot be mmapped');
   }
 
   /** The shmem object behind a memfd (IOMMU_IOAS_MAP_FILE), if this is one. */
-  mapFileObject?(): import('./mm.js').MemObject | undefined;
+  mapFileObject?(): Backing | undefined;
+
+  /** `ftruncate`. */
+  truncate(_proc: Process, _length: bigint): void {
+    errno('EINVAL', 'not a regular file');
+  }
 
   /** `release`: the last reference went away. */
   protected release(): void {}

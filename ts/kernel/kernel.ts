@@ -3,11 +3,14 @@
 import type { IommuUnit } from '../hw/iommu.js';
 import type { PhysicalMemory } from '../hw/memory.js';
 import { errno } from '../uapi/errno.js';
+import type { Dirent, Stat } from '../uapi/stat.js';
 import type { File } from './file.js';
+import { Guestmemfs, memparse } from './guestmemfs/guestmemfs.js';
 import { IntelIommu } from './intel-iommu/iommu.js';
 import { IommufdCtx } from './iommufd/main.js';
 import { PageRefs } from './mm.js';
 import { Process, type SpawnOptions } from './process.js';
+import { Sysfs } from './sysfs/sysfs.js';
 import { VfioDeviceFile, type VfioDevice } from './vfio/device_cdev.js';
 
 /** What a kernel boots on. */
@@ -16,6 +19,8 @@ export interface KernelHardware {
   iommu: IommuUnit;
   /** PCI devices handed to vfio-pci, in order: vfio0, vfio1, ... */
   devices: { bdf: string; sid: number }[];
+  /** The kernel command line (`guestmemfs=16G`, ...). */
+  cmdline?: string;
 }
 
 const DMAR_REASONS: Record<number, string> = {
@@ -52,12 +57,27 @@ export class Kernel {
   private readonly processes = new Map<number, Process>();
   private nextPid = 1;
   private readonly users = new Map<number, { lockedVm: number }>();
+  /** The kernel command line. */
+  readonly cmdline: string;
+  /** /sys. */
+  readonly sysfs = new Sysfs();
+  /** The guestmemfs carve-out, if `guestmemfs=` reserved one. */
+  readonly guestmemfs: Guestmemfs | null;
+  /** Persistent iommufd contexts by persistent id (`persistent_iommufds`, 1-based). */
+  readonly persistentIommufds = new Map<number, IommufdCtx>();
 
   constructor(hw: KernelHardware) {
     this.memory = hw.memory;
     this.iommu = hw.iommu;
+    this.cmdline = hw.cmdline ?? '';
     this.log(`Linux version 6.12.0-iommu-liveupdate (simulated)`);
+    this.log(`Command line: ${this.cmdline}`);
     this.log(`Memory: ${hw.memory.size >> 10n}K`);
+    // Early params run before any allocation: the carve-out comes out of memblock first.
+    const gm = /(?:^|\s)guestmemfs=(\S+)/.exec(this.cmdline);
+    this.guestmemfs = gm ? Guestmemfs.carveOut(this, hw.memory, memparse(gm[1]!)) : null;
+    this.sysfs.mkdirs('/sys/kernel/iommufd_persisted');
+    this.sysfs.attr('/sys/kernel/mm/transparent_hugepage/hpage_pmd_size', 0o444, { show: () => '2097152\n' });
     this.pageRefs = new PageRefs(hw.memory);
     this.intel = new IntelIommu(this, hw.iommu, hw.memory);
     this.vfioDevices = hw.devices.map((d, i) => {
@@ -123,8 +143,67 @@ export class Kernel {
     );
   }
 
-  /** @internal `open` of a path in devtmpfs. */
-  openPath(proc: Process, path: string, flags: number, _mode: number): File {
+  /** @internal `mount(source, target, fstype)`. */
+  mount(proc: Process, fstype: string, path: string): void {
+    if (!proc.capable('CAP_SYS_ADMIN')) errno('EPERM', 'mount needs CAP_SYS_ADMIN');
+    if (!path.startsWith('/')) errno('EINVAL', 'mount point must be absolute');
+    if (fstype !== 'guestmemfs') errno('ENODEV', `unknown filesystem type ${fstype}`);
+    const fs = this.guestmemfs;
+    if (!fs) errno('ENOMEM', 'no guestmemfs= carve-out at boot');
+    if (fs.mountpoint) errno('EBUSY', `guestmemfs is already mounted on ${fs.mountpoint}`);
+    fs.mountpoint = path.replace(/\/+$/, '') || '/';
+    this.log(`guestmemfs: mounted on ${fs.mountpoint}`);
+  }
+
+  /** Which filesystem `path` is in. */
+  private resolve(path: string): { fs: 'guestmemfs'; name: string } | { fs: 'sysfs' } | { fs: 'dev' } {
+    if (!path.startsWith('/')) errno('ENOENT', 'relative paths are not modelled');
+    const name = this.guestmemfs?.relative(path);
+    if (name !== null && name !== undefined) return { fs: 'guestmemfs', name };
+    if (path === '/sys' || path.startsWith('/sys/')) return { fs: 'sysfs' };
+    return { fs: 'dev' };
+  }
+
+  /** @internal `stat(path)`. */
+  stat(path: string): Stat {
+    const r = this.resolve(path);
+    if (r.fs === 'guestmemfs') return this.guestmemfs!.stat(r.name);
+    if (r.fs === 'sysfs') return this.sysfs.stat(path);
+    if (path === '/dev/iommu' || /^\/dev\/vfio\/devices\/vfio\d+$/.test(path)) {
+      if (path !== '/dev/iommu' && !this.vfioDevices[Number(path.slice(22))]) errno('ENOENT', 'no such file');
+      const iommu = path === '/dev/iommu';
+      return { st_dev: 5, st_ino: 1n, st_mode: 0o020000 | (iommu ? 0o660 : 0o600), st_nlink: 1, st_uid: 0, st_gid: 0, st_size: 0n, st_blksize: 4096, st_blocks: 0n };
+    }
+    return errno('ENOENT', 'no such file');
+  }
+
+  /** @internal `getdents64` of `path`. */
+  readdir(path: string): Dirent[] {
+    const r = this.resolve(path);
+    if (r.fs === 'guestmemfs') return this.guestmemfs!.readdir(r.name);
+    if (r.fs === 'sysfs') return this.sysfs.readdir(path);
+    return errno('ENOENT', 'no such directory');
+  }
+
+  /** @internal `unlink(path)`. */
+  unlink(proc: Process, path: string): void {
+    const r = this.resolve(path);
+    if (r.fs === 'guestmemfs') {
+      if (proc.uid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', 'the guestmemfs root is 0755 root');
+      return this.guestmemfs!.unlink(r.name);
+    }
+    if (r.fs === 'sysfs') errno('EPERM', 'sysfs entries cannot be unlinked');
+    errno(this.stat(path) ? 'EPERM' : 'ENOENT', 'device nodes are not unlinked here');
+  }
+
+  /** @internal `open` of a path. */
+  openPath(proc: Process, path: string, flags: number, mode: number): File {
+    const r = this.resolve(path);
+    if (r.fs === 'guestmemfs') {
+      if (r.name !== '' && flags & 0o100 && proc.uid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', 'the guestmemfs root is 0755 root');
+      return this.guestmemfs!.open(proc, r.name, flags, mode, path);
+    }
+    if (r.fs === 'sysfs') return this.sysfs.open(proc, path, flags);
     if (path === '/dev/iommu') {
       // crw-rw---- root root
       if (proc.uid !== 0 && proc.gid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', '/dev/iommu is 0660 root:root');

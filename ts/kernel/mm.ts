@@ -161,12 +161,26 @@ interface Chunk {
   pfns: Float64Array | null;
 }
 
+/** What a VMA or an iopt_pages maps: the pages of a shmem object or a guestmemfs file. */
+export interface Backing {
+  /** Size in pages; pages at or past it are beyond EOF (SIGBUS: EFAULT). */
+  readonly npages: number;
+  get(): Backing;
+  put(): void;
+  /** PFN of page `page`, allocating it when `alloc` (0 if absent and not allocated). */
+  pfn(page: number, alloc: boolean): number;
+  /** Appends the physically contiguous runs of pages `[page, page + n)` to `out` from index `base`. */
+  runs(page: number, n: number, out: RunList, base: number): void;
+  /** The guestmemfs inode behind it, if any. */
+  readonly guestmemfs?: object;
+}
+
 /**
  * The pages behind a shared mapping (shmem / memfd inode): allocated on first touch, zeroed,
  * as 2 MiB folios where a whole aligned 2 MiB of the object exists (shmem `huge=within_size`),
  * else 4 KiB pages. Freed when the last user (VMA, fd) lets go.
  */
-export class MemObject {
+export class MemObject implements Backing {
   private readonly chunks: (Chunk | undefined)[] = [];
   private users = 1;
   /** Pages currently allocated. */
@@ -193,6 +207,7 @@ export class MemObject {
 
   /** PFN of object page `page`, allocating it (zeroed) when `alloc`; 0 if absent. */
   pfn(page: number, alloc: boolean): number {
+    if (page >= this.npages) errno('EFAULT', 'beyond the end of the object (SIGBUS)');
     const ci = Math.floor(page / HPAGE_PAGES);
     let c = this.chunks[ci];
     if (!c) {
@@ -215,6 +230,7 @@ export class MemObject {
    * allocating what is absent; run indices are `base` + the offset in the range.
    */
   runs(page: number, n: number, out: RunList, base: number): void {
+    if (page + n > this.npages) errno('EFAULT', 'beyond the end of the object (SIGBUS)');
     let off = 0;
     while (off < n) {
       const p = page + off;
@@ -285,7 +301,7 @@ export interface Vma {
   end: number;
   prot: number;
   flags: number;
-  obj: MemObject;
+  obj: Backing;
   /** Object page mapped at `start`. */
   pgoff: number;
   /** What backs it, for /proc-style listings: 'anon', 'memfd:name', a path. */

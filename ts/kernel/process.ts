@@ -3,11 +3,12 @@
 import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import { IOMMUFD_IOCTL_OPS } from '../uapi/iommufd.js';
 import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
+import type { Dirent, Stat } from '../uapi/stat.js';
 import { checkFieldValue, getField, setField, type StructLayout } from '../uapi/struct.js';
 import * as V from '../uapi/vfio.js';
 import { File, Uaccess } from './file.js';
 import type { Kernel } from './kernel.js';
-import { MemObject, Mm, mmapPlace, PAGE_SIZE } from './mm.js';
+import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing } from './mm.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 
@@ -54,6 +55,11 @@ class MemfdFile extends File {
   }
   mmapObject(): MemObject {
     return this.obj;
+  }
+  truncate(_proc: Process, length: bigint): void {
+    const npages = Number((length + PAGE - 1n) / PAGE);
+    if (npages < this.obj.npages) this.obj.truncate(npages);
+    else this.obj.npages = npages;
   }
   protected release(): void {
     this.obj.put();
@@ -268,7 +274,7 @@ export class Process {
       if (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) errno('EINVAL', 'unknown prot bits');
       const npages = Number((length + PAGE - 1n) / PAGE);
       if (npages > 2 ** 35) errno('ENOMEM', 'length too large');
-      let obj: MemObject;
+      let obj: Backing;
       let pgoff = 0;
       let name = 'anon';
       if (flags & MAP_ANONYMOUS) {
@@ -278,7 +284,7 @@ export class Process {
         try {
           if ((file.flags & O_ACCMODE) === O_RDONLY && type !== MAP_PRIVATE && prot & PROT_WRITE) errno('EACCES', 'shared writable map of a read-only fd');
           pgoff = Number(offset / PAGE);
-          obj = file.mmapObject(this, pgoff, npages).get();
+          obj = file.mmapObject(this, pgoff, npages, flags).get();
           name = file.path;
         } finally {
           file.put();
@@ -348,21 +354,38 @@ export class Process {
     return this.syscall('memfd_create', name, () => this.installFd(new MemfdFile(new MemObject(this.kernel.memory, this.kernel.pageRefs, 0), name)));
   }
 
-  /** `ftruncate(fd, length)` (memfds). */
+  /** `ftruncate(fd, length)`. */
   ftruncate(fd: number, length: bigint): void {
     this.syscall('ftruncate', undefined, () => {
       const f = this.fget(fd);
       try {
         if (length < 0n) errno('EINVAL', 'negative length');
-        const obj = f.mapFileObject?.();
-        if (!obj) errno('EINVAL', 'not a regular file');
-        const npages = Number((length + PAGE - 1n) / PAGE);
-        if (npages < obj.npages) obj.truncate(npages);
-        else obj.npages = npages;
+        if ((f.flags & O_ACCMODE) === O_RDONLY) errno('EINVAL', 'fd not open for writing');
+        f.truncate(this, length);
       } finally {
         f.put();
       }
     });
+  }
+
+  /** `mount(source, target, fstype)`: only `guestmemfs` (one mount, CAP_SYS_ADMIN). */
+  mount(fstype: string, path: string): void {
+    this.syscall('mount', path, () => this.kernel.mount(this, fstype, path));
+  }
+
+  /** `unlink(path)`. */
+  unlink(path: string): void {
+    this.syscall('unlink', path, () => this.kernel.unlink(this, path));
+  }
+
+  /** `stat(path)`. */
+  stat(path: string): Stat {
+    return this.syscall('stat', path, () => this.kernel.stat(path));
+  }
+
+  /** `getdents64` on a directory opened at `path`, as one list (with `.` and `..`). */
+  readdir(path: string): Dirent[] {
+    return this.syscall('getdents64', path, () => this.kernel.readdir(path));
   }
 
   /** Pin count of the page mapped at `va` (0 if unmapped or not resident): MD_CHECK_REFS. */

@@ -3,3 +3,4 @@ export * from './iommufd.js';
 export * from './vfio.js';
 export * from './mman.js';
 export { struct, offsetofend, type StructLayout, type Field, type FieldType } from './struct.js';
+export * from './stat.js';

@@ -189,6 +189,8 @@ export class IntelIommu {
 /** `struct dmar_domain`: a second-level page table and the DID it has on the unit. */
 export class DmarDomain implements IommuDomain {
   readonly devices = new Set<number>();
+  /** `domain->persistent_id` (RFC patch 04): the persistent iommufd it belongs to, or 0. */
+  persistentId = 0;
   /** DID while attached to at least one device of the unit (`domain_attach_iommu`). */
   did = 0;
   private iommuRefs = 0;

@@ -208,13 +208,13 @@ export class IoPagetable {
       }
       // The IOVA is reserved; now give the areas their pages and fill the domains.
       for (let i = 0; i < list.length; i++) {
-        created[i]!.pages = list[i]!.pages.get();
+        created[i]!.pages = list[i]!.pages.areaGet();
         this.fillArea(created[i]!);
       }
     } catch (e) {
       for (const a of created) {
         if (a.filled) this.unfillArea(a);
-        a.pages?.put();
+        a.pages?.areaPut();
         this.removeArea(a);
       }
       throw e;
@@ -290,7 +290,7 @@ export class IoPagetable {
       }
       unmapped += area.length;
       this.unfillArea(area);
-      area.pages.put();
+      area.pages.areaPut();
       area.pages = null;
     }
     // One splice for the whole run of removed areas: unmap-all of many areas stays linear.

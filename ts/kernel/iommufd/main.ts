@@ -4,6 +4,7 @@
 import { errno, KernelError } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import { getField, setField, type StructLayout } from '../../uapi/struct.js';
+import type { GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
 import type { DmarDomain } from '../intel-iommu/iommu.js';
 import { File, type Uaccess } from '../file.js';
 import type { Kernel } from '../kernel.js';
@@ -114,6 +115,8 @@ export class IommufdCtx extends File {
   /** `ictx->account_mode`: RLIMIT_MODE 0 = per user, 1 = per mm. */
   accountMode: 0 | 1 = 0;
   vfioIoas: Ioas | null = null;
+  /** `ictx->persistent_id` (RFC): 0 unless IOMMU_OPTION_PERSISTENT marked it. */
+  persistentId = 0;
 
   constructor(
     readonly kernel: Kernel,
@@ -181,6 +184,7 @@ export class IommufdCtx extends File {
       }
       if (!progressed) throw new Error('iommufd release: reference cycle');
     }
+    if (this.persistentId) this.kernel.persistentIommufds.delete(this.persistentId);
     this.kernel.iommufds.delete(this);
   }
 
@@ -324,6 +328,8 @@ const HANDLERS: Record<string, Handler> = {
     if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
     if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
     const ioas = ictx.ioas(n32(cmd.ioas_id!));
+    // RFC patch 12: a persistent context maps guestmemfs only (here: every VMA of the range).
+    const files = ictx.persistentId ? persistentFiles(proc, uptr, length) : [];
     // iopt_alloc_user_pages
     if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
     if (uptr + length > ULONG_MAX) errno('EOVERFLOW', 'user_va + length overflows');
@@ -336,6 +342,7 @@ const HANDLERS: Record<string, Handler> = {
       !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
       ictx.kernel.pageRefs,
       ictx.accounter(proc),
+      files,
     );
     try {
       cmd.iova = ioas.iopt.mapPages([{ pages, startByte: uptr - start, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
@@ -358,7 +365,9 @@ const HANDLERS: Record<string, Handler> = {
     const file = proc.fget(n32(cmd.fd!));
     try {
       const obj = file.mapFileObject?.();
-      if (!obj) errno('EINVAL', 'fd is not a memfd');
+      const gm = obj?.guestmemfs as GuestmemfsInode | undefined;
+      if (ictx.persistentId && !gm) errno('EFAULT', 'a persistent iommufd maps guestmemfs files only');
+      if (!obj) errno('EINVAL', 'fd is not a memfd or guestmemfs file');
       // iopt_alloc_file_pages
       if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
       if (fstart + length > ULONG_MAX) errno('EOVERFLOW', 'start + length overflows');
@@ -371,6 +380,7 @@ const HANDLERS: Record<string, Handler> = {
         !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
         ictx.kernel.pageRefs,
         ictx.accounter(proc),
+        ictx.persistentId && gm ? [gm] : [],
       );
       try {
         cmd.iova = ioas.iopt.mapPages([{ pages, startByte: fstart - first, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
@@ -450,6 +460,23 @@ const HANDLERS: Record<string, Handler> = {
         } else errno('EOPNOTSUPP', 'bad op');
         break;
       }
+      case U.IOMMU_OPTION_PERSISTENT:
+        // RFC patch 01: global ids from 1; only an empty context can become persistent.
+        if (op === U.IOMMU_OPTION_OP_GET) cmd.val64 = BigInt(ictx.persistentId);
+        else if (op === U.IOMMU_OPTION_OP_SET) {
+          if (ictx.objects.size) {
+            ictx.kernel.log('iommufd: iommufd can only be marked persistented when unused');
+            errno('EFAULT', 'the context already has objects');
+          }
+          if (!ictx.persistentId) {
+            let id = 1;
+            while (ictx.kernel.persistentIommufds.has(id)) id++;
+            ictx.kernel.persistentIommufds.set(id, ictx);
+            ictx.persistentId = id;
+          }
+          cmd.val64 = BigInt(ictx.persistentId);
+        } else errno('EOPNOTSUPP', 'bad op');
+        break;
       default:
         errno('EOPNOTSUPP', `unknown option ${cmd.option_id}`);
     }
@@ -561,6 +588,22 @@ const HANDLERS: Record<string, Handler> = {
   },
 };
 
+/** The guestmemfs files behind every VMA of `[uptr, uptr + length)`, or EFAULT. */
+function persistentFiles(proc: Process, uptr: bigint, length: bigint): GuestmemfsInode[] {
+  const files = new Set<GuestmemfsInode>();
+  if (length === 0n) errno('EFAULT', 'no VMA intersects an empty range');
+  const first = Number(uptr / PAGE);
+  const last = Number((uptr + length - 1n) / PAGE);
+  for (let p = first; p <= last; ) {
+    const vma = proc.mm.find(p);
+    const gm = vma?.obj.guestmemfs as GuestmemfsInode | undefined;
+    if (!vma || !gm) errno('EFAULT', 'a persistent iommufd maps guestmemfs memory only');
+    files.add(gm);
+    p = vma.end;
+  }
+  return [...files];
+}
+
 function rangeBytes(r: IovaRange): Uint8Array {
   const b = new Uint8Array(16);
   const v = new DataView(b.buffer);
@@ -592,6 +635,7 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
   if (flags & (U.IOMMU_HWPT_ALLOC_NEST_PARENT | U.IOMMU_HWPT_ALLOC_PASID) || userData) errno('EOPNOTSUPP', 'not supported by VT-d in legacy mode');
   if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) errno('EOPNOTSUPP', 'IO page faults need scalable mode');
   const domain = ictx.kernel.intel.domainAllocPaging();
+  domain.persistentId = ictx.persistentId;
   const hwpt = new HwptPaging(ioas, domain, false);
   ictx.reserve(hwpt);
   try {

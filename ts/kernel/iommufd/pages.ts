@@ -2,12 +2,12 @@
 // COPY makes. Pages are pinned lazily, per window of page indices in use by a filled area, and
 // each page is pinned once however many areas and domains use it (pages.c).
 import { errno } from '../../uapi/errno.js';
-import { HPAGE_PAGES, RunList, type MemObject, type Mm, type PageRefs } from '../mm.js';
+import { HPAGE_PAGES, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
 
 /** Where the pages come from. */
 export type PagesSource =
   | { type: 'user'; mm: Mm; /** page number of ALIGN_DOWN(uptr) */ page: number }
-  | { type: 'file'; obj: MemObject; /** first file page */ page: number };
+  | { type: 'file'; obj: Backing; /** first file page */ page: number };
 
 /** A window of page indices pinned `users` times (one per filled area covering it). */
 interface Span {
@@ -37,6 +37,8 @@ export class IoptPages {
     private readonly refs: PageRefs,
     /** Charged and uncharged per pinned page (RLIMIT_MEMLOCK accounting). */
     private readonly account: { charge(n: number): void; uncharge(n: number): void },
+    /** guestmemfs files a persistent context maps through these pages (pinned per area). */
+    readonly files: readonly { pin(): void; unpin(): void }[] = [],
   ) {}
 
   get(): this {
@@ -46,6 +48,21 @@ export class IoptPages {
 
   put(): void {
     if (--this.kref === 0 && this.npinned !== 0) throw new Error('iopt_pages released while pinned');
+  }
+
+  /**
+   * An area takes these pages: a reference, and one long-term pin on every persistent file they
+   * map (per area, so two files in one IOAS and COPY keep exact counts).
+   */
+  areaGet(): this {
+    for (const f of this.files) f.pin();
+    return this.get();
+  }
+
+  /** The area goes away. */
+  areaPut(): void {
+    for (const f of this.files) f.unpin();
+    this.put();
   }
 
   /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */

@@ -1,0 +1,477 @@
+// guestmemfs: guest RAM that survives kexec. A contiguous carve-out taken at cold boot, handed out
+// in 2 MiB blocks; the superblock, inode table, block bitmap and per-file block maps live in the
+// carve-out itself, so handing the region over (KHO) hands the whole filesystem over.
+//
+// Layout of block 0 (metadata), all little-endian:
+//   0x0000 superblock   magic u64 "GMEMFS01", version u32, flags u32 (bit 0: serialised),
+//                       base u64, nblocks u64, max_inodes u32, inode_size u32,
+//                       inode_table u64 (offset), bitmap u64 (offset)
+//   0x1000 inode table  max_inodes × 256 B: flags u32 (bit 0: in use) @0, mode u32 @4,
+//                       ino u64 @8, size u64 @16, map_block u64 @24, nblocks u64 @32,
+//                       long_term_pins u32 @40, nlink u32 @44, uid u32 @48, gid u32 @52,
+//                       name (NUL-terminated, ≤ 191 B) @64
+//   bitmap              one bit per block (block 0 = this metadata block)
+// A file's map block (a data-sized block) holds its data blocks' indices, u64 each.
+import type { PhysicalMemory } from '../../hw/memory.js';
+import { errno } from '../../uapi/errno.js';
+import { DT_DIR, DT_REG, S_IFDIR, S_IFREG, type Dirent, type Stat } from '../../uapi/stat.js';
+import { MAP_SHARED, MAP_TYPE, O_ACCMODE, O_RDONLY } from '../../uapi/mman.js';
+import { File } from '../file.js';
+import type { Kernel } from '../kernel.js';
+import { HPAGE_PAGES, type Backing, type RunList } from '../mm.js';
+import type { Process } from '../process.js';
+
+export const GUESTMEMFS_BLOCK = 2n << 20n;
+const BLOCK_PAGES = HPAGE_PAGES;
+const MAGIC = 0x3130_5346_4d45_4d47n; // "GMEMFS01"
+const MAX_INODES = 1024;
+const INODE_SIZE = 256;
+const INODE_TABLE = 0x1000;
+const BITMAP = INODE_TABLE + MAX_INODES * INODE_SIZE;
+const NAME_OFF = 64;
+const NAME_MAX = INODE_SIZE - NAME_OFF - 1;
+/** Inode numbers: the root directory is 1, slot i is i + 2. */
+const ROOT_INO = 1;
+/** Block indices one map block holds: the largest file is this many 2 MiB blocks. */
+const MAP_ENTRIES = Number(GUESTMEMFS_BLOCK / 8n);
+
+/** Parses `16G`, `512M`, `1048576` (memparse). */
+export function memparse(s: string): bigint {
+  const m = /^(\d+)([KMGTP]?)$/i.exec(s.trim());
+  if (!m) throw Object.assign(new RangeError(`bad size ${JSON.stringify(s)}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  const shift = { '': 0n, K: 10n, M: 20n, G: 30n, T: 40n, P: 50n }[m[2]!.toUpperCase()]!;
+  return BigInt(m[1]!) << shift;
+}
+
+/**
+ * The in-memory inode of an open or mapped file: a view of its slot in the carve-out, plus the
+ * references that keep an unlinked file's blocks until the last close or munmap.
+ */
+export class GuestmemfsInode implements Backing {
+  private refs = 0;
+  constructor(
+    readonly fs: Guestmemfs,
+    readonly slot: number,
+  ) {}
+
+  get guestmemfs(): GuestmemfsInode {
+    return this;
+  }
+  get ino(): number {
+    return this.slot + 2;
+  }
+  get npages(): number {
+    return Number((this.fs.size(this.slot) + 4095n) / 4096n);
+  }
+  /** Long-term pins by persistent iommufd mappings (`guestmemfs_pin_file`). */
+  get pins(): number {
+    return this.fs.u32(this.slot, 40);
+  }
+
+  get(): this {
+    this.refs++;
+    return this;
+  }
+
+  put(): void {
+    if (--this.refs === 0) this.fs.lastClose(this);
+  }
+
+  pfn(page: number, _alloc: boolean): number {
+    if (page >= this.npages) errno('EFAULT', 'beyond the end of the file (SIGBUS)');
+    return this.fs.blockPfn(this.slot, Math.floor(page / BLOCK_PAGES)) + (page % BLOCK_PAGES);
+  }
+
+  runs(page: number, n: number, out: RunList, base: number): void {
+    if (page + n > this.npages) errno('EFAULT', 'beyond the end of the file (SIGBUS)');
+    for (let off = 0; off < n; ) {
+      const p = page + off;
+      const len = Math.min(n - off, BLOCK_PAGES - (p % BLOCK_PAGES));
+      out.push(base + off, this.pfn(p, false), len);
+      off += len;
+    }
+  }
+
+  /** `guestmemfs_pin_file`: a persistent iommufd area maps this file. */
+  pin(): void {
+    this.fs.setU32(this.slot, 40, this.pins + 1);
+  }
+
+  /** `guestmemfs_unpin_file`. */
+  unpin(): void {
+    if (this.pins === 0) throw new Error(`guestmemfs: unbalanced unpin of inode ${this.ino}`);
+    this.fs.setU32(this.slot, 40, this.pins - 1);
+  }
+}
+
+/** An open guestmemfs file (or its root directory). */
+class GuestmemfsFile extends File {
+  constructor(
+    readonly inode: GuestmemfsInode | null,
+    flags: number,
+    path: string,
+  ) {
+    super(flags, path);
+    inode?.get();
+  }
+
+  read(): Uint8Array {
+    // The data is not in the direct map: mmap is the only way in.
+    return errno(this.inode ? 'EINVAL' : 'EISDIR', 'guestmemfs has no read()');
+  }
+
+  write(): number {
+    return errno('EINVAL', 'guestmemfs has no write()');
+  }
+
+  truncate(_proc: Process, length: bigint): void {
+    if (!this.inode) errno('EISDIR', 'a directory');
+    this.inode.fs.truncate(this.inode, length);
+  }
+
+  mmapObject(_proc: Process, _pgoff: number, _npages: number, flags: number): Backing {
+    if (!this.inode) return errno('ENODEV', 'a directory');
+    if ((flags & MAP_TYPE) !== MAP_SHARED) errno('EINVAL', 'guestmemfs maps MAP_SHARED only');
+    return this.inode;
+  }
+
+  mapFileObject(): Backing | undefined {
+    return this.inode ?? undefined;
+  }
+
+  protected release(): void {
+    this.inode?.put();
+  }
+}
+
+/** The filesystem over the carve-out (one instance, one mount). */
+export class Guestmemfs {
+  private readonly inodes = new Map<number, GuestmemfsInode>();
+  /** Where it is mounted, or null. */
+  mountpoint: string | null = null;
+
+  private constructor(
+    readonly kernel: Kernel,
+    readonly memory: PhysicalMemory,
+    /** Physical base of the carve-out. */
+    readonly base: bigint,
+    readonly nblocks: number,
+  ) {}
+
+  /**
+   * Cold boot: takes `size` (rounded down to 2 MiB blocks) from the top of memory, out of the
+   * page allocator, and writes an empty filesystem into its first block.
+   */
+  static carveOut(kernel: Kernel, memory: PhysicalMemory, size: bigint): Guestmemfs | null {
+    const nblocks = Number(size / GUESTMEMFS_BLOCK);
+    if (nblocks < 2) {
+      kernel.log(`guestmemfs: ${size} bytes is less than two 2 MiB blocks; not reserved`);
+      return null;
+    }
+    const len = BigInt(nblocks) * GUESTMEMFS_BLOCK;
+    // memblock allocates top-down: the highest aligned range the allocator still has free.
+    for (let base = ((memory.size - len) / GUESTMEMFS_BLOCK) * GUESTMEMFS_BLOCK; base >= 0n; base -= GUESTMEMFS_BLOCK) {
+      try {
+        memory.claim(base, len);
+      } catch {
+        if (base < memory.size - len - (1n << 34n)) break; // give up after 16 GiB of attempts
+        continue;
+      }
+      const fs = new Guestmemfs(kernel, memory, base, nblocks);
+      fs.format();
+      kernel.log(`guestmemfs: reserved ${len >> 20n} MiB at 0x${base.toString(16)} (${nblocks} blocks of 2 MiB)`);
+      return fs;
+    }
+    kernel.log(`guestmemfs: cannot reserve ${len >> 20n} MiB of contiguous memory`);
+    return null;
+  }
+
+  private format(): void {
+    this.memory.fill(this.base, GUESTMEMFS_BLOCK, 0);
+    const sb = this.base;
+    this.memory.writeU64(sb, MAGIC);
+    this.memory.writeU64(sb + 8n, 1n); // version 1, flags 0
+    this.memory.writeU64(sb + 16n, this.base);
+    this.memory.writeU64(sb + 24n, BigInt(this.nblocks));
+    this.memory.writeU64(sb + 32n, BigInt(MAX_INODES) | (BigInt(INODE_SIZE) << 32n));
+    this.memory.writeU64(sb + 40n, BigInt(INODE_TABLE));
+    this.memory.writeU64(sb + 48n, BigInt(BITMAP));
+    this.setBit(0, true);
+  }
+
+  // ---- metadata accessors (all reads and writes go to the carve-out) ---------------------------
+
+  private inodeAddr(slot: number): bigint {
+    return this.base + BigInt(INODE_TABLE + slot * INODE_SIZE);
+  }
+  /** @internal */
+  u32(slot: number, off: number): number {
+    const a = this.inodeAddr(slot) + BigInt(off);
+    const w = this.memory.readU64(a & ~7n);
+    return Number((a & 7n ? w >> 32n : w) & 0xffff_ffffn);
+  }
+  /** @internal */
+  setU32(slot: number, off: number, v: number): void {
+    const a = this.inodeAddr(slot) + BigInt(off);
+    const w = this.memory.readU64(a & ~7n);
+    const nw = a & 7n ? (w & 0xffff_ffffn) | (BigInt(v) << 32n) : (w & ~0xffff_ffffn) | BigInt(v);
+    this.memory.writeU64(a & ~7n, nw);
+  }
+  private u64(slot: number, off: number): bigint {
+    return this.memory.readU64(this.inodeAddr(slot) + BigInt(off));
+  }
+  private setU64(slot: number, off: number, v: bigint): void {
+    this.memory.writeU64(this.inodeAddr(slot) + BigInt(off), v);
+  }
+  /** @internal file size in bytes */
+  size(slot: number): bigint {
+    return this.u64(slot, 16);
+  }
+  private inUse(slot: number): boolean {
+    return (this.u32(slot, 0) & 1) === 1;
+  }
+  private nlink(slot: number): number {
+    return this.u32(slot, 44);
+  }
+  private name(slot: number): string {
+    const raw = this.memory.read(this.inodeAddr(slot) + BigInt(NAME_OFF), NAME_MAX + 1);
+    const end = raw.indexOf(0);
+    return new TextDecoder().decode(raw.subarray(0, end < 0 ? raw.length : end));
+  }
+  private fileBlocks(slot: number): number {
+    return Number(this.u64(slot, 32));
+  }
+  private mapBlock(slot: number): number {
+    return Number(this.u64(slot, 24));
+  }
+  private blockAddr(block: number): bigint {
+    return this.base + BigInt(block) * GUESTMEMFS_BLOCK;
+  }
+  /** @internal PFN of the first page of the file's `i`th data block. */
+  blockPfn(slot: number, i: number): number {
+    const block = Number(this.memory.readU64(this.blockAddr(this.mapBlock(slot)) + BigInt(i) * 8n));
+    return Number(this.blockAddr(block) >> 12n);
+  }
+
+  private bit(block: number): boolean {
+    const a = this.base + BigInt(BITMAP) + BigInt(block >> 6) * 8n;
+    return ((this.memory.readU64(a) >> BigInt(block & 63)) & 1n) === 1n;
+  }
+  private setBit(block: number, on: boolean): void {
+    const a = this.base + BigInt(BITMAP) + BigInt(block >> 6) * 8n;
+    const w = this.memory.readU64(a);
+    const m = 1n << BigInt(block & 63);
+    this.memory.writeU64(a, on ? w | m : w & ~m);
+  }
+
+  /** Whether KHO has serialised the filesystem (set by DUMP, cleared by ABORT). */
+  get serialised(): boolean {
+    return (this.memory.readU64(this.base + 8n) >> 32n & 1n) === 1n;
+  }
+  private setSerialised(on: boolean): void {
+    const w = this.memory.readU64(this.base + 8n);
+    this.memory.writeU64(this.base + 8n, on ? w | (1n << 32n) : w & ~(1n << 32n));
+  }
+
+  /** KHO notifier, `KEXEC_KHO_DUMP`: the metadata is frozen from now on. */
+  khoDump(): void {
+    this.setSerialised(true);
+  }
+
+  /** KHO notifier, `KEXEC_KHO_ABORT`: writable again. */
+  khoAbort(): void {
+    this.setSerialised(false);
+  }
+
+  /** The block bitmap, read in one go. */
+  private bitmap(): Uint8Array {
+    return this.memory.read(this.base + BigInt(BITMAP), Math.ceil(this.nblocks / 8));
+  }
+
+  /** Free 2 MiB data blocks. */
+  freeBlocks(): number {
+    const bm = this.bitmap();
+    let n = 0;
+    for (let b = 0; b < this.nblocks; b++) if (!((bm[b >> 3]! >> (b & 7)) & 1)) n++;
+    return n;
+  }
+
+  /** `guestmemfs_alloc_block` × n, lowest first, all or nothing. */
+  private allocBlocks(n: number): number[] {
+    const bm = this.bitmap();
+    const got: number[] = [];
+    for (let b = 1; b < this.nblocks && got.length < n; b++) if (!((bm[b >> 3]! >> (b & 7)) & 1)) got.push(b);
+    if (got.length < n) errno('ENOMEM', `guestmemfs: ${n} blocks wanted, ${got.length} free`);
+    for (const b of got) {
+      this.setBit(b, true);
+      // New blocks read as zeros: a reused block never shows a deleted file's bytes.
+      this.memory.fill(this.blockAddr(b), GUESTMEMFS_BLOCK, 0);
+    }
+    return got;
+  }
+
+  // ---- namespace ---------------------------------------------------------------------------------
+
+  private lookupSlot(name: string): number {
+    for (let s = 0; s < MAX_INODES; s++) if (this.inUse(s) && this.nlink(s) > 0 && this.name(s) === name) return s;
+    return -1;
+  }
+
+  private inode(slot: number): GuestmemfsInode {
+    let i = this.inodes.get(slot);
+    if (!i) this.inodes.set(slot, (i = new GuestmemfsInode(this, slot)));
+    return i;
+  }
+
+  /** The name under the mount point, or null when `path` is not inside it. */
+  relative(path: string): string | null {
+    if (!this.mountpoint) return null;
+    if (path === this.mountpoint || path === this.mountpoint + '/') return '';
+    return path.startsWith(this.mountpoint + '/') ? path.slice(this.mountpoint.length + 1) : null;
+  }
+
+  /** `open` of `name` (relative to the mount; '' = the root directory). */
+  open(proc: Process, name: string, flags: number, mode: number, path: string): File {
+    const O_CREAT = 0o100;
+    const O_EXCL = 0o200;
+    const O_TRUNC = 0o1000;
+    if (name === '') {
+      if ((flags & O_ACCMODE) !== O_RDONLY) errno('EISDIR', 'the root directory');
+      return new GuestmemfsFile(null, flags, path);
+    }
+    if (name.includes('/')) errno('ENOENT', 'guestmemfs is one flat directory');
+    let slot = this.lookupSlot(name);
+    if (slot >= 0 && flags & O_CREAT && flags & O_EXCL) errno('EEXIST', `${name} exists`);
+    if (slot < 0) {
+      if (!(flags & O_CREAT)) errno('ENOENT', `no file ${name}`);
+      slot = this.create(proc, name, mode);
+    } else {
+      const m = this.u32(slot, 4);
+      const want = (flags & O_ACCMODE) === O_RDONLY ? 4 : (flags & O_ACCMODE) === 1 ? 2 : 6;
+      const bits = proc.uid === this.u32(slot, 48) ? (m >> 6) & 7 : proc.gid === this.u32(slot, 52) ? (m >> 3) & 7 : m & 7;
+      if (!proc.capable('CAP_DAC_OVERRIDE') && (bits & want) !== want) errno('EACCES', `${name} is ${m.toString(8)}`);
+    }
+    const file = new GuestmemfsFile(this.inode(slot), flags, path);
+    if (flags & O_TRUNC && (flags & O_ACCMODE) !== O_RDONLY) {
+      try {
+        this.truncate(this.inode(slot), 0n);
+      } catch (e) {
+        file.put();
+        throw e;
+      }
+    }
+    return file;
+  }
+
+  private create(proc: Process, name: string, mode: number): number {
+    if (this.serialised) errno('EBUSY', 'guestmemfs is serialised for KHO');
+    if (new TextEncoder().encode(name).length > NAME_MAX) errno('ENAMETOOLONG', `names are at most ${NAME_MAX} bytes`);
+    let slot = -1;
+    for (let s = 0; s < MAX_INODES; s++) {
+      if (!this.inUse(s)) {
+        slot = s;
+        break;
+      }
+    }
+    if (slot < 0) errno('ENOSPC', 'no free inode');
+    this.memory.fill(this.inodeAddr(slot), BigInt(INODE_SIZE), 0);
+    this.setU32(slot, 0, 1);
+    this.setU32(slot, 4, S_IFREG | (mode & 0o7777));
+    this.setU64(slot, 8, BigInt(slot + 2));
+    this.setU32(slot, 48, proc.uid);
+    this.setU32(slot, 52, proc.gid);
+    this.setU32(slot, 44, 1);
+    this.memory.write(this.inodeAddr(slot) + BigInt(NAME_OFF), new TextEncoder().encode(name));
+    return slot;
+  }
+
+  /** `ftruncate`: whole 2 MiB blocks cover `[0, length)`; growing is all or nothing (ENOMEM). */
+  truncate(inode: GuestmemfsInode, length: bigint): void {
+    if (this.serialised) errno('EBUSY', 'guestmemfs is serialised for KHO');
+    const slot = inode.slot;
+    const have = this.fileBlocks(slot);
+    const want = Number((length + GUESTMEMFS_BLOCK - 1n) / GUESTMEMFS_BLOCK);
+    if (want > MAP_ENTRIES) errno('EFBIG', 'beyond the largest guestmemfs file');
+    if (want < have && inode.pins > 0) errno('EBUSY', 'shrinking a file pinned for persistent DMA');
+    if (want > have) {
+      const needMap = this.mapBlock(slot) === 0 ? 1 : 0;
+      const got = this.allocBlocks(want - have + needMap);
+      if (needMap) this.setU64(slot, 24, BigInt(got.shift()!));
+      const map = this.blockAddr(this.mapBlock(slot));
+      got.forEach((b, i) => this.memory.writeU64(map + BigInt(have + i) * 8n, BigInt(b)));
+    } else if (want < have) {
+      const map = this.blockAddr(this.mapBlock(slot));
+      for (let i = want; i < have; i++) {
+        this.setBit(Number(this.memory.readU64(map + BigInt(i) * 8n)), false);
+        this.memory.writeU64(map + BigInt(i) * 8n, 0n);
+      }
+      if (want === 0) {
+        this.setBit(this.mapBlock(slot), false);
+        this.setU64(slot, 24, 0n);
+      }
+    }
+    this.setU64(slot, 32, BigInt(want));
+    this.setU64(slot, 16, length);
+  }
+
+  /** `unlink`: EBUSY while pinned by a persistent iommufd (or while serialised). */
+  unlink(name: string): void {
+    if (name === '' || name.includes('/')) errno(name === '' ? 'EISDIR' : 'ENOENT', 'not a file of guestmemfs');
+    const slot = this.lookupSlot(name);
+    if (slot < 0) errno('ENOENT', `no file ${name}`);
+    if (this.u32(slot, 40) > 0) errno('EBUSY', `${name} is pinned for persistent DMA`);
+    if (this.serialised) errno('EBUSY', 'guestmemfs is serialised for KHO');
+    this.setU32(slot, 44, 0);
+    const open = this.inodes.get(slot);
+    if (!open) this.freeSlot(slot);
+  }
+
+  /** @internal the last open file or mapping of an inode went away. */
+  lastClose(inode: GuestmemfsInode): void {
+    this.inodes.delete(inode.slot);
+    if (this.nlink(inode.slot) === 0) this.freeSlot(inode.slot);
+  }
+
+  private freeSlot(slot: number): void {
+    const map = this.mapBlock(slot);
+    if (map) {
+      const addr = this.blockAddr(map);
+      for (let i = 0; i < this.fileBlocks(slot); i++) this.setBit(Number(this.memory.readU64(addr + BigInt(i) * 8n)), false);
+      this.setBit(map, false);
+    }
+    this.memory.fill(this.inodeAddr(slot), BigInt(INODE_SIZE), 0);
+  }
+
+  /** `stat` of `name` ('' = the root directory). */
+  stat(name: string): Stat {
+    if (name === '') {
+      return { st_dev: 0x2d, st_ino: BigInt(ROOT_INO), st_mode: S_IFDIR | 0o755, st_nlink: 2, st_uid: 0, st_gid: 0, st_size: 0n, st_blksize: 4096, st_blocks: 0n };
+    }
+    const slot = name.includes('/') ? -1 : this.lookupSlot(name);
+    if (slot < 0) errno('ENOENT', `no file ${name}`);
+    return {
+      st_dev: 0x2d,
+      st_ino: this.u64(slot, 8),
+      st_mode: this.u32(slot, 4),
+      st_nlink: this.nlink(slot),
+      st_uid: this.u32(slot, 48),
+      st_gid: this.u32(slot, 52),
+      st_size: this.size(slot),
+      st_blksize: Number(GUESTMEMFS_BLOCK),
+      st_blocks: (BigInt(this.fileBlocks(slot)) * GUESTMEMFS_BLOCK) / 512n,
+    };
+  }
+
+  /** `getdents64` of the root directory. */
+  readdir(name: string): Dirent[] {
+    if (name !== '') errno(name.includes('/') || this.lookupSlot(name) < 0 ? 'ENOENT' : 'ENOTDIR', 'guestmemfs is one flat directory');
+    const out: Dirent[] = [
+      { d_ino: BigInt(ROOT_INO), d_type: DT_DIR, d_name: '.' },
+      { d_ino: BigInt(ROOT_INO), d_type: DT_DIR, d_name: '..' },
+    ];
+    for (let s = 0; s < MAX_INODES; s++) {
+      if (this.inUse(s) && this.nlink(s) > 0) out.push({ d_ino: this.u64(s, 8), d_type: DT_REG, d_name: this.name(s) });
+    }
+    return out;
+  }
+}
