@@ -4,9 +4,6 @@
 // without changing them), what the device DMA-reads, pin counts and locked_vm. At the end of most
 // tests a last probe allocates automatically in both IOASes (proving the allowed ranges are intact)
 // and unmaps everything (proving the exact area lengths), and closing frees every pin.
-//
-// Where the simulator disagrees with the kernel the test keeps the kernel's answer and is marked
-// `it.fails` with a `// BUG:` note naming the kernel source.
 import { describe, expect, it } from 'vitest';
 import {
   DmaFault,
@@ -587,10 +584,9 @@ describe('reserved fields and unknown flags', () => {
     finalProbe(fx);
   });
 
-  // BUG: hw_pagetable.c iommufd_hwpt_set_dirty_tracking checks only the flags before
-  // iommufd_get_hwpt_paging (there is no __reserved check), so a missing HWPT is ENOENT; the
-  // simulator rejects the non-zero __reserved first with EOPNOTSUPP.
-  it.fails('HWPT_SET_DIRTY_TRACKING does not look at __reserved: a missing HWPT is ENOENT', () => {
+  // hw_pagetable.c iommufd_hwpt_set_dirty_tracking checks only the flags before
+  // iommufd_get_hwpt_paging (there is no __reserved check), so a missing HWPT is ENOENT.
+  it('HWPT_SET_DIRTY_TRACKING does not look at __reserved: a missing HWPT is ENOENT', () => {
     const fx = fixture();
     fails(fx, 'ENOENT', () => fx.p.ioctl(fx.fd, IOMMU_HWPT_SET_DIRTY_TRACKING, { hwpt_id: 99, __reserved: 1 }));
   });
@@ -675,18 +671,17 @@ describe('overflowing ranges', () => {
     finalProbe(fx);
   });
 
-  // BUG: io_pagetable.c iommufd_check_iova_range computes last = iova + (length - 1) in u64, so
+  // io_pagetable.c iommufd_check_iova_range computes last = iova + (length - 1) in u64, so
   // iova 0 with length 0 is last = 2^64-1 with no overflow; every check passes and the call ends in
-  // iommu_read_and_clear_dirty's EOPNOTSUPP. The simulator rejects length 0 as EOVERFLOW.
-  it.fails('HWPT_GET_DIRTY_BITMAP: iova 0, length 0 wraps to the whole space and is not an overflow', () => {
+  // iommu_read_and_clear_dirty's EOPNOTSUPP.
+  it('HWPT_GET_DIRTY_BITMAP: iova 0, length 0 wraps to the whole space and is not an overflow', () => {
     const fx = fixture();
     fails(fx, 'EOPNOTSUPP', () => fx.p.ioctl(fx.fd, IOMMU_HWPT_GET_DIRTY_BITMAP, { hwpt_id: HWPT, iova: 0n, length: 0n, page_size: PAGE, data: SCRATCH }));
   });
 
-  // BUG: iommufd_check_iova_range tests `iova & (page_size - 1)` and `(last + 1) & (page_size - 1)`:
-  // a page_size that is not a power of two (12 KiB here: 0x3000 & 0x2fff = 0x2000) is EINVAL. The
-  // simulator uses `%`, accepts it and answers EOPNOTSUPP.
-  it.fails('HWPT_GET_DIRTY_BITMAP: a page_size that is not a power of two is EINVAL', () => {
+  // iommufd_check_iova_range tests `iova & (page_size - 1)` and `(last + 1) & (page_size - 1)`:
+  // a page_size that is not a power of two (12 KiB here: 0x3000 & 0x2fff = 0x2000) is EINVAL.
+  it('HWPT_GET_DIRTY_BITMAP: a page_size that is not a power of two is EINVAL', () => {
     const fx = fixture();
     fails(fx, 'EINVAL', () => fx.p.ioctl(fx.fd, IOMMU_HWPT_GET_DIRTY_BITMAP, { hwpt_id: HWPT, iova: 0n, length: 0x3000n, page_size: 0x3000n, data: SCRATCH }));
   });

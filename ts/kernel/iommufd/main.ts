@@ -559,7 +559,8 @@ const HANDLERS: Record<string, Handler> = {
   },
 
   IOMMU_HWPT_SET_DIRTY_TRACKING(ictx, { cmd }) {
-    if (n32(cmd.flags!) & ~U.IOMMU_HWPT_DIRTY_TRACKING_ENABLE || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+    // iommufd_hwpt_set_dirty_tracking checks the flags only, not __reserved.
+    if (n32(cmd.flags!) & ~U.IOMMU_HWPT_DIRTY_TRACKING_ENABLE) errno('EOPNOTSUPP', 'unknown flags');
     ictx.getObject<HwptPaging>(n32(cmd.hwpt_id!), 'HWPT_PAGING');
     errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
   },
@@ -571,12 +572,14 @@ const HANDLERS: Record<string, Handler> = {
     const iova = n64(cmd.iova!);
     const length = n64(cmd.length!);
     const pageSize = n64(cmd.page_size!);
-    const last = iova + length - 1n;
-    if (length === 0n || last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+    // u64 arithmetic as the kernel's: length 0 wraps length - 1 to U64_MAX without overflowing.
+    const last = iova + ((length - 1n) & U64_MAX);
+    if (last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+    const end = (last + 1n) & U64_MAX;
     const align = hwpt.ioas.iopt.iovaAlignment - 1n;
-    if (iova & align || (last + 1n) & align) errno('EINVAL', 'range not aligned to iova_alignment');
+    if (iova & align || end & align) errno('EINVAL', 'range not aligned to iova_alignment');
     if (pageSize === 0n) errno('EINVAL', 'page_size is 0');
-    if (iova % pageSize || (last + 1n) % pageSize) errno('EINVAL', 'range not aligned to page_size');
+    if (iova & (pageSize - 1n) || end & (pageSize - 1n)) errno('EINVAL', 'range not aligned to page_size');
     errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
   },
 
