@@ -468,10 +468,7 @@ describe('guestmemfs pins are per mapped area', () => {
     p.unlink(f.path);
   });
 
-  // BUG: the long-term pin does not keep an unlinked file's inode: after munmap and close its slot
-  // and blocks are freed while the persistent area still maps them (the next file gets them and the
-  // device sees its data), and the UNMAP then throws "unbalanced unpin" (a plain Error, not an errno).
-  it.fails('a pin keeps an unlinked file\'s blocks until its area goes; UNMAP then succeeds and frees them', () => {
+  it('a pin keeps an unlinked file\'s blocks until its area goes; UNMAP then succeeds and frees them', () => {
     const { host, fs, p } = boot('guestmemfs=16M', 1n * GiB);
     const ctx = persistentCtx(p);
     attach(p, ctx.fd, 0, ctx.ioas);
@@ -493,9 +490,7 @@ describe('guestmemfs pins are per mapped area', () => {
     expect(fs.freeBlocks()).toBe(2);
   });
 
-  // BUG: COPY pins every file of the source iopt_pages (all VMAs of the original MAP), not only the
-  // file(s) the new area maps, so a sub-range COPY leaves another file pinned after its own area is gone.
-  it.fails('a COPY of a sub-range pins only the file its new area maps', () => {
+  it('a COPY of a sub-range pins only the file its new area maps', () => {
     const { host, p } = boot();
     const ctx = persistentCtx(p);
     const X = 0x10_0000_0000n;
@@ -557,10 +552,7 @@ describe('a non-persistent context', () => {
     expect(dec(dma.read(gi, 10))).toBe('guestmemfs');
   });
 
-  // BUG: a normal context maps guestmemfs blocks without holding them: once the file is unlinked and
-  // its last fd and mapping go, its blocks return to the free bitmap while the IOMMU still maps them,
-  // and the next file gets them, so the device reads and writes another file's data.
-  it.fails('blocks a normal context has mapped stay allocated after unlink, munmap and close, until the unmap', () => {
+  it('blocks a normal context has mapped stay allocated after unlink, munmap and close, until the unmap', () => {
     const { host, fs, p } = boot('guestmemfs=16M', 1n * GiB);
     const fd = p.open('/dev/iommu', O_RDWR);
     const ioas = ioasAlloc(p, fd);
@@ -580,8 +572,7 @@ describe('a non-persistent context', () => {
     expect(unmap(p, fd, ioas, iova, BLOCK)).toBe(BLOCK);
   });
 
-  // BUG: the same for shrinking: ftruncate frees blocks a normal context still has DMA-mapped.
-  it.fails('shrinking a file does not hand out blocks a normal context still maps', () => {
+  it('shrinking a file does not hand out blocks a normal context still maps', () => {
     const { host, fs, p } = boot('guestmemfs=16M', 1n * GiB);
     const fd = p.open('/dev/iommu', O_RDWR);
     const ioas = ioasAlloc(p, fd);

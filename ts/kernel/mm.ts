@@ -72,7 +72,8 @@ const EMPTY = new Float64Array(0);
  */
 export class PageRefs {
   private readonly chunks = new Map<number, { whole: number; pins: Int32Array | null }>();
-  private readonly orphans = new Map<number, number>(); // pfn → order
+  /** Released while pinned: first pfn → its order and how to free it when the last pin goes. */
+  private readonly orphans = new Map<number, { order: number; free: () => void }>();
   /** Sum of all pin counts (a page pinned twice counts twice). */
   total = 0;
 
@@ -84,19 +85,17 @@ export class PageRefs {
     this.walk(pfn, n, 1);
   }
 
-  /** Unpins `n` pages from `pfn`; frees orphaned frames that reach zero. */
+  /** Unpins `n` pages from `pfn`; frees orphaned blocks that reach zero. */
   unpin(pfn: number, n: number): void {
     this.total -= n;
     this.walk(pfn, n, -1);
     if (this.orphans.size === 0) return;
-    for (let p = pfn; p < pfn + n; ) {
-      const order = this.orphans.get(p);
-      const span = order === undefined ? 1 : 1 << order;
-      if (order !== undefined && this.countRange(p, span) === 0) {
-        this.orphans.delete(p);
-        this.memory.free(BigInt(p) << 12n, order);
+    for (const [start, o] of [...this.orphans]) {
+      const span = 1 << o.order;
+      if (start < pfn + n && start + span > pfn && this.countRange(start, span) === 0) {
+        this.orphans.delete(start);
+        o.free();
       }
-      p += span;
     }
   }
 
@@ -107,14 +106,19 @@ export class PageRefs {
     return c.whole + (c.pins ? c.pins[pfn % HPAGE_PAGES]! : 0);
   }
 
-  /** Frees `[pfn, pfn + 2^order)` now if nothing pins it, else when the last pin goes. */
-  release(pfn: number, order: number): void {
-    if (this.countRange(pfn, 1 << order) === 0) {
-      this.memory.free(BigInt(pfn) << 12n, order);
-      return;
-    }
-    // A pinned 4K page of a huge folio keeps the whole folio (as a compound page does).
-    this.orphans.set(pfn, order);
+  /**
+   * Frees `[pfn, pfn + 2^order)` now if nothing pins it, else when the last pin goes; `free`
+   * (default: back to the page allocator) says how. A pinned 4 KiB page of a 2 MiB block keeps
+   * the whole block, as a compound page does.
+   */
+  release(pfn: number, order: number, free: () => void = () => this.memory.free(BigInt(pfn) << 12n, order)): void {
+    if (this.countRange(pfn, 1 << order) === 0) free();
+    else this.orphans.set(pfn, { order, free });
+  }
+
+  /** Whether any page of `[pfn, pfn + n)` is pinned. */
+  pinned(pfn: number, n: number): boolean {
+    return this.countRange(pfn, n) !== 0;
   }
 
   private countRange(pfn: number, n: number): number {

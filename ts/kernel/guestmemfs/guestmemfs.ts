@@ -97,10 +97,11 @@ export class GuestmemfsInode implements Backing {
     this.fs.setU32(this.slot, 40, this.pins + 1);
   }
 
-  /** `guestmemfs_unpin_file`. */
+  /** `guestmemfs_unpin_file`; the last pin of an unlinked, closed file frees it. */
   unpin(): void {
     if (this.pins === 0) throw new Error(`guestmemfs: unbalanced unpin of inode ${this.ino}`);
     this.fs.setU32(this.slot, 40, this.pins - 1);
+    if (this.pins === 0) this.fs.maybeFree(this.slot);
   }
 }
 
@@ -233,11 +234,6 @@ export class Guestmemfs {
   private nlink(slot: number): number {
     return this.u32(slot, 44);
   }
-  private name(slot: number): string {
-    const raw = this.memory.read(this.inodeAddr(slot) + BigInt(NAME_OFF), NAME_MAX + 1);
-    const end = raw.indexOf(0);
-    return new TextDecoder().decode(raw.subarray(0, end < 0 ? raw.length : end));
-  }
   private fileBlocks(slot: number): number {
     return Number(this.u64(slot, 32));
   }
@@ -253,10 +249,6 @@ export class Guestmemfs {
     return Number(this.blockAddr(block) >> 12n);
   }
 
-  private bit(block: number): boolean {
-    const a = this.base + BigInt(BITMAP) + BigInt(block >> 6) * 8n;
-    return ((this.memory.readU64(a) >> BigInt(block & 63)) & 1n) === 1n;
-  }
   private setBit(block: number, on: boolean): void {
     const a = this.base + BigInt(BITMAP) + BigInt(block >> 6) * 8n;
     const w = this.memory.readU64(a);
@@ -312,9 +304,35 @@ export class Guestmemfs {
 
   // ---- namespace ---------------------------------------------------------------------------------
 
+  /**
+   * Name → slot, derived from the inode table (which stays the truth in memory): built by one
+   * scan of the table on first use, then kept in step by create, unlink and free.
+   */
+  private names: Map<string, number> | null = null;
+  /** Slots in use, for the same reason. */
+  private used: Set<number> | null = null;
+
+  private index(): { names: Map<string, number>; used: Set<number> } {
+    if (!this.names || !this.used) {
+      const table = this.memory.read(this.base + BigInt(INODE_TABLE), MAX_INODES * INODE_SIZE);
+      const dv = new DataView(table.buffer, table.byteOffset, table.length);
+      this.names = new Map();
+      this.used = new Set();
+      for (let s = 0; s < MAX_INODES; s++) {
+        const at = s * INODE_SIZE;
+        if (!(dv.getUint32(at, true) & 1)) continue;
+        this.used.add(s);
+        if (dv.getUint32(at + 44, true) === 0) continue;
+        const raw = table.subarray(at + NAME_OFF, at + INODE_SIZE);
+        const end = raw.indexOf(0);
+        this.names.set(new TextDecoder().decode(raw.subarray(0, end < 0 ? raw.length : end)), s);
+      }
+    }
+    return { names: this.names, used: this.used };
+  }
+
   private lookupSlot(name: string): number {
-    for (let s = 0; s < MAX_INODES; s++) if (this.inUse(s) && this.nlink(s) > 0 && this.name(s) === name) return s;
-    return -1;
+    return this.index().names.get(name) ?? -1;
   }
 
   private inode(slot: number): GuestmemfsInode {
@@ -366,14 +384,10 @@ export class Guestmemfs {
   private create(proc: Process, name: string, mode: number): number {
     if (this.serialised) errno('EBUSY', 'guestmemfs is serialised for KHO');
     if (new TextEncoder().encode(name).length > NAME_MAX) errno('ENAMETOOLONG', `names are at most ${NAME_MAX} bytes`);
-    let slot = -1;
-    for (let s = 0; s < MAX_INODES; s++) {
-      if (!this.inUse(s)) {
-        slot = s;
-        break;
-      }
-    }
-    if (slot < 0) errno('ENOSPC', 'no free inode');
+    const { names, used } = this.index();
+    let slot = 0;
+    while (slot < MAX_INODES && used.has(slot)) slot++;
+    if (slot === MAX_INODES) errno('ENOSPC', 'no free inode');
     this.memory.fill(this.inodeAddr(slot), BigInt(INODE_SIZE), 0);
     this.setU32(slot, 0, 1);
     this.setU32(slot, 4, S_IFREG | (mode & 0o7777));
@@ -382,6 +396,8 @@ export class Guestmemfs {
     this.setU32(slot, 52, proc.gid);
     this.setU32(slot, 44, 1);
     this.memory.write(this.inodeAddr(slot) + BigInt(NAME_OFF), new TextEncoder().encode(name));
+    used.add(slot);
+    names.set(name, slot);
     return slot;
   }
 
@@ -402,7 +418,7 @@ export class Guestmemfs {
     } else if (want < have) {
       const map = this.blockAddr(this.mapBlock(slot));
       for (let i = want; i < have; i++) {
-        this.setBit(Number(this.memory.readU64(map + BigInt(i) * 8n)), false);
+        this.releaseBlock(Number(this.memory.readU64(map + BigInt(i) * 8n)));
         this.memory.writeU64(map + BigInt(i) * 8n, 0n);
       }
       if (want === 0) {
@@ -422,24 +438,39 @@ export class Guestmemfs {
     if (this.u32(slot, 40) > 0) errno('EBUSY', `${name} is pinned for persistent DMA`);
     if (this.serialised) errno('EBUSY', 'guestmemfs is serialised for KHO');
     this.setU32(slot, 44, 0);
-    const open = this.inodes.get(slot);
-    if (!open) this.freeSlot(slot);
+    this.index().names.delete(name);
+    this.maybeFree(slot);
   }
 
   /** @internal the last open file or mapping of an inode went away. */
   lastClose(inode: GuestmemfsInode): void {
     this.inodes.delete(inode.slot);
-    if (this.nlink(inode.slot) === 0) this.freeSlot(inode.slot);
+    this.maybeFree(inode.slot);
+  }
+
+  /** @internal frees an inode nothing names, opens, maps or pins any more. */
+  maybeFree(slot: number): void {
+    if (this.inUse(slot) && this.nlink(slot) === 0 && !this.inodes.has(slot) && this.u32(slot, 40) === 0) this.freeSlot(slot);
+  }
+
+  /**
+   * Returns a data block to the bitmap, or, while a device still has pages of it pinned, when
+   * the last pin goes: a block a domain maps is never handed to another file.
+   */
+  private releaseBlock(block: number): void {
+    const pfn = Number(this.blockAddr(block) >> 12n);
+    this.kernel.pageRefs.release(pfn, 9, () => this.setBit(block, false));
   }
 
   private freeSlot(slot: number): void {
     const map = this.mapBlock(slot);
     if (map) {
       const addr = this.blockAddr(map);
-      for (let i = 0; i < this.fileBlocks(slot); i++) this.setBit(Number(this.memory.readU64(addr + BigInt(i) * 8n)), false);
+      for (let i = 0; i < this.fileBlocks(slot); i++) this.releaseBlock(Number(this.memory.readU64(addr + BigInt(i) * 8n)));
       this.setBit(map, false);
     }
     this.memory.fill(this.inodeAddr(slot), BigInt(INODE_SIZE), 0);
+    this.index().used.delete(slot);
   }
 
   /** `stat` of `name` ('' = the root directory). */
@@ -469,9 +500,8 @@ export class Guestmemfs {
       { d_ino: BigInt(ROOT_INO), d_type: DT_DIR, d_name: '.' },
       { d_ino: BigInt(ROOT_INO), d_type: DT_DIR, d_name: '..' },
     ];
-    for (let s = 0; s < MAX_INODES; s++) {
-      if (this.inUse(s) && this.nlink(s) > 0) out.push({ d_ino: this.u64(s, 8), d_type: DT_REG, d_name: this.name(s) });
-    }
+    const bySlot = [...this.index().names].sort((a, b) => a[1] - b[1]);
+    for (const [name, s] of bySlot) out.push({ d_ino: BigInt(s + 2), d_type: DT_REG, d_name: name });
     return out;
   }
 }

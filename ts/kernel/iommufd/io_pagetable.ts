@@ -208,13 +208,13 @@ export class IoPagetable {
       }
       // The IOVA is reserved; now give the areas their pages and fill the domains.
       for (let i = 0; i < list.length; i++) {
-        created[i]!.pages = list[i]!.pages.areaGet();
+        created[i]!.pages = list[i]!.pages.areaGet(created[i]!.pagesFirst, created[i]!.pagesLast);
         this.fillArea(created[i]!);
       }
     } catch (e) {
       for (const a of created) {
         if (a.filled) this.unfillArea(a);
-        a.pages?.areaPut();
+        a.pages?.areaPut(a.pagesFirst, a.pagesLast);
         this.removeArea(a);
       }
       throw e;
@@ -290,7 +290,7 @@ export class IoPagetable {
       }
       unmapped += area.length;
       this.unfillArea(area);
-      area.pages.areaPut();
+      area.pages.areaPut(area.pagesFirst, area.pagesLast);
       area.pages = null;
     }
     // One splice for the whole run of removed areas: unmap-all of many areas stays linear.

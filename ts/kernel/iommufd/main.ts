@@ -11,7 +11,7 @@ import type { Kernel } from '../kernel.js';
 import { PAGE_SIZE } from '../mm.js';
 import type { Process } from '../process.js';
 import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
-import { IoptPages } from './pages.js';
+import { IoptPages, type PagesFile } from './pages.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 /** The last command number of the kernel's table (HW_QUEUE_ALLOC). */
@@ -380,7 +380,7 @@ const HANDLERS: Record<string, Handler> = {
         !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
         ictx.kernel.pageRefs,
         ictx.accounter(proc),
-        ictx.persistentId && gm ? [gm] : [],
+        ictx.persistentId && gm ? [{ file: gm, first: 0, last: npages - 1 }] : [],
       );
       try {
         cmd.iova = ioas.iopt.mapPages([{ pages, startByte: fstart - first, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
@@ -591,20 +591,23 @@ const HANDLERS: Record<string, Handler> = {
   },
 };
 
-/** The guestmemfs files behind every VMA of `[uptr, uptr + length)`, or EFAULT. */
-function persistentFiles(proc: Process, uptr: bigint, length: bigint): GuestmemfsInode[] {
-  const files = new Set<GuestmemfsInode>();
+/** The guestmemfs files behind every VMA of `[uptr, uptr + length)` by page window, or EFAULT. */
+function persistentFiles(proc: Process, uptr: bigint, length: bigint): PagesFile[] {
   if (length === 0n) errno('EFAULT', 'no VMA intersects an empty range');
+  const out: PagesFile[] = [];
   const first = Number(uptr / PAGE);
   const last = Number((uptr + length - 1n) / PAGE);
   for (let p = first; p <= last; ) {
     const vma = proc.mm.find(p);
     const gm = vma?.obj.guestmemfs as GuestmemfsInode | undefined;
     if (!vma || !gm) errno('EFAULT', 'a persistent iommufd maps guestmemfs memory only');
-    files.add(gm);
+    const end = Math.min(vma.end - 1, last);
+    const prev = out[out.length - 1];
+    if (prev && prev.file === gm && prev.last === p - first - 1) prev.last = end - first;
+    else out.push({ file: gm, first: p - first, last: end - first });
     p = vma.end;
   }
-  return [...files];
+  return out;
 }
 
 function rangeBytes(r: IovaRange): Uint8Array {

@@ -9,6 +9,13 @@ export type PagesSource =
   | { type: 'user'; mm: Mm; /** page number of ALIGN_DOWN(uptr) */ page: number }
   | { type: 'file'; obj: Backing; /** first file page */ page: number };
 
+/** A persistent file behind page indices `[first, last]` of an iopt_pages. */
+export interface PagesFile {
+  file: { pin(): void; unpin(): void };
+  first: number;
+  last: number;
+}
+
 /** A window of page indices pinned `users` times (one per filled area covering it). */
 interface Span {
   first: number;
@@ -37,8 +44,8 @@ export class IoptPages {
     private readonly refs: PageRefs,
     /** Charged and uncharged per pinned page (RLIMIT_MEMLOCK accounting). */
     private readonly account: { charge(n: number): void; uncharge(n: number): void },
-    /** guestmemfs files a persistent context maps through these pages (pinned per area). */
-    readonly files: readonly { pin(): void; unpin(): void }[] = [],
+    /** guestmemfs files a persistent context maps through these pages, by page-index window. */
+    readonly files: readonly PagesFile[] = [],
   ) {}
 
   get(): this {
@@ -51,18 +58,24 @@ export class IoptPages {
   }
 
   /**
-   * An area takes these pages: a reference, and one long-term pin on every persistent file they
-   * map (per area, so two files in one IOAS and COPY keep exact counts).
+   * An area of page indices `[first, last]` takes these pages: a reference, and one long-term pin
+   * on every persistent file that window maps (per area, so two files in one IOAS and COPY keep
+   * exact counts).
    */
-  areaGet(): this {
-    for (const f of this.files) f.pin();
+  areaGet(first: number, last: number): this {
+    for (const f of this.filesIn(first, last)) f.pin();
     return this.get();
   }
 
-  /** The area goes away. */
-  areaPut(): void {
-    for (const f of this.files) f.unpin();
+  /** The area of page indices `[first, last]` goes away. */
+  areaPut(first: number, last: number): void {
+    for (const f of this.filesIn(first, last)) f.unpin();
     this.put();
+  }
+
+  /** Each persistent file the window `[first, last]` maps, once. */
+  filesIn(first: number, last: number): Set<PagesFile['file']> {
+    return new Set(this.files.filter((f) => f.first <= last && f.last >= first).map((f) => f.file));
   }
 
   /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */
