@@ -3,3 +3,4 @@ export * from './iommu.js';
 export * from './vtd-regs.js';
 export * from './pci.js';
 export * from './host.js';
+export * from './traffic.js';

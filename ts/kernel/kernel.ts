@@ -2,12 +2,14 @@
 // nodes they open, page pin counts and the kernel log.
 import type { IommuUnit } from '../hw/iommu.js';
 import type { PhysicalMemory } from '../hw/memory.js';
-import { errno } from '../uapi/errno.js';
+import { errno, KernelError } from '../uapi/errno.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
 import type { File } from './file.js';
 import { Guestmemfs, memparse } from './guestmemfs/guestmemfs.js';
 import { IntelIommu } from './intel-iommu/iommu.js';
 import { IommufdCtx } from './iommufd/main.js';
+import { PersistedIommufds } from './iommufd/persist.js';
+import { Kho, type KhoNode } from './kho/kho.js';
 import { PageRefs } from './mm.js';
 import { Process, type SpawnOptions } from './process.js';
 import { Sysfs } from './sysfs/sysfs.js';
@@ -21,6 +23,22 @@ export interface KernelHardware {
   devices: { bdf: string; sid: number }[];
   /** The kernel command line (`guestmemfs=16G`, ...). */
   cmdline?: string;
+  /** Physical address of the KHO blob the previous kernel handed over (kexec with KHO). */
+  khoBlob?: bigint | null;
+  /** Which generation of kernel this is on the host (0 = cold boot). */
+  generation?: number;
+  /** Called after each lifecycle phase (the host runs device traffic there). */
+  onPhase?: (phase: string) => void;
+  /** `reboot(LINUX_REBOOT_CMD_KEXEC)`: the host jumps to the staged image. */
+  onKexec?: (image: KexecImage) => void;
+}
+
+/** `LINUX_REBOOT_CMD_KEXEC` (include/uapi/linux/reboot.h). */
+export const LINUX_REBOOT_CMD_KEXEC = 0x45584543;
+
+/** What `kexec_file_load` staged: the next kernel's command line. */
+export interface KexecImage {
+  cmdline: string;
 }
 
 const DMAR_REASONS: Record<number, string> = {
@@ -65,25 +83,102 @@ export class Kernel {
   readonly guestmemfs: Guestmemfs | null;
   /** Persistent iommufd contexts by persistent id (`persistent_iommufds`, 1-based). */
   readonly persistentIommufds = new Map<number, IommufdCtx>();
+  /** Kexec HandOver. */
+  readonly kho: Kho;
+  /** What the previous kernel persisted for iommufd, waiting to be claimed through sysfs. */
+  readonly persisted: PersistedIommufds;
+  /** Generation on this host: 0 at cold boot, +1 per kexec. */
+  readonly generation: number;
+  /** Staged by `kexec_file_load`. */
+  kexecImage: KexecImage | null = null;
+  /** Set when this kernel kexec'd away: every call on its objects fails with ESRCH. */
+  dead = false;
+  private readonly hw: KernelHardware;
 
   constructor(hw: KernelHardware) {
     this.memory = hw.memory;
     this.iommu = hw.iommu;
     this.cmdline = hw.cmdline ?? '';
-    this.log(`Linux version 6.12.0-iommu-liveupdate (simulated)`);
+    this.generation = hw.generation ?? 0;
+    this.log(`Linux version 6.12.0-iommu-liveupdate (simulated), generation ${this.generation}`);
     this.log(`Command line: ${this.cmdline}`);
     this.log(`Memory: ${hw.memory.size >> 10n}K`);
-    // Early params run before any allocation: the carve-out comes out of memblock first.
-    const gm = /(?:^|\s)guestmemfs=(\S+)/.exec(this.cmdline);
-    this.guestmemfs = gm ? Guestmemfs.carveOut(this, hw.memory, memparse(gm[1]!)) : null;
+    this.hw = hw;
+    this.kho = new Kho(this, hw.khoBlob ?? null);
+    hw.onPhase?.('early-boot');
+    const incoming = this.kho.incoming;
+    // Early params run before any allocation: the carve-out comes out of memblock first, unless
+    // the previous kernel handed one over.
+    this.guestmemfs = this.restoreOr('guestmemfs', incoming?.child('guestmemfs'), (n) => Guestmemfs.restore(this, hw.memory, n), () => {
+      const gm = /(?:^|\s)guestmemfs=(\S+)/.exec(this.cmdline);
+      return gm ? Guestmemfs.carveOut(this, hw.memory, memparse(gm[1]!)) : null;
+    });
     this.sysfs.mkdirs('/sys/kernel/iommufd_persisted');
     this.sysfs.attr('/sys/kernel/mm/transparent_hugepage/hpage_pmd_size', 0o444, { show: () => '2097152\n' });
     this.pageRefs = new PageRefs(hw.memory);
-    this.intel = new IntelIommu(this, hw.iommu, hw.memory);
+    this.intel = new IntelIommu(this, hw.iommu, hw.memory, incoming?.child('intel-iommu'));
+    hw.onPhase?.('iommu-init');
     this.vfioDevices = hw.devices.map((d, i) => {
       this.log(`vfio-pci ${d.bdf}: registered as /dev/vfio/devices/vfio${i}`);
       return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null };
     });
+    this.persisted = new PersistedIommufds(this, incoming?.child('iommufd'));
+    if (incoming) hw.onPhase?.('iommufd-restore');
+    // KEXEC_KHO_DUMP runs in registration order: iommufd decides what is persistent, the Intel
+    // driver serialises those domains, guestmemfs freezes last. ABORT runs in reverse.
+    this.kho.notifiers.push(this.persisted, this.intel);
+    if (this.guestmemfs) {
+      const fs = this.guestmemfs;
+      this.kho.notifiers.push({ dump: (w, kho) => fs.khoDump(w, kho), abort: () => fs.khoAbort() });
+    }
+    this.log(`Run /sbin/init as init process (generation ${this.generation} up)`);
+  }
+
+  /** @internal lifecycle hook (KHO dump/abort report through it). */
+  phase(name: string): void {
+    this.hw.onPhase?.(name);
+  }
+
+  /** @internal `kexec_file_load(..., cmdline, flags)`. */
+  kexecLoad(proc: Process, cmdline: string | null): void {
+    if (!proc.capable('CAP_SYS_BOOT')) errno('EPERM', 'kexec needs CAP_SYS_BOOT');
+    this.kexecImage = cmdline === null ? null : { cmdline };
+    this.log(cmdline === null ? 'kexec: image unloaded' : `kexec: loaded the next kernel, command line "${cmdline}"`);
+  }
+
+  /** @internal `reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, cmd, NULL)`. */
+  reboot(proc: Process, cmd: number): void {
+    if (!proc.capable('CAP_SYS_BOOT')) errno('EPERM', 'reboot needs CAP_SYS_BOOT');
+    if (cmd !== LINUX_REBOOT_CMD_KEXEC) errno('EINVAL', 'only LINUX_REBOOT_CMD_KEXEC is modelled');
+    if (!this.kexecImage) errno('EINVAL', 'no kexec image loaded');
+    if (!this.hw.onKexec) errno('EINVAL', 'this kernel runs without a host');
+    this.hw.onKexec(this.kexecImage);
+  }
+
+  /** Restores a subsystem from its KHO node, or (no node, or a bad one) boots it afresh. */
+  private restoreOr<T>(what: string, node: KhoNode | undefined, restore: (n: KhoNode) => T, fresh: () => T): T {
+    if (node) {
+      try {
+        return restore(node);
+      } catch (e) {
+        this.log(`KHO: ${what} not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
+      }
+    }
+    return fresh();
+  }
+
+  /**
+   * `kernel_kexec` → `machine_shutdown`: the Intel driver keeps translating for persistent
+   * domains when KHO is active (and blocks every other device), or turns translation off. Every
+   * object of this kernel is dead afterwards. Returns the KHO blob address to hand over.
+   */
+  shutdown(): bigint | null {
+    this.log('kexec_core: Starting new kernel');
+    const handover = this.kho.active ? this.kho.blobPa : null;
+    this.intel.shutdown(handover !== null);
+    this.dead = true;
+    for (const p of this.processes.values()) p.kill();
+    return handover;
   }
 
   /** Starts a process (`fork` + `exec` of a fresh program). */
@@ -152,6 +247,8 @@ export class Kernel {
     if (!fs) errno('ENOMEM', 'no guestmemfs= carve-out at boot');
     if (fs.mountpoint) errno('EBUSY', `guestmemfs is already mounted on ${fs.mountpoint}`);
     fs.mountpoint = path.replace(/\/+$/, '') || '/';
+    // Mounting the restored superblock ends the handover: writable again.
+    if (fs.serialised && !this.kho.active) fs.khoAbort();
     this.log(`guestmemfs: mounted on ${fs.mountpoint}`);
   }
 

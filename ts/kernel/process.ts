@@ -39,7 +39,7 @@ export interface SpawnOptions {
   rlimitMemlock?: bigint | number;
 }
 
-const ALL_CAPS = ['CAP_SYS_ADMIN', 'CAP_SYS_RESOURCE', 'CAP_IPC_LOCK', 'CAP_DAC_OVERRIDE', 'CAP_SYS_RAWIO'];
+const ALL_CAPS = ['CAP_SYS_ADMIN', 'CAP_SYS_RESOURCE', 'CAP_IPC_LOCK', 'CAP_DAC_OVERRIDE', 'CAP_SYS_RAWIO', 'CAP_SYS_BOOT'];
 
 /** A memfd (`memfd_create`): a shmem object behind an fd. */
 class MemfdFile extends File {
@@ -129,7 +129,7 @@ export class Process {
   }
 
   private syscall<T>(name: string, request: string | undefined, fn: () => T): T {
-    if (this.exited) throw new SyscallError('ESRCH', name, request, 'the process has exited');
+    if (this.exited) throw new SyscallError('ESRCH', name, request, this.kernel.dead ? 'its kernel was replaced by kexec' : 'the process has exited');
     try {
       return fn();
     } catch (e) {
@@ -138,7 +138,8 @@ export class Process {
     }
   }
 
-  private installFd(file: File): number {
+  /** @internal the lowest free fd now holds `file`. */
+  installFd(file: File): number {
     let fd = 3; // 0, 1 and 2 are the process's stdio
     while (this.fds[fd]) fd++;
     this.fds[fd] = file;
@@ -368,6 +369,16 @@ export class Process {
     });
   }
 
+  /** `kexec_file_load`: stages the next kernel with `cmdline` (CAP_SYS_BOOT); `{ unload: true }` drops it. */
+  kexecFileLoad(opts: { cmdline?: string; unload?: boolean } = {}): void {
+    this.syscall('kexec_file_load', undefined, () => this.kernel.kexecLoad(this, opts.unload ? null : (opts.cmdline ?? this.kernel.cmdline)));
+  }
+
+  /** `reboot(cmd)`: `LINUX_REBOOT_CMD_KEXEC` jumps to the staged kernel; this process is gone after. */
+  reboot(cmd: number): void {
+    this.syscall('reboot', undefined, () => this.kernel.reboot(this, cmd));
+  }
+
   /** `mount(source, target, fstype)`: only `guestmemfs` (one mount, CAP_SYS_ADMIN). */
   mount(fstype: string, path: string): void {
     this.syscall('mount', path, () => this.kernel.mount(this, fstype, path));
@@ -395,6 +406,11 @@ export class Process {
     if (!v) return 0;
     const pfn = v.obj.pfn(v.pgoff + (page - v.start), false);
     return pfn ? this.kernel.pageRefs.count(pfn) : 0;
+  }
+
+  /** @internal kexec: the process is gone with its kernel; nothing is torn down. */
+  kill(): void {
+    this.exited = true;
   }
 
   /** `exit()`: closes every fd and tears the address space down. */

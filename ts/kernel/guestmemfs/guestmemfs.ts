@@ -20,6 +20,8 @@ import { File } from '../file.js';
 import type { Kernel } from '../kernel.js';
 import { HPAGE_PAGES, type Backing, type RunList } from '../mm.js';
 import type { Process } from '../process.js';
+import type { FdtWriter } from '../../fdt/index.js';
+import { le, type Kho, type KhoNode } from '../kho/kho.js';
 
 export const GUESTMEMFS_BLOCK = 2n << 20n;
 const BLOCK_PAGES = HPAGE_PAGES;
@@ -265,14 +267,68 @@ export class Guestmemfs {
     this.memory.writeU64(this.base + 8n, on ? w | (1n << 32n) : w & ~(1n << 32n));
   }
 
-  /** KHO notifier, `KEXEC_KHO_DUMP`: the metadata is frozen from now on. */
-  khoDump(): void {
+  /**
+   * KHO notifier, `KEXEC_KHO_DUMP`: the metadata is frozen from now on; with a writer, the
+   * `/guestmemfs` node is written and the whole carve-out (metadata and data) preserved.
+   */
+  khoDump(w?: FdtWriter, kho?: Kho): void {
     this.setSerialised(true);
+    if (!w || !kho) return;
+    const len = BigInt(this.nblocks) * GUESTMEMFS_BLOCK;
+    kho.inject('guestmemfs:dump');
+    w.beginNode('guestmemfs');
+    w.propertyString('compatible', 'guestmemfs-v0');
+    w.property('base', le.u64(this.base));
+    w.property('nblocks', le.u64(BigInt(this.nblocks)));
+    w.property('mem', le.mem([{ addr: this.base, len }]));
+    w.endNode();
+    kho.preserveRange(this.base, len);
   }
 
   /** KHO notifier, `KEXEC_KHO_ABORT`: writable again. */
   khoAbort(): void {
     this.setSerialised(false);
+  }
+
+  /**
+   * The next kernel: adopts the region the `/guestmemfs` node names, after checking it is what
+   * was handed over (allocated, the superblock's magic, base and size). The files, blocks and
+   * bytes are the old ones; the serialised flag stays until the filesystem is mounted again.
+   */
+  static restore(kernel: Kernel, memory: PhysicalMemory, node: KhoNode): Guestmemfs {
+    if (node.string('compatible') !== 'guestmemfs-v0') errno('EINVAL', 'guestmemfs: unknown compatible');
+    const base = node.u64('base');
+    const nblocks = node.u64('nblocks');
+    const mem = node.mem('mem');
+    const len = nblocks * GUESTMEMFS_BLOCK;
+    if (nblocks < 2n || nblocks > 1n << 31n || base % GUESTMEMFS_BLOCK !== 0n || base + len > memory.size) errno('EINVAL', 'guestmemfs: region out of range');
+    if (mem.length !== 1 || mem[0]!.addr !== base || mem[0]!.len !== len) errno('EINVAL', 'guestmemfs: mem does not match the region');
+    if (!memory.isAllocated(base, len)) errno('EINVAL', 'guestmemfs: the region was not preserved');
+    if (memory.readU64(base) !== MAGIC || memory.readU64(base + 16n) !== base || memory.readU64(base + 24n) !== nblocks) {
+      errno('EINVAL', 'guestmemfs: the superblock does not match');
+    }
+    const fs = new Guestmemfs(kernel, memory, base, Number(nblocks));
+    kernel.log(`guestmemfs: restored ${len >> 20n} MiB at 0x${base.toString(16)} from KHO`);
+    return fs;
+  }
+
+  /** After a handover: the long-term pins recorded were the old kernel's; they start from 0. */
+  resetPins(): void {
+    for (const slot of this.index().used) if (this.u32(slot, 40)) this.setU32(slot, 40, 0);
+  }
+
+  /** The inode of `ino` (for KHO restore of iommufd areas), if it exists. */
+  inodeByIno(ino: number): GuestmemfsInode | undefined {
+    const slot = ino - 2;
+    if (slot < 0 || slot >= MAX_INODES || !this.index().used.has(slot)) return undefined;
+    return this.inode(slot);
+  }
+
+  /** PFN behind byte `offset` of inode `ino`'s data, or -1 beyond its end. */
+  filePfn(ino: number, page: number): number {
+    const slot = ino - 2;
+    if (page >= Number((this.size(slot) + 4095n) / 4096n)) return -1;
+    return this.blockPfn(slot, Math.floor(page / BLOCK_PAGES)) + (page % BLOCK_PAGES);
   }
 
   /** The block bitmap, read in one go. */

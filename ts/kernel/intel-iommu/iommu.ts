@@ -4,7 +4,9 @@
 import type { IommuUnit, PageTable } from '../../hw/iommu.js';
 import { Gather } from '../../hw/iommu.js';
 import type { PhysicalMemory } from '../../hw/memory.js';
-import { errno } from '../../uapi/errno.js';
+import type { FdtWriter } from '../../fdt/index.js';
+import { errno, KernelError } from '../../uapi/errno.js';
+import { le, type Kho, type KhoNode } from '../kho/kho.js';
 import type { IommuDomain } from '../iommufd/io_pagetable.js';
 import type { Kernel } from '../kernel.js';
 
@@ -14,6 +16,10 @@ export const IOAPIC_RANGE_END = 0xfeef_ffffn;
 /** Domain IDs 0 and 1 are reserved (`FLPT_DEFAULT_DID`, `IDA_START_DID`). */
 const IDA_START_DID = 2;
 
+/** GSTS.TES. */
+const GSTS_TES = 1 << 31;
+const sidName = (sid: number): string =>
+  `${(sid >> 8).toString(16).padStart(2, '0')}:${((sid >> 3) & 0x1f).toString(16).padStart(2, '0')}.${sid & 7}`;
 const bit = (v: bigint, n: number): boolean => ((v >> BigInt(n)) & 1n) === 1n;
 const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_PHYSMEM_NOMEM';
 
@@ -26,32 +32,197 @@ export interface ResvRegion {
 
 /** One DRHD: the driver's state for an {@link IommuUnit}. */
 export class IntelIommu {
-  readonly rootEntry: bigint;
+  rootEntry: bigint = 0n;
   private readonly contextTables = new Map<number, bigint>();
   private readonly domainIds = new Set<number>();
   readonly cap: bigint;
   readonly ecap: bigint;
   /** Which domain each requester is attached to. */
   private readonly attached = new Map<number, DmarDomain>();
+  /** Every live domain (persistent ones are serialised at KHO DUMP). */
+  readonly domains = new Set<DmarDomain>();
+  /** Requesters still attached to a domain the previous kernel handed over, not yet re-bound. */
+  private readonly restoredAttach = new Set<number>();
+  /** Domains adopted from KHO, by their node index under /intel-iommu/domains. */
+  readonly restored = new Map<number, DmarDomain>();
 
   constructor(
     readonly kernel: Kernel,
     readonly unit: IommuUnit,
     readonly memory: PhysicalMemory,
+    khoNode?: KhoNode,
   ) {
     const regs = unit.registers();
     this.cap = regs.cap;
     this.ecap = regs.ecap;
-    this.rootEntry = memory.alloc(0, { zero: true });
-    unit.setRootTable(this.rootEntry);
-    // Without ESRTPS, SRTP does not flush: global context and IOTLB invalidation follow.
-    if (!bit(this.cap, 63)) {
-      unit.invalidateContext({ granularity: 'global' });
-      unit.invalidateIotlb({ granularity: 'global' });
-    }
-    unit.enableTranslation(true);
     kernel.log(`DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap ${this.cap.toString(16)} ecap ${this.ecap.toString(16)}`);
+    let root: bigint | null = null;
+    if (khoNode) {
+      try {
+        root = this.restore(khoNode);
+      } catch (e) {
+        kernel.log(`DMAR: KHO state not adopted: ${e instanceof KernelError ? e.detail : String(e)}`);
+        this.restored.clear();
+        this.attached.clear();
+        this.domains.clear();
+        this.domainIds.clear();
+        this.contextTables.clear();
+        this.restoredAttach.clear();
+      }
+    }
+    if (root !== null) {
+      this.rootEntry = root;
+    } else {
+      if (unit.registers().gsts & GSTS_TES) {
+        // init_dmars: "Translation was enabled but we are not in kdump mode": off, then fresh tables.
+        kernel.log('DMAR: Translation was enabled for dmar0 but we are not in kdump mode');
+        unit.enableTranslation(false);
+      }
+      this.rootEntry = memory.alloc(0, { zero: true });
+      unit.setRootTable(this.rootEntry);
+      // Without ESRTPS, SRTP does not flush: global context and IOTLB invalidation follow.
+      if (!bit(this.cap, 63)) {
+        unit.invalidateContext({ granularity: 'global' });
+        unit.invalidateIotlb({ granularity: 'global' });
+      }
+      unit.enableTranslation(true);
+    }
     kernel.log('DMAR: Intel(R) Virtualization Technology for Directed I/O');
+  }
+
+  /**
+   * Re-hydration from `/intel-iommu`: the hardware must still translate through the handed-over
+   * root table; context tables and page tables are reused in place, DIDs reclaimed, and each
+   * device keeps its context entry if it still points at its domain. Returns the root table.
+   */
+  private restore(node: KhoNode): bigint {
+    if (node.string('compatible') !== 'intel-iommu-v0') errno('EINVAL', 'unknown compatible');
+    const root = node.u64('root-table');
+    const regs = this.unit.registers();
+    if (!(regs.gsts & GSTS_TES) || (regs.rtaddr & ~0xfffn) !== root) errno('EINVAL', 'the unit does not translate through the handed-over root table');
+    for (const m of node.mem('mem')) if (!this.preservedRange(m.addr, m.len)) errno('EINVAL', `table page 0x${m.addr.toString(16)} was not preserved`);
+    for (let bus = 0; bus < 256; bus++) {
+      const re = this.memory.readU64(root + 16n * BigInt(bus));
+      if (!(re & 1n)) continue;
+      const ctx = re & 0x000f_ffff_ffff_f000n;
+      if (!this.preservedRange(ctx, 4096n)) errno('EINVAL', `context table of bus ${bus} was not preserved`);
+      this.contextTables.set(bus, ctx);
+    }
+    const keep = new Set<number>();
+    for (const d of node.child('domains')?.children() ?? []) {
+      const index = d.id();
+      const pgd = d.u64('pgd');
+      const levels = d.u32('agaw') + 2;
+      const did = d.u32('did');
+      if (levels !== this.levels) errno('EINVAL', `${d.path}: agaw ${levels - 2} is not the unit's`);
+      if (did !== 0 && (did < IDA_START_DID || did >= this.ndoms || this.domainIds.has(did))) errno('EINVAL', `${d.path}: bad did ${did}`);
+      const pages = d.mem('mem');
+      if (!pages.some((m) => m.addr === pgd)) errno('EINVAL', `${d.path}: pgd not among its pages`);
+      for (const m of pages) if (!this.preservedRange(m.addr, m.len)) errno('EINVAL', `${d.path}: page 0x${m.addr.toString(16)} was not preserved`);
+      const domain = new DmarDomain(this, this.unit.adoptPageTable(pgd, levels));
+      domain.persistentId = Number(d.u64('persistent_id'));
+      for (const dev of d.child('devices')?.children() ?? []) {
+        const sid = (dev.u8('bus') << 8) | dev.u8('devfn');
+        const ce = this.contextTables.get(sid >> 8);
+        const lo = ce === undefined ? 0n : this.memory.readU64(ce + 16n * BigInt(sid & 0xff));
+        const hi = ce === undefined ? 0n : this.memory.readU64(ce + 16n * BigInt(sid & 0xff) + 8n);
+        if (!(lo & 1n) || (lo & 0x000f_ffff_ffff_f000n) !== pgd || Number((hi >> 8n) & 0xffffn) !== did) {
+          this.kernel.log(`DMAR: ${sidName(sid)}: context entry does not point at restored domain ${index}; left blocked`);
+          continue;
+        }
+        domain.adoptDevice(sid, did);
+        this.attached.set(sid, domain);
+        this.restoredAttach.add(sid);
+        keep.add(sid);
+      }
+      if (did !== 0 && domain.devices.size) this.domainIds.add(did);
+      this.restored.set(index, domain);
+      this.kernel.log(`DMAR: restored persistent domain ${index} (persistent id ${domain.persistentId}, did ${domain.did}, ${domain.devices.size} devices, ${pages.length} table pages)`);
+    }
+    // Any other live context entry belongs to no adopted domain: block it now.
+    this.rootEntry = root;
+    for (const [bus, ctx] of this.contextTables) {
+      for (let devfn = 0; devfn < 256; devfn++) {
+        const sid = (bus << 8) | devfn;
+        if (keep.has(sid) || !(this.memory.readU64(ctx + 16n * BigInt(devfn)) & 1n)) continue;
+        this.clearContext(sid);
+      }
+    }
+    return root;
+  }
+
+  private preservedRange(pa: bigint, len: bigint): boolean {
+    return pa % 4096n === 0n && len > 0n && pa + len <= this.memory.size && this.memory.isAllocated(pa, len);
+  }
+
+  /** Refuses a restored domain (failed verification): its devices are blocked, its tables freed. */
+  reject(domain: DmarDomain, why: string): void {
+    this.kernel.log(`DMAR: persistent domain (persistent id ${domain.persistentId}, did ${domain.did}) not adopted: ${why}`);
+    for (const sid of [...domain.devices]) this.blockDevice(sid);
+    for (const [k, d] of this.restored) if (d === domain) this.restored.delete(k);
+    domain.free();
+  }
+
+  /** Whether `sid` is still attached to a handed-over domain nobody has re-bound. */
+  isRestoredAttach(sid: number): boolean {
+    return this.restoredAttach.has(sid);
+  }
+
+  /** The persistent domains, in the order KHO DUMP numbers them. */
+  persistentDomains(): DmarDomain[] {
+    return [...this.domains].filter((d) => d.persistentId !== 0).sort((a, b) => a.serial - b.serial);
+  }
+
+  /** KEXEC_KHO_DUMP: `/intel-iommu` with the root table and every persistent domain. */
+  dump(w: FdtWriter, kho: Kho): void {
+    kho.inject('intel-iommu:dump');
+    w.beginNode('intel-iommu');
+    w.propertyString('compatible', 'intel-iommu-v0');
+    w.property('root-table', le.u64(this.rootEntry));
+    const tables = [this.rootEntry, ...this.contextTables.values()];
+    w.property('mem', le.mem(tables.map((addr) => ({ addr, len: 4096n }))));
+    for (const t of tables) kho.preserve(t, 0);
+    w.beginNode('domains');
+    this.persistentDomains().forEach((d, i) => {
+      kho.inject('intel-iommu:domain');
+      const pages = [...d.pt.tablePages()];
+      w.beginNode(String(i));
+      w.property('mem', le.mem(pages.map((addr) => ({ addr, len: 4096n }))));
+      w.property('persistent_id', le.u64(BigInt(d.persistentId)));
+      w.property('pgd', le.u64(d.pt.pgd));
+      w.property('agaw', le.u32(d.pt.levels - 2));
+      w.property('did', le.u32(d.did));
+      w.beginNode('devices');
+      [...d.devices].sort((a, b) => a - b).forEach((sid, j) => {
+        w.beginNode(String(j));
+        w.property('bus', new Uint8Array([sid >> 8]));
+        w.property('devfn', new Uint8Array([sid & 0xff]));
+        w.endNode();
+      });
+      w.endNode();
+      w.endNode();
+      for (const pa of pages) kho.preserve(pa, 0);
+    });
+    w.endNode();
+    w.endNode();
+  }
+
+  /** KEXEC_KHO_ABORT: nothing beyond the marks KHO undoes. */
+  abort(): void {}
+
+  /**
+   * `intel_iommu_shutdown` at kexec. With a KHO handover translation stays on and every device
+   * outside a persistent domain loses its context entry (RFC patch 03, with the flushes);
+   * without, translation is turned off.
+   */
+  shutdown(handover: boolean): void {
+    if (!handover) {
+      this.unit.enableTranslation(false);
+      this.kernel.log('DMAR: translation disabled for kexec');
+      return;
+    }
+    for (const [sid, d] of [...this.attached]) if (!d.persistentId) this.blockDevice(sid);
+    this.kernel.log(`DMAR: kexec with KHO: translation stays on for ${this.attached.size} persistent devices`);
   }
 
   /** CAP.MGAW + 1. */
@@ -101,7 +272,10 @@ export class IntelIommu {
 
   /** `intel_iommu_attach_device`: blocks the old attachment first, then programs the context entry. */
   attachDevice(domain: DmarDomain, sid: number): void {
-    if (this.attached.get(sid) === domain) return;
+    if (this.attached.get(sid) === domain) {
+      this.restoredAttach.delete(sid); // re-bound by its VMM: an ordinary attachment from now on
+      return;
+    }
     if (this.attached.has(sid)) this.blockDevice(sid);
     const did = domain.attachIommu();
     const ce = this.contextAddr(sid >> 8, true)! + 16n * BigInt(sid & 0xff);
@@ -121,19 +295,23 @@ export class IntelIommu {
   blockDevice(sid: number): void {
     const domain = this.attached.get(sid);
     if (!domain) return;
-    const ctx = this.contextAddr(sid >> 8, false);
-    if (ctx !== undefined) {
-      const ce = ctx + 16n * BigInt(sid & 0xff);
-      const didOld = Number((this.memory.readU64(ce + 8n) >> 8n) & 0xffffn);
-      this.memory.writeU64(ce, 0n);
-      this.memory.writeU64(ce + 8n, 0n);
-      // intel_context_flush_no_pasid: device-selective context invalidation, then IOTLB DSI.
-      this.unit.invalidateContext({ granularity: 'device', did: didOld, sid, fm: 0 });
-      this.unit.invalidateIotlb({ granularity: 'domain', did: didOld });
-    }
+    this.clearContext(sid);
     domain.devices.delete(sid);
     this.attached.delete(sid);
+    this.restoredAttach.delete(sid);
     domain.detachIommu();
+  }
+
+  /** `domain_context_clear_one` + `intel_context_flush_no_pasid`. */
+  private clearContext(sid: number): void {
+    const ctx = this.contextAddr(sid >> 8, false);
+    if (ctx === undefined) return;
+    const ce = ctx + 16n * BigInt(sid & 0xff);
+    const didOld = Number((this.memory.readU64(ce + 8n) >> 8n) & 0xffffn);
+    this.memory.writeU64(ce, 0n);
+    this.memory.writeU64(ce + 8n, 0n);
+    this.unit.invalidateContext({ granularity: 'device', did: didOld, sid, fm: 0 });
+    this.unit.invalidateIotlb({ granularity: 'domain', did: didOld });
   }
 
   /** `iommu_context_addr`: the context table of `bus`, allocated on demand. */
@@ -203,10 +381,15 @@ export class DmarDomain implements IommuDomain {
   /** What a map displaces (empty tables under a new superpage) or an unmap frees, until synced. */
   private mapGather = new Gather();
 
+  private static serials = 0;
+  /** Creation order (KHO numbers persistent domains by it). */
+  readonly serial = DmarDomain.serials++;
+
   constructor(
     readonly iommu: IntelIommu,
     readonly pt: PageTable,
   ) {
+    iommu.domains.add(this);
     const gaw = Math.min(30 + 9 * (pt.levels - 2), iommu.mgaw);
     this.apertureEnd = (1n << BigInt(gaw)) - 1n;
     const sllps = Number((iommu.cap >> 34n) & 0xfn);
@@ -217,6 +400,13 @@ export class DmarDomain implements IommuDomain {
   attachIommu(): number {
     if (this.iommuRefs++ === 0) this.did = this.iommu.allocDid();
     return this.did;
+  }
+
+  /** A device the previous kernel left attached with `did` (re-hydration). */
+  adoptDevice(sid: number, did: number): void {
+    this.did = did;
+    this.iommuRefs++;
+    this.devices.add(sid);
   }
 
   detachIommu(): void {
@@ -273,6 +463,14 @@ export class DmarDomain implements IommuDomain {
   free(): void {
     if (this.freed) return;
     this.freed = true;
+    // A restored domain can still translate for devices nobody re-bound: block them first.
+    for (const sid of [...this.devices]) this.iommu.blockDevice(sid);
+    this.iommu.domains.delete(this);
+    if (this.persistentId && this.iommu.kernel.kho.active) {
+      // Its tables are handed over already (preserved): they go with this kernel.
+      this.iommu.kernel.log(`DMAR: persistent domain ${this.persistentId} freed after KHO DUMP; its tables stay with the handover`);
+      return;
+    }
     const gather = new Gather();
     this.pt.destroy(gather);
     this.sync(gather);

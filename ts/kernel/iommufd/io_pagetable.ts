@@ -423,6 +423,44 @@ export class IoPagetable {
     this.domains.push(domain);
   }
 
+  /**
+   * Re-hydration: a handed-over domain that already maps every area joins with nothing mapped
+   * again (the caller verified it); it must come before any area.
+   */
+  adoptDomain(domain: IommuDomain): void {
+    if (this.areas.length) throw new Error('adoptDomain with areas present');
+    if (domain.apertureStart) this.reserveIova(0n, domain.apertureStart - 1n, domain);
+    if (domain.apertureEnd !== ULONG_MAX) this.reserveIova(domain.apertureEnd + 1n, ULONG_MAX, domain);
+    const align = this.calculateAlignment([domain]);
+    if (align > this.iovaAlignment) this.iovaAlignment = align;
+    this.domains.push(domain);
+  }
+
+  /**
+   * Re-hydration: an area the adopted domains already map. Its pages are pinned, not mapped.
+   * `pages` is consumed (its reference becomes the area's).
+   */
+  adoptArea(iova: bigint, pages: IoptPages, startByte: bigint, length: bigint, prot: { read: boolean; write: boolean }): IoptArea {
+    this.checkIova(iova, length);
+    const pagesFirst = Number(startByte / PAGE);
+    const pagesLast = Number((startByte + length - 1n) / PAGE);
+    const area = new IoptArea(iova, iova + length - 1n, null, Number(startByte % PAGE), pagesFirst, pagesLast, prot);
+    this.insertArea(area);
+    area.pages = pages.areaGet(pagesFirst, pagesLast);
+    pages.put();
+    if (this.domains.length) {
+      try {
+        area.pages.pin(pagesFirst, pagesLast);
+      } catch (e) {
+        area.pages.areaPut(pagesFirst, pagesLast);
+        this.removeArea(area);
+        throw e;
+      }
+      area.filled = true;
+    }
+    return area;
+  }
+
   /** `iopt_table_remove_domain`: unmaps every area, unpins with the last domain. */
   removeDomain(domain: IommuDomain): void {
     for (const area of this.areas) this.unfillArea(area, domain);

@@ -95,6 +95,9 @@ export class IommufdDevice extends IommufdObject {
   }
 }
 
+/** Commands that would change what KHO DUMP serialised of a persistent context. */
+const FROZEN_WHILE_KHO = new Set(['IOMMU_DESTROY', 'IOMMU_IOAS_MAP', 'IOMMU_IOAS_MAP_FILE', 'IOMMU_IOAS_COPY', 'IOMMU_IOAS_UNMAP', 'IOMMU_HWPT_ALLOC']);
+
 const iommuProt = (flags: number) => ({ read: !!(flags & U.IOMMU_IOAS_MAP_READABLE), write: !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE) });
 const MAP_FLAGS = U.IOMMU_IOAS_MAP_FIXED_IOVA | U.IOMMU_IOAS_MAP_WRITEABLE | U.IOMMU_IOAS_MAP_READABLE;
 
@@ -233,6 +236,8 @@ export class IommufdCtx extends File {
     const op = U.IOMMUFD_IOCTL_OPS.get(request);
     // A mismatched type byte, or a command of the kernel's table we do not model (vIOMMU, ...).
     if (!op) return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
+    // What KHO serialised must still be true at kexec: a persistent context is frozen meanwhile.
+    if (this.persistentId && this.kernel.kho.active && FROZEN_WHILE_KHO.has(op.name)) errno('EBUSY', 'a persistent iommufd is frozen while KHO is active');
     if (userSize < op.minSize) errno('EINVAL', `size ${userSize} below ${op.minSize}`);
     // copy_struct_from_user: zero-extend a short struct; a longer one must be zero past ours.
     const size = op.layout.size;
@@ -380,7 +385,7 @@ const HANDLERS: Record<string, Handler> = {
         !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
         ictx.kernel.pageRefs,
         ictx.accounter(proc),
-        ictx.persistentId && gm ? [{ file: gm, first: 0, last: npages - 1 }] : [],
+        ictx.persistentId && gm ? [{ file: gm, first: 0, last: npages - 1, filePage: Number(first / PAGE) }] : [],
       );
       try {
         cmd.iova = ioas.iopt.mapPages([{ pages, startByte: fstart - first, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
@@ -602,9 +607,10 @@ function persistentFiles(proc: Process, uptr: bigint, length: bigint): PagesFile
     const gm = vma?.obj.guestmemfs as GuestmemfsInode | undefined;
     if (!vma || !gm) errno('EFAULT', 'a persistent iommufd maps guestmemfs memory only');
     const end = Math.min(vma.end - 1, last);
+    const filePage = vma.pgoff + (p - vma.start);
     const prev = out[out.length - 1];
-    if (prev && prev.file === gm && prev.last === p - first - 1) prev.last = end - first;
-    else out.push({ file: gm, first: p - first, last: end - first });
+    if (prev && prev.file === gm && prev.last === p - first - 1 && prev.filePage + (p - first - prev.first) === filePage) prev.last = end - first;
+    else out.push({ file: gm, first: p - first, last: end - first, filePage });
     p = vma.end;
   }
   return out;
@@ -789,7 +795,9 @@ export function deviceBind(ictx: IommufdCtx, sid: number, name: string): Iommufd
   ictx.reserve(idev);
   ictx.finalize(idev);
   idev.users++; // the VFIO device holds it until unbind
-  ictx.kernel.intel.blockDevice(sid);
+  // Claiming DMA ownership blocks the device, except one still translating through a domain the
+  // previous kernel handed over: its VMM is re-binding it, and its DMA must not stop.
+  if (!ictx.kernel.intel.isRestoredAttach(sid)) ictx.kernel.intel.blockDevice(sid);
   return idev;
 }
 

@@ -11,9 +11,11 @@ export type PagesSource =
 
 /** A persistent file behind page indices `[first, last]` of an iopt_pages. */
 export interface PagesFile {
-  file: { pin(): void; unpin(): void };
+  file: { pin(): void; unpin(): void; readonly ino: number };
   first: number;
   last: number;
+  /** The file page behind index `first` (a VMA maps a file linearly). */
+  filePage: number;
 }
 
 /** A window of page indices pinned `users` times (one per filled area covering it). */
@@ -46,7 +48,10 @@ export class IoptPages {
     private readonly account: { charge(n: number): void; uncharge(n: number): void },
     /** guestmemfs files a persistent context maps through these pages, by page-index window. */
     readonly files: readonly PagesFile[] = [],
-  ) {}
+  ) {
+    // A file map holds the file (`pages->file = get_file(file)`).
+    if (source.type === 'file') source.obj.get();
+  }
 
   get(): this {
     this.kref++;
@@ -54,7 +59,9 @@ export class IoptPages {
   }
 
   put(): void {
-    if (--this.kref === 0 && this.npinned !== 0) throw new Error('iopt_pages released while pinned');
+    if (--this.kref > 0) return;
+    if (this.npinned !== 0) throw new Error('iopt_pages released while pinned');
+    if (this.source.type === 'file') this.source.obj.put();
   }
 
   /**

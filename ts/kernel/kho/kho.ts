@@ -206,6 +206,7 @@ export class Kho {
     this.active = true;
     this.kernel.sysfs.attr('/sys/kernel/kho/dt', 0o400, { show: () => this.blob! });
     this.kernel.log(`KHO: serialised ${this.blob.length} bytes at 0x${this.blobPa.toString(16)}, ${this.marks.length} preserved blocks`);
+    this.kernel.phase('kho-dump');
   }
 
   /** `echo 0 > /sys/kernel/kho/active`: ABORT; everything is writable again. */
@@ -216,6 +217,7 @@ export class Kho {
     this.active = false;
     this.kernel.sysfs.remove('/sys/kernel/kho/dt');
     this.kernel.log('KHO: aborted');
+    this.kernel.phase('kho-abort');
   }
 
   private undo(): void {

@@ -58,6 +58,9 @@ export class VfioDeviceFile extends File {
   ioctl(proc: Process, request: number, u: Uaccess, arg: bigint): number {
     if (request === V.VFIO_DEVICE_BIND_IOMMUFD) return this.bind(proc, u, arg);
     if (!this.bound) errno('EINVAL', 'device is not bound to an iommufd');
+    if ((request === V.VFIO_DEVICE_ATTACH_IOMMUFD_PT || request === V.VFIO_DEVICE_DETACH_IOMMUFD_PT) && this.ictx!.persistentId && this.kernel.kho.active) {
+      errno('EBUSY', 'a persistent iommufd is frozen while KHO is active');
+    }
     switch (request) {
       case V.VFIO_DEVICE_ATTACH_IOMMUFD_PT:
         return this.attachPt(u, arg);

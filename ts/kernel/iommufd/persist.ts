@@ -1,0 +1,367 @@
+// Persistent iommufds across kexec (RFC patches 05-07, 10-13, completed): KHO DUMP writes
+// /iommufd/iommufds/<persistent id>/ioases/<ioas id>/<area>; the next kernel verifies every
+// handed-over domain against the areas and the guestmemfs blocks before adopting it, then offers
+// each context at /sys/kernel/iommufd_persisted/<id>/iommufd, whose read claims it.
+import type { FdtWriter } from '../../fdt/index.js';
+import { errno, KernelError } from '../../uapi/errno.js';
+import { O_RDWR } from '../../uapi/mman.js';
+import type { Guestmemfs, GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
+import type { DmarDomain } from '../intel-iommu/iommu.js';
+import type { Kernel } from '../kernel.js';
+import { le, type Kho, type KhoNode, type KhoNotifier } from '../kho/kho.js';
+import type { Process } from '../process.js';
+import { HwptPaging, Ioas, IommufdCtx } from './main.js';
+import { IoptPages } from './pages.js';
+
+/** `IOMMU_READ`, `IOMMU_WRITE`, `IOMMU_CACHE` as `iommu-prot` carries them. */
+const IOMMU_READ = 1;
+const IOMMU_WRITE = 2;
+const IOMMU_CACHE = 4;
+const ADDR_MASK = 0x000f_ffff_ffff_f000n;
+
+/** A piece of an area backed by one guestmemfs file, byte-exact. */
+interface Segment {
+  iova: bigint;
+  ino: number;
+  offset: bigint;
+  len: bigint;
+}
+interface PersistedArea {
+  iova: bigint;
+  len: bigint;
+  prot: number;
+  segs: Segment[];
+}
+interface PersistedIoas {
+  id: number;
+  /** Indices under /intel-iommu/domains. */
+  domains: number[];
+  areas: PersistedArea[];
+}
+/** A context the previous kernel handed over, until a process claims it. */
+interface PersistedCtx {
+  pid: number;
+  ioases: PersistedIoas[];
+  /** Its adopted domains by index. */
+  domains: Map<number, DmarDomain>;
+  /** The long-term file pins it holds while unclaimed (one per area and file, as areas do). */
+  pins: GuestmemfsInode[];
+}
+
+/** The iommufd side of KHO: serialise at DUMP, verify and offer after kexec. */
+export class PersistedIommufds implements KhoNotifier {
+  /** Handed over and not yet claimed, by persistent id. */
+  readonly pending = new Map<number, PersistedCtx>();
+  private readonly claimed = new Set<number>();
+
+  constructor(
+    readonly kernel: Kernel,
+    node?: KhoNode,
+  ) {
+    const intel = kernel.intel;
+    if (node) {
+      try {
+        this.parse(node);
+      } catch (e) {
+        kernel.log(`iommufd: KHO state not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
+        this.pending.clear();
+      }
+    }
+    // A handed-over domain no verified context refers to can never be claimed: block it.
+    const used = new Set([...this.pending.values()].flatMap((c) => [...c.domains.values()]));
+    for (const d of [...intel.restored.values()]) if (!used.has(d)) intel.reject(d, 'no persisted iommufd refers to it');
+    // The pins in guestmemfs's inodes were the old kernel's; the handed-over contexts re-take them.
+    kernel.guestmemfs?.resetPins();
+    for (const ctx of this.pending.values()) {
+      for (const ioas of ctx.ioases) {
+        for (const area of ioas.areas) {
+          for (const ino of new Set(area.segs.map((s) => s.ino))) {
+            const inode = kernel.guestmemfs!.inodeByIno(ino)!;
+            inode.pin();
+            ctx.pins.push(inode);
+          }
+        }
+      }
+      kernel.sysfs.attr(`/sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`, 0o440, { show: (proc) => `${this.claim(proc, ctx.pid)}\n` });
+      kernel.log(`iommufd: persisted iommufd ${ctx.pid} ready at /sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`);
+    }
+  }
+
+  // ---- after kexec ------------------------------------------------------------------------------
+
+  private parse(node: KhoNode): void {
+    if (node.string('compatible') !== 'iommufd-v0') errno('EINVAL', 'unknown compatible');
+    const gm = this.kernel.guestmemfs;
+    for (const c of node.child('iommufds')?.children() ?? []) {
+      const ctx: PersistedCtx = { pid: c.id(), ioases: [], domains: new Map(), pins: [] };
+      if (ctx.pid === 0 || this.pending.has(ctx.pid)) errno('EINVAL', `${c.path}: bad persistent id`);
+      for (const i of c.child('ioases')?.children() ?? []) {
+        const ioas: PersistedIoas = { id: i.id(), domains: u32s(i, 'domains'), areas: [] };
+        for (const a of i.children()) {
+          const area: PersistedArea = { iova: a.u64('iova-start'), len: a.u64('iova-len'), prot: a.u32('iommu-prot'), segs: [] };
+          const raw = a.raw('guestmemfs');
+          if (raw.length % 32) errno('EINVAL', `${a.path}/guestmemfs: not segments`);
+          const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
+          for (let k = 0; k < raw.length; k += 32) {
+            area.segs.push({ iova: dv.getBigUint64(k, true), ino: Number(dv.getBigUint64(k + 8, true)), offset: dv.getBigUint64(k + 16, true), len: dv.getBigUint64(k + 24, true) });
+          }
+          this.checkArea(area, a.path, gm);
+          ioas.areas.push(area);
+        }
+        ctx.ioases.push(ioas);
+      }
+      // Trust, but verify: each domain must translate exactly its IOAS's areas onto the blocks.
+      for (const ioas of ctx.ioases) {
+        for (const idx of ioas.domains) {
+          const d = this.kernel.intel.restored.get(idx);
+          if (!d) continue;
+          if (d.persistentId !== ctx.pid) {
+            this.kernel.intel.reject(d, `persistent id ${d.persistentId} is not iommufd ${ctx.pid}'s`);
+            continue;
+          }
+          const why = verifyDomain(this.kernel, d, ioas.areas, gm!);
+          if (why) this.kernel.intel.reject(d, why);
+          else ctx.domains.set(idx, d);
+        }
+      }
+      this.pending.set(ctx.pid, ctx);
+    }
+  }
+
+  /** Values a corrupted blob could carry that must not reach the model. */
+  private checkArea(area: PersistedArea, path: string, gm: Guestmemfs | null): void {
+    if (area.len === 0n || area.iova + area.len - 1n > 0xffff_ffff_ffff_ffffn) errno('EINVAL', `${path}: bad range`);
+    if (area.prot & ~(IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE) || !(area.prot & (IOMMU_READ | IOMMU_WRITE))) errno('EINVAL', `${path}: bad iommu-prot`);
+    if (!gm) errno('EINVAL', `${path}: guestmemfs was not handed over`);
+    let at = area.iova;
+    for (const s of area.segs) {
+      const inode = gm.inodeByIno(s.ino);
+      if (s.iova !== at || s.len === 0n || !inode) errno('EINVAL', `${path}: bad segment`);
+      if (s.offset + s.len > BigInt(inode.npages) * 4096n) errno('EINVAL', `${path}: segment beyond its file`);
+      at += s.len;
+    }
+    if (at !== area.iova + area.len) errno('EINVAL', `${path}: segments do not cover the area`);
+  }
+
+  /** Reading /sys/kernel/iommufd_persisted/<id>/iommufd: a new fd in `proc` holding the context. */
+  claim(proc: Process, pid: number): number {
+    const rec = this.pending.get(pid);
+    if (!rec) return errno(this.claimed.has(pid) ? 'EBUSY' : 'ENOENT', `persisted iommufd ${pid} already claimed`);
+    const kernel = this.kernel;
+    const gm = kernel.guestmemfs!;
+    const ictx = new IommufdCtx(kernel, proc, O_RDWR);
+    kernel.iommufds.add(ictx);
+    ictx.persistentId = pid;
+    kernel.persistentIommufds.set(pid, ictx);
+    for (const p of rec.ioases) {
+      const ioas = new Ioas(ictx);
+      ictx.reserve(ioas);
+      ictx.finalize(ioas);
+      for (const idx of p.domains) {
+        const d = rec.domains.get(idx);
+        if (!d) continue;
+        const hwpt = new HwptPaging(ioas, d, false);
+        hwpt.autoDomain = true;
+        ioas.iopt.adoptDomain(d);
+        hwpt.inIopt = true;
+        ictx.reserve(hwpt);
+        ictx.finalize(hwpt);
+        ioas.hwpts.push(hwpt);
+      }
+      for (const area of p.areas) {
+        for (const s of area.segs) {
+          const inode = gm.inodeByIno(s.ino)!;
+          const first = s.offset & ~4095n;
+          const npages = Number((s.offset + s.len - first + 4095n) / 4096n);
+          const pages = new IoptPages(
+            { type: 'file', obj: inode, page: Number(first / 4096n) },
+            first,
+            npages,
+            !!(area.prot & IOMMU_WRITE),
+            kernel.pageRefs,
+            ictx.accounter(proc),
+            [{ file: inode, first: 0, last: npages - 1, filePage: Number(first / 4096n) }],
+          );
+          ioas.iopt.adoptArea(s.iova, pages, s.offset - first, s.len, { read: !!(area.prot & IOMMU_READ), write: !!(area.prot & IOMMU_WRITE) });
+        }
+      }
+    }
+    // The areas hold the file pins now.
+    for (const inode of rec.pins) inode.unpin();
+    this.pending.delete(pid);
+    this.claimed.add(pid);
+    const fd = proc.installFd(ictx);
+    kernel.log(`iommufd: persisted iommufd ${pid} claimed by pid ${proc.pid} as fd ${fd}`);
+    return fd;
+  }
+
+  // ---- KEXEC_KHO_DUMP / ABORT -----------------------------------------------------------------
+
+  /** Writes `/iommufd`: every live persistent context, and those handed over but not claimed. */
+  dump(w: FdtWriter, kho: Kho): void {
+    kho.inject('iommufd:dump');
+    const domainIndex = new Map(this.kernel.intel.persistentDomains().map((d, i) => [d, i]));
+    const ctxs: PersistedCtx[] = [];
+    for (const [pid, ictx] of this.kernel.persistentIommufds) ctxs.push(snapshot(pid, ictx, domainIndex));
+    for (const rec of this.pending.values()) {
+      const byDomain = new Map([...rec.domains].map(([idx, d]) => [idx, domainIndex.get(d)]));
+      ctxs.push({ ...rec, ioases: rec.ioases.map((i) => ({ ...i, domains: i.domains.map((x) => byDomain.get(x)).filter((x): x is number => x !== undefined) })) });
+    }
+    ctxs.sort((a, b) => a.pid - b.pid);
+    w.beginNode('iommufd');
+    w.propertyString('compatible', 'iommufd-v0');
+    w.beginNode('iommufds');
+    for (const c of ctxs) {
+      w.beginNode(String(c.pid));
+      w.beginNode('ioases');
+      for (const i of c.ioases) {
+        kho.inject('iommufd:ioas');
+        w.beginNode(String(i.id));
+        w.property('domains', u32Bytes(i.domains));
+        const inos = [...new Set(i.areas.flatMap((a) => a.segs.map((s) => s.ino)))];
+        w.property('pinned-files', le64s(inos.map(BigInt)));
+        i.areas.forEach((a, n) => {
+          w.beginNode(String(n));
+          w.property('iova-start', le.u64(a.iova));
+          w.property('iova-len', le.u64(a.len));
+          w.property('iommu-prot', le.u32(a.prot));
+          w.property('guestmemfs', le64s(a.segs.flatMap((s) => [s.iova, BigInt(s.ino), s.offset, s.len])));
+          w.endNode();
+        });
+        w.endNode();
+      }
+      w.endNode();
+      w.endNode();
+    }
+    w.endNode();
+    w.endNode();
+  }
+
+  /** KEXEC_KHO_ABORT: nothing to undo (the freeze is read from KHO's state). */
+  abort(): void {}
+}
+
+/** The persisted form of a live context. */
+function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<DmarDomain, number>): PersistedCtx {
+  const ioases: PersistedIoas[] = [];
+  for (const obj of ictx.objects.values()) {
+    if (!(obj instanceof Ioas)) continue;
+    const areas: PersistedArea[] = [];
+    for (const area of obj.iopt.areas) {
+      const pages = area.pages!;
+      const prot = (area.prot.read ? IOMMU_READ : 0) | (area.prot.write ? IOMMU_WRITE : 0) | IOMMU_CACHE;
+      const segs: Segment[] = [];
+      for (const f of pages.files) {
+        const a = Math.max(f.first, area.pagesFirst);
+        const b = Math.min(f.last, area.pagesLast);
+        if (a > b) continue;
+        const off = BigInt(area.pageOffset);
+        const start = a === area.pagesFirst ? area.start : area.start + BigInt(a - area.pagesFirst) * 4096n - off;
+        const end = b === area.pagesLast ? area.last : area.start + BigInt(b + 1 - area.pagesFirst) * 4096n - off - 1n;
+        const offset = BigInt(f.filePage + (a - f.first)) * 4096n + (a === area.pagesFirst ? off : 0n);
+        segs.push({ iova: start, ino: f.file.ino, offset, len: end - start + 1n });
+      }
+      segs.sort((x, y) => (x.iova < y.iova ? -1 : 1));
+      if (!segs.length) errno('EINVAL', `iommufd ${pid}: an area without guestmemfs backing`);
+      areas.push({ iova: area.start, len: area.length, prot, segs });
+    }
+    const domains = obj.hwpts.map((h) => domainIndex.get(h.domain)).filter((x): x is number => x !== undefined);
+    ioases.push({ id: obj.id, domains, areas });
+  }
+  return { pid, ioases, domains: new Map(), pins: [] };
+}
+
+/**
+ * Trust but verify: `d` must map every page of `areas` onto the guestmemfs block the segment
+ * names, with the area's permissions, and map nothing else. Returns why not, or null.
+ */
+function verifyDomain(kernel: Kernel, d: DmarDomain, areas: PersistedArea[], gm: Guestmemfs): string | null {
+  const mem = kernel.memory;
+  const tables = new Map<bigint, DataView>();
+  const table = (pa: bigint): DataView => {
+    let t = tables.get(pa);
+    if (!t) {
+      const b = mem.read(pa, 4096);
+      tables.set(pa, (t = new DataView(b.buffer, b.byteOffset, 4096)));
+    }
+    return t;
+  };
+  const blocks = new Map<string, number>();
+  const filePfn = (ino: number, page: number): number => {
+    const key = `${ino}:${page >> 9}`;
+    let base = blocks.get(key);
+    if (base === undefined) {
+      const pfn = gm.filePfn(ino, page & ~511);
+      blocks.set(key, (base = pfn < 0 ? -1 : pfn));
+    }
+    return base < 0 ? -1 : base + (page & 511);
+  };
+  let expected = 0;
+  for (const area of areas) {
+    const want = (area.prot & IOMMU_READ ? 1n : 0n) | (area.prot & IOMMU_WRITE ? 2n : 0n);
+    for (const s of area.segs) {
+      let iovaPage = s.iova >> 12n;
+      const lastPage = (s.iova + s.len - 1n) >> 12n;
+      let filePage = Number(s.offset >> 12n);
+      expected += Number(lastPage - iovaPage + 1n);
+      while (iovaPage <= lastPage) {
+        const steps = d.pt.walk(iovaPage << 12n);
+        const leaf = steps[steps.length - 1]!;
+        if (!(leaf.pte & 3n)) return `IOVA 0x${(iovaPage << 12n).toString(16)} is not mapped`;
+        const span = 1n << BigInt(9 * (leaf.level - 1));
+        const first = iovaPage & ~(span - 1n);
+        const count = Number((lastPage < first + span - 1n ? lastPage : first + span - 1n) - iovaPage + 1n);
+        for (let k = 0; k < count; k++) {
+          const ip = iovaPage + BigInt(k);
+          const pte = leaf.level === 1 ? table(leaf.ptePa & ~0xfffn).getBigUint64(Number(ip & 511n) * 8, true) : leaf.pte;
+          const pa = leaf.level === 1 ? pte & ADDR_MASK : (pte & ADDR_MASK & ~((span << 12n) - 1n)) + ((ip - first) << 12n);
+          const pfn = filePfn(s.ino, filePage + k);
+          if (pfn < 0 || pa !== BigInt(pfn) << 12n) return `IOVA 0x${(ip << 12n).toString(16)} maps 0x${pa.toString(16)}, not the file's block`;
+          if ((pte & 3n) !== want) return `IOVA 0x${(ip << 12n).toString(16)} has the wrong permissions`;
+        }
+        iovaPage += BigInt(count);
+        filePage += count;
+      }
+    }
+  }
+  const mapped = countLeafPages(kernel, d.pt.pgd, d.pt.levels, new Set());
+  if (mapped !== expected) return `the page table maps ${mapped} pages, the areas ${expected}`;
+  return null;
+}
+
+/** Present leaf pages (in 4 KiB units) under the table at `pa` of `level`; a table seen twice is corrupt. */
+function countLeafPages(kernel: Kernel, pa: bigint, level: number, seen: Set<bigint>): number {
+  if (seen.has(pa) || pa + 4096n > kernel.memory.size) errno('EINVAL', `table 0x${pa.toString(16)} is shared or out of memory`);
+  seen.add(pa);
+  const b = kernel.memory.read(pa, 4096);
+  const v = new DataView(b.buffer, b.byteOffset, 4096);
+  let n = 0;
+  for (let i = 0; i < 512; i++) {
+    const pte = v.getBigUint64(i * 8, true);
+    if (!(pte & 3n)) continue;
+    if (level === 1 || pte & 0x80n) n += 512 ** (level - 1);
+    else n += countLeafPages(kernel, pte & ADDR_MASK, level - 1, seen);
+  }
+  return n;
+}
+
+function u32s(n: KhoNode, name: string): number[] {
+  const v = n.raw(name);
+  if (v.length % 4) errno('EINVAL', `${n.path}/${name}: not u32[]`);
+  const dv = new DataView(v.buffer, v.byteOffset, v.length);
+  return Array.from({ length: v.length / 4 }, (_, i) => dv.getUint32(4 * i, true));
+}
+
+function u32Bytes(xs: number[]): Uint8Array {
+  const b = new Uint8Array(4 * xs.length);
+  const v = new DataView(b.buffer);
+  xs.forEach((x, i) => v.setUint32(4 * i, x, true));
+  return b;
+}
+
+function le64s(xs: bigint[]): Uint8Array {
+  const b = new Uint8Array(8 * xs.length);
+  const v = new DataView(b.buffer);
+  xs.forEach((x, i) => v.setBigUint64(8 * i, x, true));
+  return b;
+}
