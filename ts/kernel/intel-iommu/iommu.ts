@@ -121,6 +121,7 @@ export class IntelIommu {
       for (const m of pages) if (!this.preservedRange(m.addr, m.len)) errno('EINVAL', `${d.path}: page 0x${m.addr.toString(16)} was not preserved`);
       const domain = new DmarDomain(this, this.unit.adoptPageTable(pgd, levels));
       domain.persistentId = Number(d.u64('persistent_id'));
+      domain.handedOver = new Set(pages.map((m) => m.addr));
       for (const dev of d.child('devices')?.children() ?? []) {
         const sid = (dev.u8('bus') << 8) | dev.u8('devfn');
         const ce = this.contextTables.get(sid >> 8);
@@ -160,7 +161,9 @@ export class IntelIommu {
     this.kernel.log(`DMAR: persistent domain (persistent id ${domain.persistentId}, did ${domain.did}) not adopted: ${why}`);
     for (const sid of [...domain.devices]) this.blockDevice(sid);
     for (const [k, d] of this.restored) if (d === domain) this.restored.delete(k);
-    domain.free();
+    // Its tables are not trusted: walking them to free "table pages" could free anything. They
+    // stay allocated (leaked) rather than risk the next owner's memory.
+    domain.abandon();
   }
 
   /** Whether `sid` is still attached to a handed-over domain nobody has re-bound. */
@@ -367,6 +370,8 @@ export class IntelIommu {
 /** `struct dmar_domain`: a second-level page table and the DID it has on the unit. */
 export class DmarDomain implements IommuDomain {
   readonly devices = new Set<number>();
+  /** The table pages the previous kernel listed for it (restored domains only). */
+  handedOver: ReadonlySet<bigint> = new Set();
   /** `domain->persistent_id` (RFC patch 04): the persistent iommufd it belongs to, or 0. */
   persistentId = 0;
   /** DID while attached to at least one device of the unit (`domain_attach_iommu`). */
@@ -457,6 +462,13 @@ export class DmarDomain implements IommuDomain {
   /** `iova_to_phys`. */
   iovaToPhys(iova: bigint): bigint | null {
     return this.pt.iovaToPhys(iova);
+  }
+
+  /** Forgets a domain whose tables are not trusted, freeing none of them. */
+  abandon(): void {
+    this.freed = true;
+    this.iommu.domains.delete(this);
+    if (this.did && this.iommuRefs) this.iommu.freeDid(this.did);
   }
 
   /** `intel_iommu_domain_free`: every table page back to the allocator. */

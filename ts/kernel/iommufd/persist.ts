@@ -119,7 +119,12 @@ export class PersistedIommufds implements KhoNotifier {
             this.kernel.intel.reject(d, `persistent id ${d.persistentId} is not iommufd ${ctx.pid}'s`);
             continue;
           }
-          const why = verifyDomain(this.kernel, d, ioas.areas, gm!);
+          let why: string | null;
+          try {
+            why = verifyDomain(this.kernel, d, ioas.areas, gm!);
+          } catch (e) {
+            why = e instanceof KernelError ? (e.detail ?? e.code) : String((e as Error).message ?? e);
+          }
           if (why) this.kernel.intel.reject(d, why);
           else ctx.domains.set(idx, d);
         }
@@ -324,14 +329,18 @@ function verifyDomain(kernel: Kernel, d: DmarDomain, areas: PersistedArea[], gm:
       }
     }
   }
-  const mapped = countLeafPages(kernel, d.pt.pgd, d.pt.levels, new Set());
+  const mapped = countLeafPages(kernel, d.pt.pgd, d.pt.levels, new Set(), d.handedOver);
   if (mapped !== expected) return `the page table maps ${mapped} pages, the areas ${expected}`;
   return null;
 }
 
-/** Present leaf pages (in 4 KiB units) under the table at `pa` of `level`; a table seen twice is corrupt. */
-function countLeafPages(kernel: Kernel, pa: bigint, level: number, seen: Set<bigint>): number {
-  if (seen.has(pa) || pa + 4096n > kernel.memory.size) errno('EINVAL', `table 0x${pa.toString(16)} is shared or out of memory`);
+/**
+ * Present leaf pages (in 4 KiB units) under the table at `pa` of `level`. Every table must be one
+ * the previous kernel listed (and so preserved), each reached once.
+ */
+function countLeafPages(kernel: Kernel, pa: bigint, level: number, seen: Set<bigint>, handedOver: ReadonlySet<bigint>): number {
+  if (seen.has(pa)) errno('EINVAL', `table 0x${pa.toString(16)} is referenced twice`);
+  if (!handedOver.has(pa)) errno('EINVAL', `table 0x${pa.toString(16)} was not handed over`);
   seen.add(pa);
   const b = kernel.memory.read(pa, 4096);
   const v = new DataView(b.buffer, b.byteOffset, 4096);
@@ -340,7 +349,7 @@ function countLeafPages(kernel: Kernel, pa: bigint, level: number, seen: Set<big
     const pte = v.getBigUint64(i * 8, true);
     if (!(pte & 3n)) continue;
     if (level === 1 || pte & 0x80n) n += 512 ** (level - 1);
-    else n += countLeafPages(kernel, pte & ADDR_MASK, level - 1, seen);
+    else n += countLeafPages(kernel, pte & ADDR_MASK, level - 1, seen, handedOver);
   }
   return n;
 }
