@@ -85,7 +85,7 @@ export class Host {
     this._kernel = new Kernel({
       memory: this.memory,
       iommu: this.iommu,
-      devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid })),
+      devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, setBusMaster: (on: boolean) => (d.busMaster = on) })),
       cmdline,
       khoBlob,
       generation,

@@ -11,7 +11,10 @@ export function parseBdf(bdf: string): number {
   return (parseInt(m[2]!, 16) << 8) | (parseInt(m[3]!, 16) << 3) | parseInt(m[4]!, 10);
 }
 
-/** A DMA request the IOMMU blocked. `reason` is the VT-d fault reason (FRCD.FR). */
+/**
+ * A DMA request that did not complete. `reason` is the VT-d fault reason (FRCD.FR) the IOMMU
+ * recorded, or 0 when the device's bus mastering is off and the request never left it.
+ */
 export class DmaFault extends Error {
   readonly code = 'ERR_DMA_FAULT';
   constructor(
@@ -20,7 +23,11 @@ export class DmaFault extends Error {
     readonly reason: number,
     readonly write: boolean,
   ) {
-    super(`DMA ${write ? 'write' : 'read'} by ${bdf} at 0x${iova.toString(16)} faulted (reason 0x${reason.toString(16)})`);
+    super(
+      reason
+        ? `DMA ${write ? 'write' : 'read'} by ${bdf} at 0x${iova.toString(16)} faulted (reason 0x${reason.toString(16)})`
+        : `DMA ${write ? 'write' : 'read'} by ${bdf} at 0x${iova.toString(16)}: bus mastering is disabled`,
+    );
     this.name = 'DmaFault';
   }
 }
@@ -42,12 +49,14 @@ export class DmaEngine {
 
   /** Reads into `buf` at `iova` (no allocation). */
   readInto(iova: bigint, buf: Uint8Array): void {
+    if (!this.dev.busMaster) throw new DmaFault(this.dev.bdf, iova, 0, false);
     const reason = this.unit.dmaRead(this.dev.sid, iova, buf);
     if (reason) this.fault(this.unit.lastFaultIova, reason, false);
   }
 
   /** Writes `bytes` at `iova`; throws {@link DmaFault} (after the pages before it were written). */
   write(iova: bigint, bytes: Uint8Array): void {
+    if (!this.dev.busMaster) throw new DmaFault(this.dev.bdf, iova, 0, true);
     const reason = this.unit.dmaWrite(this.dev.sid, iova, bytes);
     if (reason) this.fault(this.unit.lastFaultIova, reason, true);
   }
@@ -70,6 +79,11 @@ export class DmaEngine {
 export class PciDevice {
   readonly sid: number;
   readonly dma: DmaEngine;
+  /**
+   * PCI_COMMAND_MASTER. Set at cold boot; a kexec clears it for every device that is not handed
+   * over (`pci_device_shutdown`), and binding to VFIO sets it again.
+   */
+  busMaster = true;
 
   constructor(
     readonly bdf: string,

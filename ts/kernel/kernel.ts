@@ -20,7 +20,7 @@ export interface KernelHardware {
   memory: PhysicalMemory;
   iommu: IommuUnit;
   /** PCI devices handed to vfio-pci, in order: vfio0, vfio1, ... */
-  devices: { bdf: string; sid: number }[];
+  devices: { bdf: string; sid: number; setBusMaster?: (on: boolean) => void }[];
   /** The kernel command line (`guestmemfs=16G`, ...). */
   cmdline?: string;
   /** Physical address of the KHO blob the previous kernel handed over (kexec with KHO). */
@@ -120,7 +120,7 @@ export class Kernel {
     hw.onPhase?.('iommu-init');
     this.vfioDevices = hw.devices.map((d, i) => {
       this.log(`vfio-pci ${d.bdf}: registered as /dev/vfio/devices/vfio${i}`);
-      return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null };
+      return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null, setBusMaster: d.setBusMaster ?? (() => {}) };
     });
     this.persisted = new PersistedIommufds(this, incoming?.child('iommufd'));
     if (incoming) hw.onPhase?.('iommufd-restore');
@@ -176,6 +176,9 @@ export class Kernel {
     this.log('kexec_core: Starting new kernel');
     const handover = this.kho.active ? this.kho.blobPa : null;
     this.intel.shutdown(handover !== null);
+    // pci_device_shutdown with kexec_in_progress: bus mastering off, except for devices whose
+    // DMA is handed over (still attached to a persistent domain).
+    for (const d of this.vfioDevices) if (handover === null || !this.intel.domainOf(d.sid)?.persistentId) d.setBusMaster(false);
     this.dead = true;
     for (const p of this.processes.values()) p.kill();
     return handover;

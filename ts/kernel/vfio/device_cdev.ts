@@ -18,6 +18,8 @@ export interface VfioDevice {
   readonly sid: number;
   /** The open device file that bound it (cdev: one at a time). */
   boundBy: VfioDeviceFile | null;
+  /** PCI_COMMAND_MASTER of the function. */
+  setBusMaster(on: boolean): void;
 }
 
 function readStruct(u: Uaccess, arg: bigint, layout: StructLayout, n: number): Record<string, number | bigint> {
@@ -97,6 +99,8 @@ export class VfioDeviceFile extends File {
       this.ictx = ictx;
       this.idev = idev;
       this.device.boundBy = this;
+      // The user driver owns the device now and may DMA (vfio_pci_core_enable).
+      this.device.setBusMaster(true);
       this.kernel.log(`vfio-pci ${this.device.bdf}: bound to iommufd, device id ${idev.id}`);
     } catch (e) {
       ictx.put();
