@@ -2,14 +2,18 @@
 // (crates/vtd/benches/translate.rs), the JS-side measurements (bench/napi.mjs), the memory
 // scenario (bench/memory.mjs, in a fresh process) and the simulated kernel's iommufd / VFIO
 // syscall path against the native page-table builder, plus device DMA (bench/kernel.mjs, in a
-// fresh process), then the FDT benches (crates/fdt/benches/fdt.rs under criterion, with vm-fdt
+// fresh process), the live update's blackout across kexec with KHO at 1k–1M 4 KiB mappings against
+// a VMM replaying its mappings into a fresh kernel (bench/liveupdate.mjs, in a fresh process;
+// about a minute, most of it the 1M-ioctl replay), then the FDT benches (crates/fdt/benches/fdt.rs under criterion, with vm-fdt
 // as a baseline, and bench/fdt_libfdt.c compiled against Debian's libfdt-dev), then prints the
-// markdown report of this run (the IOMMU, kernel and FDT tables) and writes it to
+// markdown report of this run (the IOMMU, kernel, live-update and FDT tables) and writes it to
 // bench/results/latest.{md,json}. A missed target prints `no` but does not fail the command;
 // only a crash (build, bench or a result mismatch) exits non-zero.
 // BENCH_QUICK=1: criterion `--quick`, shorter JS and libfdt runs (libfdt unique names: 5,000).
 // BENCH_KERNEL_FULL_UNMAP=0: bench/kernel.mjs skips timing the one IOAS_UNMAP of 262,144 4 KiB
 // areas (about a second; then only the 16,384- and 32,768-area unmaps are timed).
+// BENCH_LIVEUPDATE_REPLAY_1M=0: bench/liveupdate.mjs skips the one replay of 1,048,576 IOAS_MAP
+// ioctls (about 20 s; also skipped under BENCH_QUICK) and extrapolates it from 102,400 (the row says so).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -174,6 +178,8 @@ const napi = lastJson(run(process.execPath, ['--expose-gc', '--import', 'tsx', '
 const memory = lastJson(run(process.execPath, ['--expose-gc', 'bench/memory.mjs'], { capture: true }), 'bench/memory.mjs');
 // The kernel layer (Host.boot + iommufd + VFIO cdev) vs the native builder, and device DMA.
 const kernel = lastJson(run(process.execPath, ['--expose-gc', 'bench/kernel.mjs'], { capture: true }), 'bench/kernel.mjs');
+// Live update (Host.boot + KHO + kexec): the VMM's blackout, and the replay baseline.
+const liveupdate = lastJson(run(process.execPath, ['--expose-gc', 'bench/liveupdate.mjs'], { capture: true }), 'bench/liveupdate.mjs');
 
 const digestAfter = sourceDigest();
 const sourcesChanged = digestBefore !== digestAfter;
@@ -300,6 +306,105 @@ const kernelRows = [
   ],
 ];
 
+// Live-update rows (bench/liveupdate.mjs): medians of the updates without DMA traffic unless a
+// row says otherwise; every time is wall time of the simulator.
+const lu = liveupdate;
+const luAt = (n) => {
+  const s = lu.sizes.find((x) => x.n === n);
+  if (!s) die(`bench/liveupdate.mjs reported no N=${n}`);
+  return s;
+};
+const lu1k = luAt(1024);
+const lu1m = luAt(1 << 20);
+const luBlack = (s) => s.blackout;
+const luPct = (x) => {
+  const pct = (100 * x) / lu1m.blackout;
+  return `${pct >= 10 ? pct.toFixed(1) : pct.toPrecision(2)}% of the blackout`;
+};
+const bytesB = (b) => `${group3(b)} B`;
+const lph = lu1m.phases;
+const lr = lu.replay;
+const lrPer1m = lr.perPage1M;
+const lrPer100k = lr.perPage100k;
+const luSpeedup = lrPer1m.value / luBlack(lu1m);
+const luIdealPerGiB = 513; // 512 pages of 4 KiB PTEs + 1 page of PDEs per GiB
+const luSizeLabel = (s) => `${group3(s.n)} × 4 KiB mappings (${s.mappedBytes >= 2 ** 30 ? `${s.mappedBytes / 2 ** 30} GiB` : `${s.mappedBytes / 2 ** 20} MiB`}, ${group3(s.tablePages)} table pages)`;
+const luRows = [
+  ...lu.sizes.map((s) => {
+    const r = luBlack(s) / luBlack(lu1k);
+    const head = `blackout, ${luSizeLabel(s)}: write '1' to /sys/kernel/kho/active → kexec → claim → BIND + ATTACH; median of ${s.blackoutRuns.length} updates (best ${msec(s.blackoutBest)})`;
+    if (s.n === lu1k.n) return [head, msec(luBlack(s)), '—', 'info (the base of the ratios below)', '—'];
+    if (s.n === lu1m.n) return [`${head}; ratio = ÷ the 1,024-mapping blackout`, msec(luBlack(s)), ratio(r), '≤ 2× (tables kept, not rebuilt)', met(r <= 2)];
+    return [`${head}; ratio = ÷ the 1,024-mapping blackout`, msec(luBlack(s)), ratio(r), 'info', '—'];
+  }),
+  [`1M phase: KHO activation (DUMP: serialise, preserve ${group3(lu1m.preservedPages)} pages + the carve-out; ${luPct(lph.kho)})`, msec(lph.kho), '—', 'info', '—'],
+  [
+    `1M phase: kexec jump, kexec_file_load + reboot to the next kernel up (${luPct(lph.kexec)}): old kernel's shutdown ${msec(lph.shutdown)}, scrub ${msec(lph.scrub)}, KHO blob ingest ${msec(lph.khoIngest)}, guestmemfs + VT-d adoption ${msec(lph.iommuInit)}, iommufd restore (verifies every handed-over PTE against guestmemfs) ${msec(lph.iommufdRestore)}, rest of boot ${msec(lph.bootRest)}`,
+    msec(lph.kexec),
+    '—',
+    'info',
+    '—',
+  ],
+  [`1M phase: claim, a new process reads /sys/kernel/iommufd_persisted/1/iommufd (${luPct(lph.claim)})`, msec(lph.claim), '—', 'info', '—'],
+  [`1M phase: re-bind, open vfio0 + VFIO_DEVICE_BIND_IOMMUFD + VFIO_DEVICE_ATTACH_IOMMUFD_PT to the restored HWPT (${luPct(lph.rebind)})`, msec(lph.rebind), '—', 'info', '—'],
+  [
+    `blackout with DMA running, 1,048,576 mappings: \`host.dmaTraffic\` over the whole window, ${lu.trafficPagesPerStep} pages written + ${lu.trafficPagesPerStep} re-read between every lifecycle phase; median of ${lu1m.blackoutTrafficRuns.length}; ratio = ÷ without traffic (1,024 mappings: ${msec(lu1k.blackoutTraffic)}, ${ratio(lu1k.blackoutTraffic / lu1k.blackout)})`,
+    msec(lu1m.blackoutTraffic),
+    ratio(lu1m.blackoutTraffic / lu1m.blackout),
+    'info',
+    '—',
+  ],
+  [
+    `DMA faults / byte mismatches over the ${lu.traffic.updates} updates with traffic (all sizes; ${group3(lu.traffic.pagesWritten)} pages written, ${group3(lu.traffic.pagesVerified)} re-read and verified, some across several kexecs)`,
+    `${lu.traffic.faults} / ${lu.traffic.mismatches}`,
+    '—',
+    '0 / 0',
+    met(lu.traffic.faults === 0 && lu.traffic.mismatches === 0),
+  ],
+  [
+    `replay baseline, 1,048,576 mappings: fresh host with the same guest RAM in guestmemfs; open /dev/iommu, IOAS_ALLOC, HUGE_PAGES=0, BIND, ATTACH, then every mapping re-created as its own 4 KiB IOAS_MAP (FIXED_IOVA; ${
+      lrPer1m.extrapolated
+        ? `NOT measured: extrapolated ×${(lrPer1m.n / lrPer100k.n).toFixed(2)} from the 102,400-ioctl median (BENCH_QUICK or BENCH_LIVEUPDATE_REPLAY_1M=0)`
+        : `1 run, ${((lrPer1m.value / lrPer1m.n) / 1e3).toFixed(1)} µs per ioctl; the 102,400 median ×${(lrPer1m.n / lrPer100k.n).toFixed(2)} would be ${msec((lrPer100k.median * lrPer1m.n) / lrPer100k.n)}`
+    }); no kexec or boot counted; ratio = replay ÷ KHO blackout at 1M`,
+    msec(lrPer1m.value),
+    ratio(luSpeedup),
+    'KHO ≥ 100× faster',
+    met(luSpeedup >= 100),
+  ],
+  [
+    `replay baseline, 102,400 mappings as 102,400 × 4 KiB IOAS_MAP (same setup; median of ${lrPer100k.runs.length}, ${((lrPer100k.median / lrPer100k.n) / 1e3).toFixed(1)} µs per ioctl); ratio = ÷ KHO blackout at 102,400`,
+    msec(lrPer100k.median),
+    ratio(lrPer100k.median / luBlack(luAt(lrPer100k.n))),
+    'info',
+    '—',
+  ],
+  [
+    `replay as ONE IOAS_MAP of 1,048,576 × 4 KiB (4 GiB, HUGE_PAGES=0: the same 1,048,576 PTEs; what a VMM replaying one RAM region issues) + the same setup; median of ${lr.single1M.runs.length}; ratio = ÷ KHO blackout at 1M`,
+    msec(lr.single1M.median),
+    ratio(lr.single1M.median / luBlack(lu1m)),
+    'info',
+    '—',
+  ],
+  [
+    `KHO blob (/sys/kernel/kho/dt) at 1,048,576 mappings (${lu.sizes
+      .filter((s) => s.n !== lu1m.n)
+      .map((s) => `${group3(s.n)}: ${bytesB(s.blobBytes)}`)
+      .join('; ')}); grows with the table pages listed in /intel-iommu/domains/0/mem`,
+    bytesB(lu1m.blobBytes),
+    '—',
+    'info',
+    '—',
+  ],
+  [
+    `preserved pages per mapped GiB at 1,048,576 mappings (host.memory.preserved() after activation, outside the ${group3(lu1m.preservedCarveoutPages)}-page guestmemfs carve-out: ${group3(lu1m.preservedPages)} pages, of which ${group3(lu1m.tablePages)} page-table pages); ratio = ÷ ideal ${luIdealPerGiB} (512 PTE pages + 1 PDE page per GiB)`,
+    group3(lu1m.preservedPagesPerGiB),
+    ratio(lu1m.preservedPagesPerGiB / luIdealPerGiB),
+    'info',
+    '—',
+  ],
+];
+
 // FDT rows. MB/s = 10^6 bytes per second of the blob's totalsize; ours and vm-fdt: criterion
 // median; libfdt: median of the C harness's clock_gettime runs.
 const mbs = (bytes, nsPer) => (bytes / nsPer) * 1e3;
@@ -376,6 +481,14 @@ const md = [
   `| ${fdtHeader.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
   ...kernelRows.map((r) => `| ${r.join(' | ')} |`),
   '',
+  '## Live update: blackout',
+  '',
+  `bench/liveupdate.mjs, one process: per size a fresh Host.boot (64 GiB, \`${lu.cmdline}\`, one device), a guestmemfs file of N × 4 KiB mapped with ONE IOAS_MAP into a persistent IOAS (IOMMU_OPTION PERSISTENT on the iommufd, HUGE_PAGES=0 on the IOAS) with the device attached, so its domain holds N 4 KiB PTEs; then chained live updates (gen k → k+1), each checked to come back on the same pgd and table pages. Blackout = wall time from writing '1' to /sys/kernel/kho/active until the VMM's new process holds the restored iommufd (read from /sys/kernel/iommufd_persisted/1/iommufd) with the device bound and attached to the restored HWPT. DMA never stops; updates with traffic alternate with the ones timed without (the blackout). Replay baseline: a fresh host, same guest RAM, the VMM re-creating the mappings with IOAS_MAP; it leaves out the kexec and boot that the KHO blackout includes.`,
+  '',
+  `| ${fdtHeader.join(' | ')} |`,
+  `| ${fdtHeader.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
+  ...luRows.map((r) => `| ${r.join(' | ')} |`),
+  '',
   '## FDT',
   '',
   'KHO-like tree: root {compatible, preserved-memory-map} + N children `node<i>` {iova-start, iova-len, iommu-prot}, little-endian values; names formatted before timing. Ours and vm-fdt: criterion median of this run (crates/fdt/benches/fdt.rs); libfdt: Debian libfdt, bench/fdt_libfdt.c built with cc -O2, median of its clock_gettime runs. MB/s = 10^6 bytes of blob per second.',
@@ -397,6 +510,7 @@ writeFileSync(
       napi,
       memory: { ...memory, idealBytes: ideal, limitBytes: memLimit },
       kernel: { ...kernel, rows: kernelRows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })) },
+      liveupdate: { ...liveupdate, rows: luRows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })) },
       rows: rows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })),
       fdt: {
         criterion: fdtNative,

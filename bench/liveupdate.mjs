@@ -1,0 +1,350 @@
+// Live update under `npm run bench`: the VMM's blackout across a kexec with KHO, against a VMM
+// that replays its mappings into a fresh kernel. Run as `node --expose-gc bench/liveupdate.mjs`.
+// Progress goes to stderr; stdout is ONE JSON object (times in ns).
+//
+// Blackout = from `write('1')` to /sys/kernel/kho/active to the VMM holding its restored iommufd
+// with its device attached again: kexec_file_load + reboot(LINUX_REBOOT_CMD_KEXEC) (shutdown,
+// scrub, the next kernel's boot, which adopts and verifies the handed-over domain), then in a new
+// process: read /sys/kernel/iommufd_persisted/1/iommufd (claim), open vfio0, BIND_IOMMUFD,
+// ATTACH_IOMMUFD_PT to the restored HWPT. Measured with N = 1k, 10k, 100k and 1M 4 KiB
+// mappings: one IOAS_MAP of N × 4 KiB of a guestmemfs file into a persistent IOAS with
+// IOMMU_OPTION HUGE_PAGES=0, so the domain holds N 4 KiB PTEs. Each update starts from the
+// kernel the previous one booted (gen k → k+1); every update is checked (same pgd, same table
+// pages, the restored HWPT is the one attached).
+//
+// DMA never stops: some updates run with a `host.dmaTraffic` generator over the whole window
+// (small pagesPerStep, bursts between every lifecycle phase); its faults and mismatches are
+// reported. The headline blackout is the median of the updates WITHOUT traffic (no traffic cost
+// in the time); the with-traffic median is reported alongside.
+//
+// Replay baseline: a fresh host with the same guestmemfs file (pages allocated), then the VMM
+// replays: open /dev/iommu, IOAS_ALLOC, HUGE_PAGES=0, open vfio0, BIND, ATTACH, and N separate
+// IOAS_MAP ioctls of 4 KiB (FIXED_IOVA, consecutive IOVAs). It does not include a kexec or boot,
+// which the KHO blackout does. At 1M that is ~20 s for one run, so: 100k three times, 1M once.
+// For reference, also the replay as ONE IOAS_MAP of N × 4 KiB (what a VMM replaying one region
+// would do).
+//
+// BENCH_QUICK=1: fewer updates, no 1M replay (extrapolated ×10.49 from 100k, said in the row).
+// BENCH_LIVEUPDATE_REPLAY_1M=0: skip the 1M replay run (same extrapolation).
+import {
+  Host,
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_OPTION,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_PERSISTENT,
+  LINUX_REBOOT_CMD_KEXEC,
+  MAP_SHARED,
+  O_CREAT,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  PROT_READ,
+  PROT_WRITE,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_BIND_IOMMUFD,
+} from '../dist/index.js';
+
+const quick = process.env.BENCH_QUICK === '1';
+const replay1M = !quick && process.env.BENCH_LIVEUPDATE_REPLAY_1M !== '0';
+const hr = process.hrtime.bigint;
+const log = (msg) => process.stderr.write(`[liveupdate] ${msg}\n`);
+const gc = globalThis.gc ?? (() => {});
+
+const KIB4 = 4096n;
+const MIB2 = 2n << 20n;
+const GIB = 1n << 30n;
+const HOST_MEMORY = 64n * GIB;
+const CMDLINE = 'guestmemfs=8G';
+const BDF = '0000:01:00.0';
+const IOVA = 1n << 32n;
+const KHO_DT_MAX = 10 << 20;
+const MAP_RW = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
+const TRAFFIC_PAGES_PER_STEP = 4;
+const dec = new TextDecoder();
+const started = hr();
+
+const median = (a) => {
+  const s = [...a].sort((x, y) => x - y);
+  const m = s.length >> 1;
+  return s.length & 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const fmtMs = (ns) => `${(ns / 1e6).toFixed(ns < 1e7 ? 2 : 1)} ms`;
+
+function check(cond, what) {
+  if (!cond) throw new Error(`liveupdate bench: ${what}`);
+}
+
+/**
+ * Sizes: mappings, untimed warm-up updates, timed updates without and with traffic (the two
+ * kinds alternate so drift hits both).
+ */
+const SIZES = [
+  { n: 1 << 10, warm: 3, plain: quick ? 5 : 9, traffic: quick ? 2 : 3 },
+  { n: 10 << 10, warm: 1, plain: quick ? 5 : 9, traffic: quick ? 2 : 3 },
+  { n: 100 << 10, warm: 1, plain: quick ? 3 : 5, traffic: quick ? 1 : 2 },
+  { n: 1 << 20, warm: 0, plain: quick ? 1 : 3, traffic: quick ? 1 : 2 },
+];
+
+/** A host with a guestmemfs file of `n` 4 KiB pages, every 2 MiB of it touched (blocks allocated). */
+function bootWithGuestRam(n) {
+  const host = Host.boot({ memory: HOST_MEMORY, seed: 1n, cmdline: CMDLINE, devices: [{ bdf: BDF }] });
+  const p = host.kernel.spawn();
+  p.mount('guestmemfs', '/mnt/guestmemfs');
+  const g = p.open('/mnt/guestmemfs/guest-ram', O_RDWR | O_CREAT, 0o600);
+  const len = BigInt(n) * KIB4;
+  p.ftruncate(g, len);
+  const va = p.mmap(null, len, PROT_READ | PROT_WRITE, MAP_SHARED, g);
+  const one = Uint8Array.of(1);
+  for (let off = 0n; off < len; off += MIB2) p.memWrite(va + off, one);
+  return { host, p, va, len };
+}
+
+/** Timeline deltas (wall ns) between consecutive entries named in `names`, for entries pushed since `from`. */
+function phaseDeltas(host, from) {
+  const tl = host.timeline.slice(from);
+  const at = (phase) => {
+    const e = tl.find((x) => x.phase === phase);
+    check(e, `timeline has no ${phase} phase`);
+    return e.wallMs * 1e6;
+  };
+  const kho = at('kho-dump');
+  const shutdown = at('shutdown');
+  const jump = at('jump');
+  const early = at('early-boot');
+  const iommu = at('iommu-init');
+  const restore = at('iommufd-restore');
+  const boot = at('boot');
+  return {
+    shutdown: shutdown - kho, // kexec_file_load, reboot, old kernel's shutdown (DMAR blocks non-persistent devices)
+    scrub: jump - shutdown, // every unpreserved frame poisoned
+    khoIngest: early - jump, // Kernel constructor start + decoding the handed-over blob
+    iommuInit: iommu - early, // guestmemfs restore + Intel driver adopting root/context/domain
+    iommufdRestore: restore - iommu, // parse /iommufd + verifyDomain + re-taking file pins
+    bootRest: boot - restore,
+  };
+}
+
+// ---- KHO: blackout at each N -------------------------------------------------------------------
+
+const sizes = [];
+const trafficTotals = { updates: 0, pagesWritten: 0, pagesVerified: 0, faults: 0, mismatches: 0 };
+
+for (const cfg of SIZES) {
+  const { n } = cfg;
+  gc();
+  const tSetup = hr();
+  const { host, p: p0, va, len } = bootWithGuestRam(n);
+  let p = p0;
+  let fd = p.open('/dev/iommu', O_RDWR);
+  p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_PERSISTENT, op: IOMMU_OPTION_OP_SET });
+  const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id;
+  p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_SET, object_id: ioas, val64: 0n });
+  const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
+  p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+  p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas });
+  p.ioctl(fd, IOMMU_IOAS_MAP, { flags: MAP_RW, ioas_id: ioas, user_va: va, length: len, iova: IOVA });
+  const sid = host.device(BDF).sid;
+  const dom0 = host.kernel.intel.domainOf(sid);
+  const pgd = dom0.pt.pgd;
+  const tablePages = dom0.pt.tablePages().length;
+  {
+    const steps = dom0.pt.walk(IOVA + len - KIB4);
+    check(steps[steps.length - 1].level === 1, 'HUGE_PAGES=0 must map 4 KiB PTEs');
+  }
+  const gm = host.kernel.guestmemfs;
+  const carveLo = gm.base;
+  const carveHi = gm.base + BigInt(gm.nblocks) * MIB2;
+
+  // What KHO hands over, inspected once: activate, read the blob and the preservation marks, abort.
+  let blobBytes;
+  let preservedPages = 0;
+  let preservedCarveoutPages = 0;
+  {
+    p.write(p.open('/sys/kernel/kho/active', O_WRONLY), '1');
+    const blob = p.read(p.open('/sys/kernel/kho/dt', O_RDONLY), KHO_DT_MAX);
+    blobBytes = blob.length;
+    for (const { pa, order } of host.memory.preserved()) {
+      const pages = 1 << order;
+      if (pa >= carveLo && pa < carveHi) {
+        check(pa + BigInt(pages) * KIB4 <= carveHi, 'a preserved block straddles the carve-out');
+        preservedCarveoutPages += pages;
+      } else preservedPages += pages;
+    }
+    p.write(p.open('/sys/kernel/kho/active', O_WRONLY), '0');
+  }
+  const setupNs = Number(hr() - tSetup);
+  log(
+    `N=${n}: setup ${fmtMs(setupNs)}; ${tablePages} table pages; blob ${blobBytes} B; preserved ${preservedPages} pages outside the carve-out ` +
+      `(+ ${preservedCarveoutPages} in it = ${(Number(carveHi - carveLo) / 4096) | 0})`,
+  );
+
+  const traffic = host.dmaTraffic({ bdf: BDF, iova: IOVA, length: len, pagesPerStep: TRAFFIC_PAGES_PER_STEP });
+  const stepsBefore = traffic.steps.length;
+  traffic.stop();
+  let hwptId = null;
+  const plain = [];
+  const withTraffic = [];
+  const phases = [];
+
+  /** One live update, timed. Returns [blackout ns, phase ns]. */
+  const update = (withDma) => {
+    traffic.stopped = !withDma;
+    const active = p.open('/sys/kernel/kho/active', O_WRONLY);
+    gc();
+    const tl0 = host.timeline.length;
+    const t0 = hr();
+    p.write(active, '1');
+    const t1 = hr();
+    p.kexecFileLoad({});
+    p.reboot(LINUX_REBOOT_CMD_KEXEC);
+    const t2 = hr();
+    p = host.kernel.spawn();
+    const rd = p.open('/sys/kernel/iommufd_persisted/1/iommufd', O_RDONLY);
+    fd = Number(dec.decode(p.read(rd, 64)));
+    const t3 = hr();
+    const d = p.open('/dev/vfio/devices/vfio0', O_RDWR);
+    p.ioctl(d, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+    const got = p.ioctl(d, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: hwptId ?? ioas }).pt_id;
+    const t4 = hr();
+    // The kept tables are the ones attached: same pgd, same pages, and the restored HWPT.
+    const dom = host.kernel.intel.domainOf(sid);
+    check(dom && dom.pt.pgd === pgd && dom.pt.tablePages().length === tablePages, 'the device must be back on the handed-over page table');
+    if (hwptId === null) hwptId = got; // first update: attaching to the IOAS resolves to its restored auto HWPT
+    check(got === hwptId, `ATTACH answered pt_id ${got}, the restored HWPT is ${hwptId}`);
+    host.phase('vmm-reattach'); // DMA through the re-attached device (traffic, if on)
+    p.close(rd);
+    const ph = { kho: Number(t1 - t0), kexec: Number(t2 - t1), claim: Number(t3 - t2), rebind: Number(t4 - t3), ...phaseDeltas(host, tl0) };
+    return [Number(t4 - t0), ph];
+  };
+
+  for (let r = 0; r < cfg.warm; r++) update(false);
+  // Alternate plain / traffic while both have runs left, then the rest plain.
+  const total = cfg.plain + cfg.traffic;
+  let nPlain = 0;
+  let nTraffic = 0;
+  for (let r = 0; r < total; r++) {
+    const withDma = nTraffic < cfg.traffic && (r & 1 || nPlain >= cfg.plain);
+    const [ns, ph] = update(withDma);
+    if (withDma) {
+      withTraffic.push(ns);
+      nTraffic++;
+    } else {
+      plain.push(ns);
+      phases.push(ph);
+      nPlain++;
+    }
+    log(
+      `N=${n} update ${r + 1}/${total}${withDma ? ' (traffic)' : ''}: ${fmtMs(ns)} = kho ${fmtMs(ph.kho)} + kexec ${fmtMs(ph.kexec)} ` +
+        `(scrub ${fmtMs(ph.scrub)}, iommu-init ${fmtMs(ph.iommuInit)}, iommufd-restore ${fmtMs(ph.iommufdRestore)}) + claim ${fmtMs(ph.claim)} + re-bind ${fmtMs(ph.rebind)}`,
+    );
+  }
+  traffic.stop();
+  const steps = traffic.steps.slice(stepsBefore);
+  const t = {
+    updates: cfg.traffic,
+    steps: steps.length,
+    pagesWritten: steps.reduce((a, s) => a + s.pagesWritten, 0),
+    pagesVerified: steps.reduce((a, s) => a + s.pagesVerified, 0),
+    faults: steps.reduce((a, s) => a + s.faults.length, 0),
+    mismatches: steps.reduce((a, s) => a + s.mismatches.length, 0),
+  };
+  check(t.pagesVerified > 0, 'traffic verified no page');
+  for (const k of ['updates', 'pagesWritten', 'pagesVerified', 'faults', 'mismatches']) trafficTotals[k] += t[k];
+  const phaseMedians = Object.fromEntries(Object.keys(phases[0]).map((k) => [k, median(phases.map((x) => x[k]))]));
+  const res = {
+    n,
+    mappedBytes: Number(len),
+    tablePages,
+    blobBytes,
+    preservedPages,
+    preservedCarveoutPages,
+    preservedPagesPerGiB: preservedPages / (Number(len) / Number(GIB)),
+    blackout: median(plain),
+    blackoutBest: Math.min(...plain),
+    blackoutRuns: plain,
+    blackoutTraffic: median(withTraffic),
+    blackoutTrafficRuns: withTraffic,
+    phases: phaseMedians,
+    traffic: t,
+    generations: host.kernel.generation,
+    setupNs,
+  };
+  log(
+    `N=${n}: blackout median ${fmtMs(res.blackout)} (${plain.length} runs, best ${fmtMs(res.blackoutBest)}); with traffic ${fmtMs(res.blackoutTraffic)} ` +
+      `(${withTraffic.length} runs: ${t.pagesWritten} pages written, ${t.pagesVerified} verified, ${t.faults} faults, ${t.mismatches} mismatches)`,
+  );
+  sizes.push(res);
+}
+
+// ---- Replay baseline: a fresh kernel re-creating the mappings -----------------------------------
+
+/**
+ * Fresh host, guest RAM already there; timed: open /dev/iommu, IOAS_ALLOC, HUGE_PAGES=0, open
+ * vfio0, BIND, ATTACH, then the mappings: `perPage` = n IOAS_MAPs of 4 KiB, else one of n × 4 KiB.
+ */
+function replay(n, perPage) {
+  gc();
+  const { host, p, va, len } = bootWithGuestRam(n);
+  gc();
+  const t0 = hr();
+  const fd = p.open('/dev/iommu', O_RDWR);
+  const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id;
+  p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_SET, object_id: ioas, val64: 0n });
+  const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
+  p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+  p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas });
+  if (perPage) {
+    const arg = { flags: MAP_RW, ioas_id: ioas, user_va: 0n, length: KIB4, iova: 0n };
+    for (let i = 0; i < n; i++) {
+      const off = BigInt(i) << 12n;
+      arg.user_va = va + off;
+      arg.iova = IOVA + off;
+      p.ioctl(fd, IOMMU_IOAS_MAP, arg);
+    }
+  } else {
+    p.ioctl(fd, IOMMU_IOAS_MAP, { flags: MAP_RW, ioas_id: ioas, user_va: va, length: len, iova: IOVA });
+  }
+  const ns = Number(hr() - t0);
+  const dom = host.kernel.intel.domainOf(host.device(BDF).sid);
+  const last = dom.pt.walk(IOVA + len - KIB4);
+  check(last[last.length - 1].level === 1 && dom.iovaToPhys(IOVA + len - 8n) !== null, 'replay: the last page must be mapped as a 4 KiB PTE');
+  log(`replay N=${n} as ${perPage ? `${n} × 4 KiB IOAS_MAP` : `one IOAS_MAP of ${n} × 4 KiB`}: ${fmtMs(ns)}${perPage ? ` (${((ns / n) / 1e3).toFixed(1)} µs per ioctl)` : ''}`);
+  return ns;
+}
+
+const replayRes = {};
+{
+  const n100k = 100 << 10;
+  replay(1 << 10, true); // warm the ioctl path (not kept)
+  const runs100k = [];
+  for (let r = 0; r < (quick ? 1 : 3); r++) runs100k.push(replay(n100k, true));
+  replayRes.perPage100k = { n: n100k, runs: runs100k, median: median(runs100k) };
+  const n1m = 1 << 20;
+  replayRes.perPage1M = replay1M ? { n: n1m, runs: [replay(n1m, true)], extrapolated: false } : { n: n1m, runs: [], extrapolated: true };
+  replayRes.perPage1M.value = replay1M ? replayRes.perPage1M.runs[0] : (replayRes.perPage100k.median * n1m) / n100k;
+  const single = [];
+  for (let r = 0; r < (quick ? 1 : 3); r++) single.push(replay(n1m, false));
+  replayRes.single1M = { n: n1m, runs: single, median: median(single) };
+}
+
+const byN = new Map(sizes.map((s) => [s.n, s]));
+const results = {
+  hostMemory: Number(HOST_MEMORY),
+  cmdline: CMDLINE,
+  trafficPagesPerStep: TRAFFIC_PAGES_PER_STEP,
+  sizes,
+  traffic: trafficTotals,
+  replay: replayRes,
+  ratio1Mto1k: byN.get(1 << 20).blackout / byN.get(1 << 10).blackout,
+  speedupVsReplay1M: replayRes.perPage1M.value / byN.get(1 << 20).blackout,
+  wallNs: Number(hr() - started),
+};
+log(
+  `blackout 1M / 1k = ${results.ratio1Mto1k.toFixed(1)}×; replay (${replayRes.perPage1M.extrapolated ? 'extrapolated' : 'measured'}) ${fmtMs(replayRes.perPage1M.value)} ÷ KHO ${fmtMs(byN.get(1 << 20).blackout)} = ${results.speedupVsReplay1M.toFixed(1)}×; this bench took ${(results.wallNs / 1e9).toFixed(0)} s`,
+);
+process.stdout.write(`${JSON.stringify(results)}\n`);
