@@ -313,12 +313,14 @@ function verifyDomain(kernel: Kernel, d: DmarDomain, areas: PersistedArea[], gm:
         const steps = d.pt.walk(iovaPage << 12n);
         const leaf = steps[steps.length - 1]!;
         if (!(leaf.pte & 3n)) return `IOVA 0x${(iovaPage << 12n).toString(16)} is not mapped`;
-        const span = 1n << BigInt(9 * (leaf.level - 1));
+        // One walk per leaf table (512 4 KiB PTEs read from it) or per superpage.
+        const span = leaf.level === 1 ? 512n : 1n << BigInt(9 * (leaf.level - 1));
         const first = iovaPage & ~(span - 1n);
         const count = Number((lastPage < first + span - 1n ? lastPage : first + span - 1n) - iovaPage + 1n);
         for (let k = 0; k < count; k++) {
           const ip = iovaPage + BigInt(k);
           const pte = leaf.level === 1 ? table(leaf.ptePa & ~0xfffn).getBigUint64(Number(ip & 511n) * 8, true) : leaf.pte;
+          if (!(pte & 3n)) return `IOVA 0x${(ip << 12n).toString(16)} is not mapped`;
           const pa = leaf.level === 1 ? pte & ADDR_MASK : (pte & ADDR_MASK & ~((span << 12n) - 1n)) + ((ip - first) << 12n);
           const pfn = filePfn(s.ino, filePage + k);
           if (pfn < 0 || pa !== BigInt(pfn) << 12n) return `IOVA 0x${(ip << 12n).toString(16)} maps 0x${pa.toString(16)}, not the file's block`;
