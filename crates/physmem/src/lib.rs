@@ -242,6 +242,33 @@ impl PhysMem {
         Ok(self.load_u64(pa))
     }
 
+    /// Reads `out.len()` consecutive little-endian 64-bit words at the 8-byte aligned address
+    /// `pa` (a whole page table in one call: one frame lookup per 4 KiB, not per word).
+    pub fn read_u64s(&self, pa: u64, out: &mut [u64]) -> Result<()> {
+        if !pa.is_multiple_of(8) {
+            return Err(Error::Unaligned { pa, align: 8 });
+        }
+        let len = (out.len() as u64).checked_mul(8).ok_or(Error::OutOfRange { pa, len: u64::MAX, size: self.size })?;
+        self.check_range(pa, len)?;
+        let mut done = 0usize;
+        while done < out.len() {
+            let at = pa + 8 * done as u64;
+            let off = (at % FRAME_SIZE) as usize;
+            let n = ((FRAME_SIZE as usize - off) / 8).min(out.len() - done);
+            let dst = &mut out[done..done + n];
+            match self.store.get(at >> FRAME_SHIFT) {
+                Some(frame) => {
+                    for (w, b) in dst.iter_mut().zip(frame[off..off + 8 * n].chunks_exact(8)) {
+                        *w = u64::from_le_bytes(b.try_into().unwrap());
+                    }
+                }
+                None => dst.fill(u64::from_ne_bytes([self.fills.get(at >> FRAME_SHIFT); 8])),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Writes the little-endian 64-bit word at the 8-byte aligned address `pa`.
     pub fn write_u64(&mut self, pa: u64, value: u64) -> Result<()> {
         if !pa.is_multiple_of(8) {
@@ -361,6 +388,12 @@ impl PhysMem {
         }
     }
 
+    /// Whether every range `[pa, pa+len)` for `pa` in `pas` is allocated, as
+    /// [`is_allocated`](Self::is_allocated) for each (true for an empty list).
+    pub fn is_allocated_many(&self, pas: &[u64], len: u64) -> bool {
+        pas.iter().all(|&pa| self.is_allocated(pa, len))
+    }
+
     fn preserved_overlap(&self, start: u64, n: u64) -> bool {
         if let Some((&s, &o)) = self.preserved.range(..=start).next_back() {
             if s + (1u64 << o) > start {
@@ -389,6 +422,22 @@ impl PhysMem {
             return Err(Error::Preserved { pa, len });
         }
         self.preserved.insert(start, order);
+        Ok(())
+    }
+
+    /// [`preserve`](Self::preserve) for each block of 2^`order` frames at `pas`, in order, all
+    /// or nothing: if one fails (a duplicate in `pas` included), the marks this call set are
+    /// removed and that block's error is returned, so the marks are as before.
+    pub fn preserve_many(&mut self, pas: &[u64], order: u8) -> Result<()> {
+        for (i, &pa) in pas.iter().enumerate() {
+            if let Err(e) = self.preserve(pa, order) {
+                // Each earlier block was marked by this call: a mark never overlaps another.
+                for &done in &pas[..i] {
+                    self.preserved.remove(&(done >> FRAME_SHIFT));
+                }
+                return Err(e);
+            }
+        }
         Ok(())
     }
 

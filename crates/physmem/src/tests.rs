@@ -241,3 +241,66 @@ fn filling_untouched_memory_costs_nothing_and_reads_back() {
     m.fill_range(0x1_0020_0000, 0x1000, 0x55).unwrap();
     assert_eq!(m.read_u64(0x1_0020_0000).unwrap(), 0x5555_5555_5555_5555);
 }
+
+#[test]
+fn preserve_many_is_all_or_nothing() {
+    let mut m = mem(1 << 30);
+    let pas: Vec<u64> = (0..8).map(|_| m.alloc(1, false).unwrap()).collect();
+    m.preserve_many(&pas[..4], 1).unwrap();
+    assert_eq!(m.preserved().len(), 4);
+    // a block already marked (by an earlier call) fails the batch after two new marks
+    let before = m.preserved();
+    let batch = [pas[4], pas[5], pas[0], pas[6]];
+    assert!(matches!(m.preserve_many(&batch, 1), Err(Error::Preserved { .. })));
+    assert_eq!(m.preserved(), before, "the marks of the failed call are removed, the earlier ones kept");
+    // a duplicate inside the batch
+    assert!(matches!(m.preserve_many(&[pas[4], pas[4]], 1), Err(Error::Preserved { .. })));
+    assert_eq!(m.preserved(), before);
+    // a misaligned block, a bad order: the usual errors
+    assert!(matches!(m.preserve_many(&[pas[4], pas[7] + FRAME_SIZE], 1), Err(Error::Unaligned { .. })));
+    assert_eq!(m.preserve_many(&[pas[4]], MAX_ORDER + 1).unwrap_err(), Error::BadOrder { order: MAX_ORDER + 1 });
+    assert_eq!(m.preserved(), before);
+    m.preserve_many(&[], 0).unwrap();
+    m.preserve_many(&pas[4..], 1).unwrap();
+    assert_eq!(m.stats().frames_preserved, 16);
+}
+
+#[test]
+fn is_allocated_many_checks_every_range() {
+    let mut m = mem(1 << 30);
+    let pas: Vec<u64> = (0..4).map(|_| m.alloc(0, false).unwrap()).collect();
+    assert!(m.is_allocated_many(&pas, FRAME_SIZE));
+    assert!(m.is_allocated_many(&[], FRAME_SIZE), "vacuously true");
+    let mut with_free = pas.clone();
+    m.free(pas[2], FRAME_SIZE).unwrap();
+    assert!(!m.is_allocated_many(&with_free, FRAME_SIZE));
+    with_free.remove(2);
+    assert!(m.is_allocated_many(&with_free, FRAME_SIZE));
+    assert!(!m.is_allocated_many(&[0], FRAME_SIZE), "reserved low memory");
+    assert!(!m.is_allocated_many(&with_free, 0), "an empty range is not a frame range");
+    assert!(!m.is_allocated_many(&[1 << 30], FRAME_SIZE), "beyond memory");
+}
+
+#[test]
+fn read_u64s_matches_read_u64_across_frames_and_fills() {
+    let mut m = mem(1 << 30);
+    let pa = m.alloc(1, true).unwrap();
+    for i in 0..1024u64 {
+        if i % 3 == 0 {
+            m.write_u64(pa + 8 * i, i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap();
+        }
+    }
+    m.fill_range(pa + FRAME_SIZE, FRAME_SIZE, 0x6b).unwrap();
+    let mut words = vec![0u64; 1000];
+    m.read_u64s(pa + 200, &mut words).unwrap();
+    for (i, &w) in words.iter().enumerate() {
+        assert_eq!(w, m.read_u64(pa + 200 + 8 * i as u64).unwrap(), "word {i}");
+    }
+    let untouched = 0x2000_0000;
+    let mut t = [1u64; 3];
+    m.read_u64s(untouched, &mut t).unwrap();
+    assert_eq!(t, [0; 3]);
+    assert_eq!(m.read_u64s(pa + 4, &mut t).unwrap_err(), Error::Unaligned { pa: pa + 4, align: 8 });
+    assert!(matches!(m.read_u64s((1 << 30) - 16, &mut t), Err(Error::OutOfRange { .. })));
+    m.read_u64s(1 << 30, &mut []).unwrap();
+}
