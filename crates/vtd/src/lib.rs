@@ -43,7 +43,7 @@ mod unit;
 pub use cache::CachedContext;
 pub use entry::{ContextEntry, RootEntry, SlpteRsvd, TranslationType};
 pub use fault::{FaultReason, FaultRecord};
-pub use pgtable::{Gather, PageTable, PageTableConfig, Prot, WalkStep};
+pub use pgtable::{Gather, MappedSummary, PageTable, PageTableConfig, Prot, WalkStep};
 pub use unit::{ContextInvalidation, DmaFault, IotlbInvalidation, Stats, Unit, UnitConfig};
 
 use std::fmt;
@@ -109,6 +109,27 @@ pub enum Error {
         /// CAP.MAMV.
         mamv: u8,
     },
+    /// A page table audited by [`PageTable::mapped_pages`] is not a tree that can be adopted.
+    Corrupt {
+        /// The table page at fault.
+        table: u64,
+        /// What is wrong with it.
+        why: Corruption,
+    },
+}
+
+/// Why [`PageTable::mapped_pages`] refused a table ([`Error::Corrupt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corruption {
+    /// The table is reached a second time: a cycle, or a table shared by two entries.
+    ReachedTwice,
+    /// Reaching it would visit more table pages than the caller allowed.
+    TooManyTables {
+        /// The caller's bound.
+        max: usize,
+    },
+    /// The table lies beyond memory.
+    BeyondMemory,
 }
 
 impl Error {
@@ -127,6 +148,7 @@ impl Error {
             Error::UnsupportedLevels { .. } => "ERR_VTD_LEVELS",
             Error::BadRegister { .. } => "ERR_VTD_REGISTER",
             Error::InvalidAddressMask { .. } => "ERR_VTD_ADDRESS_MASK",
+            Error::Corrupt { .. } => "ERR_VTD_CORRUPT",
         }
     }
 }
@@ -154,6 +176,13 @@ impl fmt::Display for Error {
             Error::InvalidAddressMask { am, mamv } => {
                 write!(f, "address mask {am} is above CAP.MAMV {mamv}")
             }
+            Error::Corrupt { table, why } => match why {
+                Corruption::ReachedTwice => write!(f, "corrupt page table: table {table:#x} is reached twice"),
+                Corruption::TooManyTables { max } => {
+                    write!(f, "corrupt page table: reaching table {table:#x} visits more than {max} table pages")
+                }
+                Corruption::BeyondMemory => write!(f, "corrupt page table: table {table:#x} lies beyond memory"),
+            },
         }
     }
 }

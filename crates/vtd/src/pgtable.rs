@@ -522,5 +522,8 @@ impl PageTable {
     }
 }
 
+mod verify;
+pub use verify::MappedSummary;
+
 #[cfg(test)]
 mod tests;
