@@ -69,10 +69,8 @@ import {
 
 const DEGRADED = /KHO: ignoring the handover|not restored|not adopted|left blocked/;
 /**
- * Known disagreements (the it.fails tests "a blob whose ... node is missing"): when one of these
- * nodes is missing from an otherwise valid blob, the next kernel blocks the persistent device
- * without logging that it did not adopt its domain. The property tests count such blobs as
- * degraded so that they keep looking for other problems.
+ * Nodes whose absence from an otherwise valid blob blocks the persistent device (logged as not
+ * adopted; tested on their own below). The property tests count such blobs as degraded.
  */
 const SILENTLY_DROPPED = ['intel-iommu', 'intel-iommu/domains', 'intel-iommu/domains/0/devices'];
 function knownSilentDrop(blob: Uint8Array): boolean {
@@ -499,13 +497,8 @@ describe('a corrupted handover blob', () => {
     afterDamage(vm, pgd);
   });
 
-  // BUG: with one of these nodes missing (renamed), the next kernel blocks the persistent device
-  // without any "not adopted"/"not restored" line: /intel-iommu missing is taken for a cold boot
-  // ("Translation was enabled ... not in kdump mode"), /intel-iommu/domains missing leaves the
-  // IOAS's domain index dangling (skipped silently), devices missing clears the context entry
-  // silently ("restored persistent domain 0 (... 0 devices ...)").
   for (const path of SILENTLY_DROPPED) {
-    it.fails(`a blob whose /${path} node is missing: the blocked device is logged as not adopted`, () => {
+    it(`a blob whose /${path} node is missing: the blocked device is logged as not adopted`, () => {
       const vm = bootVm();
       const { pa, blob } = activate(vm);
       const tree = decodeFdt(blob);
@@ -522,11 +515,7 @@ describe('a corrupted handover blob', () => {
     });
   }
 
-  // BUG: the next kernel offers a context whose areas overlap (not checked at boot); reading its
-  // sysfs file fails with EEXIST and leaves a half-built context registered under the persistent
-  // id, so the next live update serialises that id twice and every context is lost ("bad
-  // persistent id").
-  it.fails('overlapping areas in the blob: the context is refused at boot or claimable, and the next update is clean', () => {
+  it('overlapping areas in the blob: the context is refused at boot or claimable, and the next update is clean', () => {
     const vm = bootVm();
     const { pa, blob, pgd } = activate(vm);
     const tree = decodeFdt(blob);

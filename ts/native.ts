@@ -63,6 +63,10 @@ export interface NativeCacheOccupancy {
   context: number;
   contextCapacity: number;
 }
+export interface NativeMappedPages {
+  pages: number;
+  tables: BigUint64Array;
+}
 export interface NativeWalkStep {
   level: number;
   ptePa: bigint;
@@ -81,6 +85,10 @@ export interface NativeMemory {
   free(pa: bigint, len: bigint): void;
   isAllocated(pa: bigint, len: bigint): boolean;
   preserve(pa: bigint, order: number): void;
+  /** All or nothing: on a failure, the marks this call set are removed, then it throws. */
+  preserveMany(pas: BigUint64Array, order: number): void;
+  /** Every `[pa, pa+len)` allocated (true for an empty array). */
+  isAllocatedMany(pas: BigUint64Array, len: bigint): boolean;
   unpreserve(pa: bigint, order: number): void;
   isPreserved(pa: bigint): boolean;
   preserved(): { pa: bigint; order: number }[];
@@ -107,6 +115,10 @@ export interface NativePageTable {
     snoop: boolean,
     gather: NativeGather,
   ): void;
+  /** Runs as `mapRuns` takes them; null if all translate exactly, else the first bad page's IOVA. */
+  verifyRuns(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, read: boolean, write: boolean): bigint | null;
+  /** 4 KiB pages mapped by present leaves, every table page reached (top first); ERR_VTD_CORRUPT if unbounded. */
+  mappedPages(maxTables: number): NativeMappedPages;
   unmap(iova: bigint, size: bigint, gather: NativeGather): bigint;
   iovaToPhys(iova: bigint): bigint | null;
   walk(iova: bigint): NativeWalkStep[];

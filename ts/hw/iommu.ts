@@ -175,6 +175,33 @@ export class PageTable {
     this.native.mapRuns(iovaPfns, paPfns, npages, prot.read ?? false, prot.write ?? false, prot.snoop ?? false, gather.native);
   }
 
+  /**
+   * Trust but verify a table handed over across kexec, natively in one call: whether every
+   * 4 KiB page of the runs (given as {@link mapRuns} takes them) translates to its PA with R and
+   * W exactly `prot.read` / `prot.write` — the leaf's bits, and every table entry above granting
+   * them. Superpages are fine wherever the translation is right; SNP (`prot.snoop` too) and the
+   * bits the hardware ignores are not compared. Returns null if every page matches, else the
+   * IOVA of the first page that does not (in run order, ascending within a run). Garbage tables
+   * — entries not present or with reserved bits, tables beyond memory, IOVAs beyond the width —
+   * are mismatches, never errors or hangs. Throws `ERR_INVALID_ARG_VALUE` for arrays
+   * {@link mapRuns} would refuse and `ERR_VTD_NO_PERMISSION` for a `prot` with neither read nor
+   * write. Pair it with {@link mappedPages} to prove nothing else is mapped.
+   */
+  verifyRuns(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, prot: Prot): bigint | null {
+    return this.native.verifyRuns(iovaPfns, paPfns, npages, prot.read ?? false, prot.write ?? false);
+  }
+
+  /**
+   * Audits the whole table: `pages` is how many 4 KiB pages present leaves map (a 2 MiB leaf
+   * counts 512; reserved bits are not checked, as in {@link walk}), `tables` every table page
+   * reached, the top first then depth first (check each was handed over). Bounded whatever the
+   * memory holds: throws `ERR_VTD_CORRUPT` if a table is reached twice (a cycle or a shared
+   * table), lies beyond memory, or if more than `maxTables` table pages would be visited.
+   */
+  mappedPages(maxTables: number): { pages: number; tables: BigUint64Array } {
+    return this.native.mappedPages(maxTables);
+  }
+
   /** Unmaps `[iova, iova+size)` into `gather`; returns the size unmapped (a superpage grows it). */
   unmap(iova: bigint, size: bigint, gather: Gather): bigint {
     return this.native.unmap(iova, size, gather.native);

@@ -89,6 +89,21 @@ export class PhysicalMemory {
     this.native.preserve(pa, order);
   }
 
+  /**
+   * {@link preserve} for the block of 2^order frames at each of `pas`, in one call (KHO marking
+   * thousands of scattered table pages). All or nothing: if a block fails (not allocated,
+   * misaligned, already marked — a duplicate in `pas` included), the marks this call set are
+   * removed and that block's error is thrown (`ERR_PHYSMEM_*`), so the marks are as before.
+   */
+  preserveMany(pas: BigUint64Array, order = 0): void {
+    this.native.preserveMany(pas, order);
+  }
+
+  /** Whether every range `[pa, pa+len)` for `pa` in `pas` is allocated; true for an empty array. */
+  isAllocatedMany(pas: BigUint64Array, len: bigint = PAGE_SIZE): boolean {
+    return this.native.isAllocatedMany(pas, len);
+  }
+
   /** Removes the mark set with the same `pa` and `order`. */
   unpreserve(pa: bigint, order = 0): void {
     this.native.unpreserve(pa, order);

@@ -2,7 +2,7 @@
 // nodes they open, page pin counts and the kernel log.
 import type { IommuUnit } from '../hw/iommu.js';
 import type { PhysicalMemory } from '../hw/memory.js';
-import { errno, KernelError } from '../uapi/errno.js';
+import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
 import type { File } from './file.js';
 import { Guestmemfs, memparse } from './guestmemfs/guestmemfs.js';
@@ -186,6 +186,7 @@ export class Kernel {
 
   /** Starts a process (`fork` + `exec` of a fresh program). */
   spawn(opts: SpawnOptions = {}): Process {
+    if (this.dead) throw new SyscallError('ESRCH', 'fork', undefined, 'this kernel was replaced by kexec');
     const p = new Process(this, this.nextPid++, opts);
     this.processes.set(p.pid, p);
     return p;

@@ -57,6 +57,9 @@ export class IntelIommu {
     this.ecap = regs.ecap;
     kernel.log(`DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap ${this.cap.toString(16)} ecap ${this.ecap.toString(16)}`);
     let root: bigint | null = null;
+    if (!khoNode && kernel.kho.incoming?.child('iommufd')) {
+      kernel.log('DMAR: the handover has persisted iommufds but no /intel-iommu state: domains not adopted, devices blocked');
+    }
     if (khoNode) {
       try {
         root = this.restore(khoNode);
@@ -146,6 +149,7 @@ export class IntelIommu {
       for (let devfn = 0; devfn < 256; devfn++) {
         const sid = (bus << 8) | devfn;
         if (keep.has(sid) || !(this.memory.readU64(ctx + 16n * BigInt(devfn)) & 1n)) continue;
+        this.kernel.log(`DMAR: ${sidName(sid)}: its context entry belongs to no handed-over domain: not adopted, blocked`);
         this.clearContext(sid);
       }
     }

@@ -461,6 +461,21 @@ export class IoPagetable {
     return area;
   }
 
+  /** Drops a domain from this table without unmapping anything from it (a failed adoption). */
+  forgetDomain(domain: IommuDomain): void {
+    const i = this.domains.indexOf(domain);
+    if (i >= 0) this.domains.splice(i, 1);
+    this.removeReserved(domain);
+    if (this.domains.length === 0) {
+      for (const area of this.areas) {
+        if (!area.filled) continue;
+        area.pages!.unpin(area.pagesFirst, area.pagesLast);
+        area.filled = false;
+      }
+    }
+    this.iovaAlignment = this.calculateAlignment();
+  }
+
   /** `iopt_table_remove_domain`: unmaps every area, unpins with the last domain. */
   removeDomain(domain: IommuDomain): void {
     for (const area of this.areas) this.unfillArea(area, domain);

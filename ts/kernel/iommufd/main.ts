@@ -56,6 +56,8 @@ export class HwptPaging extends IommufdObject {
   /** Created by attaching a device to an IOAS (destroyed with its last device). */
   autoDomain = false;
   inIopt = false;
+  /** Whether destroying it frees the domain (not for a restored domain a failed claim drops). */
+  ownsDomain = true;
 
   constructor(
     readonly ioas: Ioas,
@@ -70,7 +72,7 @@ export class HwptPaging extends IommufdObject {
     if (this.inIopt) this.ioas.iopt.removeDomain(this.domain);
     const i = this.ioas.hwpts.indexOf(this);
     if (i >= 0) this.ioas.hwpts.splice(i, 1);
-    this.domain.free();
+    if (this.ownsDomain) this.domain.free();
     this.ioas.users--;
   }
 }

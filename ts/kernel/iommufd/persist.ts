@@ -93,6 +93,16 @@ export class PersistedIommufds implements KhoNotifier {
     if (node.string('compatible') !== 'iommufd-v0') errno('EINVAL', 'unknown compatible');
     const gm = this.kernel.guestmemfs;
     for (const c of node.child('iommufds')?.children() ?? []) {
+      try {
+        this.parseCtx(c, gm);
+      } catch (e) {
+        this.kernel.log(`iommufd: ${c.path} not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
+      }
+    }
+  }
+
+  private parseCtx(c: KhoNode, gm: Guestmemfs | null): void {
+    {
       const ctx: PersistedCtx = { pid: c.id(), ioases: [], domains: new Map(), pins: [] };
       if (ctx.pid === 0 || this.pending.has(ctx.pid)) errno('EINVAL', `${c.path}: bad persistent id`);
       for (const i of c.child('ioases')?.children() ?? []) {
@@ -108,13 +118,22 @@ export class PersistedIommufds implements KhoNotifier {
           this.checkArea(area, a.path, gm);
           ioas.areas.push(area);
         }
+        // Areas of one IOAS never overlap (iopt_check_iova would refuse the claim half-way).
+        const sorted = [...ioas.areas].sort((x, y) => (x.iova < y.iova ? -1 : 1));
+        for (let k = 1; k < sorted.length; k++) {
+          if (sorted[k]!.iova <= sorted[k - 1]!.iova + sorted[k - 1]!.len - 1n) errno('EINVAL', `${i.path}: areas overlap`);
+        }
+        if (ctx.ioases.some((x) => x.id === ioas.id)) errno('EINVAL', `${i.path}: duplicate IOAS id`);
         ctx.ioases.push(ioas);
       }
       // Trust, but verify: each domain must translate exactly its IOAS's areas onto the blocks.
       for (const ioas of ctx.ioases) {
         for (const idx of ioas.domains) {
           const d = this.kernel.intel.restored.get(idx);
-          if (!d) continue;
+          if (!d) {
+            this.kernel.log(`iommufd: IOAS ${ioas.id} of persisted iommufd ${ctx.pid}: domain ${idx} was not restored; not adopted`);
+            continue;
+          }
           if (d.persistentId !== ctx.pid) {
             this.kernel.intel.reject(d, `persistent id ${d.persistentId} is not iommufd ${ctx.pid}'s`);
             continue;
@@ -153,11 +172,39 @@ export class PersistedIommufds implements KhoNotifier {
     const rec = this.pending.get(pid);
     if (!rec) return errno(this.claimed.has(pid) ? 'EBUSY' : 'ENOENT', `persisted iommufd ${pid} already claimed`);
     const kernel = this.kernel;
-    const gm = kernel.guestmemfs!;
     const ictx = new IommufdCtx(kernel, proc, O_RDWR);
     kernel.iommufds.add(ictx);
     ictx.persistentId = pid;
     kernel.persistentIommufds.set(pid, ictx);
+    try {
+      this.build(ictx, rec, proc);
+    } catch (e) {
+      // All or nothing: the half-built context goes without touching the restored domains (they
+      // keep translating), and the record stays claimable.
+      for (const obj of ictx.objects.values()) {
+        if (obj instanceof HwptPaging) {
+          obj.ioas.iopt.forgetDomain(obj.domain);
+          obj.inIopt = false;
+          obj.ownsDomain = false;
+        }
+      }
+      kernel.persistentIommufds.delete(pid);
+      ictx.persistentId = 0;
+      ictx.put();
+      throw e;
+    }
+    // The areas hold the file pins now.
+    for (const inode of rec.pins) inode.unpin();
+    this.pending.delete(pid);
+    this.claimed.add(pid);
+    const fd = proc.installFd(ictx);
+    kernel.log(`iommufd: persisted iommufd ${pid} claimed by pid ${proc.pid} as fd ${fd}`);
+    return fd;
+  }
+
+  private build(ictx: IommufdCtx, rec: PersistedCtx, proc: Process): void {
+    const kernel = this.kernel;
+    const gm = kernel.guestmemfs!;
     for (const p of rec.ioases) {
       const ioas = new Ioas(ictx);
       ictx.reserve(ioas);
@@ -169,6 +216,11 @@ export class PersistedIommufds implements KhoNotifier {
         hwpt.autoDomain = true;
         ioas.iopt.adoptDomain(d);
         hwpt.inIopt = true;
+        // The devices still translating through it keep their reserved regions (the MSI window)
+        // in the IOAS until they re-bind, as they had before the update.
+        for (const sid of d.devices) {
+          for (const r of kernel.intel.resvRegions(sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, d);
+        }
         ictx.reserve(hwpt);
         ictx.finalize(hwpt);
         ioas.hwpts.push(hwpt);
@@ -191,13 +243,6 @@ export class PersistedIommufds implements KhoNotifier {
         }
       }
     }
-    // The areas hold the file pins now.
-    for (const inode of rec.pins) inode.unpin();
-    this.pending.delete(pid);
-    this.claimed.add(pid);
-    const fd = proc.installFd(ictx);
-    kernel.log(`iommufd: persisted iommufd ${pid} claimed by pid ${proc.pid} as fd ${fd}`);
-    return fd;
   }
 
   // ---- KEXEC_KHO_DUMP / ABORT -----------------------------------------------------------------

@@ -1,0 +1,213 @@
+#!/usr/bin/env node
+// `iommu-liveupdate`: the command line. `simulate` runs a live update with DMA persistence on a
+// simulated host and says whether DMA survived it; `inspect` reads a KHO handover blob back.
+// Exit codes: 0 all good, 1 a check failed (or the blob is bad), 2 a usage error.
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { decodeFdt, FdtError, fdtToDts, version } from '../index.js';
+import { KhoFormatError, summariseKho, type KhoSummary } from './kho-summary.js';
+import { renderReport } from './report.js';
+import { checkConfig, DEFAULT_CONFIG, simulate, type PageSize, type ScenarioConfig } from './scenario.js';
+import { COLOUR, PLAIN, renderKho, renderSummary, verdictLine } from './text.js';
+import { formatBytes, parseCount, parseSize, parseU64 } from './units.js';
+
+/** A bad flag or argument: message on stderr, exit code 2. */
+class UsageError extends Error {}
+
+const count = (flag: string) => (v: string) => {
+  const n = parseCount(v);
+  if (n === null) throw new InvalidArgumentError(`${flag} takes a whole number, like 2.`);
+  return n;
+};
+const size = (flag: string) => (v: string) => {
+  const n = parseSize(v);
+  if (n === null) throw new InvalidArgumentError(`${flag} takes a size like 4G, 512M or 2048K (binary units).`);
+  return n;
+};
+const seed = (v: string) => {
+  const n = parseU64(v);
+  if (n === null) throw new InvalidArgumentError('--seed takes an unsigned 64-bit integer, decimal or 0x hex.');
+  return n;
+};
+
+/** One status line on a terminal's stderr, rewritten in place; nothing elsewhere. */
+class Progress {
+  private shown = false;
+  private readonly t0 = performance.now();
+  constructor(
+    private readonly out: NodeJS.WriteStream,
+    readonly enabled: boolean,
+  ) {}
+  update = (msg: string): void => {
+    if (!this.enabled) return;
+    const line = `[${((performance.now() - this.t0) / 1000).toFixed(1).padStart(5)} s] ${msg}`;
+    this.out.write(`\r\x1b[K${line.slice(0, Math.max(20, (this.out.columns || 100) - 1))}`);
+    this.shown = true;
+  };
+  clear(): void {
+    if (this.shown) this.out.write('\r\x1b[K');
+    this.shown = false;
+  }
+}
+
+/** An output file's directory must exist before minutes of simulation, not after. */
+function outputPath(flag: string, file: string | undefined): string | undefined {
+  if (file === undefined) return undefined;
+  const path = resolve(file);
+  let st;
+  try {
+    st = statSync(dirname(path));
+  } catch {
+    throw new UsageError(`${flag} ${file}: directory ${dirname(path)} does not exist`);
+  }
+  if (!st.isDirectory()) throw new UsageError(`${flag} ${file}: ${dirname(path)} is not a directory`);
+  try {
+    if (statSync(path).isDirectory()) throw new UsageError(`${flag} ${file}: is a directory`);
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+  }
+  return path;
+}
+
+interface SimulateFlags {
+  vms: number;
+  guestMem: bigint;
+  devices: number;
+  pageSize: PageSize;
+  kexecs: number;
+  seed: bigint;
+  json?: boolean;
+  report?: string;
+  dumpKho?: string;
+  quiet?: boolean;
+  kho: boolean;
+}
+
+function runSimulate(f: SimulateFlags): void {
+  const config: ScenarioConfig = { ...DEFAULT_CONFIG, vms: f.vms, guestMem: f.guestMem, devicesPerVm: f.devices, pageSize: f.pageSize, kexecs: f.kexecs, seed: f.seed, kho: f.kho };
+  const why = checkConfig(config);
+  if (why) throw new UsageError(why);
+  if (!f.kho && f.dumpKho !== undefined) throw new UsageError('--dump-kho needs KHO: drop --no-kho');
+  const report = outputPath('--report', f.report);
+  const dump = outputPath('--dump-kho', f.dumpKho);
+  const json = !!f.json;
+  const quiet = !!f.quiet;
+  const log = (msg: string) => {
+    if (!quiet) process.stderr.write(`${msg}\n`);
+  };
+  const progress = new Progress(process.stderr, !json && !quiet && process.stderr.isTTY === true);
+  let run;
+  try {
+    run = simulate(config, progress.update);
+  } finally {
+    progress.clear();
+  }
+  const { result, blobs } = run;
+  const style = !json && process.stdout.isTTY && !process.env.NO_COLOR && process.env.TERM !== 'dumb' ? COLOUR : PLAIN;
+  if (json) {
+    const { schemaVersion, command, ...rest } = result;
+    process.stdout.write(`${JSON.stringify({ schemaVersion, command, tool: 'iommu-liveupdate', version, ...rest }, null, 2)}\n`);
+  } else if (quiet) process.stdout.write(`${verdictLine(result, style)}\n`);
+  else process.stdout.write(renderSummary(result, style));
+  if (dump) {
+    writeFileSync(dump, blobs[0]!);
+    log(`wrote the KHO blob of live update 1 to ${f.dumpKho} (${blobs[0]!.length} bytes; read it with: iommu-liveupdate inspect ${f.dumpKho})`);
+  }
+  if (report) {
+    writeFileSync(report, renderReport(result));
+    log(`wrote the report to ${f.report}`);
+  }
+  process.exitCode = result.verdict === 'pass' ? 0 : 1;
+}
+
+function runInspect(file: string, f: { json?: boolean }): void {
+  let blob: Uint8Array;
+  try {
+    blob = readFileSync(file);
+  } catch (e) {
+    throw new UsageError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    decodeFdt(blob, { validate: 'structural' });
+  } catch (e) {
+    if (!(e instanceof FdtError)) throw e;
+    process.stderr.write(`error: ${file} is not a valid flattened device tree: ${e.message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  let summary: KhoSummary | null = null;
+  let bad: string | null = null;
+  try {
+    summary = summariseKho(blob);
+  } catch (e) {
+    if (!(e instanceof KhoFormatError || e instanceof FdtError)) throw e;
+    bad = e.message;
+  }
+  if (f.json) {
+    if (summary) process.stdout.write(`${JSON.stringify({ schemaVersion: 1, command: 'inspect', tool: 'iommu-liveupdate', version, file, blob: summary }, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v), 2)}\n`);
+  } else {
+    process.stdout.write(fdtToDts(blob));
+    if (summary) process.stdout.write(`\n// dtc shows big-endian cells; KHO stores native little-endian u64/u32 values, decoded here:\n${renderKho(summary)}`);
+  }
+  if (bad) {
+    process.stderr.write(`error: ${file} is a valid FDT but not a KHO handover this tool can read: ${bad}\n`);
+    process.exitCode = 1;
+  }
+}
+
+function program(): Command {
+  const p = new Command('iommu-liveupdate')
+    .description('Live update of a simulated Linux hypervisor host (Intel VT-d, iommufd, guestmemfs, KHO + kexec) with DMA that never stops.')
+    .version(version)
+    .exitOverride()
+    .showHelpAfterError('(add --help for usage)');
+  const d = DEFAULT_CONFIG;
+  p.command('simulate')
+    .summary('run a live update with DMA on a simulated host and check that DMA survived')
+    .description(
+      `Boot a ${formatBytes(d.hostMemory)} host with a ${formatBytes(d.carveOut)} guestmemfs carve-out, start VMs whose guest RAM is a guestmemfs file mapped into a persistent iommufd and whose assigned devices do continuous DMA, add one device in a non-persistent iommufd, live-update the host (KHO, kexec, re-claim, re-attach) and check that DMA survived. Exit code 0 if every check passed, 1 if one failed, 2 for bad flags.`,
+    )
+    .addOption(new Option('--vms <n>', 'number of VMs').argParser(count('--vms')).default(d.vms))
+    .addOption(new Option('--guest-mem <size>', 'guest RAM per VM, a multiple of 2M (4G, 512M, ...)').argParser(size('--guest-mem')).default(d.guestMem, '4G'))
+    .addOption(new Option('--devices <n>', 'assigned devices per VM (NVMe, NIC, NVMe, ...)').argParser(count('--devices')).default(d.devicesPerVm))
+    .addOption(new Option('--page-size <size>', 'IOMMU page size of the VMs\' IOASes: 4k (IOMMU_OPTION_HUGE_PAGES=0), 2m, or mixed (half the VMs each)').choices(['4k', '2m', 'mixed']).default(d.pageSize))
+    .addOption(new Option('--kexecs <n>', 'live updates in a row').argParser(count('--kexecs')).default(d.kexecs))
+    .addOption(new Option('--seed <n>', 'seed of the host\'s page allocator (Host.boot)').argParser(seed).default(d.seed, '0'))
+    .option('--json', 'print one JSON document (schemaVersion 1) on stdout; messages go to stderr')
+    .option('--report <file.html>', 'write a self-contained HTML report')
+    .option('--dump-kho <file.dtb>', 'write the KHO blob of the first live update')
+    .option('--no-kho', 'negative control: kexec without activating KHO (nothing persists, so the checks must fail)')
+    .option('-q, --quiet', 'no progress or messages; print only the verdict line (or the JSON)')
+    .action((flags: SimulateFlags) => runSimulate(flags));
+  p.command('inspect')
+    .summary('validate and print a KHO handover blob (--dump-kho)')
+    .description('Validate a KHO handover blob (as /sys/kernel/kho/dt or --dump-kho write it), print its tree like dtc -O dts, then the persisted iommufds, IOASes, areas and domains. Exit code 1 if it is not a valid FDT or not a KHO tree.')
+    .argument('<file.dtb>', 'the blob')
+    .option('--json', 'print the summary as JSON instead of the tree')
+    .action((file: string, flags: { json?: boolean }) => runInspect(file, flags));
+  return p;
+}
+
+function main(argv: string[]): void {
+  try {
+    program().parse(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Commander has printed the message (or the help); help and --version are not errors.
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    // Not a usage error and not a failed check: the simulator itself refused (a bug here or there).
+    const detail = e instanceof Error ? (process.env.DEBUG ? (e.stack ?? e.message) : `${e.name}: ${e.message}`) : String(e);
+    process.stderr.write(`error: the simulation stopped: ${detail}${process.env.DEBUG ? '' : ' (DEBUG=1 shows the stack)'}\n`);
+    process.exitCode = 1;
+  }
+}
+
+main(process.argv);

@@ -1,0 +1,164 @@
+// The plain-text account of a run (stdout of `simulate`) and of a KHO blob (`inspect`).
+import { protName, type KhoSummary } from './kho-summary.js';
+import type { SimulationResult, UpdateResult } from './scenario.js';
+import { faultReason, formatBytes, group, hex } from './units.js';
+
+export interface Style {
+  ok(s: string): string;
+  bad(s: string): string;
+  dim(s: string): string;
+}
+export const PLAIN: Style = { ok: (s) => s, bad: (s) => s, dim: (s) => s };
+export const COLOUR: Style = {
+  ok: (s) => `\x1b[32m${s}\x1b[0m`,
+  bad: (s) => `\x1b[31m${s}\x1b[0m`,
+  dim: (s) => `\x1b[2m${s}\x1b[0m`,
+};
+
+/** A table with left-aligned text and right-aligned numbers (columns given as 'l' / 'r'). */
+export function table(header: string[], rows: string[][], align: ('l' | 'r')[]): string[] {
+  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => visible(r[i] ?? '').length)));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => {
+        const pad = ' '.repeat(Math.max(0, w[i]! - visible(c).length));
+        return align[i] === 'r' ? pad + c : c + pad;
+      })
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)];
+}
+
+function visible(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/\x1b\[[0-9;]*m/g, '');
+}
+
+/** One line: what the run concluded. */
+export function verdictLine(r: SimulationResult, style: Style): string {
+  const persistent = r.devices.filter((d) => d.persistent);
+  const others = r.devices.filter((d) => !d.persistent);
+  const failed = r.checks.filter((c) => !c.ok).length;
+  const updates = `${r.updates.length} live update${r.updates.length === 1 ? '' : 's'}`;
+  if (r.verdict === 'pass') {
+    return `${style.ok('PASS')}: ${persistent.length} persistent devices kept DMA going through ${updates} with no fault or mismatch; ${others.length === 1 ? 'the non-persistent device was' : `${others.length} non-persistent devices were`} blocked from shutdown on`;
+  }
+  return `${style.bad('FAIL')}: ${failed} of ${r.checks.length} checks failed across ${updates}`;
+}
+
+function updateLines(u: UpdateResult, r: SimulationResult): string[] {
+  const k = u.kho;
+  const persistentFaults = u.dma.byDevice.filter((d) => r.devices.find((x) => x.bdf === d.bdf)?.persistent).reduce((n, d) => n + d.faults, 0);
+  const otherFaults = u.dma.faults - persistentFaults;
+  const head = `live update ${u.index}: generation ${u.fromGeneration} → ${u.toGeneration}`;
+  const handover = k.blobBytes
+    ? [
+        `  preserved   ${k.mappings} mappings (${formatBytes(k.mappedBytes)}) in ${k.ioases} IOASes of ${k.iommufds} persistent iommufds`,
+        `              ${k.domains} domains: ${group(k.pageTablePages)} page-table pages (+ ${k.rootContextPages} root/context table pages)`,
+        `  KHO blob    ${group(k.blobBytes)} bytes, handing over ${formatBytes(k.preservedBytes, { exact: true })} in ${group(k.preservedRanges)} ranges`,
+      ]
+    : ['  handover    none: KHO was not activated (--no-kho), so nothing was preserved'];
+  return [
+    head,
+    ...handover,
+    `  blackout    ${u.blackout.simMs.toFixed(1)} ms simulated (end of ${u.blackout.from} → end of ${u.blackout.to}), ${u.blackout.wallMs.toFixed(1)} ms wall`,
+    `  DMA         ${group(u.dma.transactions)} transactions (${formatBytes(u.dma.bytes)}) during the update`,
+    `  faults      ${group(persistentFaults)} on persistent devices, ${group(otherFaults)} on non-persistent ones (blocked)`,
+  ];
+}
+
+/** The summary `simulate` prints. */
+export function renderSummary(r: SimulationResult, style: Style): string {
+  const c = r.config;
+  const out: string[] = [];
+  out.push(`iommu-liveupdate simulate: ${formatBytes(c.hostMemoryBytes)} host, ${formatBytes(c.guestmemfsBytes)} guestmemfs carve-out, seed ${c.seed}`);
+  for (const vm of r.vms) {
+    const devs = r.devices.filter((d) => d.vm === vm.name).map((d) => `${d.bdf} ${d.kind}`);
+    out.push(`  ${vm.name}  ${formatBytes(vm.guestMemBytes)} at IOVA ${vm.iova}, ${vm.iommuPageSize === '4k' ? '4 KiB' : '2 MiB'} pages, persistent iommufd ${vm.persistentId}: ${devs.join(', ')}`);
+  }
+  for (const d of r.devices.filter((x) => !x.persistent)) out.push(`  host ${formatBytes(d.window.bytes)} of anonymous memory at IOVA ${d.window.iova}, non-persistent iommufd: ${d.bdf} ${d.kind}`);
+  out.push('');
+  out.push(...updateLines(r.updates[0]!, r));
+  if (r.updates.length > 1) {
+    out.push('');
+    out.push(`all ${r.updates.length} live updates:`);
+    out.push(
+      ...table(
+        ['update', 'generation', 'KHO blob', 'page tables', 'blackout sim', 'blackout wall', 'DMA transactions', 'bytes', 'faults'],
+        r.updates.map((u) => [
+          String(u.index),
+          `${u.fromGeneration} → ${u.toGeneration}`,
+          `${group(u.kho.blobBytes)} B`,
+          group(u.kho.pageTablePages),
+          `${u.blackout.simMs.toFixed(1)} ms`,
+          `${u.blackout.wallMs.toFixed(1)} ms`,
+          group(u.dma.transactions),
+          formatBytes(u.dma.bytes),
+          group(u.dma.faults),
+        ]),
+        ['r', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+      ).map((l) => `  ${l}`),
+    );
+  }
+  out.push('');
+  out.push(
+    ...table(
+      ['device', 'vm', 'kind', 'iommufd', 'transactions', 'bytes', 'faults', 'status'],
+      r.devices.map((d) => [
+        d.bdf,
+        d.vm ?? 'host',
+        d.kind,
+        d.persistent ? 'persistent' : 'non-persistent',
+        group(d.transactions),
+        formatBytes(d.bytes),
+        group(d.faults),
+        d.status === 'ok'
+          ? style.ok('ok')
+          : d.status === 'blocked'
+            ? `${style.ok('blocked')} from ${d.firstFault?.phase ?? '-'}: ${d.faultReasons.map(faultReason).join(', ')}${d.iommuProbe ? `; IOMMU: ${d.iommuProbe.faulted ? faultReason(d.iommuProbe.reason).replace('VT-d fault ', '') : 'translates!'}` : ''}`
+            : style.bad('FAILED'),
+      ]),
+      ['l', 'l', 'l', 'l', 'r', 'r', 'r', 'l'],
+    ),
+  );
+  out.push('');
+  const failed = r.checks.filter((x) => !x.ok);
+  out.push(`checks: ${r.checks.length - failed.length} passed, ${failed.length} failed`);
+  for (const f of failed) out.push(`  ${style.bad('✗')} ${f.name}: ${f.detail}`);
+  out.push(verdictLine(r, style));
+  out.push(style.dim(`(${(r.wallMs / 1000).toFixed(1)} s wall)`));
+  return out.join('\n') + '\n';
+}
+
+/** The summary `inspect` prints after the tree. */
+export function renderKho(s: KhoSummary): string {
+  const out: string[] = [];
+  const t = s.totals;
+  out.push(`KHO handover: ${group(s.bytes)} bytes, FDT version ${s.version}, compatible "${s.compatible}"`);
+  out.push(`  ${t.iommufds} persisted iommufds, ${t.ioases} IOASes, ${t.areas} areas (${formatBytes(t.mappedBytes)} mapped), ${t.domains} domains with ${group(t.pageTablePages)} page-table pages`);
+  out.push(`  preserved memory: ${formatBytes(t.preservedBytes, { exact: true })} in ${group(t.preservedRanges)} ranges (the blob's own pages are KHO's and not listed in it)`);
+  if (s.iommufds.length) out.push('', 'iommufd (iommufd-v0)');
+  for (const c of s.iommufds) {
+    out.push(`  iommufd ${c.id}`);
+    for (const i of c.ioases) {
+      out.push(`    IOAS ${i.id}: domains [${i.domains.join(', ')}], pinned guestmemfs inodes [${i.pinnedFiles.join(', ')}]`);
+      for (const a of i.areas) {
+        const segs = a.segments.map((g) => `ino ${g.ino} +${hex(g.offset)} (${formatBytes(g.len)})`).join(', ');
+        out.push(`      area ${a.index}: IOVA ${hex(a.iova)}-${hex(a.iova + a.len - 1n)} (${formatBytes(a.len)}) ${protName(a.prot)} → ${segs}`);
+      }
+    }
+  }
+  if (s.intel) {
+    out.push('', `intel-iommu (intel-iommu-v0): root table ${hex(s.intel.rootTable)}, ${t.rootContextPages} root/context table pages`);
+    for (const d of s.intel.domains) {
+      const pages = d.tablePages.reduce((n, r) => n + Number(r.len / 4096n), 0);
+      out.push(`  domain ${d.index}: persistent id ${d.persistentId}, did ${d.did}, pgd ${hex(d.pgd)}, ${d.agaw + 2}-level, ${group(pages)} page-table pages, devices ${d.devices.join(' ') || '-'}`);
+    }
+  }
+  if (s.guestmemfs) {
+    const g = s.guestmemfs;
+    out.push('', `guestmemfs (guestmemfs-v0): base ${hex(g.base)}, ${group(g.nblocks)} blocks of 2 MiB (${formatBytes(g.nblocks * 2n * 1024n * 1024n)})`);
+  }
+  if (s.unknown.length) out.push('', `other nodes: ${s.unknown.join(', ')}`);
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,70 @@
+// Sizes, counts and numbers as the command line takes them and the summary prints them.
+
+const UNITS: Record<string, bigint> = { '': 1n, k: 1n << 10n, m: 1n << 20n, g: 1n << 30n, t: 1n << 40n };
+
+/**
+ * A size like `4G`, `512M`, `4GiB`, `2m`, `1024k` or plain bytes (binary units, as the kernel's
+ * `memparse` reads them). Returns null when it is not one.
+ */
+export function parseSize(text: string): bigint | null {
+  const m = /^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) return null;
+  return BigInt(m[1]!) * UNITS[m[2]!.toLowerCase()]!;
+}
+
+/** A non-negative decimal integer (no sign, no fraction, no exponent). */
+export function parseCount(text: string): number | null {
+  if (!/^\s*\d{1,9}\s*$/.test(text)) return null;
+  return Number(text.trim());
+}
+
+/** A u64 in decimal or `0x` hex. */
+export function parseU64(text: string): bigint | null {
+  const t = text.trim();
+  if (!/^(0x[0-9a-f]{1,16}|\d{1,20})$/i.test(t)) return null;
+  const v = BigInt(t);
+  return v <= 0xffff_ffff_ffff_ffffn ? v : null;
+}
+
+const NAMES = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+
+/**
+ * `4 GiB`, `512 MiB`; otherwise one decimal (`8.3 MiB`), or with `exact` the whole truth:
+ * `16,382 MiB`, `16 GiB + 60 KiB`.
+ */
+export function formatBytes(n: bigint | number, opts: { exact?: boolean } = {}): string {
+  const v = BigInt(n);
+  let i = NAMES.length - 1;
+  while (i > 0 && v < 1n << BigInt(10 * i)) i--;
+  const unit = 1n << BigInt(10 * i);
+  if (v % unit === 0n) return `${group(v / unit)} ${NAMES[i]}`;
+  if (opts.exact && i > 0) {
+    const lower = unit >> 10n;
+    if (v % lower === 0n && v / lower < 100_000n) return `${group(v / lower)} ${NAMES[i - 1]}`;
+    const rest = v % unit;
+    const restText = formatBytes(rest, { exact: true });
+    if (!restText.includes('+')) return `${group(v / unit)} ${NAMES[i]} + ${restText}`;
+    return `${group(v)} B`;
+  }
+  return `${(Number(v) / Number(unit)).toFixed(1)} ${NAMES[i]}`;
+}
+
+/** `0x1000` */
+export function hex(v: bigint | number): string {
+  return `0x${v.toString(16)}`;
+}
+
+/** `1,234,567` */
+export function group(n: number | bigint): string {
+  return n.toLocaleString('en-US');
+}
+
+/** Nanoseconds as milliseconds with one decimal: `1003.0 ms`. */
+export function ms(ns: bigint | number): string {
+  return `${(Number(ns) / 1e6).toFixed(1)} ms`;
+}
+
+/** What stopped a DMA request: 0 is the device's own bus mastering, the rest VT-d fault reasons. */
+export function faultReason(reason: number): string {
+  return reason === 0 ? 'bus mastering off' : `VT-d fault reason ${hex(reason)}`;
+}
