@@ -206,6 +206,20 @@ impl NativeMemory {
         self.mem.borrow_mut().preserve(u64_arg(&pa, "pa")?, order).map_err(mem_err)
     }
 
+    /// Marks the block of 2^order frames at each of `pas` preserved, all or nothing: on a
+    /// failure the marks this call set are removed and the block's error is thrown.
+    #[napi(catch_unwind)]
+    pub fn preserve_many(&self, pas: &[u64], order: u32) -> Result<(), Code> {
+        let order = u8_arg(order, physmem::MAX_ORDER as u32, "order")?;
+        self.mem.borrow_mut().preserve_many(pas, order).map_err(mem_err)
+    }
+
+    /// Whether every range `[pa, pa+len)` of `pas` is allocated (true for none).
+    #[napi(catch_unwind)]
+    pub fn is_allocated_many(&self, pas: &[u64], len: BigInt) -> Result<bool, Code> {
+        Ok(self.mem.borrow().is_allocated_many(pas, u64_arg(&len, "len")?))
+    }
+
     /// Removes a preservation mark.
     #[napi(catch_unwind)]
     pub fn unpreserve(&self, pa: BigInt, order: u32) -> Result<(), Code> {
@@ -718,6 +732,53 @@ fn prot(read: bool, write: bool, snoop: bool) -> Prot {
     Prot { read, write, snoop }
 }
 
+/// What `mappedPages` found.
+#[napi(object)]
+pub struct MappedPages {
+    /// 4 KiB pages mapped by present leaves (a 2 MiB leaf counts 512).
+    pub pages: f64,
+    /// Every table page reached, top first.
+    pub tables: BigUint64Array,
+}
+
+/// Checks runs given as three `Float64Array`s of 4 KiB page numbers and counts (`mapRuns`,
+/// `verifyRuns`) and returns them as byte ranges `(iova, pa, size)`: IOVA page numbers are
+/// integers below 2^52, PA page numbers below 2^40, counts at least 1, and neither end past
+/// 2^52 pages. Every entry is checked before the first run is used.
+fn pfn_runs<'a>(iova_pfns: &'a [f64], pa_pfns: &'a [f64], npages: &'a [f64]) -> Result<impl Iterator<Item = (u64, u64, u64)> + Clone + 'a, Code> {
+    let n = iova_pfns.len();
+    if pa_pfns.len() != n || npages.len() != n {
+        return Err(invalid(format!(
+            "iovaPfns, paPfns and npages must have the same length ({n}, {}, {})",
+            pa_pfns.len(),
+            npages.len()
+        )));
+    }
+    const PFN_END: f64 = (1u64 << 52) as f64;
+    const PA_PFN_END: f64 = (1u64 << 40) as f64;
+    // An integer in [lo, end), lo >= 0, end <= 2^52: adding 2^52 rounds to an integer
+    // exactly there. Branch-free and conversion-free: 2 ns a run instead of 5.
+    let int_in = |v: f64, lo: f64, end: f64| (v >= lo) & (v < end) & ((v + PFN_END) - PFN_END == v);
+    for i in 0..n {
+        let (iova, pa, np) = (iova_pfns[i], pa_pfns[i], npages[i]);
+        let (iova_ok, pa_ok) = (int_in(iova, 0.0, PFN_END), int_in(pa, 0.0, PA_PFN_END));
+        // Sums of integers below 2^52 are exact.
+        let np_ok = int_in(np, 1.0, PFN_END) & (iova + np <= PFN_END) & (pa + np <= PFN_END);
+        if !(iova_ok & pa_ok & np_ok) {
+            return Err(invalid(if !iova_ok {
+                format!("iovaPfns[{i}] = {iova} is not an integer in 0..2^52")
+            } else if !pa_ok {
+                format!("paPfns[{i}] = {pa} is not an integer in 0..2^40")
+            } else {
+                format!("npages[{i}] = {np} is not an integer >= 1 keeping both runs below page 2^52")
+            }));
+        }
+    }
+    // Through i64: one instruction, exact for these values (f64 as u64 is a long sequence).
+    let pfn = |v: f64| (v as i64 as u64) << 12;
+    Ok(iova_pfns.iter().zip(pa_pfns).zip(npages).map(move |((&iova, &pa), &np)| (pfn(iova), pfn(pa), pfn(np))))
+}
+
 #[napi]
 impl NativePageTable {
     /// SLPTPTR.
@@ -756,40 +817,32 @@ impl NativePageTable {
     #[napi(catch_unwind)]
     #[allow(clippy::too_many_arguments)]
     pub fn map_runs(&mut self, iova_pfns: &[f64], pa_pfns: &[f64], npages: &[f64], read: bool, write: bool, snoop: bool, gather: &mut NativeGather) -> Result<(), Code> {
-        let n = iova_pfns.len();
-        if pa_pfns.len() != n || npages.len() != n {
-            return Err(invalid(format!(
-                "iovaPfns, paPfns and npages must have the same length ({n}, {}, {})",
-                pa_pfns.len(),
-                npages.len()
-            )));
-        }
-        const PFN_END: f64 = (1u64 << 52) as f64;
-        const PA_PFN_END: f64 = (1u64 << 40) as f64;
-        // An integer in [lo, end), lo >= 0, end <= 2^52: adding 2^52 rounds to an integer
-        // exactly there. Branch-free and conversion-free: 2 ns a run instead of 5.
-        let int_in = |v: f64, lo: f64, end: f64| (v >= lo) & (v < end) & ((v + PFN_END) - PFN_END == v);
-        for i in 0..n {
-            let (iova, pa, np) = (iova_pfns[i], pa_pfns[i], npages[i]);
-            let (iova_ok, pa_ok) = (int_in(iova, 0.0, PFN_END), int_in(pa, 0.0, PA_PFN_END));
-            // Sums of integers below 2^52 are exact.
-            let np_ok = int_in(np, 1.0, PFN_END) & (iova + np <= PFN_END) & (pa + np <= PFN_END);
-            if !(iova_ok & pa_ok & np_ok) {
-                return Err(invalid(if !iova_ok {
-                    format!("iovaPfns[{i}] = {iova} is not an integer in 0..2^52")
-                } else if !pa_ok {
-                    format!("paPfns[{i}] = {pa} is not an integer in 0..2^40")
-                } else {
-                    format!("npages[{i}] = {np} is not an integer >= 1 keeping both runs below page 2^52")
-                }));
-            }
-        }
-        // Through i64: one instruction, exact for these values (f64 as u64 is a long sequence).
-        let pfn = |v: f64| (v as i64 as u64) << 12;
-        let runs = iova_pfns.iter().zip(pa_pfns).zip(npages).map(move |((&iova, &pa), &np)| (pfn(iova), pfn(pa), pfn(np)));
+        let runs = pfn_runs(iova_pfns, pa_pfns, npages)?;
         self.pt
             .map_runs(&mut self.mem.borrow_mut(), runs, prot(read, write, snoop), &mut gather.inner)
             .map_err(vtd_err)
+    }
+
+    /// Trust but verify: `vtd::PageTable::verify_runs` over runs given as `mapRuns` takes them
+    /// (same checks, `ERR_INVALID_ARG_VALUE` before anything is read). Returns null if every
+    /// page translates to its PA with exactly R = `read`, W = `write`, else the IOVA of the
+    /// first page that does not (in run order). Garbage tables are mismatches, never errors.
+    #[napi(catch_unwind)]
+    pub fn verify_runs(&self, iova_pfns: &[f64], pa_pfns: &[f64], npages: &[f64], read: bool, write: bool) -> Result<Option<u64>, Code> {
+        let runs = pfn_runs(iova_pfns, pa_pfns, npages)?;
+        self.pt.verify_runs(&self.mem.borrow(), runs, prot(read, write, false)).map_err(vtd_err)
+    }
+
+    /// `vtd::PageTable::mapped_pages`: 4 KiB pages mapped by present leaves and every table
+    /// page reached, top first; `ERR_VTD_CORRUPT` for a table reached twice, beyond memory, or
+    /// past `maxTables` (a non-negative integer).
+    #[napi(catch_unwind)]
+    pub fn mapped_pages(&self, max_tables: f64) -> Result<MappedPages, Code> {
+        if !(max_tables >= 0.0 && max_tables.fract() == 0.0 && max_tables <= 9_007_199_254_740_991.0) {
+            return Err(invalid(format!("maxTables = {max_tables} is not a non-negative safe integer")));
+        }
+        let s = self.pt.mapped_pages(&self.mem.borrow(), max_tables as usize).map_err(vtd_err)?;
+        Ok(MappedPages { pages: s.pages as f64, tables: BigUint64Array::new(s.tables) })
     }
 
     /// Unmaps `[iova, iova+size)`; returns the size unmapped.
