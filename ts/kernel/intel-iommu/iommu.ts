@@ -121,7 +121,8 @@ export class IntelIommu {
       if (did !== 0 && (did < IDA_START_DID || did >= this.ndoms || this.domainIds.has(did))) errno('EINVAL', `${d.path}: bad did ${did}`);
       const pages = d.mem('mem');
       if (!pages.some((m) => m.addr === pgd)) errno('EINVAL', `${d.path}: pgd not among its pages`);
-      for (const m of pages) if (!this.preservedRange(m.addr, m.len)) errno('EINVAL', `${d.path}: page 0x${m.addr.toString(16)} was not preserved`);
+      if (pages.some((m) => m.len !== 4096n || m.addr % 4096n !== 0n || m.addr + 4096n > this.memory.size)) errno('EINVAL', `${d.path}: bad mem entry`);
+      if (!this.memory.isAllocatedMany(BigUint64Array.from(pages, (m) => m.addr), 4096n)) errno('EINVAL', `${d.path}: a table page was not preserved`);
       const domain = new DmarDomain(this, this.unit.adoptPageTable(pgd, levels));
       domain.persistentId = Number(d.u64('persistent_id'));
       domain.handedOver = new Set(pages.map((m) => m.addr));
@@ -192,7 +193,8 @@ export class IntelIommu {
     w.beginNode('domains');
     this.persistentDomains().forEach((d, i) => {
       kho.inject('intel-iommu:domain');
-      const pages = [...d.pt.tablePages()];
+      const table = d.pt.tablePages();
+      const pages = [...table];
       w.beginNode(String(i));
       w.property('mem', le.mem(pages.map((addr) => ({ addr, len: 4096n }))));
       w.property('persistent_id', le.u64(BigInt(d.persistentId)));
@@ -208,7 +210,7 @@ export class IntelIommu {
       });
       w.endNode();
       w.endNode();
-      for (const pa of pages) kho.preserve(pa, 0);
+      kho.preserveMany(table);
     });
     w.endNode();
     w.endNode();

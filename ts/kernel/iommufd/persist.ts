@@ -9,6 +9,7 @@ import type { Guestmemfs, GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
 import type { DmarDomain } from '../intel-iommu/iommu.js';
 import type { Kernel } from '../kernel.js';
 import { le, type Kho, type KhoNode, type KhoNotifier } from '../kho/kho.js';
+import { RunList } from '../mm.js';
 import type { Process } from '../process.js';
 import { HwptPaging, Ioas, IommufdCtx } from './main.js';
 import { IoptPages } from './pages.js';
@@ -17,7 +18,6 @@ import { IoptPages } from './pages.js';
 const IOMMU_READ = 1;
 const IOMMU_WRITE = 2;
 const IOMMU_CACHE = 4;
-const ADDR_MASK = 0x000f_ffff_ffff_f000n;
 
 /** A piece of an area backed by one guestmemfs file, byte-exact. */
 interface Segment {
@@ -323,82 +323,38 @@ function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<DmarDomain, nu
 
 /**
  * Trust but verify: `d` must map every page of `areas` onto the guestmemfs block the segment
- * names, with the area's permissions, and map nothing else. Returns why not, or null.
+ * names, with the area's permissions, and map nothing else, through tables that were all handed
+ * over. The check is native (one walk per leaf table). Returns why not, or null.
  */
-function verifyDomain(kernel: Kernel, d: DmarDomain, areas: PersistedArea[], gm: Guestmemfs): string | null {
-  const mem = kernel.memory;
-  const tables = new Map<bigint, DataView>();
-  const table = (pa: bigint): DataView => {
-    let t = tables.get(pa);
-    if (!t) {
-      const b = mem.read(pa, 4096);
-      tables.set(pa, (t = new DataView(b.buffer, b.byteOffset, 4096)));
-    }
-    return t;
-  };
-  const blocks = new Map<string, number>();
-  const filePfn = (ino: number, page: number): number => {
-    const key = `${ino}:${page >> 9}`;
-    let base = blocks.get(key);
-    if (base === undefined) {
-      const pfn = gm.filePfn(ino, page & ~511);
-      blocks.set(key, (base = pfn < 0 ? -1 : pfn));
-    }
-    return base < 0 ? -1 : base + (page & 511);
-  };
+function verifyDomain(_kernel: Kernel, d: DmarDomain, areas: PersistedArea[], gm: Guestmemfs): string | null {
   let expected = 0;
   for (const area of areas) {
-    const want = (area.prot & IOMMU_READ ? 1n : 0n) | (area.prot & IOMMU_WRITE ? 2n : 0n);
+    const runs = new RunList();
     for (const s of area.segs) {
-      let iovaPage = s.iova >> 12n;
-      const lastPage = (s.iova + s.len - 1n) >> 12n;
+      const firstPage = Number(s.iova >> 12n);
+      const lastPage = Number((s.iova + s.len - 1n) >> 12n);
       let filePage = Number(s.offset >> 12n);
-      expected += Number(lastPage - iovaPage + 1n);
-      while (iovaPage <= lastPage) {
-        const steps = d.pt.walk(iovaPage << 12n);
-        const leaf = steps[steps.length - 1]!;
-        if (!(leaf.pte & 3n)) return `IOVA 0x${(iovaPage << 12n).toString(16)} is not mapped`;
-        // One walk per leaf table (512 4 KiB PTEs read from it) or per superpage.
-        const span = leaf.level === 1 ? 512n : 1n << BigInt(9 * (leaf.level - 1));
-        const first = iovaPage & ~(span - 1n);
-        const count = Number((lastPage < first + span - 1n ? lastPage : first + span - 1n) - iovaPage + 1n);
-        for (let k = 0; k < count; k++) {
-          const ip = iovaPage + BigInt(k);
-          const pte = leaf.level === 1 ? table(leaf.ptePa & ~0xfffn).getBigUint64(Number(ip & 511n) * 8, true) : leaf.pte;
-          if (!(pte & 3n)) return `IOVA 0x${(ip << 12n).toString(16)} is not mapped`;
-          const pa = leaf.level === 1 ? pte & ADDR_MASK : (pte & ADDR_MASK & ~((span << 12n) - 1n)) + ((ip - first) << 12n);
-          const pfn = filePfn(s.ino, filePage + k);
-          if (pfn < 0 || pa !== BigInt(pfn) << 12n) return `IOVA 0x${(ip << 12n).toString(16)} maps 0x${pa.toString(16)}, not the file's block`;
-          if ((pte & 3n) !== want) return `IOVA 0x${(ip << 12n).toString(16)} has the wrong permissions`;
-        }
-        iovaPage += BigInt(count);
-        filePage += count;
+      expected += lastPage - firstPage + 1;
+      for (let page = firstPage; page <= lastPage; ) {
+        // A 2 MiB block is physically contiguous: one run per block piece.
+        const n = Math.min(lastPage - page + 1, 512 - (filePage & 511));
+        const pfn = gm.filePfn(s.ino, filePage);
+        if (pfn < 0) return `segment of inode ${s.ino} beyond its file`;
+        runs.append(page, pfn, n);
+        page += n;
+        filePage += n;
       }
     }
+    const bad = d.pt.verifyRuns(runs.idx.subarray(0, runs.count), runs.pfn.subarray(0, runs.count), runs.len.subarray(0, runs.count), {
+      read: !!(area.prot & IOMMU_READ),
+      write: !!(area.prot & IOMMU_WRITE),
+    });
+    if (bad !== null) return `IOVA 0x${bad.toString(16)} does not map the file's block with the area's permissions`;
   }
-  const mapped = countLeafPages(kernel, d.pt.pgd, d.pt.levels, new Set(), d.handedOver);
-  if (mapped !== expected) return `the page table maps ${mapped} pages, the areas ${expected}`;
+  const { pages, tables } = d.pt.mappedPages(d.handedOver.size);
+  for (const t of tables) if (!d.handedOver.has(t)) return `table 0x${t.toString(16)} was not handed over`;
+  if (pages !== expected) return `the page table maps ${pages} pages, the areas ${expected}`;
   return null;
-}
-
-/**
- * Present leaf pages (in 4 KiB units) under the table at `pa` of `level`. Every table must be one
- * the previous kernel listed (and so preserved), each reached once.
- */
-function countLeafPages(kernel: Kernel, pa: bigint, level: number, seen: Set<bigint>, handedOver: ReadonlySet<bigint>): number {
-  if (seen.has(pa)) errno('EINVAL', `table 0x${pa.toString(16)} is referenced twice`);
-  if (!handedOver.has(pa)) errno('EINVAL', `table 0x${pa.toString(16)} was not handed over`);
-  seen.add(pa);
-  const b = kernel.memory.read(pa, 4096);
-  const v = new DataView(b.buffer, b.byteOffset, 4096);
-  let n = 0;
-  for (let i = 0; i < 512; i++) {
-    const pte = v.getBigUint64(i * 8, true);
-    if (!(pte & 3n)) continue;
-    if (level === 1 || pte & 0x80n) n += 512 ** (level - 1);
-    else n += countLeafPages(kernel, pte & ADDR_MASK, level - 1, seen, handedOver);
-  }
-  return n;
 }
 
 function u32s(n: KhoNode, name: string): number[] {

@@ -159,6 +159,13 @@ export class Kho {
     this.marks.push({ pa, order });
   }
 
+  /** Marks many single pages preserved in one call (all or nothing). */
+  preserveMany(pas: BigUint64Array): void {
+    this.inject('kho:preserve');
+    this.kernel.memory.preserveMany(pas, 0);
+    for (const pa of pas) this.marks.push({ pa, order: 0 });
+  }
+
   /** Preserves an arbitrary page-aligned range as naturally aligned blocks. */
   preserveRange(pa: bigint, len: bigint): void {
     let at = pa;
