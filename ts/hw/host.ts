@@ -102,8 +102,17 @@ export class Host {
    */
   phase(phase: string, generation = this._kernel?.generation ?? 0): void {
     this.simNs += PHASE_NS[phase] ?? 1_000_000n;
-    this.timeline.push({ generation, phase, simNs: this.simNs, wallMs: performance.now() - this.wall0 });
-    for (const t of this.traffic) if (!t.stopped) t.step(phase, generation);
+    const entry = { generation, phase, simNs: this.simNs, wallMs: performance.now() - this.wall0 };
+    this.timeline.push(entry);
+    for (const t of this.traffic) if (!t.stopped) t.step(phase, generation, this.timeline.length - 1, this.simNs);
+    for (const cb of this.phaseObservers) cb(entry);
+  }
+
+  private readonly phaseObservers: ((e: TimelineEntry) => void)[] = [];
+
+  /** Calls `cb` after every lifecycle phase (after the traffic of that phase ran). */
+  onPhase(cb: (e: TimelineEntry) => void): void {
+    this.phaseObservers.push(cb);
   }
 
   /**

@@ -20,6 +20,10 @@ export interface DmaTrafficOptions {
 export interface DmaTrafficStep {
   phase: string;
   generation: number;
+  /** Index of the phase in `host.timeline`. */
+  at: number;
+  /** The simulated time of that phase's end (ns). */
+  simNs: bigint;
   pagesWritten: number;
   pagesVerified: number;
   faults: { iova: bigint; reason: number; write: boolean }[];
@@ -64,8 +68,8 @@ export class DmaTraffic {
   }
 
   /** One burst: write `pagesPerStep` new pages, re-read as many written earlier. */
-  step(phase: string, generation: number): DmaTrafficStep {
-    const s: DmaTrafficStep = { phase, generation, pagesWritten: 0, pagesVerified: 0, faults: [], mismatches: [] };
+  step(phase: string, generation: number, at = -1, simNs = 0n): DmaTrafficStep {
+    const s: DmaTrafficStep = { phase, generation, at, simNs, pagesWritten: 0, pagesVerified: 0, faults: [], mismatches: [] };
     const pages = this.opts.length / BigInt(PAGE);
     const n = this.opts.pagesPerStep;
     const dma = this.device.dma;

@@ -205,10 +205,16 @@ export class PersistedIommufds implements KhoNotifier {
   private build(ictx: IommufdCtx, rec: PersistedCtx, proc: Process): void {
     const kernel = this.kernel;
     const gm = kernel.guestmemfs!;
-    for (const p of rec.ioases) {
+    // As the RFC does, the IOASes get fresh ids 1, 2, ... in their old order; the restored HWPTs
+    // follow them, in the same order, so a VMM can tell which is which.
+    const ioases = rec.ioases.map(() => {
       const ioas = new Ioas(ictx);
       ictx.reserve(ioas);
       ictx.finalize(ioas);
+      return ioas;
+    });
+    for (const [k, p] of rec.ioases.entries()) {
+      const ioas = ioases[k]!;
       for (const idx of p.domains) {
         const d = rec.domains.get(idx);
         if (!d) continue;
