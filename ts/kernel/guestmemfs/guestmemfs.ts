@@ -245,10 +245,24 @@ export class Guestmemfs {
   private blockAddr(block: number): bigint {
     return this.base + BigInt(block) * GUESTMEMFS_BLOCK;
   }
+  /**
+   * Block index → first PFN, per slot: read from the file's block map in one go and dropped
+   * whenever the map changes (the map in memory stays the truth).
+   */
+  private readonly maps = new Map<number, Float64Array>();
+
   /** @internal PFN of the first page of the file's `i`th data block. */
   blockPfn(slot: number, i: number): number {
-    const block = Number(this.memory.readU64(this.blockAddr(this.mapBlock(slot)) + BigInt(i) * 8n));
-    return Number(this.blockAddr(block) >> 12n);
+    let map = this.maps.get(slot);
+    if (!map) {
+      const n = Math.min(this.fileBlocks(slot), MAP_ENTRIES);
+      const raw = n ? this.memory.read(this.blockAddr(this.mapBlock(slot)), n * 8) : new Uint8Array(0);
+      const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
+      map = new Float64Array(n);
+      for (let k = 0; k < n; k++) map[k] = Number(this.blockAddr(Number(dv.getBigUint64(k * 8, true))) >> 12n);
+      this.maps.set(slot, map);
+    }
+    return map[i]!;
   }
 
   private setBit(block: number, on: boolean): void {
@@ -483,6 +497,7 @@ export class Guestmemfs {
       }
     }
     this.setU64(slot, 32, BigInt(want));
+    this.maps.delete(slot);
     this.setU64(slot, 16, length);
   }
 
@@ -527,6 +542,7 @@ export class Guestmemfs {
     }
     this.memory.fill(this.inodeAddr(slot), BigInt(INODE_SIZE), 0);
     this.index().used.delete(slot);
+    this.maps.delete(slot);
   }
 
   /** `stat` of `name` ('' = the root directory). */
