@@ -2,6 +2,7 @@
 // nodes they open, page pin counts and the kernel log.
 import type { IommuUnit } from '../hw/iommu.js';
 import type { PhysicalMemory } from '../hw/memory.js';
+import { DMAR_FAULT_REASONS } from '../hw/vtd-regs.js';
 import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
 import type { File } from './file.js';
@@ -41,22 +42,6 @@ export interface KexecImage {
   cmdline: string;
 }
 
-const DMAR_REASONS: Record<number, string> = {
-  0x1: 'Present bit in root entry is clear',
-  0x2: 'Present bit in context entry is clear',
-  0x3: 'Invalid context entry',
-  0x4: 'Access beyond MGAW',
-  0x5: 'PTE Write access is not set',
-  0x6: 'PTE Read access is not set',
-  0x7: 'Next page table ptr is invalid',
-  0x8: 'Root table address invalid',
-  0x9: 'Context table ptr is invalid',
-  0xa: 'non-zero reserved fields in RTP',
-  0xb: 'non-zero reserved fields in CTP',
-  0xc: 'non-zero reserved fields in PTE',
-  0xd: 'PCE for translation request specifies blocking',
-  0xe: 'Requested address is in interrupt range',
-};
 
 /** The simulated Linux kernel. Everything here dies with a kexec. */
 export class Kernel {
@@ -238,7 +223,7 @@ export class Kernel {
     const fn = sid & 7;
     this.log(
       `DMAR: [DMA ${write ? 'Write' : 'Read'} NO_PASID] Request device [${bus}:${dev}.${fn}] fault addr 0x${iova.toString(16)} ` +
-        `[fault reason 0x${reason.toString(16).padStart(2, '0')}] ${DMAR_REASONS[reason] ?? 'Unknown'}`,
+        `[fault reason 0x${reason.toString(16).padStart(2, '0')}] ${DMAR_FAULT_REASONS[reason] ?? 'Unknown'}`,
     );
   }
 
