@@ -1,0 +1,154 @@
+// iommu-liveupdate/fuzz: model-based fuzzing of the simulated host's uAPI across kexec.
+import fc from 'fast-check';
+import type { Host } from '../index.js';
+import { DEFAULT_WORLD, type KnownDivergence, type Model, type WorldConfig } from './model.js';
+import { opArbitrary, type CommandWeights, type Op } from './ops.js';
+import { FuzzCommand, Rig, worldToJson, type FuzzCounters, type Invariant, type ReplayFile } from './runner.js';
+
+export { DEFAULT_WORLD, KNOWN_DIVERGENCES, Model, pattern, type KnownDivergence, type WorldConfig, type MCtx, type MIoas, type MHwpt, type MArea, type MDevice } from './model.js';
+export { DEFAULT_WEIGHTS, OP_ARBITRARIES, formatOp, opArbitrary, type CommandWeights, type IovaChoice, type Op, type OpKind } from './ops.js';
+export { FuzzDivergence, Rig, replay, type Invariant, type ReplayFile, type ReplayResult, type RigOptions } from './runner.js';
+
+/** Options of {@link fuzz}. */
+export interface FuzzOptions {
+  /** Random sequences to run (fast-check `numRuns`; default 100). */
+  runs?: number;
+  /** fast-check seed (default: random). The same seed replays the same sequences. */
+  seed?: number;
+  /** fast-check path of a failing run, to replay only it (with its `seed`). */
+  path?: string;
+  /** Longest sequence (default 200 operations). */
+  maxCommands?: number;
+  /** Weights per operation kind, merged over {@link DEFAULT_WEIGHTS} (0 disables a kind). */
+  commands?: CommandWeights;
+  /** The host: memory, guestmemfs size, devices (default {@link DEFAULT_WORLD}). */
+  world?: Partial<WorldConfig>;
+  /** Your own checks after every operation: `(host, model) => void`, throw to fail. */
+  invariants?: Invariant | Invariant[];
+  /**
+   * Command patterns on which the simulator is known to diverge from the kernel rules
+   * ({@link KNOWN_DIVERGENCES}); the default budget leaves them out. Name them to exercise them.
+   */
+  include?: KnownDivergence[];
+  /** Called once with the shrunk counterexample when a run fails. */
+  onFailure?: (failure: FuzzFailure) => void;
+  /**
+   * Keep JavaScript stack traces while fuzzing (default false: `Error.stackTraceLimit` is 0 for the
+   * duration of the call, which halves the cost of the many failing syscalls; restored after).
+   */
+  stackTraces?: boolean;
+}
+
+/** A failing run, shrunk. */
+export interface FuzzFailure {
+  seed: number;
+  path: string;
+  /** The failing sequence after shrinking. */
+  ops: Op[];
+  hostSeed: number;
+  /** What diverged (the syscall, what the model allowed, what the simulator did). */
+  message: string;
+  error: unknown;
+  /** Write `JSON.stringify(replayFile)` to a file; `npm run fuzz -- --replay FILE` re-runs it. */
+  replayFile: ReplayFile;
+}
+
+/** What {@link fuzz} returns. */
+export interface FuzzResult {
+  ok: boolean;
+  seed: number;
+  /** Runs done (including shrinking runs). */
+  runs: number;
+  /** Operations model-checked (`effective`: those that made at least one syscall), syscalls compared, and live updates (kexecs) done. */
+  commands: number;
+  effective: number;
+  syscalls: number;
+  kexecs: number;
+  elapsedMs: number;
+  commandsPerSecond: number;
+  failure?: FuzzFailure;
+  /** fast-check's own report. */
+  details: fc.RunDetails<[number, Iterable<fc.Command<Rig, Rig>>]>;
+}
+
+/**
+ * Drives random sequences of uAPI operations — IOAS_MAP, MAP_FILE, COPY, UNMAP, ALLOW_IOVAS,
+ * DESTROY, VFIO bind / attach / detach / unbind, device DMA with byte checks, the VMM's loads and
+ * stores, guestmemfs create / truncate / unlink, KHO activate / abort, kexec with re-hydration
+ * (claim, re-bind, re-attach), process exit — against a simulated host and a reference model of
+ * what user space and devices can observe, and compares them after every syscall (return values,
+ * errnos, DMA bytes and fault reasons) and every operation (pinned pages, your `invariants`).
+ * Failures are shrunk by fast-check; the result carries the counterexample and a replay file.
+ *
+ * ```ts
+ * import { fuzz } from 'iommu-liveupdate/fuzz';
+ * const r = fuzz({ runs: 50, seed: 42, commands: { kexec: 1 }, invariants: (host) => {
+ *   if (host.iommu.stats().faultsDropped) throw new Error('fault records overflowed');
+ * } });
+ * if (!r.ok) console.error(r.failure!.message);
+ * ```
+ */
+export function fuzz(opts: FuzzOptions = {}): FuzzResult {
+  const world: WorldConfig = { ...DEFAULT_WORLD, ...opts.world };
+  const invariants = opts.invariants === undefined ? [] : Array.isArray(opts.invariants) ? opts.invariants : [opts.invariants];
+  const counters: FuzzCounters = { commands: 0, effective: 0, syscalls: 0, kexecs: 0 };
+  const cmd = fc.commands([opArbitrary(opts.commands).map((op) => new FuzzCommand(op))], { maxCommands: opts.maxCommands ?? 200, size: 'max' });
+  const property = fc.property(fc.integer({ min: 0, max: 0x7fff_ffff }), cmd, (hostSeed, cmds) => {
+    const rig = new Rig(world, hostSeed, { counters, invariants, include: opts.include });
+    fc.modelRun(() => ({ model: rig, real: rig }), cmds);
+    rig.finish();
+  });
+  const limit = Error.stackTraceLimit;
+  if (!opts.stackTraces) Error.stackTraceLimit = 0;
+  const t0 = performance.now();
+  let details: fc.RunDetails<[number, Iterable<fc.Command<Rig, Rig>>]>;
+  try {
+    details = fc.check(property, { numRuns: opts.runs ?? 100, seed: opts.seed, path: opts.path });
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+  const elapsedMs = performance.now() - t0;
+  let failure: FuzzFailure | undefined;
+  if (details.failed && details.counterexample) {
+    const [hostSeed, cmds] = details.counterexample;
+    const ops = [...cmds].map((c) => ((c as unknown as { cmd?: FuzzCommand }).cmd ?? (c as FuzzCommand)).op).filter((op): op is Op => !!op);
+    const err = details.errorInstance;
+    const message = err instanceof Error ? err.message : String(err);
+    failure = {
+      seed: details.seed,
+      path: details.counterexamplePath ?? '',
+      ops,
+      hostSeed,
+      message,
+      error: err,
+      replayFile: {
+        format: 'iommu-liveupdate-fuzz/1',
+        seed: details.seed,
+        path: details.counterexamplePath ?? undefined,
+        hostSeed,
+        world: worldToJson(world),
+        commands: opts.commands,
+        maxCommands: opts.maxCommands,
+        include: opts.include,
+        ops,
+        message,
+      },
+    };
+    opts.onFailure?.(failure);
+  }
+  return {
+    ok: !details.failed,
+    seed: details.seed,
+    runs: details.numRuns + details.numShrinks,
+    commands: counters.commands,
+    effective: counters.effective,
+    syscalls: counters.syscalls,
+    kexecs: counters.kexecs,
+    elapsedMs,
+    commandsPerSecond: counters.commands / (elapsedMs / 1000),
+    failure,
+    details,
+  };
+}
+
+export type { Host };

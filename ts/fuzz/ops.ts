@@ -1,0 +1,231 @@
+// The fuzzer's command set: plain, JSON-serialisable operations (numbers and booleans only), the
+// fast-check arbitraries that generate them, and their default weights. An operation names what to
+// do in abstract terms ("the 3rd area of the 2nd IOAS of context slot 1, 2 pages in"); the model
+// resolves it against its own state into concrete syscall arguments, so a shrunk or replayed
+// sequence stays meaningful.
+import fc from 'fast-check';
+
+/** Where a FIXED (or ignored) IOVA comes from: an absolute base, or next to an existing area. */
+export interface IovaChoice {
+  /** 0: ABS_BASES[idx], 1: an area's start, 2: just past an area's end (each + dPg pages + dB bytes). */
+  kind: number;
+  idx: number;
+  dPg: number;
+  dB: number;
+}
+
+export type Op =
+  /** open /dev/iommu into context slot `c` (and IOMMU_OPTION PERSISTENT SET if `persist`). */
+  | { k: 'open'; c: number; persist: boolean }
+  /** close the iommufd of slot `c`. */
+  | { k: 'close'; c: number }
+  /** IOMMU_OPTION(PERSISTENT, SET) / GET on slot `c`. */
+  | { k: 'optSet'; c: number }
+  | { k: 'optGet'; c: number }
+  | { k: 'ioasAlloc'; c: number }
+  /** IOMMU_IOAS_MAP of `src` (0 anon, 1 memfd mapping, 2..4 guestmemfs file windows, 5 unmapped VA). */
+  | { k: 'map'; c: number; ioas: number; src: number; offPg: number; offB: number; lenPg: number; lenB: number; fixed: boolean; at: IovaChoice; r: boolean; w: boolean }
+  /** IOMMU_IOAS_MAP_FILE of `file` (0..2 guestmemfs slots, 3 the memfd, 4 the iommufd itself, 5 a closed fd). */
+  | { k: 'mapFile'; c: number; ioas: number; file: number; startPg: number; lenPg: number; fixed: boolean; at: IovaChoice; r: boolean; w: boolean }
+  | { k: 'copy'; c: number; src: number; dst: number; pick: number; offPg: number; lenMode: number; lenPg: number; fixed: boolean; at: IovaChoice; r: boolean; w: boolean }
+  | { k: 'unmap'; c: number; ioas: number; shape: number; pick: number; pick2: number; dPg: number; lenPg: number; at: IovaChoice }
+  | { k: 'allow'; c: number; ioas: number; idxs: number[] }
+  /** IOMMU_DESTROY of a raw object id (0..9). */
+  | { k: 'destroy'; c: number; id: number }
+  /** VFIO_DEVICE_BIND_IOMMUFD of device `d` (opening /dev/vfio/devices/vfio<d> if needed) to slot `c`. */
+  | { k: 'bind'; d: number; c: number }
+  /** VFIO_DEVICE_ATTACH_IOMMUFD_PT: mode 0 an IOAS of the bound context, 1 an HWPT, 2 raw id `pick`. */
+  | { k: 'attach'; d: number; mode: number; pick: number }
+  | { k: 'detach'; d: number }
+  /** close the device fd (unbind). */
+  | { k: 'unbind'; d: number }
+  /** Device DMA: where 0 inside an area of its IOAS, 1 an absolute IOVA, 2 just past an area, 3 across an area's end. */
+  | { k: 'dmaRead'; d: number; where: number; idx: number; off: number; words: number }
+  | { k: 'dmaWrite'; d: number; where: number; idx: number; off: number; words: number; val: number }
+  /** The VMM's own loads and stores (src as for map). */
+  | { k: 'cpuWrite'; src: number; off: number; words: number; val: number }
+  | { k: 'cpuRead'; src: number; off: number; words: number }
+  /** guestmemfs: create `f<f>`, truncate it to `blocks` 2 MiB blocks, unlink it. */
+  | { k: 'gmCreate'; f: number }
+  | { k: 'gmTruncate'; f: number; blocks: number }
+  | { k: 'gmUnlink'; f: number }
+  /** write '1' / '0' to /sys/kernel/kho/active. */
+  | { k: 'kho'; on: boolean }
+  /**
+   * kexec_file_load + reboot(LINUX_REBOOT_CMD_KEXEC), after activating KHO if `kho`; then a new VMM.
+   * rehydrate 0: nothing more, 1: claim every persisted iommufd, 2: also re-bind and re-attach
+   * every device that kept translating (to its HWPT if `viaHwpt`, else to that HWPT's IOAS).
+   */
+  | { k: 'kexec'; kho: boolean; rehydrate: number; viaHwpt: boolean }
+  /** read /sys/kernel/iommufd_persisted/<id>/iommufd for the `pick`-th persisted id (or a bad one). */
+  | { k: 'claim'; pick: number }
+  /** The VMM exits (every fd closed, address space gone); a new VMM process starts. */
+  | { k: 'exit' }
+  /**
+   * What a VMM does to start a VM, as one step: context slot `c` (persistent if `persist`), an
+   * IOAS, guestmemfs file `f` of `blocks` blocks mapped whole into it, device `d` bound and attached.
+   * Each syscall is planned and checked like the single operations; steps that do not apply are skipped.
+   */
+  | { k: 'vm'; c: number; persist: boolean; f: number; blocks: number; d: number }
+  /** Deep comparison of everything observable (IOVA ranges, per-page pins, directory, sysfs). */
+  | { k: 'check' };
+
+export type OpKind = Op['k'];
+
+/** Relative weights of each operation kind in generated sequences (0 disables a kind). */
+export type CommandWeights = Partial<Record<OpKind, number>>;
+
+/**
+ * The default mix: mostly IOAS and DMA traffic, lifecycle operations rarer; one kexec in about
+ * 400 commands (a 10^6-command campaign does ≈2,500 live updates).
+ */
+export const DEFAULT_WEIGHTS: Required<CommandWeights> = {
+  open: 3,
+  close: 1,
+  optSet: 1,
+  optGet: 1,
+  ioasAlloc: 3,
+  map: 14,
+  mapFile: 6,
+  copy: 6,
+  unmap: 9,
+  allow: 2,
+  destroy: 3,
+  bind: 5,
+  attach: 9,
+  detach: 1.5,
+  unbind: 1,
+  dmaRead: 14,
+  dmaWrite: 10,
+  cpuWrite: 5,
+  cpuRead: 3,
+  gmCreate: 3,
+  gmTruncate: 4,
+  gmUnlink: 2,
+  kho: 1.5,
+  kexec: 0.35,
+  claim: 1,
+  exit: 0.3,
+  vm: 2,
+  check: 1.5,
+};
+
+const small = (max: number) => fc.integer({ min: 0, max });
+const bool = fc.boolean();
+const mostly = (v: boolean, w = 4) => fc.oneof({ weight: w, arbitrary: fc.constant(v) }, { weight: 1, arbitrary: fc.constant(!v) });
+/** Context slot: three slots, the first the busiest. */
+const ctxSlot = fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.constant(2) });
+/** An IOAS of the context: index (mod the number of IOASes) mostly, a raw id (100 + id) sometimes. */
+const ioasPick = fc.oneof({ weight: 12, arbitrary: small(3) }, { weight: 1, arbitrary: fc.integer({ min: 100, max: 106 }) });
+/** Bytes off a page multiple: mostly none (with a domain anything else is a plain EINVAL). */
+const oddBytes = fc.oneof({ weight: 8, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 4095 }) });
+const lenPg = fc.oneof(
+  { weight: 8, arbitrary: fc.integer({ min: 1, max: 8 }) },
+  { weight: 3, arbitrary: fc.integer({ min: 9, max: 96 }) },
+  { weight: 1, arbitrary: fc.constantFrom(0, 512, 1024) },
+);
+const offPg = fc.oneof({ weight: 6, arbitrary: small(16) }, { weight: 2, arbitrary: small(1100) }, { weight: 1, arbitrary: small(4200) });
+const at: fc.Arbitrary<IovaChoice> = fc.record({ kind: small(2), idx: small(99), dPg: fc.integer({ min: -2, max: 8 }), dB: oddBytes });
+const dev = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.constant(1) });
+const mapSrc = fc.oneof(
+  { weight: 2, arbitrary: fc.constant(0) },
+  { weight: 1, arbitrary: fc.constant(1) },
+  { weight: 6, arbitrary: fc.integer({ min: 2, max: 4 }) },
+  { weight: 1, arbitrary: fc.constant(5) },
+);
+const rw = { r: mostly(true), w: mostly(true, 2) };
+const words = fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 1, max: 2 }) }, { weight: 1, arbitrary: fc.integer({ min: 3, max: 12 }) });
+const dmaWhere = fc.oneof({ weight: 8, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.constant(2) }, { weight: 2, arbitrary: fc.constant(3) });
+
+/** One arbitrary per operation kind. */
+export const OP_ARBITRARIES: { [K in OpKind]: fc.Arbitrary<Extract<Op, { k: K }>> } = {
+  open: fc.record({ k: fc.constant('open' as const), c: ctxSlot, persist: mostly(true, 2) }),
+  close: fc.record({ k: fc.constant('close' as const), c: ctxSlot }),
+  optSet: fc.record({ k: fc.constant('optSet' as const), c: ctxSlot }),
+  optGet: fc.record({ k: fc.constant('optGet' as const), c: ctxSlot }),
+  ioasAlloc: fc.record({ k: fc.constant('ioasAlloc' as const), c: ctxSlot }),
+  map: fc.record({
+    k: fc.constant('map' as const),
+    c: ctxSlot,
+    ioas: ioasPick,
+    src: mapSrc,
+    offPg,
+    offB: oddBytes,
+    lenPg,
+    lenB: oddBytes,
+    fixed: bool,
+    at,
+    ...rw,
+  }),
+  mapFile: fc.record({
+    k: fc.constant('mapFile' as const),
+    c: ctxSlot,
+    ioas: ioasPick,
+    file: fc.oneof({ weight: 8, arbitrary: small(2) }, { weight: 2, arbitrary: fc.constant(3) }, { weight: 1, arbitrary: fc.integer({ min: 4, max: 5 }) }),
+    startPg: fc.oneof({ weight: 4, arbitrary: small(8) }, { weight: 2, arbitrary: small(4200) }),
+    lenPg,
+    fixed: bool,
+    at,
+    ...rw,
+  }),
+  copy: fc.record({
+    k: fc.constant('copy' as const),
+    c: ctxSlot,
+    src: ioasPick,
+    dst: ioasPick,
+    pick: small(99),
+    offPg: fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.integer({ min: 1, max: 6 }) }),
+    lenMode: small(3),
+    lenPg,
+    fixed: bool,
+    at,
+    ...rw,
+  }),
+  unmap: fc.record({
+    k: fc.constant('unmap' as const),
+    c: ctxSlot,
+    ioas: ioasPick,
+    shape: small(7),
+    pick: small(99),
+    pick2: small(99),
+    dPg: small(3),
+    lenPg,
+    at,
+  }),
+  allow: fc.record({ k: fc.constant('allow' as const), c: ctxSlot, ioas: ioasPick, idxs: fc.array(small(11), { maxLength: 3 }) }),
+  destroy: fc.record({ k: fc.constant('destroy' as const), c: ctxSlot, id: small(9) }),
+  bind: fc.record({ k: fc.constant('bind' as const), d: dev, c: ctxSlot }),
+  attach: fc.record({ k: fc.constant('attach' as const), d: dev, mode: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.constant(2) }), pick: small(9) }),
+  detach: fc.record({ k: fc.constant('detach' as const), d: dev }),
+  unbind: fc.record({ k: fc.constant('unbind' as const), d: dev }),
+  dmaRead: fc.record({ k: fc.constant('dmaRead' as const), d: dev, where: dmaWhere, idx: small(99), off: fc.nat(), words }),
+  dmaWrite: fc.record({ k: fc.constant('dmaWrite' as const), d: dev, where: dmaWhere, idx: small(99), off: fc.nat(), words, val: fc.nat() }),
+  cpuWrite: fc.record({ k: fc.constant('cpuWrite' as const), src: mapSrc, off: fc.nat({ max: (16 << 20) - 1 }), words, val: fc.nat() }),
+  cpuRead: fc.record({ k: fc.constant('cpuRead' as const), src: mapSrc, off: fc.nat({ max: (16 << 20) - 1 }), words }),
+  gmCreate: fc.record({ k: fc.constant('gmCreate' as const), f: small(2) }),
+  gmTruncate: fc.record({ k: fc.constant('gmTruncate' as const), f: small(2), blocks: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 3 }) }, { weight: 2, arbitrary: small(8) }) }),
+  gmUnlink: fc.record({ k: fc.constant('gmUnlink' as const), f: small(2) }),
+  kho: fc.record({ k: fc.constant('kho' as const), on: mostly(false, 2) }),
+  kexec: fc.record({ k: fc.constant('kexec' as const), kho: mostly(true, 5), rehydrate: fc.oneof({ weight: 4, arbitrary: fc.constant(2) }, { weight: 1, arbitrary: small(1) }), viaHwpt: bool }),
+  claim: fc.record({ k: fc.constant('claim' as const), pick: small(4) }),
+  exit: fc.constant({ k: 'exit' as const }),
+  vm: fc.record({ k: fc.constant('vm' as const), c: ctxSlot, persist: mostly(true, 3), f: small(2), blocks: fc.integer({ min: 1, max: 3 }), d: dev }),
+  check: fc.constant({ k: 'check' as const }),
+};
+
+/** The operation arbitrary for a weight table (kinds with weight 0 are left out). */
+export function opArbitrary(weights: CommandWeights = {}): fc.Arbitrary<Op> {
+  const w = { ...DEFAULT_WEIGHTS, ...weights };
+  // fc.oneof takes integer weights: scale so that the rarest enabled kind still gets ≥ 1.
+  const enabled = (Object.keys(OP_ARBITRARIES) as OpKind[]).filter((k) => (w[k] ?? 0) > 0);
+  if (enabled.length === 0) throw Object.assign(new RangeError('every command kind has weight 0'), { code: 'ERR_INVALID_ARG_VALUE' });
+  const scale = 1 / Math.min(...enabled.map((k) => w[k]));
+  return fc.oneof(...enabled.map((k) => ({ weight: Math.max(1, Math.round(w[k] * scale)), arbitrary: OP_ARBITRARIES[k] as fc.Arbitrary<Op> })));
+}
+
+/** Compact one-line rendering: `map c0 ioas#1 src2+3p len8p fixed@abs[4]+0p R W`. */
+export function formatOp(op: Op): string {
+  const { k, ...rest } = op as { k: string } & Record<string, unknown>;
+  const parts = Object.entries(rest).map(([key, v]) => `${key}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+  return `${k}(${parts.join(' ')})`;
+}
