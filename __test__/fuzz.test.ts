@@ -93,14 +93,13 @@ describe('fuzz: the library API', () => {
     const dir = mkdtempSync(join(tmpdir(), 'fuzz-replay-'));
     try {
       const path = join(dir, 'failure.json');
-      writeFileSync(path, JSON.stringify(file(DIVERGENCES['persistent-id-reuse'], ['persistent-id-reuse'])));
+      writeFileSync(path, JSON.stringify(file(DIVERGENCES['restored-hwpt-shared-teardown'], ['restored-hwpt-shared-teardown'])));
       const res = await promisify(execFile)(process.execPath, ['scripts/fuzz.mjs', '--replay', path, '--no-build'], { cwd: root }).then(
         (r) => ({ code: 0, stdout: r.stdout }),
         (e: { code: number; stdout: string }) => ({ code: e.code, stdout: e.stdout }),
       );
       expect(res.code).toBe(1);
-      expect(res.stdout).toContain('IOMMU_OPTION(PERSISTENT, SET)');
-      expect(res.stdout).toMatch(/divergence at step 2/);
+      expect(res.stdout).toMatch(/divergence at step \d+/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -120,34 +119,20 @@ describe('fuzz: the library API', () => {
 // Shrunk counterexamples found by the fuzzer (ts/fuzz/model.ts names each pattern where it is left
 // out of the default budget). Each is the model's reading of the kernel rules against what the
 // simulator did:
-//  - persistent-id-reuse: a persisted iommufd waiting to be claimed keeps its id in
-//    persistent_iommufds (persistence-rfc.md §1.4 xa_alloc; completion 5, the re-hydrated context
-//    stays persistent); SET hands it out again (two contexts with id 1).
 //  - refused-handover-leak / unlinked-file-leak: guestmemfs keeps an unlinked inode, or a block,
 //    that nothing in the next kernel references (its last holders died with the old kernel, or the
 //    persisted context that pinned it was refused) allocated for good: ENOMEM with free space
 //    (persistence-rfc.md §2: blocks go back when the file goes; README: an unlinked pinned file
 //    "lives until that area does").
-//  - ioas-order-by-creation: the serialiser walks the context's objects in creation order, not in
-//    xarray index order (xa_for_each, persistence-rfc.md §1.6/§1.8), so IOASes are renumbered
-//    out of their old order and the VMM re-attaches to the wrong one.
 //  - restored-device-leave: a device still on its restored domain that is attached elsewhere keeps
 //    its MSI window reserved in the restored IOAS (device.c removes a device's reserved regions
 //    when it leaves: iopt_remove_reserved_iova), and after VFIO unbind keeps translating through
 //    the restored domain (iommufd_device_unbind releases DMA ownership).
 //  - restored-hwpt-shared-teardown: the last re-attached device leaving a restored HWPT destroys it
 //    under another device still translating through the restored domain: that device's DMA stops.
-//  - late-context-table: the first attach on a new PCI bus while KHO is active makes the next
-//    kernel refuse the whole IOMMU handover ("context table of bus N was not preserved"), so the
-//    persistent devices lose DMA (README: persistent devices see zero faults across the update).
-//  - copy-unaligned-pieces: IOAS_COPY of a range made of areas that are not page aligned (from an
-//    IOAS without a domain) into an IOAS with one: the kernel inserts the areas and fails filling
-//    the domain (__iommu_map: IS_ALIGNED(iova | paddr | size) → EINVAL); the simulated kernel
-//    throws "0x1 is not 0x1000-aligned" out of the ioctl (a kernel crash, not an errno).
 const vm = (c: number, persist: boolean, f: number, blocks: number, d: number): Op => ({ k: 'vm', c, persist, f, blocks, d });
 const at0 = { kind: 0, idx: 0, dPg: 0, dB: 0 };
 const DIVERGENCES: Record<KnownDivergence, Op[]> = {
-  'persistent-id-reuse': [{ k: 'open', c: 0, persist: true }, { k: 'kexec', kho: true, rehydrate: 0, viaHwpt: false }, vm(2, true, 0, 1, 0)],
   'refused-handover-leak': [
     vm(0, true, 1, 1, 1),
     { k: 'ioasAlloc', c: 0 },
@@ -170,23 +155,8 @@ const DIVERGENCES: Record<KnownDivergence, Op[]> = {
     { k: 'gmCreate', f: 0 },
     { k: 'gmTruncate', f: 0, blocks: 8 },
   ],
-  'ioas-order-by-creation': [
-    vm(1, true, 0, 1, 0),
-    { k: 'ioasAlloc', c: 1 },
-    { k: 'attach', d: 0, mode: 0, pick: 7 },
-    { k: 'ioasAlloc', c: 1 },
-    { k: 'kexec', kho: true, rehydrate: 2, viaHwpt: false },
-  ],
   'restored-device-leave': [{ k: 'open', c: 1, persist: true }, vm(0, true, 0, 1, 1), { k: 'kexec', kho: true, rehydrate: 1, viaHwpt: false }, vm(0, true, 0, 1, 1), { k: 'check' }],
   'restored-hwpt-shared-teardown': [vm(0, true, 0, 1, 1), { k: 'kexec', kho: true, rehydrate: 1, viaHwpt: false }, vm(0, true, 0, 1, 0), { k: 'unbind', d: 0 }],
-  'late-context-table': [vm(2, true, 0, 1, 1), vm(1, false, 0, 1, 1), { k: 'kho', on: true }, vm(1, true, 0, 1, 0), { k: 'kexec', kho: true, rehydrate: 2, viaHwpt: false }],
-  'copy-unaligned-pieces': [
-    vm(0, false, 0, 1, 0),
-    { k: 'ioasAlloc', c: 0 },
-    { k: 'map', c: 0, ioas: 3, src: 2, offPg: 0, offB: 0, lenPg: 1, lenB: 1, fixed: false, at: at0, r: true, w: true },
-    { k: 'map', c: 0, ioas: 3, src: 2, offPg: 0, offB: 0, lenPg: 1, lenB: 0, fixed: true, at: { kind: 2, idx: 0, dPg: 0, dB: 0 }, r: true, w: true },
-    { k: 'copy', c: 0, src: 1, dst: 0, pick: 44, offPg: 1, lenMode: 0, lenPg: 1, fixed: false, at: at0, r: true, w: false },
-  ],
 };
 
 describe('fuzz: known divergences of the simulator from the kernel rules', () => {

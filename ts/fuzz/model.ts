@@ -141,13 +141,9 @@ const ALLOW_CANDIDATES: Range[] = [
  * budget leaves them out so that the suite stays green. Pass them in `include` to exercise them.
  */
 export const KNOWN_DIVERGENCES = {
-  'persistent-id-reuse': 'IOMMU_OPTION(PERSISTENT, SET) while a persisted iommufd is unclaimed returns that persisted id again',
   'refused-handover-leak': 'a persisted iommufd the next kernel refuses leaves the unlinked guestmemfs files it pinned allocated forever',
- 'ioas-order-by-creation': 'the KHO blob lists IOASes in creation order, so after kexec an IOAS created into a lower, reused id gets the number of another',
  'restored-device-leave': 'a device that leaves its restored domain without re-attaching to it keeps its MSI window reserved in the restored IOAS, and keeps translating after VFIO unbind',
  'restored-hwpt-shared-teardown': 'the last re-attached device leaving a restored HWPT destroys it under another device still translating through the restored domain, which loses its DMA',
- 'late-context-table': 'the first attach on a PCI bus while KHO is active makes the next kernel refuse the whole IOMMU handover, so persistent devices lose their DMA',
-  'copy-unaligned-pieces': 'IOAS_COPY into an IOAS with a domain of source pieces that are not page aligned throws an internal error from the page-table builder instead of returning EINVAL',
   'unlinked-file-leak':
     'guestmemfs blocks that only the old kernel kept (an unlinked file still open, mapped or IOAS_MAP_FILEd, or a block only a non-persistent domain still pins) stay allocated, unreachable, after a kexec with KHO',
 } as const;
@@ -817,10 +813,6 @@ export class Model {
         const ctx = this.ctxOfSlot(op.c);
         if (!ctx) return;
         const id = ctx.lowestFreeId();
-        // KNOWN DIVERGENCE "ioas-order-by-creation": the handover lists a persistent context's IOASes
-        // in creation order, not in id order as the RFC's xa_for_each does, so an IOAS created into
-        // an id below a live one is renumbered out of order after kexec. Left out by default.
-        if (ctx.pid && !this.include.has('ioas-order-by-creation') && ctx.ioases().some((x) => x.id > id)) return;
         yield {
           what: `IOMMU_IOAS_ALLOC fd ${ctx.fd}`,
           run: (s) => s.p.ioctl(ctx.fd!, IOMMU_IOAS_ALLOC, {}).out_ioas_id,
@@ -993,11 +985,6 @@ export class Model {
       yield { what, run, alts: [errs(['EFAULT'])] };
       return;
     }
-    // KNOWN DIVERGENCE "persistent-id-reuse": while a persisted iommufd waits to be claimed, SET
-    // hands out its id again (persistence-rfc.md §1.4: ids are allocated in persistent_iommufds,
-    // which must hold the persisted ones for the re-hydrated context to keep its id). Left out of
-    // the default budget.
-    if (!this.include.has('persistent-id-reuse') && this.liveCtxs().some((c) => !c.claimed)) return;
     const id = this.lowestFreePid();
     yield { what, run, alts: [okv(BigInt(id), () => (ctx.pid = id))] };
   }
@@ -1255,10 +1242,6 @@ export class Model {
       }
       if (!area) return { err: 'ENOENT' };
       if (!dst) return { err: 'ENOENT' };
-      // KNOWN DIVERGENCE "copy-unaligned-pieces": a COPY into an IOAS with a domain whose source
-      // pieces are not page aligned (areas of an IOAS without a domain, alignment 1) makes the
-      // simulated kernel throw from its page-table builder instead of failing with EINVAL.
-      if (this.hasDomain(ctx, dst) && !this.include.has('copy-unaligned-pieces') && pieces.some((pc) => pc.len % PAGE)) skip = true;
       const p0 = pieces[0]!;
       return this.mapPages(ctx, dst, pieces, length, op.fixed ? dstIova : null, op.r, op.w, p0.pages.base + p0.off);
     })();
@@ -1475,11 +1458,6 @@ export class Model {
       if (ctx !== d.xlate.ctx || !o || (o !== h && o !== h.ioas)) return;
     }
     if (this.sharedTeardownExcluded(i) && d.xlate.k === 'hwpt' && o !== d.xlate.h && o !== d.xlate.h.ioas) return;
-    // KNOWN DIVERGENCE "late-context-table": the first attach on a PCI bus while KHO is active gives
-    // that bus a context table the DUMP did not preserve, and the next kernel then refuses the
-    // whole IOMMU handover: every persistent device loses its DMA. Left out by default.
-    const bus = busOf(d.bdf);
-    if (this.khoActive && !this.dumpedBuses.has(bus) && !this.include.has('late-context-table')) return;
     const alts = ((): Alt[] => {
       if (!o) return [errs(['ENOENT'])];
       if (o.t === 'dev') return [errs(['EINVAL'])];
@@ -1513,7 +1491,7 @@ export class Model {
           ctx.objs.set(newId, h);
         }
         if (d.attached) this.detachEffects(i);
-        this.ctxBuses.add(bus);
+        this.ctxBuses.add(busOf(d.bdf));
         h.devs.add(i);
         d.attached = true;
         d.xlate = { k: 'hwpt', h, ctx };

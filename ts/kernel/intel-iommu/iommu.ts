@@ -231,6 +231,9 @@ export class IntelIommu {
       return;
     }
     for (const [sid, d] of [...this.attached]) if (!d.persistentId) this.blockDevice(sid);
+    // A context table allocated after DUMP (a first attach on a new bus) is handed over too: the
+    // root table the next kernel adopts points at it.
+    for (const ctx of this.contextTables.values()) if (!this.memory.isPreserved(ctx)) this.memory.preserve(ctx, 0);
     this.kernel.log(`DMAR: kexec with KHO: translation stays on for ${this.attached.size} persistent devices`);
   }
 

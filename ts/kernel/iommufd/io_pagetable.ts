@@ -199,6 +199,8 @@ export class IoPagetable {
         if (BigInt(pageOffset) & (this.iovaAlignment - 1n)) errno('EINVAL', 'user address offset not aligned to iova_alignment');
         const last = at + elm.length - 1n;
         if (last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+        // A piece after an unaligned one starts unaligned: iommu_map() refuses it (EINVAL).
+        if (this.domains.length && at & (this.iovaAlignment - 1n)) errno('EINVAL', 'a piece starts at an IOVA the domains cannot map');
         const pagesFirst = Number(elm.startByte / PAGE);
         const pagesLast = Number((elm.startByte + elm.length - 1n) / PAGE);
         const area = new IoptArea(at, last, null, pageOffset, pagesFirst, pagesLast, prot);

@@ -476,8 +476,9 @@ const HANDLERS: Record<string, Handler> = {
             errno('EFAULT', 'the context already has objects');
           }
           if (!ictx.persistentId) {
+            // Ids of contexts handed over and not yet claimed are taken too.
             let id = 1;
-            while (ictx.kernel.persistentIommufds.has(id)) id++;
+            while (ictx.kernel.persistentIommufds.has(id) || ictx.kernel.persisted?.pending.has(id)) id++;
             ictx.kernel.persistentIommufds.set(id, ictx);
             ictx.persistentId = id;
           }

@@ -300,7 +300,8 @@ export class PersistedIommufds implements KhoNotifier {
 /** The persisted form of a live context. */
 function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<DmarDomain, number>): PersistedCtx {
   const ioases: PersistedIoas[] = [];
-  for (const obj of ictx.objects.values()) {
+  // By id: the next kernel numbers them 1..n in this order.
+  for (const obj of [...ictx.objects.values()].sort((a, b) => a.id - b.id)) {
     if (!(obj instanceof Ioas)) continue;
     const areas: PersistedArea[] = [];
     for (const area of obj.iopt.areas) {
