@@ -43,6 +43,9 @@ if (!isMainThread) {
       parentPort.postMessage({ t: 'failure', seed, replay: r.failure.replayFile, message: r.failure.message });
       break;
     }
+    // The addon's native memory (each run's simulated host) is released by N-API finalizers, which
+    // only run when the event loop turns: let it turn after every batch, or memory grows unbounded.
+    await new Promise((r) => setImmediate(r));
   }
   parentPort.postMessage({ t: 'done' });
 } else {
@@ -113,7 +116,7 @@ if (!isMainThread) {
   const workers_ = [];
   const pool = Array.from({ length: workers }, (_, index) => {
     const w = new Worker(fileURLToPath(import.meta.url), {
-      workerData: { base, index, runs: per, deadline, maxCommands, weights, include, stacks: flag('--stacks'), batchRuns: deadline ? 25 : Math.min(25, per) },
+      workerData: { base, index, runs: per, deadline, maxCommands, weights, include, stacks: flag('--stacks'), batchRuns: deadline ? 10 : Math.min(10, per) },
     });
     return new Promise((done) => {
       w.on('message', (m) => {

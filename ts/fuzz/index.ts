@@ -87,6 +87,9 @@ export interface FuzzResult {
  * } });
  * if (!r.ok) console.error(r.failure!.message);
  * ```
+ *
+ * Synchronous. Each run's host holds native memory that N-API finalizers free only when the event
+ * loop turns: in a long loop of calls, `await new Promise((r) => setImmediate(r))` between them.
  */
 export function fuzz(opts: FuzzOptions = {}): FuzzResult {
   const world: WorldConfig = { ...DEFAULT_WORLD, ...opts.world };
