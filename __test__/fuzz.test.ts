@@ -130,6 +130,10 @@ describe('fuzz: the library API', () => {
 //    the restored domain (iommufd_device_unbind releases DMA ownership).
 //  - restored-hwpt-shared-teardown: the last re-attached device leaving a restored HWPT destroys it
 //    under another device still translating through the restored domain: that device's DMA stops.
+//  - frozen-file-freed: closing a frozen persistent iommufd (KHO active) whose area held the last
+//    pin of an unlinked guestmemfs file frees the file although guestmemfs is serialised (README:
+//    frozen so that what was serialised is what the next kernel finds); the next kernel refuses the
+//    whole persisted context ("bad segment") instead of offering what was serialised.
 //  - frozen-domain-teardown-crash: close() of the last device of a frozen persistent domain while
 //    KHO is active (a release cannot fail) throws "range … overlaps preserved memory" when the
 //    domain's teardown frees a page-table page the DUMP preserved (here the 4 KiB table a COPY of
@@ -161,6 +165,17 @@ const DIVERGENCES: Record<KnownDivergence, Op[]> = {
   ],
   'restored-device-leave': [{ k: 'open', c: 1, persist: true }, vm(0, true, 0, 1, 1), { k: 'kexec', kho: true, rehydrate: 1, viaHwpt: false }, vm(0, true, 0, 1, 1), { k: 'check' }],
   'restored-hwpt-shared-teardown': [vm(0, true, 0, 1, 1), { k: 'kexec', kho: true, rehydrate: 1, viaHwpt: false }, vm(0, true, 0, 1, 0), { k: 'unbind', d: 0 }],
+  'frozen-file-freed': [
+    vm(2, true, 0, 1, 0),
+    { k: 'gmCreate', f: 1 },
+    { k: 'gmTruncate', f: 1, blocks: 1 },
+    { k: 'gmUnlink', f: 1 },
+    { k: 'mapFile', c: 2, ioas: 0, file: 1, startPg: 0, lenPg: 9, fixed: false, at: at0, r: false, w: true },
+    { k: 'unbind', d: 0 },
+    { k: 'kho', on: true },
+    { k: 'close', c: 2 },
+    { k: 'kexec', kho: false, rehydrate: 2, viaHwpt: false },
+  ],
   'frozen-domain-teardown-crash': [
     vm(0, true, 0, 2, 0),
     { k: 'copy', c: 0, src: 0, dst: 0, pick: 0, offPg: 1, lenMode: 1, lenPg: 1, fixed: false, at: at0, r: true, w: true },
