@@ -93,7 +93,7 @@ describe('fuzz: the library API', () => {
     const dir = mkdtempSync(join(tmpdir(), 'fuzz-replay-'));
     try {
       const path = join(dir, 'failure.json');
-      writeFileSync(path, JSON.stringify(file(DIVERGENCES['restored-hwpt-shared-teardown'], ['restored-hwpt-shared-teardown'])));
+      writeFileSync(path, JSON.stringify(file(DIVERGENCES['restored-hwpt-shared-teardown']!, ['restored-hwpt-shared-teardown'])));
       const res = await promisify(execFile)(process.execPath, ['scripts/fuzz.mjs', '--replay', path, '--no-build'], { cwd: root }).then(
         (r) => ({ code: 0, stdout: r.stdout }),
         (e: { code: number; stdout: string }) => ({ code: e.code, stdout: e.stdout }),
@@ -130,17 +130,12 @@ describe('fuzz: the library API', () => {
 //    the restored domain (iommufd_device_unbind releases DMA ownership).
 //  - restored-hwpt-shared-teardown: the last re-attached device leaving a restored HWPT destroys it
 //    under another device still translating through the restored domain: that device's DMA stops.
-//  - frozen-file-freed: closing a frozen persistent iommufd (KHO active) whose area held the last
-//    pin of an unlinked guestmemfs file frees the file although guestmemfs is serialised (README:
-//    frozen so that what was serialised is what the next kernel finds); the next kernel refuses the
-//    whole persisted context ("bad segment") instead of offering what was serialised.
-//  - frozen-domain-teardown-crash: close() of the last device of a frozen persistent domain while
-//    KHO is active (a release cannot fail) throws "range … overlaps preserved memory" when the
-//    domain's teardown frees a page-table page the DUMP preserved (here the 4 KiB table a COPY of
-//    one page added next to 2 MiB superpages).
 const vm = (c: number, persist: boolean, f: number, blocks: number, d: number): Op => ({ k: 'vm', c, persist, f, blocks, d });
 const at0 = { kind: 0, idx: 0, dPg: 0, dB: 0 };
-const DIVERGENCES: Record<KnownDivergence, Op[]> = {
+// unlinked-file-leak has no recorded counterexample: the last one stopped reproducing once
+// serialised guestmemfs metadata stopped changing (inodes freed during KHO go at ABORT); the
+// pattern stays out of the default budget until the fuzzer, with it included, finds none.
+const DIVERGENCES: Partial<Record<KnownDivergence, Op[]>> = {
   'refused-handover-leak': [
     vm(0, true, 1, 1, 1),
     { k: 'ioasAlloc', c: 0 },
@@ -154,34 +149,8 @@ const DIVERGENCES: Record<KnownDivergence, Op[]> = {
     { k: 'gmTruncate', f: 0, blocks: 7 },
     { k: 'gmTruncate', f: 1, blocks: 3 },
   ],
-  'unlinked-file-leak': [
-    vm(0, true, 1, 2, 1),
-    { k: 'unmap', c: 0, ioas: 0, shape: 0, pick: 0, pick2: 0, dPg: 0, lenPg: 1, at: at0 },
-    { k: 'gmUnlink', f: 1 },
-    { k: 'kexec', kho: true, rehydrate: 2, viaHwpt: false },
-    vm(0, true, 1, 3, 1),
-    { k: 'gmCreate', f: 0 },
-    { k: 'gmTruncate', f: 0, blocks: 8 },
-  ],
   'restored-device-leave': [{ k: 'open', c: 1, persist: true }, vm(0, true, 0, 1, 1), { k: 'kexec', kho: true, rehydrate: 1, viaHwpt: false }, vm(0, true, 0, 1, 1), { k: 'check' }],
   'restored-hwpt-shared-teardown': [vm(0, true, 0, 1, 1), { k: 'kexec', kho: true, rehydrate: 1, viaHwpt: false }, vm(0, true, 0, 1, 0), { k: 'unbind', d: 0 }],
-  'frozen-file-freed': [
-    vm(2, true, 0, 1, 0),
-    { k: 'gmCreate', f: 1 },
-    { k: 'gmTruncate', f: 1, blocks: 1 },
-    { k: 'gmUnlink', f: 1 },
-    { k: 'mapFile', c: 2, ioas: 0, file: 1, startPg: 0, lenPg: 9, fixed: false, at: at0, r: false, w: true },
-    { k: 'unbind', d: 0 },
-    { k: 'kho', on: true },
-    { k: 'close', c: 2 },
-    { k: 'kexec', kho: false, rehydrate: 2, viaHwpt: false },
-  ],
-  'frozen-domain-teardown-crash': [
-    vm(0, true, 0, 2, 0),
-    { k: 'copy', c: 0, src: 0, dst: 0, pick: 0, offPg: 1, lenMode: 1, lenPg: 1, fixed: false, at: at0, r: true, w: true },
-    { k: 'kho', on: true },
-    { k: 'unbind', d: 0 },
-  ],
 };
 
 describe('fuzz: known divergences of the simulator from the kernel rules', () => {

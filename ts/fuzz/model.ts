@@ -144,8 +144,6 @@ export const KNOWN_DIVERGENCES = {
   'refused-handover-leak': 'a persisted iommufd the next kernel refuses leaves the unlinked guestmemfs files it pinned allocated forever',
  'restored-device-leave': 'a device that leaves its restored domain without re-attaching to it keeps its MSI window reserved in the restored IOAS, and keeps translating after VFIO unbind',
  'restored-hwpt-shared-teardown': 'the last re-attached device leaving a restored HWPT destroys it under another device still translating through the restored domain, which loses its DMA',
-  'frozen-domain-teardown-crash': 'tearing down a frozen persistent domain while KHO is active (exit, close, unbind) can throw "overlaps preserved memory" out of the syscall',
-  'frozen-file-freed': 'releasing a frozen persistent iommufd that held the last pin of an unlinked guestmemfs file frees the file although guestmemfs is serialised; the next kernel then refuses the context (bad segment)',
   'unlinked-file-leak':
     'guestmemfs blocks that only the old kernel kept (an unlinked file still open, mapped or IOAS_MAP_FILEd, or a block only a non-persistent domain still pins) stay allocated, unreachable, after a kexec with KHO',
 } as const;
@@ -1031,20 +1029,15 @@ export class Model {
   }
 
   /**
-   * KNOWN DIVERGENCE "frozen-domain-teardown-crash": freeing a frozen persistent domain while KHO is
-   * active (the VMM exits, closes its iommufd or unbinds the last device) can throw "overlaps
-   * preserved memory" out of close()/exit() when the teardown frees a preserved page-table page.
-   * By default the VMM does not release a frozen context that has domains.
+   * Whether the VMM must not release `ctx` now. Releasing a frozen persistent context (exit, close
+   * or unbind of its last device while KHO is active) is not modelled yet: the kernel keeps what
+   * was serialised (the domain's tables, the files it pins) for the next kernel, which the model
+   * does not describe, so the VMM keeps a frozen context that has domains or maps unlinked files.
    */
   private releaseExcluded(ctx: MCtx | null | undefined): boolean {
     if (!ctx || !this.frozen(ctx)) return false;
-    if (!this.include.has('frozen-domain-teardown-crash') && ctx.hwpts().length > 0) return true;
-    // KNOWN DIVERGENCE "frozen-file-freed": releasing a frozen context whose areas hold the last
-    // pin of an unlinked guestmemfs file frees that file although guestmemfs is frozen (serialised):
-    // the handover then names a freed file and the next kernel refuses the whole context.
-    if (!this.include.has('frozen-file-freed')) {
-      for (const io of ctx.ioases()) for (const a of io.areas) for (const sg of a.segs ?? []) if (!sg.inode.linked) return true;
-    }
+    if (ctx.hwpts().length > 0) return true;
+    for (const io of ctx.ioases()) for (const a of io.areas) for (const sg of a.segs ?? []) if (!sg.inode.linked) return true;
     return false;
   }
 

@@ -299,9 +299,10 @@ export class Guestmemfs {
     kho.preserveRange(this.base, len);
   }
 
-  /** KHO notifier, `KEXEC_KHO_ABORT`: writable again. */
+  /** KHO notifier, `KEXEC_KHO_ABORT`: writable again; inodes freed meanwhile go now. */
   khoAbort(): void {
     this.setSerialised(false);
+    for (const slot of [...this.index().used]) this.maybeFree(slot);
   }
 
   /**
@@ -521,6 +522,8 @@ export class Guestmemfs {
 
   /** @internal frees an inode nothing names, opens, maps or pins any more. */
   maybeFree(slot: number): void {
+    // Serialised metadata does not change: an inode that becomes free meanwhile goes at ABORT.
+    if (this.serialised) return;
     if (this.inUse(slot) && this.nlink(slot) === 0 && !this.inodes.has(slot) && this.u32(slot, 40) === 0) this.freeSlot(slot);
   }
 

@@ -453,6 +453,9 @@ export class DmarDomain implements IommuDomain {
 
   /** `intel_iommu_unmap_pages` + `intel_iommu_tlb_sync`: PSI/DSI flush, then table pages freed. */
   unmap(iova: bigint, length: bigint): void {
+    // After KHO DUMP a persistent domain's tables belong to the handover: torn down with its
+    // context they stay as serialised (its devices are blocked by free()), never freed here.
+    if (this.persistentId && this.iommu.kernel.kho.active) return;
     this.pt.unmap(iova, length, this.mapGather);
     this.sync(this.mapGather);
   }
