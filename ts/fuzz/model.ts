@@ -1016,28 +1016,24 @@ export class Model {
   }
 
   /**
-   * A domain freed while KHO is active (its context closed, or its last device gone): the blob
-   * still lists it, but the next kernel cannot adopt tables that were freed — its IOAS comes back
-   * without that HWPT and its devices stay blocked (the trust-but-verify rule of persistence-rfc.md).
+   * A domain torn down while KHO is active (its context closed, or its last device gone): the blob
+   * still lists it and its tables were handed over. Whether the next kernel adopts such a domain is
+   * not fixed by the references (it verifies what it finds: tables left as handed over match, tables
+   * unmapped first do not), so the model accepts both and learns which at the claim ('maybe'). Its
+   * devices left it before the jump: they stay blocked either way.
    */
   private domainFreed(h: MHwpt): void {
     if (!this.khoActive) return;
-    // Freeing a domain unmaps its areas first. With areas serialised the tables no longer match
-    // them and cannot be adopted; with none, empty tables match: the references leave it open
-    // whether a freed domain may still be adopted then ('maybe', resolved when it is claimed).
-    for (const sc of this.snapshot ?? []) for (const si of sc.ioases) if (si.hwpts.some((x) => x.hwpt === h)) si.verified = si.areas.length || si.verified === false ? false : 'maybe';
+    for (const sc of this.snapshot ?? []) for (const si of sc.ioases) if (si.hwpts.some((x) => x.hwpt === h) && si.verified !== false) si.verified = 'maybe';
   }
 
   /**
-   * Whether the VMM must not release `ctx` now. Releasing a frozen persistent context (exit, close
-   * or unbind of its last device while KHO is active) is not modelled yet: the kernel keeps what
-   * was serialised (the domain's tables, the files it pins) for the next kernel, which the model
-   * does not describe, so the VMM keeps a frozen context that has domains or maps unlinked files.
+   * Whether the VMM must not release `ctx` now. Releasing a frozen persistent context (exit, close,
+   * unbind of its last device while KHO is active) cannot fail and is planned: the next kernel
+   * finds what was serialised (the areas, the files they pin, the domain's tables; see
+   * domainFreed). Nothing is excluded any more; kept as the one place to exclude such releases.
    */
-  private releaseExcluded(ctx: MCtx | null | undefined): boolean {
-    if (!ctx || !this.frozen(ctx)) return false;
-    if (ctx.hwpts().length > 0) return true;
-    for (const io of ctx.ioases()) for (const a of io.areas) for (const sg of a.segs ?? []) if (!sg.inode.linked) return true;
+  private releaseExcluded(_ctx: MCtx | null | undefined): boolean {
     return false;
   }
 
