@@ -538,7 +538,7 @@ const HANDLERS: Record<string, Handler> = {
     try {
       ictx.respond(ucmd);
     } catch (e) {
-      hwptAbort(ictx, hwpt);
+      ictx.abort(hwpt);
       throw e;
     }
     ictx.finalize(hwpt);
@@ -668,10 +668,6 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
   }
   ioas.hwpts.push(hwpt);
   return hwpt;
-}
-
-function hwptAbort(ictx: IommufdCtx, hwpt: HwptPaging): void {
-  ictx.abort(hwpt);
 }
 
 /** `iommufd_hw_pagetable_attach`: reserved regions, then the domain on the device. */

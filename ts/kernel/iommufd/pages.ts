@@ -184,13 +184,6 @@ export class IoptPages {
     }
   }
 
-  /** PFN backing page index `i` if pinned, else 0. */
-  pinnedPfn(i: number): number {
-    const out = new RunList();
-    this.batch(i, i, 0, false, out);
-    return out.count ? out.pfn[0]! : 0;
-  }
-
   private resolve(first: number, n: number, out: RunList): void {
     const s = this.source;
     if (s.type === 'user') s.mm.gup(s.page + first, n, this.writable, out, first);
