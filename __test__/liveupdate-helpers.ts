@@ -116,8 +116,10 @@ export interface Vm {
   g: number;
   va: bigint;
   ino: number;
-  /** The ordinary iommufd of device 1 and its anonymous memory. */
+  /** The ordinary iommufd of device 1, its IOAS, device fd and anonymous memory. */
   fd2: number;
+  ioas2: number;
+  dev1: number;
   anon: bigint;
   sid0: number;
   sid1: number;
@@ -160,7 +162,7 @@ export function bootVm(opts: { memory?: bigint; carve?: string; seed?: number } 
   p.ioctl(dev1, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas2 });
 
   const ino = Number(p.stat(FILE).st_ino);
-  return { host, p, fd, pid, ioas, dev, devid, hwpt, g, va, ino, fd2, anon, sid0: host.device(BDF0).sid, sid1: host.device(BDF1).sid };
+  return { host, p, fd, pid, ioas, dev, devid, hwpt, g, va, ino, fd2, ioas2, dev1, anon, sid0: host.device(BDF0).sid, sid1: host.device(BDF1).sid };
 }
 
 /** `echo <v> > /sys/kernel/kho/active`. */

@@ -758,6 +758,164 @@ describe('re-hydration through /sys/kernel/iommufd_persisted/<id>/iommufd', () =
   });
 });
 
+describe('leaving a restored domain', () => {
+  /** bootVm with device 1 moved onto the persistent IOAS too: two devices on one persistent domain. */
+  function twoDeviceVm(): Vm {
+    const vm = bootVm();
+    vm.p.close(vm.dev1);
+    vm.dev1 = vm.p.open('/dev/vfio/devices/vfio1', O_RDWR);
+    vm.p.ioctl(vm.dev1, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: vm.fd });
+    expect(vm.p.ioctl(vm.dev1, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: vm.ioas }).pt_id).toBe(vm.hwpt);
+    return vm;
+  }
+  const bindTo = (p: Process, i: number, fd: number) => {
+    const dev = p.open(`/dev/vfio/devices/vfio${i}`, O_RDWR);
+    p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+    return dev;
+  };
+
+  it('attached elsewhere, a device takes its MSI window out of the restored IOAS; the restored HWPT stays until destroyed', () => {
+    const vm = bootVm();
+    const { host, pid } = vm;
+    liveUpdate(vm.p);
+    const p = host.kernel.spawn();
+    const fd = claim(p, pid);
+    const msiHole = ranges(p, fd, 1) as { start: bigint; last: bigint }[];
+    expect(msiHole).toHaveLength(2); // the MSI window 0xfee00000-0xfeefffff is reserved for device 0
+    const dev = bindTo(p, 0, fd);
+    // The restored HWPT is id 2; while device 0 still translates through it, it is in use.
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: 2 }), 'EBUSY', 'ioctl');
+    const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    const hwpt = p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas }).pt_id as number;
+    expect(host.kernel.intel.isRestoredAttach(vm.sid0)).toBe(false);
+    // The window moved with the device: the restored IOAS is one range again, the new one has the hole.
+    expect(ranges(p, fd, 1)).toEqual([{ start: 0n, last: msiHole[1]!.last }]);
+    expect(ranges(p, fd, ioas)).toEqual(msiHole);
+    // The device now translates through the new, empty IOAS.
+    expect(iommuVerdict(host, BDF0, IOVA_SP)).not.toBe(0);
+    // Leaving is not a detach: the restored HWPT is still there, and now only the VMM holds it.
+    p.ioctl(fd, IOMMU_DESTROY, { id: 2 });
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: 2 }), 'ENOENT', 'ioctl');
+    expect([ioas, hwpt]).toEqual([4, 5]); // after IOAS 1, HWPT 2 and the device (3)
+  });
+
+  it('VFIO unbind of a device still on its restored domain blocks it (DMA ownership released)', () => {
+    const vm = bootVm();
+    const { host, pid } = vm;
+    liveUpdate(vm.p);
+    const p = host.kernel.spawn();
+    const fd = claim(p, pid);
+    const dev = bindTo(p, 0, fd);
+    // Bound, not yet attached: DMA continues through the restored domain.
+    expect(host.device(BDF0).dma.read(IOVA_SP + GUEST_OFF, GUEST_BYTES.length)).toEqual(GUEST_BYTES);
+    p.close(dev);
+    expect(host.kernel.intel.domainOf(vm.sid0)).toBeUndefined();
+    expect([0x1, 0x2]).toContain(iommuVerdict(host, BDF0, IOVA_SP));
+    expect(ranges(p, fd, 1)).toHaveLength(1);
+    p.ioctl(fd, IOMMU_DESTROY, { id: 2 });
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: 2 }), 'ENOENT', 'ioctl');
+  });
+
+  it('two devices on one restored domain: the re-attached one leaving does not take the HWPT from the other', () => {
+    const vm = twoDeviceVm();
+    const { host, pid } = vm;
+    liveUpdate(vm.p);
+    const p = host.kernel.spawn();
+    const fd = claim(p, pid);
+    const dma1 = host.device(BDF1).dma;
+    const dev0 = bindTo(p, 0, fd);
+    expect(p.ioctl(dev0, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: 1 }).pt_id).toBe(2);
+    p.ioctl(dev0, VFIO_DEVICE_DETACH_IOMMUFD_PT, {});
+    // HWPT 2 lives on for device 1, which never stopped translating through it.
+    expect(dma1.read(IOVA_SP + GUEST_OFF, GUEST_BYTES.length)).toEqual(GUEST_BYTES);
+    expect(iommuVerdict(host, BDF0, IOVA_SP)).not.toBe(0);
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: 2 }), 'EBUSY', 'ioctl');
+    // Device 1 re-attaches to it by its IOAS, leaves, and the HWPT goes with its last device.
+    const dev1 = bindTo(p, 1, fd);
+    expect(p.ioctl(dev1, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: 1 }).pt_id).toBe(2);
+    p.close(dev1);
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: 2 }), 'ENOENT', 'ioctl');
+    expect([0x1, 0x2]).toContain(iommuVerdict(host, BDF1, IOVA_SP));
+    expect(host.kernel.intel.domains.size).toBe(0);
+  });
+
+  it('closing the claimed iommufd blocks the devices still on its restored domains', () => {
+    const vm = twoDeviceVm();
+    const { host, pid } = vm;
+    liveUpdate(vm.p);
+    const p = host.kernel.spawn();
+    const fd = claim(p, pid);
+    p.close(fd);
+    expect([0x1, 0x2]).toContain(iommuVerdict(host, BDF0, IOVA_SP));
+    expect([0x1, 0x2]).toContain(iommuVerdict(host, BDF1, IOVA_SP));
+    expect(host.kernel.intel.domains.size).toBe(0);
+    expect(host.kernel.pinnedPages()).toBe(0);
+  });
+});
+
+describe('guestmemfs blocks across the jump', () => {
+  it('blocks that waited for a non-persistent domain to let go are free in the next kernel', () => {
+    const vm = bootVm();
+    const { host, p } = vm;
+    const free0 = host.kernel.guestmemfs!.freeBlocks();
+    const f = p.open(`${MNT}/scratch`, O_RDWR | O_CREAT, 0o600);
+    p.ftruncate(f, 3n * GMEMFS_BLOCK);
+    const va = p.mmap(null, 3n * GMEMFS_BLOCK, RW, MAP_SHARED, f);
+    // Device 1's ordinary context pins the first two blocks; the file shrinks, then goes.
+    p.ioctl(vm.fd2, IOMMU_IOAS_MAP, { flags: R | W | FIXED, ioas_id: vm.ioas2, user_va: va, length: 2n * GMEMFS_BLOCK, iova: 1n << 32n });
+    p.munmap(va, 3n * GMEMFS_BLOCK);
+    p.ftruncate(f, GMEMFS_BLOCK);
+    p.close(f);
+    p.unlink(`${MNT}/scratch`);
+    expect(host.kernel.guestmemfs!.freeBlocks()).toBe(free0 - 2);
+    liveUpdate(p);
+    // Those pins died with the old kernel: nothing can reach the blocks any more.
+    expect(host.kernel.guestmemfs!.freeBlocks()).toBe(free0);
+    expect(host.kernel.dmesg().join('\n')).toMatch(/guestmemfs: 2 blocks no file owns were waiting for the previous kernel's DMA pins; free again/);
+    // The persistent file is whole.
+    expect(host.device(BDF0).dma.read(IOVA_SP + GUEST_OFF, GUEST_BYTES.length)).toEqual(GUEST_BYTES);
+  });
+
+  it('an unlinked file only a refused persisted context pinned is freed at the next mount', () => {
+    const vm = bootVm();
+    const { host, p } = vm;
+    const free0 = host.kernel.guestmemfs!.freeBlocks();
+    const x = p.open(`${MNT}/x`, O_RDWR | O_CREAT, 0o600);
+    p.ftruncate(x, GMEMFS_BLOCK);
+    p.unlink(`${MNT}/x`);
+    // An IOAS without a domain takes a range past the file's end (nothing is pinned until a
+    // domain needs the pages); the next kernel refuses such a context as a whole.
+    const ioas = p.ioctl(vm.fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    p.ioctl(vm.fd, IOMMU_IOAS_MAP_FILE, { flags: R | W, ioas_id: ioas, fd: x, start: GMEMFS_BLOCK - 2n * PAGE, length: 3n * PAGE, iova: 0n });
+    p.close(x);
+    liveUpdate(p);
+    expect(host.kernel.dmesg().join('\n')).toMatch(/iommufd: \/iommufd\/iommufds\/\d+ not restored: .*segment beyond its file/);
+    const q = host.kernel.spawn();
+    q.mount('guestmemfs', MNT);
+    expect(host.kernel.guestmemfs!.freeBlocks()).toBe(free0);
+  });
+
+  it('an unlinked file a persisted area pins lives until that area goes in the next kernel', () => {
+    const vm = bootVm();
+    const { host, p, pid } = vm;
+    const free0 = host.kernel.guestmemfs!.freeBlocks();
+    const x = p.open(`${MNT}/x`, O_RDWR | O_CREAT, 0o600);
+    p.ftruncate(x, GMEMFS_BLOCK);
+    p.unlink(`${MNT}/x`);
+    p.ioctl(vm.fd, IOMMU_IOAS_MAP_FILE, { flags: R | W | FIXED, ioas_id: vm.ioas, fd: x, start: 0n, length: GMEMFS_BLOCK, iova: 1n << 36n });
+    p.close(x);
+    expect(host.kernel.guestmemfs!.freeBlocks()).toBe(free0 - 2);
+    liveUpdate(p);
+    const q = host.kernel.spawn();
+    const fd = claim(q, pid);
+    q.mount('guestmemfs', MNT);
+    expect(ls(q, MNT)).toEqual(['guest-ram']);
+    expect(host.kernel.guestmemfs!.freeBlocks()).toBe(free0 - 2);
+    expect(q.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: 1, iova: 1n << 36n, length: GMEMFS_BLOCK }).length).toBe(GMEMFS_BLOCK);
+    expect(host.kernel.guestmemfs!.freeBlocks()).toBe(free0);
+  });
+});
+
 describe('continuous DMA through the live update', () => {
   /** One full update with traffic on both devices; returns what the tests look at. */
   function run() {

@@ -70,6 +70,11 @@ export class GuestmemfsInode implements Backing {
     return this.fs.u32(this.slot, 40);
   }
 
+  /** Whether an open file or a mapping still holds it. */
+  get referenced(): boolean {
+    return this.refs > 0;
+  }
+
   get(): this {
     this.refs++;
     return this;
@@ -324,7 +329,34 @@ export class Guestmemfs {
     }
     const fs = new Guestmemfs(kernel, memory, base, Number(nblocks));
     kernel.log(`guestmemfs: restored ${len >> 20n} MiB at 0x${base.toString(16)} from KHO`);
+    fs.reclaimOrphanBlocks();
     return fs;
+  }
+
+  /**
+   * After a handover: a block the bitmap marks that no inode owns was waiting in the old kernel
+   * for a device's pin to go (a truncated or freed file's block a domain still mapped). Those pins
+   * died with that kernel; nothing here can reach the block, so it is free again.
+   */
+  private reclaimOrphanBlocks(): void {
+    const owned = new Set<number>([0]);
+    for (const slot of this.index().used) {
+      const map = this.mapBlock(slot);
+      if (!map) continue;
+      owned.add(map);
+      const n = Math.min(this.fileBlocks(slot), MAP_ENTRIES);
+      const raw = this.memory.read(this.blockAddr(map), n * 8);
+      const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
+      for (let k = 0; k < n; k++) owned.add(Number(dv.getBigUint64(k * 8, true)));
+    }
+    const bm = this.bitmap();
+    let n = 0;
+    for (let b = 0; b < this.nblocks; b++) {
+      if (!((bm[b >> 3]! >> (b & 7)) & 1) || owned.has(b)) continue;
+      this.setBit(b, false);
+      n++;
+    }
+    if (n) this.kernel.log(`guestmemfs: ${n} blocks no file owns were waiting for the previous kernel's DMA pins; free again`);
   }
 
   /** After a handover: the long-term pins recorded were the old kernel's; they start from 0. */
@@ -524,7 +556,11 @@ export class Guestmemfs {
   maybeFree(slot: number): void {
     // Serialised metadata does not change: an inode that becomes free meanwhile goes at ABORT.
     if (this.serialised) return;
-    if (this.inUse(slot) && this.nlink(slot) === 0 && !this.inodes.has(slot) && this.u32(slot, 40) === 0) this.freeSlot(slot);
+    // A cached inode nothing holds (looked up by ino for a KHO restore) does not keep it.
+    if (this.inUse(slot) && this.nlink(slot) === 0 && !this.inodes.get(slot)?.referenced && this.u32(slot, 40) === 0) {
+      this.inodes.delete(slot);
+      this.freeSlot(slot);
+    }
   }
 
   /**

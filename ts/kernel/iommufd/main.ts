@@ -77,6 +77,34 @@ export class HwptPaging extends IommufdObject {
   }
 }
 
+/**
+ * A device the previous kernel left translating through a restored domain, from the claim until
+ * it leaves that domain (attached in this kernel, attached elsewhere, unbound). It holds a
+ * reference on the restored HWPT, so the HWPT outlives the devices attached to it in this kernel,
+ * and owns the device's reserved regions (the MSI window) in the IOAS. Leaving is not a detach:
+ * the HWPT stays until IOMMU_DESTROY, or until a device attached in this kernel detaches last.
+ */
+export class RestoredAttach {
+  constructor(
+    readonly sid: number,
+    readonly hwpt: HwptPaging,
+  ) {}
+}
+
+/**
+ * Ends `sid`'s restored attachment if the device has left its restored domain; with `block` it
+ * leaves now (`iommufd_device_unbind` releases DMA ownership: the device is blocked).
+ */
+export function restoredAttachEnd(kernel: Kernel, sid: number, block = false): void {
+  const intel = kernel.intel;
+  if (block && intel.isRestoredAttach(sid)) intel.blockDevice(sid);
+  const ra = kernel.persisted.restoredAttach.get(sid);
+  if (!ra || intel.isRestoredAttach(sid)) return;
+  kernel.persisted.restoredAttach.delete(sid);
+  ra.hwpt.ioas.iopt.removeReserved(ra);
+  ra.hwpt.users--;
+}
+
 /** `struct iommufd_device`: a bound device (one device per iommu_group here). */
 export class IommufdDevice extends IommufdObject {
   readonly type = 'DEVICE';
@@ -179,6 +207,8 @@ export class IommufdCtx extends File {
 
   /** `iommufd_fops_release`: destroys the leaves until nothing is left. */
   protected release(): void {
+    // Devices still on a restored domain of this context leave it first (blocked).
+    for (const ra of [...this.kernel.persisted.restoredAttach.values()]) if (ra.hwpt.ioas.ictx === this) restoredAttachEnd(this.kernel, ra.sid, true);
     while (this.objects.size) {
       let progressed = false;
       for (const [id, obj] of [...this.objects]) {
@@ -739,6 +769,16 @@ export function deviceChangePt(idev: IommufdDevice, ptId: number, replace: boole
   const ictx = idev.ictx;
   const pt = ictx.objects.get(ptId);
   if (!pt) errno('ENOENT', `no object with id ${ptId}`);
+  try {
+    return changePt(idev, pt, replace);
+  } finally {
+    // Attached anywhere (or blocked by a failed first attach), it has left its restored domain.
+    restoredAttachEnd(ictx.kernel, idev.sid);
+  }
+}
+
+function changePt(idev: IommufdDevice, pt: IommufdObject, replace: boolean): number {
+  const ictx = idev.ictx;
   const doAttach = (h: HwptPaging): HwptPaging | null => (replace ? replaceHwpt(idev, h) : (attachHwpt(idev, h), null));
   let old: HwptPaging | null;
   let id: number;
@@ -803,6 +843,7 @@ export function deviceBind(ictx: IommufdCtx, sid: number, name: string): Iommufd
 /** `iommufd_device_unbind`. */
 export function deviceUnbind(idev: IommufdDevice): void {
   deviceDetach(idev);
+  restoredAttachEnd(idev.ictx.kernel, idev.sid, true);
   idev.users--;
   idev.ictx.tryDestroy(idev);
 }

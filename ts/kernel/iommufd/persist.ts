@@ -11,7 +11,7 @@ import type { Kernel } from '../kernel.js';
 import { le, type Kho, type KhoNode, type KhoNotifier } from '../kho/kho.js';
 import { RunList } from '../mm.js';
 import type { Process } from '../process.js';
-import { HwptPaging, Ioas, IommufdCtx } from './main.js';
+import { HwptPaging, Ioas, IommufdCtx, RestoredAttach } from './main.js';
 import { IoptPages } from './pages.js';
 
 /** `IOMMU_READ`, `IOMMU_WRITE`, `IOMMU_CACHE` as `iommu-prot` carries them. */
@@ -53,6 +53,8 @@ export class PersistedIommufds implements KhoNotifier {
   /** Handed over and not yet claimed, by persistent id. */
   readonly pending = new Map<number, PersistedCtx>();
   private readonly claimed = new Set<number>();
+  /** Devices of claimed contexts still translating through their restored domain, by requester ID. */
+  readonly restoredAttach = new Map<number, RestoredAttach>();
 
   constructor(
     readonly kernel: Kernel,
@@ -176,8 +178,9 @@ export class PersistedIommufds implements KhoNotifier {
     kernel.iommufds.add(ictx);
     ictx.persistentId = pid;
     kernel.persistentIommufds.set(pid, ictx);
+    let attached: RestoredAttach[];
     try {
-      this.build(ictx, rec, proc);
+      attached = this.build(ictx, rec, proc);
     } catch (e) {
       // All or nothing: the half-built context goes without touching the restored domains (they
       // keep translating), and the record stays claimable.
@@ -193,8 +196,12 @@ export class PersistedIommufds implements KhoNotifier {
       ictx.put();
       throw e;
     }
-    // The areas hold the file pins now.
+    // The areas hold the file pins now, and each device still on a restored domain holds its HWPT.
     for (const inode of rec.pins) inode.unpin();
+    for (const ra of attached) {
+      ra.hwpt.users++;
+      this.restoredAttach.set(ra.sid, ra);
+    }
     this.pending.delete(pid);
     this.claimed.add(pid);
     const fd = proc.installFd(ictx);
@@ -202,8 +209,10 @@ export class PersistedIommufds implements KhoNotifier {
     return fd;
   }
 
-  private build(ictx: IommufdCtx, rec: PersistedCtx, proc: Process): void {
+  /** Builds the claimed context; returns the restored attachments to take once it is complete. */
+  private build(ictx: IommufdCtx, rec: PersistedCtx, proc: Process): RestoredAttach[] {
     const kernel = this.kernel;
+    const attached: RestoredAttach[] = [];
     const gm = kernel.guestmemfs!;
     // As the RFC does, the IOASes get fresh ids 1, 2, ... in their old order; the restored HWPTs
     // follow them, in the same order, so a VMM can tell which is which.
@@ -223,9 +232,11 @@ export class PersistedIommufds implements KhoNotifier {
         ioas.iopt.adoptDomain(d);
         hwpt.inIopt = true;
         // The devices still translating through it keep their reserved regions (the MSI window)
-        // in the IOAS until they re-bind, as they had before the update.
+        // in the IOAS until they leave it, as they had before the update.
         for (const sid of d.devices) {
-          for (const r of kernel.intel.resvRegions(sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, d);
+          const ra = new RestoredAttach(sid, hwpt);
+          for (const r of kernel.intel.resvRegions(sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, ra);
+          attached.push(ra);
         }
         ictx.reserve(hwpt);
         ictx.finalize(hwpt);
@@ -249,6 +260,7 @@ export class PersistedIommufds implements KhoNotifier {
         }
       }
     }
+    return attached;
   }
 
   // ---- KEXEC_KHO_DUMP / ABORT -----------------------------------------------------------------
