@@ -8,7 +8,6 @@
 //   --workers W        worker threads (default: available parallelism)
 //   --max-commands M   longest sequence (default 400)
 //   --weights JSON     per-command weights over the defaults, e.g. '{"kexec":2,"dmaRead":20}'
-//   --include a,b      known-divergence patterns to exercise (see KNOWN_DIVERGENCES; 'all')
 //   --out FILE         where to write a failure (default fuzz-failure-<seed>.json)
 //   --replay FILE      re-run a failure file, printing every syscall; exit 1 if it still fails
 //   --no-build         use dist/ as it is (otherwise `tsc -p tsconfig.build.json` runs first)
@@ -28,7 +27,7 @@ const batchSeed = (base, w, b) => (Math.imul(base ^ 0x5bd1e995, 1) + Math.imul(w
 
 if (!isMainThread) {
   // ---- worker ----
-  const { base, index, runs, deadline, maxCommands, weights, include, stacks, batchRuns } = workerData;
+  const { base, index, runs, deadline, maxCommands, weights, stacks, batchRuns } = workerData;
   if (!stacks) Error.stackTraceLimit = 0;
   const { fuzz } = await import(lib);
   let done = 0;
@@ -36,7 +35,7 @@ if (!isMainThread) {
     if (deadline ? Date.now() >= deadline : done >= runs) break;
     const n = deadline ? batchRuns : Math.min(batchRuns, runs - done);
     const seed = batchSeed(base, index, b);
-    const r = fuzz({ runs: n, seed, maxCommands, commands: weights, include });
+    const r = fuzz({ runs: n, seed, maxCommands, commands: weights });
     done += n;
     parentPort.postMessage({ t: 'progress', runs: n, commands: r.commands, effective: r.effective, syscalls: r.syscalls, kexecs: r.kexecs, ms: r.elapsedMs });
     if (!r.ok) {
@@ -64,13 +63,19 @@ if (!isMainThread) {
       process.exit(2);
     }
   }
-  const { replay, KNOWN_DIVERGENCES, formatOp } = await import(lib);
+  const { replay, formatOp } = await import(lib);
 
   const replayPath = opt('--replay');
   if (replayPath) {
-    const file = JSON.parse(readFileSync(replayPath, 'utf8'));
-    console.log(`replaying ${replayPath}: ${file.ops.length} operations, host seed ${file.hostSeed}, fast-check seed ${file.seed}${file.path ? ` path ${file.path}` : ''}`);
-    const r = replay(file, { log: (line) => console.log(line) });
+    let file, r;
+    try {
+      file = JSON.parse(readFileSync(replayPath, 'utf8'));
+      console.log(`replaying ${replayPath}: ${file.ops?.length} operations, host seed ${file.hostSeed}, fast-check seed ${file.seed}${file.path ? ` path ${file.path}` : ''}`);
+      r = replay(file, { log: (line) => console.log(line) });
+    } catch (e) {
+      console.error(`[fuzz] ${replayPath}: ${e.message}`);
+      process.exit(2);
+    }
     if (r.ok) {
       console.log(`\nthe sequence passes now (${r.steps} operations)`);
       process.exit(0);
@@ -85,18 +90,9 @@ if (!isMainThread) {
   const runs = Number(opt('--runs', '200'));
   const maxCommands = Number(opt('--max-commands', '400'));
   const weights = opt('--weights') ? JSON.parse(opt('--weights')) : undefined;
-  const inc = opt('--include', '');
-  const include = inc === 'all' ? Object.keys(KNOWN_DIVERGENCES) : inc ? inc.split(',') : [];
-  for (const k of include) {
-    if (!(k in KNOWN_DIVERGENCES)) {
-      console.error(`[fuzz] unknown pattern ${k}; known: ${Object.keys(KNOWN_DIVERGENCES).join(', ')}`);
-      process.exit(2);
-    }
-  }
   const deadline = minutes > 0 ? Date.now() + minutes * 60_000 : 0;
   console.log(
-    `fuzz: seed ${base}, ${workers} workers, ${deadline ? `${minutes} min` : `${runs} runs`}, ≤ ${maxCommands} commands a run` +
-      `${include.length ? `, including ${include.join(', ')}` : ''}`,
+    `fuzz: seed ${base}, ${workers} workers, ${deadline ? `${minutes} min` : `${runs} runs`}, ≤ ${maxCommands} commands a run`,
   );
 
   const total = { runs: 0, commands: 0, effective: 0, syscalls: 0, kexecs: 0, busyMs: 0 };
@@ -116,7 +112,7 @@ if (!isMainThread) {
   const workers_ = [];
   const pool = Array.from({ length: workers }, (_, index) => {
     const w = new Worker(fileURLToPath(import.meta.url), {
-      workerData: { base, index, runs: per, deadline, maxCommands, weights, include, stacks: flag('--stacks'), batchRuns: deadline ? 10 : Math.min(10, per) },
+      workerData: { base, index, runs: per, deadline, maxCommands, weights, stacks: flag('--stacks'), batchRuns: deadline ? 10 : Math.min(10, per) },
     });
     return new Promise((done) => {
       w.on('message', (m) => {

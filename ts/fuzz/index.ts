@@ -1,11 +1,11 @@
 // iommu-liveupdate/fuzz: model-based fuzzing of the simulated host's uAPI across kexec.
 import fc from 'fast-check';
 import type { Host } from '../index.js';
-import { DEFAULT_WORLD, type KnownDivergence, type Model, type WorldConfig } from './model.js';
+import { DEFAULT_WORLD, type Model, type WorldConfig } from './model.js';
 import { opArbitrary, type CommandWeights, type Op } from './ops.js';
 import { FuzzCommand, Rig, worldToJson, type FuzzCounters, type Invariant, type ReplayFile } from './runner.js';
 
-export { DEFAULT_WORLD, KNOWN_DIVERGENCES, Model, pattern, type KnownDivergence, type WorldConfig, type MCtx, type MIoas, type MHwpt, type MArea, type MDevice } from './model.js';
+export { DEFAULT_WORLD, Model, pattern, type WorldConfig, type MCtx, type MIoas, type MHwpt, type MArea, type MDevice } from './model.js';
 export { DEFAULT_WEIGHTS, OP_ARBITRARIES, formatOp, opArbitrary, type CommandWeights, type IovaChoice, type Op, type OpKind } from './ops.js';
 export { FuzzDivergence, Rig, replay, type Invariant, type ReplayFile, type ReplayResult, type RigOptions } from './runner.js';
 
@@ -25,11 +25,6 @@ export interface FuzzOptions {
   world?: Partial<WorldConfig>;
   /** Your own checks after every operation: `(host, model) => void`, throw to fail. */
   invariants?: Invariant | Invariant[];
-  /**
-   * Command patterns on which the simulator is known to diverge from the kernel rules
-   * ({@link KNOWN_DIVERGENCES}); the default budget leaves them out. Name them to exercise them.
-   */
-  include?: KnownDivergence[];
   /** Called once with the shrunk counterexample when a run fails. */
   onFailure?: (failure: FuzzFailure) => void;
   /**
@@ -97,7 +92,7 @@ export function fuzz(opts: FuzzOptions = {}): FuzzResult {
   const counters: FuzzCounters = { commands: 0, effective: 0, syscalls: 0, kexecs: 0 };
   const cmd = fc.commands([opArbitrary(opts.commands).map((op) => new FuzzCommand(op))], { maxCommands: opts.maxCommands ?? 200, size: 'max' });
   const property = fc.property(fc.integer({ min: 0, max: 0x7fff_ffff }), cmd, (hostSeed, cmds) => {
-    const rig = new Rig(world, hostSeed, { counters, invariants, include: opts.include });
+    const rig = new Rig(world, hostSeed, { counters, invariants });
     fc.modelRun(() => ({ model: rig, real: rig }), cmds);
     rig.finish();
   });
@@ -132,7 +127,6 @@ export function fuzz(opts: FuzzOptions = {}): FuzzResult {
         world: worldToJson(world),
         commands: opts.commands,
         maxCommands: opts.maxCommands,
-        include: opts.include,
         ops,
         message,
       },

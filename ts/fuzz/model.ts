@@ -21,8 +21,10 @@
 //     re-hydrated context stays persistent and bound to its domain, only persistent devices keep
 //     translating through kexec, domains verified before adoption);
 //   - README.md's statements of the simulated kernel's contract (freeze while KHO is active, a
-//     restored area per file segment, restored HWPTs behave as automatic ones, bus mastering
-//     cleared at kexec for every device whose DMA is not handed over and set again by VFIO bind).
+//     restored area per file segment, restored HWPTs behave as automatic ones and are held by
+//     each device still on them until it leaves (its MSI window with it; unbind blocks it), bus
+//     mastering cleared at kexec for every device whose DMA is not handed over and set again by
+//     VFIO bind; pins of the old kernel end with it, so what only they kept is free after the jump).
 // Where the references leave an order or an outcome open, the model accepts each reading (an
 // errno set, or "unknown" for a device's translation) instead of guessing the simulator's choice.
 import {
@@ -136,18 +138,6 @@ const ALLOW_CANDIDATES: Range[] = [
   { start: 0n, last: ULONG_MAX },
 ];
 
-/**
- * Command patterns on which the simulator is known to diverge from the kernel rules; the default
- * budget leaves them out so that the suite stays green. Pass them in `include` to exercise them.
- */
-export const KNOWN_DIVERGENCES = {
-  'refused-handover-leak': 'a persisted iommufd the next kernel refuses leaves the unlinked guestmemfs files it pinned allocated forever',
- 'restored-device-leave': 'a device that leaves its restored domain without re-attaching to it keeps its MSI window reserved in the restored IOAS, and keeps translating after VFIO unbind',
- 'restored-hwpt-shared-teardown': 'the last re-attached device leaving a restored HWPT destroys it under another device still translating through the restored domain, which loses its DMA',
-  'unlinked-file-leak':
-    'guestmemfs blocks that only the old kernel kept (an unlinked file still open, mapped or IOAS_MAP_FILEd, or a block only a non-persistent domain still pins) stay allocated, unreachable, after a kexec with KHO',
-} as const;
-export type KnownDivergence = keyof typeof KNOWN_DIVERGENCES;
 
 // ---- model state -------------------------------------------------------------------------------
 
@@ -378,12 +368,8 @@ export class Model {
   private dumpedBuses = new Set<number>();
   /** Counters for reports. */
   kexecs = 0;
-  /** Known-divergence patterns to exercise anyway (see KNOWN_DIVERGENCES). */
-  readonly include: ReadonlySet<KnownDivergence>;
-
-  constructor(cfg: WorldConfig = DEFAULT_WORLD, include: readonly KnownDivergence[] = []) {
+  constructor(cfg: WorldConfig = DEFAULT_WORLD) {
     this.cfg = cfg;
-    this.include = new Set(include);
     this.devices = cfg.devices.map((bdf) => ({ bdf, maybe: null, fd: null, bound: null, xlate: { k: 'blocked' }, attached: false, staleRestore: false }));
   }
 
@@ -698,30 +684,6 @@ export class Model {
     const want = new Uint8Array(n);
     for (const p of pieces) want.set(this.readPage(p.id, p.off, p.n), p.at);
     return okv(want);
-  }
-
-  /**
-   * KNOWN DIVERGENCE "restored-device-leave": a device still translating through its restored
-   * domain that leaves it other than by attaching to that restored HWPT (attach elsewhere, detach,
-   * unbind, exit) keeps its MSI window reserved in the restored IOAS, and after VFIO unbind keeps
-   * translating. By default such a device only re-attaches to its restored HWPT (or its IOAS).
-   */
-  private leaveExcluded(d: MDevice): boolean {
-    return !this.include.has('restored-device-leave') && d.xlate.k === 'hwpt' && !d.attached;
-  }
-
-  /**
-   * KNOWN DIVERGENCE "restored-hwpt-shared-teardown": when the last device attached in this kernel
-   * leaves a restored HWPT, the HWPT is destroyed although another device still translates through
-   * that restored domain (not re-bound yet); that device loses its DMA (0x2). By default a device
-   * does not leave a restored HWPT that another device still relies on.
-   */
-  private sharedTeardownExcluded(i: number): boolean {
-    if (this.include.has('restored-hwpt-shared-teardown')) return false;
-    const d = this.devices[i]!;
-    if (!d.attached || d.xlate.k !== 'hwpt' || !d.xlate.h.restored) return false;
-    const h = d.xlate.h;
-    return h.devs.size === 1 && this.devices.some((o, j) => j !== i && o.xlate.k === 'hwpt' && o.xlate.h === h && !o.attached);
   }
 
   /** A device whose translation the references leave open: remember what it might still use. */
@@ -1206,10 +1168,6 @@ export class Model {
     // A guestmemfs range past the file's end in a context without a domain is not pinned at map
     // time: the kernel may accept it (failing at the next attach) or refuse it at once.
     const lazyPastEof = io && file && !this.hasDomain(ctx, io) && length > 0n && file.pageId(Number((start + length - 1n) >> 12n)) === null;
-    // KNOWN DIVERGENCE "refused-handover-leak": such an area in a persistent context makes the next
-    // kernel refuse the whole context, and an unlinked file only it pinned then stays allocated
-    // for good. Left out of the default budget.
-    if (lazyPastEof && ctx.pid && !this.include.has('refused-handover-leak')) return;
     let alts = this.outcomeAlts(o, { frozen: this.frozen(ctx), persistErr });
     if (lazyPastEof && alts.some((a) => 'ok' in a)) alts = [...alts, errs(['EINVAL', 'EFAULT'])];
     yield {
@@ -1478,11 +1436,6 @@ export class Model {
     const d = this.devices[i]!;
     const ctx = d.bound!.ctx;
     const o = ctx.objs.get(id);
-    if (this.leaveExcluded(d) && d.xlate.k === 'hwpt') {
-      const h = d.xlate.h;
-      if (ctx !== d.xlate.ctx || !o || (o !== h && o !== h.ioas)) return;
-    }
-    if (this.sharedTeardownExcluded(i) && d.xlate.k === 'hwpt' && o !== d.xlate.h && o !== d.xlate.h.ioas) return;
     const alts = ((): Alt[] => {
       if (!o) return [errs(['ENOENT'])];
       if (o.t === 'dev') return [errs(['EINVAL'])];
@@ -1551,7 +1504,6 @@ export class Model {
       return;
     }
     const ctx = d.bound.ctx;
-    if (this.leaveExcluded(d) || this.sharedTeardownExcluded(i)) return;
     let alts: Alt[];
     if (d.attached) {
       alts = [okAny(() => {
@@ -1572,7 +1524,6 @@ export class Model {
   private *planUnbind(i: number): Generator<Plan, void, void> {
     const d = this.devices[i];
     if (!d || d.fd === null) return;
-    if (d.bound && (this.leaveExcluded(d) || this.sharedTeardownExcluded(i))) return;
     if (d.bound && this.releaseExcluded(d.bound.ctx)) return;
     const fd = d.fd;
     yield {
@@ -1760,31 +1711,7 @@ export class Model {
   }
 
   private *planKexec(kho: boolean, rehydrate: number, viaHwpt: boolean): Generator<Plan, void, void> {
-    // KNOWN DIVERGENCE "unlinked-file-leak": an unlinked guestmemfs file that only the VMM still
-    // holds (fd or mapping) when the machine kexecs with KHO stays allocated in the next kernel
-    // although nothing can reach it. By default the VMM lets go of such files first.
-    if (!this.include.has('unlinked-file-leak')) {
-      for (let f = 0; f < FILE_SLOTS; f++) {
-        const slot = this.fileFds[f];
-        if (slot && !slot.inode.linked) yield* this.planCloseFile(f);
-      }
-    }
     if (kho && !this.khoActive) yield* this.planKho(true);
-    if (this.khoActive && !this.include.has('unlinked-file-leak')) {
-      // Still "unlinked-file-leak": an unlinked file that something of the old kernel other than a
-      // serialised area keeps (an IOAS_MAP_FILE of a non-persistent context) leaks the same way.
-      const kept = new Set<MInode>();
-      for (const sc of this.snapshot ?? []) for (const si of sc.ioases) for (const a of si.areas) for (const sg of a.segs) kept.add(sg.inode);
-      if ([...this.inodes].some((i) => !i.linked && this.inodeAlive(i) && !kept.has(i))) return;
-      // ... and so does a block that only a non-persistent domain's pin keeps (truncated off, or of
-      // a file that went while mapped).
-      const inFiles = new Set<number>();
-      for (const i of [...this.names.values(), ...kept]) for (const b of i.blocks) inFiles.add(b);
-      for (const p of this.allPages()) for (const id of p.res.values()) {
-        const c = Math.floor(id / CHUNK_PAGES);
-        if (this.gmChunks.has(c) && !inFiles.has(c)) return;
-      }
-    }
     yield { what: 'kexec_file_load', run: (s) => s.p.kexecFileLoad({}), alts: [okAny()] };
     yield { what: 'reboot(LINUX_REBOOT_CMD_KEXEC)', run: (s) => s.p.reboot(LINUX_REBOOT_CMD_KEXEC), alts: [okAny(() => this.jump())] };
     yield { what: 'spawn the VMM', run: (s) => void (s.p = s.host.kernel.spawn()), alts: [okAny()] };
@@ -1979,7 +1906,6 @@ export class Model {
   }
 
   private *planExit(): Generator<Plan, void, void> {
-    if (this.devices.some((d, i) => d.fd !== null && d.bound && (this.leaveExcluded(d) || this.sharedTeardownExcluded(i)))) return;
     if (this.slots.some((c) => c && !c.dead && this.releaseExcluded(c)) || this.devices.some((d) => d.fd !== null && this.releaseExcluded(d.bound?.ctx))) return;
     yield {
       what: 'exit the VMM',

@@ -5,8 +5,8 @@
 // what the simulator did.
 import fc from 'fast-check';
 import { Host } from '../index.js';
-import { DEFAULT_WORLD, Model, observe, type Alt, type KnownDivergence, type Obs, type Plan, type Sys, type WorldConfig } from './model.js';
-import { formatOp, type CommandWeights, type Op } from './ops.js';
+import { DEFAULT_WORLD, Model, observe, type Alt, type Obs, type Plan, type Sys, type WorldConfig } from './model.js';
+import { DEFAULT_WEIGHTS, formatOp, type CommandWeights, type Op } from './ops.js';
 
 /** A check of your own, run after every operation: throw to report a failure. */
 export type Invariant = (host: Host, model: Model) => void;
@@ -90,8 +90,6 @@ export interface RigOptions {
   invariants?: Invariant[];
   /** Every operation and syscall, as it runs. */
   log?: (line: string) => void;
-  /** Known-divergence patterns to exercise (left out by default). */
-  include?: readonly KnownDivergence[];
 }
 
 /** One host, its VMM, and the model beside them. */
@@ -116,7 +114,7 @@ export class Rig {
     this.verbose = opts.log;
     const host = Host.boot({ memory: world.memory, seed: hostSeed, cmdline: `guestmemfs=${world.guestmemfsMiB}M`, devices: world.devices.map((bdf) => ({ bdf })) });
     this.sys = { host, p: host.kernel.spawn() };
-    this.model = new Model(world, opts.include);
+    this.model = new Model(world);
     this.runPlans(this.model.planSetup(), { k: 'check' }, -1);
   }
 
@@ -205,7 +203,6 @@ export interface ReplayFile {
   world: { memory: string; guestmemfsMiB: number; devices: string[] };
   commands?: CommandWeights;
   maxCommands?: number;
-  include?: KnownDivergence[];
   /** The shrunk counterexample. */
   ops: Op[];
   message: string;
@@ -229,10 +226,19 @@ export interface ReplayResult {
 
 /**
  * Re-runs a recorded sequence on a fresh host, without fast-check: deterministic, and with every
- * syscall printed through `log` if given.
+ * syscall printed through `log` if given. A file that is not a replay file (another format, an
+ * operation the fuzzer does not have) is refused with a TypeError (`ERR_INVALID_ARG_VALUE`).
  */
 export function replay(file: ReplayFile, opts: { invariants?: Invariant[]; log?: (line: string) => void } = {}): ReplayResult {
-  const rig = new Rig(worldFromJson(file.world), file.hostSeed, { invariants: opts.invariants, log: opts.log, include: file.include });
+  const bad = (why: string): never => {
+    throw Object.assign(new TypeError(`not a replay file: ${why}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  };
+  if (file?.format !== 'iommu-liveupdate-fuzz/1') bad(`format ${JSON.stringify(file?.format)} is not 'iommu-liveupdate-fuzz/1'`);
+  if (!Array.isArray(file.ops)) bad('ops is not an array');
+  file.ops.forEach((op, i) => {
+    if (typeof op !== 'object' || op === null || !Object.hasOwn(DEFAULT_WEIGHTS, op.k)) bad(`operation ${i} has unknown kind ${JSON.stringify((op as { k?: unknown })?.k)}`);
+  });
+  const rig = new Rig(worldFromJson(file.world), file.hostSeed, { invariants: opts.invariants, log: opts.log });
   let steps = 0;
   try {
     for (const op of file.ops) {
