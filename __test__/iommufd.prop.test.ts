@@ -38,11 +38,9 @@ import {
   type ErrnoCode,
   type Process,
 } from 'iommu-liveupdate';
+// The fuzzer's interval helpers and allocator, written from the same references.
+import { PAGE, U64_MAX, ULONG_MAX, allocIova as allocIovaIn, byStart, holes, minB as min, overlaps, type Range } from '../ts/fuzz/intervals.js';
 
-const PAGE = 4096n;
-const ULONG_MAX = 0xffff_ffff_ffff_ffffn;
-const U64_MAX = ULONG_MAX;
-const HPAGE = 2n << 20n;
 const BDF = '0000:01:00.0';
 const MSI: Range = { start: 0xfee0_0000n, last: 0xfeef_ffffn };
 const APERTURE_LAST = (1n << 48n) - 1n;
@@ -69,10 +67,6 @@ const err = (code: ErrnoCode): Res => ({ ok: false, code });
 
 // ---- the reference model ------------------------------------------------------------------------
 
-interface Range {
-  start: bigint;
-  last: bigint;
-}
 /** One `iopt_pages`: what one MAP pinned (COPY shares it). */
 interface MPages {
   id: number;
@@ -100,73 +94,10 @@ interface Piece {
   length: bigint;
 }
 
-const overlaps = (a: Range, start: bigint, last: bigint) => a.start <= last && a.last >= start;
-const byStart = (a: Range, b: Range) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0);
-const roundupPow2 = (x: bigint) => {
-  let p = 1n;
-  while (p < x) p <<= 1n;
-  return p;
-};
-/** `__ffs64`: index of the lowest set bit. */
-const ffs = (x: bigint) => {
-  let b = 0n;
-  while (((x >> b) & 1n) === 0n) b++;
-  return b;
-};
-const min = (a: bigint, b: bigint) => (a < b ? a : b);
-
-/** Union of `ranges` (overlapping or adjacent merge, as interval_tree_span_iter does) within [lo, hi]. */
-function usedSpans(ranges: Range[], lo: bigint, hi: bigint): Range[] {
-  const out: Range[] = [];
-  for (const r of ranges.filter((x) => x.last >= lo && x.start <= hi).sort(byStart)) {
-    const s = r.start < lo ? lo : r.start;
-    const l = r.last > hi ? hi : r.last;
-    const prev = out[out.length - 1];
-    if (prev && s <= prev.last + 1n) {
-      if (l > prev.last) prev.last = l;
-    } else out.push({ start: s, last: l });
-  }
-  return out;
-}
-
-/** The holes of `ranges` within [lo, hi]. */
-function holes(ranges: Range[], lo: bigint, hi: bigint): Range[] {
-  const out: Range[] = [];
-  let cur = lo;
-  for (const u of usedSpans(ranges, lo, hi)) {
-    if (u.start > cur) out.push({ start: cur, last: u.start - 1n });
-    if (u.last >= hi) return out;
-    cur = u.last + 1n;
-  }
-  out.push({ start: cur, last: hi });
-  return out;
-}
-
-/** `__alloc_iova_check_range`: ALIGN(start) | page_offset, if `length` fits before `last`. */
-function checkRange(start: bigint, last: bigint, length: bigint, align: bigint, pageOffset: bigint): bigint | null {
-  if (start + align - 1n > ULONG_MAX) return null;
-  const aligned = ((start + align - 1n) & ~(align - 1n)) | pageOffset;
-  if (aligned >= last || last - aligned < length - 1n) return null;
-  return aligned;
-}
-
-/** `iopt_alloc_iova` (recent io_pagetable.c, THP enabled: alignment capped at HPAGE_SIZE). */
+/** `iopt_alloc_iova` over this IOAS's allowed ranges, reserved ranges and areas. */
 function allocIova(io: MIoas, addr: bigint, length: bigint): Res {
-  const pageOffset = addr % PAGE;
-  if (length === 0n || length >= ULONG_MAX / 2n) return err('EOVERFLOW');
-  let align = addr === 0n ? roundupPow2(length) : min(roundupPow2(length), 1n << ffs(addr));
-  if (align >= HPAGE) align = HPAGE;
-  if (align < io.align) return err('EINVAL');
-  const windows = io.allowed.length === 0 ? [{ start: PAGE, last: ULONG_MAX - PAGE }] : usedSpans(io.allowed, PAGE, ULONG_MAX - PAGE);
-  for (const w of windows) {
-    const first = checkRange(w.start, w.last, length, align, pageOffset);
-    if (first === null) continue;
-    for (const h of holes([...io.reserved, ...io.areas], first, w.last)) {
-      const got = checkRange(h.start, h.last, length, align, pageOffset);
-      if (got !== null) return ok(got);
-    }
-  }
-  return err('ENOSPC');
+  const got = allocIovaIn(addr, length, io.align, io.allowed, [...io.reserved, ...io.areas]);
+  return typeof got === 'bigint' ? ok(got) : err(got);
 }
 
 const pageOf = (va: bigint) => Number(va / PAGE);
