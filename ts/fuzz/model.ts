@@ -1333,18 +1333,13 @@ export class Model {
           this.reapInodes();
         })];
       }
-      if (o.devs.size) return [errs(['EBUSY'])];
-      const users = this.devices.filter((d) => d.xlate.k === 'hwpt' && d.xlate.h === o);
-      const destroy = () => {
+      // A device attached here, or still on the restored domain behind it, holds the HWPT.
+      if (o.devs.size || this.devices.some((d) => d.xlate.k === 'hwpt' && d.xlate.h === o)) return [errs(['EBUSY'])];
+      return [okAny(() => {
         ctx.objs.delete(id);
         this.domainFreed(o);
-        // Nothing may keep translating through a freed domain.
-        for (const d of users) d.xlate = { k: 'blocked' };
         this.syncPins();
-      };
-      // A restored HWPT a device still translates through (before any re-attach): refusing and
-      // blocking the device are both safe; translating on through freed tables is not.
-      return users.length ? [errs(['EBUSY']), okAny(destroy)] : [okAny(destroy)];
+      })];
     })();
     yield {
       what: `IOMMU_DESTROY id ${id}`,
