@@ -768,6 +768,12 @@ describe('leaving a restored domain', () => {
     expect(vm.p.ioctl(vm.dev1, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: vm.ioas }).pt_id).toBe(vm.hwpt);
     return vm;
   }
+  /** Live-updates `vm` and claims its iommufd in a new process of the next kernel. */
+  function updatedAndClaimed(vm: Vm): { vm: Vm; host: Vm['host']; p: Process; fd: number } {
+    liveUpdate(vm.p);
+    const p = vm.host.kernel.spawn();
+    return { vm, host: vm.host, p, fd: claim(p, vm.pid) };
+  }
   const bindTo = (p: Process, i: number, fd: number) => {
     const dev = p.open(`/dev/vfio/devices/vfio${i}`, O_RDWR);
     p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
@@ -775,11 +781,7 @@ describe('leaving a restored domain', () => {
   };
 
   it('attached elsewhere, a device takes its MSI window out of the restored IOAS; the restored HWPT stays until destroyed', () => {
-    const vm = bootVm();
-    const { host, pid } = vm;
-    liveUpdate(vm.p);
-    const p = host.kernel.spawn();
-    const fd = claim(p, pid);
+    const { vm, host, p, fd } = updatedAndClaimed(bootVm());
     const msiHole = ranges(p, fd, 1) as { start: bigint; last: bigint }[];
     expect(msiHole).toHaveLength(2); // the MSI window 0xfee00000-0xfeefffff is reserved for device 0
     const dev = bindTo(p, 0, fd);
@@ -800,11 +802,7 @@ describe('leaving a restored domain', () => {
   });
 
   it('VFIO unbind of a device still on its restored domain blocks it (DMA ownership released)', () => {
-    const vm = bootVm();
-    const { host, pid } = vm;
-    liveUpdate(vm.p);
-    const p = host.kernel.spawn();
-    const fd = claim(p, pid);
+    const { vm, host, p, fd } = updatedAndClaimed(bootVm());
     const dev = bindTo(p, 0, fd);
     // Bound, not yet attached: DMA continues through the restored domain.
     expect(host.device(BDF0).dma.read(IOVA_SP + GUEST_OFF, GUEST_BYTES.length)).toEqual(GUEST_BYTES);
@@ -817,11 +815,7 @@ describe('leaving a restored domain', () => {
   });
 
   it('two devices on one restored domain: the re-attached one leaving does not take the HWPT from the other', () => {
-    const vm = twoDeviceVm();
-    const { host, pid } = vm;
-    liveUpdate(vm.p);
-    const p = host.kernel.spawn();
-    const fd = claim(p, pid);
+    const { vm, host, p, fd } = updatedAndClaimed(twoDeviceVm());
     const dma1 = host.device(BDF1).dma;
     const dev0 = bindTo(p, 0, fd);
     expect(p.ioctl(dev0, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: 1 }).pt_id).toBe(2);
@@ -840,11 +834,7 @@ describe('leaving a restored domain', () => {
   });
 
   it('closing the claimed iommufd blocks the devices still on its restored domains', () => {
-    const vm = twoDeviceVm();
-    const { host, pid } = vm;
-    liveUpdate(vm.p);
-    const p = host.kernel.spawn();
-    const fd = claim(p, pid);
+    const { vm, host, p, fd } = updatedAndClaimed(twoDeviceVm());
     p.close(fd);
     expect([0x1, 0x2]).toContain(iommuVerdict(host, BDF0, IOVA_SP));
     expect([0x1, 0x2]).toContain(iommuVerdict(host, BDF1, IOVA_SP));

@@ -260,14 +260,19 @@ export class Guestmemfs {
   blockPfn(slot: number, i: number): number {
     let map = this.maps.get(slot);
     if (!map) {
-      const n = Math.min(this.fileBlocks(slot), MAP_ENTRIES);
-      const raw = n ? this.memory.read(this.blockAddr(this.mapBlock(slot)), n * 8) : new Uint8Array(0);
-      const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
-      map = new Float64Array(n);
-      for (let k = 0; k < n; k++) map[k] = Number(this.blockAddr(Number(dv.getBigUint64(k * 8, true))) >> 12n);
+      map = Float64Array.from(this.dataBlocks(slot), (b) => Number(this.blockAddr(b) >> 12n));
       this.maps.set(slot, map);
     }
     return map[i]!;
+  }
+
+  /** The file's data block indices, read from its map block in one go. */
+  private dataBlocks(slot: number): number[] {
+    const n = Math.min(this.fileBlocks(slot), MAP_ENTRIES);
+    if (!n) return [];
+    const raw = this.memory.read(this.blockAddr(this.mapBlock(slot)), n * 8);
+    const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
+    return Array.from({ length: n }, (_, k) => Number(dv.getBigUint64(k * 8, true)));
   }
 
   private setBit(block: number, on: boolean): void {
@@ -344,10 +349,7 @@ export class Guestmemfs {
       const map = this.mapBlock(slot);
       if (!map) continue;
       owned.add(map);
-      const n = Math.min(this.fileBlocks(slot), MAP_ENTRIES);
-      const raw = this.memory.read(this.blockAddr(map), n * 8);
-      const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
-      for (let k = 0; k < n; k++) owned.add(Number(dv.getBigUint64(k * 8, true)));
+      for (const b of this.dataBlocks(slot)) owned.add(b);
     }
     const bm = this.bitmap();
     let n = 0;
