@@ -3,14 +3,17 @@
 // carve-out itself, so handing the region over (KHO) hands the whole filesystem over.
 //
 // Layout of block 0 (metadata), all little-endian:
-//   0x0000 superblock   magic u64 "GMEMFS01", version u32, flags u32 (bit 0: serialised),
+//   0x0000 superblock   magic u64 "GMEMFS01", version u32 (2), flags u32 (bit 0: serialised),
 //                       base u64, nblocks u64, max_inodes u32, inode_size u32,
-//                       inode_table u64 (offset), bitmap u64 (offset)
+//                       inode_table u64 (offset), bitmap u64 (offset),
+//                       pin_table u64 (offset) @56, pin_used u32 @64, pin_slots u32 @68
 //   0x1000 inode table  max_inodes × 256 B: flags u32 (bit 0: in use) @0, mode u32 @4,
 //                       ino u64 @8, size u64 @16, map_block u64 @24, nblocks u64 @32,
 //                       long_term_pins u32 @40, nlink u32 @44, uid u32 @48, gid u32 @52,
 //                       name (NUL-terminated, ≤ 191 B) @64
 //   bitmap              one bit per block (block 0 = this metadata block)
+//   pin table           the rest of block 0, from the next 4 KiB boundary: long-term pin
+//                       records (pins.ts)
 // A file's map block (a data-sized block) holds its data blocks' indices, u64 each.
 import type { PhysicalMemory } from '../../hw/memory.js';
 import { errno } from '../../uapi/errno.js';
@@ -22,10 +25,13 @@ import { HPAGE_PAGES, type Backing, type RunList } from '../mm.js';
 import type { Process } from '../process.js';
 import type { FdtWriter } from '../../fdt/index.js';
 import { le, type Kho, type KhoNode } from '../kho/kho.js';
+import { PIN_RECORD_SIZE, PinTable, type PinRecord } from './pins.js';
 
 export const GUESTMEMFS_BLOCK = 2n << 20n;
 const BLOCK_PAGES = HPAGE_PAGES;
 const MAGIC = 0x3130_5346_4d45_4d47n; // "GMEMFS01"
+/** Version 2 added the long-term pin table. */
+const VERSION = 2n;
 const MAX_INODES = 1024;
 const INODE_SIZE = 256;
 const INODE_TABLE = 0x1000;
@@ -36,6 +42,11 @@ const NAME_MAX = INODE_SIZE - NAME_OFF - 1;
 const ROOT_INO = 1;
 /** Block indices one map block holds: the largest file is this many 2 MiB blocks. */
 const MAP_ENTRIES = Number(GUESTMEMFS_BLOCK / 8n);
+/** The pin table starts after the bitmap and keeps at least this many records. */
+const MIN_PIN_SLOTS = 1024;
+const pinTableOffset = (nblocks: number): number => Math.ceil((BITMAP + Math.ceil(nblocks / 8)) / 4096) * 4096;
+/** The largest carve-out: its bitmap and the smallest pin table fit in block 0. */
+const MAX_BLOCKS = (Number(GUESTMEMFS_BLOCK) - MIN_PIN_SLOTS * PIN_RECORD_SIZE - BITMAP - 4096) * 8;
 
 /** Parses `16G`, `512M`, `1048576` (memparse). */
 export function memparse(s: string): bigint {
@@ -99,14 +110,21 @@ export class GuestmemfsInode implements Backing {
     }
   }
 
-  /** `guestmemfs_pin_file`: a persistent iommufd area maps this file. */
-  pin(): void {
+  /**
+   * `guestmemfs_pin_file`: a piece of a persistent iommufd area maps this file. The pin is
+   * recorded with its owner and geometry (pins.ts); returns the record's handle. ENOMEM when the
+   * pin table is full.
+   */
+  pin(rec: Omit<PinRecord, 'ino'>): number {
+    const h = this.fs.pinTable.add({ ...rec, ino: this.ino });
     this.fs.setU32(this.slot, 40, this.pins + 1);
+    return h;
   }
 
   /** `guestmemfs_unpin_file`; the last pin of an unlinked, closed file frees it. */
-  unpin(): void {
-    if (this.pins === 0) throw new Error(`guestmemfs: unbalanced unpin of inode ${this.ino}`);
+  unpin(handle: number): void {
+    if (this.pins === 0 || this.fs.pinTable.get(handle)?.ino !== this.ino) throw new Error(`guestmemfs: unbalanced unpin of inode ${this.ino}`);
+    this.fs.pinTable.remove(handle);
     this.fs.setU32(this.slot, 40, this.pins - 1);
     if (this.pins === 0) this.fs.maybeFree(this.slot);
   }
@@ -157,6 +175,10 @@ export class Guestmemfs {
   private readonly inodes = new Map<number, GuestmemfsInode>();
   /** Where it is mounted, or null. */
   mountpoint: string | null = null;
+  /** @internal long-term pins with their owners (in block 0). */
+  readonly pinTable: PinTable;
+  /** Restored from the previous kernel (not formatted at this boot). */
+  private readonly handedOver: boolean;
 
   private constructor(
     readonly kernel: Kernel,
@@ -164,7 +186,12 @@ export class Guestmemfs {
     /** Physical base of the carve-out. */
     readonly base: bigint,
     readonly nblocks: number,
-  ) {}
+    pinTable?: PinTable,
+  ) {
+    const off = pinTableOffset(nblocks);
+    this.pinTable = pinTable ?? new PinTable(memory, base + BigInt(off), (Number(GUESTMEMFS_BLOCK) - off) / PIN_RECORD_SIZE, base + 64n);
+    this.handedOver = pinTable !== undefined;
+  }
 
   /**
    * Cold boot: takes `size` (rounded down to 2 MiB blocks) from the top of memory, out of the
@@ -174,6 +201,10 @@ export class Guestmemfs {
     const nblocks = Number(size / GUESTMEMFS_BLOCK);
     if (nblocks < 2) {
       kernel.log(`guestmemfs: ${size} bytes is less than two 2 MiB blocks; not reserved`);
+      return null;
+    }
+    if (nblocks > MAX_BLOCKS) {
+      kernel.log(`guestmemfs: ${size} bytes is more than ${MAX_BLOCKS} blocks of 2 MiB; not reserved`);
       return null;
     }
     const len = BigInt(nblocks) * GUESTMEMFS_BLOCK;
@@ -198,12 +229,14 @@ export class Guestmemfs {
     this.memory.fill(this.base, GUESTMEMFS_BLOCK, 0);
     const sb = this.base;
     this.memory.writeU64(sb, MAGIC);
-    this.memory.writeU64(sb + 8n, 1n); // version 1, flags 0
+    this.memory.writeU64(sb + 8n, VERSION); // flags 0
     this.memory.writeU64(sb + 16n, this.base);
     this.memory.writeU64(sb + 24n, BigInt(this.nblocks));
     this.memory.writeU64(sb + 32n, BigInt(MAX_INODES) | (BigInt(INODE_SIZE) << 32n));
     this.memory.writeU64(sb + 40n, BigInt(INODE_TABLE));
     this.memory.writeU64(sb + 48n, BigInt(BITMAP));
+    this.memory.writeU64(sb + 56n, BigInt(pinTableOffset(this.nblocks)));
+    this.memory.writeU64(sb + 64n, BigInt(this.pinTable.slots) << 32n); // none used yet
     this.setBit(0, true);
   }
 
@@ -297,6 +330,7 @@ export class Guestmemfs {
    */
   khoDump(w?: FdtWriter, kho?: Kho): void {
     this.setSerialised(true);
+    this.pinTable.freeze();
     if (!w || !kho) return;
     const len = BigInt(this.nblocks) * GUESTMEMFS_BLOCK;
     kho.inject('guestmemfs:dump');
@@ -312,6 +346,7 @@ export class Guestmemfs {
   /** KHO notifier, `KEXEC_KHO_ABORT`: writable again; inodes freed meanwhile go now. */
   khoAbort(): void {
     this.setSerialised(false);
+    this.pinTable.thaw();
     for (const slot of [...this.index().used]) this.maybeFree(slot);
   }
 
@@ -332,7 +367,20 @@ export class Guestmemfs {
     if (memory.readU64(base) !== MAGIC || memory.readU64(base + 16n) !== base || memory.readU64(base + 24n) !== nblocks) {
       errno('EINVAL', 'guestmemfs: the superblock does not match');
     }
-    const fs = new Guestmemfs(kernel, memory, base, Number(nblocks));
+    if ((memory.readU64(base + 8n) & 0xffff_ffffn) !== VERSION) errno('EINVAL', `guestmemfs: superblock version ${memory.readU64(base + 8n) & 0xffff_ffffn}, want ${VERSION}`);
+    // A superblock-looking block inside another filesystem's region is a file's data (a guest can
+    // write anything into its RAM): only the lowest superblock of a preserved run is metadata.
+    for (let at = base - GUESTMEMFS_BLOCK; at >= 0n && memory.isAllocated(at, GUESTMEMFS_BLOCK); at -= GUESTMEMFS_BLOCK) {
+      if (memory.readU64(at) === MAGIC && memory.readU64(at + 16n) === at && at + memory.readU64(at + 24n) * GUESTMEMFS_BLOCK > base) {
+        errno('EINVAL', `guestmemfs: 0x${base.toString(16)} lies inside the filesystem at 0x${at.toString(16)}`);
+      }
+    }
+    const n = Number(nblocks);
+    if (n > MAX_BLOCKS) errno('EINVAL', 'guestmemfs: region out of range');
+    const off = pinTableOffset(n);
+    const slots = (Number(GUESTMEMFS_BLOCK) - off) / PIN_RECORD_SIZE;
+    if (memory.readU64(base + 56n) !== BigInt(off) || Number(memory.readU64(base + 64n) >> 32n) !== slots) errno('EINVAL', 'guestmemfs: the pin table is not where the superblock says');
+    const fs = new Guestmemfs(kernel, memory, base, n, PinTable.load(memory, base + BigInt(off), slots, base + 64n, MAX_INODES + 1));
     kernel.log(`guestmemfs: restored ${len >> 20n} MiB at 0x${base.toString(16)} from KHO`);
     fs.reclaimOrphanBlocks();
     return fs;
@@ -361,9 +409,24 @@ export class Guestmemfs {
     if (n) this.kernel.log(`guestmemfs: ${n} blocks no file owns were waiting for the previous kernel's DMA pins; free again`);
   }
 
-  /** After a handover: the long-term pins recorded were the old kernel's; they start from 0. */
-  resetPins(): void {
-    for (const slot of this.index().used) if (this.u32(slot, 40)) this.setU32(slot, 40, 0);
+  /**
+   * After a handover: the pins in `keep` are held again (by the handed-over contexts this kernel
+   * accepted); every other record was the old kernel's and goes, and each file's pin count is
+   * recounted from what is left.
+   */
+  keepPins(keep: ReadonlySet<number>): void {
+    if (!this.handedOver) return;
+    const count = new Map<number, number>();
+    let dropped = 0;
+    for (const [h, rec] of [...this.pinTable.entries()]) {
+      if (keep.has(h) && this.index().used.has(rec.ino - 2)) count.set(rec.ino - 2, (count.get(rec.ino - 2) ?? 0) + 1);
+      else {
+        this.pinTable.remove(h);
+        dropped++;
+      }
+    }
+    for (const slot of this.index().used) if (this.u32(slot, 40) !== (count.get(slot) ?? 0)) this.setU32(slot, 40, count.get(slot) ?? 0);
+    if (dropped) this.kernel.log(`guestmemfs: ${dropped} long-term pins of the previous kernel released (no accepted context holds them)`);
   }
 
   /** The inode of `ino` (for KHO restore of iommufd areas), if it exists. */
@@ -469,10 +532,7 @@ export class Guestmemfs {
       if (!(flags & O_CREAT)) errno('ENOENT', `no file ${name}`);
       slot = this.create(proc, name, mode);
     } else {
-      const m = this.u32(slot, 4);
-      const want = (flags & O_ACCMODE) === O_RDONLY ? 4 : (flags & O_ACCMODE) === 1 ? 2 : 6;
-      const bits = proc.uid === this.u32(slot, 48) ? (m >> 6) & 7 : proc.gid === this.u32(slot, 52) ? (m >> 3) & 7 : m & 7;
-      if (!proc.capable('CAP_DAC_OVERRIDE') && (bits & want) !== want) errno('EACCES', `${name} is ${m.toString(8)}`);
+      this.permission(proc, slot, (flags & O_ACCMODE) === O_RDONLY ? 4 : (flags & O_ACCMODE) === 1 ? 2 : 6);
     }
     const file = new GuestmemfsFile(this.inode(slot), flags, path);
     if (flags & O_TRUNC && (flags & O_ACCMODE) !== O_RDONLY) {
@@ -484,6 +544,13 @@ export class Guestmemfs {
       }
     }
     return file;
+  }
+
+  /** `inode_permission`: EACCES unless `proc` may access the file with `want` (4 r, 2 w). */
+  permission(proc: Process, slot: number, want: number): void {
+    const m = this.u32(slot, 4);
+    const bits = proc.uid === this.u32(slot, 48) ? (m >> 6) & 7 : proc.gid === this.u32(slot, 52) ? (m >> 3) & 7 : m & 7;
+    if (!proc.capable('CAP_DAC_OVERRIDE') && (bits & want) !== want) errno('EACCES', `inode ${slot + 2} is ${(m & 0o7777).toString(8)}`);
   }
 
   private create(proc: Process, name: string, mode: number): number {

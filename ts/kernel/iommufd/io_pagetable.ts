@@ -1,8 +1,9 @@
 // struct io_pagetable (io_pagetable.c): areas, reserved and allowed IOVA ranges, the domains
 // every area is mirrored into, and the automatic IOVA allocator — with the kernel's check order.
 import { errno } from '../../uapi/errno.js';
+import type { PinRecord } from '../guestmemfs/pins.js';
 import { PAGE_SIZE, RunList } from '../mm.js';
-import type { IoptPages } from './pages.js';
+import type { IoptPages, PinnableFile } from './pages.js';
 
 export const ULONG_MAX = 0xffff_ffff_ffff_ffffn;
 const PAGE = BigInt(PAGE_SIZE);
@@ -28,10 +29,20 @@ export interface IommuDomain {
   unmap(iova: bigint, length: bigint): void;
 }
 
+/** A long-term pin an area holds on the guestmemfs file behind one piece of it. */
+export interface AreaPin {
+  file: PinnableFile;
+  handle: number;
+  /** What the pin records (the piece as KHO serialises it). */
+  rec: Omit<PinRecord, 'ino'> & { ino: number };
+}
+
 /** `struct iopt_area`. */
 export class IoptArea {
   /** Whether its pages are pinned and mapped into every domain. */
   filled = false;
+  /** Persistent contexts: one long-term pin per guestmemfs piece, lowest IOVA first. */
+  pins: AreaPin[] = [];
   constructor(
     readonly start: bigint,
     readonly last: bigint,
@@ -82,6 +93,11 @@ const scratch = new RunList();
 
 /** `struct io_pagetable`. */
 export class IoPagetable {
+  constructor(
+    /** The owner tag of the long-term file pins its areas take (a persistent IOAS's `pinOwner`). */
+    private readonly pinOwner: () => bigint = () => 0n,
+  ) {}
+
   /** Sorted by start, disjoint. */
   readonly areas: IoptArea[] = [];
   readonly reserved: Reserved[] = [];
@@ -210,18 +226,46 @@ export class IoPagetable {
       }
       // The IOVA is reserved; now give the areas their pages and fill the domains.
       for (let i = 0; i < list.length; i++) {
-        created[i]!.pages = list[i]!.pages.areaGet(created[i]!.pagesFirst, created[i]!.pagesLast);
+        this.areaTake(created[i]!, list[i]!.pages);
         this.fillArea(created[i]!);
       }
     } catch (e) {
       for (const a of created) {
         if (a.filled) this.unfillArea(a);
-        a.pages?.areaPut(a.pagesFirst, a.pagesLast);
+        this.areaRelease(a);
         this.removeArea(a);
       }
       throw e;
     }
     return dst;
+  }
+
+  /**
+   * An area takes its pages: a reference, and one long-term pin (with its record) on the
+   * guestmemfs file behind each piece of it, so COPY and several files per IOAS count exactly.
+   * All or nothing (ENOMEM when guestmemfs's pin table is full).
+   */
+  private areaTake(area: IoptArea, pages: IoptPages): void {
+    const pins: AreaPin[] = [];
+    try {
+      for (const seg of fileSegments(area, pages)) {
+        const rec = { owner: this.pinOwner(), iova: seg.iova, offset: seg.offset, len: seg.len, access: (area.prot.read ? 1 : 0) | (area.prot.write ? 2 : 0) };
+        pins.push({ file: seg.file, handle: seg.file.pin(rec), rec: { ...rec, ino: seg.file.ino } });
+      }
+    } catch (e) {
+      for (const p of pins) p.file.unpin(p.handle);
+      throw e;
+    }
+    area.pins = pins;
+    area.pages = pages.get();
+  }
+
+  /** The area gives its pages and file pins back. */
+  private areaRelease(area: IoptArea): void {
+    for (const p of area.pins) p.file.unpin(p.handle);
+    area.pins = [];
+    area.pages?.put();
+    area.pages = null;
   }
 
   private insertArea(area: IoptArea): void {
@@ -292,8 +336,7 @@ export class IoPagetable {
       }
       unmapped += area.length;
       this.unfillArea(area);
-      area.pages.areaPut(area.pagesFirst, area.pagesLast);
-      area.pages = null;
+      this.areaRelease(area);
     }
     // One splice for the whole run of removed areas: unmap-all of many areas stays linear.
     this.areas.splice(first, i - first);
@@ -448,13 +491,19 @@ export class IoPagetable {
     const pagesLast = Number((startByte + length - 1n) / PAGE);
     const area = new IoptArea(iova, iova + length - 1n, null, Number(startByte % PAGE), pagesFirst, pagesLast, prot);
     this.insertArea(area);
-    area.pages = pages.areaGet(pagesFirst, pagesLast);
-    pages.put();
+    try {
+      this.areaTake(area, pages);
+    } catch (e) {
+      this.removeArea(area);
+      throw e;
+    } finally {
+      pages.put();
+    }
     if (this.domains.length) {
       try {
-        area.pages.pin(pagesFirst, pagesLast);
+        area.pages!.pin(pagesFirst, pagesLast);
       } catch (e) {
-        area.pages.areaPut(pagesFirst, pagesLast);
+        this.areaRelease(area);
         this.removeArea(area);
         throw e;
       }
@@ -494,4 +543,20 @@ function checkRange(start: bigint, last: bigint, length: bigint, align: bigint, 
   const aligned = (up & ~(align - 1n)) | pageOffset;
   if (aligned >= last || last - aligned < length - 1n) return null;
   return aligned;
+}
+
+/** The pieces of `area` each guestmemfs file behind `pages` backs, lowest IOVA first (byte-exact). */
+function fileSegments(area: IoptArea, pages: IoptPages): { file: PinnableFile; iova: bigint; offset: bigint; len: bigint }[] {
+  const segs: { file: PinnableFile; iova: bigint; offset: bigint; len: bigint }[] = [];
+  const off = BigInt(area.pageOffset);
+  for (const f of pages.files) {
+    const a = Math.max(f.first, area.pagesFirst);
+    const b = Math.min(f.last, area.pagesLast);
+    if (a > b) continue;
+    const start = a === area.pagesFirst ? area.start : area.start + BigInt(a - area.pagesFirst) * PAGE - off;
+    const end = b === area.pagesLast ? area.last : area.start + BigInt(b + 1 - area.pagesFirst) * PAGE - off - 1n;
+    const offset = BigInt(f.filePage + (a - f.first)) * PAGE + (a === area.pagesFirst ? off : 0n);
+    segs.push({ file: f.file, iova: start, offset, len: end - start + 1n });
+  }
+  return segs.sort((x, y) => (x.iova < y.iova ? -1 : 1));
 }

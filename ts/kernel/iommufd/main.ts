@@ -5,6 +5,7 @@ import { errno, KernelError } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import { getField, setField, type StructLayout } from '../../uapi/struct.js';
 import type { GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
+import { pinOwner } from '../guestmemfs/pins.js';
 import type { DmarDomain } from '../intel-iommu/iommu.js';
 import { File, type Uaccess } from '../file.js';
 import type { Kernel } from '../kernel.js';
@@ -36,7 +37,8 @@ export abstract class IommufdObject {
 /** `struct iommufd_ioas`. */
 export class Ioas extends IommufdObject {
   readonly type = 'IOAS';
-  readonly iopt = new IoPagetable();
+  /** Long-term pins on guestmemfs files are tagged with the persistent id and this IOAS's id. */
+  readonly iopt = new IoPagetable(() => pinOwner(this.ictx.persistentId, this.id));
   /** `ioas->hwpt_list`. */
   readonly hwpts: HwptPaging[] = [];
 

@@ -2,6 +2,7 @@
 // COPY makes. Pages are pinned lazily, per window of page indices in use by a filled area, and
 // each page is pinned once however many areas and domains use it (pages.c).
 import { errno } from '../../uapi/errno.js';
+import type { PinRecord } from '../guestmemfs/pins.js';
 import { HPAGE_PAGES, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
 
 /** Where the pages come from. */
@@ -9,9 +10,17 @@ export type PagesSource =
   | { type: 'user'; mm: Mm; /** page number of ALIGN_DOWN(uptr) */ page: number }
   | { type: 'file'; obj: Backing; /** first file page */ page: number };
 
+/** A guestmemfs file as a persistent area pins it (`guestmemfs_pin_file`, with the pin's record). */
+export interface PinnableFile {
+  readonly ino: number;
+  /** Takes a long-term pin on a piece of the file; returns its record's handle. */
+  pin(rec: Omit<PinRecord, 'ino'>): number;
+  unpin(handle: number): void;
+}
+
 /** A persistent file behind page indices `[first, last]` of an iopt_pages. */
 export interface PagesFile {
-  file: { pin(): void; unpin(): void; readonly ino: number };
+  file: PinnableFile;
   first: number;
   last: number;
   /** The file page behind index `first` (a VMA maps a file linearly). */
@@ -62,27 +71,6 @@ export class IoptPages {
     if (--this.kref > 0) return;
     if (this.npinned !== 0) throw new Error('iopt_pages released while pinned');
     if (this.source.type === 'file') this.source.obj.put();
-  }
-
-  /**
-   * An area of page indices `[first, last]` takes these pages: a reference, and one long-term pin
-   * on every persistent file that window maps (per area, so two files in one IOAS and COPY keep
-   * exact counts).
-   */
-  areaGet(first: number, last: number): this {
-    for (const f of this.filesIn(first, last)) f.pin();
-    return this.get();
-  }
-
-  /** The area of page indices `[first, last]` goes away. */
-  areaPut(first: number, last: number): void {
-    for (const f of this.filesIn(first, last)) f.unpin();
-    this.put();
-  }
-
-  /** Each persistent file the window `[first, last]` maps, once. */
-  filesIn(first: number, last: number): Set<PagesFile['file']> {
-    return new Set(this.files.filter((f) => f.first <= last && f.last >= first).map((f) => f.file));
   }
 
   /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */

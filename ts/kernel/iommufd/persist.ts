@@ -2,10 +2,22 @@
 // /iommufd/iommufds/<persistent id>/ioases/<ioas id>/<area>; the next kernel verifies every
 // handed-over domain against the areas and the guestmemfs blocks before adopting it, then offers
 // each context at /sys/kernel/iommufd_persisted/<id>/iommufd, whose read claims it.
+//
+// The blob is untrusted input. What the next kernel trusts is what the previous one left outside
+// it: the IOMMU's tables (the domains' page tables and the context entries pointing at them) and
+// guestmemfs's own metadata, whose pin table records every long-term pin a persistent area holds,
+// with its owner (persistent id, IOAS id), IOVA, file range and access (guestmemfs/pins.ts). So a
+// context is offered only if each piece of each of its areas is one of those records, byte for
+// byte, and every record it held is in the handover; otherwise it is not offered at all (dmesg
+// says why). A domain is adopted only if its tables map exactly its IOAS's areas; a refused domain
+// blocks its devices and the context is offered without it. The claimer must be allowed to open
+// each file with the access its areas grant. A corrupted blob can then refuse or drop state, but
+// not give a device a translation, a page or a permission it did not have.
 import type { FdtWriter } from '../../fdt/index.js';
 import { errno, KernelError } from '../../uapi/errno.js';
 import { O_RDWR } from '../../uapi/mman.js';
 import type { Guestmemfs, GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
+import { pinOwner, samePin, type PinRecord } from '../guestmemfs/pins.js';
 import type { DmarDomain } from '../intel-iommu/iommu.js';
 import type { Kernel } from '../kernel.js';
 import { le, type Kho, type KhoNode, type KhoNotifier } from '../kho/kho.js';
@@ -41,11 +53,12 @@ interface PersistedIoas {
 /** A context the previous kernel handed over, until a process claims it. */
 interface PersistedCtx {
   pid: number;
+  /** By old IOAS id, ascending (the claim numbers them 1..n in this order). */
   ioases: PersistedIoas[];
   /** Its adopted domains by index. */
   domains: Map<number, DmarDomain>;
-  /** The long-term file pins it holds while unclaimed (one per area and file, as areas do). */
-  pins: GuestmemfsInode[];
+  /** The previous kernel's pin records its areas matched: held until the claim re-pins them. */
+  pins: { inode: GuestmemfsInode; handle: number }[];
 }
 
 /** The iommufd side of KHO: serialise at DUMP, verify and offer after kexec. */
@@ -72,18 +85,9 @@ export class PersistedIommufds implements KhoNotifier {
     // A handed-over domain no verified context refers to can never be claimed: block it.
     const used = new Set([...this.pending.values()].flatMap((c) => [...c.domains.values()]));
     for (const d of [...intel.restored.values()]) if (!used.has(d)) intel.reject(d, 'no persisted iommufd refers to it');
-    // The pins in guestmemfs's inodes were the old kernel's; the handed-over contexts re-take them.
-    kernel.guestmemfs?.resetPins();
+    // The old kernel's pin records: the accepted contexts hold theirs, every other one goes.
+    kernel.guestmemfs?.keepPins(new Set([...this.pending.values()].flatMap((c) => c.pins.map((x) => x.handle))));
     for (const ctx of this.pending.values()) {
-      for (const ioas of ctx.ioases) {
-        for (const area of ioas.areas) {
-          for (const ino of new Set(area.segs.map((s) => s.ino))) {
-            const inode = kernel.guestmemfs!.inodeByIno(ino)!;
-            inode.pin();
-            ctx.pins.push(inode);
-          }
-        }
-      }
       kernel.sysfs.attr(`/sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`, 0o440, { show: (proc) => `${this.claim(proc, ctx.pid)}\n` });
       kernel.log(`iommufd: persisted iommufd ${ctx.pid} ready at /sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`);
     }
@@ -94,21 +98,33 @@ export class PersistedIommufds implements KhoNotifier {
   private parse(node: KhoNode): void {
     if (node.string('compatible') !== 'iommufd-v0') errno('EINVAL', 'unknown compatible');
     const gm = this.kernel.guestmemfs;
+    // guestmemfs's pin records by owner and IOVA (unique: the areas of one IOAS never overlap).
+    const records = new Map<string, { handle: number; rec: PinRecord }>();
+    for (const [handle, rec] of gm?.pinTable.entries() ?? []) records.set(`${rec.owner}/${rec.iova}`, { handle, rec });
     for (const c of node.child('iommufds')?.children() ?? []) {
       try {
-        this.parseCtx(c, gm);
+        this.parseCtx(c, gm, records);
       } catch (e) {
         this.kernel.log(`iommufd: ${c.path} not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
       }
     }
+    // A domain two IOASes name belongs to neither (only one of them can be what it maps).
+    const named = new Map<DmarDomain, number>();
+    for (const ctx of this.pending.values()) for (const d of ctx.domains.values()) named.set(d, (named.get(d) ?? 0) + 1);
+    for (const [d, n] of named) {
+      if (n < 2) continue;
+      for (const ctx of this.pending.values()) for (const [idx, x] of [...ctx.domains]) if (x === d) ctx.domains.delete(idx);
+      this.kernel.intel.reject(d, `${n} persisted IOASes name it`);
+    }
   }
 
-  private parseCtx(c: KhoNode, gm: Guestmemfs | null): void {
+  private parseCtx(c: KhoNode, gm: Guestmemfs | null, records: Map<string, { handle: number; rec: PinRecord }>): void {
     {
       const ctx: PersistedCtx = { pid: c.id(), ioases: [], domains: new Map(), pins: [] };
-      if (ctx.pid === 0 || this.pending.has(ctx.pid)) errno('EINVAL', `${c.path}: bad persistent id`);
+      if (ctx.pid === 0 || ctx.pid > 0xffff_ffff || this.pending.has(ctx.pid)) errno('EINVAL', `${c.path}: bad persistent id`);
       for (const i of c.child('ioases')?.children() ?? []) {
         const ioas: PersistedIoas = { id: i.id(), domains: u32s(i, 'domains'), areas: [] };
+        if (ioas.id === 0 || ioas.id > 0xffff_ffff) errno('EINVAL', `${i.path}: bad IOAS id`);
         for (const a of i.children()) {
           const area: PersistedArea = { iova: a.u64('iova-start'), len: a.u64('iova-len'), prot: a.u32('iommu-prot'), segs: [] };
           const raw = a.raw('guestmemfs');
@@ -128,6 +144,8 @@ export class PersistedIommufds implements KhoNotifier {
         if (ctx.ioases.some((x) => x.id === ioas.id)) errno('EINVAL', `${i.path}: duplicate IOAS id`);
         ctx.ioases.push(ioas);
       }
+      ctx.ioases.sort((a, b) => a.id - b.id);
+      ctx.pins = this.matchPins(ctx, gm!, records);
       // Trust, but verify: each domain must translate exactly its IOAS's areas onto the blocks.
       for (const ioas of ctx.ioases) {
         for (const idx of ioas.domains) {
@@ -154,6 +172,34 @@ export class PersistedIommufds implements KhoNotifier {
     }
   }
 
+  /**
+   * Every piece of every area must be one of guestmemfs's pin records for this context and IOAS,
+   * byte for byte (file, offset, length, IOVA, access), and every record this context held must be
+   * in the handover. Returns the records, which the context holds until it is claimed.
+   */
+  private matchPins(ctx: PersistedCtx, gm: Guestmemfs, records: Map<string, { handle: number; rec: PinRecord }>): PersistedCtx['pins'] {
+    const pins: PersistedCtx['pins'] = [];
+    const seen = new Set<number>();
+    for (const ioas of ctx.ioases) {
+      const owner = pinOwner(ctx.pid, ioas.id);
+      for (const area of ioas.areas) {
+        for (const s of area.segs) {
+          const want = { owner, iova: s.iova, ino: s.ino, offset: s.offset, len: s.len, access: area.prot & (IOMMU_READ | IOMMU_WRITE) };
+          const got = records.get(`${owner}/${s.iova}`);
+          if (!got || !samePin(got.rec, want) || seen.has(got.handle)) {
+            errno('EINVAL', `IOAS ${ioas.id}, IOVA 0x${s.iova.toString(16)}: no long-term pin of inode ${s.ino} for it (the handover does not match guestmemfs)`);
+          }
+          seen.add(got.handle);
+          pins.push({ inode: gm.inodeByIno(s.ino)!, handle: got.handle });
+        }
+      }
+    }
+    let missing = 0;
+    for (const { handle, rec } of records.values()) if (rec.owner >> 32n === BigInt(ctx.pid) && !seen.has(handle)) missing++;
+    if (missing) errno('EINVAL', `${missing} of its long-term pins are not in the handover`);
+    return pins;
+  }
+
   /** Values a corrupted blob could carry that must not reach the model. */
   private checkArea(area: PersistedArea, path: string, gm: Guestmemfs | null): void {
     if (area.len === 0n || area.iova + area.len - 1n > 0xffff_ffff_ffff_ffffn) errno('EINVAL', `${path}: bad range`);
@@ -174,6 +220,13 @@ export class PersistedIommufds implements KhoNotifier {
     const rec = this.pending.get(pid);
     if (!rec) return errno(this.claimed.has(pid) ? 'EBUSY' : 'ENOENT', `persisted iommufd ${pid} already claimed`);
     const kernel = this.kernel;
+    // As mmap of each file would demand: read for a readable area, write for a writable one.
+    for (const ioas of rec.ioases) {
+      for (const area of ioas.areas) {
+        const want = (area.prot & IOMMU_READ ? 4 : 0) | (area.prot & IOMMU_WRITE ? 2 : 0);
+        for (const s of area.segs) kernel.guestmemfs!.permission(proc, s.ino - 2, want);
+      }
+    }
     const ictx = new IommufdCtx(kernel, proc, O_RDWR);
     kernel.iommufds.add(ictx);
     ictx.persistentId = pid;
@@ -197,7 +250,7 @@ export class PersistedIommufds implements KhoNotifier {
       throw e;
     }
     // The areas hold the file pins now, and each device still on a restored domain holds its HWPT.
-    for (const inode of rec.pins) inode.unpin();
+    for (const { inode, handle } of rec.pins) inode.unpin(handle);
     for (const ra of attached) {
       ra.hwpt.users++;
       this.restoredAttach.set(ra.sid, ra);
@@ -317,20 +370,9 @@ function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<DmarDomain, nu
     if (!(obj instanceof Ioas)) continue;
     const areas: PersistedArea[] = [];
     for (const area of obj.iopt.areas) {
-      const pages = area.pages!;
       const prot = (area.prot.read ? IOMMU_READ : 0) | (area.prot.write ? IOMMU_WRITE : 0) | IOMMU_CACHE;
-      const segs: Segment[] = [];
-      for (const f of pages.files) {
-        const a = Math.max(f.first, area.pagesFirst);
-        const b = Math.min(f.last, area.pagesLast);
-        if (a > b) continue;
-        const off = BigInt(area.pageOffset);
-        const start = a === area.pagesFirst ? area.start : area.start + BigInt(a - area.pagesFirst) * 4096n - off;
-        const end = b === area.pagesLast ? area.last : area.start + BigInt(b + 1 - area.pagesFirst) * 4096n - off - 1n;
-        const offset = BigInt(f.filePage + (a - f.first)) * 4096n + (a === area.pagesFirst ? off : 0n);
-        segs.push({ iova: start, ino: f.file.ino, offset, len: end - start + 1n });
-      }
-      segs.sort((x, y) => (x.iova < y.iova ? -1 : 1));
+      // Exactly what its pins recorded: the next kernel matches one against the other.
+      const segs: Segment[] = area.pins.map(({ rec }) => ({ iova: rec.iova, ino: rec.ino, offset: rec.offset, len: rec.len }));
       if (!segs.length) errno('EINVAL', `iommufd ${pid}: an area without guestmemfs backing`);
       areas.push({ iova: area.start, len: area.length, prot, segs });
     }

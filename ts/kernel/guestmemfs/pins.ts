@@ -1,0 +1,151 @@
+// guestmemfs's long-term pin table: every pin a persistent iommufd area takes on a file is a record
+// in the carve-out's metadata block, saying who holds it (persistent iommufd and IOAS), which file
+// range it pins, at which IOVA, with which access. The carve-out is handed over with the rest of
+// the filesystem, so the next kernel learns from its own metadata, not from the KHO blob, what each
+// persisted context mapped: a handed-over area is restored only if a record vouches for it.
+//
+// Record layout (64 B, little-endian), `slots` of them at `table` inside block 0:
+//   @0 flags u32 (bit 0: in use)   @4 access u32 (IOMMU_READ 1 | IOMMU_WRITE 2)   @8 ino u64
+//   @16 owner u64 (persistent id << 32 | IOAS id)   @24 iova u64   @32 offset u64 (file bytes)
+//   @40 length u64 (bytes)   @48..63 zero
+import type { PhysicalMemory } from '../../hw/memory.js';
+import { errno } from '../../uapi/errno.js';
+
+export const PIN_RECORD_SIZE = 64;
+
+/** One long-term pin: a piece of a persistent area that one guestmemfs file backs. */
+export interface PinRecord {
+  ino: number;
+  /** `pinOwner(persistent id, IOAS id)`. */
+  owner: bigint;
+  iova: bigint;
+  /** Byte offset in the file and length of the piece. */
+  offset: bigint;
+  len: bigint;
+  /** IOMMU_READ | IOMMU_WRITE. */
+  access: number;
+}
+
+/** The owner tag of a pin: which persistent iommufd and which of its IOASes holds it. */
+export const pinOwner = (persistentId: number, ioasId: number): bigint => (BigInt(persistentId) << 32n) | BigInt(ioasId);
+
+export const samePin = (a: PinRecord, b: PinRecord): boolean =>
+  a.ino === b.ino && a.owner === b.owner && a.iova === b.iova && a.offset === b.offset && a.len === b.len && a.access === b.access;
+
+/**
+ * The table as this kernel sees it (the records in memory are the truth; the carve-out copy is
+ * written through, except while KHO has frozen the filesystem: then writes wait for ABORT, so the
+ * handover keeps the records the DUMP saw).
+ */
+export class PinTable {
+  private readonly recs: (PinRecord | undefined)[] = [];
+  /** Lowest slots first. */
+  private readonly freeSlots: number[] = [];
+  private readonly dirty = new Set<number>();
+  private frozen = false;
+
+  constructor(
+    private readonly memory: PhysicalMemory,
+    /** Physical address of slot 0. */
+    private readonly table: bigint,
+    readonly slots: number,
+    /** Where the high-water mark (slots ever used) lives in the superblock. */
+    private readonly hwmAt: bigint,
+  ) {}
+
+  /** A table read back from memory (the next kernel); a malformed record is an error. */
+  static load(memory: PhysicalMemory, table: bigint, slots: number, hwmAt: bigint, maxIno: number): PinTable {
+    const t = new PinTable(memory, table, slots, hwmAt);
+    const used = Number(memory.readU64(hwmAt) & 0xffff_ffffn);
+    if (used > slots) errno('EINVAL', `guestmemfs: pin table high-water mark ${used} beyond ${slots} slots`);
+    const raw = used ? memory.read(table, used * PIN_RECORD_SIZE) : new Uint8Array(0);
+    const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
+    for (let s = 0; s < used; s++) {
+      const at = s * PIN_RECORD_SIZE;
+      if (!(dv.getUint32(at, true) & 1)) {
+        t.recs.push(undefined);
+        t.freeSlots.push(s);
+        continue;
+      }
+      const rec: PinRecord = {
+        access: dv.getUint32(at + 4, true),
+        ino: Number(dv.getBigUint64(at + 8, true) & 0xffff_ffffn),
+        owner: dv.getBigUint64(at + 16, true),
+        iova: dv.getBigUint64(at + 24, true),
+        offset: dv.getBigUint64(at + 32, true),
+        len: dv.getBigUint64(at + 40, true),
+      };
+      if (rec.ino < 2 || rec.ino > maxIno || rec.len === 0n || rec.access & ~3 || !rec.access) errno('EINVAL', `guestmemfs: pin record ${s} is malformed`);
+      t.recs.push(rec);
+    }
+    return t;
+  }
+
+  /** Every record in use, by slot. */
+  *entries(): Generator<[number, PinRecord]> {
+    for (let s = 0; s < this.recs.length; s++) {
+      const r = this.recs[s];
+      if (r) yield [s, r];
+    }
+  }
+
+  get(slot: number): PinRecord | undefined {
+    return this.recs[slot];
+  }
+
+  /** Records a pin; ENOMEM when the table is full. Returns its slot. */
+  add(rec: PinRecord): number {
+    let slot: number;
+    if (this.freeSlots.length) slot = this.freeSlots.shift()!;
+    else if (this.recs.length < this.slots) slot = this.recs.push(undefined) - 1;
+    else return errno('ENOMEM', `guestmemfs: all ${this.slots} long-term pin records are in use`);
+    this.recs[slot] = { ...rec };
+    this.write(slot);
+    return slot;
+  }
+
+  /** Drops the pin in `slot`; returns what it was. */
+  remove(slot: number): PinRecord {
+    const rec = this.recs[slot];
+    if (!rec) throw new Error(`guestmemfs: no pin record in slot ${slot}`);
+    this.recs[slot] = undefined;
+    const i = this.freeSlots.findIndex((x) => x > slot);
+    this.freeSlots.splice(i < 0 ? this.freeSlots.length : i, 0, slot);
+    this.write(slot);
+    return rec;
+  }
+
+  /** KHO DUMP: from now on the carve-out copy stays as it is. */
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  /** KHO ABORT: what changed meanwhile is written now. */
+  thaw(): void {
+    this.frozen = false;
+    for (const s of this.dirty) this.write(s);
+    this.dirty.clear();
+  }
+
+  private write(slot: number): void {
+    if (this.frozen) {
+      this.dirty.add(slot);
+      return;
+    }
+    const b = new Uint8Array(PIN_RECORD_SIZE);
+    const rec = this.recs[slot];
+    if (rec) {
+      const v = new DataView(b.buffer);
+      v.setUint32(0, 1, true);
+      v.setUint32(4, rec.access, true);
+      v.setBigUint64(8, BigInt(rec.ino), true);
+      v.setBigUint64(16, rec.owner, true);
+      v.setBigUint64(24, rec.iova, true);
+      v.setBigUint64(32, rec.offset, true);
+      v.setBigUint64(40, rec.len, true);
+    }
+    this.memory.write(this.table + BigInt(slot * PIN_RECORD_SIZE), b);
+    const hwm = Number(this.memory.readU64(this.hwmAt) & 0xffff_ffffn);
+    if (slot >= hwm) this.memory.writeU64(this.hwmAt, (this.memory.readU64(this.hwmAt) & ~0xffff_ffffn) | BigInt(slot + 1));
+  }
+}
