@@ -104,8 +104,9 @@ export class IntelIommu {
     const regs = this.unit.registers();
     if (!(regs.gsts & GSTS_TES) || (regs.rtaddr & ~0xfffn) !== root) errno('EINVAL', 'the unit does not translate through the handed-over root table');
     for (const m of node.mem('mem')) if (!this.preservedRange(m.addr, m.len)) errno('EINVAL', `table page 0x${m.addr.toString(16)} was not preserved`);
+    const rootTable = this.table(root);
     for (let bus = 0; bus < 256; bus++) {
-      const re = this.memory.readU64(root + 16n * BigInt(bus));
+      const re = rootTable[2 * bus]!;
       if (!(re & 1n)) continue;
       const ctx = re & 0x000f_ffff_ffff_f000n;
       if (!this.preservedRange(ctx, 4096n)) errno('EINVAL', `context table of bus ${bus} was not preserved`);
@@ -147,14 +148,22 @@ export class IntelIommu {
     // Any other live context entry belongs to no adopted domain: block it now.
     this.rootEntry = root;
     for (const [bus, ctx] of this.contextTables) {
+      const entries = this.table(ctx);
       for (let devfn = 0; devfn < 256; devfn++) {
         const sid = (bus << 8) | devfn;
-        if (keep.has(sid) || !(this.memory.readU64(ctx + 16n * BigInt(devfn)) & 1n)) continue;
+        if (keep.has(sid) || !(entries[2 * devfn]! & 1n)) continue;
         this.kernel.log(`DMAR: ${sidName(sid)}: its context entry belongs to no handed-over domain: not adopted, blocked`);
         this.clearContext(sid);
       }
     }
     return root;
+  }
+
+  /** A root or context table's 512 little-endian words, read in one go. */
+  private table(pa: bigint): bigint[] {
+    const b = this.memory.read(pa, 4096);
+    const v = new DataView(b.buffer, b.byteOffset, 4096);
+    return Array.from({ length: 512 }, (_, i) => v.getBigUint64(8 * i, true));
   }
 
   private preservedRange(pa: bigint, len: bigint): boolean {
