@@ -8,6 +8,23 @@ import { FuzzCommand, Rig, worldToJson, type FuzzCounters, type Invariant, type 
 export { DEFAULT_WORLD, Model, pattern, type WorldConfig, type MCtx, type MIoas, type MHwpt, type MArea, type MDevice } from './model.js';
 export { DEFAULT_WEIGHTS, OP_ARBITRARIES, formatOp, opArbitrary, type CommandWeights, type IovaChoice, type Op, type OpKind } from './ops.js';
 export { FuzzDivergence, Rig, replay, type Invariant, type ReplayFile, type ReplayResult, type RigOptions } from './runner.js';
+export {
+  HANDOVER_MAPS,
+  bootHandoverHost,
+  fuzzHandover,
+  mutateHandover,
+  rawMutation,
+  runHandoverCase,
+  semanticMutation,
+  translations,
+  widened,
+  type HandoverCaseResult,
+  type HandoverFuzzOptions,
+  type HandoverFuzzResult,
+  type HandoverHost,
+  type HandoverMutation,
+  type Translations,
+} from './handover.js';
 
 /** Options of {@link fuzz}. */
 export interface FuzzOptions {
