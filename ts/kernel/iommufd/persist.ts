@@ -109,11 +109,12 @@ export class PersistedIommufds implements KhoNotifier {
       }
     }
     // A domain two IOASes name belongs to neither (only one of them can be what it maps).
-    const named = new Map<DmarDomain, number>();
-    for (const ctx of this.pending.values()) for (const d of ctx.domains.values()) named.set(d, (named.get(d) ?? 0) + 1);
-    for (const [d, n] of named) {
-      if (n < 2) continue;
-      for (const ctx of this.pending.values()) for (const [idx, x] of [...ctx.domains]) if (x === d) ctx.domains.delete(idx);
+    const named = new Map<number, number>();
+    for (const ctx of this.pending.values()) for (const ioas of ctx.ioases) for (const idx of new Set(ioas.domains)) named.set(idx, (named.get(idx) ?? 0) + 1);
+    for (const [idx, n] of named) {
+      const d = this.kernel.intel.restored.get(idx);
+      if (n < 2 || !d) continue;
+      for (const ctx of this.pending.values()) ctx.domains.delete(idx);
       this.kernel.intel.reject(d, `${n} persisted IOASes name it`);
     }
   }
