@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_WORLD, fuzz, replay, type Op, type ReplayFile } from '../ts/fuzz/index.js';
+import { DEFAULT_WORLD, Rig, fuzz, replay, type Op, type ReplayFile } from '../ts/fuzz/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -83,7 +83,7 @@ describe('fuzz: the library API', () => {
   });
 
   it('a command set of your own: weights 0 disable kinds', () => {
-    const r = fuzz({ runs: 10, seed: 3, maxCommands: 80, commands: { kexec: 0, kho: 0, exit: 0 } });
+    const r = fuzz({ runs: 10, seed: 3, maxCommands: 80, commands: { kexec: 0, corruptKexec: 0, kho: 0, exit: 0 } });
     expect(r.ok).toBe(true);
     expect(r.kexecs).toBe(0);
   });
@@ -171,6 +171,54 @@ const FORMER_DIVERGENCES: Record<string, Op[]> = {
   'restored-device-leave': [{ k: 'open', c: 1, persist: true }, vm(0, true, 0, 1, 1), { k: 'kexec', kho: true, rehydrate: 1, viaHwpt: false }, vm(0, true, 0, 1, 1), { k: 'check' }],
   'restored-hwpt-shared-teardown': [vm(0, true, 0, 1, 1), { k: 'kexec', kho: true, rehydrate: 1, viaHwpt: false }, vm(0, true, 0, 1, 0), { k: 'unbind', d: 0 }],
 };
+
+describe('fuzz: a corrupted handover as an operation', () => {
+  it('two persistent VMs, then corruptKexec: the update runs, both VMMs re-attach or are refused, and the sequence ends there', () => {
+    for (const [seed, semantic] of [[1, false], [2, true], [3, true], [4, true], [5, false]] as const) {
+      const rig = new Rig(DEFAULT_WORLD, 0);
+      rig.run(vm(0, true, 0, 1, 0));
+      rig.run(vm(1, true, 1, 1, 1));
+      expect(rig.model.handoverPlan().vmms.map((v) => v.devices.length)).toEqual([1, 1]);
+      rig.run({ k: 'corruptKexec', seed, semantic });
+      expect(rig.host.kernel.generation).toBe(1);
+      expect(rig.model.opaque).toBe(true);
+      // Nothing more runs: the model does not know what the next kernel refused.
+      rig.run({ k: 'kexec', kho: true, rehydrate: 2, viaHwpt: false });
+      expect(rig.host.kernel.generation).toBe(1);
+      expect(() => rig.finish()).not.toThrow();
+    }
+  });
+
+  it('a budget with corrupted handovers (fixed seed): every one ends with no device gaining a translation', () => {
+    const r = fuzz({ runs: 60, seed: 20261207, maxCommands: 120, commands: { corruptKexec: 2, vm: 4 } });
+    if (!r.ok) throw new Error(`${r.failure!.message}\nreplay: ${JSON.stringify(r.failure!.replayFile)}`);
+    expect(r.kexecs).toBeGreaterThanOrEqual(30);
+  });
+
+  it('npm run fuzz -- --handover runs corrupted two-VM updates; --replay re-runs a handover failure file', async () => {
+    const exec = (args: string[]) =>
+      promisify(execFile)(process.execPath, ['scripts/fuzz.mjs', ...args, '--no-build'], { cwd: root }).then(
+        (r) => ({ code: 0, stdout: r.stdout }),
+        (e: { code: number; stdout: string }) => ({ code: e.code, stdout: e.stdout }),
+      );
+    const run = await exec(['--handover', '--runs', '40', '--workers', '1', '--seed', '3']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^40 corrupted live updates \(\d+ mutations applied, \d+ refused something\)/m);
+    expect(run.stdout).toMatch(/no divergence/);
+    const dir = mkdtempSync(join(tmpdir(), 'fuzz-handover-'));
+    try {
+      const f = join(dir, 'h.json');
+      const inodeEdit = { k: 'setWord', name: 'guestmemfs', which: 0, word: 1, value: { k: 'any', v: { $bigint: '3' } } };
+      writeFileSync(f, JSON.stringify({ format: 'iommu-liveupdate-handover/1', seed: 1, mutation: inodeEdit }));
+      const again = await exec(['--replay', f]);
+      expect(again.code).toBe(0);
+      expect(again.stdout).toMatch(/iommufds\/1 not restored: IOAS 1, IOVA 0x100000000: no long-term pin of inode 3/);
+      expect(again.stdout).toMatch(/re-attached: 0000:02:00.0\nno device gained a translation/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('fuzz: counterexamples of fixed divergences replay clean', () => {
   for (const [name, ops] of Object.entries(FORMER_DIVERGENCES)) {

@@ -9,7 +9,10 @@
 //   --max-commands M   longest sequence (default 400)
 //   --weights JSON     per-command weights over the defaults, e.g. '{"kexec":2,"dmaRead":20}'
 //   --out FILE         where to write a failure (default fuzz-failure-<seed>.json)
-//   --replay FILE      re-run a failure file, printing every syscall; exit 1 if it still fails
+//   --handover         corrupt KHO handovers instead (ts/fuzz/handover.ts): each run is one live update
+//                      of a two-VM host whose blob is corrupted (raw or semantic, half and half); a
+//                      failure is a device that gained a translation
+//   --replay FILE      re-run a failure file (either kind), printing every syscall; exit 1 if it still fails
 //   --no-build         use dist/ as it is (otherwise `tsc -p tsconfig.build.json` runs first)
 //   --stacks           keep JavaScript stack traces (slower; default off in workers)
 import { spawnSync } from 'node:child_process';
@@ -22,25 +25,41 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const lib = pathToFileURL(resolve(root, 'dist/fuzz/index.js')).href;
 
+const HANDOVER_FORMAT = 'iommu-liveupdate-handover/1';
+/** JSON with bigints as { "$bigint": "123" } (handover mutations carry u64 values). */
+const toJson = (v, indent) => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? { $bigint: x.toString() } : x), indent);
+const fromJson = (text) => JSON.parse(text, (_k, x) => (x && typeof x === 'object' && typeof x.$bigint === 'string' && Object.keys(x).length === 1 ? BigInt(x.$bigint) : x));
+
 /** Seed of worker `w`, batch `b`: distinct, reproducible, 31-bit. */
 const batchSeed = (base, w, b) => (Math.imul(base ^ 0x5bd1e995, 1) + Math.imul(w + 1, 0x9e3779b1) + Math.imul(b + 1, 0x85ebca6b)) >>> 1;
 
 if (!isMainThread) {
   // ---- worker ----
-  const { base, index, runs, deadline, maxCommands, weights, stacks, batchRuns } = workerData;
+  const { base, index, runs, deadline, maxCommands, weights, stacks, batchRuns, handover } = workerData;
   if (!stacks) Error.stackTraceLimit = 0;
-  const { fuzz } = await import(lib);
+  const { fuzz, fuzzHandover } = await import(lib);
   let done = 0;
   for (let b = 0; ; b++) {
     if (deadline ? Date.now() >= deadline : done >= runs) break;
     const n = deadline ? batchRuns : Math.min(batchRuns, runs - done);
     const seed = batchSeed(base, index, b);
-    const r = fuzz({ runs: n, seed, maxCommands, commands: weights });
     done += n;
-    parentPort.postMessage({ t: 'progress', runs: n, commands: r.commands, effective: r.effective, syscalls: r.syscalls, kexecs: r.kexecs, ms: r.elapsedMs });
-    if (!r.ok) {
-      parentPort.postMessage({ t: 'failure', seed, replay: r.failure.replayFile, message: r.failure.message });
-      break;
+    if (handover) {
+      const r = fuzzHandover({ runs: n, seed });
+      parentPort.postMessage({ t: 'progress', runs: r.runs, commands: r.applied, effective: r.degraded, syscalls: 0, kexecs: r.runs, ms: r.elapsedMs });
+      if (!r.ok) {
+        const f = r.failure;
+        const replay = { format: HANDOVER_FORMAT, seed, mutation: f.mutation };
+        parentPort.postMessage({ t: 'failure', seed, replay: JSON.parse(toJson(replay)), message: `a device gained a translation:\n  ${f.widened.slice(0, 12).join('\n  ')}` });
+        break;
+      }
+    } else {
+      const r = fuzz({ runs: n, seed, maxCommands, commands: weights });
+      parentPort.postMessage({ t: 'progress', runs: n, commands: r.commands, effective: r.effective, syscalls: r.syscalls, kexecs: r.kexecs, ms: r.elapsedMs });
+      if (!r.ok) {
+        parentPort.postMessage({ t: 'failure', seed, replay: r.failure.replayFile, message: r.failure.message });
+        break;
+      }
     }
     // The addon's native memory (each run's simulated host) is released by N-API finalizers, which
     // only run when the event loop turns: let it turn after every batch, or memory grows unbounded.
@@ -63,13 +82,26 @@ if (!isMainThread) {
       process.exit(2);
     }
   }
-  const { replay, formatOp } = await import(lib);
+  const { replay, formatOp, runHandoverCase } = await import(lib);
 
   const replayPath = opt('--replay');
   if (replayPath) {
     let file, r;
     try {
-      file = JSON.parse(readFileSync(replayPath, 'utf8'));
+      file = fromJson(readFileSync(replayPath, 'utf8'));
+      if (file?.format === HANDOVER_FORMAT) {
+        console.log(`replaying ${replayPath}: a corrupted handover, ${toJson(file.mutation)}`);
+        const h = runHandoverCase(file.mutation);
+        for (const l of h.log.split('\n')) if (/not restored|not adopted|left blocked|ignoring the handover|released|claimed/.test(l)) console.log(`  ${l}`);
+        const bad = [...h.widenedAtBoot.map((x) => `at boot: ${x}`), ...h.widenedAfterReattach.map((x) => `after re-attach: ${x}`)];
+        console.log(`\nre-attached: ${h.reattached.join(', ') || 'none'}`);
+        if (!bad.length) {
+          console.log('no device gained a translation: the case passes now');
+          process.exit(0);
+        }
+        console.log(`a device gained a translation:\n  ${bad.join('\n  ')}`);
+        process.exit(1);
+      }
       console.log(`replaying ${replayPath}: ${file.ops?.length} operations, host seed ${file.hostSeed}, fast-check seed ${file.seed}${file.path ? ` path ${file.path}` : ''}`);
       r = replay(file, { log: (line) => console.log(line) });
     } catch (e) {
@@ -91,8 +123,11 @@ if (!isMainThread) {
   const maxCommands = Number(opt('--max-commands', '400'));
   const weights = opt('--weights') ? JSON.parse(opt('--weights')) : undefined;
   const deadline = minutes > 0 ? Date.now() + minutes * 60_000 : 0;
+  const handover = flag('--handover');
   console.log(
-    `fuzz: seed ${base}, ${workers} workers, ${deadline ? `${minutes} min` : `${runs} runs`}, ≤ ${maxCommands} commands a run`,
+    handover
+      ? `fuzz --handover: seed ${base}, ${workers} workers, ${deadline ? `${minutes} min` : `${runs} corrupted live updates`}`
+      : `fuzz: seed ${base}, ${workers} workers, ${deadline ? `${minutes} min` : `${runs} runs`}, ≤ ${maxCommands} commands a run`,
   );
 
   const total = { runs: 0, commands: 0, effective: 0, syscalls: 0, kexecs: 0, busyMs: 0 };
@@ -100,6 +135,10 @@ if (!isMainThread) {
   let failure = null;
   const line = () => {
     const s = (performance.now() - t0) / 1000;
+    if (handover) {
+      const perCore = total.busyMs ? total.runs / (total.busyMs / 1000) : 0;
+      return `${total.runs.toLocaleString('en-US')} corrupted live updates (${total.commands.toLocaleString('en-US')} mutations applied, ${total.effective.toLocaleString('en-US')} refused something) in ${s.toFixed(1)} s: ${Math.round(perCore)} per core per second`;
+    }
     const perCore = total.busyMs ? total.commands / (total.busyMs / 1000) : 0;
     return (
       `${total.runs} runs, ${total.commands.toLocaleString('en-US')} commands (${total.effective.toLocaleString('en-US')} effective), ` +
@@ -112,7 +151,7 @@ if (!isMainThread) {
   const workers_ = [];
   const pool = Array.from({ length: workers }, (_, index) => {
     const w = new Worker(fileURLToPath(import.meta.url), {
-      workerData: { base, index, runs: per, deadline, maxCommands, weights, stacks: flag('--stacks'), batchRuns: deadline ? 10 : Math.min(10, per) },
+      workerData: { base, index, runs: per, deadline, maxCommands, weights, stacks: flag('--stacks'), handover, batchRuns: handover ? Math.min(200, per) : deadline ? 10 : Math.min(10, per) },
     });
     return new Promise((done) => {
       w.on('message', (m) => {
@@ -144,7 +183,11 @@ if (!isMainThread) {
     process.exit(0);
   }
   console.log(`\nFAILED with seed ${failure.seed}\n${failure.message}`);
-  if (failure.replay) {
+  if (failure.replay?.format === HANDOVER_FORMAT) {
+    const out = opt('--out', `handover-failure-${failure.seed}.json`);
+    writeFileSync(out, `${toJson(failure.replay, 2)}\n`);
+    console.log(`\nshrunk mutation: ${toJson(failure.replay.mutation)}\nwritten to ${out}; re-run with: npm run fuzz -- --replay ${out}`);
+  } else if (failure.replay) {
     console.log(`\nshrunk counterexample (${failure.replay.ops.length} operations, host seed ${failure.replay.hostSeed}):`);
     for (const op of failure.replay.ops) console.log(`  ${formatOp(op)}`);
     const out = opt('--out', `fuzz-failure-${failure.seed}.json`);

@@ -371,12 +371,64 @@ function claim(p: Process, pid: number): number {
   }
 }
 
+/** What a VMM re-attaches after the update: its persistent id, and each device with the IOAS (new id) it goes back to. */
+export interface HandoverVmm {
+  pid: number;
+  devices: { bdf: string; vfio: string; ptId: number }[];
+}
+
+/** What {@link corruptedLiveUpdate} saw. */
+export interface CorruptedUpdate {
+  applied: boolean;
+  widenedAtBoot: string[];
+  widenedAfterReattach: string[];
+  /** The devices whose VMM's claim, bind and attach all went through. */
+  reattached: string[];
+  before: Translations;
+  after: Translations;
+}
+
 /**
- * Boots the host of {@link bootHandoverHost}, activates KHO, applies `m` to the blob in physical
- * memory at the `jump` (after the old kernel's shutdown, before the next kernel reads it), boots,
- * and has every VMM claim its persistent id, open its device, bind it and attach it to IOAS 1.
- * Translations are compared at boot and after the re-attach with those just before the kexec.
+ * The live update of a host whose KHO is active, with `m` applied to the blob in physical memory
+ * at the `jump` (after the old kernel's shutdown, before the next kernel reads it): `p` stages and
+ * reboots; then each of `vmms` claims its persistent id and binds and attaches each of its devices,
+ * best effort as a VMM does. Translations of `bdfs` over `probes` are compared at boot and after the
+ * re-attach with those just before the kexec.
  */
+export function corruptedLiveUpdate(host: Host, p: Process, m: HandoverMutation, vmms: readonly HandoverVmm[], bdfs: readonly string[], probes: BigUint64Array): CorruptedUpdate {
+  const kho = host.kernel.kho;
+  if (!kho.active) throw Object.assign(new Error('corruptedLiveUpdate: KHO is not active'), { code: 'ERR_INVALID_STATE' });
+  const pa = kho.blobPa!;
+  const mutated = mutateHandover(kho.blob!, m);
+  const before = translations(host, bdfs, probes);
+  let armed = mutated !== null;
+  host.onPhase((e) => {
+    if (!armed || e.phase !== 'jump') return;
+    armed = false;
+    host.memory.write(pa, mutated!);
+  });
+  p.kexecFileLoad({});
+  p.reboot(LINUX_REBOOT_CMD_KEXEC);
+  const widenedAtBoot = widened(before, translations(host, bdfs, probes), probes);
+  const reattached: string[] = [];
+  for (const vmm of vmms) {
+    const q = host.kernel.spawn();
+    let fd = -1;
+    if (!attempt(() => void (fd = claim(q, vmm.pid)))) continue;
+    for (const d of vmm.devices) {
+      let dev = -1;
+      const ok =
+        attempt(() => void (dev = q.open(d.vfio, O_RDWR))) &&
+        attempt(() => void q.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd })) &&
+        attempt(() => void q.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: d.ptId }));
+      if (ok) reattached.push(d.bdf);
+    }
+  }
+  const after = translations(host, bdfs, probes);
+  return { applied: mutated !== null, widenedAtBoot, widenedAfterReattach: widened(before, after, probes), reattached, before, after };
+}
+
+/** {@link corruptedLiveUpdate} of the host of {@link bootHandoverHost}, each VMM re-attaching its device to IOAS 1. */
 export function runHandoverCase(m: HandoverMutation, opts: { vms?: number; seed?: number } = {}): HandoverCaseResult {
   const h = bootHandoverHost(opts.vms ?? 2, opts.seed ?? 0);
   const { host } = h;
@@ -385,41 +437,23 @@ export function runHandoverCase(m: HandoverMutation, opts: { vms?: number; seed?
   const kho = admin.open('/sys/kernel/kho/active', O_WRONLY);
   admin.write(kho, '1');
   admin.close(kho);
-  const pa = host.kernel.kho.blobPa!;
-  const mutated = mutateHandover(host.kernel.kho.blob!, m);
-  const before = translations(host, bdfs, h.probes);
-  let armed = mutated !== null;
-  host.onPhase((e) => {
-    if (!armed || e.phase !== 'jump') return;
-    armed = false;
-    host.memory.write(pa, mutated!);
-  });
-  admin.kexecFileLoad({});
-  admin.reboot(LINUX_REBOOT_CMD_KEXEC);
-  const widenedAtBoot = widened(before, translations(host, bdfs, h.probes), h.probes);
-  const reattached: string[] = [];
-  for (const vm of h.vms) {
-    const q = host.kernel.spawn();
-    let fd = -1;
-    let dev = -1;
-    const ok =
-      attempt(() => void (fd = claim(q, vm.pid))) &&
-      attempt(() => void (dev = q.open(vm.vfio, O_RDWR))) &&
-      attempt(() => void q.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd })) &&
-      attempt(() => void q.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: 1 }));
-    if (ok) reattached.push(vm.bdf);
-  }
+  const vmms = h.vms.map((v) => ({ pid: v.pid, devices: [{ bdf: v.bdf, vfio: v.vfio, ptId: 1 }] }));
+  const r = corruptedLiveUpdate(host, admin, m, vmms, bdfs, h.probes);
   const log = host.kernel.dmesg().join('\n');
-  const after = translations(host, bdfs, h.probes);
   return {
-    applied: mutated !== null,
-    widenedAtBoot,
-    widenedAfterReattach: widened(before, after, h.probes),
+    applied: r.applied,
+    widenedAtBoot: r.widenedAtBoot,
+    widenedAfterReattach: r.widenedAfterReattach,
     degraded: /not restored|not adopted|left blocked|KHO: ignoring the handover/.test(log),
-    reattached,
-    lostAfterReattach: widened(after, before, h.probes),
+    reattached: r.reattached,
+    lostAfterReattach: widened(r.after, r.before, h.probes),
     log,
   };
+}
+
+/** A mutation drawn from `seed` (replayable: the same seed, the same mutation). */
+export function mutationFromSeed(seed: number, kind: 'raw' | 'semantic'): HandoverMutation {
+  return fc.sample(kind === 'raw' ? rawMutation : semanticMutation, { numRuns: 1, seed })[0]!;
 }
 
 // ---- a campaign ---------------------------------------------------------------------------------

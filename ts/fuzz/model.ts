@@ -368,6 +368,8 @@ export class Model {
   private dumpedBuses = new Set<number>();
   /** Counters for reports. */
   kexecs = 0;
+  /** A corrupted handover ran: what the next kernel kept is not modelled, nothing more is checked. */
+  opaque = false;
   constructor(cfg: WorldConfig = DEFAULT_WORLD) {
     this.cfg = cfg;
     this.devices = cfg.devices.map((bdf) => ({ bdf, maybe: null, fd: null, bound: null, xlate: { k: 'blocked' }, attached: false, staleRestore: false }));
@@ -757,6 +759,32 @@ export class Model {
     }
   }
 
+  /**
+   * Before a live update: each persistent context with the devices translating through one of its
+   * HWPTs, and the IOAS (numbered as the next kernel will: 1..n by id) each goes back to; and the
+   * IOVAs worth probing (every area's edges and middle, and next to them).
+   */
+  handoverPlan(): { vmms: { pid: number; devices: { bdf: string; vfio: string; ptId: number }[] }[]; probes: BigUint64Array } {
+    const vmms = new Map<MCtx, { pid: number; devices: { bdf: string; vfio: string; ptId: number }[] }>();
+    const probes = new Set<bigint>();
+    for (const ctx of this.liveCtxs()) {
+      if (ctx.pid) vmms.set(ctx, { pid: ctx.pid, devices: [] });
+      for (const io of ctx.ioases()) {
+        for (const a of io.areas) {
+          const first = a.start & ~(PAGE - 1n);
+          const last = a.last & ~(PAGE - 1n);
+          for (const x of [first - PAGE, first, first + PAGE, first + ((last - first) / 2n & ~(PAGE - 1n)), last, last + PAGE]) if (x >= 0n && x < 1n << 63n) probes.add(x);
+        }
+      }
+    }
+    this.devices.forEach((d, i) => {
+      if (d.xlate.k !== 'hwpt') return;
+      const vmm = vmms.get(d.xlate.ctx);
+      if (vmm) vmm.devices.push({ bdf: d.bdf, vfio: `/dev/vfio/devices/vfio${i}`, ptId: d.xlate.ctx.ioases().indexOf(d.xlate.h.ioas) + 1 });
+    });
+    return { vmms: [...vmms.values()], probes: BigUint64Array.from([...probes].sort((a, b) => (a < b ? -1 : 1))) };
+  }
+
   // =============================================================================================
   // Planning: each operation yields concrete syscalls with their acceptable outcomes.
   // =============================================================================================
@@ -825,6 +853,10 @@ export class Model {
         return yield* this.planKexec(op.kho, op.rehydrate, op.viaHwpt);
       case 'claim':
         return yield* this.planClaimPick(op.pick);
+      case 'corruptKexec':
+        // The Rig runs the update itself (fuzz/handover.ts); here only KHO's activation is modelled.
+        if (!this.khoActive) yield* this.planKho(true);
+        return;
       case 'exit':
         return yield* this.planExit();
       case 'vm':

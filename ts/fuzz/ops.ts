@@ -57,6 +57,12 @@ export type Op =
    * every device that kept translating (to its HWPT if `viaHwpt`, else to that HWPT's IOAS).
    */
   | { k: 'kexec'; kho: boolean; rehydrate: number; viaHwpt: boolean }
+  /**
+   * A live update whose KHO blob is corrupted at the jump (the mutation drawn from `seed`: raw bytes,
+   * or a tree rewrite if `semantic`), then every VMM re-claims and re-attaches: no device may gain a
+   * translation. What the next kernel refused is not modelled, so this ends the sequence.
+   */
+  | { k: 'corruptKexec'; seed: number; semantic: boolean }
   /** read /sys/kernel/iommufd_persisted/<id>/iommufd for the `pick`-th persisted id (or a bad one). */
   | { k: 'claim'; pick: number }
   /** The VMM exits (every fd closed, address space gone); a new VMM process starts. */
@@ -104,6 +110,7 @@ export const DEFAULT_WEIGHTS: Required<CommandWeights> = {
   gmUnlink: 2,
   kho: 1.5,
   kexec: 0.35,
+  corruptKexec: 0.05,
   claim: 1,
   exit: 0.3,
   vm: 2,
@@ -207,6 +214,7 @@ export const OP_ARBITRARIES: { [K in OpKind]: fc.Arbitrary<Extract<Op, { k: K }>
   gmUnlink: fc.record({ k: fc.constant('gmUnlink' as const), f: small(2) }),
   kho: fc.record({ k: fc.constant('kho' as const), on: mostly(false, 2) }),
   kexec: fc.record({ k: fc.constant('kexec' as const), kho: mostly(true, 5), rehydrate: fc.oneof({ weight: 4, arbitrary: fc.constant(2) }, { weight: 1, arbitrary: small(1) }), viaHwpt: bool }),
+  corruptKexec: fc.record({ k: fc.constant('corruptKexec' as const), seed: fc.nat(), semantic: bool }),
   claim: fc.record({ k: fc.constant('claim' as const), pick: small(4) }),
   exit: fc.constant({ k: 'exit' as const }),
   vm: fc.record({ k: fc.constant('vm' as const), c: ctxSlot, persist: mostly(true, 3), f: small(2), blocks: fc.integer({ min: 1, max: 3 }), d: dev }),

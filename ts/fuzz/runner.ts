@@ -5,6 +5,7 @@
 // what the simulator did.
 import fc from 'fast-check';
 import { Host } from '../index.js';
+import { corruptedLiveUpdate, mutationFromSeed } from './handover.js';
 import { DEFAULT_WORLD, Model, observe, type Alt, type Obs, type Plan, type Sys, type WorldConfig } from './model.js';
 import { DEFAULT_WEIGHTS, formatOp, type CommandWeights, type Op } from './ops.js';
 
@@ -149,8 +150,9 @@ export class Rig {
     return new FuzzDivergence(msg, step, op, what, expected, observed);
   }
 
-  /** Runs one operation and the per-operation invariants. */
+  /** Runs one operation and the per-operation invariants (none once a corrupted handover ran). */
   run(op: Op): void {
+    if (this.model.opaque) return;
     const step = this.step++;
     this.verbose?.(`#${step} ${formatOp(op)}`);
     const k0 = this.model.kexecs;
@@ -159,6 +161,7 @@ export class Rig {
     this.counters.commands++;
     if (this.counters.syscalls > s0) this.counters.effective++;
     this.counters.kexecs += this.model.kexecs - k0;
+    if (op.k === 'corruptKexec') return this.corruptKexec(op, step);
     const got = this.sys.host.kernel.pinnedPages();
     const want = this.model.pinnedPages();
     if (got !== want) throw this.divergence(step, op, 'host.kernel.pinnedPages()', String(want), String(got));
@@ -171,8 +174,27 @@ export class Rig {
     }
   }
 
+  /**
+   * The update with a corrupted blob (fuzz/handover.ts): every VMM re-claims and re-attaches what the
+   * model says it had, and no device may translate anything it did not before. The model cannot
+   * say what the next kernel refused, so it is opaque from here on.
+   */
+  private corruptKexec(op: Extract<Op, { k: 'corruptKexec' }>, step: number): void {
+    const { vmms, probes } = this.model.handoverPlan();
+    const m = mutationFromSeed(op.seed, op.semantic ? 'semantic' : 'raw');
+    const r = corruptedLiveUpdate(this.sys.host, this.sys.p, m, vmms, this.world.devices, probes);
+    this.model.opaque = true;
+    this.counters.kexecs++;
+    this.sys.p = this.sys.host.kernel.spawn();
+    const bad = [...r.widenedAtBoot.map((x) => `at boot: ${x}`), ...r.widenedAfterReattach.map((x) => `after re-attach: ${x}`)];
+    const what = JSON.stringify(m, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v));
+    this.verbose?.(`  corrupted handover ${what}: ${r.reattached.length} devices re-attached, ${bad.length} widened`);
+    if (bad.length) throw this.divergence(step, op, `live update with a corrupted handover ${what}`, 'no device gains a translation', bad.slice(0, 6).join('; '));
+  }
+
   /** The end of a sequence: a deep check, the VMM exits, nothing of it stays pinned. */
   finish(): void {
+    if (this.model.opaque) return;
     this.run({ k: 'check' });
     this.run({ k: 'exit' });
     this.run({ k: 'check' });
@@ -182,8 +204,9 @@ export class Rig {
 /** fast-check command wrapping one operation. */
 export class FuzzCommand implements fc.Command<Rig, Rig> {
   constructor(readonly op: Op) {}
-  check(): boolean {
-    return true;
+  /** Nothing runs after a corrupted handover (the model no longer knows the state). */
+  check(rig: Readonly<Rig>): boolean {
+    return !rig.model.opaque;
   }
   run(_m: Rig, rig: Rig): void {
     rig.run(this.op);
