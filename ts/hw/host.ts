@@ -1,5 +1,6 @@
 // A host machine: memory, one VT-d unit, PCI devices, and the kernel running on it.
 import { Kernel } from '../kernel/kernel.js';
+import { callbackError, invalidState } from '../kernel/reentrancy.js';
 import { IommuUnit, type IommuUnitOptions } from './iommu.js';
 import { PhysicalMemory } from './memory.js';
 import { PciDevice } from './pci.js';
@@ -60,6 +61,12 @@ export class Host {
   readonly traffic: DmaTraffic[] = [];
   private simNs = 0n;
   private readonly wall0 = performance.now();
+  /** The transition under way (cold boot, kexec), or null. */
+  private transition: 'boot' | 'kexec' | null = null;
+  /** The phase whose observers are running, innermost last. */
+  private readonly observing: string[] = [];
+  /** What observers threw during the current operation, rethrown once it completes. */
+  private observerErrors: unknown[] = [];
 
   private constructor(config: HostConfig) {
     this.memory = new PhysicalMemory({ size: config.memory, seed: config.seed });
@@ -77,8 +84,23 @@ export class Host {
   static boot(config: HostConfig): Host {
     const host = new Host(config);
     const cmdline = [config.cmdline ?? '', config.guestmemfs !== undefined ? `guestmemfs=${config.guestmemfs}` : ''].filter(Boolean).join(' ');
-    host.bootKernel(cmdline, null, 0);
+    host.transition = 'boot';
+    try {
+      host.bootKernel(cmdline, null, 0);
+    } finally {
+      host.transition = null;
+    }
     return host;
+  }
+
+  /**
+   * Why the machine cannot start a transition or take a syscall right now, or null: a phase
+   * observer is running (the caller is inside it), or a boot or kexec is under way.
+   */
+  private busy(): string | null {
+    if (this.observing.length) return `called from a phase observer (phase ${this.observing[this.observing.length - 1]})`;
+    if (this.transition) return `a ${this.transition} is in progress`;
+    return null;
   }
 
   private bootKernel(cmdline: string, khoBlob: bigint | null, generation: number): void {
@@ -91,6 +113,7 @@ export class Host {
       generation,
       onPhase: (phase) => this.phase(phase, generation),
       onKexec: (image) => this.jump(image.cmdline),
+      busy: () => this.busy(),
     });
     this.generations.push(this._kernel);
     this.phase('boot', generation);
@@ -98,19 +121,52 @@ export class Host {
 
   /**
    * Records a lifecycle phase and lets every traffic generator run a burst right after it: DMA
-   * never waits for the kernel.
+   * never waits for the kernel. Then the observers run (see {@link onPhase}).
    */
   phase(phase: string, generation = this._kernel?.generation ?? 0): void {
     this.simNs += PHASE_NS[phase] ?? 1_000_000n;
     const entry = { generation, phase, simNs: this.simNs, wallMs: performance.now() - this.wall0 };
     this.timeline.push(entry);
     for (const t of this.traffic) if (!t.stopped) t.step(phase, generation, this.timeline.length - 1, this.simNs);
-    for (const cb of this.phaseObservers) cb(entry);
+    this.observing.push(phase);
+    try {
+      for (const cb of this.phaseObservers) {
+        try {
+          cb(entry);
+        } catch (e) {
+          this.observerErrors.push(callbackError(e));
+        }
+      }
+    } finally {
+      this.observing.pop();
+    }
+    if (!this.transition && !this.observing.length) this.rethrowObserverErrors();
+  }
+
+  /** Throws what observers threw (the first, or an AggregateError of all), once the operation is complete. */
+  private rethrowObserverErrors(): void {
+    const errors = this.observerErrors;
+    if (!errors.length) return;
+    this.observerErrors = [];
+    if (errors.length === 1) throw errors[0];
+    throw callbackError(new AggregateError(errors, `${errors.length} phase observers threw`));
   }
 
   private readonly phaseObservers: ((e: TimelineEntry) => void)[] = [];
 
-  /** Calls `cb` after every lifecycle phase (after the traffic of that phase ran). */
+  /**
+   * Calls `cb` after every lifecycle phase (after the traffic of that phase ran).
+   *
+   * An observer runs inside the transition it observes, like a notifier callback in the kernel:
+   * it may act on the hardware — read and write `host.memory` (corrupt it between shutdown and
+   * boot), do DMA through `host.device(bdf).dma`, read `host.timeline` or a kernel's `dmesg()`,
+   * spawn a process — but it may not re-enter the kernel or start another transition. From an
+   * observer, `host.kexec()` throws `ERR_INVALID_STATE`, and every syscall (`reboot` too) and
+   * KHO activate/deactivate fails with EDEADLK (ESRCH in a process of the kernel being replaced);
+   * nothing changes. An exception thrown by an observer does not stop the machine mid-way: the
+   * operation it observed (a kexec, a KHO write) runs to completion, then the exception (an
+   * `AggregateError` if several observers threw) is rethrown to whoever started it.
+   */
   onPhase(cb: (e: TimelineEntry) => void): void {
     this.phaseObservers.push(cb);
   }
@@ -119,20 +175,41 @@ export class Host {
    * `kexec_file_load` + `reboot(LINUX_REBOOT_CMD_KEXEC)` in one call (with the running kernel's
    * command line unless given). It does not activate KHO: userspace does that first
    * (`/sys/kernel/kho/active`); without it nothing persists.
+   *
+   * Not re-entrant: from a phase observer, a KHO failure-injection hook or while a KHO DUMP/ABORT
+   * runs, it throws an `Error` with code `ERR_INVALID_STATE` and nothing happens — one kexec at a
+   * time, as `kexec_trylock()` makes it in the kernel, so there is never more than one live kernel.
    */
   kexec(opts: { cmdline?: string } = {}): Kernel {
     this.jump(opts.cmdline ?? this._kernel.cmdline);
     return this._kernel;
   }
 
-  /** The jump: shutdown, scrub of everything not preserved, the next kernel's boot. */
+  /**
+   * The jump: shutdown, scrub of everything not preserved, the next kernel's boot. Refused (the
+   * machine unchanged) while the caller is inside a transition; see {@link kexec}.
+   */
   private jump(cmdline: string): void {
     const old = this._kernel;
-    const blob = old.shutdown();
-    this.phase('shutdown', old.generation);
-    this.memory.scrub();
-    this.phase('jump', old.generation + 1);
-    this.bootKernel(cmdline, blob, old.generation + 1);
+    // host.kexec() is refused here; reboot(2) reaches here only after its syscall entry refused
+    // the same cases with EDEADLK, so from there this is an assertion.
+    const busy = old.reentrancy();
+    if (busy !== null) throw invalidState(`kexec refused: ${busy}; one kexec at a time, started outside any observer or hook`);
+    this.transition = 'kexec';
+    let done = false;
+    try {
+      const blob = old.shutdown();
+      this.phase('shutdown', old.generation);
+      this.memory.scrub();
+      this.phase('jump', old.generation + 1);
+      this.bootKernel(cmdline, blob, old.generation + 1);
+      done = true;
+    } finally {
+      this.transition = null;
+      // A simulator bug is on its way out: observers' exceptions must not surface later instead.
+      if (!done) this.observerErrors = [];
+    }
+    this.rethrowObserverErrors();
   }
 
   /** Starts a device's continuous, self-verifying DMA (see {@link DmaTraffic}). */

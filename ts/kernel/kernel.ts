@@ -32,6 +32,11 @@ export interface KernelHardware {
   onPhase?: (phase: string) => void;
   /** `reboot(LINUX_REBOOT_CMD_KEXEC)`: the host jumps to the staged image. */
   onKexec?: (image: KexecImage) => void;
+  /**
+   * Why the machine cannot be entered right now (a phase observer is running, a kexec is in
+   * progress), or null: syscalls answer EDEADLK then (see {@link Kernel.reentrancy}).
+   */
+  busy?: () => string | null;
 }
 
 /** `LINUX_REBOOT_CMD_KEXEC` (include/uapi/linux/reboot.h). */
@@ -117,6 +122,19 @@ export class Kernel {
       this.kho.notifiers.push({ dump: (w, kho) => fs.khoDump(w, kho), abort: () => fs.khoAbort() });
     }
     this.log(`Run /sbin/init as init process (generation ${this.generation} up)`);
+  }
+
+  /**
+   * Why this kernel cannot be entered right now, or null. The caller is inside a transition:
+   * a KHO failure-injection hook or DUMP/ABORT of this kernel, or a phase observer of its host
+   * (or a kexec is under way). Syscalls then fail with EDEADLK, KHO activate/deactivate too, and
+   * `host.kexec()` with `ERR_INVALID_STATE`: like a notifier callback, such code may touch the
+   * hardware but not re-enter the kernel or start another transition.
+   */
+  reentrancy(): string | null {
+    const host = this.hw.busy?.() ?? null;
+    // `kho` is unset only while the constructor builds it.
+    return this.kho ? this.kho.reentrancy(host) : host;
   }
 
   /** @internal lifecycle hook (KHO dump/abort report through it). */

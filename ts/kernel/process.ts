@@ -9,6 +9,7 @@ import * as V from '../uapi/vfio.js';
 import { File, Uaccess } from './file.js';
 import type { Kernel } from './kernel.js';
 import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing } from './mm.js';
+import { internalError, isCallbackError } from './reentrancy.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 
@@ -128,13 +129,33 @@ export class Process {
     return f.get();
   }
 
+  /**
+   * The syscall entry. A process of a dead kernel is gone (ESRCH). A call made from inside a
+   * transition of this kernel — a KHO failure-injection hook, a DUMP/ABORT, a phase observer of
+   * its host — is refused with EDEADLK before it does anything: the kernel would wait there for
+   * the very transition that is waiting for the caller ("resource deadlock avoided"), and no
+   * retry from the same place can succeed, which EBUSY or EAGAIN would suggest.
+   *
+   * On the way out a KernelError becomes a SyscallError. What else may pass unchanged is the
+   * caller's own: argument errors (`ERR_INVALID_ARG_*`: a JavaScript value no C caller could
+   * pass), another syscall's SyscallError, or an exception the caller's observer or hook threw.
+   * Anything else is a bug of the simulated kernel (an `ERR_PHYSMEM_*` from the native core, a
+   * broken invariant): it is logged as a `BUG:` line and thrown as `ERR_INTERNAL_ASSERTION` with
+   * the original error as `cause` — visible as a bug, never dressed up as an errno, never a raw
+   * internal code a caller might take for part of the API.
+   */
   private syscall<T>(name: string, request: string | undefined, fn: () => T): T {
     if (this.exited) throw new SyscallError('ESRCH', name, request, this.kernel.dead ? 'its kernel was replaced by kexec' : 'the process has exited');
+    const busy = this.kernel.reentrancy();
+    if (busy !== null) throw new SyscallError('EDEADLK', name, request, busy);
     try {
       return fn();
     } catch (e) {
       if (e instanceof KernelError) throw new SyscallError(e.code, name, request, e.detail);
-      throw e;
+      if (e instanceof SyscallError || isCallbackError(e) || /^ERR_INVALID_ARG_/.test(String((e as { code?: unknown } | null)?.code))) throw e;
+      const where = `${name}${request ? ` ${request}` : ''}`;
+      this.kernel.log(`BUG: unexpected error in ${where}: ${e instanceof Error ? e.message : String(e)}`);
+      throw internalError(e, where);
     }
   }
 
@@ -413,9 +434,15 @@ export class Process {
     this.exited = true;
   }
 
-  /** `exit()`: closes every fd and tears the address space down. */
+  /**
+   * `exit()`: closes every fd and tears the address space down. From inside a transition of its
+   * kernel (a KHO hook, a phase observer) it is refused with EDEADLK and the process is kept:
+   * its release would tear down what the DUMP is serialising.
+   */
   exit(): void {
     if (this.exited) return;
+    const busy = this.kernel.reentrancy();
+    if (busy !== null) throw new SyscallError('EDEADLK', 'exit', undefined, busy);
     for (let fd = 0; fd < this.fds.length; fd++) {
       const f = this.fds[fd];
       this.fds[fd] = undefined;

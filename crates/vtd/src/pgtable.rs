@@ -90,8 +90,9 @@ const M2: u64 = 1 << 21;
 /// A table change `map_runs` undoes if a later run fails.
 #[derive(Debug)]
 enum Undo {
-    /// `table` was allocated and installed at `pte_pa`.
-    NewTable { pte_pa: u64, table: u64 },
+    /// `table` was allocated and installed at `pte_pa`, an entry translating `span` (the
+    /// inclusive IOVA range of that entry).
+    NewTable { pte_pa: u64, table: u64, span: (u64, u64) },
     /// The empty table subtree `pte` at `pte_pa` made way for a superpage; its pages are
     /// `gather.freelist[freelist]`.
     Displaced { pte_pa: u64, pte: u64, freelist: std::ops::Range<usize> },
@@ -187,7 +188,9 @@ impl PageTable {
     /// allocated is detached onto `gather`'s freelist and every empty table a superpage
     /// displaced is put back, so the table is word for word as before and
     /// [`Unit::iotlb_sync`](crate::Unit::iotlb_sync) returns every frame the call took; the
-    /// runs' ranges are added to `gather` and the error of the failing run is returned. On
+    /// runs' ranges, and the span of every entry that pointed at a detached table, are added to
+    /// `gather` (so it has a range whenever its freelist has pages) and the error of the failing
+    /// run is returned. On
     /// success `gather` holds what `map` would have put there. The runs are iterated twice
     /// only on failure; nothing is allocated per run.
     pub fn map_runs<I>(&mut self, mem: &mut PhysMem, runs: I, prot: Prot, gather: &mut Gather) -> Result<()>
@@ -297,6 +300,14 @@ impl PageTable {
     /// mapped) without detaching any table, then walks the journal backwards, detaching the
     /// tables the call installed (now empty) onto the freelist and putting back the empty tables
     /// superpages displaced (taking them off the freelist again).
+    ///
+    /// A detached table adds the span of the entry that pointed at it to `gather`'s range: while
+    /// installed, a walk may have cached that entry (paging-structure cache) for any IOVA of the
+    /// span, so the flush must cover it before the page is reused. It also keeps the gather's
+    /// invariant that a freelist comes with a range: a batch that fails in its first step
+    /// (out of memory after allocating a table, nothing mapped yet) used to leave the table on
+    /// the freelist with no range, and `iotlb_sync` (and the kernel, which syncs only when
+    /// something was gathered) then kept the frame until the next unmap.
     fn roll_back(&self, mem: &mut PhysMem, ranges: impl Iterator<Item = (u64, u64)>, journal: Vec<Undo>, gather: &mut Gather) -> Result<()> {
         for (start, end) in ranges {
             if end > start {
@@ -306,10 +317,11 @@ impl PageTable {
         }
         for undo in journal.into_iter().rev() {
             match undo {
-                Undo::NewTable { pte_pa, table } => {
+                Undo::NewTable { pte_pa, table, span } => {
                     debug_assert!((0..512).all(|i| mem.read_u64(table + 8 * i) == Ok(0)), "table {table:#x} is empty");
                     mem.write_u64(pte_pa, 0)?;
                     gather.freelist.push(table);
+                    gather.add_range(span.0, span.1);
                 }
                 Undo::Displaced { pte_pa, pte, freelist } => {
                     mem.write_u64(pte_pa, pte)?;
@@ -374,7 +386,8 @@ impl PageTable {
                 let new = mem.alloc(0, true)?;
                 mem.write_u64(pte_pa, new | SL_R | SL_W)?;
                 if let Some(j) = journal.as_deref_mut() {
-                    j.push(Undo::NewTable { pte_pa, table: new });
+                    let span = (iova & !(level_size(level) - 1), iova | (level_size(level) - 1));
+                    j.push(Undo::NewTable { pte_pa, table: new, span });
                 }
                 new
             };

@@ -5,6 +5,7 @@
 import { decodeFdt, FdtError, FdtWriter, type FdtNode } from '../../fdt/index.js';
 import { errno, KernelError } from '../../uapi/errno.js';
 import type { Kernel } from '../kernel.js';
+import { callbackError } from '../reentrancy.js';
 
 /** `KEXEC_KHO_DUMP` / `KEXEC_KHO_ABORT` participants, called in registration order. */
 export interface KhoNotifier {
@@ -18,7 +19,13 @@ export interface KhoNotifier {
 export const KHO_DT_MAX = 10 << 20;
 const FDT_MAGIC = 0xd00dfeed;
 
-/** A failure injected at a named site (tests sweep them: every site must abort cleanly). */
+/**
+ * A failure injected at a named site (tests sweep them: every site must abort cleanly). It runs
+ * inside the DUMP, like a notifier callback: it may read and write `host.memory` or do DMA, but a
+ * syscall into this kernel, a KHO activate/deactivate or a kexec from it is refused (EDEADLK,
+ * `ERR_INVALID_STATE` for `host.kexec()`). Returning true fails the site with ENOMEM; throwing
+ * fails the DUMP with that exception (aborted cleanly first).
+ */
 export type FailPoint = (site: string) => boolean;
 
 /** Little-endian helpers for KHO's native-endian properties. */
@@ -125,6 +132,10 @@ export class Kho {
   private marks: { pa: bigint; order: number }[] = [];
   /** Injected failures (tests): `fail(site)` true makes that site fail with ENOMEM. */
   failPoint: FailPoint | null = null;
+  /** The DUMP or ABORT in progress (the RFC's `kho_out.lock` is held), or null. */
+  private running: 'DUMP' | 'ABORT' | null = null;
+  /** The site whose failure-injection hook is running, or null. */
+  private hookSite: string | null = null;
   /** What the previous kernel handed over, if it could be read. */
   readonly incoming: KhoNode | null;
 
@@ -149,7 +160,44 @@ export class Kho {
 
   /** Fails with ENOMEM at `site` when a test asked for it. */
   inject(site: string): void {
-    if (this.failPoint?.(site)) errno('ENOMEM', `injected failure at ${site}`);
+    if (!this.failPoint) return;
+    let fail: boolean;
+    this.hookSite = site;
+    try {
+      fail = this.failPoint(site);
+    } catch (e) {
+      throw callbackError(e);
+    } finally {
+      this.hookSite = null;
+    }
+    if (fail) errno('ENOMEM', `injected failure at ${site}`);
+  }
+
+  /**
+   * Why this kernel cannot be entered right now, most specific first: a failure-injection hook
+   * is running, else the host's reason (`host`: a phase observer is running, a kexec is under
+   * way), else a DUMP/ABORT is in progress; or null.
+   */
+  reentrancy(host: string | null): string | null {
+    if (this.hookSite !== null) return `called from the KHO failure-injection hook at ${this.hookSite}`;
+    if (host !== null) return host;
+    if (this.running !== null) return `KHO ${this.running} is in progress`;
+    return null;
+  }
+
+  /**
+   * DUMP and ABORT are not re-entrant: both run under one lock in the kernel, and each owns the
+   * preservation marks and the blob until it returns. A second one started from inside the
+   * first (from a failure-injection hook or a kho-dump/kho-abort observer) would deadlock there;
+   * here it is refused with EDEADLK ("resource deadlock avoided"), as a lock with deadlock
+   * detection answers. Before this rule a nested DUMP preserved the frames the outer one had
+   * just preserved (`ERR_PHYSMEM_PRESERVED` escaping the write), or completed and had its blob
+   * freed by the outer DUMP's rollback while `active` stayed true.
+   */
+  private enter(what: 'DUMP' | 'ABORT'): void {
+    if (this.kernel.dead) errno('ESRCH', `KHO ${what} on a kernel replaced by kexec`);
+    const why = this.kernel.reentrancy();
+    if (why !== null) errno('EDEADLK', `KHO ${what} refused: ${why}`);
   }
 
   /** Marks `[pa, pa + 2^order pages)` preserved for the next kernel (undone by ABORT). */
@@ -178,9 +226,23 @@ export class Kho {
     }
   }
 
-  /** `echo 1 > /sys/kernel/kho/active`: DUMP; any failure runs ABORT and answers EINVAL/ENOMEM. */
+  /**
+   * `echo 1 > /sys/kernel/kho/active`: DUMP; any failure runs ABORT and answers EINVAL/ENOMEM.
+   * EDEADLK from inside a DUMP/ABORT, a failure-injection hook or a phase observer.
+   */
   activate(): void {
+    this.enter('DUMP');
     if (this.active) return;
+    this.running = 'DUMP';
+    try {
+      this.dump();
+      this.kernel.phase('kho-dump');
+    } finally {
+      this.running = null;
+    }
+  }
+
+  private dump(): void {
     const w = new FdtWriter({ layout: 'libfdt', maxSize: KHO_DT_MAX });
     const dumped: KhoNotifier[] = [];
     try {
@@ -207,24 +269,33 @@ export class Kho {
       for (const n of dumped.reverse()) n.abort();
       this.undo();
       if (e instanceof FdtError) errno('EINVAL', `KHO blob: ${e.code}`);
-      if (e instanceof KernelError) throw e;
+      // A KernelError is the errno of the write; anything else is the hook's own exception or a
+      // kernel bug, which the syscall entry reports as such (ERR_INTERNAL_ASSERTION).
       throw e;
     }
     this.active = true;
     this.kernel.sysfs.attr('/sys/kernel/kho/dt', 0o400, { show: () => this.blob! });
     this.kernel.log(`KHO: serialised ${this.blob.length} bytes at 0x${this.blobPa.toString(16)}, ${this.marks.length} preserved blocks`);
-    this.kernel.phase('kho-dump');
   }
 
-  /** `echo 0 > /sys/kernel/kho/active`: ABORT; everything is writable again. */
+  /**
+   * `echo 0 > /sys/kernel/kho/active`: ABORT; everything is writable again. EDEADLK from inside
+   * a DUMP/ABORT, a failure-injection hook or a phase observer.
+   */
   deactivate(): void {
+    this.enter('ABORT');
     if (!this.active) return;
-    for (const n of [...this.notifiers].reverse()) n.abort();
-    this.undo();
-    this.active = false;
-    this.kernel.sysfs.remove('/sys/kernel/kho/dt');
-    this.kernel.log('KHO: aborted');
-    this.kernel.phase('kho-abort');
+    this.running = 'ABORT';
+    try {
+      for (const n of [...this.notifiers].reverse()) n.abort();
+      this.undo();
+      this.active = false;
+      this.kernel.sysfs.remove('/sys/kernel/kho/dt');
+      this.kernel.log('KHO: aborted');
+      this.kernel.phase('kho-abort');
+    } finally {
+      this.running = null;
+    }
   }
 
   private undo(): void {

@@ -148,7 +148,7 @@ fn running_out_of_memory_mid_batch_and_mid_run_rolls_back() {
     assert_eq!(pt.map_runs(&mut mem, runs, Prot::RW, &mut g), Err(Error::Mem(physmem::Error::OutOfMemory { order: 0 })));
     assert_eq!(snapshot(&pt, &mem), before);
     assert_eq!(g.freelist().len(), 2);
-    assert_eq!(g.range(), Some((B, B + 0x1f_ffff)), "the ranges of the rolled-back runs and the partial one");
+    assert_eq!(g.range(), Some((B, B + G1 - 1)), "the rolled-back runs and the span of the detached L2 table");
     unit.iotlb_sync(&mut mem, DID, &mut g).unwrap();
     assert_eq!(mem.stats().frames_allocated, frames);
     // with the memory back, the same batch maps
@@ -157,6 +157,37 @@ fn running_out_of_memory_mid_batch_and_mid_run_rolls_back() {
     }
     pt.map_runs(&mut mem, runs, Prot::RW, &mut g).unwrap();
     assert_eq!(pt.iova_to_phys(&mem, B + 0x20_0008).unwrap(), Some(0x30_1008));
+}
+
+#[test]
+fn running_out_of_memory_in_the_first_step_leaves_no_frame_behind() {
+    // One free frame: the first run's first step allocates the L2 table of a new GiB with it,
+    // then fails to allocate the L1 table. Nothing was mapped, yet the L2 table was installed
+    // (and reachable by a walk): it must reach the freelist with a range to flush, so that the
+    // sync frees it; a freelist without a range is never flushed or freed.
+    let (mut mem, mut unit, mut pt) = baseline(UnitConfig::default(), 16 << 20);
+    let mut held = Vec::new();
+    while let Ok(pa) = mem.alloc(0, false) {
+        held.push(pa);
+    }
+    mem.free_order(held.pop().unwrap(), 0).unwrap();
+    let before = snapshot(&pt, &mem);
+    let frames = mem.stats().frames_allocated;
+    const B: u64 = 5 * G1;
+    for runs in [vec![(B + 0x3000, 0x10_0000, K4)], vec![(B, 0x20_0000, M2 + K4), (2 * B, 0x40_0000, K4)]] {
+        let mut g = Gather::default();
+        assert_eq!(pt.map_runs(&mut mem, runs.iter().copied(), Prot::RW, &mut g), Err(Error::Mem(physmem::Error::OutOfMemory { order: 0 })));
+        assert_eq!(snapshot(&pt, &mem), before, "{runs:x?}: the table is as it was");
+        assert_eq!(g.freelist().len(), 1, "{runs:x?}: the L2 table");
+        assert_eq!(g.range(), Some((B, B + G1 - 1)), "{runs:x?}: the span of the entry that pointed at it");
+        let flush = crate::IotlbInvalidation::Page { did: DID, addr: B, am: 18, ih: false };
+        assert_eq!(unit.iotlb_sync(&mut mem, DID, &mut g).unwrap(), flush, "the 1 GiB span, paging-structure caches included");
+        assert_eq!(mem.stats().frames_allocated, frames, "{runs:x?}: no frame left behind");
+    }
+    // the frame is usable again: a 2 MiB superpage needs the L2 table only
+    let mut g = Gather::default();
+    pt.map_runs(&mut mem, [(B, 0x20_0000, M2)], Prot::RW, &mut g).unwrap();
+    assert_eq!(pt.iova_to_phys(&mem, B + 0x1234).unwrap(), Some(0x20_1234));
 }
 
 #[test]
