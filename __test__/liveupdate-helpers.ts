@@ -188,6 +188,19 @@ export function readDt(p: Process): Uint8Array {
   return Buffer.concat(parts);
 }
 
+/** The KHO failure-injection sites one successful activation of `vm`'s kernel passes, in order. */
+export function sitesOf(vm: Vm): string[] {
+  const sites: string[] = [];
+  vm.host.kernel.kho.failPoint = (site) => {
+    sites.push(site);
+    return false;
+  };
+  khoWrite(vm.p, '1');
+  khoWrite(vm.p, '0');
+  vm.host.kernel.kho.failPoint = null;
+  return sites;
+}
+
 /** Activates KHO, stages the next kernel and jumps (the userspace side of a live update). */
 export function liveUpdate(p: Process, cmdline?: string): void {
   khoWrite(p, '1');

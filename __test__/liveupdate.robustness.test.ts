@@ -61,6 +61,7 @@ import {
   expectErrno,
   iommuVerdict,
   khoWrite,
+  sitesOf,
   liveUpdate,
   ls,
   reattach,
@@ -188,19 +189,6 @@ describe('100 consecutive live updates', () => {
 });
 
 // ---- failure injection ----------------------------------------------------------------------------
-
-/** The sites one successful activation of `vm`'s kernel passes, in order. */
-function sitesOf(vm: Vm): string[] {
-  const sites: string[] = [];
-  vm.host.kernel.kho.failPoint = (site) => {
-    sites.push(site);
-    return false;
-  };
-  khoWrite(vm.p, '1');
-  khoWrite(vm.p, '0');
-  vm.host.kernel.kho.failPoint = null;
-  return sites;
-}
 
 /** Activation with the k-th site failing: the write fails with ENOMEM (or EINVAL). Returns the site. */
 function failAt(vm: Vm, p: Process, k: number): string {

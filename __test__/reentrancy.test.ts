@@ -46,6 +46,7 @@ import {
   enc,
   expectErrno,
   khoWrite,
+  sitesOf,
   liveUpdate,
   reattach,
   type Vm,
@@ -106,19 +107,6 @@ function cleanUpdate(vm: Vm, p: Process): Process {
   liveUpdate(p);
   expectOneLiveKernel(vm.host, gen + 1);
   return vmmAfterJump(vm);
-}
-
-/** The failure-injection sites one successful activation passes, in order. */
-function sitesOf(vm: Vm): string[] {
-  const sites: string[] = [];
-  vm.host.kernel.kho.failPoint = (site) => {
-    sites.push(site);
-    return false;
-  };
-  khoWrite(vm.p, '1');
-  khoWrite(vm.p, '0');
-  vm.host.kernel.kho.failPoint = null;
-  return sites;
 }
 
 /** After a failed activation: KHO inactive, nothing preserved, no frame taken. */
