@@ -133,6 +133,8 @@ export class Host {
     this.memory.scrub();
     this.phase('jump', old.generation + 1);
     this.bootKernel(cmdline, blob, old.generation + 1);
+    // The old kernel stays in `generations` for its log only.
+    old.retire();
   }
 
   /** Starts a device's continuous, self-verifying DMA (see {@link DmaTraffic}). */
