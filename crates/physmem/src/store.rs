@@ -45,6 +45,16 @@ impl Node for Leaf {}
 impl Node for Mid {}
 impl Node for Upper {}
 
+/// Frees a node whose `live` count is 0 without its drop glue, which would read all 512 slots
+/// (known to be `None`) of memory about to be freed.
+fn free_empty<T: Node>(slot: &mut Option<Box<T>>) {
+    if let Some(node) = slot.take() {
+        // SAFETY: `ManuallyDrop<T>` has `T`'s layout; every slot of an empty node is `None`, so
+        // skipping the drop glue leaks nothing.
+        drop(unsafe { Box::from_raw(Box::into_raw(node).cast::<std::mem::ManuallyDrop<T>>()) });
+    }
+}
+
 /// A new frame whose bytes all read `byte`, written in place on the heap.
 fn new_frame(byte: u8) -> Box<Frame> {
     if byte == 0 {
@@ -198,15 +208,15 @@ impl FrameStore {
                 }
             }
             if leaf.live == 0 {
-                mid.leaves[li] = None;
+                free_empty(&mut mid.leaves[li]);
                 mid.live -= 1;
                 nodes_freed += 1;
                 if mid.live == 0 {
-                    upper.mids[mi] = None;
+                    free_empty(&mut upper.mids[mi]);
                     upper.live -= 1;
                     nodes_freed += 1;
                     if upper.live == 0 {
-                        *upper_slot = None;
+                        free_empty(upper_slot);
                         nodes_freed += 1;
                     }
                 }
@@ -242,19 +252,19 @@ impl FrameStore {
                         }
                     }
                     if leaf.live == 0 {
-                        *leaf_slot = None;
+                        free_empty(leaf_slot);
                         mid.live -= 1;
                         nodes_freed += 1;
                     }
                 }
                 if mid.live == 0 {
-                    *mid_slot = None;
+                    free_empty(mid_slot);
                     upper.live -= 1;
                     nodes_freed += 1;
                 }
             }
             if upper.live == 0 {
-                *upper_slot = None;
+                free_empty(upper_slot);
                 nodes_freed += 1;
             }
         }
