@@ -12,7 +12,13 @@ export interface NativeMemoryStats {
   framesReserved: number;
   framesResident: number;
   framesPreserved: number;
+  /**
+   * Host bytes of frame storage: resident frames, the sparse index above them and its lookup
+   * cache. 0 when no frame holds data (untouched, or every written frame freed or scrubbed).
+   */
   hostBytes: number;
+  /** Host bytes (estimated) of the allocator's free extents, fill extents and preservation marks. */
+  metadataBytes: number;
   allocations: number;
   frees: number;
 }
@@ -182,6 +188,8 @@ export interface NativeDecodedFdt {
 /** Hand-written typing of what crates/binding exports via #[napi]; keep in sync with lib.rs. */
 export interface NativeBinding {
   nativeVersion(): string;
+  /** The Node-API version the addon declared: 2147483647 (finalizers run from the GC) or 8. */
+  nativeModuleApiVersion(): number;
   nativePanicForTest(): void;
   NativeMemory: new (size: bigint, seed: bigint) => NativeMemory;
   NativeUnit: new (mem: NativeMemory, options: NativeUnitOptions) => NativeUnit;
@@ -202,8 +210,40 @@ const addonPath = process.env.IOMMU_LIVEUPDATE_NATIVE
   ? resolve(process.env.IOMMU_LIVEUPDATE_NATIVE)
   : fileURLToPath(new URL('../native/iommu_liveupdate.node', import.meta.url));
 
+/**
+ * Whether this Node lets a finalizer that runs inside the garbage collector call
+ * `napi_delete_reference` (nodejs/node#55620), as napi-rs's class finalizers do: 20.18.3 and
+ * later 20.x (verified on 20.20), 22.14 and later 22.x, 23.6 and later 23.x, 24 and later. On
+ * those the addon runs its finalizers from the GC; elsewhere they wait for the event loop.
+ */
+export function gcFinalizersSafe(nodeVersion: string): boolean {
+  const [major = 0, minor = 0, patch = 0] = nodeVersion.split('.').map((x) => Number.parseInt(x, 10));
+  if (major === 20) return minor > 18 || (minor === 18 && patch >= 3);
+  if (major === 22) return minor >= 14;
+  if (major === 23) return minor >= 6;
+  return major >= 24;
+}
+
+/**
+ * `IOMMU_LIVEUPDATE_SYNC_FINALIZERS`, read by the addon when Node loads it: `1` makes it declare
+ * the experimental Node-API version, under which finalizers run synchronously from the GC (see
+ * crates/binding). A user's own `0` or `1` is kept; otherwise it is set from
+ * {@link gcFinalizersSafe} and `..._AUTO` records for which Node version, so that worker threads
+ * (which read the process environment) agree and a child process running another Node decides
+ * afresh. It stays set: workers load the addon after this thread did.
+ */
+function chooseFinalizers(): void {
+  const env = process.env;
+  const key = 'IOMMU_LIVEUPDATE_SYNC_FINALIZERS', auto = `${key}_AUTO`;
+  if (env[key] !== undefined && env[auto] === undefined) return; // the user's choice
+  if (env[auto] === process.versions.node && env[key] !== undefined) return;
+  env[key] = gcFinalizersSafe(process.versions.node) ? '1' : '0';
+  env[auto] = process.versions.node;
+}
+
 function load(): NativeBinding {
   try {
+    chooseFinalizers();
     // ESM cannot import .node files; createRequire gives us Node's native loader.
     return createRequire(import.meta.url)(addonPath) as NativeBinding;
   } catch (cause) {

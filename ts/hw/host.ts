@@ -203,6 +203,8 @@ export class Host {
       this.memory.scrub();
       this.phase('jump', old.generation + 1);
       this.bootKernel(cmdline, blob, old.generation + 1);
+      // The old kernel stays in `generations` for its log only.
+      old.retire();
       done = true;
     } finally {
       this.transition = null;

@@ -17,9 +17,17 @@ export const PAGE_SIZE = 4096n;
 export const POISON = 0x6b;
 
 /**
- * Simulated host physical memory. Sparse: a 2^52-byte host costs nothing until written. Frames
- * come from a seeded allocator; preservation marks survive {@link PhysicalMemory.scrub}, which
- * models the next kernel taking over everything else.
+ * Simulated host physical memory. Sparse: a 2^52-byte host costs nothing until written, and a
+ * frame that is freed, scrubbed or filled whole gives its storage back (it reads as its fill:
+ * poison, zero, ...). Frames come from a seeded allocator; preservation marks survive
+ * {@link PhysicalMemory.scrub}, which models the next kernel taking over everything else.
+ *
+ * The native storage is released when the object is collected: with no JavaScript reference left
+ * to a memory, its units and their page tables, the garbage collector frees it — from the
+ * collection itself where Node allows it (`nativeFinalizers === 'gc'`), so even a loop that never
+ * yields gets it back — and V8 is told what the storage costs, so it collects in time.
+ * `stats().hostBytes` is that storage: resident frames, their index and lookup cache (0 when no
+ * frame holds data); `metadataBytes` is the allocator's and fills' bookkeeping.
  */
 export class PhysicalMemory {
   /** @internal the addon object, shared with units and page tables. */
@@ -69,7 +77,7 @@ export class PhysicalMemory {
     this.native.claim(pa, len);
   }
 
-  /** Frees 2^order frames at `pa` (`free_pages`). Freed frames that held data read as poison. */
+  /** Frees 2^order frames at `pa` (`free_pages`): they read as poison and hold no storage. */
   free(pa: bigint, order = 0): void {
     this.native.free(pa, PAGE_SIZE << BigInt(order));
   }

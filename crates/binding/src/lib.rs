@@ -2,10 +2,20 @@
 //! Every `#[napi]` item of the project lives here. Errors carry stable string codes
 //! (`ERR_PHYSMEM_*`, `ERR_VTD_*`, Node's `ERR_INVALID_ARG_VALUE`); every entry point catches
 //! panics, so a Rust bug surfaces as a JavaScript exception instead of killing the process.
+//!
+//! Memory comes back without waiting for the event loop: when the loader asks for it (see
+//! [`node_api_module_get_api_version_v1`]) the module declares the experimental Node-API version,
+//! under which Node runs the finalizers of wrapped objects from the garbage collector itself
+//! instead of a later `SetImmediate`; the native bytes a memory or unit holds are reported to V8
+//! (`napi_adjust_external_memory`) as they grow and shrink, so the collector runs when they add
+//! up; and arrays handed to JavaScript are V8-owned copies, never external buffers (whose free
+//! callbacks Node always defers to the event loop).
 #![allow(clippy::new_without_default)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -60,7 +70,174 @@ fn u16_arg(v: u32, name: &str) -> Result<u16, Code> {
     u16::try_from(v).map_err(|_| invalid(format!("{name} must fit 16 bits")))
 }
 
-type SharedMem = Rc<RefCell<PhysMem>>;
+// ---------------------------------------------------------------------------------------------
+// Node-API version and native memory accounting
+
+/// `NAPI_VERSION_EXPERIMENTAL` (js_native_api.h).
+const NAPI_VERSION_EXPERIMENTAL: i32 = i32::MAX;
+/// The version Node loads addons without `node_api_module_get_api_version_v1` as.
+const NAPI_VERSION_DEFAULT: i32 = 8;
+/// What [`node_api_module_get_api_version_v1`] answered (0 before Node asked).
+static DECLARED_API_VERSION: AtomicI32 = AtomicI32::new(0);
+
+/// Asked by Node when it loads the addon: the Node-API version the module is written for.
+///
+/// Under `NAPI_VERSION_EXPERIMENTAL` Node runs the finalizers of wrapped objects synchronously
+/// from the garbage collector, so a program that drops memories, units and page tables in a loop
+/// that never yields gets their native memory back; under the default (8) they wait for
+/// `SetImmediate`, i.e. for the loop to yield. A finalizer running inside the GC may only call
+/// Node-APIs that cannot affect GC state. Ours drop Rust values and call
+/// `napi_adjust_external_memory` (a `node_api_basic_env` API); napi-rs's class finalizer calls
+/// `napi_delete_reference` on the reference `napi_wrap` returned, which Node allows there only
+/// since nodejs/node#55620 (20.18.3, and the 22.x/23.x lines after it) and which aborts the
+/// process before. So the experimental version is declared only when the environment variable
+/// `IOMMU_LIVEUPDATE_SYNC_FINALIZERS` is `1`: ts/native.ts sets it before loading the addon when
+/// the running Node is one of those (and leaves an explicit `0` or `1` of the user alone).
+#[no_mangle]
+pub extern "C" fn node_api_module_get_api_version_v1() -> i32 {
+    let sync = std::env::var_os("IOMMU_LIVEUPDATE_SYNC_FINALIZERS").is_some_and(|v| v == "1");
+    let version = if sync { NAPI_VERSION_EXPERIMENTAL } else { NAPI_VERSION_DEFAULT };
+    DECLARED_API_VERSION.store(version, Ordering::Relaxed);
+    version
+}
+
+/// The Node-API version this module declared when Node loaded it: 2147483647 (experimental:
+/// finalizers run from the garbage collector) or 8 (finalizers wait for the event loop).
+#[napi]
+pub fn native_module_api_version() -> i32 {
+    DECLARED_API_VERSION.load(Ordering::Relaxed)
+}
+
+/// Native bytes an object holds, as reported to V8 with `napi_adjust_external_memory`: V8 counts
+/// them towards its heap limits, so it collects (and our finalizers free) in time even when the
+/// JavaScript objects themselves are small. Reported again whenever they change, given back when
+/// the object is dropped.
+struct External {
+    env: napi::sys::napi_env,
+    reported: Cell<i64>,
+}
+
+impl External {
+    fn new(env: &Env, bytes: u64) -> Self {
+        let e = External { env: env.raw(), reported: Cell::new(0) };
+        e.set(bytes);
+        e
+    }
+
+    fn set(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let delta = bytes - self.reported.get();
+        if delta != 0 {
+            let mut total = 0;
+            // SAFETY: `env` is the env this object was created in; objects never leave its
+            // thread (`Rc`), and the env outlives every object it finalizes. The call takes a
+            // `node_api_basic_env`: allowed inside a GC finalizer. It only fails for a null env.
+            unsafe { napi::sys::napi_adjust_external_memory(self.env, delta, &mut total) };
+            self.reported.set(bytes);
+        }
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
+
+/// A memory shared by a `NativeMemory`, its units and their page tables (one `Rc`, no cycle:
+/// units and page tables point at the memory, never the other way round). Every mutable borrow
+/// reports the memory's host bytes to V8 when it ends.
+struct Mem {
+    mem: RefCell<PhysMem>,
+    external: External,
+}
+
+impl Mem {
+    fn cost(m: &PhysMem) -> u64 {
+        m.host_bytes() + m.metadata_bytes() + std::mem::size_of::<Mem>() as u64
+    }
+
+    fn borrow(&self) -> Ref<'_, PhysMem> {
+        self.mem.borrow()
+    }
+
+    fn borrow_mut(&self) -> MemMut<'_> {
+        MemMut { guard: Some(self.mem.borrow_mut()), external: &self.external }
+    }
+}
+
+/// A mutable borrow of a [`Mem`]; on drop (after the borrow ends) V8 learns the new cost.
+struct MemMut<'a> {
+    guard: Option<RefMut<'a, PhysMem>>,
+    external: &'a External,
+}
+
+impl Deref for MemMut<'_> {
+    type Target = PhysMem;
+    fn deref(&self) -> &PhysMem {
+        self.guard.as_deref().unwrap()
+    }
+}
+
+impl DerefMut for MemMut<'_> {
+    fn deref_mut(&mut self) -> &mut PhysMem {
+        self.guard.as_deref_mut().unwrap()
+    }
+}
+
+impl Drop for MemMut<'_> {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            let bytes = Mem::cost(&guard);
+            // Release the borrow first: reporting growth may run the GC, and with it finalizers.
+            drop(guard);
+            self.external.set(bytes);
+        }
+    }
+}
+
+type SharedMem = Rc<Mem>;
+
+fn napi_err(e: napi::Error) -> Error<Code> {
+    err("ERR_NATIVE_ALLOCATION", format!("cannot create a JavaScript array: {}", e.reason))
+}
+
+/// A `Uint8Array` over a new V8-owned `ArrayBuffer` of `len` bytes that `fill` writes. V8-owned:
+/// the garbage collector frees it like any array, with no finalizer to wait for.
+fn new_u8_array<'e>(env: &'e Env, len: usize, fill: impl FnOnce(&mut [u8]) -> Result<(), Code>) -> Result<Uint8ArraySlice<'e>, Code> {
+    use napi::sys;
+    let raw = env.raw();
+    let (mut data, mut ab) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: plain Node-API calls on the calling thread's env; `data` points at `len` bytes of
+    // the new buffer (or is null for 0), which nothing else sees before `fill` returns.
+    unsafe {
+        if sys::napi_create_arraybuffer(raw, len, &mut data, &mut ab) != sys::Status::napi_ok {
+            return Err(err("ERR_NATIVE_ALLOCATION", format!("cannot allocate a {len}-byte ArrayBuffer")));
+        }
+        let bytes: &mut [u8] = if len == 0 || data.is_null() { &mut [] } else { std::slice::from_raw_parts_mut(data.cast(), len) };
+        fill(bytes)?;
+        let mut ta = std::ptr::null_mut();
+        if sys::napi_create_typedarray(raw, sys::TypedarrayType::uint8_array, len, ab, 0, &mut ta) != sys::Status::napi_ok {
+            return Err(err("ERR_NATIVE_ALLOCATION", "cannot create a Uint8Array"));
+        }
+        Uint8ArraySlice::from_napi_value(raw, ta).map_err(napi_err)
+    }
+}
+
+fn u8_array<'e>(env: &'e Env, data: &[u8]) -> Result<Uint8ArraySlice<'e>, Code> {
+    new_u8_array(env, data.len(), |b| {
+        b.copy_from_slice(data);
+        Ok(())
+    })
+}
+
+fn u64_array<'e>(env: &'e Env, data: &[u64]) -> Result<BigUint64ArraySlice<'e>, Code> {
+    BigUint64ArraySlice::copy_from(env, data).map_err(napi_err)
+}
+
+fn u32_array<'e>(env: &'e Env, data: &[u32]) -> Result<Uint32ArraySlice<'e>, Code> {
+    Uint32ArraySlice::copy_from(env, data).map_err(napi_err)
+}
 
 // napi-derive reads a literal `&mut [T]` argument as a class reference; through an alias it
 // takes the zero-copy typed-array path (`FromNapiValue for &mut [T]`).
@@ -87,8 +264,11 @@ pub struct MemoryStats {
     pub frames_resident: f64,
     /// Frames covered by preservation marks.
     pub frames_preserved: f64,
-    /// Host bytes used by the model.
+    /// Host bytes of frame storage (resident frames, their index and lookup cache); 0 when no
+    /// frame holds data.
     pub host_bytes: f64,
+    /// Host bytes (estimated) of allocator, fill and preservation bookkeeping.
+    pub metadata_bytes: f64,
     /// Allocation calls.
     pub allocations: f64,
     /// Free calls.
@@ -125,9 +305,11 @@ pub struct NativeMemory {
 impl NativeMemory {
     /// A memory of `size` bytes whose allocator is seeded with `seed`.
     #[napi(constructor, catch_unwind)]
-    pub fn new(size: BigInt, seed: BigInt) -> Result<Self, Code> {
+    pub fn new(env: Env, size: BigInt, seed: BigInt) -> Result<Self, Code> {
         let config = physmem::Config { size: u64_arg(&size, "size")?, seed: u64_arg(&seed, "seed")? };
-        Ok(NativeMemory { mem: Rc::new(RefCell::new(PhysMem::new(config).map_err(mem_err)?)) })
+        let mem = PhysMem::new(config).map_err(mem_err)?;
+        let external = External::new(&env, Mem::cost(&mem));
+        Ok(NativeMemory { mem: Rc::new(Mem { mem: RefCell::new(mem), external }) })
     }
 
     /// Configured size in bytes.
@@ -136,16 +318,16 @@ impl NativeMemory {
         self.mem.borrow().size()
     }
 
-    /// Reads `n` bytes at `pa`.
+    /// Reads `n` bytes at `pa` into a new (V8-owned) array.
     #[napi(catch_unwind)]
-    pub fn read(&self, pa: BigInt, n: u32) -> Result<Uint8Array, Code> {
+    pub fn read<'e>(&self, env: &'e Env, pa: BigInt, n: u32) -> Result<Uint8ArraySlice<'e>, Code> {
         // One read is one buffer: bound it so a typo cannot ask the allocator for 4 GiB.
         if n > 1 << 30 {
             return Err(invalid("n must be at most 1 GiB per read"));
         }
-        let mut buf = vec![0u8; n as usize];
-        self.mem.borrow().read(u64_arg(&pa, "pa")?, &mut buf).map_err(mem_err)?;
-        Ok(Uint8Array::new(buf))
+        let pa = u64_arg(&pa, "pa")?;
+        let mem = self.mem.borrow();
+        new_u8_array(env, n as usize, |buf| mem.read(pa, buf).map_err(mem_err))
     }
 
     /// Writes `bytes` at `pa`.
@@ -275,6 +457,7 @@ impl NativeMemory {
             frames_resident: s.frames_resident as f64,
             frames_preserved: s.frames_preserved as f64,
             host_bytes: s.host_bytes as f64,
+            metadata_bytes: s.metadata_bytes as f64,
             allocations: s.allocations as f64,
             frees: s.frees as f64,
         }
@@ -426,6 +609,9 @@ pub struct CacheOccupancy {
 pub struct NativeUnit {
     mem: SharedMem,
     unit: Unit,
+    /// The caches' capacity, as V8 sees it.
+    #[allow(dead_code)]
+    external: External,
     last_fault: u32,
     last_fault_iova: u64,
 }
@@ -451,9 +637,13 @@ fn granularity_name(g: IotlbInvalidation) -> &'static str {
 impl NativeUnit {
     /// A unit with translation disabled.
     #[napi(constructor, catch_unwind)]
-    pub fn new(mem: &NativeMemory, options: UnitOptions) -> Result<Self, Code> {
+    pub fn new(env: Env, mem: &NativeMemory, options: UnitOptions) -> Result<Self, Code> {
         let unit = Unit::new(unit_config(options)?).map_err(vtd_err)?;
-        Ok(NativeUnit { mem: mem.mem.clone(), unit, last_fault: 0, last_fault_iova: 0 })
+        // Tag, value, permission and LRU stamp per IOTLB/PSC entry; a hash entry per context.
+        let (iotlb, psc, ctx) = unit.cache_capacity();
+        let bytes = (iotlb + psc) as u64 * 25 + ctx as u64 * 48 + std::mem::size_of::<NativeUnit>() as u64;
+        let external = External::new(&env, bytes);
+        Ok(NativeUnit { mem: mem.mem.clone(), unit, external, last_fault: 0, last_fault_iova: 0 })
     }
 
     /// CAP, ECAP, GSTS, RTADDR.
@@ -705,8 +895,8 @@ impl NativeGather {
 
     /// Table pages awaiting the flush.
     #[napi(catch_unwind)]
-    pub fn freelist(&self) -> BigUint64Array {
-        BigUint64Array::new(self.inner.freelist().to_vec())
+    pub fn freelist<'e>(&self, env: &'e Env) -> Result<BigUint64ArraySlice<'e>, Code> {
+        u64_array(env, self.inner.freelist())
     }
 }
 
@@ -734,11 +924,11 @@ fn prot(read: bool, write: bool, snoop: bool) -> Prot {
 
 /// What `mappedPages` found.
 #[napi(object)]
-pub struct MappedPages {
+pub struct MappedPages<'e> {
     /// 4 KiB pages mapped by present leaves (a 2 MiB leaf counts 512).
     pub pages: f64,
     /// Every table page reached, top first.
-    pub tables: BigUint64Array,
+    pub tables: BigUint64ArraySlice<'e>,
 }
 
 /// Checks runs given as three `Float64Array`s of 4 KiB page numbers and counts (`mapRuns`,
@@ -837,12 +1027,12 @@ impl NativePageTable {
     /// page reached, top first; `ERR_VTD_CORRUPT` for a table reached twice, beyond memory, or
     /// past `maxTables` (a non-negative integer).
     #[napi(catch_unwind)]
-    pub fn mapped_pages(&self, max_tables: f64) -> Result<MappedPages, Code> {
+    pub fn mapped_pages<'e>(&self, env: &'e Env, max_tables: f64) -> Result<MappedPages<'e>, Code> {
         if !(max_tables >= 0.0 && max_tables.fract() == 0.0 && max_tables <= 9_007_199_254_740_991.0) {
             return Err(invalid(format!("maxTables = {max_tables} is not a non-negative safe integer")));
         }
         let s = self.pt.mapped_pages(&self.mem.borrow(), max_tables as usize).map_err(vtd_err)?;
-        Ok(MappedPages { pages: s.pages as f64, tables: BigUint64Array::new(s.tables) })
+        Ok(MappedPages { pages: s.pages as f64, tables: u64_array(env, &s.tables)? })
     }
 
     /// Unmaps `[iova, iova+size)`; returns the size unmapped.
@@ -870,8 +1060,8 @@ impl NativePageTable {
 
     /// Every table page, top first.
     #[napi(catch_unwind)]
-    pub fn table_pages(&self) -> Result<BigUint64Array, Code> {
-        Ok(BigUint64Array::new(self.pt.table_pages(&self.mem.borrow()).map_err(vtd_err)?))
+    pub fn table_pages<'e>(&self, env: &'e Env) -> Result<BigUint64ArraySlice<'e>, Code> {
+        u64_array(env, &self.pt.table_pages(&self.mem.borrow()).map_err(vtd_err)?)
     }
 
     /// Hands every table page to `gather` (teardown); the table must not be used afterwards.
@@ -1053,11 +1243,12 @@ impl NativeFdtWriter {
     /// `fdt_finish`: the blob. A failed finish leaves the writer usable (e.g. close the open
     /// nodes and finish again); a successful one ends it.
     #[napi(catch_unwind)]
-    pub fn finish(&mut self) -> Result<Uint8Array, Code> {
+    pub fn finish<'e>(&mut self, env: &'e Env) -> Result<Uint8ArraySlice<'e>, Code> {
         // FdtWriter::finish consumes the writer; finish a copy so an error changes nothing.
         let blob = self.w()?.clone().finish().map_err(fdt_err)?;
+        let array = u8_array(env, &blob)?;
         self.w = None;
-        Ok(Uint8Array::new(blob))
+        Ok(array)
     }
 }
 
@@ -1090,7 +1281,7 @@ impl<'a> Ops<'a> {
 /// Encodes a tree flattened into an op stream (one call per tree); the bytes are exactly those
 /// of `fdt::encode` with the same options.
 #[napi(catch_unwind)]
-pub fn fdt_encode(ops: &[u8], layout: String, max_size: Option<f64>, no_name_dedup: bool, boot_cpuid_phys: u32) -> Result<Uint8Array, Code> {
+pub fn fdt_encode<'e>(env: &'e Env, ops: &[u8], layout: String, max_size: Option<f64>, no_name_dedup: bool, boot_cpuid_phys: u32) -> Result<Uint8ArraySlice<'e>, Code> {
     let mut w = fdt::FdtWriter::new(fdt_options(&layout, max_size, no_name_dedup, boot_cpuid_phys)?);
     let mut ops = Ops { b: ops, at: 0 };
     while ops.at < ops.b.len() {
@@ -1110,26 +1301,26 @@ pub fn fdt_encode(ops: &[u8], layout: String, max_size: Option<f64>, no_name_ded
             _ => return Err(invalid(format!("FDT op stream: unknown op {op}"))),
         }
     }
-    Ok(Uint8Array::new(w.finish().map_err(fdt_err)?))
+    u8_array(env, &w.finish().map_err(fdt_err)?)
 }
 
 /// A decoded blob, flattened for ts/fdt to rebuild `FdtNode`s without one N-API call per node.
 #[napi(object)]
-pub struct NativeDecodedFdt {
+pub struct NativeDecodedFdt<'e> {
     /// Header `version`.
     pub version: u32,
     /// Header `boot_cpuid_phys`.
     pub boot_cpuid_phys: u32,
     /// Reservation entries as address, size pairs.
-    pub reserve: BigUint64Array,
+    pub reserve: BigUint64ArraySlice<'e>,
     /// Pre-order: per node `name start, name end, #properties, #children`, then per property
     /// `name start, name end, value length` (names are UTF-16 ranges of `names`, values are
     /// consecutive in `data`).
-    pub shape: Uint32Array,
+    pub shape: Uint32ArraySlice<'e>,
     /// Node names, then each distinct property name once.
     pub names: String,
     /// Property values, concatenated.
-    pub data: Uint8Array,
+    pub data: Uint8ArraySlice<'e>,
 }
 
 fn utf16_len(s: &str) -> u32 {
@@ -1140,7 +1331,7 @@ fn utf16_len(s: &str) -> u32 {
     }
 }
 
-fn flatten_fdt(f: fdt::Fdt) -> NativeDecodedFdt {
+fn flatten_fdt<'e>(env: &'e Env, f: fdt::Fdt) -> Result<NativeDecodedFdt<'e>, Code> {
     struct Acc<'a> {
         shape: Vec<u32>,
         names: String,
@@ -1179,21 +1370,22 @@ fn flatten_fdt(f: fdt::Fdt) -> NativeDecodedFdt {
     let mut acc = Acc { shape: Vec::new(), names: String::new(), names_len: 0, data: Vec::new(), props: Default::default() };
     acc.node(&f.root);
     let (shape, names, data) = (acc.shape, acc.names, acc.data);
-    NativeDecodedFdt {
+    let reserve: Vec<u64> = f.reserve.iter().flat_map(|r| [r.address, r.size]).collect();
+    Ok(NativeDecodedFdt {
         version: f.version,
         boot_cpuid_phys: f.boot_cpuid_phys,
-        reserve: BigUint64Array::new(f.reserve.iter().flat_map(|r| [r.address, r.size]).collect()),
-        shape: Uint32Array::new(shape),
+        reserve: u64_array(env, &reserve)?,
+        shape: u32_array(env, &shape)?,
         names,
-        data: Uint8Array::new(data),
-    }
+        data: u8_array(env, &data)?,
+    })
 }
 
 /// Decodes and validates a blob (`validate`: `"structural"`, `"dtc"`, `"strict"`).
 #[napi(catch_unwind)]
-pub fn fdt_decode(blob: &[u8], validate: String) -> Result<NativeDecodedFdt, Code> {
+pub fn fdt_decode<'e>(env: &'e Env, blob: &[u8], validate: String) -> Result<NativeDecodedFdt<'e>, Code> {
     let f = fdt::decode(blob, fdt_validation_arg(&validate)?).map_err(fdt_err)?;
-    Ok(flatten_fdt(f))
+    flatten_fdt(env, f)
 }
 
 /// Validates a blob without building a tree.
@@ -1222,7 +1414,8 @@ pub fn fdt_max_depth() -> u32 {
 
 /// A KHO root tree as `kho_finalize()` builds it.
 #[napi(catch_unwind)]
-pub fn fdt_kho_root(compatible: String, memory_map_prop: String, subtree_prop: String, memory_map: BigInt, names: Vec<String>, phys: Vec<BigInt>, layout: String) -> Result<Uint8Array, Code> {
+#[allow(clippy::too_many_arguments)]
+pub fn fdt_kho_root<'e>(env: &'e Env, compatible: String, memory_map_prop: String, subtree_prop: String, memory_map: BigInt, names: Vec<String>, phys: Vec<BigInt>, layout: String) -> Result<Uint8ArraySlice<'e>, Code> {
     if names.len() != phys.len() {
         return Err(invalid("one physical address per sub-tree name"));
     }
@@ -1230,7 +1423,7 @@ pub fn fdt_kho_root(compatible: String, memory_map_prop: String, subtree_prop: S
     let phys = phys.iter().map(|p| u64_arg(p, "phys")).collect::<Result<Vec<_>, _>>()?;
     let subtrees: Vec<(&str, u64)> = names.iter().map(String::as_str).zip(phys).collect();
     let blob = fdt::kho::kho_root(&kho_names, u64_arg(&memory_map, "memoryMap")?, &subtrees, fdt_layout_arg(&layout)?).map_err(fdt_err)?;
-    Ok(Uint8Array::new(blob))
+    u8_array(env, &blob)
 }
 
 /// A KHO sub-tree reference read back from a root.

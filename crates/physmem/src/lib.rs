@@ -6,6 +6,9 @@
 //! exist. A frame that holds no data reads as its *fill* byte: zero at cold boot, whatever
 //! [`PhysMem::fill_range`] set (zeroing allocations included), and [`POISON`] once freed or
 //! scrubbed by a kexec; fills are kept as extents too, so filling untouched memory costs nothing.
+//! The reverse holds as well: a frame that is freed, scrubbed or filled whole gives its storage
+//! back (its contents are its fill again), so [`Stats::host_bytes`] returns to 0 once no frame
+//! holds data.
 //!
 //! ```
 //! use physmem::{PhysMem, Config};
@@ -77,8 +80,14 @@ pub struct Stats {
     pub frames_resident: u64,
     /// Frames covered by preservation marks.
     pub frames_preserved: u64,
-    /// Host bytes used by resident frames and the sparse index.
+    /// Host bytes of frame storage: resident frames, the sparse index above them and its lookup
+    /// cache. Exactly 0 when no frame holds data (a new memory, or once every written frame was
+    /// freed, scrubbed or filled whole).
     pub host_bytes: u64,
+    /// Host bytes (estimated) of the bookkeeping that follows fragmentation, not data: free and
+    /// reserved extents, fill extents and preservation marks. Small and bounded by the number of
+    /// distinct ranges, not by the memory size.
+    pub metadata_bytes: u64,
     /// Successful allocation calls since creation.
     pub allocations: u64,
     /// Successful free calls since creation.
@@ -227,7 +236,8 @@ impl PhysMem {
         }
         let (start, n) = (first >> FRAME_SHIFT, (last - first) >> FRAME_SHIFT);
         if n > 0 {
-            self.store.fill_resident(start, n, byte);
+            // Whole frames read as the fill: their data (if any) is no longer needed.
+            self.store.remove_range(start, n);
             self.fills.set(start, n, byte);
         }
         Ok(())
@@ -354,9 +364,10 @@ impl PhysMem {
         Ok((pa >> FRAME_SHIFT, len >> FRAME_SHIFT))
     }
 
-    /// Frees an allocated range of whole frames. Frames that held data are overwritten with
-    /// [`POISON`], so a use after free is visible (as with `init_on_free`). Fails without changing
-    /// anything if part of the range is free, reserved or preserved.
+    /// Frees an allocated range of whole frames. They read as [`POISON`] from now on, so a use
+    /// after free is visible (as with `init_on_free`): poison is what a frame without data reads
+    /// as, so the frames' storage is released. Fails without changing anything if part of the
+    /// range is free, reserved or preserved.
     pub fn free(&mut self, pa: u64, len: u64) -> Result<()> {
         let (start, n) = self.frame_range(pa, len)?;
         if self.free.overlaps(start, n) || self.reserved.overlaps(start, n) {
@@ -365,7 +376,7 @@ impl PhysMem {
         if self.preserved_overlap(start, n) {
             return Err(Error::Preserved { pa, len });
         }
-        self.store.fill_resident(start, n, POISON);
+        self.store.remove_range(start, n);
         self.fills.set(start, n, POISON);
         self.free.insert(start, n);
         self.frees += 1;
@@ -502,6 +513,17 @@ impl PhysMem {
         self.rng = seed;
     }
 
+    /// [`Stats::host_bytes`] in O(1): the host memory the frames' storage holds right now.
+    pub fn host_bytes(&self) -> u64 {
+        self.store.host_bytes()
+    }
+
+    /// [`Stats::metadata_bytes`] in O(1).
+    pub fn metadata_bytes(&self) -> u64 {
+        // A B-tree entry of the marks is a u64 and a u8 plus node overhead, as the extents'.
+        self.free.host_bytes() + self.reserved.host_bytes() + self.fills.host_bytes() + self.preserved.len() as u64 * 40
+    }
+
     /// Usage statistics.
     pub fn stats(&self) -> Stats {
         let frames_free = self.free.total();
@@ -514,7 +536,8 @@ impl PhysMem {
             frames_reserved,
             frames_resident: self.store.resident(),
             frames_preserved: self.preserved.values().map(|&o| 1u64 << o).sum(),
-            host_bytes: self.store.host_bytes() + self.free.host_bytes() + self.fills.host_bytes(),
+            host_bytes: self.store.host_bytes(),
+            metadata_bytes: self.metadata_bytes(),
             allocations: self.allocations,
             frees: self.frees,
         }

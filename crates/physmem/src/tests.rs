@@ -304,3 +304,79 @@ fn read_u64s_matches_read_u64_across_frames_and_fills() {
     assert!(matches!(m.read_u64s((1 << 30) - 16, &mut t), Err(Error::OutOfRange { .. })));
     m.read_u64s(1 << 30, &mut []).unwrap();
 }
+
+#[test]
+fn free_releases_frame_storage_and_host_bytes_return_to_zero() {
+    let mut m = mem(1 << 30);
+    assert_eq!(m.stats().host_bytes, 0, "an untouched memory holds no frame storage");
+    let data = [0xa5u8; FRAME_SIZE as usize];
+    let mut pas = vec![];
+    for i in 0..2000 {
+        let pa = m.alloc((i % 3) as u8, i % 2 == 0).unwrap();
+        m.write(pa, &data).unwrap();
+        pas.push((pa, (i % 3) as u8));
+    }
+    let s = m.stats();
+    assert_eq!(s.frames_resident, 2000);
+    assert!(s.host_bytes >= 2000 * FRAME_SIZE, "{s:?}");
+    for (i, &(pa, order)) in pas.iter().enumerate() {
+        m.free_order(pa, order).unwrap();
+        // Poison is what a frame without data reads as: nothing is kept to show it.
+        assert_eq!(m.read_u64(pa).unwrap(), 0x6b6b_6b6b_6b6b_6b6b);
+        assert_eq!(m.stats().frames_resident, 2000 - 1 - i as u64);
+    }
+    let s = m.stats();
+    assert_eq!((s.frames_resident, s.host_bytes, s.frames_allocated), (0, 0, 0), "{s:?}");
+    // Metadata is counted apart: the free extents coalesced back, but freed blocks read as
+    // poison and the never-touched frames between them as zero, one fill extent per gap.
+    assert!(s.metadata_bytes <= 2001 * 48 + 4 * 40, "{s:?}");
+}
+
+#[test]
+fn alloc_write_free_cycles_keep_no_storage() {
+    let mut m = mem(1 << 30);
+    let data = [1u8; FRAME_SIZE as usize];
+    for _ in 0..20_000 {
+        let pa = m.alloc(0, false).unwrap();
+        m.write(pa, &data).unwrap();
+        assert_eq!(m.read_u64(pa).unwrap(), 0x0101_0101_0101_0101);
+        m.free_order(pa, 0).unwrap();
+    }
+    let s = m.stats();
+    assert_eq!((s.frames_resident, s.host_bytes), (0, 0), "{s:?}");
+}
+
+#[test]
+fn whole_frame_fills_release_storage_partial_ones_keep_it() {
+    let mut m = mem(1 << 30);
+    let pa = m.alloc(2, false).unwrap();
+    m.write(pa, &[7u8; 4 * FRAME_SIZE as usize]).unwrap();
+    assert_eq!(m.stats().frames_resident, 4);
+    // Zero the middle two frames and a few bytes on either side.
+    m.fill_range(pa + FRAME_SIZE - 8, 2 * FRAME_SIZE + 16, 0).unwrap();
+    assert_eq!(m.stats().frames_resident, 2, "the two whole frames read as their fill now");
+    let mut b = vec![0u8; 4 * FRAME_SIZE as usize];
+    m.read(pa, &mut b).unwrap();
+    let f = FRAME_SIZE as usize;
+    assert!(b[..f - 8].iter().all(|&x| x == 7) && b[f - 8..3 * f + 8].iter().all(|&x| x == 0) && b[3 * f + 8..].iter().all(|&x| x == 7));
+    m.fill_range(pa, 4 * FRAME_SIZE, 0x6b).unwrap();
+    assert_eq!(m.stats().host_bytes, 0);
+}
+
+#[test]
+fn scrub_releases_storage_of_everything_not_preserved() {
+    let mut m = mem(1 << 40);
+    let keep = m.alloc(0, false).unwrap();
+    m.write_u64(keep, 1).unwrap();
+    let lose = m.alloc(0, false).unwrap();
+    m.write_u64(lose, 2).unwrap();
+    m.preserve(keep, 0).unwrap();
+    m.scrub();
+    assert_eq!(m.stats().frames_resident, 1);
+    m.free_order(keep, 0).unwrap();
+    assert_eq!(m.stats().host_bytes, 0);
+    m.write_u64(lose, 3).unwrap();
+    m.scrub();
+    assert_eq!(m.stats().host_bytes, 0, "nothing preserved: nothing kept");
+    assert_eq!(m.read_u64(lose).unwrap(), 0x6b6b_6b6b_6b6b_6b6b);
+}
