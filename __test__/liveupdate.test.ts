@@ -1017,7 +1017,7 @@ describe('continuous DMA through the live update', () => {
     expect(log0).toContain('DMAR: kexec with KHO: translation stays on for 1 persistent devices');
     expect(log1).toMatch(/Linux version .*generation 1/);
     expect(log1).toMatch(/KHO: found a \d+-byte handover blob at 0x[0-9a-f]+/);
-    expect(log1).toContain(`guestmemfs: restored 64 MiB at 0x${k1.guestmemfs!.base.toString(16)} from KHO`);
+    expect(log1).toContain(`guestmemfs: restored 64 MiB at 0x${host.kernel.guestmemfs!.base.toString(16)} from KHO`);
     expect(log1).toMatch(new RegExp(`DMAR: restored persistent domain 0 \\(persistent id ${pid}, did \\d+, 1 devices, 5 table pages\\)`));
     expect(log1).toContain(`iommufd: persisted iommufd ${pid} ready at /sys/kernel/iommufd_persisted/${pid}/iommufd`);
     expect(log1).toMatch(new RegExp(`iommufd: persisted iommufd ${pid} claimed by pid \\d+ as fd \\d+`));

@@ -1,5 +1,5 @@
 // A host machine: memory, one VT-d unit, PCI devices, and the kernel running on it.
-import { Kernel } from '../kernel/kernel.js';
+import { Kernel, type KernelGeneration } from '../kernel/kernel.js';
 import { callbackError, invalidState } from '../kernel/reentrancy.js';
 import { IommuUnit, type IommuUnitOptions } from './iommu.js';
 import { PhysicalMemory } from './memory.js';
@@ -53,8 +53,8 @@ export class Host {
   readonly iommu: IommuUnit;
   readonly devices: readonly PciDevice[];
   private _kernel!: Kernel;
-  /** Every kernel that ran here, oldest first (their logs stay readable). */
-  readonly generations: Kernel[] = [];
+  /** Every kernel that ran here, oldest first: the last is {@link kernel}, the others are dead and keep their logs. */
+  readonly generations: KernelGeneration[] = [];
   /** Lifecycle phases across every generation. */
   readonly timeline: TimelineEntry[] = [];
   /** Running traffic generators. */

@@ -1,2 +1,2 @@
-export { Kernel, LINUX_REBOOT_CMD_KEXEC, type KexecImage } from './kernel.js';
+export { Kernel, LINUX_REBOOT_CMD_KEXEC, type KernelGeneration, type KexecImage } from './kernel.js';
 export { Process, type SpawnOptions, type IoctlArg } from './process.js';

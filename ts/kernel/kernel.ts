@@ -48,8 +48,20 @@ export interface KexecImage {
 }
 
 
+/**
+ * What a host keeps of each kernel that ran on it ({@link Host.generations}): its identity and
+ * log. A kernel kexec replaced is nothing more (its drivers, processes and trees are gone).
+ */
+export interface KernelGeneration {
+  readonly generation: number;
+  readonly cmdline: string;
+  /** Replaced by kexec: every call on its objects fails with ESRCH. */
+  readonly dead: boolean;
+  dmesg(): string[];
+}
+
 /** The simulated Linux kernel. Everything here dies with a kexec. */
-export class Kernel {
+export class Kernel implements KernelGeneration {
   readonly memory: PhysicalMemory;
   readonly iommu: IommuUnit;
   /** `struct page` pin counts. */
@@ -188,11 +200,11 @@ export class Kernel {
   }
 
   /**
-   * @internal The host calls this once the next kernel has booted. A dead kernel keeps its log,
-   * generation, command line and counters (`dmesg()`, `pinnedPages()`, `lockedVm()`); it lets go
-   * of its processes, open files, iommufd contexts, drivers, KHO trees, sysfs and guestmemfs
-   * (`intel`, `kho`, `persisted`, `sysfs` and `guestmemfs` read null from then on), so a host's
-   * chain of generations does not keep every old kernel's page tables, trees and buffers alive.
+   * @internal The host calls this once the next kernel has booted: a dead kernel is only a
+   * {@link KernelGeneration} from then on (its log, generation and command line). It lets go of
+   * its processes, open files, iommufd contexts, drivers, KHO trees, sysfs and guestmemfs, so a
+   * host's chain of generations does not keep every old kernel's page tables, trees and buffers
+   * alive (what a dead process still reaches through `kernel` reads null there).
    */
   retire(): void {
     if (!this.dead) return;
