@@ -39,7 +39,7 @@ export const samePin = (a: PinRecord, b: PinRecord): boolean =>
  */
 export class PinTable {
   private readonly recs: (PinRecord | undefined)[] = [];
-  /** Lowest slots first. */
+  /** Freed slots below the high-water mark, the last freed on top (reused first). */
   private readonly freeSlots: number[] = [];
   private readonly dirty = new Set<number>();
   private frozen = false;
@@ -96,7 +96,7 @@ export class PinTable {
   /** Records a pin; ENOMEM when the table is full. Returns its slot. */
   add(rec: PinRecord): number {
     let slot: number;
-    if (this.freeSlots.length) slot = this.freeSlots.shift()!;
+    if (this.freeSlots.length) slot = this.freeSlots.pop()!;
     else if (this.recs.length < this.slots) slot = this.recs.push(undefined) - 1;
     else return errno('ENOMEM', `guestmemfs: all ${this.slots} long-term pin records are in use`);
     this.recs[slot] = { ...rec };
@@ -109,8 +109,7 @@ export class PinTable {
     const rec = this.recs[slot];
     if (!rec) throw new Error(`guestmemfs: no pin record in slot ${slot}`);
     this.recs[slot] = undefined;
-    const i = this.freeSlots.findIndex((x) => x > slot);
-    this.freeSlots.splice(i < 0 ? this.freeSlots.length : i, 0, slot);
+    this.freeSlots.push(slot);
     this.write(slot);
     return rec;
   }
@@ -145,7 +144,7 @@ export class PinTable {
       v.setBigUint64(40, rec.len, true);
     }
     this.memory.write(this.table + BigInt(slot * PIN_RECORD_SIZE), b);
-    const hwm = Number(this.memory.readU64(this.hwmAt) & 0xffff_ffffn);
-    if (slot >= hwm) this.memory.writeU64(this.hwmAt, (this.memory.readU64(this.hwmAt) & ~0xffff_ffffn) | BigInt(slot + 1));
+    // The high-water mark (the slots the next kernel reads) only grows: recs.length is it.
+    if (slot + 1 === this.recs.length) this.memory.writeU64(this.hwmAt, (BigInt(this.slots) << 32n) | BigInt(this.recs.length));
   }
 }
