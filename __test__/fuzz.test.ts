@@ -178,6 +178,7 @@ describe('fuzz: a corrupted handover as an operation', () => {
       const rig = new Rig(DEFAULT_WORLD, 0);
       rig.run(vm(0, true, 0, 1, 0));
       rig.run(vm(1, true, 1, 1, 1));
+      rig.run({ k: 'kho', on: true });
       expect(rig.model.handoverPlan().vmms.map((v) => v.devices.length)).toEqual([1, 1]);
       rig.run({ k: 'corruptKexec', seed, semantic });
       expect(rig.host.kernel.generation).toBe(1);
@@ -187,6 +188,25 @@ describe('fuzz: a corrupted handover as an operation', () => {
       expect(rig.host.kernel.generation).toBe(1);
       expect(() => rig.finish()).not.toThrow();
     }
+  });
+
+  it('an IOAS allocated after the DUMP is not in the handover: the VMM re-attaches by the numbering the DUMP saw', () => {
+    // Found by a campaign (seed 20261208): the plan numbered the IOASes as they were at the kexec,
+    // so the device went back to the IOAS after its own, which has a mapping its own does not.
+    const ops: Op[] = [
+      vm(1, true, 2, 1, 0),
+      { k: 'kexec', kho: true, rehydrate: 2, viaHwpt: false },
+      { k: 'ioasAlloc', c: 0 },
+      { k: 'ioasAlloc', c: 0 },
+      { k: 'map', c: 0, ioas: 2, src: 4, offPg: 0, offB: 0, lenPg: 9, lenB: 0, fixed: false, at: { kind: 0, idx: 0, dPg: 0, dB: 1 }, r: true, w: true },
+      { k: 'attach', d: 0, mode: 0, pick: 1 },
+      { k: 'kho', on: true },
+      { k: 'ioasAlloc', c: 0 },
+      { k: 'corruptKexec', seed: 0, semantic: false },
+    ];
+    const r = replay(file(ops));
+    expect(r.error?.message).toBeUndefined();
+    expect(r.steps).toBe(ops.length);
   });
 
   it('a budget with corrupted handovers (fixed seed): every one ends with no device gaining a translation', () => {

@@ -5,7 +5,18 @@
 // the claimer needs the files' access, the pin table has a size, and a superblock inside guest data
 // is not a filesystem.
 import { describe, expect, it } from 'vitest';
-import { IOMMU_IOAS_ALLOC, IOMMU_IOAS_MAP, IOMMU_IOAS_UNMAP, O_RDONLY, decodeFdt, encodeFdt, type FdtNode } from 'iommu-liveupdate';
+import {
+  IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_MAP,
+  IOMMU_IOAS_UNMAP,
+  O_RDONLY,
+  O_RDWR,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+  VFIO_DEVICE_BIND_IOMMUFD,
+  decodeFdt,
+  encodeFdt,
+  type FdtNode,
+} from 'iommu-liveupdate';
 import {
   BDF0,
   FILE,
@@ -125,7 +136,7 @@ describe('what the next kernel trusts', () => {
     expect(q.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: 2, iova: 0n, length: U64_MAX }).length).toBe(2n * MiB);
   });
 
-  it('a domain two IOASes name is adopted by neither: its device is blocked, the context offered without it', () => {
+  it('an IOAS naming a domain guestmemfs did not record for it: the context is not offered', () => {
     const vm = bootVm();
     const p = vm.p;
     // A second IOAS mapping exactly what the device's maps: the domain verifies against both.
@@ -138,13 +149,10 @@ describe('what the next kernel trusts', () => {
       const other = child(io, String(twin));
       other.properties = other.properties.map((x) => (x.name === 'domains' ? { name: 'domains', value: domains } : x));
     });
-    expect(log).toMatch(/not adopted: 2 persisted IOASes name it/);
+    expect(log).toMatch(new RegExp(`iommufds/${vm.pid} not restored: IOAS ${twin}: 1 domains, guestmemfs recorded 0`));
+    expect(log).toMatch(/not adopted: no persisted iommufd refers to it/);
     expect(vm.host.kernel.intel.domainOf(vm.sid0)).toBeUndefined();
-    // Offered without the domain: re-attaching builds a fresh one from the areas the pin records vouch for.
-    const q = vm.host.kernel.spawn();
-    reattach(q, vm.pid, 2);
-    expect(vm.host.device(BDF0).dma.read(IOVA_SP + GUEST_OFF, GUEST_BYTES.length)).toEqual(GUEST_BYTES);
-    expect(vm.host.device(BDF0).dma.read(IOVA_4K, RO_BYTES.length)).toEqual(RO_BYTES);
+    expect(ls(vm.host.kernel.spawn(), '/sys/kernel/iommufd_persisted')).toEqual([]);
   });
 
   it('the claimer must be allowed to open every file with the access its areas grant (EACCES; the context stays claimable)', () => {
@@ -166,8 +174,8 @@ describe('what the next kernel trusts', () => {
   it('the pin table has a size: a persistent IOAS_MAP past it is ENOMEM and leaves nothing behind', () => {
     const vm = bootVm();
     const gm = vm.host.kernel.guestmemfs!;
-    const free = gm.pinTable.slots - [...gm.pinTable.entries()].length;
     const ioas = vm.p.ioctl(vm.fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    const free = gm.pinTable.slots - [...gm.pinTable.entries()].length - [...gm.pinTable.holders()].length;
     const arg = { flags: R | FIXED, ioas_id: ioas, user_va: 0n, length: PAGE, iova: 0n };
     for (let i = 0; i < free; i++) {
       arg.user_va = vm.va + BigInt(i % 2048) * PAGE;
@@ -212,5 +220,70 @@ describe('what the next kernel trusts', () => {
     const q = vm.host.kernel.spawn();
     q.mount('guestmemfs', MNT);
     expect(ls(q, MNT)).toEqual([]);
+  });
+});
+
+describe('the numbers a VMM re-attaches by stay what they were', () => {
+  /** bootVm's context with a second IOAS (6 MiB of the file at IOVA_SP) that device 1 is attached to. */
+  function twoDomains() {
+    const vm = bootVm();
+    const p = vm.p;
+    p.close(vm.dev1);
+    const second = p.ioctl(vm.fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    p.ioctl(vm.fd, IOMMU_IOAS_MAP, { flags: R | W | FIXED, ioas_id: second, user_va: vm.va + 6n * MiB, length: 2n * MiB, iova: IOVA_SP });
+    const d1 = p.open('/dev/vfio/devices/vfio1', O_RDWR);
+    p.ioctl(d1, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: vm.fd });
+    p.ioctl(d1, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: second });
+    expect(second).toBeGreaterThan(vm.ioas);
+    return vm;
+  }
+
+  it('an IOAS the blob leaves out (even an empty one): the context is not offered, so no IOAS takes its number', () => {
+    const vm = bootVm();
+    const empty = vm.p.ioctl(vm.fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    const log = updateWithEditedBlob(vm, (t) => {
+      const io = ioases(t, vm.pid);
+      io.children = io.children.filter((c) => c.name !== String(empty));
+    });
+    expect(log).toMatch(new RegExp(`iommufds/${vm.pid} not restored: IOAS ${empty} of it is not in the handover`));
+    expect(ls(vm.host.kernel.spawn(), '/sys/kernel/iommufd_persisted')).toEqual([]);
+  });
+
+  it('two IOASes swap their domains in the blob (consistent indices): refused, guestmemfs recorded which page table is whose', () => {
+    const vm = twoDomains();
+    const log = updateWithEditedBlob(vm, (t) => {
+      const io = ioases(t, vm.pid);
+      const [a, b] = [child(io, String(vm.ioas)), child(io, String(vm.ioas + 2))];
+      const [da, db] = [prop(a, 'domains'), prop(b, 'domains')];
+      a.properties = a.properties.map((x) => (x.name === 'domains' ? { name: 'domains', value: db } : x));
+      b.properties = b.properties.map((x) => (x.name === 'domains' ? { name: 'domains', value: da } : x));
+    });
+    expect(log).toMatch(/not restored: IOAS \d+: domain \d+ is not the page table guestmemfs recorded for it/);
+    expect(ls(vm.host.kernel.spawn(), '/sys/kernel/iommufd_persisted')).toEqual([]);
+  });
+
+  it('a domain the next kernel refuses keeps its HWPT number unused, in that kernel and after another update unclaimed', () => {
+    for (const again of [false, true]) {
+      const vm = twoDomains();
+      khoWrite(vm.p, '1');
+      // Device 0's domain: a leaf PTE redirected (the table disagrees with the records: refused).
+      const steps = vm.host.kernel.intel.domainOf(vm.sid0)!.pt.walk(IOVA_SP);
+      vm.host.memory.writeU64(steps[steps.length - 1]!.ptePa, steps[steps.length - 1]!.pte ^ (1n << 21n));
+      vm.host.kexec();
+      expect(vm.host.kernel.dmesg().join('\n')).toMatch(/DMAR: persistent domain \(persistent id 1, did \d+\) not adopted/);
+      if (again) liveUpdate(vm.host.kernel.spawn());
+      const q = vm.host.kernel.spawn();
+      const fd = claim(q, vm.pid);
+      // IOASes 1 and 2; HWPT 3 was device 0's (refused: no such object), HWPT 4 device 1's.
+      const d0 = q.open('/dev/vfio/devices/vfio0', O_RDWR);
+      q.ioctl(d0, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+      expectErrno(() => q.ioctl(d0, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: 3 }), 'ENOENT', 'ioctl');
+      const d1 = q.open('/dev/vfio/devices/vfio1', O_RDWR);
+      q.ioctl(d1, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+      expect(q.ioctl(d1, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: 4 }).pt_id).toBe(4);
+      expect(vm.host.kernel.intel.domainOf(vm.sid1)!.persistentId).toBe(vm.pid);
+      // A new object does not take the refused HWPT's number (5 and 6 are the two devices).
+      expect(q.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id).toBe(7);
+    }
   });
 });

@@ -227,6 +227,8 @@ export interface MHwpt {
   restored: boolean;
   /** Restored from a domain freed after the DUMP: whether the next kernel adopted it is learnt at the claim. */
   uncertain?: boolean;
+  /** Not adopted: a number and a place, no object (MCtx.gone). */
+  gone?: boolean;
 }
 interface MDevObj {
   t: 'dev';
@@ -242,6 +244,11 @@ export class MCtx {
   fd: number | null = null;
   slot: number | null = null;
   readonly objs = new Map<number, MObj>();
+  /**
+   * Restored HWPTs the kernel did not adopt: their ids stay unused (no object takes them), and
+   * while the context is unclaimed a new handover keeps their places (ids in the same order).
+   */
+  readonly gone: MHwpt[] = [];
   /** Pins of a persisted context count only once it is claimed (a fresh ctx is "claimed"). */
   claimed = true;
   /** Serialised by the last KHO DUMP (frozen while KHO stays active). */
@@ -258,7 +265,7 @@ export class MCtx {
   }
   lowestFreeId(): number {
     let id = 1;
-    while (this.objs.has(id)) id++;
+    while (this.objs.has(id) || this.gone.some((h) => h.id === id)) id++;
     return id;
   }
 }
@@ -752,7 +759,11 @@ export class Model {
         ioases: ctx.ioases().map((io) => ({
           ioas: io,
           areas: io.areas.map((a) => ({ start: a.start, last: a.last, r: a.r, w: a.w, segs: (a.segs ?? []).map((s) => ({ ...s })) })),
-          hwpts: ctx.hwpts().filter((h) => h.ioas === io).map((h) => ({ hwpt: h, devs: this.devices.map((_, i) => i).filter((i) => { const x = this.devices[i]!.xlate; return x.k === 'hwpt' && x.h === h; }) })),
+          // An unclaimed context hands over the places of the HWPTs it lost too (DOMAIN_GONE).
+          hwpts: [...ctx.hwpts(), ...(ctx.claimed ? [] : ctx.gone)]
+            .filter((h) => h.ioas === io)
+            .sort((a, b) => a.id - b.id)
+            .map((h) => ({ hwpt: h, devs: this.devices.map((_, i) => i).filter((i) => { const x = this.devices[i]!.xlate; return x.k === 'hwpt' && x.h === h; }) })),
           verified: !io.areas.every((a) => this.mapsItsSegs(a)) ? false : ctx.hwpts().some((h) => h.ioas === io && h.uncertain) ? 'maybe' : true,
         })),
       });
@@ -760,15 +771,27 @@ export class Model {
   }
 
   /**
-   * Before a live update: each persistent context with the devices translating through one of its
-   * HWPTs, and the IOAS (numbered as the next kernel will: 1..n by id) each goes back to; and the
-   * IOVAs worth probing (every area's edges and middle, and next to them).
+   * Before a live update (KHO active): each context the DUMP serialised with the devices still
+   * translating through one of its HWPTs, and the IOAS each goes back to, numbered as the next
+   * kernel will (1..n in the order of the ids the DUMP saw: an IOAS allocated since is not in the
+   * handover); and the IOVAs worth probing (every area's edges and middle, and next to them).
    */
   handoverPlan(): { vmms: { pid: number; devices: { bdf: string; vfio: string; ptId: number }[] }[]; probes: BigUint64Array } {
-    const vmms = new Map<MCtx, { pid: number; devices: { bdf: string; vfio: string; ptId: number }[] }>();
+    const vmms: { pid: number; devices: { bdf: string; vfio: string; ptId: number }[] }[] = [];
+    for (const sc of this.snapshot ?? []) {
+      const devices: { bdf: string; vfio: string; ptId: number }[] = [];
+      sc.ioases.forEach((si, k) => {
+        for (const sh of si.hwpts) {
+          for (const i of sh.devs) {
+            const x = this.devices[i]!.xlate;
+            if (x.k === 'hwpt' && x.h === sh.hwpt) devices.push({ bdf: this.devices[i]!.bdf, vfio: `/dev/vfio/devices/vfio${i}`, ptId: k + 1 });
+          }
+        }
+      });
+      vmms.push({ pid: sc.ctx.pid, devices });
+    }
     const probes = new Set<bigint>();
     for (const ctx of this.liveCtxs()) {
-      if (ctx.pid) vmms.set(ctx, { pid: ctx.pid, devices: [] });
       for (const io of ctx.ioases()) {
         for (const a of io.areas) {
           const first = a.start & ~(PAGE - 1n);
@@ -777,12 +800,7 @@ export class Model {
         }
       }
     }
-    this.devices.forEach((d, i) => {
-      if (d.xlate.k !== 'hwpt') return;
-      const vmm = vmms.get(d.xlate.ctx);
-      if (vmm) vmm.devices.push({ bdf: d.bdf, vfio: `/dev/vfio/devices/vfio${i}`, ptId: d.xlate.ctx.ioases().indexOf(d.xlate.h.ioas) + 1 });
-    });
-    return { vmms: [...vmms.values()], probes: BigUint64Array.from([...probes].sort((a, b) => (a < b ? -1 : 1))) };
+    return { vmms, probes: BigUint64Array.from([...probes].sort((a, b) => (a < b ? -1 : 1))) };
   }
 
   // =============================================================================================
@@ -1819,13 +1837,16 @@ export class Model {
           }
         }
         io.areas.sort(byStart);
-        // A domain that does not map exactly its serialised areas is not adopted; its devices are blocked.
-        if (si.verified === false) {
-          for (const sh of si.hwpts) for (const i of sh.devs) refused.add(i);
-          continue;
-        }
+        // A domain that does not map exactly its serialised areas is not adopted; its devices are
+        // blocked, and its HWPT's number stays unused, as does a place the handover marks gone.
+        if (si.verified === false) for (const sh of si.hwpts) for (const i of sh.devs) refused.add(i);
         for (const sh of si.hwpts) {
           const h: MHwpt = { t: 'hwpt', id: next++, ioas: io, devs: new Set(), restored: true, uncertain: si.verified === 'maybe' };
+          if (si.verified === false || sh.hwpt.gone) {
+            h.gone = true;
+            ctx.gone.push(h);
+            continue;
+          }
           ctx.objs.set(h.id, h);
           hwptMap.set(sh.hwpt, h);
         }
@@ -1918,14 +1939,10 @@ export class Model {
             h.uncertain = false;
             return;
           }
-          // Not adopted: the HWPT does not exist, and the ones numbered after it move down.
+          // Not adopted: the HWPT does not exist, and its number stays unused.
           ctx.objs.delete(h.id);
-          for (const x of ctx.hwpts()) {
-            if (x.id <= h.id) continue;
-            ctx.objs.delete(x.id);
-            x.id--;
-            ctx.objs.set(x.id, x);
-          }
+          h.gone = true;
+          ctx.gone.push(h);
           this.syncPins();
         } }],
       };

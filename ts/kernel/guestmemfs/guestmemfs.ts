@@ -299,9 +299,9 @@ export class Guestmemfs {
   }
 
   /**
-   * After a handover: the pins in `keep` are held again (by the handed-over contexts this kernel
-   * accepted); every other record was the old kernel's and goes, and each file's pin count is
-   * recounted from what is left.
+   * After a handover: the records in `keep` (pins and their holders) are held again by the
+   * handed-over contexts this kernel accepted; every other record was the old kernel's and goes,
+   * and each file's pin count is recounted from what is left.
    */
   keepPins(keep: ReadonlySet<number>): void {
     if (!this.handedOver) return;
@@ -315,6 +315,7 @@ export class Guestmemfs {
       }
     }
     for (const slot of this.index().used) if (this.u32(slot, 40) !== (count.get(slot) ?? 0)) this.setU32(slot, 40, count.get(slot) ?? 0);
+    for (const [h] of [...this.pinTable.holders()]) if (!keep.has(h)) this.pinTable.remove(h);
     if (dropped) this.kernel.log(`guestmemfs: ${dropped} long-term pins of the previous kernel released (no accepted context holds them)`);
   }
 

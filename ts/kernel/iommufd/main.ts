@@ -41,14 +41,35 @@ export class Ioas extends IommufdObject {
   readonly iopt = new IoPagetable(() => pinOwner(this.ictx.persistentId, this.id));
   /** `ioas->hwpt_list`. */
   readonly hwpts: HwptPaging[] = [];
+  /** A persistent IOAS's holder record in guestmemfs's pin table (its id and domains). */
+  private holder: number | null = null;
 
   constructor(readonly ictx: IommufdCtx) {
     super();
   }
 
+  /**
+   * Once it has its id: in a persistent context, guestmemfs records it as a holder of long-term
+   * pins, with its domains, so the next kernel knows which IOASes the context had (ENOMEM when
+   * the pin table is full).
+   */
+  register(): void {
+    const gm = this.ictx.kernel.guestmemfs;
+    if (!this.ictx.persistentId || !gm) return;
+    this.holder = gm.pinTable.add({ owner: pinOwner(this.ictx.persistentId, this.id), domains: 0, pgds: [] });
+    this.recordDomains();
+  }
+
+  /** Its domains changed (an HWPT came or went): the holder record follows, in list order. */
+  recordDomains(): void {
+    if (this.holder !== null) this.ictx.kernel.guestmemfs!.pinTable.setHolder(this.holder, this.hwpts.map((h) => h.domain.pt.pgd));
+  }
+
   destroy(): void {
     this.iopt.unmapRange(0n, ULONG_MAX);
     if (this.ictx.vfioIoas === this) this.ictx.vfioIoas = null;
+    if (this.holder !== null) this.ictx.kernel.guestmemfs!.pinTable.remove(this.holder);
+    this.holder = null;
   }
 }
 
@@ -73,7 +94,10 @@ export class HwptPaging extends IommufdObject {
   destroy(): void {
     if (this.inIopt) this.ioas.iopt.removeDomain(this.domain);
     const i = this.ioas.hwpts.indexOf(this);
-    if (i >= 0) this.ioas.hwpts.splice(i, 1);
+    if (i >= 0) {
+      this.ioas.hwpts.splice(i, 1);
+      this.ioas.recordDomains();
+    }
     if (this.ownsDomain) this.domain.free();
     this.ioas.users--;
   }
@@ -165,10 +189,15 @@ export class IommufdCtx extends File {
 
   /** `xa_alloc` with XA_FLAGS_ALLOC1: the lowest free id; the object is not findable yet. */
   reserve(obj: IommufdObject): void {
+    obj.id = this.reserveId();
+  }
+
+  /** Takes the lowest free id (reserved until finalized, or for good if nothing finalizes it). */
+  reserveId(): number {
     let id = 1;
     while (this.objects.has(id) || this.reservedIds.has(id)) id++;
-    obj.id = id;
     this.reservedIds.add(id);
+    return id;
   }
 
   /** `iommufd_object_finalize`. */
@@ -316,6 +345,7 @@ const HANDLERS: Record<string, Handler> = {
     ictx.reserve(ioas);
     ucmd.cmd.out_ioas_id = ioas.id;
     try {
+      ioas.register();
       ictx.respond(ucmd);
     } catch (e) {
       ictx.abort(ioas);
@@ -699,6 +729,7 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
     throw e;
   }
   ioas.hwpts.push(hwpt);
+  ioas.recordDomains();
   return hwpt;
 }
 
@@ -815,6 +846,7 @@ function autoGetDomain(idev: IommufdDevice, ioas: Ioas, replace: boolean, doAtta
       old = doAttach(hwpt);
     } catch (e) {
       ioas.hwpts.splice(ioas.hwpts.indexOf(hwpt), 1);
+      ioas.recordDomains();
       ictx.abort(hwpt);
       throw e;
     }

@@ -17,7 +17,7 @@ import type { FdtWriter } from '../../fdt/index.js';
 import { errno, KernelError } from '../../uapi/errno.js';
 import { O_RDWR } from '../../uapi/mman.js';
 import type { Guestmemfs, GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
-import { pinOwner, samePin, type PinRecord } from '../guestmemfs/pins.js';
+import { HOLDER_PGDS, pinOwner, samePin, type HolderRecord, type PinRecord } from '../guestmemfs/pins.js';
 import type { DmarDomain } from '../intel-iommu/iommu.js';
 import type { Kernel } from '../kernel.js';
 import { le, type Kho, type KhoNode, type KhoNotifier } from '../kho/kho.js';
@@ -25,6 +25,12 @@ import { RunList } from '../mm.js';
 import type { Process } from '../process.js';
 import { HwptPaging, Ioas, IommufdCtx, RestoredAttach } from './main.js';
 import { IoptPages } from './pages.js';
+
+/**
+ * In an IOAS's `domains`: a domain an unclaimed context lost (the kernel that handed it over did
+ * not adopt it). It keeps its place, so the restored HWPTs after it keep their numbers.
+ */
+const DOMAIN_GONE = 0xffff_ffff;
 
 /** `IOMMU_READ`, `IOMMU_WRITE`, `IOMMU_CACHE` as `iommu-prot` carries them. */
 const IOMMU_READ = 1;
@@ -59,6 +65,8 @@ interface PersistedCtx {
   domains: Map<number, DmarDomain>;
   /** The previous kernel's pin records its areas matched: held until the claim re-pins them. */
   pins: { inode: GuestmemfsInode; handle: number }[];
+  /** The previous kernel's holder records of its IOASes, likewise. */
+  holders: number[];
 }
 
 /** The iommufd side of KHO: serialise at DUMP, verify and offer after kexec. */
@@ -86,7 +94,7 @@ export class PersistedIommufds implements KhoNotifier {
     const used = new Set([...this.pending.values()].flatMap((c) => [...c.domains.values()]));
     for (const d of [...intel.restored.values()]) if (!used.has(d)) intel.reject(d, 'no persisted iommufd refers to it');
     // The old kernel's pin records: the accepted contexts hold theirs, every other one goes.
-    kernel.guestmemfs?.keepPins(new Set([...this.pending.values()].flatMap((c) => c.pins.map((x) => x.handle))));
+    kernel.guestmemfs?.keepPins(new Set([...this.pending.values()].flatMap((c) => [...c.pins.map((x) => x.handle), ...c.holders])));
     for (const ctx of this.pending.values()) {
       kernel.sysfs.attr(`/sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`, 0o440, { show: (proc) => `${this.claim(proc, ctx.pid)}\n` });
       kernel.log(`iommufd: persisted iommufd ${ctx.pid} ready at /sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`);
@@ -98,9 +106,11 @@ export class PersistedIommufds implements KhoNotifier {
   private parse(node: KhoNode): void {
     if (node.string('compatible') !== 'iommufd-v0') errno('EINVAL', 'unknown compatible');
     const gm = this.kernel.guestmemfs;
-    // guestmemfs's pin records by owner and IOVA (unique: the areas of one IOAS never overlap).
-    const records = new Map<string, { handle: number; rec: PinRecord }>();
-    for (const [handle, rec] of gm?.pinTable.entries() ?? []) records.set(`${rec.owner}/${rec.iova}`, { handle, rec });
+    // guestmemfs's pin records by owner and IOVA (unique: the areas of one IOAS never overlap),
+    // and its holder records by owner.
+    const records: Records = { pins: new Map(), holders: new Map() };
+    for (const [handle, rec] of gm?.pinTable.entries() ?? []) records.pins.set(`${rec.owner}/${rec.iova}`, { handle, rec });
+    for (const [handle, rec] of gm?.pinTable.holders() ?? []) records.holders.set(rec.owner, { handle, rec });
     for (const c of node.child('iommufds')?.children() ?? []) {
       try {
         this.parseCtx(c, gm, records);
@@ -110,7 +120,7 @@ export class PersistedIommufds implements KhoNotifier {
     }
     // A domain two IOASes name belongs to neither (only one of them can be what it maps).
     const named = new Map<number, number>();
-    for (const ctx of this.pending.values()) for (const ioas of ctx.ioases) for (const idx of new Set(ioas.domains)) named.set(idx, (named.get(idx) ?? 0) + 1);
+    for (const ctx of this.pending.values()) for (const ioas of ctx.ioases) for (const idx of new Set(ioas.domains)) if (idx !== DOMAIN_GONE) named.set(idx, (named.get(idx) ?? 0) + 1);
     for (const [idx, n] of named) {
       const d = this.kernel.intel.restored.get(idx);
       if (n < 2 || !d) continue;
@@ -119,9 +129,9 @@ export class PersistedIommufds implements KhoNotifier {
     }
   }
 
-  private parseCtx(c: KhoNode, gm: Guestmemfs | null, records: Map<string, { handle: number; rec: PinRecord }>): void {
+  private parseCtx(c: KhoNode, gm: Guestmemfs | null, records: Records): void {
     {
-      const ctx: PersistedCtx = { pid: c.id(), ioases: [], domains: new Map(), pins: [] };
+      const ctx: PersistedCtx = { pid: c.id(), ioases: [], domains: new Map(), pins: [], holders: [] };
       if (ctx.pid === 0 || ctx.pid > 0xffff_ffff || this.pending.has(ctx.pid)) errno('EINVAL', `${c.path}: bad persistent id`);
       for (const i of c.child('ioases')?.children() ?? []) {
         const ioas: PersistedIoas = { id: i.id(), domains: u32s(i, 'domains'), areas: [] };
@@ -146,11 +156,17 @@ export class PersistedIommufds implements KhoNotifier {
         ctx.ioases.push(ioas);
       }
       ctx.ioases.sort((a, b) => a.id - b.id);
-      ctx.pins = this.matchPins(ctx, gm!, records);
+      if (!gm) errno('EINVAL', 'guestmemfs was not handed over: nothing vouches for its IOASes');
+      this.matchRecords(ctx, gm, records);
       // Trust, but verify: each domain must translate exactly its IOAS's areas onto the blocks.
       for (const ioas of ctx.ioases) {
-        for (const idx of ioas.domains) {
+        const holder = records.holders.get(pinOwner(ctx.pid, ioas.id))!.rec;
+        for (const [k, idx] of ioas.domains.entries()) {
+          if (idx === DOMAIN_GONE) continue;
           const d = this.kernel.intel.restored.get(idx);
+          if (d && k < HOLDER_PGDS && d.pt.pgd !== holder.pgds[k]) {
+            errno('EINVAL', `IOAS ${ioas.id}: domain ${idx} is not the page table guestmemfs recorded for it`);
+          }
           if (!d) {
             this.kernel.log(`iommufd: IOAS ${ioas.id} of persisted iommufd ${ctx.pid}: domain ${idx} was not restored; not adopted`);
             continue;
@@ -174,31 +190,40 @@ export class PersistedIommufds implements KhoNotifier {
   }
 
   /**
-   * Every piece of every area must be one of guestmemfs's pin records for this context and IOAS,
-   * byte for byte (file, offset, length, IOVA, access), and every record this context held must be
-   * in the handover. Returns the records, which the context holds until it is claimed.
+   * guestmemfs's records must account for the context exactly: each IOAS is a holder record of
+   * this persistent id with as many domains, and every holder of this persistent id is in the
+   * handover; each piece of each area is one of the pin records of its IOAS, byte for byte (file,
+   * offset, length, IOVA, access), and every pin record of this persistent id is in the handover.
+   * The matched records are the context's until it is claimed.
    */
-  private matchPins(ctx: PersistedCtx, gm: Guestmemfs, records: Map<string, { handle: number; rec: PinRecord }>): PersistedCtx['pins'] {
-    const pins: PersistedCtx['pins'] = [];
+  private matchRecords(ctx: PersistedCtx, gm: Guestmemfs, records: Records): void {
+    const pid = BigInt(ctx.pid);
+    for (const ioas of ctx.ioases) {
+      const holder = records.holders.get(pinOwner(ctx.pid, ioas.id));
+      if (!holder) errno('EINVAL', `IOAS ${ioas.id}: guestmemfs has no record of it`);
+      if (holder.rec.domains !== ioas.domains.length) errno('EINVAL', `IOAS ${ioas.id}: ${ioas.domains.length} domains, guestmemfs recorded ${holder.rec.domains}`);
+      ctx.holders.push(holder.handle);
+    }
+    const ioases = new Set(ctx.holders);
+    for (const { handle, rec } of records.holders.values()) if (rec.owner >> 32n === pid && !ioases.has(handle)) errno('EINVAL', `IOAS ${rec.owner & 0xffff_ffffn} of it is not in the handover`);
     const seen = new Set<number>();
     for (const ioas of ctx.ioases) {
       const owner = pinOwner(ctx.pid, ioas.id);
       for (const area of ioas.areas) {
         for (const s of area.segs) {
           const want = { owner, iova: s.iova, ino: s.ino, offset: s.offset, len: s.len, access: area.prot & (IOMMU_READ | IOMMU_WRITE) };
-          const got = records.get(`${owner}/${s.iova}`);
+          const got = records.pins.get(`${owner}/${s.iova}`);
           if (!got || !samePin(got.rec, want) || seen.has(got.handle)) {
             errno('EINVAL', `IOAS ${ioas.id}, IOVA 0x${s.iova.toString(16)}: no long-term pin of inode ${s.ino} for it (the handover does not match guestmemfs)`);
           }
           seen.add(got.handle);
-          pins.push({ inode: gm.inodeByIno(s.ino)!, handle: got.handle });
+          ctx.pins.push({ inode: gm.inodeByIno(s.ino)!, handle: got.handle });
         }
       }
     }
     let missing = 0;
-    for (const { handle, rec } of records.values()) if (rec.owner >> 32n === BigInt(ctx.pid) && !seen.has(handle)) missing++;
+    for (const { handle, rec } of records.pins.values()) if (rec.owner >> 32n === pid && !seen.has(handle)) missing++;
     if (missing) errno('EINVAL', `${missing} of its long-term pins are not in the handover`);
-    return pins;
   }
 
   /** Values a corrupted blob could carry that must not reach the model. */
@@ -252,6 +277,7 @@ export class PersistedIommufds implements KhoNotifier {
     }
     // The areas hold the file pins now, and each device still on a restored domain holds its HWPT.
     for (const { inode, handle } of rec.pins) inode.unpin(handle);
+    for (const h of rec.holders) kernel.guestmemfs!.pinTable.remove(h);
     for (const ra of attached) {
       ra.hwpt.users++;
       this.restoredAttach.set(ra.sid, ra);
@@ -269,10 +295,12 @@ export class PersistedIommufds implements KhoNotifier {
     const attached: RestoredAttach[] = [];
     const gm = kernel.guestmemfs!;
     // As the RFC does, the IOASes get fresh ids 1, 2, ... in their old order; the restored HWPTs
-    // follow them, in the same order, so a VMM can tell which is which.
+    // follow them, in the same order, so a VMM can tell which is which. A domain this kernel did
+    // not adopt keeps its number unused, so no other HWPT takes the id its VMM expects.
     const ioases = rec.ioases.map(() => {
       const ioas = new Ioas(ictx);
       ictx.reserve(ioas);
+      ioas.register();
       ictx.finalize(ioas);
       return ioas;
     });
@@ -280,7 +308,10 @@ export class PersistedIommufds implements KhoNotifier {
       const ioas = ioases[k]!;
       for (const idx of p.domains) {
         const d = rec.domains.get(idx);
-        if (!d) continue;
+        if (!d) {
+          ictx.reserveId();
+          continue;
+        }
         const hwpt = new HwptPaging(ioas, d, false);
         hwpt.autoDomain = true;
         ioas.iopt.adoptDomain(d);
@@ -295,6 +326,7 @@ export class PersistedIommufds implements KhoNotifier {
         ictx.reserve(hwpt);
         ictx.finalize(hwpt);
         ioas.hwpts.push(hwpt);
+        ioas.recordDomains();
       }
       for (const area of p.areas) {
         for (const s of area.segs) {
@@ -327,7 +359,7 @@ export class PersistedIommufds implements KhoNotifier {
     for (const [pid, ictx] of this.kernel.persistentIommufds) ctxs.push(snapshot(pid, ictx, domainIndex));
     for (const rec of this.pending.values()) {
       const byDomain = new Map([...rec.domains].map(([idx, d]) => [idx, domainIndex.get(d)]));
-      ctxs.push({ ...rec, ioases: rec.ioases.map((i) => ({ ...i, domains: i.domains.map((x) => byDomain.get(x)).filter((x): x is number => x !== undefined) })) });
+      ctxs.push({ ...rec, ioases: rec.ioases.map((i) => ({ ...i, domains: i.domains.map((x) => byDomain.get(x) ?? DOMAIN_GONE) })) });
     }
     ctxs.sort((a, b) => a.pid - b.pid);
     w.beginNode('iommufd');
@@ -363,6 +395,12 @@ export class PersistedIommufds implements KhoNotifier {
   abort(): void {}
 }
 
+/** guestmemfs's records, as the next kernel finds them: pins by owner and IOVA, holders by owner. */
+interface Records {
+  pins: Map<string, { handle: number; rec: PinRecord }>;
+  holders: Map<bigint, { handle: number; rec: HolderRecord }>;
+}
+
 /** The persisted form of a live context. */
 function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<DmarDomain, number>): PersistedCtx {
   const ioases: PersistedIoas[] = [];
@@ -380,7 +418,7 @@ function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<DmarDomain, nu
     const domains = obj.hwpts.map((h) => domainIndex.get(h.domain)).filter((x): x is number => x !== undefined);
     ioases.push({ id: obj.id, domains, areas });
   }
-  return { pid, ioases, domains: new Map(), pins: [] };
+  return { pid, ioases, domains: new Map(), pins: [], holders: [] };
 }
 
 /**
