@@ -11,7 +11,7 @@ import { handoverCampaign } from './handover-helpers.js';
 const VM0 = '0000:01:00.0';
 const VM1 = '0000:02:00.0';
 const HOST = '0000:03:00.0';
-/** `guestmemfs` / `iommu-prot` properties in tree order: vm0 IOAS 1 area 0, area 1, IOAS 2 area 0, then vm1's. */
+/** `guestmemfs` / `iommu-prot` properties in tree order: vm0 IOAS 2 area 0, area 1, IOAS 3 area 0, then vm1's. */
 const VM0_RW = 0;
 const VM0_RO = 1;
 const VM1_RW = 3;
@@ -27,7 +27,7 @@ function expectIsolated(m: HandoverMutation) {
 describe('named attacks on the handover (each widened a device before the trust rule)', () => {
   it('an area segment names the other VM’s file (inode 2 → 3): iommufd 1 is not restored, VM 1 is untouched', () => {
     const r = expectIsolated({ k: 'setWord', name: 'guestmemfs', which: VM0_RW, word: 1, value: { k: 'any', v: 3n } });
-    expect(r.log).toMatch(/iommufd: \/iommufd\/iommufds\/1 not restored: IOAS 1, IOVA 0x100000000: no long-term pin of inode 3/);
+    expect(r.log).toMatch(/iommufd: \/iommufd\/iommufds\/1 not restored: IOAS 2, IOVA 0x100000000: no long-term pin of inode 3/);
     expect(r.log).toMatch(/DMAR: persistent domain \(persistent id 1, did \d+\) not adopted: no persisted iommufd refers to it/);
     expect(r.reattached).toEqual([VM1]);
     expect(r.lostAfterReattach.filter((x) => x.startsWith(VM1))).toEqual([]);
@@ -35,7 +35,7 @@ describe('named attacks on the handover (each widened a device before the trust 
 
   it('two areas swap iommu-prot (read/write ↔ read-only): the domain is refused and the context is not restored', () => {
     const r = expectIsolated({ k: 'swapValues', name: 'iommu-prot', a: VM0_RW, b: VM0_RO });
-    expect(r.log).toMatch(/iommufd: \/iommufd\/iommufds\/1 not restored: IOAS 1, IOVA 0x100000000: no long-term pin of inode 2/);
+    expect(r.log).toMatch(/iommufd: \/iommufd\/iommufds\/1 not restored: IOAS 2, IOVA 0x100000000: no long-term pin of inode 2/);
     expect(r.reattached).toEqual([VM1]);
   });
 

@@ -40,7 +40,7 @@ const MNT = '/mnt/guestmemfs';
 
 /** One IOMMU mapping a VMM makes: a piece of its guestmemfs file at an IOVA. */
 export interface HandoverMap {
-  /** Index into the VMM's IOASes (0 = the one its device is attached to). */
+  /** Index into the VMM's mapped IOASes (0 = the one its device is attached to: IOAS 2). */
   ioas: number;
   iova: bigint;
   offset: bigint;
@@ -50,11 +50,13 @@ export interface HandoverMap {
 
 /**
  * The host every case starts from: `vms` VMMs (root, like most VMMs), each with an 8 MiB
- * guestmemfs file and a persistent iommufd holding two IOASes. IOAS 1 (its device attached)
- * maps 4 MiB read/write in 2 MiB pages and 64 KiB read-only in 4 KiB pages; IOAS 2 (no device)
- * maps the file's last 2 MiB read/write. Every VMM uses the same IOVAs, so a handover that hands
- * one VM's areas, files or domain to another shows up as another physical page. Plus one device of
- * the host's own, in a plain iommufd over anonymous memory.
+ * guestmemfs file and a persistent iommufd holding three IOASes. IOAS 1 is empty; IOAS 2 (its
+ * device attached) maps 4 MiB read/write in 2 MiB pages and 64 KiB read-only in 4 KiB pages;
+ * IOAS 3 (no device) maps the file's last 2 MiB read/write. Every VMM uses the same IOVAs, so a
+ * handover that hands one VM's areas, files or domain to another shows up as another physical
+ * page. After the update the first VMM re-attaches its device by IOAS id (2), the second by the
+ * restored HWPT's id (4), so a handover that shifts either numbering shows up too. Plus one
+ * device of the host's own, in a plain iommufd over anonymous memory.
  */
 export const HANDOVER_MAPS: readonly HandoverMap[] = [
   { ioas: 0, iova: 1n << 32n, offset: 0n, length: 4n * MiB, write: true },
@@ -97,6 +99,7 @@ export function bootHandoverHost(vms = 2, seed = 0): HandoverHost {
     p.memWrite(va, new TextEncoder().encode(`vm${k}`));
     const fd = p.open('/dev/iommu', O_RDWR);
     const pid = Number(p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_PERSISTENT, op: IOMMU_OPTION_OP_SET }).val64);
+    p.ioctl(fd, IOMMU_IOAS_ALLOC, {}); // IOAS 1: empty
     const ioases = [0, 1].map(() => p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number);
     for (const m of HANDOVER_MAPS) {
       p.ioctl(fd, IOMMU_IOAS_MAP, { flags: R | (m.write ? W : 0) | FIXED, ioas_id: ioases[m.ioas]!, user_va: va + m.offset, length: m.length, iova: m.iova });
@@ -428,7 +431,7 @@ export function corruptedLiveUpdate(host: Host, p: Process, m: HandoverMutation,
   return { applied: mutated !== null, widenedAtBoot, widenedAfterReattach: widened(before, after, probes), reattached, before, after };
 }
 
-/** {@link corruptedLiveUpdate} of the host of {@link bootHandoverHost}, each VMM re-attaching its device to IOAS 1. */
+/** {@link corruptedLiveUpdate} of the host of {@link bootHandoverHost}, each VMM re-attaching its device (by IOAS or HWPT id). */
 export function runHandoverCase(m: HandoverMutation, opts: { vms?: number; seed?: number } = {}): HandoverCaseResult {
   const h = bootHandoverHost(opts.vms ?? 2, opts.seed ?? 0);
   const { host } = h;
@@ -437,7 +440,8 @@ export function runHandoverCase(m: HandoverMutation, opts: { vms?: number; seed?
   const kho = admin.open('/sys/kernel/kho/active', O_WRONLY);
   admin.write(kho, '1');
   admin.close(kho);
-  const vmms = h.vms.map((v) => ({ pid: v.pid, devices: [{ bdf: v.bdf, vfio: v.vfio, ptId: 1 }] }));
+  // IOASes 1..3, then the restored HWPT of IOAS 2: re-attach by IOAS id, or (odd VMMs) by HWPT id.
+  const vmms = h.vms.map((v, k) => ({ pid: v.pid, devices: [{ bdf: v.bdf, vfio: v.vfio, ptId: k % 2 ? 4 : 2 }] }));
   const r = corruptedLiveUpdate(host, admin, m, vmms, bdfs, h.probes);
   const log = host.kernel.dmesg().join('\n');
   return {

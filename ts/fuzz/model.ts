@@ -781,6 +781,10 @@ export class Model {
     for (const sc of this.snapshot ?? []) {
       const devices: { bdf: string; vfio: string; ptId: number }[] = [];
       sc.ioases.forEach((si, k) => {
+        // A domain that does not map its own areas (a user-VA MAP whose VMA was replaced before a
+        // domain pinned it) is refused even from an intact blob, and re-attaching maps the areas as
+        // MAP recorded them, not what the device had: such devices stay out of the comparison.
+        if (si.verified === false) return;
         for (const sh of si.hwpts) {
           for (const i of sh.devs) {
             const x = this.devices[i]!.xlate;
