@@ -48,6 +48,10 @@ const MAP_ENTRIES = Number(GUESTMEMFS_BLOCK / 8n);
 /** The pin table starts after the bitmap and keeps at least this many records. */
 const MIN_PIN_SLOTS = 1024;
 const pinTableOffset = (nblocks: number): number => Math.ceil((BITMAP + Math.ceil(nblocks / 8)) / 4096) * 4096;
+const pinSlots = (nblocks: number): number => (Number(GUESTMEMFS_BLOCK) - pinTableOffset(nblocks)) / PIN_RECORD_SIZE;
+/** Superblock fields of the pin table: its offset (u64), then slots used (u32) and slots (u32). */
+const SB_PIN_TABLE = 56n;
+const SB_PIN_COUNTS = 64n;
 /** The largest carve-out: its bitmap and the smallest pin table fit in block 0. */
 const MAX_BLOCKS = (Number(GUESTMEMFS_BLOCK) - MIN_PIN_SLOTS * PIN_RECORD_SIZE - BITMAP - 4096) * 8;
 
@@ -77,8 +81,7 @@ export class Guestmemfs {
     readonly nblocks: number,
     pinTable?: PinTable,
   ) {
-    const off = pinTableOffset(nblocks);
-    this.pinTable = pinTable ?? new PinTable(memory, base + BigInt(off), (Number(GUESTMEMFS_BLOCK) - off) / PIN_RECORD_SIZE, base + 64n);
+    this.pinTable = pinTable ?? new PinTable(memory, base + BigInt(pinTableOffset(nblocks)), pinSlots(nblocks), base + SB_PIN_COUNTS);
     this.handedOver = pinTable !== undefined;
   }
 
@@ -124,8 +127,8 @@ export class Guestmemfs {
     this.memory.writeU64(sb + 32n, BigInt(MAX_INODES) | (BigInt(INODE_SIZE) << 32n));
     this.memory.writeU64(sb + 40n, BigInt(INODE_TABLE));
     this.memory.writeU64(sb + 48n, BigInt(BITMAP));
-    this.memory.writeU64(sb + 56n, BigInt(pinTableOffset(this.nblocks)));
-    this.memory.writeU64(sb + 64n, BigInt(this.pinTable.slots) << 32n); // none used yet
+    this.memory.writeU64(sb + SB_PIN_TABLE, BigInt(pinTableOffset(this.nblocks)));
+    this.memory.writeU64(sb + SB_PIN_COUNTS, BigInt(this.pinTable.slots) << 32n); // none used yet
     this.setBit(0, true);
   }
 
@@ -267,9 +270,9 @@ export class Guestmemfs {
     const n = Number(nblocks);
     if (n > MAX_BLOCKS) errno('EINVAL', 'guestmemfs: region out of range');
     const off = pinTableOffset(n);
-    const slots = (Number(GUESTMEMFS_BLOCK) - off) / PIN_RECORD_SIZE;
-    if (memory.readU64(base + 56n) !== BigInt(off) || Number(memory.readU64(base + 64n) >> 32n) !== slots) errno('EINVAL', 'guestmemfs: the pin table is not where the superblock says');
-    const fs = new Guestmemfs(kernel, memory, base, n, PinTable.load(memory, base + BigInt(off), slots, base + 64n, MAX_INODES + 1));
+    const slots = pinSlots(n);
+    if (memory.readU64(base + SB_PIN_TABLE) !== BigInt(off) || Number(memory.readU64(base + SB_PIN_COUNTS) >> 32n) !== slots) errno('EINVAL', 'guestmemfs: the pin table is not where the superblock says');
+    const fs = new Guestmemfs(kernel, memory, base, n, PinTable.load(memory, base + BigInt(off), slots, base + SB_PIN_COUNTS, MAX_INODES + 1));
     kernel.log(`guestmemfs: restored ${len >> 20n} MiB at 0x${base.toString(16)} from KHO`);
     fs.reclaimOrphanBlocks();
     return fs;

@@ -118,7 +118,8 @@ export class PersistedIommufds implements KhoNotifier {
         this.kernel.log(`iommufd: ${c.path} not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
       }
     }
-    // A domain two IOASes name belongs to neither (only one of them can be what it maps).
+    // A domain two IOASes name belongs to neither (only one of them can be what it maps). The
+    // holder records' pgds catch this already, except past an IOAS's first HOLDER_PGDS domains.
     const named = new Map<number, number>();
     for (const ctx of this.pending.values()) for (const ioas of ctx.ioases) for (const idx of new Set(ioas.domains)) if (idx !== DOMAIN_GONE) named.set(idx, (named.get(idx) ?? 0) + 1);
     for (const [idx, n] of named) {
