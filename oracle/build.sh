@@ -15,9 +15,9 @@ guest_key="$(cat "$here/lab.env" "$here/kernel.config" "$here/build.sh" "$here"/
 lab="$cache/lab-$guest_key"
 if [ -f "$lab/.done" ]; then echo "$lab"; exit 0; fi
 
-for tool in gcc make flex bison bc cpio gzip busybox qemu-system-x86_64; do
+for tool in gcc make flex bison bc cpio gzip rsync busybox qemu-system-x86_64; do
   command -v "$tool" >/dev/null || [ -x "/bin/$tool" ] || {
-    echo "oracle: $tool not found (apt-get install build-essential flex bison bc libelf-dev libssl-dev libcap-dev busybox-static qemu-system-x86 cpio xz-utils)" >&2; exit 1; }
+    echo "oracle: $tool not found (apt-get install build-essential flex bison bc libelf-dev libssl-dev libcap-dev busybox-static qemu-system-x86 cpio xz-utils rsync)" >&2; exit 1; }
 done
 
 src="$("$here/fetch-source.sh")"
@@ -55,19 +55,42 @@ st="$src/tools/testing/selftests"
 gcc "${cflags[@]}" "${inc[@]}" -I "$st" -I "$src/tools/include" -D_GNU_SOURCE \
   -o "$lab.tmp/root/bin/iommufd" "$st/iommu/iommufd.c" -lcap -lpthread 2>"$lab.tmp/iommufd.build.log" \
   || { cat "$lab.tmp/iommufd.build.log" >&2; exit 1; }
-# The upstream LUO selftests (nolibc, as the kernel's own vmtest.sh builds them).
+# The upstream LUO selftests: `liveupdate` (kselftest harness, libc) runs in our initramfs; each
+# kexec test gets its own initramfs around the upstream init.c (nolibc), as the kernel's
+# vmtest.sh assembles it: stage 1, kexec_file_load of /kernel with /initrd.img, stage 2.
 lu="$st/liveupdate"
-for t in liveupdate luo_kexec_simple luo_multi_session; do
-  extra=(); [ "$t" = liveupdate ] || extra=("$lu/luo_test_utils.c")
-  gcc -static -O2 -nostdlib -fno-asynchronous-unwind-tables -fno-ident -fno-stack-protector \
-    -include "$src/tools/include/nolibc/nolibc.h" -I "$src/tools/include/nolibc" "${inc[@]}" -I "$st" \
-    -o "$lab.tmp/root/bin/$t" "$lu/$t.c" "${extra[@]}" -lgcc 2>>"$lab.tmp/luo.build.log" \
-    || echo "oracle: $t did not build (see $lab/luo.build.log)" >&2
+gcc "${cflags[@]}" "${inc[@]}" -I "$st" -I "$lu/lib/include" -D_GNU_SOURCE -o "$lab.tmp/root/bin/liveupdate" \
+  "$lu/liveupdate.c" "$lu/lib/lu_utils.c" 2>"$lab.tmp/luo.build.log" || { cat "$lab.tmp/luo.build.log" >&2; exit 1; }
+nolibc=(-static -nostdinc -nostdlib -fno-asynchronous-unwind-tables -fno-ident -fno-stack-protector
+  -I "$kbuild/usr/include" -I "$src/tools/include/nolibc" -I "$lu/lib/include")
+gcc "${nolibc[@]}" -Os -o "$lab.tmp/luo-init" "$lu/init.c"
+for t in luo_kexec_simple luo_multi_session; do
+  d="$lab.tmp/$t"; mkdir -p "$d/inner"/{dev,proc,debugfs} "$d/outer"/{dev,proc,debugfs}
+  gcc "${nolibc[@]}" -O2 -o "$d/inner/test_binary" "$lu/$t.c" "$lu/lib/lu_utils.c"
+  cp "$lab.tmp/luo-init" "$d/inner/init"
+  (cd "$d/inner" && find . | cpio -o -H newc --quiet) > "$d/outer/initrd.img"
+  cp "$d/inner/init" "$d/inner/test_binary" "$d/outer/"
+  cp "$kbuild/arch/x86/boot/bzImage" "$d/outer/kernel"
+  (cd "$d/outer" && find . | cpio -o -H newc --quiet | gzip -1) > "$lab.tmp/$t.cpio.gz"
+  rm -rf "$d"
 done
 cp /bin/busybox "$lab.tmp/root/bin/busybox"
-for a in sh mount mkdir cat echo ls poweroff sleep grep; do ln -sf busybox "$lab.tmp/root/bin/$a"; done
+for a in sh mount mkdir cat echo ls poweroff sleep grep sed; do ln -sf busybox "$lab.tmp/root/bin/$a"; done
 install -m 0755 "$here/guest/init" "$lab.tmp/root/init"
 (cd "$lab.tmp/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$lab.tmp/initramfs.cpio.gz"
+qemu_version="$(qemu-system-x86_64 --version | head -1 | sed 's/ (.*//')"
+cat > "$lab.tmp/lab.json" <<JSON
+{
+  "kernel": "$KERNEL_PKG_VERSION",
+  "release": "$(cat "$lab.tmp/kernelrelease")",
+  "qemu": "$qemu_version",
+  "machine": "q35 intel-iommu,intremap=on,caching-mode=on + edu",
+  "qemuArgs": ["-machine", "q35,kernel-irqchip=split", "-accel", "tcg", "-cpu", "max", "-m", "2G", "-smp", "2",
+    "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
+    "-device", "intel-iommu,intremap=on,caching-mode=on", "-device", "edu"],
+  "cmdline": "console=ttyS0 intel_iommu=on liveupdate=on panic=-1 quiet loglevel=1"
+}
+JSON
 touch "$lab.tmp/.done"
 rm -rf "$lab"; mv "$lab.tmp" "$lab"
 echo "$lab"

@@ -1,11 +1,10 @@
 // A process: credentials, an fd table, an address space, and the syscall surface. Every call
 // either returns what the kernel returns or throws a SyscallError with the kernel's errno.
 import { errno, KernelError, SyscallError } from '../uapi/errno.js';
-import { IOMMUFD_IOCTL_OPS } from '../uapi/iommufd.js';
+import { UAPI_IOCTLS } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
 import { checkFieldValue, getField, setField, type StructLayout } from '../uapi/struct.js';
-import * as V from '../uapi/vfio.js';
 import { File, Uaccess } from './file.js';
 import type { Kernel } from './kernel.js';
 import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing } from './mm.js';
@@ -13,13 +12,6 @@ import { internalError, isCallbackError } from './reentrancy.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 
-/** Layout of every struct-taking ioctl, for object arguments. */
-const IOCTL_LAYOUTS = new Map<number, { name: string; layout: StructLayout }>([
-  ...[...IOMMUFD_IOCTL_OPS.values()].map((o) => [o.request, { name: o.name, layout: o.layout }] as const),
-  [V.VFIO_DEVICE_BIND_IOMMUFD, { name: 'VFIO_DEVICE_BIND_IOMMUFD', layout: V.vfio_device_bind_iommufd }],
-  [V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, { name: 'VFIO_DEVICE_ATTACH_IOMMUFD_PT', layout: V.vfio_device_attach_iommufd_pt }],
-  [V.VFIO_DEVICE_DETACH_IOMMUFD_PT, { name: 'VFIO_DEVICE_DETACH_IOMMUFD_PT', layout: V.vfio_device_detach_iommufd_pt }],
-]);
 
 /** Which count field sizes an array pointer field (`allowed_iovas` ↔ `num_iovas`). */
 const ARRAY_COUNT: Record<string, string> = { allowed_iovas: 'num_iovas' };
@@ -190,7 +182,7 @@ export class Process {
   ioctl<T extends Record<string, unknown>>(fd: number, request: number, arg: T): T & Record<string, any>;
   ioctl(fd: number, request: number, arg?: Uint8Array | bigint | null): number;
   ioctl(fd: number, request: number, arg?: IoctlArg): unknown {
-    const known = IOCTL_LAYOUTS.get(request);
+    const known = UAPI_IOCTLS.get(request);
     return this.syscall('ioctl', known?.name ?? `0x${request.toString(16)}`, () => {
       const file = this.fget(fd);
       try {

@@ -1,0 +1,164 @@
+// `npm run oracle -- [options]`: the real kernel as the judge (oracle/README.md). Builds the lab
+// (oracle/build.sh, cached), boots Linux under QEMU with an emulated VT-d unit and the edu
+// device, runs every sequence of oracle/sequences/ in the guest, records the kernel's answers as
+// golden files (oracle/golden/), runs the same sequences on the simulator and reports every
+// divergence. Exit 1 on an unexplained divergence (oracle/differences.json lists the deliberate ones).
+//
+//   --layouts        only regenerate oracle/guest/uapi_layouts.h from ts/uapi
+//   --build-only     build the lab and print its directory
+//   --no-record      compare with the live kernel but leave the golden files alone
+//   --selftest       run the upstream iommufd selftest in the guest; record oracle/upstream/iommufd-selftest.txt
+//   --luo            run the upstream LUO selftests in the guest; record oracle/upstream/luo-selftest.txt
+//   --no-build       use dist/ as it is (otherwise `tsc -p tsconfig.build.json` runs first)
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const has = (f) => args.includes(f);
+const SEQ_DIR = join(root, 'oracle/sequences');
+const GOLDEN_DIR = join(root, 'oracle/golden');
+const UPSTREAM_DIR = join(root, 'oracle/upstream');
+const QEMU_TIMEOUT_MS = Number(process.env.ORACLE_QEMU_TIMEOUT_MS ?? 20 * 60_000);
+
+function sh(cmd, argv, opts = {}) {
+  const r = spawnSync(cmd, argv, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status ?? r.signal})`);
+  return (r.stdout ?? '').trim();
+}
+
+if (!has('--no-build')) sh('npx', ['--no', '--', 'tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+const oracle = await import(pathToFileURL(join(root, 'dist/oracle/index.js')).href);
+
+const layoutsPath = join(root, 'oracle/guest/uapi_layouts.h');
+writeFileSync(layoutsPath, oracle.uapiLayoutsHeader());
+if (has('--layouts')) process.exit(0);
+
+const t0 = performance.now();
+const lab = sh('bash', ['oracle/build.sh']);
+const labInfo = JSON.parse(readFileSync(join(lab, 'lab.json'), 'utf8'));
+console.error(`[oracle] lab ${lab} (Linux ${labInfo.kernel}, ${labInfo.qemu}) ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+if (has('--build-only')) {
+  console.log(lab);
+  process.exit(0);
+}
+
+/** Boots the lab with extra initramfs files; resolves to the guest's "@@" lines (prefix removed). */
+function boot(mode, files = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'oracle-'));
+  try {
+    const extra = join(dir, 'root');
+    for (const [path, text] of Object.entries(files)) {
+      mkdirSync(dirname(join(extra, path)), { recursive: true });
+      writeFileSync(join(extra, path), text);
+    }
+    mkdirSync(extra, { recursive: true });
+    // A second cpio appended to the initramfs adds files without rebuilding the lab.
+    const cpio = spawnSync('sh', ['-c', `cd "${extra}" && find . | cpio -o -H newc --quiet | gzip -1`], { encoding: 'buffer', maxBuffer: 1 << 30 });
+    if (cpio.status !== 0) throw new Error('cpio failed');
+    const initrd = join(dir, 'initramfs.cpio.gz');
+    writeFileSync(initrd, Buffer.concat([readFileSync(join(lab, 'initramfs.cpio.gz')), cpio.stdout]));
+    const qemuArgs = [...labInfo.qemuArgs, '-kernel', join(lab, 'bzImage'), '-initrd', initrd, '-append', `${labInfo.cmdline} oracle=${mode}`];
+    return new Promise((done, fail) => {
+      const q = spawn('qemu-system-x86_64', qemuArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const lines = [];
+      let buf = '';
+      let log = '';
+      const timer = setTimeout(() => {
+        q.kill('SIGKILL');
+        fail(new Error(`QEMU did not power off within ${QEMU_TIMEOUT_MS} ms; last output:\n${log.slice(-3000)}`));
+      }, QEMU_TIMEOUT_MS);
+      q.stdout.on('data', (d) => {
+        buf += d.toString('latin1');
+        log = (log + d.toString('latin1')).slice(-20000);
+        let nl;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).replace(/\r$/, '');
+          buf = buf.slice(nl + 1);
+          const at = line.indexOf('@@');
+          if (at >= 0) lines.push(line.slice(at + 2).replace(/^ /, ''));
+        }
+      });
+      q.stderr.on('data', (d) => (log = (log + d.toString()).slice(-20000)));
+      q.on('close', () => {
+        clearTimeout(timer);
+        if (!lines.some((l) => l.includes('"poweroff"'))) fail(new Error(`the guest did not finish; last output:\n${log.slice(-3000)}`));
+        else done(lines);
+      });
+    });
+  } finally {
+    setTimeout(() => rmSync(dir, { recursive: true, force: true }), 5 * 60_000).unref();
+  }
+}
+
+if (has('--selftest') || has('--luo')) {
+  const mode = has('--selftest') ? 'selftest' : 'luo';
+  const t = performance.now();
+  const lines = await boot(mode);
+  const text = lines.filter((l) => l.startsWith('T ')).map((l) => l.slice(2)).join('\n');
+  mkdirSync(UPSTREAM_DIR, { recursive: true });
+  const file = join(UPSTREAM_DIR, mode === 'selftest' ? 'iommufd-selftest.txt' : 'luo-selftest.txt');
+  writeFileSync(file, `# Linux ${labInfo.kernel} under ${labInfo.qemu}, recorded by npm run oracle -- --${mode}\n${text}\n`);
+  console.log(`[oracle] ${mode}: ${((performance.now() - t) / 1000).toFixed(1)} s, recorded ${file}`);
+  process.exit(0);
+}
+
+// ---- differential run ---------------------------------------------------------------------------
+const files = readdirSync(SEQ_DIR).filter((f) => f.endsWith('.seq')).sort();
+const corpus = new Map(); // file -> sequences
+const owner = new Map(); // sequence name -> file
+for (const f of files) {
+  const seqs = oracle.parseSequences(readFileSync(join(SEQ_DIR, f), 'utf8'));
+  corpus.set(f, seqs);
+  for (const s of seqs) {
+    if (owner.has(s.name)) throw new Error(`sequence ${s.name} is in both ${owner.get(s.name)} and ${f}`);
+    owner.set(s.name, f);
+  }
+}
+const t1 = performance.now();
+const lines = await boot('seq', Object.fromEntries(files.map((f) => [`seq/${f}`, readFileSync(join(SEQ_DIR, f), 'utf8')])));
+const kernelSecs = (performance.now() - t1) / 1000;
+const parsed = lines.map((l) => {
+  try {
+    return JSON.parse(l);
+  } catch {
+    return { garbled: l };
+  }
+});
+const bootLine = parsed.find((l) => l.boot);
+const bySeq = oracle.groupBySequence(parsed);
+const diffs = JSON.parse(readFileSync(join(root, 'oracle/differences.json'), 'utf8'));
+
+let nSeq = 0;
+let nSteps = 0;
+const unexplained = [];
+const explained = [];
+const t2 = performance.now();
+for (const [file, seqs] of corpus) {
+  const golden = [JSON.stringify({ kernel: labInfo.kernel, release: bootLine?.boot, qemu: labInfo.qemu, machine: labInfo.machine })];
+  for (const s of seqs) {
+    const kernel = bySeq.get(s.name) ?? [];
+    for (const l of kernel) golden.push(JSON.stringify(l));
+    const sim = oracle.runOnSimulator(s);
+    nSeq++;
+    nSteps += s.steps.length;
+    for (const d of oracle.compareSequence(s.name, kernel, sim, diffs)) (d.reason ? explained : unexplained).push(d);
+  }
+  if (!has('--no-record')) {
+    mkdirSync(GOLDEN_DIR, { recursive: true });
+    writeFileSync(join(GOLDEN_DIR, file.replace(/\.seq$/, '.jsonl')), `${golden.join('\n')}\n`);
+  }
+}
+const simSecs = (performance.now() - t2) / 1000;
+for (const d of unexplained.slice(0, 40)) {
+  console.log(`DIVERGENCE ${d.seq} step ${d.step}\n  kernel:    ${JSON.stringify(d.kernel)}\n  simulator: ${JSON.stringify(d.simulator)}`);
+}
+if (unexplained.length > 40) console.log(`... and ${unexplained.length - 40} more`);
+console.log(
+  `[oracle] Linux ${labInfo.kernel}: ${nSeq} sequences, ${nSteps} steps; kernel ${kernelSecs.toFixed(1)} s (boot included), simulator ${simSecs.toFixed(1)} s; ` +
+    `${unexplained.length} unexplained divergences, ${explained.length} deliberate`,
+);
+process.exit(unexplained.length ? 1 : 0);

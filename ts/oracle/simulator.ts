@@ -1,0 +1,303 @@
+// Runs oracle sequences on the simulator through its public syscall surface and prints what
+// the guest driver prints on the real kernel (oracle/guest/seqrun.c), key for key.
+import { Host, type HostConfig } from '../hw/host.js';
+import type { PciDevice } from '../hw/pci.js';
+import type { Process } from '../kernel/process.js';
+import { UAPI_IOCTLS_BY_NAME } from '../uapi/ioctl.js';
+import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, O_RDWR, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
+import { getField, setField } from '../uapi/struct.js';
+import type { Sequence, Step, StepResult } from './sequence.js';
+
+/** Where `mmap` steps place mappings, 2 MiB apart (the guest driver uses the same arena). */
+export const ARENA_BASE = 0x1_0000_0000n;
+const ARENA_ALIGN = 0x20_0000n;
+/** Where ioctl argument buffers live in the simulated process (outside the arena). */
+const SCRATCH = 0x7f00_0000_0000n;
+/** QEMU's edu: a 4 KiB DMA buffer at 0x40000, 28-bit DMA mask, transfers of at most 2048 bytes here. */
+const EDU_BUF_SIZE = 4096;
+const EDU_MAX = 2048;
+const EDU_DMA_MASK = (1n << 28n) - 1n;
+
+/** A step the sequence wrote wrongly (not a kernel answer): the driver prints `error`. */
+class FormatError extends Error {}
+
+class Runner {
+  private readonly vars = new Map<string, bigint>();
+  private readonly devByFd = new Map<number, PciDevice>();
+  private readonly eduBuf = new Map<PciDevice, Uint8Array>();
+  private arenaNext = ARENA_BASE;
+  private scratchNext = SCRATCH;
+  private faultsSeen = 0;
+  private readonly proc: Process;
+
+  constructor(
+    private readonly host: Host,
+    private readonly seq: Sequence,
+  ) {
+    this.proc = host.kernel.spawn();
+  }
+
+  run(): StepResult[] {
+    const out: StepResult[] = [];
+    this.faultsSeen = this.host.kernel.dmesg().length;
+    this.seq.steps.forEach((st, i) => {
+      const head = { seq: this.seq.name, step: i };
+      try {
+        out.push({ ...head, ...this.step(st) });
+      } catch (e) {
+        if (e instanceof FormatError) out.push({ ...head, error: e.message });
+        else throw e;
+      }
+    });
+    out.push({ seq: this.seq.name, end: true });
+    this.proc.exit();
+    return out;
+  }
+
+  private num(word: string | undefined): bigint {
+    if (word === undefined) throw new FormatError('missing argument');
+    let acc: bigint | null = null;
+    let sign = 1n;
+    const re = /(\$[A-Za-z0-9_.]+|[0-9][0-9a-fA-FxX]*)([+-]?)/y;
+    let s = word;
+    if (s.startsWith('-') && /^-[0-9]/.test(s)) {
+      sign = -1n;
+      s = s.slice(1);
+    }
+    let pos = 0;
+    while (pos < s.length) {
+      re.lastIndex = pos;
+      const m = re.exec(s);
+      if (!m) throw new FormatError(`bad value ${word}`);
+      let v: bigint;
+      if (m[1]!.startsWith('$')) {
+        const got = this.vars.get(m[1]!.slice(1));
+        if (got === undefined) throw new FormatError(`bad value ${word}`);
+        v = got;
+      } else {
+        try {
+          v = BigInt(m[1]!);
+        } catch {
+          throw new FormatError(`bad value ${word}`);
+        }
+      }
+      acc = acc === null ? sign * v : acc + sign * v;
+      sign = m[2] === '-' ? -1n : 1n;
+      pos = re.lastIndex;
+      if (!m[2] && pos < s.length) throw new FormatError(`bad value ${word}`);
+    }
+    if (acc === null) throw new FormatError(`bad value ${word}`);
+    return BigInt.asUintN(64, acc);
+  }
+
+  /** Runs a syscall; a SyscallError becomes `ret: -1, errno`. */
+  private sys(fields: StepResult, fn: () => StepResult | void): StepResult {
+    try {
+      return { ...fields, ...(fn() ?? { ret: 0 }) };
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (e instanceof Error && e.name === 'SyscallError' && code) return { ...fields, ret: -1, errno: code };
+      throw e;
+    }
+  }
+
+  private step(st: Step): StepResult {
+    const a = st.args;
+    const p = this.proc;
+    switch (st.op) {
+      case 'open': {
+        if (a[0] === undefined) throw new FormatError('open needs PATH');
+        const flags = a[1] === undefined ? O_RDWR : Number(this.num(a[1]));
+        return this.sys({ op: 'open' }, () => {
+          const fd = p.open(a[0]!, flags);
+          const m = /^\/dev\/vfio\/devices\/vfio(\d+)$/.exec(a[0]!);
+          const dev = m ? this.host.devices[Number(m[1])] : undefined;
+          if (dev) this.devByFd.set(fd, dev);
+          if (st.label) this.vars.set(st.label, BigInt(fd));
+          return { ret: 'fd' };
+        });
+      }
+      case 'close': {
+        const fd = Number(this.num(a[0]));
+        return this.sys({ op: 'close' }, () => {
+          p.close(fd);
+          this.devByFd.delete(fd);
+        });
+      }
+      case 'memfd_create': {
+        if (a[0] === undefined) throw new FormatError('memfd_create needs NAME');
+        const flags = a[1] === undefined ? 0 : Number(this.num(a[1]));
+        return this.sys({ op: 'memfd_create' }, () => {
+          const fd = p.memfd_create(a[0]!, flags);
+          if (st.label) this.vars.set(st.label, BigInt(fd));
+          return { ret: 'fd' };
+        });
+      }
+      case 'ftruncate': {
+        const fd = Number(this.num(a[0]));
+        const len = this.num(a[1]);
+        return this.sys({ op: 'ftruncate' }, () => p.ftruncate(fd, len));
+      }
+      case 'mmap': {
+        const len = this.num(a[0]);
+        const prot = a[1] === undefined ? PROT_READ | PROT_WRITE : Number(this.num(a[1]));
+        const flags = a[2] === undefined ? MAP_PRIVATE | MAP_ANONYMOUS : Number(this.num(a[2]));
+        const fd = a[3] === undefined ? -1 : Number(BigInt.asIntN(64, this.num(a[3])));
+        const off = a[4] === undefined ? 0n : this.num(a[4]);
+        const at = this.arenaNext;
+        return this.sys({ op: 'mmap' }, () => {
+          p.mmap(at, len, prot, flags | MAP_FIXED_NOREPLACE, fd, off);
+          this.arenaNext = (at + len + 2n * ARENA_ALIGN - 1n) & ~(ARENA_ALIGN - 1n);
+          if (st.label) this.vars.set(st.label, at);
+          return { ret: `0x${at.toString(16)}` };
+        });
+      }
+      case 'munmap': {
+        const va = this.num(a[0]);
+        const len = this.num(a[1]);
+        return this.sys({ op: 'munmap' }, () => p.munmap(va, len));
+      }
+      case 'poke': {
+        const va = this.num(a[0]);
+        p.memWrite(va, Buffer.from(a[1] ?? '', 'hex'));
+        return { op: 'poke', ret: 0 };
+      }
+      case 'peek': {
+        const va = this.num(a[0]);
+        const n = Number(this.num(a[1]));
+        if (n > 4096) throw new FormatError('peek needs ADDR LEN<=4096');
+        return { op: 'peek', bytes: Buffer.from(p.memRead(va, n)).toString('hex') };
+      }
+      case 'ioctl':
+        return this.ioctl(st);
+      case 'dma_to_dev':
+      case 'dma_from_dev':
+        return this.dma(st);
+      case 'dmar_faults': {
+        const log = this.host.kernel.dmesg();
+        const faults = log.slice(this.faultsSeen).flatMap((l) => {
+          const m = /DMA (Write|Read).*fault addr 0x([0-9a-f]+) \[fault reason 0x([0-9a-f]+)\]/.exec(l);
+          return m ? [{ write: m[1] === 'Write', addr: `0x${m[2]}`, reason: parseInt(m[3]!, 16) }] : [];
+        });
+        this.faultsSeen = log.length;
+        return { op: 'dmar_faults', faults };
+      }
+      default:
+        throw new FormatError(`unknown op ${st.op}`);
+    }
+  }
+
+  /** A zeroed buffer in the process's memory (the driver callocs one), holding `bytes`. */
+  private scratch(bytes: Uint8Array): bigint {
+    const va = this.scratchNext;
+    const len = BigInt(Math.max(4096, Math.ceil(bytes.length / 4096) * 4096));
+    this.proc.mmap(va, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE);
+    this.scratchNext += len + 4096n;
+    this.proc.memWrite(va, bytes);
+    return va;
+  }
+
+  private ioctl(st: Step): StepResult {
+    const [fdWord, name, ...rest] = st.args;
+    const fd = Number(this.num(fdWord));
+    const io = UAPI_IOCTLS_BY_NAME.get(name ?? '');
+    if (!io) throw new FormatError(`unknown ioctl ${name}`);
+    const L = io.layout;
+    const arg = new Uint8Array(4096 + 64);
+    const view = new DataView(arg.buffer);
+    const bufs: { name: string; va: bigint; len: number }[] = [];
+    let sizeGiven = false;
+    for (const kv of rest) {
+      const eq = kv.indexOf('=');
+      if (eq < 0) throw new FormatError(`bad argument ${kv}`);
+      const key = kv.slice(0, eq);
+      const val = kv.slice(eq + 1);
+      if (key === 'tail') {
+        arg.set(Buffer.from(val, 'hex').subarray(0, 64), L.size);
+        continue;
+      }
+      const f = L.byName.get(key);
+      if (!f) throw new FormatError(`${name} has no field ${key}`);
+      if (val.startsWith('[') || val.startsWith('buf(')) {
+        let bytes: Uint8Array;
+        if (val.startsWith('[')) {
+          const ranges = val.slice(1, -1).split(',').filter(Boolean);
+          bytes = new Uint8Array(16 * ranges.length);
+          const dv = new DataView(bytes.buffer);
+          ranges.forEach((r, i) => {
+            const [s, l] = r.split(':');
+            if (l === undefined) throw new FormatError('range needs start:last');
+            dv.setBigUint64(16 * i, this.num(s), true);
+            dv.setBigUint64(16 * i + 8, this.num(l), true);
+          });
+        } else {
+          bytes = new Uint8Array(Number(this.num(val.slice(4, -1))));
+        }
+        const va = bytes.length ? this.scratch(bytes) : 0n;
+        bufs.push({ name: key, va, len: bytes.length });
+        setField(view, f, va);
+        continue;
+      }
+      const v = val.startsWith('-') && /^-[0-9]/.test(val) ? BigInt.asUintN(64, -this.num(val.slice(1))) : this.num(val);
+      setField(view, f, f.type === 'u64' ? v : Number(BigInt.asUintN(f.type === 'u8' ? 8 : f.type === 'u16' ? 16 : 32, v)));
+      if (f.offset === 0 && f.type === 'u32') sizeGiven = true;
+    }
+    if (!sizeGiven) view.setUint32(0, L.size, true);
+    const res: StepResult = { op: 'ioctl', cmd: name };
+    let ret: StepResult;
+    try {
+      const r = this.proc.ioctl(fd, io.request, arg);
+      ret = { ret: typeof r === 'number' ? r : 0 };
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (!(e instanceof Error && e.name === 'SyscallError' && code)) throw e;
+      ret = { ret: -1, errno: code };
+    }
+    const out: Record<string, string> = {};
+    for (const f of L.fields) {
+      if (!f.out) continue;
+      const v = BigInt(getField(view, f));
+      out[f.name] = `0x${BigInt.asUintN(64, v).toString(16)}`;
+      if (st.label) this.vars.set(`${st.label}.${f.name}`, v);
+    }
+    for (const b of bufs) out[b.name] = b.len ? Buffer.from(this.proc.memRead(b.va, b.len)).toString('hex') : '';
+    if (st.label && ret.ret !== -1) this.vars.set(st.label, BigInt(ret.ret as number));
+    return { ...res, out, ...ret };
+  }
+
+  /** QEMU's edu DMA engine: copies between an IOVA (masked to 28 bits) and its 4 KiB buffer. */
+  private dma(st: Step): StepResult {
+    const [devWord, iovaWord, lenWord, offWord] = st.args;
+    const fd = Number(this.num(devWord));
+    const iova = this.num(iovaWord) & EDU_DMA_MASK;
+    const len = Number(this.num(lenWord));
+    const off = offWord === undefined ? 0 : Number(this.num(offWord));
+    if (len === 0 || len > EDU_MAX || off + len > EDU_BUF_SIZE) throw new FormatError('dma needs DEV IOVA LEN<=2048 [OFF]');
+    const dev = this.devByFd.get(fd);
+    if (!dev) return { op: st.op, ret: -1, errno: 'EBADF' };
+    let buf = this.eduBuf.get(dev);
+    if (!buf) this.eduBuf.set(dev, (buf = new Uint8Array(EDU_BUF_SIZE)));
+    try {
+      if (st.op === 'dma_to_dev') dev.dma.readInto(iova, buf.subarray(off, off + len));
+      else dev.dma.write(iova, buf.subarray(off, off + len));
+    } catch (e) {
+      if ((e as Error).name !== 'DmaFault') throw e;
+    }
+    return { op: st.op, ret: 0 };
+  }
+}
+
+/** The simulated machine the lab stands for: QEMU q35 with intel-iommu and edu at 00:01.0. */
+export function labHostConfig(): HostConfig {
+  return { memory: 2n << 30n, devices: [{ bdf: '0000:00:01.0' }], iommu: { addressWidth: 39, cachingMode: true } };
+}
+
+/** Runs one sequence on a fresh simulated host; one result per step, then the end marker. */
+export function runOnSimulator(seq: Sequence, config: HostConfig = labHostConfig()): StepResult[] {
+  const host = Host.boot(config);
+  try {
+    return new Runner(host, seq).run();
+  } finally {
+    host.kernel.retire?.();
+  }
+}
