@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/iommufd.h>
@@ -323,33 +324,42 @@ static void run_line(char *line) {
     int r = fcntl((int)a, F_ADD_SEALS, (int)b); int err = errno;
     begin("add_seals"); if (r) end_err(err); else end_ok(0);
   } else if (!strcmp(op, "mmap")) {
-    // mmap LEN [PROT [FLAGS [FD [OFFSET]]]]: placed at the arena's next 2 MiB slot.
+    // mmap LEN [PROT [FLAGS [FD [OFFSET [ADDR]]]]]: at ADDR with FLAGS as given, else at the
+    // arena's next 2 MiB slot (MAP_FIXED_NOREPLACE).
+    uint64_t addr = 0;
     b = PROT_READ | PROT_WRITE; c = MAP_PRIVATE | MAP_ANONYMOUS; d = (uint64_t)-1; e = 0;
     if (argc < 2 || parse_num(argv[1], &a) || (argc > 2 && parse_num(argv[2], &b)) ||
         (argc > 3 && parse_num(argv[3], &c)) || (argc > 4 && parse_signed_first(argv[4], &d)) ||
-        (argc > 5 && parse_num(argv[5], &e))) { die("mmap needs LEN"); return; }
-    uint64_t at = arena_next;
-    void *p = mmap((void *)at, a, (int)b, (int)c | MAP_FIXED_NOREPLACE, (int)d, (off_t)e);
+        (argc > 5 && parse_num(argv[5], &e)) || (argc > 6 && parse_num(argv[6], &addr))) { die("mmap needs LEN"); return; }
+    uint64_t at = argc > 6 ? addr : arena_next;
+    void *p = mmap((void *)at, a, (int)b, argc > 6 ? (int)c : ((int)c | MAP_FIXED_NOREPLACE), (int)d, (off_t)e);
     int err = errno;
     begin("mmap");
     if (p == MAP_FAILED) { end_err(err); return; }
-    arena_next = (at + a + ARENA_ALIGN - 1 + ARENA_ALIGN) & ~(ARENA_ALIGN - 1);
-    if (n_maps < 256) { maps[n_maps].va = at; maps[n_maps++].len = a; }
-    if (label) set_var(label, at);
-    printf(",\"ret\":\"0x%llx\"}\n", (unsigned long long)at);
+    if (argc <= 6) arena_next = (at + a + ARENA_ALIGN - 1 + ARENA_ALIGN) & ~(ARENA_ALIGN - 1);
+    if (n_maps < 256) { maps[n_maps].va = (uint64_t)p; maps[n_maps++].len = a; }
+    if (label) set_var(label, (uint64_t)p);
+    printf(",\"ret\":\"0x%llx\"}\n", (unsigned long long)(uintptr_t)p);
   } else if (!strcmp(op, "munmap")) {
     if (argc < 3 || parse_num(argv[1], &a) || parse_num(argv[2], &b)) { die("munmap needs ADDR LEN"); return; }
     int r = munmap((void *)a, b); int err = errno;
     begin("munmap"); if (r) end_err(err); else end_ok(0);
-  } else if (!strcmp(op, "poke")) {
-    uint8_t buf[4096];
-    if (argc < 3 || parse_num(argv[1], &a)) { die("poke needs ADDR HEX"); return; }
-    size_t n = parse_hex(argv[2], buf, sizeof buf);
-    memcpy((void *)a, buf, n);
-    begin("poke"); end_ok(0);
-  } else if (!strcmp(op, "peek")) {
-    if (argc < 3 || parse_num(argv[1], &a) || parse_num(argv[2], &b) || b > 4096) { die("peek needs ADDR LEN<=4096"); return; }
-    begin("peek"); printf(",\"bytes\":\""); print_hex((const uint8_t *)a, b); printf("\"}\n");
+  } else if (!strcmp(op, "poke") || !strcmp(op, "peek")) {
+    // The process's own stores and loads, through process_vm_{write,read}v on itself so that an
+    // unmapped or protected address answers EFAULT instead of killing the driver.
+    static uint8_t buf[4096];
+    int poke = !strcmp(op, "poke");
+    size_t n;
+    if (argc < 3 || parse_num(argv[1], &a)) { die("%s needs ADDR", op); return; }
+    if (poke) n = parse_hex(argv[2], buf, sizeof buf);
+    else if (parse_num(argv[2], &b) || b > 4096) { die("peek needs ADDR LEN<=4096"); return; } else n = b;
+    struct iovec local = { buf, n }, remote = { (void *)(uintptr_t)a, n };
+    ssize_t r = poke ? process_vm_writev(getpid(), &local, 1, &remote, 1, 0) : process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    int err = errno;
+    begin(op);
+    if (r != (ssize_t)n) { end_err(r < 0 ? err : EFAULT); return; }
+    if (poke) end_ok(0);
+    else { printf(",\"bytes\":\""); print_hex(buf, n); printf("\"}\n"); }
   } else if (!strcmp(op, "ioctl")) {
     do_ioctl(argv, argc, label);
   } else if (!strcmp(op, "dma_to_dev")) {

@@ -4,7 +4,7 @@
 // hold. A failure is a FuzzDivergence naming the operation, the syscall, what the model allowed and
 // what the simulator did.
 import fc from 'fast-check';
-import { Host } from '../index.js';
+import { Host, type Process } from '../index.js';
 import { corruptedLiveUpdate, mutationFromSeed } from './handover.js';
 import { DEFAULT_WORLD, Model, observe, type Alt, type Obs, type Plan, type Sys, type WorldConfig } from './model.js';
 import { DEFAULT_WEIGHTS, formatOp, type CommandWeights, type Op } from './ops.js';
@@ -91,6 +91,8 @@ export interface RigOptions {
   invariants?: Invariant[];
   /** Every operation and syscall, as it runs. */
   log?: (line: string) => void;
+  /** Wraps the VMM process before setup (the oracle records its syscalls as a sequence). */
+  wrapProcess?: (p: Process) => Process;
 }
 
 /** One host, its VMM, and the model beside them. */
@@ -114,7 +116,8 @@ export class Rig {
     this.invariants = opts.invariants ?? [];
     this.verbose = opts.log;
     const host = Host.boot({ memory: world.memory, seed: hostSeed, cmdline: `guestmemfs=${world.guestmemfsMiB}M`, devices: world.devices.map((bdf) => ({ bdf })) });
-    this.sys = { host, p: host.kernel.spawn() };
+    const p = host.kernel.spawn();
+    this.sys = { host, p: opts.wrapProcess ? opts.wrapProcess(p) : p };
     this.model = new Model(world);
     this.runPlans(this.model.planSetup(), { k: 'check' }, -1);
   }

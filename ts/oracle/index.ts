@@ -3,3 +3,4 @@ export * from './sequence.js';
 export * from './simulator.js';
 export * from './compare.js';
 export { uapiLayoutsHeader } from './layouts.js';
+export * from './generate.js';

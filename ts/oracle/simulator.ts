@@ -144,12 +144,13 @@ class Runner {
         const flags = a[2] === undefined ? MAP_PRIVATE | MAP_ANONYMOUS : Number(this.num(a[2]));
         const fd = a[3] === undefined ? -1 : Number(BigInt.asIntN(64, this.num(a[3])));
         const off = a[4] === undefined ? 0n : this.num(a[4]);
-        const at = this.arenaNext;
+        const fixed = a[5] !== undefined;
+        const at = fixed ? this.num(a[5]) : this.arenaNext;
         return this.sys({ op: 'mmap' }, () => {
-          p.mmap(at, len, prot, flags | MAP_FIXED_NOREPLACE, fd, off);
-          this.arenaNext = (at + len + 2n * ARENA_ALIGN - 1n) & ~(ARENA_ALIGN - 1n);
-          if (st.label) this.vars.set(st.label, at);
-          return { ret: `0x${at.toString(16)}` };
+          const va = p.mmap(at, len, prot, fixed ? flags : flags | MAP_FIXED_NOREPLACE, fd, off);
+          if (!fixed) this.arenaNext = (at + len + 2n * ARENA_ALIGN - 1n) & ~(ARENA_ALIGN - 1n);
+          if (st.label) this.vars.set(st.label, va);
+          return { ret: `0x${va.toString(16)}` };
         });
       }
       case 'munmap': {
@@ -159,14 +160,13 @@ class Runner {
       }
       case 'poke': {
         const va = this.num(a[0]);
-        p.memWrite(va, Buffer.from(a[1] ?? '', 'hex'));
-        return { op: 'poke', ret: 0 };
+        return this.sys({ op: 'poke' }, () => p.memWrite(va, Buffer.from(a[1] ?? '', 'hex')));
       }
       case 'peek': {
         const va = this.num(a[0]);
         const n = Number(this.num(a[1]));
         if (n > 4096) throw new FormatError('peek needs ADDR LEN<=4096');
-        return { op: 'peek', bytes: Buffer.from(p.memRead(va, n)).toString('hex') };
+        return this.sys({ op: 'peek' }, () => ({ bytes: Buffer.from(p.memRead(va, n)).toString('hex') }));
       }
       case 'ioctl':
         return this.ioctl(st);
