@@ -46,6 +46,15 @@ export interface IommuUnitOptions {
   passThrough?: boolean;
   /** ECAP.DT (default false). */
   deviceTlb?: boolean;
+  /**
+   * ECAP.QI (default false). Advertised only: the model has no invalidation queue (IQA/IQH/IQT),
+   * and the simulated driver invalidates through CCMD and IOTLB_REG whatever this says.
+   */
+  queuedInvalidation?: boolean;
+  /** ECAP.IR (default false). Advertised only: the model remaps DMA, not interrupts. */
+  interruptRemapping?: boolean;
+  /** ECAP.MHMV, the interrupt-entry-cache handle mask maximum, 0..15 (default 0). */
+  mhmv?: number;
   /** Treat PTE bit 62 (TM) as ignored in 4 KiB leaves, as pre-3.2 parts did (default false). */
   staleTm?: boolean;
 }
@@ -260,6 +269,9 @@ export class IommuUnit {
       snoopControl: options.snoopControl,
       passThrough: options.passThrough,
       deviceTlb: options.deviceTlb,
+      queuedInvalidation: options.queuedInvalidation,
+      interruptRemapping: options.interruptRemapping,
+      mhmv: options.mhmv,
       staleTm: options.staleTm,
       faultRecords: options.faultRecords,
       iotlbEntries: options.iotlbEntries,
