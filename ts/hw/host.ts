@@ -3,7 +3,7 @@ import { Kernel, type KernelGeneration } from '../kernel/kernel.js';
 import { callbackError, invalidState } from '../kernel/reentrancy.js';
 import { IommuUnit, type IommuUnitOptions } from './iommu.js';
 import { PhysicalMemory } from './memory.js';
-import { PciDevice } from './pci.js';
+import { PciDevice, type PciDeviceOptions } from './pci.js';
 import { DmaTraffic, type DmaTrafficOptions } from './traffic.js';
 
 /** What {@link Host.boot} builds. */
@@ -15,7 +15,7 @@ export interface HostConfig {
   /** The VT-d unit. */
   iommu?: IommuUnitOptions;
   /** PCI devices bound to vfio-pci, in order: `/dev/vfio/devices/vfio0`, ... */
-  devices?: { bdf: string }[];
+  devices?: PciDeviceOptions[];
   /** Kernel command line of the cold boot (`'guestmemfs=16G'`). */
   cmdline?: string;
   /** Shorthand for `guestmemfs=<bytes>` on the command line. */
@@ -72,8 +72,8 @@ export class Host {
     this.memory = new PhysicalMemory({ size: config.memory, seed: config.seed });
     this.iommu = new IommuUnit(this.memory, config.iommu);
     const seen = new Set<string>();
-    this.devices = (config.devices ?? []).map(({ bdf }) => {
-      const dev = new PciDevice(bdf.toLowerCase(), this.iommu, (sid, iova, reason, write) => this._kernel.dmarFault(sid, iova, reason, write));
+    this.devices = (config.devices ?? []).map(({ bdf, ...opts }) => {
+      const dev = new PciDevice(bdf.toLowerCase(), this.iommu, (sid, iova, reason, write) => this._kernel.dmarFault(sid, iova, reason, write), opts);
       if (seen.has(dev.bdf)) throw Object.assign(new RangeError(`duplicate device ${bdf}`), { code: 'ERR_INVALID_ARG_VALUE' });
       seen.add(dev.bdf);
       return dev;
@@ -107,7 +107,7 @@ export class Host {
     this._kernel = new Kernel({
       memory: this.memory,
       iommu: this.iommu,
-      devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, setBusMaster: (on: boolean) => (d.busMaster = on) })),
+      devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, ats: d.ats, setBusMaster: (on: boolean) => (d.busMaster = on) })),
       cmdline,
       khoBlob,
       generation,

@@ -44,7 +44,7 @@ export interface IommuUnitOptions {
   snoopControl?: boolean;
   /** ECAP.PT (default true). */
   passThrough?: boolean;
-  /** ECAP.DT (default false). */
+  /** ECAP.DT (default false). With it, a device with an ATS capability gets ATS (see `PciDeviceOptions.ats`). */
   deviceTlb?: boolean;
   /**
    * ECAP.QI (default false). Advertised only: the model has no invalidation queue (IQA/IQH/IQT),
