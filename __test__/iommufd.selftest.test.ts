@@ -895,7 +895,7 @@ describe.each([
         const dev = fx.mock[0]!;
         expect(expectDmaFault(fx, dev.bdf, B + 3n * PAGE).reason).toBe(VTD_FR_READ);
         expect(fx.host.iommu.faults()).toContainEqual({ sid: dev.sid, iova: B + 3n * PAGE, reason: VTD_FR_READ, write: false });
-        expect(fx.host.kernel.dmesg().some((l) => l.includes('DMAR: [DMA Read NO_PASID] Request device [01:00.0] fault addr 0x1003000'))).toBe(true);
+        expect(fx.host.kernel.dmesg().some((l) => l.includes('DMAR: [DMA Read NO_PASID] Request device [0000:01:00.0] fault addr 0x1003000'))).toBe(true);
       }
 
       // Split fails

@@ -272,8 +272,9 @@ export class Kernel implements KernelGeneration {
     const bus = (sid >> 8).toString(16).padStart(2, '0');
     const dev = ((sid >> 3) & 0x1f).toString(16).padStart(2, '0');
     const fn = sid & 7;
+    // dmar_fault_do_one: segment:bus:dev.fn, and the page address FRCD.FI holds.
     this.log(
-      `DMAR: [DMA ${write ? 'Write' : 'Read'} NO_PASID] Request device [${bus}:${dev}.${fn}] fault addr 0x${iova.toString(16)} ` +
+      `DMAR: [DMA ${write ? 'Write' : 'Read'} NO_PASID] Request device [0000:${bus}:${dev}.${fn}] fault addr 0x${(iova & ~0xfffn).toString(16)} ` +
         `[fault reason 0x${reason.toString(16).padStart(2, '0')}] ${DMAR_FAULT_REASONS[reason] ?? 'Unknown'}`,
     );
   }
