@@ -40,6 +40,9 @@ export interface NativeUnitOptions {
   snoopControl?: boolean;
   passThrough?: boolean;
   deviceTlb?: boolean;
+  queuedInvalidation?: boolean;
+  interruptRemapping?: boolean;
+  mhmv?: number;
   staleTm?: boolean;
   faultRecords?: number;
   iotlbEntries?: number;

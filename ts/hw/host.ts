@@ -1,10 +1,23 @@
 // A host machine: memory, one VT-d unit, PCI devices, and the kernel running on it.
 import { Kernel, type KernelGeneration } from '../kernel/kernel.js';
 import { callbackError, invalidState } from '../kernel/reentrancy.js';
-import { IommuUnit, type IommuUnitOptions } from './iommu.js';
+import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './iommu.js';
 import { PhysicalMemory } from './memory.js';
-import { PciDevice } from './pci.js';
+import { PciDevice, type PciDeviceOptions } from './pci.js';
 import { DmaTraffic, type DmaTrafficOptions } from './traffic.js';
+
+/** Machines {@link HostConfig.machine} can imitate. */
+export type Machine = 'qemu-7.2-q35';
+
+/**
+ * QEMU's `edu` device as the `'qemu-7.2-q35'` machine has it: the first device on the root bus of
+ * `-machine q35 -device edu`, vendor 1234 device 11e8, conventional PCI, so no ATS capability.
+ * It stands in for edu's requester ID only: DMA goes through `host.device(bdf).dma` as for any
+ * device, not through edu's registers. The real edu clamps DMA addresses to its 28-bit dma_mask
+ * and QEMU 7.2's edu aborts on a 4096-byte transfer, so a differential test uses IOVAs below
+ * 2^28 and transfers of at most 2048 bytes.
+ */
+export const QEMU_EDU: Readonly<Required<PciDeviceOptions>> = Object.freeze({ bdf: '0000:00:01.0', ats: false, vendorId: 0x1234, deviceId: 0x11e8 });
 
 /** What {@link Host.boot} builds. */
 export interface HostConfig {
@@ -12,10 +25,20 @@ export interface HostConfig {
   memory: bigint;
   /** Seed of the page allocator (default 0). */
   seed?: bigint | number;
+  /**
+   * Imitate a machine. `'qemu-7.2-q35'` is `qemu-system-x86_64 -machine q35,kernel-irqchip=split
+   * -device intel-iommu,intremap=on,caching-mode=on -device edu` under TCG: the VT-d unit is
+   * {@link QEMU_7_2_INTEL_IOMMU} (fields given in {@link iommu} override it one by one, and then
+   * CAP/ECAP may no longer be QEMU's), and {@link QEMU_EDU} at 0000:00:01.0 is the first device,
+   * `/dev/vfio/devices/vfio0`, bound to vfio-pci; {@link devices} follow it as vfio1, ... (a
+   * device at 0000:00:01.0 among them is a duplicate and refused). Default: none, a generic
+   * machine with exactly {@link iommu} and {@link devices}.
+   */
+  machine?: Machine;
   /** The VT-d unit. */
   iommu?: IommuUnitOptions;
   /** PCI devices bound to vfio-pci, in order: `/dev/vfio/devices/vfio0`, ... */
-  devices?: { bdf: string }[];
+  devices?: PciDeviceOptions[];
   /** Kernel command line of the cold boot (`'guestmemfs=16G'`). */
   cmdline?: string;
   /** Shorthand for `guestmemfs=<bytes>` on the command line. */
@@ -69,11 +92,21 @@ export class Host {
   private observerErrors: unknown[] = [];
 
   private constructor(config: HostConfig) {
+    let iommu = config.iommu;
+    let devices = config.devices ?? [];
+    if (config.machine !== undefined) {
+      if (config.machine !== 'qemu-7.2-q35') {
+        throw Object.assign(new RangeError(`unknown machine ${JSON.stringify(config.machine)}`), { code: 'ERR_INVALID_ARG_VALUE' });
+      }
+      // A field given as undefined keeps the profile's value, not the generic default.
+      iommu = { ...QEMU_7_2_INTEL_IOMMU, ...Object.fromEntries(Object.entries(iommu ?? {}).filter(([, v]) => v !== undefined)) };
+      devices = [QEMU_EDU, ...devices];
+    }
     this.memory = new PhysicalMemory({ size: config.memory, seed: config.seed });
-    this.iommu = new IommuUnit(this.memory, config.iommu);
+    this.iommu = new IommuUnit(this.memory, iommu);
     const seen = new Set<string>();
-    this.devices = (config.devices ?? []).map(({ bdf }) => {
-      const dev = new PciDevice(bdf.toLowerCase(), this.iommu, (sid, iova, reason, write) => this._kernel.dmarFault(sid, iova, reason, write));
+    this.devices = devices.map(({ bdf, ...opts }) => {
+      const dev = new PciDevice(bdf.toLowerCase(), this.iommu, (sid, iova, reason, write) => this._kernel.dmarFault(sid, iova, reason, write), opts);
       if (seen.has(dev.bdf)) throw Object.assign(new RangeError(`duplicate device ${bdf}`), { code: 'ERR_INVALID_ARG_VALUE' });
       seen.add(dev.bdf);
       return dev;
@@ -107,7 +140,7 @@ export class Host {
     this._kernel = new Kernel({
       memory: this.memory,
       iommu: this.iommu,
-      devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, setBusMaster: (on: boolean) => (d.busMaster = on) })),
+      devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, ats: d.ats, setBusMaster: (on: boolean) => (d.busMaster = on) })),
       cmdline,
       khoBlob,
       generation,

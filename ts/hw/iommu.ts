@@ -44,11 +44,82 @@ export interface IommuUnitOptions {
   snoopControl?: boolean;
   /** ECAP.PT (default true). */
   passThrough?: boolean;
-  /** ECAP.DT (default false). */
+  /** ECAP.DT (default false). With it, a device with an ATS capability gets ATS (see `PciDeviceOptions.ats`). */
   deviceTlb?: boolean;
+  /**
+   * ECAP.QI (default false). Advertised only: the model has no invalidation queue (IQA/IQH/IQT),
+   * and the simulated driver invalidates through CCMD and IOTLB_REG whatever this says.
+   */
+  queuedInvalidation?: boolean;
+  /** ECAP.IR (default false). Advertised only: the model remaps DMA, not interrupts. */
+  interruptRemapping?: boolean;
+  /** ECAP.MHMV, the interrupt-entry-cache handle mask maximum, 0..15 (default 0). */
+  mhmv?: number;
   /** Treat PTE bit 62 (TM) as ignored in 4 KiB leaves, as pre-3.2 parts did (default false). */
   staleTm?: boolean;
 }
+
+/**
+ * The unit QEMU 7.2 emulates with `-machine q35,kernel-irqchip=split -device
+ * intel-iommu,intremap=on,caching-mode=on` under TCG (legacy mode, aw-bits 39): CAP
+ * 0x00d2008c22260286 and ECAP 0x0000000000f00f4a, as a Linux 7.3 guest reads them
+ * (IOMMU_GET_HW_INFO). `Host.boot({ machine: 'qemu-7.2-q35' })` uses it.
+ *
+ * CAP, bit by bit (QEMU `vtd_init`):
+ * - ND (2:0) = 6, 65536 domains (`VTD_CAP_ND`): `nd: 6`.
+ * - AFL 3, RWBF 4, PLMR 5, PHMR 6 = 0 (the model never sets them).
+ * - CM (7) = 1: `caching-mode=on` → `cachingMode: true`.
+ * - SAGAW (12:8) = 0b00010, 3-level tables only, and MGAW (21:16) = 38 (39 bits):
+ *   `aw-bits=39` → `addressWidth: 39`.
+ * - ZLR 22, 23 = 0; FRO (33:24) = 0x22, fault records at 0x220 (fixed in the model).
+ * - SLLPS (37:34) = 0b0011, 2 MiB and 1 GiB (`VTD_CAP_SLLPS`): `superpages: ['2M', '1G']`.
+ * - PSI (39) = 1: `psi: true`. NFR (47:40) = 0, one record (`VTD_FRCD_REG_NR`): `faultRecords: 1`.
+ * - MAMV (53:48) = 18 (`VTD_CAP_MAMV`): `mamv: 18`.
+ * - DWD (54), DRD (55) = 1: `dma-drain=on` (always set by the model).
+ * - FL1GP 56, PI 59, FL5LP 60, ESIRTPS 62, ESRTPS 63 = 0: `esrtps: false`.
+ *
+ * ECAP, bit by bit:
+ * - C (0) = 0: QEMU never advertises page-walk coherency → `coherent: false`.
+ * - QI (1) = 1: always (`VTD_ECAP_QI`) → `queuedInvalidation: true` (advertised only).
+ * - DT (2) = 0: `device-iotlb=off` → `deviceTlb: false`; so no device gets ATS.
+ * - IR (3) = 1: `intremap=on` → `interruptRemapping: true` (advertised only).
+ * - EIM (4) = 0: `eim=auto` turns it on only with KVM's in-kernel irqchip, and the measured guest
+ *   ran under TCG (the model has no EIM option; it is always 0).
+ * - PT (6) = 1: `pt=on` → `passThrough: true`. SC (7) = 0: `snoop-control=off` → `snoopControl: false`.
+ * - IRO (17:8) = 0xf, IVA at 0xf0 (fixed in the model). MHMV (23:20) = 15, set with IR → `mhmv: 15`.
+ * - Nothing above bit 23: no scalable mode, PASID, nesting or second-stage A/D.
+ *
+ * The caches are not visible in any register: QEMU keeps a hashed IOTLB of up to 1024 entries
+ * (flushed whole when full) and no paging-structure cache, hence `iotlbEntries: 1024` (still 8-way
+ * LRU here) and `pagingStructureCacheEntries: 0`.
+ *
+ * What still differs from the real unit, and why: the invalidation queue and interrupt remapping
+ * are advertised but not modelled, so the simulated driver never enables them — GSTS shows TES and
+ * RTPS only where the real guest also has QIES, IRES and IRTPS, and invalidations go through
+ * CCMD/IOTLB_REG instead of queued descriptors; the fault log keeps QEMU's recording policy but the
+ * simulated kernel logs a line for every faulting DMA, where QEMU records (and Linux logs) a
+ * requester's fault only while no earlier one of it is pending ("compression of faults").
+ */
+export const QEMU_7_2_INTEL_IOMMU: Readonly<IommuUnitOptions> = Object.freeze({
+  addressWidth: 39,
+  superpages: Object.freeze(['2M', '1G']) as Superpage[],
+  nd: 6,
+  psi: true,
+  mamv: 18,
+  faultRecords: 1,
+  cachingMode: true,
+  esrtps: false,
+  coherent: false,
+  snoopControl: false,
+  passThrough: true,
+  deviceTlb: false,
+  queuedInvalidation: true,
+  interruptRemapping: true,
+  mhmv: 15,
+  staleTm: false,
+  iotlbEntries: 1024,
+  pagingStructureCacheEntries: 0,
+});
 
 /** A recorded DMA-remapping fault. `iova` is the page address FRCD.FI holds. */
 export interface DmarFault {
@@ -236,6 +307,9 @@ const SLLPS: Record<Superpage, 'superpage2M' | 'superpage1G'> = { '2M': 'superpa
  * hardware staleness, and the fault log.
  */
 export class IommuUnit {
+  /** Named option sets of units that exist elsewhere: `'qemu-7.2'` is {@link QEMU_7_2_INTEL_IOMMU}. */
+  static readonly profiles: Readonly<Record<'qemu-7.2', Readonly<IommuUnitOptions>>> = Object.freeze({ 'qemu-7.2': QEMU_7_2_INTEL_IOMMU });
+
   /** @internal */
   readonly native: NativeUnit;
 
@@ -260,6 +334,9 @@ export class IommuUnit {
       snoopControl: options.snoopControl,
       passThrough: options.passThrough,
       deviceTlb: options.deviceTlb,
+      queuedInvalidation: options.queuedInvalidation,
+      interruptRemapping: options.interruptRemapping,
+      mhmv: options.mhmv,
       staleTm: options.staleTm,
       faultRecords: options.faultRecords,
       iotlbEntries: options.iotlbEntries,

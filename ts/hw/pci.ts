@@ -75,10 +75,31 @@ export class DmaEngine {
   }
 }
 
+/** A PCI function as {@link Host.boot} takes it. */
+export interface PciDeviceOptions {
+  /** `dddd:bb:dd.f`; only segment 0000 is modelled. */
+  bdf: string;
+  /**
+   * Whether the function has a PCIe ATS extended capability (default false). The VT-d driver
+   * gives it ATS only if the unit has ECAP.DT too (`intel_iommu_probe_device`); otherwise
+   * IOMMU_GET_HW_INFO reports IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED for it.
+   */
+  ats?: boolean;
+  /** PCI vendor ID (config offset 0), for identification only (default: none). */
+  vendorId?: number;
+  /** PCI device ID (config offset 2), for identification only (default: none). */
+  deviceId?: number;
+}
+
 /** A PCI function behind the IOMMU. */
 export class PciDevice {
   readonly sid: number;
   readonly dma: DmaEngine;
+  /** Has a PCIe ATS capability ({@link PciDeviceOptions.ats}). */
+  readonly ats: boolean;
+  /** PCI vendor and device ID, if given. */
+  readonly vendorId: number | undefined;
+  readonly deviceId: number | undefined;
   /**
    * PCI_COMMAND_MASTER. Set at cold boot; a kexec clears it for every device that is not handed
    * over (`pci_device_shutdown`), and binding to VFIO sets it again.
@@ -89,8 +110,12 @@ export class PciDevice {
     readonly bdf: string,
     unit: IommuUnit,
     onFault: (sid: number, iova: bigint, reason: number, write: boolean) => void,
+    opts: Omit<PciDeviceOptions, 'bdf'> = {},
   ) {
     this.sid = parseBdf(bdf);
     this.dma = new DmaEngine(this, unit, onFault);
+    this.ats = opts.ats ?? false;
+    this.vendorId = opts.vendorId;
+    this.deviceId = opts.deviceId;
   }
 }

@@ -21,7 +21,7 @@ export interface KernelHardware {
   memory: PhysicalMemory;
   iommu: IommuUnit;
   /** PCI devices handed to vfio-pci, in order: vfio0, vfio1, ... */
-  devices: { bdf: string; sid: number; setBusMaster?: (on: boolean) => void }[];
+  devices: { bdf: string; sid: number; ats?: boolean; setBusMaster?: (on: boolean) => void }[];
   /** The kernel command line (`guestmemfs=16G`, ...). */
   cmdline?: string;
   /** Physical address of the KHO blob the previous kernel handed over (kexec with KHO). */
@@ -121,6 +121,7 @@ export class Kernel implements KernelGeneration {
     this.intel = new IntelIommu(this, hw.iommu, hw.memory, incoming?.child('intel-iommu'));
     hw.onPhase?.('iommu-init');
     this.vfioDevices = hw.devices.map((d, i) => {
+      this.intel.probeDevice(d.sid, { ats: d.ats ?? false });
       this.log(`vfio-pci ${d.bdf}: registered as /dev/vfio/devices/vfio${i}`);
       return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null, setBusMaster: d.setBusMaster ?? (() => {}) };
     });
@@ -271,8 +272,9 @@ export class Kernel implements KernelGeneration {
     const bus = (sid >> 8).toString(16).padStart(2, '0');
     const dev = ((sid >> 3) & 0x1f).toString(16).padStart(2, '0');
     const fn = sid & 7;
+    // dmar_fault_do_one: segment:bus:dev.fn, and the page address FRCD.FI holds.
     this.log(
-      `DMAR: [DMA ${write ? 'Write' : 'Read'} NO_PASID] Request device [${bus}:${dev}.${fn}] fault addr 0x${iova.toString(16)} ` +
+      `DMAR: [DMA ${write ? 'Write' : 'Read'} NO_PASID] Request device [0000:${bus}:${dev}.${fn}] fault addr 0x${(iova & ~0xfffn).toString(16)} ` +
         `[fault reason 0x${reason.toString(16).padStart(2, '0')}] ${DMAR_FAULT_REASONS[reason] ?? 'Unknown'}`,
     );
   }

@@ -65,6 +65,9 @@ export const IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2;
 export const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1 << 0;
 /** `enum iommufd_hw_capabilities`. */
 export const IOMMU_HW_CAP_DIRTY_TRACKING = 1 << 0;
+export const IOMMU_HW_CAP_PCI_PASID_EXEC = 1 << 1;
+export const IOMMU_HW_CAP_PCI_PASID_PRIV = 1 << 2;
+export const IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED = 1 << 3;
 
 /** `enum iommufd_hwpt_set_dirty_tracking_flags`, `enum iommufd_hwpt_get_dirty_bitmap_flags`. */
 export const IOMMU_HWPT_DIRTY_TRACKING_ENABLE = 1;

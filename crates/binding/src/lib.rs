@@ -500,6 +500,12 @@ pub struct UnitOptions {
     pub pass_through: Option<bool>,
     /// ECAP.DT.
     pub device_tlb: Option<bool>,
+    /// ECAP.QI (advertised only).
+    pub queued_invalidation: Option<bool>,
+    /// ECAP.IR (advertised only).
+    pub interrupt_remapping: Option<bool>,
+    /// ECAP.MHMV.
+    pub mhmv: Option<u32>,
     /// TM bit ignored in 4K leaves.
     pub stale_tm: Option<bool>,
     /// Fault-recording registers.
@@ -529,6 +535,9 @@ fn unit_config(o: UnitOptions) -> Result<UnitConfig, Code> {
         snoop_control: o.snoop_control.unwrap_or(d.snoop_control),
         pass_through: o.pass_through.unwrap_or(d.pass_through),
         device_tlb: o.device_tlb.unwrap_or(d.device_tlb),
+        queued_invalidation: o.queued_invalidation.unwrap_or(d.queued_invalidation),
+        interrupt_remapping: o.interrupt_remapping.unwrap_or(d.interrupt_remapping),
+        mhmv: u8_arg(o.mhmv.unwrap_or(d.mhmv as u32), 15, "mhmv")?,
         stale_tm: o.stale_tm.unwrap_or(d.stale_tm),
         fault_records: o.fault_records.unwrap_or(d.fault_records),
         iotlb_entries: o.iotlb_entries.unwrap_or(d.iotlb_entries),

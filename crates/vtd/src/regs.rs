@@ -56,6 +56,8 @@ pub const ECAP_C: u64 = 1 << 0;
 pub const ECAP_QI: u64 = 1 << 1;
 /// ECAP.DT: device-TLB.
 pub const ECAP_DT: u64 = 1 << 2;
+/// ECAP.IR: interrupt remapping.
+pub const ECAP_IR: u64 = 1 << 3;
 /// ECAP.PT: pass-through translation type.
 pub const ECAP_PT: u64 = 1 << 6;
 /// ECAP.SC: snoop control (PTE bit 11).

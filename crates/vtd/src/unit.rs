@@ -38,6 +38,13 @@ pub struct UnitConfig {
     pub pass_through: bool,
     /// ECAP.DT: device-TLB (TT = 1 context entries).
     pub device_tlb: bool,
+    /// ECAP.QI: queued invalidation. Advertised only: the model has no invalidation queue
+    /// (IQA/IQH/IQT) and invalidates through CCMD and IOTLB_REG.
+    pub queued_invalidation: bool,
+    /// ECAP.IR: interrupt remapping. Advertised only: the model remaps DMA, not interrupts.
+    pub interrupt_remapping: bool,
+    /// ECAP.MHMV: the largest interrupt-entry-cache invalidation handle mask, 0..=15.
+    pub mhmv: u8,
     /// Treat PTE bit 62 (TM) as ignored in 4 KiB entries, as pre-3.2 hardware did.
     pub stale_tm: bool,
     /// Fault-recording registers (CAP.NFR + 1), 1..=256.
@@ -67,6 +74,9 @@ impl Default for UnitConfig {
             snoop_control: true,
             pass_through: true,
             device_tlb: false,
+            queued_invalidation: false,
+            interrupt_remapping: false,
+            mhmv: 0,
             stale_tm: false,
             fault_records: 8,
             iotlb_entries: 512,
@@ -212,6 +222,9 @@ impl Unit {
         if config.mamv > 63 {
             return Err(Error::BadConfig(format!("MAMV {} does not fit 6 bits", config.mamv)));
         }
+        if config.mhmv > 15 {
+            return Err(Error::BadConfig(format!("MHMV {} does not fit 4 bits", config.mhmv)));
+        }
         if !(1..=256).contains(&config.fault_records) {
             return Err(Error::BadConfig(format!(
                 "{} fault-recording registers: must be 1..=256",
@@ -236,10 +249,13 @@ impl Unit {
             | 3 << 54 // DWD, DRD: QEMU advertises write and read draining
             | (config.esrtps as u64) << 63;
         let ecap = config.coherent as u64
+            | (config.queued_invalidation as u64) << 1
             | (config.device_tlb as u64) << 2
+            | (config.interrupt_remapping as u64) << 3
             | (config.pass_through as u64) << 6
             | (config.snoop_control as u64) << 7
-            | ((IVA_REG as u64) >> 4) << 8;
+            | ((IVA_REG as u64) >> 4) << 8
+            | (config.mhmv as u64) << 20;
         let haw = config.address_width.min(52);
         Ok(Unit {
             rsvd: SlpteRsvd::new(haw, config.snoop_control, config.stale_tm),

@@ -6,6 +6,7 @@ import { Gather } from '../../hw/iommu.js';
 import type { PhysicalMemory } from '../../hw/memory.js';
 import type { FdtWriter } from '../../fdt/index.js';
 import { errno, KernelError } from '../../uapi/errno.js';
+import { IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, iommu_hw_info_vtd } from '../../uapi/iommufd.js';
 import { le, type Kho, type KhoNode } from '../kho/kho.js';
 import type { IommuDomain } from '../iommufd/io_pagetable.js';
 import type { Kernel } from '../kernel.js';
@@ -45,6 +46,8 @@ export class IntelIommu {
   private readonly restoredAttach = new Set<number>();
   /** Domains adopted from KHO, by their node index under /intel-iommu/domains. */
   readonly restored = new Map<number, DmarDomain>();
+  /** `struct device_domain_info` of each probed requester, as far as modelled. */
+  private readonly probed = new Map<number, { atsSupported: boolean }>();
 
   constructor(
     readonly kernel: Kernel,
@@ -267,6 +270,41 @@ export class IntelIommu {
 
   get cachingMode(): boolean {
     return bit(this.cap, 7);
+  }
+
+  /**
+   * `intel_iommu_probe_device`: records what the driver decides about a PCI function once, at
+   * boot. ATS is supported when the unit has ECAP.DT and the function an ATS capability;
+   * `dmar_ats_supported` holds for every device here (no ACPI tables are modelled: each device
+   * counts as root-complex integrated or behind a port an ATSR with INCLUDE_ALL covers, the
+   * table QEMU builds with device-iotlb=on). PASID and PRI need scalable mode: never.
+   */
+  probeDevice(sid: number, pci: { ats: boolean }): void {
+    this.probed.set(sid, { atsSupported: bit(this.ecap, 2) && pci.ats });
+  }
+
+  /**
+   * `intel_iommu_capable` for a probed device: IOMMU_CAP_DIRTY_TRACKING needs second-stage A/D
+   * (`ssads_supported`, scalable mode only), so never; IOMMU_CAP_PCI_ATS_SUPPORTED is
+   * `info->ats_supported`.
+   */
+  capable(sid: number, cap: 'dirty-tracking' | 'pci-ats-supported'): boolean {
+    if (cap === 'dirty-tracking') return false;
+    return this.probed.get(sid)?.atsSupported ?? false;
+  }
+
+  /**
+   * `intel_iommu_hw_info`: `struct iommu_hw_info_vtd` — flags, always
+   * IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 (the driver sets it for every unit and leaves the
+   * decision to userspace), then CAP and ECAP as read at boot.
+   */
+  hwInfo(): Uint8Array {
+    const data = new Uint8Array(iommu_hw_info_vtd.size);
+    const v = new DataView(data.buffer);
+    v.setUint32(0, IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, true);
+    v.setBigUint64(8, this.cap, true);
+    v.setBigUint64(16, this.ecap, true);
+    return data;
   }
 
   /** `intel_iommu_get_resv_regions`: no RMRRs here, the IOAPIC/MSI window always. */

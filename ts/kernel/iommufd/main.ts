@@ -609,13 +609,9 @@ const HANDLERS: Record<string, Handler> = {
   IOMMU_GET_HW_INFO(ictx, ucmd) {
     const { cmd, u } = ucmd;
     if (cmd.flags || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'flags or __reserved set');
-    ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
+    const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
     const intel = ictx.kernel.intel;
-    const data = new Uint8Array(U.iommu_hw_info_vtd.size);
-    const v = new DataView(data.buffer);
-    v.setUint32(0, 0, true); // no ERRATA_772415_SPR17
-    v.setBigUint64(8, intel.cap, true);
-    v.setBigUint64(16, intel.ecap, true);
+    const data = intel.hwInfo();
     const want = n32(cmd.data_len!);
     const copy = Math.min(want, data.length);
     const ptr = n64(cmd.data_uptr!);
@@ -623,8 +619,12 @@ const HANDLERS: Record<string, Handler> = {
     if (copy < want) u.write(ptr + BigInt(copy), new Uint8Array(want - copy));
     cmd.data_len = data.length;
     cmd.out_data_type = U.IOMMU_HW_INFO_TYPE_INTEL_VTD;
+    // max_pasids is 0 (PASID needs scalable mode): no max_pasid_log2, no PASID_EXEC/PRIV.
     cmd.out_max_pasid_log2 = 0;
-    cmd.out_capabilities = 0n; // no second-stage A/D bits in legacy mode
+    let caps = 0;
+    if (intel.capable(idev.sid, 'dirty-tracking')) caps |= U.IOMMU_HW_CAP_DIRTY_TRACKING;
+    if (!intel.capable(idev.sid, 'pci-ats-supported')) caps |= U.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED;
+    cmd.out_capabilities = BigInt(caps);
     ictx.respond(ucmd);
   },
 

@@ -83,6 +83,44 @@ fn cap_and_ecap_encode_the_configuration() {
     assert!(Unit::new(UnitConfig { fault_records: 0, ..Default::default() }).is_err());
 }
 
+/// The unit QEMU 7.2 emulates with `-device intel-iommu,intremap=on,caching-mode=on` (legacy mode,
+/// aw-bits 39, under TCG): CAP and ECAP as a Linux 7.3 guest read them, field by field.
+#[test]
+fn qemu_7_2_intel_iommu_registers() {
+    let u = Unit::new(UnitConfig {
+        address_width: 39,
+        caching_mode: true,
+        fault_records: 1,
+        coherent: false,
+        snoop_control: false,
+        queued_invalidation: true,
+        interrupt_remapping: true,
+        mhmv: 15,
+        ..Default::default()
+    })
+    .unwrap();
+    use crate::regs::field::*;
+    let (cap, ecap) = (u.cap(), u.ecap());
+    assert_eq!(cap, 0x00d2_008c_2226_0286, "cap {cap:#018x}");
+    assert_eq!(ecap, 0x0000_0000_00f0_0f4a, "ecap {ecap:#018x}");
+    assert_eq!(cap_nd(cap), 6);
+    assert_ne!(cap & CAP_CM, 0);
+    assert_eq!(cap_sagaw(cap), 0b0010, "39-bit only");
+    assert_eq!(cap_mgaw(cap), 39);
+    assert_eq!(cap_fault_reg_offset(cap), 0x220);
+    assert_eq!(cap_super_page_val(cap), 3);
+    assert_ne!(cap & CAP_PSI, 0);
+    assert_eq!(cap_num_fault_regs(cap), 1);
+    assert_eq!(cap_max_amask_val(cap), 18);
+    assert_eq!(cap >> 54 & 3, 3, "DWD and DRD");
+    assert_eq!(ecap & (ECAP_C | ECAP_DT | ECAP_SC), 0);
+    assert_eq!(ecap & (ECAP_QI | ECAP_IR | ECAP_PT), ECAP_QI | ECAP_IR | ECAP_PT);
+    assert_eq!(ecap_iotlb_offset(ecap), 0xf0);
+    assert_eq!(ecap >> 20 & 0xf, 15, "MHMV");
+    assert_eq!(ecap & 1 << 4, 0, "no EIM");
+    assert!(Unit::new(UnitConfig { mhmv: 16, ..Default::default() }).is_err());
+}
+
 #[test]
 fn translation_off_passes_addresses_through() {
     let mut unit = Unit::new(UnitConfig::default()).unwrap();
