@@ -21,9 +21,10 @@ for tool in gcc make flex bison bc cpio gzip rsync busybox qemu-system-x86_64; d
 done
 
 src="$("$here/fetch-source.sh")"
-kbuild="$cache/kbuild-$kernel_key"
-if [ ! -f "$kbuild/.done" ]; then
-  mkdir -p "$kbuild"
+# One build tree: a changed fragment rebuilds incrementally (seconds to a minute, not minutes).
+kbuild="$cache/kbuild"
+if [ "$(cat "$kbuild/.done" 2>/dev/null)" != "$kernel_key" ]; then
+  mkdir -p "$kbuild"; rm -f "$kbuild/.done"
   make -s -C "$src" O="$kbuild" tinyconfig >&2
   "$src/scripts/kconfig/merge_config.sh" -m -O "$kbuild" "$kbuild/.config" "$here/kernel.config" >&2
   make -s -C "$src" O="$kbuild" olddefconfig >&2
@@ -39,7 +40,7 @@ if [ ! -f "$kbuild/.done" ]; then
   [ "$missing" = 0 ] || exit 1
   make -s -C "$src" O="$kbuild" -j"$jobs" bzImage >&2
   make -s -C "$src" O="$kbuild" headers_install INSTALL_HDR_PATH="$kbuild/usr" >&2
-  touch "$kbuild/.done"
+  echo "$kernel_key" > "$kbuild/.done"
 fi
 
 rm -rf "$lab.tmp"; mkdir -p "$lab.tmp/root"/{bin,sbin,dev,proc,sys,tmp,seq,run}

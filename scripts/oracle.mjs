@@ -11,6 +11,7 @@
 //   --luo            run the upstream LUO selftests in the guest; record oracle/upstream/luo-selftest.txt
 //   --generate N     first write N sequences from the fuzz model's generator to
 //                    oracle/sequences/90-generated-s<SEED>.seq (with --seed SEED, default 1)
+//   --only REGEX     run only the sequences whose name matches (implies --no-record)
 //   --no-build       use dist/ as it is (otherwise `tsc -p tsconfig.build.json` runs first)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,7 +33,10 @@ function sh(cmd, argv, opts = {}) {
   return (r.stdout ?? '').trim();
 }
 
-if (!has('--no-build')) sh('npx', ['--no', '--', 'tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+if (!has('--no-build')) {
+  sh(process.execPath, ['scripts/build-native.mjs'], { stdio: 'inherit' });
+  sh('npx', ['--no', '--', 'tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+}
 const oracle = await import(pathToFileURL(join(root, 'dist/oracle/index.js')).href);
 
 const layoutsPath = join(root, 'oracle/guest/uapi_layouts.h');
@@ -121,10 +125,12 @@ if (has('--generate')) {
   console.error(`[oracle] wrote ${seqs.length} sequences to ${file}`);
 }
 const files = readdirSync(SEQ_DIR).filter((f) => f.endsWith('.seq')).sort();
+const only = args.includes('--only') ? new RegExp(args[args.indexOf('--only') + 1]) : null;
+const record = !has('--no-record') && !only;
 const corpus = new Map(); // file -> sequences
 const owner = new Map(); // sequence name -> file
 for (const f of files) {
-  const seqs = oracle.parseSequences(readFileSync(join(SEQ_DIR, f), 'utf8'));
+  const seqs = oracle.parseSequences(readFileSync(join(SEQ_DIR, f), 'utf8')).filter((s) => !only || only.test(s.name));
   corpus.set(f, seqs);
   for (const s of seqs) {
     if (owner.has(s.name)) throw new Error(`sequence ${s.name} is in both ${owner.get(s.name)} and ${f}`);
@@ -132,7 +138,7 @@ for (const f of files) {
   }
 }
 const t1 = performance.now();
-const lines = await boot('seq', Object.fromEntries(files.map((f) => [`seq/${f}`, readFileSync(join(SEQ_DIR, f), 'utf8')])));
+const lines = await boot('seq', Object.fromEntries([...corpus].map(([f, seqs]) => [`seq/${f}`, oracle.formatSequences(seqs)])));
 const kernelSecs = (performance.now() - t1) / 1000;
 const parsed = lines.map((l) => {
   try {
@@ -160,7 +166,7 @@ for (const [file, seqs] of corpus) {
     nSteps += s.steps.length;
     for (const d of oracle.compareSequence(s.name, kernel, sim, diffs)) (d.reason ? explained : unexplained).push(d);
   }
-  if (!has('--no-record')) {
+  if (record) {
     mkdirSync(GOLDEN_DIR, { recursive: true });
     writeFileSync(join(GOLDEN_DIR, file.replace(/\.seq$/, '.jsonl')), `${golden.join('\n')}\n`);
   }

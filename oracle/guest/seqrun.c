@@ -42,7 +42,7 @@ static int step;
 static int kmsg_fd = -1;
 
 // Per device fd: the edu BAR0, mapped on first DMA.
-struct edu { int fd; volatile uint8_t *bar; } edus[8];
+struct edu { int fd; volatile uint8_t *bar; size_t bar_len; } edus[8];
 static int n_edus;
 
 static void die(const char *fmt, ...) {
@@ -122,11 +122,15 @@ static void end_str(const char *key, const char *val) { printf(",\"%s\":\"%s\"}\
 
 static void track_fd(int fd) { if (fd >= 0 && n_open < 256) open_fds[n_open++] = fd; }
 
+// A BAR mapping holds the device file open (and so bound): unmap it with the fd.
+static void edu_forget(int i) { munmap((void *)edus[i].bar, edus[i].bar_len); edus[i] = edus[--n_edus]; }
+
 static void reset_state(void) {
+  while (n_edus) edu_forget(0);
   for (int i = n_open - 1; i >= 0; i--) close(open_fds[i]);
   n_open = 0;
   for (int i = 0; i < n_maps; i++) munmap((void *)maps[i].va, maps[i].len);
-  n_maps = 0; n_vars = 0; n_edus = 0; step = 0;
+  n_maps = 0; n_vars = 0; step = 0;
   arena_next = ARENA_BASE;
 }
 
@@ -229,7 +233,7 @@ static struct edu *edu_for(int fd) {
   if (pread(fd, &cmd, 2, ci.offset + 4) != 2) return NULL;
   cmd |= 0x6; /* memory space + bus master */
   if (pwrite(fd, &cmd, 2, ci.offset + 4) != 2) return NULL;
-  edus[n_edus].fd = fd; edus[n_edus].bar = bar;
+  edus[n_edus].fd = fd; edus[n_edus].bar = bar; edus[n_edus].bar_len = ri.size;
   return &edus[n_edus++];
 }
 
@@ -306,9 +310,9 @@ static void run_line(char *line) {
     begin("open"); if (fd < 0) end_err(err); else { track_fd(fd); if (label) set_var(label, fd); end_str("ret", "fd"); }
   } else if (!strcmp(op, "close")) {
     if (argc < 2 || parse_num(argv[1], &a)) { die("close needs FD"); return; }
+    for (int i = 0; i < n_edus; i++) if (edus[i].fd == (int)a) edu_forget(i);
     int r = close((int)a); int err = errno;
     for (int i = 0; i < n_open; i++) if (open_fds[i] == (int)a) open_fds[i] = open_fds[--n_open];
-    for (int i = 0; i < n_edus; i++) if (edus[i].fd == (int)a) edus[i] = edus[--n_edus];
     begin("close"); if (r) end_err(err); else end_ok(0);
   } else if (!strcmp(op, "memfd_create")) {
     uint64_t flags = 0;

@@ -289,7 +289,7 @@ class Runner {
 
 /** The simulated machine the lab stands for: QEMU q35 with intel-iommu and edu at 00:01.0. */
 export function labHostConfig(): HostConfig {
-  return { memory: 2n << 30n, devices: [{ bdf: '0000:00:01.0' }], iommu: { addressWidth: 39, cachingMode: true } };
+  return { memory: 2n << 30n, machine: 'qemu-7.2-q35' };
 }
 
 /** Runs one sequence on a fresh simulated host; one result per step, then the end marker. */
