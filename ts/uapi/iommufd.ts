@@ -1,5 +1,5 @@
 // include/uapi/linux/iommufd.h: command numbers, flags and struct layouts.
-import { offsetofend, struct, type StructLayout } from './struct.js';
+import { offsetofend, struct, union, type StructLayout } from './struct.js';
 
 /** `IOMMUFD_TYPE` (';'). */
 export const IOMMUFD_TYPE = 0x3b;
@@ -57,10 +57,15 @@ export const IOMMU_VTD_S1_SRE = 1 << 0;
 export const IOMMU_VTD_S1_EAFE = 1 << 1;
 export const IOMMU_VTD_S1_WPE = 1 << 2;
 
-/** `enum iommu_hw_info_type`. */
+/** `enum iommu_hw_info_type`: NONE on output, DEFAULT on input (both 0). */
 export const IOMMU_HW_INFO_TYPE_NONE = 0;
+export const IOMMU_HW_INFO_TYPE_DEFAULT = 0;
 export const IOMMU_HW_INFO_TYPE_INTEL_VTD = 1;
 export const IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2;
+export const IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV = 3;
+export const IOMMU_HW_INFO_TYPE_AMD = 4;
+/** `enum iommufd_hw_info_flags`: `in_data_type` carries the type asked for. */
+export const IOMMU_HW_INFO_FLAG_INPUT_TYPE = 1 << 0;
 /** `enum iommu_hw_info_vtd_flags`. */
 export const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1 << 0;
 /** `enum iommufd_hw_capabilities`. */
@@ -171,7 +176,7 @@ export const iommu_hw_info = struct('iommu_hw_info', [
   ['dev_id', 'u32'],
   ['data_len>', 'u32'],
   ['data_uptr', 'u64'],
-  ['out_data_type>', 'u32'],
+  union(['in_data_type', 'u32'], ['out_data_type>', 'u32']),
   ['out_max_pasid_log2>', 'u8'],
   ['__reserved0', 'u8'],
   ['__reserved1', 'u8'],

@@ -608,8 +608,13 @@ const HANDLERS: Record<string, Handler> = {
 
   IOMMU_GET_HW_INFO(ictx, ucmd) {
     const { cmd, u } = ucmd;
-    if (cmd.flags || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'flags or __reserved set');
+    const flags = n32(cmd.flags!);
+    if (flags & ~U.IOMMU_HW_INFO_FLAG_INPUT_TYPE || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+    // Without INPUT_TYPE whatever the union holds asks for the default type.
+    const inType = flags & U.IOMMU_HW_INFO_FLAG_INPUT_TYPE ? n32(cmd.in_data_type!) : U.IOMMU_HW_INFO_TYPE_DEFAULT;
     ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
+    // intel_iommu_hw_info: the default type or its own, nothing else.
+    if (inType !== U.IOMMU_HW_INFO_TYPE_DEFAULT && inType !== U.IOMMU_HW_INFO_TYPE_INTEL_VTD) errno('EOPNOTSUPP', `no hw info of type ${inType}`);
     const intel = ictx.kernel.intel;
     const data = new Uint8Array(U.iommu_hw_info_vtd.size);
     const v = new DataView(data.buffer);
@@ -622,7 +627,7 @@ const HANDLERS: Record<string, Handler> = {
     u.write(ptr, data.subarray(0, copy));
     if (copy < want) u.write(ptr + BigInt(copy), new Uint8Array(want - copy));
     cmd.data_len = data.length;
-    cmd.out_data_type = U.IOMMU_HW_INFO_TYPE_INTEL_VTD;
+    cmd.out_data_type = U.IOMMU_HW_INFO_TYPE_INTEL_VTD; // the union's output member: what respond writes
     cmd.out_max_pasid_log2 = 0;
     cmd.out_capabilities = 0n; // no second-stage A/D bits in legacy mode
     ictx.respond(ucmd);
