@@ -23,7 +23,14 @@ export const IOMMU_GET_HW_INFO = _IO(IOMMUFD_TYPE, 0x8a);
 export const IOMMU_HWPT_SET_DIRTY_TRACKING = _IO(IOMMUFD_TYPE, 0x8b);
 export const IOMMU_HWPT_GET_DIRTY_BITMAP = _IO(IOMMUFD_TYPE, 0x8c);
 export const IOMMU_HWPT_INVALIDATE = _IO(IOMMUFD_TYPE, 0x8d);
+export const IOMMU_FAULT_QUEUE_ALLOC = _IO(IOMMUFD_TYPE, 0x8e);
 export const IOMMU_IOAS_MAP_FILE = _IO(IOMMUFD_TYPE, 0x8f);
+export const IOMMU_VIOMMU_ALLOC = _IO(IOMMUFD_TYPE, 0x90);
+export const IOMMU_VDEVICE_ALLOC = _IO(IOMMUFD_TYPE, 0x91);
+export const IOMMU_IOAS_CHANGE_PROCESS = _IO(IOMMUFD_TYPE, 0x92);
+export const IOMMU_VEVENTQ_ALLOC = _IO(IOMMUFD_TYPE, 0x93);
+export const IOMMU_HW_QUEUE_ALLOC = _IO(IOMMUFD_TYPE, 0x94);
+export const IOMMU_IOAS_NOIOMMU_GET_PA = _IO(IOMMUFD_TYPE, 0x95);
 
 /** `enum iommufd_ioas_map_flags` (MAP, MAP_FILE and COPY). */
 export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
@@ -52,6 +59,7 @@ export const IOMMU_HWPT_ALLOC_PASID = 1 << 3;
 export const IOMMU_HWPT_DATA_NONE = 0;
 export const IOMMU_HWPT_DATA_VTD_S1 = 1;
 export const IOMMU_HWPT_DATA_ARM_SMMUV3 = 2;
+export const IOMMU_HWPT_DATA_AMD_GUEST = 3;
 /** `enum iommu_hwpt_vtd_s1_flags`. */
 export const IOMMU_VTD_S1_SRE = 1 << 0;
 export const IOMMU_VTD_S1_EAFE = 1 << 1;
@@ -74,6 +82,34 @@ export const IOMMU_HW_CAP_DIRTY_TRACKING = 1 << 0;
 /** `enum iommufd_hwpt_set_dirty_tracking_flags`, `enum iommufd_hwpt_get_dirty_bitmap_flags`. */
 export const IOMMU_HWPT_DIRTY_TRACKING_ENABLE = 1;
 export const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR = 1;
+
+/** `enum iommu_hwpt_invalidate_data_type`, `enum iommu_hwpt_vtd_s1_invalidate_flags`. */
+export const IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 = 0;
+export const IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 = 1;
+export const IOMMU_VTD_INV_FLAGS_LEAF = 1 << 0;
+
+/** `enum iommu_hwpt_pgfault_flags`, `enum iommu_hwpt_pgfault_perm`, `enum iommufd_page_response_code`. */
+export const IOMMU_PGFAULT_FLAGS_PASID_VALID = 1 << 0;
+export const IOMMU_PGFAULT_FLAGS_LAST_PAGE = 1 << 1;
+export const IOMMU_PGFAULT_PERM_READ = 1 << 0;
+export const IOMMU_PGFAULT_PERM_WRITE = 1 << 1;
+export const IOMMU_PGFAULT_PERM_EXEC = 1 << 2;
+export const IOMMU_PGFAULT_PERM_PRIV = 1 << 3;
+export const IOMMUFD_PAGE_RESP_SUCCESS = 0;
+export const IOMMUFD_PAGE_RESP_INVALID = 1;
+
+/** `enum iommu_viommu_type`. */
+export const IOMMU_VIOMMU_TYPE_DEFAULT = 0;
+export const IOMMU_VIOMMU_TYPE_ARM_SMMUV3 = 1;
+export const IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV = 2;
+/** `enum iommu_veventq_type`, `enum iommu_veventq_flag`. */
+export const IOMMU_VEVENTQ_TYPE_DEFAULT = 0;
+export const IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 = 1;
+export const IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV = 2;
+export const IOMMU_VEVENTQ_FLAG_LOST_EVENTS = 1 << 0;
+/** `enum iommu_hw_queue_type`. */
+export const IOMMU_HW_QUEUE_TYPE_DEFAULT = 0;
+export const IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV = 1;
 
 /** `struct iommu_iova_range`. */
 export const iommu_iova_range = struct('iommu_iova_range', [
@@ -213,6 +249,91 @@ export const iommu_hwpt_invalidate = struct('iommu_hwpt_invalidate', [
   ['entry_len', 'u32'],
   ['entry_num>', 'u32'],
   ['__reserved', 'u32'],
+]);
+export const iommu_hwpt_vtd_s1_invalidate = struct('iommu_hwpt_vtd_s1_invalidate', [
+  ['addr', 'u64'],
+  ['npages', 'u64'],
+  ['flags', 'u32'],
+  ['__reserved', 'u32'],
+]);
+/** What a read of a fault queue's fd returns, one per fault. */
+export const iommu_hwpt_pgfault = struct('iommu_hwpt_pgfault', [
+  ['flags', 'u32'],
+  ['dev_id', 'u32'],
+  ['pasid', 'u32'],
+  ['grpid', 'u32'],
+  ['perm', 'u32'],
+  ['__reserved', 'u32'],
+  ['addr', 'u64'],
+  ['length', 'u32'],
+  ['cookie', 'u32'],
+]);
+/** What a write to a fault queue's fd takes, one per fault group answered. */
+export const iommu_hwpt_page_response = struct('iommu_hwpt_page_response', [
+  ['cookie', 'u32'],
+  ['code', 'u32'],
+]);
+export const iommu_fault_alloc = struct('iommu_fault_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['out_fault_id>', 'u32'],
+  ['out_fault_fd>', 'u32'],
+]);
+export const iommu_viommu_alloc = struct('iommu_viommu_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['type', 'u32'],
+  ['dev_id', 'u32'],
+  ['hwpt_id', 'u32'],
+  ['out_viommu_id>', 'u32'],
+  ['data_len', 'u32'],
+  ['__reserved', 'u32'],
+  ['data_uptr', 'u64'],
+]);
+export const iommu_vdevice_alloc = struct('iommu_vdevice_alloc', [
+  ['size', 'u32'],
+  ['viommu_id', 'u32'],
+  ['dev_id', 'u32'],
+  ['out_vdevice_id>', 'u32'],
+  ['virt_id', 'u64'],
+]);
+export const iommu_ioas_change_process = struct('iommu_ioas_change_process', [
+  ['size', 'u32'],
+  ['__reserved', 'u32'],
+]);
+/** Heads every vEVENT a read of a vEVENTQ's fd returns. */
+export const iommufd_vevent_header = struct('iommufd_vevent_header', [
+  ['flags', 'u32'],
+  ['sequence', 'u32'],
+]);
+export const iommu_veventq_alloc = struct('iommu_veventq_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['viommu_id', 'u32'],
+  ['type', 'u32'],
+  ['veventq_depth', 'u32'],
+  ['out_veventq_id>', 'u32'],
+  ['out_veventq_fd>', 'u32'],
+  ['__reserved', 'u32'],
+]);
+export const iommu_hw_queue_alloc = struct('iommu_hw_queue_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['viommu_id', 'u32'],
+  ['type', 'u32'],
+  ['index', 'u32'],
+  ['out_hw_queue_id>', 'u32'],
+  ['nesting_parent_iova', 'u64'],
+  ['length', 'u64'],
+]);
+export const iommu_ioas_noiommu_get_pa = struct('iommu_ioas_noiommu_get_pa', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['ioas_id', 'u32'],
+  ['__reserved', 'u32'],
+  ['iova', 'u64'],
+  ['length>', 'u64'],
+  ['out_phys>', 'u64'],
 ]);
 
 /** One row of `iommufd_ioctl_ops[]`: the struct and `min_size = offsetofend(last mandatory field)`. */
