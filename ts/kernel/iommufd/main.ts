@@ -3,7 +3,7 @@
 // (drivers/iommu/iommufd/{main,ioas,hw_pagetable,device}.c).
 import { errno, KernelError } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
-import { getField, setField, type StructLayout } from '../../uapi/struct.js';
+import { getField, setField } from '../../uapi/struct.js';
 import type { GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
 import { pinOwner } from '../guestmemfs/pins.js';
 import type { DmarDomain } from '../intel-iommu/iommu.js';
@@ -12,6 +12,7 @@ import type { Kernel } from '../kernel.js';
 import { PAGE_SIZE } from '../mm.js';
 import type { Process } from '../process.js';
 import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
+import { IommufdObject, n32, n64, type Ucmd } from './object.js';
 import { IoptPages, type PagesFile } from './pages.js';
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -20,19 +21,6 @@ const IOMMUFD_CMD_LAST = 0x94;
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 /** `SIZE_MAX - PAGE_SIZE`: the largest length `iopt_alloc_pages` accepts. */
 const MAX_LENGTH = ULONG_MAX - PAGE;
-
-/** Object types of `enum iommufd_object_type`. */
-export type ObjType = 'IOAS' | 'HWPT_PAGING' | 'DEVICE';
-
-/** `struct iommufd_object`. */
-export abstract class IommufdObject {
-  id = 0;
-  /** `obj->users`: 1 for the object itself plus one per holder. */
-  users = 1;
-  abstract readonly type: ObjType;
-  /** The type's `destroy` op. */
-  abstract destroy(): void;
-}
 
 /** `struct iommufd_ioas`. */
 export class Ioas extends IommufdObject {
@@ -156,16 +144,6 @@ const FROZEN_WHILE_KHO = new Set(['IOMMU_DESTROY', 'IOMMU_IOAS_MAP', 'IOMMU_IOAS
 
 const iommuProt = (flags: number) => ({ read: !!(flags & U.IOMMU_IOAS_MAP_READABLE), write: !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE) });
 const MAP_FLAGS = U.IOMMU_IOAS_MAP_FIXED_IOVA | U.IOMMU_IOAS_MAP_WRITEABLE | U.IOMMU_IOAS_MAP_READABLE;
-
-/** The decoded command an op executes on, and how it writes back (`struct iommufd_ucmd`). */
-interface Ucmd {
-  proc: Process;
-  u: Uaccess;
-  ubuffer: bigint;
-  userSize: number;
-  layout: StructLayout;
-  cmd: Record<string, number | bigint>;
-}
 
 /** `struct iommufd_ctx`: one open of /dev/iommu. */
 export class IommufdCtx extends File {
@@ -330,9 +308,6 @@ export class IommufdCtx extends File {
 }
 
 type Handler = (ictx: IommufdCtx, ucmd: Ucmd) => void;
-
-const n32 = (v: number | bigint): number => Number(v);
-const n64 = (v: number | bigint): bigint => BigInt(v);
 
 const HANDLERS: Record<string, Handler> = {
   IOMMU_DESTROY(ictx, { cmd }) {
