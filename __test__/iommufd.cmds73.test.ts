@@ -7,19 +7,28 @@ import { describe, expect, it } from 'vitest';
 import {
   Host,
   IOMMU_GET_HW_INFO,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_INVALIDATE,
+  IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
   IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
   IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_INFO_TYPE_INTEL_VTD,
   IOMMU_IOAS_ALLOC,
   IOMMUFD_IOCTL_OPS,
+  MAP_SHARED,
   O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
+  VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
   iommu_hw_info,
+  iommu_hwpt_invalidate,
+  iommu_hwpt_vtd_s1_invalidate,
   type SpawnOptions,
   type StructLayout,
 } from 'iommu-liveupdate';
-import { BDF0, BDF1, expectErrno } from './liveupdate-helpers.js';
+import { BDF0, BDF1, PAGE, expectErrno } from './liveupdate-helpers.js';
 
 /** A host with two devices; vfio0 is bound to a fresh iommufd with one empty IOAS. */
 function setup(opts: SpawnOptions = {}) {
@@ -90,5 +99,61 @@ describe('IOMMU_GET_HW_INFO: the 7.3 struct, in_data_type and IOMMU_HW_INFO_FLAG
     expectErrno(() => p.ioctl(fd, IOMMU_GET_HW_INFO, { flags: IOMMU_HW_INFO_FLAG_INPUT_TYPE, dev_id: 99, in_data_type: 99 }), 'ENOENT', 'ioctl');
     expectErrno(() => p.ioctl(fd, IOMMU_GET_HW_INFO, { flags: 1 << 1, dev_id: 99 }), 'EOPNOTSUPP', 'ioctl');
     expectErrno(() => p.ioctl(fd, IOMMU_GET_HW_INFO, { flags: IOMMU_HW_INFO_FLAG_INPUT_TYPE, dev_id: 99, __reserved2: 1 }), 'EOPNOTSUPP', 'ioctl');
+  });
+});
+
+/** A page of a memfd mapped twice: `rw` for the process to fill, `ro` (PROT_READ) to hand the kernel. */
+function readOnlyPage(p: Fx['p']): { rw: bigint; ro: bigint } {
+  const mfd = p.memfd_create('ro');
+  p.ftruncate(mfd, PAGE);
+  const rw = p.mmap(null, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd);
+  const ro = p.mmap(null, PAGE, PROT_READ, MAP_SHARED, mfd);
+  p.close(mfd);
+  return { rw, ro };
+}
+
+describe('IOMMU_HWPT_INVALIDATE as 7.3 answers it (hw_pagetable.c iommufd_hwpt_invalidate)', () => {
+  it('checks __reserved, then bounds the entry array, then looks up the id; only a nested HWPT or a vIOMMU would do', () => {
+    const fx = setup();
+    const { p, fd, ioas, dev, dfd } = fx;
+    const hwpt = p.ioctl(fd, IOMMU_HWPT_ALLOC, { dev_id: dev, pt_id: ioas }).out_hwpt_id as number;
+    p.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: hwpt });
+    const entries = new Uint8Array(iommu_hwpt_vtd_s1_invalidate.size * 2);
+    const inv = (fields: Record<string, unknown>) =>
+      p.ioctl(fd, IOMMU_HWPT_INVALIDATE, { hwpt_id: hwpt, data_type: IOMMU_HWPT_INVALIDATE_DATA_VTD_S1, entry_len: 24, entry_num: 2, data_uptr: entries, ...fields });
+    expectErrno(() => inv({ __reserved: 1, hwpt_id: 999 }), 'EOPNOTSUPP', 'ioctl');
+    // entry_len above PAGE_SIZE, entry_num above 1 << 19, or entries without a pointer or a length.
+    expectErrno(() => inv({ hwpt_id: 999, entry_len: 4097, data_uptr: new Uint8Array(4097) }), 'EINVAL', 'ioctl');
+    expectErrno(() => inv({ hwpt_id: 999, entry_num: (1 << 19) + 1 }), 'EINVAL', 'ioctl');
+    expectErrno(() => inv({ hwpt_id: 999, data_uptr: 0n }), 'EINVAL', 'ioctl');
+    expectErrno(() => inv({ hwpt_id: 999, entry_len: 0 }), 'EINVAL', 'ioctl');
+    // With no entries the array is not looked at: the id is.
+    expectErrno(() => inv({ hwpt_id: 999, entry_num: 0, entry_len: 1 << 20, data_uptr: 0n }), 'ENOENT', 'ioctl');
+    expectErrno(() => inv({ entry_num: 1 << 19, entry_len: 4096, data_uptr: new Uint8Array(4096) }), 'EINVAL', 'ioctl');
+    // A paging HWPT, an IOAS or a device is not something user invalidations go to.
+    for (const id of [hwpt, ioas, dev]) expectErrno(() => inv({ hwpt_id: id }), 'EINVAL', 'ioctl');
+    expectErrno(() => inv({ entry_num: 0 }), 'EINVAL', 'ioctl');
+  });
+
+  it('writes entry_num back as 0 handled on every error, and a fault doing so is EFAULT whatever the error', () => {
+    const fx = setup();
+    const { p, fd, ioas } = fx;
+    const arg = { hwpt_id: ioas, entry_num: 3, entry_len: 24, data_uptr: new Uint8Array(72) };
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_INVALIDATE, arg), 'EINVAL', 'ioctl');
+    expect(arg.entry_num).toBe(0);
+    const bad = { __reserved: 1, entry_num: 5 };
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_INVALIDATE, bad), 'EOPNOTSUPP', 'ioctl');
+    expect(bad.entry_num).toBe(0);
+    // The struct in read-only memory: the copy in works, the copy back faults.
+    const { rw, ro } = readOnlyPage(p);
+    const b = new Uint8Array(iommu_hwpt_invalidate.size);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, b.length, true);
+    v.setUint32(4, 999, true); // hwpt_id: ENOENT, but EFAULT is what returns
+    p.memWrite(rw, b);
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_INVALIDATE, ro), 'EFAULT', 'ioctl');
+    v.setUint32(28, 1, true); // __reserved: EOPNOTSUPP, still EFAULT
+    p.memWrite(rw, b);
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_INVALIDATE, ro), 'EFAULT', 'ioctl');
   });
 });

@@ -633,11 +633,29 @@ const HANDLERS: Record<string, Handler> = {
     errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
   },
 
-  IOMMU_HWPT_INVALIDATE(ictx, { cmd }) {
-    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-    if (cmd.entry_num && (!cmd.data_uptr || !cmd.entry_len)) errno('EINVAL', 'entries without data');
-    if (!ictx.objects.get(n32(cmd.hwpt_id!))) errno('ENOENT', `no object with id ${cmd.hwpt_id}`);
-    errno('EINVAL', 'only nested HWPTs take user invalidations');
+  IOMMU_HWPT_INVALIDATE(ictx, ucmd) {
+    const { cmd } = ucmd;
+    const fail = (): never => {
+      if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+      // Bounds so that one call cannot pin the CPU (IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX = 1 << 19).
+      const num = n32(cmd.entry_num!);
+      const len = n32(cmd.entry_len!);
+      if (num && (!cmd.data_uptr || !len || len > PAGE_SIZE || num > 1 << 19)) errno('EINVAL', 'bad entry array');
+      if (!ictx.objects.get(n32(cmd.hwpt_id!))) errno('ENOENT', `no object with id ${cmd.hwpt_id}`);
+      // Nested HWPTs and vIOMMUs take user invalidations; legacy mode can create neither.
+      return errno('EINVAL', 'only a nested HWPT or a vIOMMU takes user invalidations');
+    };
+    let failure: unknown;
+    try {
+      fail();
+    } catch (e) {
+      if (!(e instanceof KernelError)) throw e;
+      failure = e;
+    }
+    // Every outcome writes entry_num back as the number handled; a fault doing so is EFAULT.
+    cmd.entry_num = 0;
+    ictx.respond(ucmd);
+    throw failure;
   },
 };
 
