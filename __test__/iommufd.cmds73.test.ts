@@ -8,6 +8,10 @@ import {
   Host,
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  IOMMU_HWPT_ALLOC_PASID,
+  IOMMU_HWPT_DATA_VTD_S1,
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
@@ -15,7 +19,9 @@ import {
   IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_INFO_TYPE_INTEL_VTD,
   IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_MAP,
   IOMMUFD_IOCTL_OPS,
+  MAP_ANONYMOUS,
   MAP_SHARED,
   O_RDWR,
   PROT_READ,
@@ -28,7 +34,7 @@ import {
   type SpawnOptions,
   type StructLayout,
 } from 'iommu-liveupdate';
-import { BDF0, BDF1, PAGE, expectErrno } from './liveupdate-helpers.js';
+import { BDF0, BDF1, PAGE, R, W, expectErrno } from './liveupdate-helpers.js';
 
 /** A host with two devices; vfio0 is bound to a fresh iommufd with one empty IOAS. */
 function setup(opts: SpawnOptions = {}) {
@@ -155,5 +161,25 @@ describe('IOMMU_HWPT_INVALIDATE as 7.3 answers it (hw_pagetable.c iommufd_hwpt_i
     v.setUint32(28, 1, true); // __reserved: EOPNOTSUPP, still EFAULT
     p.memWrite(rw, b);
     expectErrno(() => p.ioctl(fd, IOMMU_HWPT_INVALIDATE, ro), 'EFAULT', 'ioctl');
+  });
+});
+
+describe('IOMMU_HWPT_ALLOC flags on a legacy-mode unit in 7.3', () => {
+  it('ALLOC_PASID is taken (the second-stage allocator accepts it); NEST_PARENT and DIRTY_TRACKING are not', () => {
+    const fx = setup();
+    const { p, fd, ioas, dev, dfd, host } = fx;
+    const hwpt = p.ioctl(fd, IOMMU_HWPT_ALLOC, { flags: IOMMU_HWPT_ALLOC_PASID, dev_id: dev, pt_id: ioas }).out_hwpt_id as number;
+    expect(p.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: hwpt }).pt_id).toBe(hwpt);
+    const va = p.mmap(null, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    p.memWrite(va, new Uint8Array([7, 3]));
+    const { iova } = p.ioctl(fd, IOMMU_IOAS_MAP, { ioas_id: ioas, flags: R | W, user_va: va, length: PAGE });
+    expect([...host.device(BDF0).dma.read(iova as bigint, 2)]).toEqual([7, 3]);
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_ALLOC, { flags: IOMMU_HWPT_ALLOC_NEST_PARENT, dev_id: dev, pt_id: ioas }), 'EOPNOTSUPP', 'ioctl');
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_ALLOC, { flags: IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_ALLOC_PASID, dev_id: dev, pt_id: ioas }), 'EOPNOTSUPP', 'ioctl');
+    // A nested HWPT on it (hw_pagetable.c iommufd_hwpt_nested_alloc): FAULT_ID_VALID and PASID pass
+    // the flag check, then the parent is not a NEST_PARENT HWPT.
+    const nested = { flags: IOMMU_HWPT_ALLOC_PASID, dev_id: dev, pt_id: hwpt, data_type: IOMMU_HWPT_DATA_VTD_S1, data_len: 32, data_uptr: new Uint8Array(32) };
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_ALLOC, nested), 'EINVAL', 'ioctl');
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_ALLOC, { ...nested, flags: IOMMU_HWPT_ALLOC_NEST_PARENT }), 'EOPNOTSUPP', 'ioctl');
   });
 });

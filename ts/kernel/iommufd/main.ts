@@ -565,7 +565,7 @@ const HANDLERS: Record<string, Handler> = {
       hwpt = hwptPagingAlloc(ictx, pt, idev, flags, false, dataType !== U.IOMMU_HWPT_DATA_NONE);
     } else if (pt instanceof HwptPaging) {
       // iommufd_hwpt_nested_alloc: the parent must be a NEST_PARENT paging HWPT.
-      if (flags & ~U.IOMMU_HWPT_FAULT_ID_VALID || !cmd.data_len) errno('EOPNOTSUPP', 'nested allocation flags or data');
+      if (flags & ~(U.IOMMU_HWPT_FAULT_ID_VALID | U.IOMMU_HWPT_ALLOC_PASID) || !cmd.data_len) errno('EOPNOTSUPP', 'nested allocation flags or data');
       if (pt.autoDomain || !pt.nestParent) errno('EINVAL', 'parent is not a NEST_PARENT HWPT');
       return errno('EOPNOTSUPP', 'nesting needs scalable mode');
     } else {
@@ -706,8 +706,11 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
   if (flags & ~valid) errno('EOPNOTSUPP', 'unknown HWPT_ALLOC flags');
   if (flags & U.IOMMU_HWPT_ALLOC_DIRTY_TRACKING) errno('EOPNOTSUPP', 'no dirty tracking in legacy mode');
   if (flags & U.IOMMU_HWPT_FAULT_ID_VALID && flags & U.IOMMU_HWPT_ALLOC_NEST_PARENT) errno('EOPNOTSUPP', 'FAULT_ID_VALID with NEST_PARENT');
-  // intel_iommu_domain_alloc_paging_flags: nesting and PASID need scalable mode, user data nesting.
-  if (flags & (U.IOMMU_HWPT_ALLOC_NEST_PARENT | U.IOMMU_HWPT_ALLOC_PASID) || userData) errno('EOPNOTSUPP', 'not supported by VT-d in legacy mode');
+  // intel_iommu_domain_alloc_paging_flags: no user data; in legacy mode only the second-stage
+  // allocator, which takes ALLOC_PASID (the HWPT's pasid_compat, which only PASID attaches look
+  // at, and VFIO refuses those here) but not NEST_PARENT without nesting support.
+  if (userData) errno('EOPNOTSUPP', 'no driver data for a paging domain');
+  if (flags & U.IOMMU_HWPT_ALLOC_NEST_PARENT) errno('EOPNOTSUPP', 'no nesting in legacy mode');
   if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) errno('EOPNOTSUPP', 'IO page faults need scalable mode');
   const domain = ictx.kernel.intel.domainAllocPaging();
   domain.persistentId = ictx.persistentId;
