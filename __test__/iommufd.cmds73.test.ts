@@ -6,12 +6,15 @@
 import { describe, expect, it } from 'vitest';
 import {
   Host,
+  IOMMU_DESTROY,
+  IOMMU_FAULT_QUEUE_ALLOC,
   IOMMU_GET_HW_INFO,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_ALLOC_PASID,
   IOMMU_HWPT_DATA_VTD_S1,
+  IOMMU_HWPT_FAULT_ID_VALID,
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_INVALIDATE_DATA_VTD_S1,
   IOMMU_HW_INFO_FLAG_INPUT_TYPE,
@@ -28,13 +31,16 @@ import {
   PROT_WRITE,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  iommu_fault_alloc,
   iommu_hw_info,
+  iommu_hwpt_page_response,
+  iommu_hwpt_pgfault,
   iommu_hwpt_invalidate,
   iommu_hwpt_vtd_s1_invalidate,
   type SpawnOptions,
   type StructLayout,
 } from 'iommu-liveupdate';
-import { BDF0, BDF1, PAGE, R, W, expectErrno } from './liveupdate-helpers.js';
+import { BDF0, BDF1, PAGE, R, W, expectDmaFault, expectErrno } from './liveupdate-helpers.js';
 
 /** A host with two devices; vfio0 is bound to a fresh iommufd with one empty IOAS. */
 function setup(opts: SpawnOptions = {}) {
@@ -181,5 +187,111 @@ describe('IOMMU_HWPT_ALLOC flags on a legacy-mode unit in 7.3', () => {
     const nested = { flags: IOMMU_HWPT_ALLOC_PASID, dev_id: dev, pt_id: hwpt, data_type: IOMMU_HWPT_DATA_VTD_S1, data_len: 32, data_uptr: new Uint8Array(32) };
     expectErrno(() => p.ioctl(fd, IOMMU_HWPT_ALLOC, nested), 'EINVAL', 'ioctl');
     expectErrno(() => p.ioctl(fd, IOMMU_HWPT_ALLOC, { ...nested, flags: IOMMU_HWPT_ALLOC_NEST_PARENT }), 'EOPNOTSUPP', 'ioctl');
+  });
+});
+
+/** A response record for a fault queue's fd. */
+function response(cookie: number, code: number): Uint8Array {
+  const b = new Uint8Array(iommu_hwpt_page_response.size);
+  new DataView(b.buffer).setUint32(0, cookie, true);
+  new DataView(b.buffer).setUint32(4, code, true);
+  return b;
+}
+
+describe('IOMMU_FAULT_QUEUE_ALLOC (eventq.c iommufd_fault_alloc)', () => {
+  it('size rules; flags must be 0 (EOPNOTSUPP) and a refused call takes no id and no fd', () => {
+    const fx = setup();
+    sizeRules(fx, IOMMU_FAULT_QUEUE_ALLOC, iommu_fault_alloc, 16);
+    const next = setup();
+    expectErrno(() => next.p.ioctl(next.fd, IOMMU_FAULT_QUEUE_ALLOC, { flags: 1 }), 'EOPNOTSUPP', 'ioctl');
+    // Ids: IOAS 1, device 2; fds: /dev/iommu 3, vfio0 4.
+    expect(next.p.ioctl(next.fd, IOMMU_FAULT_QUEUE_ALLOC, {})).toMatchObject({ out_fault_id: 3, out_fault_fd: 5 });
+  });
+
+  it('the fd reads whole iommu_hwpt_pgfault records (none ever queued) and takes whole responses (no cookie is outstanding)', () => {
+    const { p, fd } = setup();
+    const { out_fault_fd: qfd } = p.ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, {});
+    const q = qfd as number;
+    expect(iommu_hwpt_pgfault.size).toBe(40);
+    expect(p.read(q, 0).length).toBe(0);
+    expect(p.read(q, 2 * 40).length).toBe(0);
+    expectErrno(() => p.read(q, 39), 'ESPIPE', 'read');
+    expect(p.write(q, new Uint8Array(0))).toBe(0);
+    expectErrno(() => p.write(q, new Uint8Array(7)), 'ESPIPE', 'write');
+    expectErrno(() => p.write(q, response(1, 2)), 'EINVAL', 'write'); // neither SUCCESS nor INVALID
+    expectErrno(() => p.write(q, response(1, 0)), 'EINVAL', 'write'); // no group awaits cookie 1
+    expectErrno(() => p.write(q, new Uint8Array([...response(0, 1), ...response(1, 1)])), 'EINVAL', 'write');
+  });
+
+  it('the fd holds the object (DESTROY is EBUSY until it is closed) and the context (closing /dev/iommu keeps it)', () => {
+    const { host, p, fd, dfd } = setup();
+    const { out_fault_id: id, out_fault_fd: q } = p.ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, {});
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id }), 'EBUSY', 'ioctl');
+    p.close(q as number);
+    p.ioctl(fd, IOMMU_DESTROY, { id });
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id }), 'ENOENT', 'ioctl');
+    // The lowest free id and fd again.
+    const again = p.ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, {});
+    expect([again.out_fault_id, again.out_fault_fd]).toEqual([id, q]);
+    p.close(dfd); // unbinds the device: the context's last other holder
+    p.close(fd);
+    expect(host.kernel.iommufds.size).toBe(1);
+    expect(p.read(again.out_fault_fd as number, 40).length).toBe(0);
+    p.close(again.out_fault_fd as number);
+    expect(host.kernel.iommufds.size).toBe(0);
+  });
+
+  it('when writing the answer back faults: EFAULT, and neither the id nor the fd is taken', () => {
+    const { p, fd } = setup();
+    const { rw, ro } = readOnlyPage(p);
+    const b = new Uint8Array(iommu_fault_alloc.size);
+    new DataView(b.buffer).setUint32(0, b.length, true);
+    p.memWrite(rw, b);
+    expectErrno(() => p.ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, ro), 'EFAULT', 'ioctl');
+    expect(p.ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, {})).toMatchObject({ out_fault_id: 3, out_fault_fd: 5 });
+  });
+});
+
+describe('IOMMU_HWPT_ALLOC with IOMMU_HWPT_FAULT_ID_VALID (hw_pagetable.c iommufd_hwpt_alloc)', () => {
+  it('allocates the domain, then looks the queue up (ENOENT undoes the HWPT); the HWPT holds the queue', () => {
+    const fx = setup();
+    const { p, fd, ioas, dev } = fx;
+    const { out_fault_id: faultId, out_fault_fd: q } = p.ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, {});
+    const alloc = (fault_id: number, flags = IOMMU_HWPT_FAULT_ID_VALID) => p.ioctl(fd, IOMMU_HWPT_ALLOC, { flags, dev_id: dev, pt_id: ioas, fault_id });
+    expectErrno(() => alloc(99), 'ENOENT', 'ioctl');
+    expectErrno(() => alloc(ioas), 'ENOENT', 'ioctl'); // not a FAULT
+    expectErrno(() => alloc(faultId as number, IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_NEST_PARENT), 'EOPNOTSUPP', 'ioctl');
+    // Without the flag fault_id is not looked at.
+    const plain = alloc(99, 0).out_hwpt_id as number;
+    p.ioctl(fd, IOMMU_DESTROY, { id: plain });
+    const hwpt = alloc(faultId as number).out_hwpt_id as number;
+    expect(hwpt).toBe(plain); // the failed allocations left no id behind
+    p.close(q as number);
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: faultId }), 'EBUSY', 'ioctl');
+    p.ioctl(fd, IOMMU_DESTROY, { id: hwpt });
+    p.ioctl(fd, IOMMU_DESTROY, { id: faultId });
+    // A queue is not a page table to allocate on or attach to.
+    const f2 = p.ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, {}).out_fault_id as number;
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_ALLOC, { dev_id: dev, pt_id: f2 }), 'EINVAL', 'ioctl');
+    expectErrno(() => p.ioctl(fx.dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: f2 }), 'EINVAL', 'ioctl');
+  });
+
+  it('no device can attach to it: IO page faults need PRI, which legacy mode does not enable (ENODEV)', () => {
+    const fx = setup();
+    const { p, fd, ioas, dev, dfd, host } = fx;
+    const faultId = p.ioctl(fd, IOMMU_FAULT_QUEUE_ALLOC, {}).out_fault_id as number;
+    const hwpt = p.ioctl(fd, IOMMU_HWPT_ALLOC, { flags: IOMMU_HWPT_FAULT_ID_VALID, dev_id: dev, pt_id: ioas, fault_id: faultId }).out_hwpt_id as number;
+    const va = p.mmap(null, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    const { iova } = p.ioctl(fd, IOMMU_IOAS_MAP, { ioas_id: ioas, flags: R | W, user_va: va, length: PAGE });
+    expectErrno(() => p.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: hwpt }), 'ENODEV', 'ioctl');
+    expectDmaFault(() => host.device(BDF0).dma.read(iova as bigint, 1));
+    // Attached through the IOAS's automatic HWPT, it translates; replacing that with the fault
+    // HWPT fails, and intel_iommu_attach_device has blocked the device before failing (the iommu
+    // core does not revert the device that failed): DMA faults while iommufd keeps the old HWPT.
+    const auto = p.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas }).pt_id as number;
+    expect(host.device(BDF0).dma.read(iova as bigint, 1).length).toBe(1);
+    expectErrno(() => p.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: hwpt }), 'ENODEV', 'ioctl');
+    expectDmaFault(() => host.device(BDF0).dma.read(iova as bigint, 1));
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: auto }), 'EBUSY', 'ioctl');
   });
 });

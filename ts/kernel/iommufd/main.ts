@@ -11,6 +11,7 @@ import { File, type Uaccess } from '../file.js';
 import type { Kernel } from '../kernel.js';
 import { PAGE_SIZE } from '../mm.js';
 import type { Process } from '../process.js';
+import { faultAlloc, type Fault } from './eventq.js';
 import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
 import { IommufdObject, n32, n64, type Ucmd } from './object.js';
 import { IoptPages, type PagesFile } from './pages.js';
@@ -69,6 +70,8 @@ export class HwptPaging extends IommufdObject {
   inIopt = false;
   /** Whether destroying it frees the domain (not for a restored domain a failed claim drops). */
   ownsDomain = true;
+  /** `hwpt->fault`: the queue its IO page faults go to (IOMMU_HWPT_FAULT_ID_VALID). */
+  fault: Fault | null = null;
 
   constructor(
     readonly ioas: Ioas,
@@ -87,6 +90,7 @@ export class HwptPaging extends IommufdObject {
       this.ioas.recordDomains();
     }
     if (this.ownsDomain) this.domain.free();
+    if (this.fault) this.fault.users--;
     this.ioas.users--;
   }
 }
@@ -571,8 +575,15 @@ const HANDLERS: Record<string, Handler> = {
     } else {
       return errno('EINVAL', 'pt_id is neither an IOAS nor an HWPT');
     }
-    cmd.out_hwpt_id = hwpt.id;
     try {
+      if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) {
+        // The domain exists (the driver never saw the flag); now the queue its faults go to.
+        const fault = ictx.getObject<Fault>(n32(cmd.fault_id!), 'FAULT');
+        hwpt.fault = fault;
+        fault.users++;
+        hwpt.domain.iopfHandler = true;
+      }
+      cmd.out_hwpt_id = hwpt.id;
       ictx.respond(ucmd);
     } catch (e) {
       ictx.abort(hwpt);
@@ -632,6 +643,8 @@ const HANDLERS: Record<string, Handler> = {
     if (iova & (pageSize - 1n) || end & (pageSize - 1n)) errno('EINVAL', 'range not aligned to page_size');
     errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
   },
+
+  IOMMU_FAULT_QUEUE_ALLOC: faultAlloc,
 
   IOMMU_HWPT_INVALIDATE(ictx, ucmd) {
     const { cmd } = ucmd;
@@ -711,7 +724,6 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
   // at, and VFIO refuses those here) but not NEST_PARENT without nesting support.
   if (userData) errno('EOPNOTSUPP', 'no driver data for a paging domain');
   if (flags & U.IOMMU_HWPT_ALLOC_NEST_PARENT) errno('EOPNOTSUPP', 'no nesting in legacy mode');
-  if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) errno('EOPNOTSUPP', 'IO page faults need scalable mode');
   const domain = ictx.kernel.intel.domainAllocPaging();
   domain.persistentId = ictx.persistentId;
   const hwpt = new HwptPaging(ioas, domain, false);
