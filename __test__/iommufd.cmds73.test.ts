@@ -21,8 +21,19 @@ import {
   IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
   IOMMU_HW_INFO_TYPE_DEFAULT,
   IOMMU_HW_INFO_TYPE_INTEL_VTD,
+  IOMMU_HW_QUEUE_ALLOC,
+  IOMMU_HW_QUEUE_TYPE_DEFAULT,
+  IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_MAP,
+  IOMMU_VDEVICE_ALLOC,
+  IOMMU_VEVENTQ_ALLOC,
+  IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
+  IOMMU_VEVENTQ_TYPE_DEFAULT,
+  IOMMU_VIOMMU_ALLOC,
+  IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
+  IOMMU_VIOMMU_TYPE_DEFAULT,
+  IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV,
   IOMMUFD_IOCTL_OPS,
   MAP_ANONYMOUS,
   MAP_SHARED,
@@ -32,15 +43,19 @@ import {
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
   iommu_fault_alloc,
+  iommu_hw_queue_alloc,
   iommu_hw_info,
   iommu_hwpt_page_response,
   iommu_hwpt_pgfault,
   iommu_hwpt_invalidate,
   iommu_hwpt_vtd_s1_invalidate,
+  iommu_vdevice_alloc,
+  iommu_veventq_alloc,
+  iommu_viommu_alloc,
   type SpawnOptions,
   type StructLayout,
 } from 'iommu-liveupdate';
-import { BDF0, BDF1, PAGE, R, W, expectDmaFault, expectErrno } from './liveupdate-helpers.js';
+import { BDF0, BDF1, PAGE, R, U64_MAX, W, expectDmaFault, expectErrno } from './liveupdate-helpers.js';
 
 /** A host with two devices; vfio0 is bound to a fresh iommufd with one empty IOAS. */
 function setup(opts: SpawnOptions = {}) {
@@ -293,5 +308,82 @@ describe('IOMMU_HWPT_ALLOC with IOMMU_HWPT_FAULT_ID_VALID (hw_pagetable.c iommuf
     expectErrno(() => p.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: hwpt }), 'ENODEV', 'ioctl');
     expectDmaFault(() => host.device(BDF0).dma.read(iova as bigint, 1));
     expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: auto }), 'EBUSY', 'ioctl');
+  });
+});
+
+/** The next object id and fd: proof that a failed command took neither. */
+function nextIdAndFd(fx: Fx): [number, number] {
+  const { out_fault_id, out_fault_fd } = fx.p.ioctl(fx.fd, IOMMU_FAULT_QUEUE_ALLOC, {});
+  fx.p.close(out_fault_fd as number);
+  fx.p.ioctl(fx.fd, IOMMU_DESTROY, { id: out_fault_id });
+  return [out_fault_id as number, out_fault_fd as number];
+}
+
+describe('vIOMMU commands: the Intel driver has no vIOMMU support (viommu.c, eventq.c)', () => {
+  it('size rules of VIOMMU_ALLOC, VDEVICE_ALLOC, VEVENTQ_ALLOC and HW_QUEUE_ALLOC', () => {
+    const fx = setup();
+    expect([iommu_viommu_alloc.size, iommu_vdevice_alloc.size, iommu_veventq_alloc.size, iommu_hw_queue_alloc.size]).toEqual([40, 24, 32, 40]);
+    sizeRules(fx, IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, 24, { type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3, dev_id: fx.dev });
+    sizeRules(fx, IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, 24, { dev_id: fx.dev });
+    sizeRules(fx, IOMMU_VEVENTQ_ALLOC, iommu_veventq_alloc, 28, { type: IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, veventq_depth: 1 });
+    sizeRules(fx, IOMMU_HW_QUEUE_ALLOC, iommu_hw_queue_alloc, 40, { type: IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV });
+  });
+
+  it('VIOMMU_ALLOC: flags or type DEFAULT (EOPNOTSUPP), the device (ENOENT), then the driver (EOPNOTSUPP)', () => {
+    const fx = setup();
+    const { p, fd, ioas, dev } = fx;
+    const hwpt = p.ioctl(fd, IOMMU_HWPT_ALLOC, { dev_id: dev, pt_id: ioas }).out_hwpt_id as number;
+    const before = nextIdAndFd(fx);
+    const viommu = (fields: Record<string, unknown>) => p.ioctl(fd, IOMMU_VIOMMU_ALLOC, { type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3, dev_id: dev, hwpt_id: hwpt, ...fields });
+    expectErrno(() => viommu({ flags: 1, dev_id: 99 }), 'EOPNOTSUPP', 'ioctl');
+    expectErrno(() => viommu({ type: IOMMU_VIOMMU_TYPE_DEFAULT, dev_id: 99 }), 'EOPNOTSUPP', 'ioctl');
+    expectErrno(() => viommu({ dev_id: 99 }), 'ENOENT', 'ioctl');
+    expectErrno(() => viommu({ dev_id: ioas }), 'ENOENT', 'ioctl');
+    // With a device: any type, any hwpt_id (it is looked up only after the driver agrees), a
+    // non-zero __reserved (never checked) and driver data all end at the driver.
+    for (const fields of [{}, { type: IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV }, { type: 99 }, { hwpt_id: 99 }, { __reserved: 1 }, { data_len: 16, data_uptr: new Uint8Array(16) }]) {
+      expectErrno(() => viommu(fields), 'EOPNOTSUPP', 'ioctl');
+    }
+    expect(nextIdAndFd(fx)).toEqual(before);
+  });
+
+  it('VDEVICE_ALLOC: no vIOMMU exists, so the lookup is ENOENT whatever else the struct holds', () => {
+    const fx = setup();
+    const { p, fd, ioas, dev } = fx;
+    for (const viommu_id of [0, ioas, dev, 99]) {
+      expectErrno(() => p.ioctl(fd, IOMMU_VDEVICE_ALLOC, { viommu_id, dev_id: dev, virt_id: 1n }), 'ENOENT', 'ioctl');
+    }
+    expectErrno(() => p.ioctl(fd, IOMMU_VDEVICE_ALLOC, { viommu_id: ioas, dev_id: 99, virt_id: U64_MAX }), 'ENOENT', 'ioctl');
+  });
+
+  it('VEVENTQ_ALLOC: flags, __reserved or type DEFAULT (EOPNOTSUPP), the depth (EINVAL), then the vIOMMU (ENOENT)', () => {
+    const fx = setup();
+    const { p, fd, ioas } = fx;
+    const before = nextIdAndFd(fx);
+    const q = (fields: Record<string, unknown>) => p.ioctl(fd, IOMMU_VEVENTQ_ALLOC, { viommu_id: ioas, type: IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, veventq_depth: 16, ...fields });
+    expectErrno(() => q({ flags: 1, veventq_depth: 0 }), 'EOPNOTSUPP', 'ioctl');
+    expectErrno(() => q({ __reserved: 1, veventq_depth: 0 }), 'EOPNOTSUPP', 'ioctl');
+    expectErrno(() => q({ type: IOMMU_VEVENTQ_TYPE_DEFAULT, veventq_depth: 0 }), 'EOPNOTSUPP', 'ioctl');
+    expectErrno(() => q({ veventq_depth: 0 }), 'EINVAL', 'ioctl');
+    expectErrno(() => q({ veventq_depth: (1 << 19) + 1 }), 'EINVAL', 'ioctl');
+    expectErrno(() => q({ veventq_depth: 1 << 19 }), 'ENOENT', 'ioctl');
+    expectErrno(() => q({ type: 99 }), 'ENOENT', 'ioctl');
+    expect(nextIdAndFd(fx)).toEqual(before);
+  });
+
+  it('HW_QUEUE_ALLOC: flags or type DEFAULT (EOPNOTSUPP), zero length (EINVAL), an IOVA range past 2^64 (EOVERFLOW), then the vIOMMU (ENOENT)', () => {
+    const fx = setup();
+    const { p, fd, ioas } = fx;
+    const q = (fields: Record<string, unknown>) =>
+      p.ioctl(fd, IOMMU_HW_QUEUE_ALLOC, { viommu_id: ioas, type: IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV, nesting_parent_iova: 0n, length: PAGE, ...fields });
+    expectErrno(() => q({ flags: 1, length: 0n }), 'EOPNOTSUPP', 'ioctl');
+    expectErrno(() => q({ type: IOMMU_HW_QUEUE_TYPE_DEFAULT, length: 0n }), 'EOPNOTSUPP', 'ioctl');
+    expectErrno(() => q({ length: 0n, nesting_parent_iova: U64_MAX }), 'EINVAL', 'ioctl');
+    expectErrno(() => q({ nesting_parent_iova: U64_MAX, length: 2n }), 'EOVERFLOW', 'ioctl');
+    expectErrno(() => q({ nesting_parent_iova: 2n, length: U64_MAX }), 'EOVERFLOW', 'ioctl');
+    // A last byte at 2^64 - 1 does not overflow.
+    expectErrno(() => q({ nesting_parent_iova: U64_MAX, length: 1n }), 'ENOENT', 'ioctl');
+    expectErrno(() => q({ nesting_parent_iova: 1n, length: U64_MAX }), 'ENOENT', 'ioctl');
+    expectErrno(() => q({ nesting_parent_iova: 0n, length: U64_MAX, index: 7 }), 'ENOENT', 'ioctl');
   });
 });

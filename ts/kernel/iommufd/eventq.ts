@@ -1,5 +1,6 @@
 // Event queues (drivers/iommu/iommufd/eventq.c): IOMMUFD_OBJ_FAULT, the queue IO page faults of an
-// HWPT are delivered to, with the fd user space reads faults from and writes responses to.
+// HWPT are delivered to, with the fd user space reads faults from and writes responses to; and
+// IOMMU_VEVENTQ_ALLOC, whose queues hang on a vIOMMU.
 //
 // On this unit no fault is ever delivered: a fault queue only receives faults of devices attached
 // to an HWPT allocated with IOMMU_HWPT_FAULT_ID_VALID, and attaching a device to such an HWPT
@@ -12,7 +13,8 @@ import { O_RDWR } from '../../uapi/mman.js';
 import { File } from '../file.js';
 import type { Process } from '../process.js';
 import type { IommufdCtx } from './main.js';
-import { IommufdObject, type Ucmd } from './object.js';
+import { IommufdObject, n32, type Ucmd } from './object.js';
+import { getViommu } from './viommu.js';
 
 /** `struct iommufd_fault`. */
 export class Fault extends IommufdObject {
@@ -86,4 +88,18 @@ export function faultAlloc(ictx: IommufdCtx, ucmd: Ucmd): void {
   }
   proc.installFd(file);
   ictx.finalize(fault);
+}
+
+/** `VEVENTQ_MAX_DEPTH`: an upper bound for veventq_depth that fits all existing hardware. */
+const VEVENTQ_MAX_DEPTH = 1 << 19;
+
+/**
+ * IOMMU_VEVENTQ_ALLOC (`iommufd_veventq_alloc`): a vEVENTQ hangs on a vIOMMU, which this unit
+ * cannot have, so after its own checks it ends at the vIOMMU lookup (ENOENT).
+ */
+export function veventqAlloc(ictx: IommufdCtx, { cmd }: Ucmd): void {
+  if (cmd.flags || cmd.__reserved || n32(cmd.type!) === U.IOMMU_VEVENTQ_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags, __reserved or type DEFAULT');
+  const depth = n32(cmd.veventq_depth!);
+  if (!depth || depth > VEVENTQ_MAX_DEPTH) errno('EINVAL', `veventq_depth ${depth} not in [1, ${VEVENTQ_MAX_DEPTH}]`);
+  getViommu(ictx, n32(cmd.viommu_id!));
 }

@@ -11,10 +11,11 @@ import { File, type Uaccess } from '../file.js';
 import type { Kernel } from '../kernel.js';
 import { PAGE_SIZE } from '../mm.js';
 import type { Process } from '../process.js';
-import { faultAlloc, type Fault } from './eventq.js';
+import { faultAlloc, veventqAlloc, type Fault } from './eventq.js';
 import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
 import { IommufdObject, n32, n64, type Ucmd } from './object.js';
 import { IoptPages, type PagesFile } from './pages.js';
+import { hwQueueAlloc, vdeviceAlloc, viommuAlloc } from './viommu.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 /** The last command number of the kernel's table (HW_QUEUE_ALLOC). */
@@ -645,6 +646,10 @@ const HANDLERS: Record<string, Handler> = {
   },
 
   IOMMU_FAULT_QUEUE_ALLOC: faultAlloc,
+  IOMMU_VIOMMU_ALLOC: viommuAlloc,
+  IOMMU_VDEVICE_ALLOC: vdeviceAlloc,
+  IOMMU_VEVENTQ_ALLOC: veventqAlloc,
+  IOMMU_HW_QUEUE_ALLOC: hwQueueAlloc,
 
   IOMMU_HWPT_INVALIDATE(ictx, ucmd) {
     const { cmd } = ucmd;
