@@ -25,7 +25,14 @@ import {
   IOMMU_HW_QUEUE_TYPE_DEFAULT,
   IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV,
   IOMMU_IOAS_ALLOC,
+  IOMMU_IOAS_CHANGE_PROCESS,
+  IOMMU_IOAS_COPY,
   IOMMU_IOAS_MAP,
+  IOMMU_IOAS_MAP_FILE,
+  IOMMU_IOAS_UNMAP,
+  IOMMU_OPTION,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_RLIMIT_MODE,
   IOMMU_VDEVICE_ALLOC,
   IOMMU_VEVENTQ_ALLOC,
   IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
@@ -44,6 +51,7 @@ import {
   VFIO_DEVICE_BIND_IOMMUFD,
   iommu_fault_alloc,
   iommu_hw_queue_alloc,
+  iommu_ioas_change_process,
   iommu_hw_info,
   iommu_hwpt_page_response,
   iommu_hwpt_pgfault,
@@ -385,5 +393,93 @@ describe('vIOMMU commands: the Intel driver has no vIOMMU support (viommu.c, eve
     expectErrno(() => q({ nesting_parent_iova: U64_MAX, length: 1n }), 'ENOENT', 'ioctl');
     expectErrno(() => q({ nesting_parent_iova: 1n, length: U64_MAX }), 'ENOENT', 'ioctl');
     expectErrno(() => q({ nesting_parent_iova: 0n, length: U64_MAX, index: 7 }), 'ENOENT', 'ioctl');
+  });
+});
+
+describe('IOMMU_IOAS_CHANGE_PROCESS (ioas.c iommufd_ioas_change_process)', () => {
+  it('size rules; __reserved (EOPNOTSUPP); any area not mapped by IOAS_MAP_FILE (EINVAL), a memfd mapped by address included', () => {
+    const fx = setup();
+    const { p, fd, ioas } = fx;
+    sizeRules(fx, IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, 8);
+    expectErrno(() => p.ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, { __reserved: 1 }), 'EOPNOTSUPP', 'ioctl');
+    // Nothing mapped: nothing to move.
+    p.ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, {});
+    const mfd = p.memfd_create('guest');
+    p.ftruncate(mfd, 2n * PAGE);
+    const va = p.mmap(null, 2n * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd);
+    const byVa = p.ioctl(fd, IOMMU_IOAS_MAP, { ioas_id: ioas, flags: R | W, user_va: va, length: PAGE }).iova as bigint;
+    p.ioctl(fd, IOMMU_IOAS_MAP_FILE, { ioas_id: ioas, flags: R | W, fd: mfd, start: PAGE, length: PAGE });
+    expectErrno(() => p.ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, {}), 'EINVAL', 'ioctl');
+    // In another IOAS too: every IOAS of the context counts.
+    p.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: ioas, iova: byVa, length: PAGE });
+    p.ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, {});
+    const other = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    p.ioctl(fd, IOMMU_IOAS_MAP, { ioas_id: other, flags: R, user_va: va, length: PAGE });
+    expectErrno(() => p.ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, {}), 'EINVAL', 'ioctl');
+  });
+
+  /**
+   * The selftest's change_process fixture without CAP_IPC_LOCK: process A maps 4 pages of a memfd
+   * with IOAS_MAP_FILE and attaches a device (the pins are charged to A); B gets A's /dev/iommu fd
+   * (standing in for fork's inherited fd, or SCM_RIGHTS, which the simulator does not have).
+   */
+  function moved(mode: 'user' | 'mm', b: SpawnOptions = {}) {
+    const host = Host.boot({ memory: 1n << 30n, devices: [{ bdf: BDF0 }] });
+    const caps = ['CAP_DAC_OVERRIDE', 'CAP_SYS_RESOURCE'];
+    const pa = host.kernel.spawn({ uid: 1000, capabilities: caps });
+    const fd = pa.open('/dev/iommu', O_RDWR);
+    if (mode === 'mm') pa.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_RLIMIT_MODE, op: IOMMU_OPTION_OP_SET, val64: 1n });
+    const ioas = pa.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    const mfd = pa.memfd_create('guest');
+    pa.ftruncate(mfd, 4n * PAGE);
+    const { iova } = pa.ioctl(fd, IOMMU_IOAS_MAP_FILE, { ioas_id: ioas, flags: R | W, fd: mfd, start: 0n, length: 4n * PAGE });
+    const dfd = pa.open('/dev/vfio/devices/vfio0', O_RDWR);
+    pa.ioctl(dfd, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+    pa.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas });
+    const pb = host.kernel.spawn({ uid: 1000, capabilities: caps, ...b });
+    const bfd = pb.installFd(pa.fget(fd));
+    const locked = (p: typeof pa) => (mode === 'mm' ? p.mm.lockedVm : host.kernel.lockedVm(p.uid));
+    return { host, pa, pb, fd, bfd, ioas, iova: iova as bigint, locked };
+  }
+
+  for (const mode of ['user', 'mm'] as const) {
+    it(`RLIMIT_MODE ${mode}: the pins move to the caller's ${mode === 'mm' ? 'mm' : 'mm (pinned_vm) and user'}, and unpin from there`, () => {
+      const { host, pa, pb, bfd, ioas, iova, locked } = moved(mode);
+      expect([pa.mm.pinnedVm, pb.mm.pinnedVm, locked(pa)]).toEqual([4, 0, 4]);
+      if (mode === 'mm') expect(pb.mm.lockedVm).toBe(0);
+      pb.ioctl(bfd, IOMMU_IOAS_CHANGE_PROCESS, {});
+      expect([pa.mm.pinnedVm, pb.mm.pinnedVm, locked(pb)]).toEqual([0, 4, 4]);
+      if (mode === 'mm') expect(pa.mm.lockedVm).toBe(0);
+      // Again from B: nothing left to move.
+      pb.ioctl(bfd, IOMMU_IOAS_CHANGE_PROCESS, {});
+      expect([pa.mm.pinnedVm, pb.mm.pinnedVm, locked(pb)]).toEqual([0, 4, 4]);
+      pb.ioctl(bfd, IOMMU_IOAS_UNMAP, { ioas_id: ioas, iova, length: 4n * PAGE });
+      expect([pa.mm.pinnedVm, pb.mm.pinnedVm, locked(pa), locked(pb), host.kernel.pinnedPages()]).toEqual([0, 0, 0, 0, 0]);
+    });
+  }
+
+  it('RLIMIT_MODE user, another user: locked_vm moves from one user to the other', () => {
+    const { host, pb, bfd } = moved('user', { uid: 2000 });
+    expect([host.kernel.lockedVm(1000), host.kernel.lockedVm(2000)]).toEqual([4, 0]);
+    pb.ioctl(bfd, IOMMU_IOAS_CHANGE_PROCESS, {});
+    expect([host.kernel.lockedVm(1000), host.kernel.lockedVm(2000)]).toEqual([0, 4]);
+  });
+
+  it('the caller is charged before the old owner is uncharged: over its RLIMIT_MEMLOCK it is ENOMEM and nothing moves', () => {
+    // mm: 4 pages > 3. user, the same user: its 4 pages + 4 more > 6, though it would end at 4.
+    for (const [mode, limit] of [['user', 6n], ['mm', 3n]] as const) {
+      const { pa, pb, bfd, locked } = moved(mode, { rlimitMemlock: limit * PAGE });
+      expectErrno(() => pb.ioctl(bfd, IOMMU_IOAS_CHANGE_PROCESS, {}), 'ENOMEM', 'ioctl');
+      expect([pa.mm.pinnedVm, pb.mm.pinnedVm, locked(pa)]).toEqual([4, 0, 4]);
+      if (mode === 'mm') expect(pb.mm.lockedVm).toBe(0);
+    }
+  });
+
+  it('pages shared by COPY into another IOAS move once', () => {
+    const { pa, pb, fd, bfd, ioas, iova, locked } = moved('mm');
+    const other = pa.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    pa.ioctl(fd, IOMMU_IOAS_COPY, { dst_ioas_id: other, src_ioas_id: ioas, flags: R, src_iova: iova, length: 4n * PAGE });
+    pb.ioctl(bfd, IOMMU_IOAS_CHANGE_PROCESS, {});
+    expect([pa.mm.pinnedVm, pb.mm.pinnedVm, locked(pa), locked(pb)]).toEqual([0, 4, 0, 4]);
   });
 });

@@ -13,8 +13,9 @@ import { PAGE_SIZE } from '../mm.js';
 import type { Process } from '../process.js';
 import { faultAlloc, veventqAlloc, type Fault } from './eventq.js';
 import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
+import { ioasChangeProcess } from './ioas.js';
 import { IommufdObject, n32, n64, type Ucmd } from './object.js';
-import { IoptPages, type PagesFile } from './pages.js';
+import { IoptPages, PinAccount, type AccountMode, type PagesFile } from './pages.js';
 import { hwQueueAlloc, vdeviceAlloc, viommuAlloc } from './viommu.js';
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -243,30 +244,10 @@ export class IommufdCtx extends File {
    * The charger of a new iopt_pages (`iopt_alloc_pages` + `do_update_pinned`): nothing is
    * charged for a CAP_IPC_LOCK caller (IOPT_PAGES_ACCOUNT_NONE); otherwise RLIMIT_MODE 0 charges
    * the user's `locked_vm`, 1 the mm's, each against RLIMIT_MEMLOCK. `pinned_vm` of the caller's
-   * mm counts every pin in every mode.
+   * mm counts every pin in every mode. With `mode`, that mode's charger for `proc`.
    */
-  accounter(proc: Process): { charge(n: number): void; uncharge(n: number): void } {
-    const mm = proc.mm;
-    const mode = proc.capable('CAP_IPC_LOCK') ? 'none' : this.accountMode === 0 ? 'user' : 'mm';
-    const user = this.kernel.userAccount(proc.uid);
-    const limit = Math.floor(proc.rlimitMemlock / PAGE_SIZE);
-    return {
-      charge(n: number) {
-        if (mode === 'user') {
-          if (user.lockedVm + n > limit) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded (user locked_vm)');
-          user.lockedVm += n;
-        } else if (mode === 'mm') {
-          if (mm.lockedVm + n > limit) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded (mm locked_vm)');
-          mm.lockedVm += n;
-        }
-        mm.pinnedVm += n;
-      },
-      uncharge(n: number) {
-        if (mode === 'user') user.lockedVm -= n;
-        else if (mode === 'mm') mm.lockedVm -= n;
-        mm.pinnedVm -= n;
-      },
-    };
+  accounter(proc: Process, mode: AccountMode = proc.capable('CAP_IPC_LOCK') ? 'none' : this.accountMode === 0 ? 'user' : 'mm'): PinAccount {
+    return new PinAccount(mode, proc.mm, proc.uid, this.kernel.userAccount(proc.uid), Math.floor(proc.rlimitMemlock / PAGE_SIZE));
   }
 
   // ---- dispatch ------------------------------------------------------------------------------
@@ -647,6 +628,7 @@ const HANDLERS: Record<string, Handler> = {
 
   IOMMU_FAULT_QUEUE_ALLOC: faultAlloc,
   IOMMU_VIOMMU_ALLOC: viommuAlloc,
+  IOMMU_IOAS_CHANGE_PROCESS: ioasChangeProcess,
   IOMMU_VDEVICE_ALLOC: vdeviceAlloc,
   IOMMU_VEVENTQ_ALLOC: veventqAlloc,
   IOMMU_HW_QUEUE_ALLOC: hwQueueAlloc,
