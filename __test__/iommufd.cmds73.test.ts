@@ -29,6 +29,7 @@ import {
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FILE,
+  IOMMU_IOAS_NOIOMMU_GET_PA,
   IOMMU_IOAS_UNMAP,
   IOMMU_OPTION,
   IOMMU_OPTION_OP_SET,
@@ -41,7 +42,10 @@ import {
   IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
   IOMMU_VIOMMU_TYPE_DEFAULT,
   IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV,
+  IOMMUFD_CMD_BASE,
   IOMMUFD_IOCTL_OPS,
+  IOMMUFD_TYPE,
+  _IO,
   MAP_ANONYMOUS,
   MAP_SHARED,
   O_RDWR,
@@ -52,6 +56,7 @@ import {
   iommu_fault_alloc,
   iommu_hw_queue_alloc,
   iommu_ioas_change_process,
+  iommu_ioas_noiommu_get_pa,
   iommu_hw_info,
   iommu_hwpt_page_response,
   iommu_hwpt_pgfault,
@@ -481,5 +486,61 @@ describe('IOMMU_IOAS_CHANGE_PROCESS (ioas.c iommufd_ioas_change_process)', () =>
     pa.ioctl(fd, IOMMU_IOAS_COPY, { dst_ioas_id: other, src_ioas_id: ioas, flags: R, src_iova: iova, length: 4n * PAGE });
     pb.ioctl(bfd, IOMMU_IOAS_CHANGE_PROCESS, {});
     expect([pa.mm.pinnedVm, pb.mm.pinnedVm, locked(pa), locked(pb)]).toEqual([0, 4, 0, 4]);
+  });
+});
+
+describe('IOMMU_IOAS_NOIOMMU_GET_PA without CONFIG_IOMMUFD_NOIOMMU (iommufd_private.h stub)', () => {
+  it('passes the size rules, then is EOPNOTSUPP whatever the struct holds and whoever asks', () => {
+    const fx = setup();
+    const { p, fd, ioas, dfd, host } = fx;
+    expect(iommu_ioas_noiommu_get_pa.size).toBe(40);
+    sizeRules(fx, IOMMU_IOAS_NOIOMMU_GET_PA, iommu_ioas_noiommu_get_pa, 40, { ioas_id: ioas });
+    p.ioctl(dfd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas });
+    const va = p.mmap(null, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    const iova = p.ioctl(fd, IOMMU_IOAS_MAP, { ioas_id: ioas, flags: R | W, user_va: va, length: PAGE }).iova as bigint;
+    for (const fields of [{ ioas_id: ioas, iova, length: PAGE }, { ioas_id: 99, iova, length: PAGE }, { ioas_id: ioas, iova: 0n, length: 0n }, { flags: 1, __reserved: 1 }]) {
+      const arg = { ...fields, out_phys: 0n };
+      expectErrno(() => p.ioctl(fd, IOMMU_IOAS_NOIOMMU_GET_PA, arg), 'EOPNOTSUPP', 'ioctl');
+      expect(arg.out_phys).toBe(0n);
+    }
+    const nobody = host.kernel.spawn({ uid: 1000, capabilities: ['CAP_DAC_OVERRIDE'] });
+    const nfd = nobody.open('/dev/iommu', O_RDWR);
+    expectErrno(() => nobody.ioctl(nfd, IOMMU_IOAS_NOIOMMU_GET_PA, { ioas_id: 1, iova: 0n, length: PAGE }), 'EOPNOTSUPP', 'ioctl');
+  });
+});
+
+describe("the command table is 7.3's", () => {
+  it('every number from IOMMUFD_CMD_BASE to 0x95 is a command; 0x96 is past the table (ENOTTY)', () => {
+    const names = Array.from({ length: 0x16 }, (_, i) => IOMMUFD_IOCTL_OPS.get(_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + i))?.name);
+    expect(names).toEqual([
+      'IOMMU_DESTROY',
+      'IOMMU_IOAS_ALLOC',
+      'IOMMU_IOAS_ALLOW_IOVAS',
+      'IOMMU_IOAS_COPY',
+      'IOMMU_IOAS_IOVA_RANGES',
+      'IOMMU_IOAS_MAP',
+      'IOMMU_IOAS_UNMAP',
+      'IOMMU_OPTION',
+      'IOMMU_VFIO_IOAS',
+      'IOMMU_HWPT_ALLOC',
+      'IOMMU_GET_HW_INFO',
+      'IOMMU_HWPT_SET_DIRTY_TRACKING',
+      'IOMMU_HWPT_GET_DIRTY_BITMAP',
+      'IOMMU_HWPT_INVALIDATE',
+      'IOMMU_FAULT_QUEUE_ALLOC',
+      'IOMMU_IOAS_MAP_FILE',
+      'IOMMU_VIOMMU_ALLOC',
+      'IOMMU_VDEVICE_ALLOC',
+      'IOMMU_IOAS_CHANGE_PROCESS',
+      'IOMMU_VEVENTQ_ALLOC',
+      'IOMMU_HW_QUEUE_ALLOC',
+      'IOMMU_IOAS_NOIOMMU_GET_PA',
+    ]);
+    expect(IOMMUFD_IOCTL_OPS.size).toBe(0x16);
+    const { p, fd } = setup();
+    expectErrno(() => p.ioctl(fd, _IO(IOMMUFD_TYPE, 0x96), new Uint8Array(64)), 'ENOTTY', 'ioctl');
+    // A table number is read (get_user of the size) before its type byte is compared.
+    expectErrno(() => p.ioctl(fd, _IO(0x3c, 0x95), null), 'EFAULT', 'ioctl');
+    expectErrno(() => p.ioctl(fd, _IO(0x3c, 0x95), new Uint8Array(40)), 'ENOTTY', 'ioctl');
   });
 });

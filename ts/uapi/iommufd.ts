@@ -375,5 +375,6 @@ export const IOMMUFD_IOCTL_OPS: ReadonlyMap<number, IoctlOp> = new Map(
     op('IOMMU_IOAS_CHANGE_PROCESS', IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, '__reserved'),
     op('IOMMU_VEVENTQ_ALLOC', IOMMU_VEVENTQ_ALLOC, iommu_veventq_alloc, 'out_veventq_fd'),
     op('IOMMU_HW_QUEUE_ALLOC', IOMMU_HW_QUEUE_ALLOC, iommu_hw_queue_alloc, 'length'),
+    op('IOMMU_IOAS_NOIOMMU_GET_PA', IOMMU_IOAS_NOIOMMU_GET_PA, iommu_ioas_noiommu_get_pa, 'out_phys'),
   ].map((o) => [o.request, o]),
 );

@@ -57,3 +57,18 @@ export function ioasChangeProcess(ictx: IommufdCtx, { cmd, proc }: Ucmd): void {
   for (const pages of moving) pages.account.uncharge(pages.npinned);
   for (const pages of all) pages.account = ictx.accounter(proc, pages.account.mode);
 }
+
+/**
+ * IOMMU_IOAS_NOIOMMU_GET_PA: the IOVA → physical address lookup for VFIO's unsafe no-IOMMU
+ * devices. ioas.c builds it with CONFIG_IOMMUFD_NOIOMMU, which only VFIO_NOIOMMU selects; a VT-d
+ * host kernel has that off (so does the lab kernel, oracle/kernel.config), and then the stub in
+ * iommufd_private.h answers EOPNOTSUPP to every call that passes the size rules, whatever it holds.
+ *
+ * Not modelled, the same command with CONFIG_IOMMUFD_NOIOMMU=y on this unit: no CAP_SYS_RAWIO is
+ * EPERM; then flags or __reserved EOPNOTSUPP, a zero length EINVAL, iova >= ULONG_MAX EOVERFLOW,
+ * no such IOAS ENOENT, nothing mapped at iova ENOENT, and a mapped iova EOPNOTSUPP again (its
+ * storage domain is not the no-IOMMU one: no device here is a no-IOMMU device).
+ */
+export function ioasNoiommuGetPa(_ictx: IommufdCtx, _ucmd: Ucmd): void {
+  errno('EOPNOTSUPP', 'built without CONFIG_IOMMUFD_NOIOMMU');
+}

@@ -13,14 +13,17 @@ import { PAGE_SIZE } from '../mm.js';
 import type { Process } from '../process.js';
 import { faultAlloc, veventqAlloc, type Fault } from './eventq.js';
 import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
-import { ioasChangeProcess } from './ioas.js';
+import { ioasChangeProcess, ioasNoiommuGetPa } from './ioas.js';
 import { IommufdObject, n32, n64, type Ucmd } from './object.js';
 import { IoptPages, PinAccount, type AccountMode, type PagesFile } from './pages.js';
 import { hwQueueAlloc, vdeviceAlloc, viommuAlloc } from './viommu.js';
 
 const PAGE = BigInt(PAGE_SIZE);
-/** The last command number of the kernel's table (HW_QUEUE_ALLOC). */
-const IOMMUFD_CMD_LAST = 0x94;
+/**
+ * The last command number of the kernel's table (IOAS_NOIOMMU_GET_PA). A kernel built with
+ * CONFIG_IOMMUFD_TEST has IOMMU_TEST_CMD (0xa0) last, so 0x96-0x9f read the size before ENOTTY.
+ */
+const IOMMUFD_CMD_LAST = 0x95;
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 /** `SIZE_MAX - PAGE_SIZE`: the largest length `iopt_alloc_pages` accepts. */
 const MAX_LENGTH = ULONG_MAX - PAGE;
@@ -261,7 +264,8 @@ export class IommufdCtx extends File {
     }
     const userSize = u.getU32(arg);
     const op = U.IOMMUFD_IOCTL_OPS.get(request);
-    // A mismatched type byte, or a command of the kernel's table we do not model (vIOMMU, ...).
+    // `op->ioctl_num != cmd` (another type byte, or direction and size bits): ENOIOCTLCMD, which
+    // the ioctl syscall answers as ENOTTY.
     if (!op) return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
     // What KHO serialised must still be true at kexec: a persistent context is frozen meanwhile.
     if (this.persistentId && this.kernel.kho.active && FROZEN_WHILE_KHO.has(op.name)) errno('EBUSY', 'a persistent iommufd is frozen while KHO is active');
@@ -629,6 +633,7 @@ const HANDLERS: Record<string, Handler> = {
   IOMMU_FAULT_QUEUE_ALLOC: faultAlloc,
   IOMMU_VIOMMU_ALLOC: viommuAlloc,
   IOMMU_IOAS_CHANGE_PROCESS: ioasChangeProcess,
+  IOMMU_IOAS_NOIOMMU_GET_PA: ioasNoiommuGetPa,
   IOMMU_VDEVICE_ALLOC: vdeviceAlloc,
   IOMMU_VEVENTQ_ALLOC: veventqAlloc,
   IOMMU_HW_QUEUE_ALLOC: hwQueueAlloc,
