@@ -153,9 +153,15 @@ export class Process {
 
   /** @internal the lowest free fd now holds `file`. */
   installFd(file: File): number {
+    const fd = this.unusedFd();
+    this.fds[fd] = file;
+    return fd;
+  }
+
+  /** @internal `get_unused_fd_flags`: the fd {@link installFd} takes next. */
+  unusedFd(): number {
     let fd = 3; // 0, 1 and 2 are the process's stdio
     while (this.fds[fd]) fd++;
-    this.fds[fd] = file;
     return fd;
   }
 

@@ -3,5 +3,5 @@ export * from './iommufd.js';
 export * from './vfio.js';
 export * from './ioctl.js';
 export * from './mman.js';
-export { struct, offsetofend, type StructLayout, type Field, type FieldType } from './struct.js';
+export { struct, union, offsetofend, type StructLayout, type Field, type FieldType, type UnionMember } from './struct.js';
 export * from './stat.js';

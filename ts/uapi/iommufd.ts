@@ -1,5 +1,5 @@
 // include/uapi/linux/iommufd.h: command numbers, flags and struct layouts.
-import { offsetofend, struct, type StructLayout } from './struct.js';
+import { offsetofend, struct, union, type StructLayout } from './struct.js';
 
 /** `IOMMUFD_TYPE` (';'). */
 export const IOMMUFD_TYPE = 0x3b;
@@ -23,7 +23,14 @@ export const IOMMU_GET_HW_INFO = _IO(IOMMUFD_TYPE, 0x8a);
 export const IOMMU_HWPT_SET_DIRTY_TRACKING = _IO(IOMMUFD_TYPE, 0x8b);
 export const IOMMU_HWPT_GET_DIRTY_BITMAP = _IO(IOMMUFD_TYPE, 0x8c);
 export const IOMMU_HWPT_INVALIDATE = _IO(IOMMUFD_TYPE, 0x8d);
+export const IOMMU_FAULT_QUEUE_ALLOC = _IO(IOMMUFD_TYPE, 0x8e);
 export const IOMMU_IOAS_MAP_FILE = _IO(IOMMUFD_TYPE, 0x8f);
+export const IOMMU_VIOMMU_ALLOC = _IO(IOMMUFD_TYPE, 0x90);
+export const IOMMU_VDEVICE_ALLOC = _IO(IOMMUFD_TYPE, 0x91);
+export const IOMMU_IOAS_CHANGE_PROCESS = _IO(IOMMUFD_TYPE, 0x92);
+export const IOMMU_VEVENTQ_ALLOC = _IO(IOMMUFD_TYPE, 0x93);
+export const IOMMU_HW_QUEUE_ALLOC = _IO(IOMMUFD_TYPE, 0x94);
+export const IOMMU_IOAS_NOIOMMU_GET_PA = _IO(IOMMUFD_TYPE, 0x95);
 
 /** `enum iommufd_ioas_map_flags` (MAP, MAP_FILE and COPY). */
 export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
@@ -52,15 +59,21 @@ export const IOMMU_HWPT_ALLOC_PASID = 1 << 3;
 export const IOMMU_HWPT_DATA_NONE = 0;
 export const IOMMU_HWPT_DATA_VTD_S1 = 1;
 export const IOMMU_HWPT_DATA_ARM_SMMUV3 = 2;
+export const IOMMU_HWPT_DATA_AMD_GUEST = 3;
 /** `enum iommu_hwpt_vtd_s1_flags`. */
 export const IOMMU_VTD_S1_SRE = 1 << 0;
 export const IOMMU_VTD_S1_EAFE = 1 << 1;
 export const IOMMU_VTD_S1_WPE = 1 << 2;
 
-/** `enum iommu_hw_info_type`. */
+/** `enum iommu_hw_info_type`: NONE on output, DEFAULT on input (both 0). */
 export const IOMMU_HW_INFO_TYPE_NONE = 0;
+export const IOMMU_HW_INFO_TYPE_DEFAULT = 0;
 export const IOMMU_HW_INFO_TYPE_INTEL_VTD = 1;
 export const IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2;
+export const IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV = 3;
+export const IOMMU_HW_INFO_TYPE_AMD = 4;
+/** `enum iommufd_hw_info_flags`: `in_data_type` carries the type asked for. */
+export const IOMMU_HW_INFO_FLAG_INPUT_TYPE = 1 << 0;
 /** `enum iommu_hw_info_vtd_flags`. */
 export const IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 = 1 << 0;
 /** `enum iommufd_hw_capabilities`. */
@@ -72,6 +85,34 @@ export const IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED = 1 << 3;
 /** `enum iommufd_hwpt_set_dirty_tracking_flags`, `enum iommufd_hwpt_get_dirty_bitmap_flags`. */
 export const IOMMU_HWPT_DIRTY_TRACKING_ENABLE = 1;
 export const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR = 1;
+
+/** `enum iommu_hwpt_invalidate_data_type`, `enum iommu_hwpt_vtd_s1_invalidate_flags`. */
+export const IOMMU_HWPT_INVALIDATE_DATA_VTD_S1 = 0;
+export const IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 = 1;
+export const IOMMU_VTD_INV_FLAGS_LEAF = 1 << 0;
+
+/** `enum iommu_hwpt_pgfault_flags`, `enum iommu_hwpt_pgfault_perm`, `enum iommufd_page_response_code`. */
+export const IOMMU_PGFAULT_FLAGS_PASID_VALID = 1 << 0;
+export const IOMMU_PGFAULT_FLAGS_LAST_PAGE = 1 << 1;
+export const IOMMU_PGFAULT_PERM_READ = 1 << 0;
+export const IOMMU_PGFAULT_PERM_WRITE = 1 << 1;
+export const IOMMU_PGFAULT_PERM_EXEC = 1 << 2;
+export const IOMMU_PGFAULT_PERM_PRIV = 1 << 3;
+export const IOMMUFD_PAGE_RESP_SUCCESS = 0;
+export const IOMMUFD_PAGE_RESP_INVALID = 1;
+
+/** `enum iommu_viommu_type`. */
+export const IOMMU_VIOMMU_TYPE_DEFAULT = 0;
+export const IOMMU_VIOMMU_TYPE_ARM_SMMUV3 = 1;
+export const IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV = 2;
+/** `enum iommu_veventq_type`, `enum iommu_veventq_flag`. */
+export const IOMMU_VEVENTQ_TYPE_DEFAULT = 0;
+export const IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 = 1;
+export const IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV = 2;
+export const IOMMU_VEVENTQ_FLAG_LOST_EVENTS = 1 << 0;
+/** `enum iommu_hw_queue_type`. */
+export const IOMMU_HW_QUEUE_TYPE_DEFAULT = 0;
+export const IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV = 1;
 
 /** `struct iommu_iova_range`. */
 export const iommu_iova_range = struct('iommu_iova_range', [
@@ -174,7 +215,7 @@ export const iommu_hw_info = struct('iommu_hw_info', [
   ['dev_id', 'u32'],
   ['data_len>', 'u32'],
   ['data_uptr', 'u64'],
-  ['out_data_type>', 'u32'],
+  union(['in_data_type', 'u32'], ['out_data_type>', 'u32']),
   ['out_max_pasid_log2>', 'u8'],
   ['__reserved0', 'u8'],
   ['__reserved1', 'u8'],
@@ -212,6 +253,91 @@ export const iommu_hwpt_invalidate = struct('iommu_hwpt_invalidate', [
   ['entry_num>', 'u32'],
   ['__reserved', 'u32'],
 ]);
+export const iommu_hwpt_vtd_s1_invalidate = struct('iommu_hwpt_vtd_s1_invalidate', [
+  ['addr', 'u64'],
+  ['npages', 'u64'],
+  ['flags', 'u32'],
+  ['__reserved', 'u32'],
+]);
+/** What a read of a fault queue's fd returns, one per fault. */
+export const iommu_hwpt_pgfault = struct('iommu_hwpt_pgfault', [
+  ['flags', 'u32'],
+  ['dev_id', 'u32'],
+  ['pasid', 'u32'],
+  ['grpid', 'u32'],
+  ['perm', 'u32'],
+  ['__reserved', 'u32'],
+  ['addr', 'u64'],
+  ['length', 'u32'],
+  ['cookie', 'u32'],
+]);
+/** What a write to a fault queue's fd takes, one per fault group answered. */
+export const iommu_hwpt_page_response = struct('iommu_hwpt_page_response', [
+  ['cookie', 'u32'],
+  ['code', 'u32'],
+]);
+export const iommu_fault_alloc = struct('iommu_fault_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['out_fault_id>', 'u32'],
+  ['out_fault_fd>', 'u32'],
+]);
+export const iommu_viommu_alloc = struct('iommu_viommu_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['type', 'u32'],
+  ['dev_id', 'u32'],
+  ['hwpt_id', 'u32'],
+  ['out_viommu_id>', 'u32'],
+  ['data_len', 'u32'],
+  ['__reserved', 'u32'],
+  ['data_uptr', 'u64'],
+]);
+export const iommu_vdevice_alloc = struct('iommu_vdevice_alloc', [
+  ['size', 'u32'],
+  ['viommu_id', 'u32'],
+  ['dev_id', 'u32'],
+  ['out_vdevice_id>', 'u32'],
+  ['virt_id', 'u64'],
+]);
+export const iommu_ioas_change_process = struct('iommu_ioas_change_process', [
+  ['size', 'u32'],
+  ['__reserved', 'u32'],
+]);
+/** Heads every vEVENT a read of a vEVENTQ's fd returns. */
+export const iommufd_vevent_header = struct('iommufd_vevent_header', [
+  ['flags', 'u32'],
+  ['sequence', 'u32'],
+]);
+export const iommu_veventq_alloc = struct('iommu_veventq_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['viommu_id', 'u32'],
+  ['type', 'u32'],
+  ['veventq_depth', 'u32'],
+  ['out_veventq_id>', 'u32'],
+  ['out_veventq_fd>', 'u32'],
+  ['__reserved', 'u32'],
+]);
+export const iommu_hw_queue_alloc = struct('iommu_hw_queue_alloc', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['viommu_id', 'u32'],
+  ['type', 'u32'],
+  ['index', 'u32'],
+  ['out_hw_queue_id>', 'u32'],
+  ['nesting_parent_iova', 'u64'],
+  ['length', 'u64'],
+]);
+export const iommu_ioas_noiommu_get_pa = struct('iommu_ioas_noiommu_get_pa', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['ioas_id', 'u32'],
+  ['__reserved', 'u32'],
+  ['iova', 'u64'],
+  ['length>', 'u64'],
+  ['out_phys>', 'u64'],
+]);
 
 /** One row of `iommufd_ioctl_ops[]`: the struct and `min_size = offsetofend(last mandatory field)`. */
 export interface IoctlOp {
@@ -245,6 +371,13 @@ export const IOMMUFD_IOCTL_OPS: ReadonlyMap<number, IoctlOp> = new Map(
     op('IOMMU_HWPT_SET_DIRTY_TRACKING', IOMMU_HWPT_SET_DIRTY_TRACKING, iommu_hwpt_set_dirty_tracking, '__reserved'),
     op('IOMMU_HWPT_GET_DIRTY_BITMAP', IOMMU_HWPT_GET_DIRTY_BITMAP, iommu_hwpt_get_dirty_bitmap, 'data'),
     op('IOMMU_HWPT_INVALIDATE', IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, '__reserved'),
+    op('IOMMU_FAULT_QUEUE_ALLOC', IOMMU_FAULT_QUEUE_ALLOC, iommu_fault_alloc, 'out_fault_fd'),
     op('IOMMU_IOAS_MAP_FILE', IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, 'iova'),
+    op('IOMMU_VIOMMU_ALLOC', IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, 'out_viommu_id'),
+    op('IOMMU_VDEVICE_ALLOC', IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, 'virt_id'),
+    op('IOMMU_IOAS_CHANGE_PROCESS', IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, '__reserved'),
+    op('IOMMU_VEVENTQ_ALLOC', IOMMU_VEVENTQ_ALLOC, iommu_veventq_alloc, 'out_veventq_fd'),
+    op('IOMMU_HW_QUEUE_ALLOC', IOMMU_HW_QUEUE_ALLOC, iommu_hw_queue_alloc, 'length'),
+    op('IOMMU_IOAS_NOIOMMU_GET_PA', IOMMU_IOAS_NOIOMMU_GET_PA, iommu_ioas_noiommu_get_pa, 'out_phys'),
   ].map((o) => [o.request, o]),
 );

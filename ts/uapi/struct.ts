@@ -22,20 +22,35 @@ export interface StructLayout {
 
 const WIDTH: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, s32: 4, u64: 8 };
 
+/** An anonymous `union { ... }` member of a struct: its fields share one offset. */
+export interface UnionMember {
+  readonly union: readonly [string, FieldType][];
+}
+
+/**
+ * `union { a; b; }` inside {@link struct}. The members are fields of the struct at the same
+ * offset, in order; when the kernel writes the struct back, the last member's value is the one
+ * that lands, so list the output member last (`union(['in_data_type', 'u32'], ['out_data_type>', 'u32'])`).
+ */
+export const union = (...members: [string, FieldType][]): UnionMember => ({ union: members });
+
 /**
  * Lays out `struct name { ... }` with the natural x86-64 alignment (`__aligned_u64` is 8).
  * A field name ending in `>` is an output (`'out_ioas_id>'`).
  */
-export function struct(name: string, fields: [string, FieldType][]): StructLayout {
+export function struct(name: string, fields: ([string, FieldType] | UnionMember)[]): StructLayout {
   let offset = 0;
   let align = 1;
   const out: Field[] = [];
-  for (const [raw, type] of fields) {
-    const w = WIDTH[type];
+  for (const entry of fields) {
+    const members = 'union' in entry ? entry.union : [entry];
+    const w = Math.max(...members.map(([, type]) => WIDTH[type]));
     offset = Math.ceil(offset / w) * w;
     align = Math.max(align, w);
-    const isOut = raw.endsWith('>');
-    out.push({ name: isOut ? raw.slice(0, -1) : raw, type, offset, out: isOut });
+    for (const [raw, type] of members) {
+      const isOut = raw.endsWith('>');
+      out.push({ name: isOut ? raw.slice(0, -1) : raw, type, offset, out: isOut });
+    }
     offset += w;
   }
   const size = Math.ceil(offset / align) * align;

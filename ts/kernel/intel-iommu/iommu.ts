@@ -336,6 +336,9 @@ export class IntelIommu {
       return;
     }
     if (this.attached.has(sid)) this.blockDevice(sid);
+    // iopf_for_domain_set → intel_iommu_enable_iopf: IO page faults need PRI, which this driver
+    // enables in scalable mode only. The device stays blocked (no revert of the failed device).
+    if (domain.iopfHandler) errno('ENODEV', 'IO page faults need PRI, off in legacy mode');
     const did = domain.attachIommu();
     const ce = this.contextAddr(sid >> 8, true)! + 16n * BigInt(sid & 0xff);
     // context_clear_entry, set DID/AW/SLPTPTR, TT=0 (multi-level), FPD=0, P=1.
@@ -430,6 +433,8 @@ export class DmarDomain implements IommuDomain {
   handedOver: ReadonlySet<bigint> = new Set();
   /** `domain->persistent_id` (RFC patch 04): the persistent iommufd it belongs to, or 0. */
   persistentId = 0;
+  /** `domain->iopf_handler` is set: iommufd delivers its IO page faults to a fault queue. */
+  iopfHandler = false;
   /** DID while attached to at least one device of the unit (`domain_attach_iommu`). */
   did = 0;
   private iommuRefs = 0;

@@ -3,7 +3,7 @@
 // (drivers/iommu/iommufd/{main,ioas,hw_pagetable,device}.c).
 import { errno, KernelError } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
-import { getField, setField, type StructLayout } from '../../uapi/struct.js';
+import { getField, setField } from '../../uapi/struct.js';
 import type { GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
 import { pinOwner } from '../guestmemfs/pins.js';
 import type { DmarDomain } from '../intel-iommu/iommu.js';
@@ -11,28 +11,22 @@ import { File, type Uaccess } from '../file.js';
 import type { Kernel } from '../kernel.js';
 import { PAGE_SIZE } from '../mm.js';
 import type { Process } from '../process.js';
+import { faultAlloc, veventqAlloc, type Fault } from './eventq.js';
 import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
-import { IoptPages, type PagesFile } from './pages.js';
+import { ioasChangeProcess, ioasNoiommuGetPa } from './ioas.js';
+import { IommufdObject, n32, n64, type Ucmd } from './object.js';
+import { IoptPages, PinAccount, type AccountMode, type PagesFile } from './pages.js';
+import { hwQueueAlloc, vdeviceAlloc, viommuAlloc } from './viommu.js';
 
 const PAGE = BigInt(PAGE_SIZE);
-/** The last command number of the kernel's table (HW_QUEUE_ALLOC). */
-const IOMMUFD_CMD_LAST = 0x94;
+/**
+ * The last command number of the kernel's table (IOAS_NOIOMMU_GET_PA). A kernel built with
+ * CONFIG_IOMMUFD_TEST has IOMMU_TEST_CMD (0xa0) last, so 0x96-0x9f read the size before ENOTTY.
+ */
+const IOMMUFD_CMD_LAST = 0x95;
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 /** `SIZE_MAX - PAGE_SIZE`: the largest length `iopt_alloc_pages` accepts. */
 const MAX_LENGTH = ULONG_MAX - PAGE;
-
-/** Object types of `enum iommufd_object_type`. */
-export type ObjType = 'IOAS' | 'HWPT_PAGING' | 'DEVICE';
-
-/** `struct iommufd_object`. */
-export abstract class IommufdObject {
-  id = 0;
-  /** `obj->users`: 1 for the object itself plus one per holder. */
-  users = 1;
-  abstract readonly type: ObjType;
-  /** The type's `destroy` op. */
-  abstract destroy(): void;
-}
 
 /** `struct iommufd_ioas`. */
 export class Ioas extends IommufdObject {
@@ -81,6 +75,8 @@ export class HwptPaging extends IommufdObject {
   inIopt = false;
   /** Whether destroying it frees the domain (not for a restored domain a failed claim drops). */
   ownsDomain = true;
+  /** `hwpt->fault`: the queue its IO page faults go to (IOMMU_HWPT_FAULT_ID_VALID). */
+  fault: Fault | null = null;
 
   constructor(
     readonly ioas: Ioas,
@@ -99,6 +95,7 @@ export class HwptPaging extends IommufdObject {
       this.ioas.recordDomains();
     }
     if (this.ownsDomain) this.domain.free();
+    if (this.fault) this.fault.users--;
     this.ioas.users--;
   }
 }
@@ -156,16 +153,6 @@ const FROZEN_WHILE_KHO = new Set(['IOMMU_DESTROY', 'IOMMU_IOAS_MAP', 'IOMMU_IOAS
 
 const iommuProt = (flags: number) => ({ read: !!(flags & U.IOMMU_IOAS_MAP_READABLE), write: !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE) });
 const MAP_FLAGS = U.IOMMU_IOAS_MAP_FIXED_IOVA | U.IOMMU_IOAS_MAP_WRITEABLE | U.IOMMU_IOAS_MAP_READABLE;
-
-/** The decoded command an op executes on, and how it writes back (`struct iommufd_ucmd`). */
-interface Ucmd {
-  proc: Process;
-  u: Uaccess;
-  ubuffer: bigint;
-  userSize: number;
-  layout: StructLayout;
-  cmd: Record<string, number | bigint>;
-}
 
 /** `struct iommufd_ctx`: one open of /dev/iommu. */
 export class IommufdCtx extends File {
@@ -260,30 +247,10 @@ export class IommufdCtx extends File {
    * The charger of a new iopt_pages (`iopt_alloc_pages` + `do_update_pinned`): nothing is
    * charged for a CAP_IPC_LOCK caller (IOPT_PAGES_ACCOUNT_NONE); otherwise RLIMIT_MODE 0 charges
    * the user's `locked_vm`, 1 the mm's, each against RLIMIT_MEMLOCK. `pinned_vm` of the caller's
-   * mm counts every pin in every mode.
+   * mm counts every pin in every mode. With `mode`, that mode's charger for `proc`.
    */
-  accounter(proc: Process): { charge(n: number): void; uncharge(n: number): void } {
-    const mm = proc.mm;
-    const mode = proc.capable('CAP_IPC_LOCK') ? 'none' : this.accountMode === 0 ? 'user' : 'mm';
-    const user = this.kernel.userAccount(proc.uid);
-    const limit = Math.floor(proc.rlimitMemlock / PAGE_SIZE);
-    return {
-      charge(n: number) {
-        if (mode === 'user') {
-          if (user.lockedVm + n > limit) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded (user locked_vm)');
-          user.lockedVm += n;
-        } else if (mode === 'mm') {
-          if (mm.lockedVm + n > limit) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded (mm locked_vm)');
-          mm.lockedVm += n;
-        }
-        mm.pinnedVm += n;
-      },
-      uncharge(n: number) {
-        if (mode === 'user') user.lockedVm -= n;
-        else if (mode === 'mm') mm.lockedVm -= n;
-        mm.pinnedVm -= n;
-      },
-    };
+  accounter(proc: Process, mode: AccountMode = proc.capable('CAP_IPC_LOCK') ? 'none' : this.accountMode === 0 ? 'user' : 'mm'): PinAccount {
+    return new PinAccount(mode, proc.mm, proc.uid, this.kernel.userAccount(proc.uid), Math.floor(proc.rlimitMemlock / PAGE_SIZE));
   }
 
   // ---- dispatch ------------------------------------------------------------------------------
@@ -297,7 +264,8 @@ export class IommufdCtx extends File {
     }
     const userSize = u.getU32(arg);
     const op = U.IOMMUFD_IOCTL_OPS.get(request);
-    // A mismatched type byte, or a command of the kernel's table we do not model (vIOMMU, ...).
+    // `op->ioctl_num != cmd` (another type byte, or direction and size bits): ENOIOCTLCMD, which
+    // the ioctl syscall answers as ENOTTY.
     if (!op) return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
     // What KHO serialised must still be true at kexec: a persistent context is frozen meanwhile.
     if (this.persistentId && this.kernel.kho.active && FROZEN_WHILE_KHO.has(op.name)) errno('EBUSY', 'a persistent iommufd is frozen while KHO is active');
@@ -330,9 +298,6 @@ export class IommufdCtx extends File {
 }
 
 type Handler = (ictx: IommufdCtx, ucmd: Ucmd) => void;
-
-const n32 = (v: number | bigint): number => Number(v);
-const n64 = (v: number | bigint): bigint => BigInt(v);
 
 const HANDLERS: Record<string, Handler> = {
   IOMMU_DESTROY(ictx, { cmd }) {
@@ -590,14 +555,21 @@ const HANDLERS: Record<string, Handler> = {
       hwpt = hwptPagingAlloc(ictx, pt, idev, flags, false, dataType !== U.IOMMU_HWPT_DATA_NONE);
     } else if (pt instanceof HwptPaging) {
       // iommufd_hwpt_nested_alloc: the parent must be a NEST_PARENT paging HWPT.
-      if (flags & ~U.IOMMU_HWPT_FAULT_ID_VALID || !cmd.data_len) errno('EOPNOTSUPP', 'nested allocation flags or data');
+      if (flags & ~(U.IOMMU_HWPT_FAULT_ID_VALID | U.IOMMU_HWPT_ALLOC_PASID) || !cmd.data_len) errno('EOPNOTSUPP', 'nested allocation flags or data');
       if (pt.autoDomain || !pt.nestParent) errno('EINVAL', 'parent is not a NEST_PARENT HWPT');
       return errno('EOPNOTSUPP', 'nesting needs scalable mode');
     } else {
       return errno('EINVAL', 'pt_id is neither an IOAS nor an HWPT');
     }
-    cmd.out_hwpt_id = hwpt.id;
     try {
+      if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) {
+        // The domain exists (the driver never saw the flag); now the queue its faults go to.
+        const fault = ictx.getObject<Fault>(n32(cmd.fault_id!), 'FAULT');
+        hwpt.fault = fault;
+        fault.users++;
+        hwpt.domain.iopfHandler = true;
+      }
+      cmd.out_hwpt_id = hwpt.id;
       ictx.respond(ucmd);
     } catch (e) {
       ictx.abort(hwpt);
@@ -608,8 +580,13 @@ const HANDLERS: Record<string, Handler> = {
 
   IOMMU_GET_HW_INFO(ictx, ucmd) {
     const { cmd, u } = ucmd;
-    if (cmd.flags || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'flags or __reserved set');
+    const flags = n32(cmd.flags!);
+    if (flags & ~U.IOMMU_HW_INFO_FLAG_INPUT_TYPE || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+    // Without INPUT_TYPE whatever the union holds asks for the default type.
+    const inType = flags & U.IOMMU_HW_INFO_FLAG_INPUT_TYPE ? n32(cmd.in_data_type!) : U.IOMMU_HW_INFO_TYPE_DEFAULT;
     const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
+    // intel_iommu_hw_info: the default type or its own, nothing else.
+    if (inType !== U.IOMMU_HW_INFO_TYPE_DEFAULT && inType !== U.IOMMU_HW_INFO_TYPE_INTEL_VTD) errno('EOPNOTSUPP', `no hw info of type ${inType}`);
     const intel = ictx.kernel.intel;
     const data = intel.hwInfo();
     const want = n32(cmd.data_len!);
@@ -618,7 +595,7 @@ const HANDLERS: Record<string, Handler> = {
     u.write(ptr, data.subarray(0, copy));
     if (copy < want) u.write(ptr + BigInt(copy), new Uint8Array(want - copy));
     cmd.data_len = data.length;
-    cmd.out_data_type = U.IOMMU_HW_INFO_TYPE_INTEL_VTD;
+    cmd.out_data_type = U.IOMMU_HW_INFO_TYPE_INTEL_VTD; // the union's output member: what respond writes
     // max_pasids is 0 (PASID needs scalable mode): no max_pasid_log2, no PASID_EXEC/PRIV.
     cmd.out_max_pasid_log2 = 0;
     let caps = 0;
@@ -653,11 +630,37 @@ const HANDLERS: Record<string, Handler> = {
     errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
   },
 
-  IOMMU_HWPT_INVALIDATE(ictx, { cmd }) {
-    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-    if (cmd.entry_num && (!cmd.data_uptr || !cmd.entry_len)) errno('EINVAL', 'entries without data');
-    if (!ictx.objects.get(n32(cmd.hwpt_id!))) errno('ENOENT', `no object with id ${cmd.hwpt_id}`);
-    errno('EINVAL', 'only nested HWPTs take user invalidations');
+  IOMMU_FAULT_QUEUE_ALLOC: faultAlloc,
+  IOMMU_VIOMMU_ALLOC: viommuAlloc,
+  IOMMU_IOAS_CHANGE_PROCESS: ioasChangeProcess,
+  IOMMU_IOAS_NOIOMMU_GET_PA: ioasNoiommuGetPa,
+  IOMMU_VDEVICE_ALLOC: vdeviceAlloc,
+  IOMMU_VEVENTQ_ALLOC: veventqAlloc,
+  IOMMU_HW_QUEUE_ALLOC: hwQueueAlloc,
+
+  IOMMU_HWPT_INVALIDATE(ictx, ucmd) {
+    const { cmd } = ucmd;
+    const fail = (): never => {
+      if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+      // Bounds so that one call cannot pin the CPU (IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX = 1 << 19).
+      const num = n32(cmd.entry_num!);
+      const len = n32(cmd.entry_len!);
+      if (num && (!cmd.data_uptr || !len || len > PAGE_SIZE || num > 1 << 19)) errno('EINVAL', 'bad entry array');
+      if (!ictx.objects.get(n32(cmd.hwpt_id!))) errno('ENOENT', `no object with id ${cmd.hwpt_id}`);
+      // Nested HWPTs and vIOMMUs take user invalidations; legacy mode can create neither.
+      return errno('EINVAL', 'only a nested HWPT or a vIOMMU takes user invalidations');
+    };
+    let failure: unknown;
+    try {
+      fail();
+    } catch (e) {
+      if (!(e instanceof KernelError)) throw e;
+      failure = e;
+    }
+    // Every outcome writes entry_num back as the number handled; a fault doing so is EFAULT.
+    cmd.entry_num = 0;
+    ictx.respond(ucmd);
+    throw failure;
   },
 };
 
@@ -708,9 +711,11 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
   if (flags & ~valid) errno('EOPNOTSUPP', 'unknown HWPT_ALLOC flags');
   if (flags & U.IOMMU_HWPT_ALLOC_DIRTY_TRACKING) errno('EOPNOTSUPP', 'no dirty tracking in legacy mode');
   if (flags & U.IOMMU_HWPT_FAULT_ID_VALID && flags & U.IOMMU_HWPT_ALLOC_NEST_PARENT) errno('EOPNOTSUPP', 'FAULT_ID_VALID with NEST_PARENT');
-  // intel_iommu_domain_alloc_paging_flags: nesting and PASID need scalable mode, user data nesting.
-  if (flags & (U.IOMMU_HWPT_ALLOC_NEST_PARENT | U.IOMMU_HWPT_ALLOC_PASID) || userData) errno('EOPNOTSUPP', 'not supported by VT-d in legacy mode');
-  if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) errno('EOPNOTSUPP', 'IO page faults need scalable mode');
+  // intel_iommu_domain_alloc_paging_flags: no user data; in legacy mode only the second-stage
+  // allocator, which takes ALLOC_PASID (the HWPT's pasid_compat, which only PASID attaches look
+  // at, and VFIO refuses those here) but not NEST_PARENT without nesting support.
+  if (userData) errno('EOPNOTSUPP', 'no driver data for a paging domain');
+  if (flags & U.IOMMU_HWPT_ALLOC_NEST_PARENT) errno('EOPNOTSUPP', 'no nesting in legacy mode');
   const domain = ictx.kernel.intel.domainAllocPaging();
   domain.persistentId = ictx.persistentId;
   const hwpt = new HwptPaging(ioas, domain, false);

@@ -5,6 +5,42 @@ import { errno } from '../../uapi/errno.js';
 import type { PinRecord } from '../guestmemfs/pins.js';
 import { HPAGE_PAGES, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
 
+/** `enum iopt_pages_account_mode`: NONE (CAP_IPC_LOCK), USER (the user's locked_vm), MM (the mm's). */
+export type AccountMode = 'none' | 'user' | 'mm';
+
+/**
+ * Whom the pins of an iopt_pages are charged to (`account_mode`, `source_mm`, `source_user` and
+ * `source_task`'s RLIMIT_MEMLOCK), as `iopt_pages_update_pinned` charges them: USER the user's
+ * `locked_vm`, MM the mm's, each against the limit; every mode counts the mm's `pinned_vm`.
+ */
+export class PinAccount {
+  constructor(
+    readonly mode: AccountMode,
+    readonly mm: Mm,
+    readonly uid: number,
+    private readonly user: { lockedVm: number },
+    /** RLIMIT_MEMLOCK in pages. */
+    private readonly limit: number,
+  ) {}
+
+  charge(n: number): void {
+    if (this.mode === 'user') {
+      if (this.user.lockedVm + n > this.limit) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded (user locked_vm)');
+      this.user.lockedVm += n;
+    } else if (this.mode === 'mm') {
+      if (this.mm.lockedVm + n > this.limit) errno('ENOMEM', 'RLIMIT_MEMLOCK exceeded (mm locked_vm)');
+      this.mm.lockedVm += n;
+    }
+    this.mm.pinnedVm += n;
+  }
+
+  uncharge(n: number): void {
+    if (this.mode === 'user') this.user.lockedVm -= n;
+    else if (this.mode === 'mm') this.mm.lockedVm -= n;
+    this.mm.pinnedVm -= n;
+  }
+}
+
 /** Where the pages come from. */
 export type PagesSource =
   | { type: 'user'; mm: Mm; /** page number of ALIGN_DOWN(uptr) */ page: number }
@@ -53,8 +89,8 @@ export class IoptPages {
     readonly npages: number,
     readonly writable: boolean,
     private readonly refs: PageRefs,
-    /** Charged and uncharged per pinned page (RLIMIT_MEMLOCK accounting). */
-    private readonly account: { charge(n: number): void; uncharge(n: number): void },
+    /** Charged and uncharged per pinned page; IOAS_CHANGE_PROCESS moves it to another process. */
+    public account: PinAccount,
     /** guestmemfs files a persistent context maps through these pages, by page-index window. */
     readonly files: readonly PagesFile[] = [],
   ) {
