@@ -82,13 +82,14 @@ static_assert(offsetof(struct iommu_hw_info, flags) == 4 && sizeof(((struct iomm
 static_assert(offsetof(struct iommu_hw_info, dev_id) == 8 && sizeof(((struct iommu_hw_info *)0)->dev_id) == 4, "iommu_hw_info.dev_id");
 static_assert(offsetof(struct iommu_hw_info, data_len) == 12 && sizeof(((struct iommu_hw_info *)0)->data_len) == 4, "iommu_hw_info.data_len");
 static_assert(offsetof(struct iommu_hw_info, data_uptr) == 16 && sizeof(((struct iommu_hw_info *)0)->data_uptr) == 8, "iommu_hw_info.data_uptr");
+static_assert(offsetof(struct iommu_hw_info, in_data_type) == 24 && sizeof(((struct iommu_hw_info *)0)->in_data_type) == 4, "iommu_hw_info.in_data_type");
 static_assert(offsetof(struct iommu_hw_info, out_data_type) == 24 && sizeof(((struct iommu_hw_info *)0)->out_data_type) == 4, "iommu_hw_info.out_data_type");
 static_assert(offsetof(struct iommu_hw_info, out_max_pasid_log2) == 28 && sizeof(((struct iommu_hw_info *)0)->out_max_pasid_log2) == 1, "iommu_hw_info.out_max_pasid_log2");
 static_assert(offsetof(struct iommu_hw_info, __reserved[0]) == 29 && sizeof(((struct iommu_hw_info *)0)->__reserved[0]) == 1, "iommu_hw_info.__reserved0");
 static_assert(offsetof(struct iommu_hw_info, __reserved[1]) == 30 && sizeof(((struct iommu_hw_info *)0)->__reserved[1]) == 1, "iommu_hw_info.__reserved1");
 static_assert(offsetof(struct iommu_hw_info, __reserved[2]) == 31 && sizeof(((struct iommu_hw_info *)0)->__reserved[2]) == 1, "iommu_hw_info.__reserved2");
 static_assert(offsetof(struct iommu_hw_info, out_capabilities) == 32 && sizeof(((struct iommu_hw_info *)0)->out_capabilities) == 8, "iommu_hw_info.out_capabilities");
-static const struct field F_IOMMU_GET_HW_INFO[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "dev_id", 8, 4, 0 }, { "data_len", 12, 4, 1 }, { "data_uptr", 16, 8, 0 }, { "out_data_type", 24, 4, 1 }, { "out_max_pasid_log2", 28, 1, 1 }, { "__reserved0", 29, 1, 0 }, { "__reserved1", 30, 1, 0 }, { "__reserved2", 31, 1, 0 }, { "out_capabilities", 32, 8, 1 }, { 0 } };
+static const struct field F_IOMMU_GET_HW_INFO[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "dev_id", 8, 4, 0 }, { "data_len", 12, 4, 1 }, { "data_uptr", 16, 8, 0 }, { "in_data_type", 24, 4, 0 }, { "out_data_type", 24, 4, 1 }, { "out_max_pasid_log2", 28, 1, 1 }, { "__reserved0", 29, 1, 0 }, { "__reserved1", 30, 1, 0 }, { "__reserved2", 31, 1, 0 }, { "out_capabilities", 32, 8, 1 }, { 0 } };
 static_assert(sizeof(struct iommu_hwpt_set_dirty_tracking) == 16, "iommu_hwpt_set_dirty_tracking size");
 static_assert(offsetof(struct iommu_hwpt_set_dirty_tracking, size) == 0 && sizeof(((struct iommu_hwpt_set_dirty_tracking *)0)->size) == 4, "iommu_hwpt_set_dirty_tracking.size");
 static_assert(offsetof(struct iommu_hwpt_set_dirty_tracking, flags) == 4 && sizeof(((struct iommu_hwpt_set_dirty_tracking *)0)->flags) == 4, "iommu_hwpt_set_dirty_tracking.flags");
@@ -114,6 +115,12 @@ static_assert(offsetof(struct iommu_hwpt_invalidate, entry_len) == 20 && sizeof(
 static_assert(offsetof(struct iommu_hwpt_invalidate, entry_num) == 24 && sizeof(((struct iommu_hwpt_invalidate *)0)->entry_num) == 4, "iommu_hwpt_invalidate.entry_num");
 static_assert(offsetof(struct iommu_hwpt_invalidate, __reserved) == 28 && sizeof(((struct iommu_hwpt_invalidate *)0)->__reserved) == 4, "iommu_hwpt_invalidate.__reserved");
 static const struct field F_IOMMU_HWPT_INVALIDATE[] = { { "size", 0, 4, 0 }, { "hwpt_id", 4, 4, 0 }, { "data_uptr", 8, 8, 0 }, { "data_type", 16, 4, 0 }, { "entry_len", 20, 4, 0 }, { "entry_num", 24, 4, 1 }, { "__reserved", 28, 4, 0 }, { 0 } };
+static_assert(sizeof(struct iommu_fault_alloc) == 16, "iommu_fault_alloc size");
+static_assert(offsetof(struct iommu_fault_alloc, size) == 0 && sizeof(((struct iommu_fault_alloc *)0)->size) == 4, "iommu_fault_alloc.size");
+static_assert(offsetof(struct iommu_fault_alloc, flags) == 4 && sizeof(((struct iommu_fault_alloc *)0)->flags) == 4, "iommu_fault_alloc.flags");
+static_assert(offsetof(struct iommu_fault_alloc, out_fault_id) == 8 && sizeof(((struct iommu_fault_alloc *)0)->out_fault_id) == 4, "iommu_fault_alloc.out_fault_id");
+static_assert(offsetof(struct iommu_fault_alloc, out_fault_fd) == 12 && sizeof(((struct iommu_fault_alloc *)0)->out_fault_fd) == 4, "iommu_fault_alloc.out_fault_fd");
+static const struct field F_IOMMU_FAULT_QUEUE_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "out_fault_id", 8, 4, 1 }, { "out_fault_fd", 12, 4, 1 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_map_file) == 40, "iommu_ioas_map_file size");
 static_assert(offsetof(struct iommu_ioas_map_file, size) == 0 && sizeof(((struct iommu_ioas_map_file *)0)->size) == 4, "iommu_ioas_map_file.size");
 static_assert(offsetof(struct iommu_ioas_map_file, flags) == 4 && sizeof(((struct iommu_ioas_map_file *)0)->flags) == 4, "iommu_ioas_map_file.flags");
@@ -123,6 +130,57 @@ static_assert(offsetof(struct iommu_ioas_map_file, start) == 16 && sizeof(((stru
 static_assert(offsetof(struct iommu_ioas_map_file, length) == 24 && sizeof(((struct iommu_ioas_map_file *)0)->length) == 8, "iommu_ioas_map_file.length");
 static_assert(offsetof(struct iommu_ioas_map_file, iova) == 32 && sizeof(((struct iommu_ioas_map_file *)0)->iova) == 8, "iommu_ioas_map_file.iova");
 static const struct field F_IOMMU_IOAS_MAP_FILE[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "ioas_id", 8, 4, 0 }, { "fd", 12, 4, 0 }, { "start", 16, 8, 0 }, { "length", 24, 8, 0 }, { "iova", 32, 8, 1 }, { 0 } };
+static_assert(sizeof(struct iommu_viommu_alloc) == 40, "iommu_viommu_alloc size");
+static_assert(offsetof(struct iommu_viommu_alloc, size) == 0 && sizeof(((struct iommu_viommu_alloc *)0)->size) == 4, "iommu_viommu_alloc.size");
+static_assert(offsetof(struct iommu_viommu_alloc, flags) == 4 && sizeof(((struct iommu_viommu_alloc *)0)->flags) == 4, "iommu_viommu_alloc.flags");
+static_assert(offsetof(struct iommu_viommu_alloc, type) == 8 && sizeof(((struct iommu_viommu_alloc *)0)->type) == 4, "iommu_viommu_alloc.type");
+static_assert(offsetof(struct iommu_viommu_alloc, dev_id) == 12 && sizeof(((struct iommu_viommu_alloc *)0)->dev_id) == 4, "iommu_viommu_alloc.dev_id");
+static_assert(offsetof(struct iommu_viommu_alloc, hwpt_id) == 16 && sizeof(((struct iommu_viommu_alloc *)0)->hwpt_id) == 4, "iommu_viommu_alloc.hwpt_id");
+static_assert(offsetof(struct iommu_viommu_alloc, out_viommu_id) == 20 && sizeof(((struct iommu_viommu_alloc *)0)->out_viommu_id) == 4, "iommu_viommu_alloc.out_viommu_id");
+static_assert(offsetof(struct iommu_viommu_alloc, data_len) == 24 && sizeof(((struct iommu_viommu_alloc *)0)->data_len) == 4, "iommu_viommu_alloc.data_len");
+static_assert(offsetof(struct iommu_viommu_alloc, __reserved) == 28 && sizeof(((struct iommu_viommu_alloc *)0)->__reserved) == 4, "iommu_viommu_alloc.__reserved");
+static_assert(offsetof(struct iommu_viommu_alloc, data_uptr) == 32 && sizeof(((struct iommu_viommu_alloc *)0)->data_uptr) == 8, "iommu_viommu_alloc.data_uptr");
+static const struct field F_IOMMU_VIOMMU_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "type", 8, 4, 0 }, { "dev_id", 12, 4, 0 }, { "hwpt_id", 16, 4, 0 }, { "out_viommu_id", 20, 4, 1 }, { "data_len", 24, 4, 0 }, { "__reserved", 28, 4, 0 }, { "data_uptr", 32, 8, 0 }, { 0 } };
+static_assert(sizeof(struct iommu_vdevice_alloc) == 24, "iommu_vdevice_alloc size");
+static_assert(offsetof(struct iommu_vdevice_alloc, size) == 0 && sizeof(((struct iommu_vdevice_alloc *)0)->size) == 4, "iommu_vdevice_alloc.size");
+static_assert(offsetof(struct iommu_vdevice_alloc, viommu_id) == 4 && sizeof(((struct iommu_vdevice_alloc *)0)->viommu_id) == 4, "iommu_vdevice_alloc.viommu_id");
+static_assert(offsetof(struct iommu_vdevice_alloc, dev_id) == 8 && sizeof(((struct iommu_vdevice_alloc *)0)->dev_id) == 4, "iommu_vdevice_alloc.dev_id");
+static_assert(offsetof(struct iommu_vdevice_alloc, out_vdevice_id) == 12 && sizeof(((struct iommu_vdevice_alloc *)0)->out_vdevice_id) == 4, "iommu_vdevice_alloc.out_vdevice_id");
+static_assert(offsetof(struct iommu_vdevice_alloc, virt_id) == 16 && sizeof(((struct iommu_vdevice_alloc *)0)->virt_id) == 8, "iommu_vdevice_alloc.virt_id");
+static const struct field F_IOMMU_VDEVICE_ALLOC[] = { { "size", 0, 4, 0 }, { "viommu_id", 4, 4, 0 }, { "dev_id", 8, 4, 0 }, { "out_vdevice_id", 12, 4, 1 }, { "virt_id", 16, 8, 0 }, { 0 } };
+static_assert(sizeof(struct iommu_ioas_change_process) == 8, "iommu_ioas_change_process size");
+static_assert(offsetof(struct iommu_ioas_change_process, size) == 0 && sizeof(((struct iommu_ioas_change_process *)0)->size) == 4, "iommu_ioas_change_process.size");
+static_assert(offsetof(struct iommu_ioas_change_process, __reserved) == 4 && sizeof(((struct iommu_ioas_change_process *)0)->__reserved) == 4, "iommu_ioas_change_process.__reserved");
+static const struct field F_IOMMU_IOAS_CHANGE_PROCESS[] = { { "size", 0, 4, 0 }, { "__reserved", 4, 4, 0 }, { 0 } };
+static_assert(sizeof(struct iommu_veventq_alloc) == 32, "iommu_veventq_alloc size");
+static_assert(offsetof(struct iommu_veventq_alloc, size) == 0 && sizeof(((struct iommu_veventq_alloc *)0)->size) == 4, "iommu_veventq_alloc.size");
+static_assert(offsetof(struct iommu_veventq_alloc, flags) == 4 && sizeof(((struct iommu_veventq_alloc *)0)->flags) == 4, "iommu_veventq_alloc.flags");
+static_assert(offsetof(struct iommu_veventq_alloc, viommu_id) == 8 && sizeof(((struct iommu_veventq_alloc *)0)->viommu_id) == 4, "iommu_veventq_alloc.viommu_id");
+static_assert(offsetof(struct iommu_veventq_alloc, type) == 12 && sizeof(((struct iommu_veventq_alloc *)0)->type) == 4, "iommu_veventq_alloc.type");
+static_assert(offsetof(struct iommu_veventq_alloc, veventq_depth) == 16 && sizeof(((struct iommu_veventq_alloc *)0)->veventq_depth) == 4, "iommu_veventq_alloc.veventq_depth");
+static_assert(offsetof(struct iommu_veventq_alloc, out_veventq_id) == 20 && sizeof(((struct iommu_veventq_alloc *)0)->out_veventq_id) == 4, "iommu_veventq_alloc.out_veventq_id");
+static_assert(offsetof(struct iommu_veventq_alloc, out_veventq_fd) == 24 && sizeof(((struct iommu_veventq_alloc *)0)->out_veventq_fd) == 4, "iommu_veventq_alloc.out_veventq_fd");
+static_assert(offsetof(struct iommu_veventq_alloc, __reserved) == 28 && sizeof(((struct iommu_veventq_alloc *)0)->__reserved) == 4, "iommu_veventq_alloc.__reserved");
+static const struct field F_IOMMU_VEVENTQ_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "viommu_id", 8, 4, 0 }, { "type", 12, 4, 0 }, { "veventq_depth", 16, 4, 0 }, { "out_veventq_id", 20, 4, 1 }, { "out_veventq_fd", 24, 4, 1 }, { "__reserved", 28, 4, 0 }, { 0 } };
+static_assert(sizeof(struct iommu_hw_queue_alloc) == 40, "iommu_hw_queue_alloc size");
+static_assert(offsetof(struct iommu_hw_queue_alloc, size) == 0 && sizeof(((struct iommu_hw_queue_alloc *)0)->size) == 4, "iommu_hw_queue_alloc.size");
+static_assert(offsetof(struct iommu_hw_queue_alloc, flags) == 4 && sizeof(((struct iommu_hw_queue_alloc *)0)->flags) == 4, "iommu_hw_queue_alloc.flags");
+static_assert(offsetof(struct iommu_hw_queue_alloc, viommu_id) == 8 && sizeof(((struct iommu_hw_queue_alloc *)0)->viommu_id) == 4, "iommu_hw_queue_alloc.viommu_id");
+static_assert(offsetof(struct iommu_hw_queue_alloc, type) == 12 && sizeof(((struct iommu_hw_queue_alloc *)0)->type) == 4, "iommu_hw_queue_alloc.type");
+static_assert(offsetof(struct iommu_hw_queue_alloc, index) == 16 && sizeof(((struct iommu_hw_queue_alloc *)0)->index) == 4, "iommu_hw_queue_alloc.index");
+static_assert(offsetof(struct iommu_hw_queue_alloc, out_hw_queue_id) == 20 && sizeof(((struct iommu_hw_queue_alloc *)0)->out_hw_queue_id) == 4, "iommu_hw_queue_alloc.out_hw_queue_id");
+static_assert(offsetof(struct iommu_hw_queue_alloc, nesting_parent_iova) == 24 && sizeof(((struct iommu_hw_queue_alloc *)0)->nesting_parent_iova) == 8, "iommu_hw_queue_alloc.nesting_parent_iova");
+static_assert(offsetof(struct iommu_hw_queue_alloc, length) == 32 && sizeof(((struct iommu_hw_queue_alloc *)0)->length) == 8, "iommu_hw_queue_alloc.length");
+static const struct field F_IOMMU_HW_QUEUE_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "viommu_id", 8, 4, 0 }, { "type", 12, 4, 0 }, { "index", 16, 4, 0 }, { "out_hw_queue_id", 20, 4, 1 }, { "nesting_parent_iova", 24, 8, 0 }, { "length", 32, 8, 0 }, { 0 } };
+static_assert(sizeof(struct iommu_ioas_noiommu_get_pa) == 40, "iommu_ioas_noiommu_get_pa size");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, size) == 0 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->size) == 4, "iommu_ioas_noiommu_get_pa.size");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, flags) == 4 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->flags) == 4, "iommu_ioas_noiommu_get_pa.flags");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, ioas_id) == 8 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->ioas_id) == 4, "iommu_ioas_noiommu_get_pa.ioas_id");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, __reserved) == 12 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->__reserved) == 4, "iommu_ioas_noiommu_get_pa.__reserved");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, iova) == 16 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->iova) == 8, "iommu_ioas_noiommu_get_pa.iova");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, length) == 24 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->length) == 8, "iommu_ioas_noiommu_get_pa.length");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, out_phys) == 32 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->out_phys) == 8, "iommu_ioas_noiommu_get_pa.out_phys");
+static const struct field F_IOMMU_IOAS_NOIOMMU_GET_PA[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "ioas_id", 8, 4, 0 }, { "__reserved", 12, 4, 0 }, { "iova", 16, 8, 0 }, { "length", 24, 8, 1 }, { "out_phys", 32, 8, 1 }, { 0 } };
 static_assert(sizeof(struct vfio_device_bind_iommufd) == 24, "vfio_device_bind_iommufd size");
 static_assert(offsetof(struct vfio_device_bind_iommufd, argsz) == 0 && sizeof(((struct vfio_device_bind_iommufd *)0)->argsz) == 4, "vfio_device_bind_iommufd.argsz");
 static_assert(offsetof(struct vfio_device_bind_iommufd, flags) == 4 && sizeof(((struct vfio_device_bind_iommufd *)0)->flags) == 4, "vfio_device_bind_iommufd.flags");
@@ -157,7 +215,14 @@ static const struct layout LAYOUTS[] = {
   { "IOMMU_HWPT_SET_DIRTY_TRACKING", IOMMU_HWPT_SET_DIRTY_TRACKING, 16, F_IOMMU_HWPT_SET_DIRTY_TRACKING },
   { "IOMMU_HWPT_GET_DIRTY_BITMAP", IOMMU_HWPT_GET_DIRTY_BITMAP, 48, F_IOMMU_HWPT_GET_DIRTY_BITMAP },
   { "IOMMU_HWPT_INVALIDATE", IOMMU_HWPT_INVALIDATE, 32, F_IOMMU_HWPT_INVALIDATE },
+  { "IOMMU_FAULT_QUEUE_ALLOC", IOMMU_FAULT_QUEUE_ALLOC, 16, F_IOMMU_FAULT_QUEUE_ALLOC },
   { "IOMMU_IOAS_MAP_FILE", IOMMU_IOAS_MAP_FILE, 40, F_IOMMU_IOAS_MAP_FILE },
+  { "IOMMU_VIOMMU_ALLOC", IOMMU_VIOMMU_ALLOC, 40, F_IOMMU_VIOMMU_ALLOC },
+  { "IOMMU_VDEVICE_ALLOC", IOMMU_VDEVICE_ALLOC, 24, F_IOMMU_VDEVICE_ALLOC },
+  { "IOMMU_IOAS_CHANGE_PROCESS", IOMMU_IOAS_CHANGE_PROCESS, 8, F_IOMMU_IOAS_CHANGE_PROCESS },
+  { "IOMMU_VEVENTQ_ALLOC", IOMMU_VEVENTQ_ALLOC, 32, F_IOMMU_VEVENTQ_ALLOC },
+  { "IOMMU_HW_QUEUE_ALLOC", IOMMU_HW_QUEUE_ALLOC, 40, F_IOMMU_HW_QUEUE_ALLOC },
+  { "IOMMU_IOAS_NOIOMMU_GET_PA", IOMMU_IOAS_NOIOMMU_GET_PA, 40, F_IOMMU_IOAS_NOIOMMU_GET_PA },
   { "VFIO_DEVICE_BIND_IOMMUFD", VFIO_DEVICE_BIND_IOMMUFD, 24, F_VFIO_DEVICE_BIND_IOMMUFD },
   { "VFIO_DEVICE_ATTACH_IOMMUFD_PT", VFIO_DEVICE_ATTACH_IOMMUFD_PT, 16, F_VFIO_DEVICE_ATTACH_IOMMUFD_PT },
   { "VFIO_DEVICE_DETACH_IOMMUFD_PT", VFIO_DEVICE_DETACH_IOMMUFD_PT, 12, F_VFIO_DEVICE_DETACH_IOMMUFD_PT },

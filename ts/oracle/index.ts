@@ -4,3 +4,4 @@ export * from './simulator.js';
 export * from './compare.js';
 export { uapiLayoutsHeader } from './layouts.js';
 export * from './generate.js';
+export * from './golden.js';
