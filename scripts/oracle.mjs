@@ -52,8 +52,11 @@ if (has('--build-only')) {
   process.exit(0);
 }
 
-/** Boots the lab with extra initramfs files; resolves to the guest's "@@" lines (prefix removed). */
-function boot(mode, files = {}) {
+/**
+ * Boots the lab with extra initramfs files; resolves to the guest's "@@" lines (prefix removed).
+ * With `initrd`, boots that initramfs instead and resolves to every console line once QEMU exits.
+ */
+function boot(mode, files = {}, { initrd: ownInitrd } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'oracle-'));
   try {
     const extra = join(dir, 'root');
@@ -65,9 +68,10 @@ function boot(mode, files = {}) {
     // A second cpio appended to the initramfs adds files without rebuilding the lab.
     const cpio = spawnSync('sh', ['-c', `cd "${extra}" && find . | cpio -o -H newc --quiet | gzip -1`], { encoding: 'buffer', maxBuffer: 1 << 30 });
     if (cpio.status !== 0) throw new Error('cpio failed');
-    const initrd = join(dir, 'initramfs.cpio.gz');
-    writeFileSync(initrd, Buffer.concat([readFileSync(join(lab, 'initramfs.cpio.gz')), cpio.stdout]));
-    const qemuArgs = [...labInfo.qemuArgs, '-kernel', join(lab, 'bzImage'), '-initrd', initrd, '-append', `${labInfo.cmdline} oracle=${mode}`];
+    const initrd = ownInitrd ?? join(dir, 'initramfs.cpio.gz');
+    if (!ownInitrd) writeFileSync(initrd, Buffer.concat([readFileSync(join(lab, 'initramfs.cpio.gz')), cpio.stdout]));
+    const cmdline = ownInitrd ? labInfo.cmdline.replace(/ quiet loglevel=1$/, '') : `${labInfo.cmdline} oracle=${mode}`;
+    const qemuArgs = [...labInfo.qemuArgs, '-kernel', join(lab, 'bzImage'), '-initrd', initrd, '-append', cmdline];
     return new Promise((done, fail) => {
       const q = spawn('qemu-system-x86_64', qemuArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
       const lines = [];
@@ -85,13 +89,14 @@ function boot(mode, files = {}) {
           const line = buf.slice(0, nl).replace(/\r$/, '');
           buf = buf.slice(nl + 1);
           const at = line.indexOf('@@');
-          if (at >= 0) lines.push(line.slice(at + 2).replace(/^ /, ''));
+          if (ownInitrd) lines.push(line);
+          else if (at >= 0) lines.push(line.slice(at + 2).replace(/^ /, ''));
         }
       });
       q.stderr.on('data', (d) => (log = (log + d.toString()).slice(-20000)));
       q.on('close', () => {
         clearTimeout(timer);
-        if (!lines.some((l) => l.includes('"poweroff"'))) fail(new Error(`the guest did not finish; last output:\n${log.slice(-3000)}`));
+        if (!ownInitrd && !lines.some((l) => l.includes('"poweroff"'))) fail(new Error(`the guest did not finish; last output:\n${log.slice(-3000)}`));
         else done(lines);
       });
     });
@@ -100,15 +105,35 @@ function boot(mode, files = {}) {
   }
 }
 
-if (has('--selftest') || has('--luo')) {
-  const mode = has('--selftest') ? 'selftest' : 'luo';
+if (has('--selftest')) {
   const t = performance.now();
-  const lines = await boot(mode);
+  const lines = await boot('selftest');
   const text = lines.filter((l) => l.startsWith('T ')).map((l) => l.slice(2)).join('\n');
   mkdirSync(UPSTREAM_DIR, { recursive: true });
-  const file = join(UPSTREAM_DIR, mode === 'selftest' ? 'iommufd-selftest.txt' : 'luo-selftest.txt');
-  writeFileSync(file, `# Linux ${labInfo.kernel} under ${labInfo.qemu}, recorded by npm run oracle -- --${mode}\n${text}\n`);
-  console.log(`[oracle] ${mode}: ${((performance.now() - t) / 1000).toFixed(1)} s, recorded ${file}`);
+  const file = join(UPSTREAM_DIR, 'iommufd-selftest.txt');
+  writeFileSync(file, `# tools/testing/selftests/iommu/iommufd on Linux ${labInfo.release} (${labInfo.kernel}) under ${labInfo.qemu}, recorded by npm run oracle -- --selftest\n${text}\n`);
+  console.log(`[oracle] selftest: ${((performance.now() - t) / 1000).toFixed(1)} s, ${text.match(/^# Totals.*$/m)?.[0] ?? 'no totals'}; recorded ${file}`);
+  process.exit(0);
+}
+
+if (has('--luo')) {
+  // The kselftest-harness test in our initramfs, then each kexec test in its own initramfs
+  // (upstream init.c: stage 1, kexec_file_load + reboot(RB_KEXEC), stage 2, reboot).
+  const t = performance.now();
+  const out = [`# tools/testing/selftests/liveupdate on Linux ${labInfo.release} (${labInfo.kernel}) under ${labInfo.qemu}, recorded by npm run oracle -- --luo`];
+  const harness = await boot('luo');
+  out.push('## liveupdate', ...harness.filter((l) => l.startsWith('T ')).map((l) => l.slice(2)));
+  for (const test of ['luo_kexec_simple', 'luo_multi_session']) {
+    const t0 = performance.now();
+    const lines = await boot('luo-kexec', {}, { initrd: join(lab, `${test}.cpio.gz`) });
+    const noise = /tsc:|calibrat|rcu:|mem auto-init|ACPI:|Command line:/;
+    const keep = lines.filter((l) => /INIT:|STAGE|ok |not ok|# |KHO|luo|liveupdate|PASS|FAIL|kexec/i.test(l) && !noise.test(l) && l.trim() !== '');
+    out.push(`## ${test} (${((performance.now() - t0) / 1000).toFixed(1)} s, kexec included)`, ...keep.map((l) => l.replace(/^\[\s*\d+\.\d+\] /, '')));
+  }
+  mkdirSync(UPSTREAM_DIR, { recursive: true });
+  const file = join(UPSTREAM_DIR, 'luo-selftest.txt');
+  writeFileSync(file, `${out.join('\n')}\n`);
+  console.log(`[oracle] luo: ${((performance.now() - t) / 1000).toFixed(1)} s; recorded ${file}`);
   process.exit(0);
 }
 
