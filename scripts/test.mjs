@@ -99,4 +99,19 @@ try {
 rmSync(tmp, { recursive: true, force: true });
 account('vitest', jsCode, js);
 
+// (d) The live judge (ORACLE_LIVE=1, which .ci/run sets when the lab's host tools are installed):
+// build the lab, run every sequence on the real kernel; a sequence passes when the kernel repeats
+// its golden answers and the simulator agrees with it (scripts/oracle.mjs prints the counts).
+if (process.env.ORACLE_LIVE === '1') {
+  const live = { passed: 0, failed: 0, skipped: 0 };
+  const liveCode = await run(process.execPath, ['scripts/oracle.mjs', '--no-build', '--no-record'], (line) => {
+    const m = /^\[oracle\] sequences: (\d+) agree, (\d+) diverge/.exec(line);
+    if (m) {
+      live.passed += Number(m[1]);
+      live.failed += Number(m[2]);
+    }
+  });
+  account('oracle (live kernel)', liveCode, live);
+}
+
 finish();
