@@ -1381,6 +1381,17 @@ describe.each([
       expectErrno('EBADF', () => fx.p.ioctl(fx.fd, IOMMU_IOAS_MAP_FILE, { flags: RW, ioas_id: fx.ioasId, fd: 99, start: 0n, length: PAGE }));
       expectErrno('ENOENT', () => fx.p.ioctl(fx.fd, IOMMU_IOAS_MAP_FILE, { flags: RW, ioas_id: 999, fd: 99, start: 0n, length: PAGE }));
       expectErrno('EINVAL', () => fx.p.ioctl(fx.fd, IOMMU_IOAS_MAP_FILE, { flags: FIXED, ioas_id: fx.ioasId, fd: mfd, start: 0n, length: PAGE }));
+      // test_basic_file: with a domain the pages are pinned now, and memfd_pin_folios refuses
+      // a range reaching i_size: one byte past the end, or any byte of a truncated file.
+      const mfdTmp = fx.p.memfd_create('buffer');
+      fx.p.ftruncate(mfdTmp, mmapBufSize);
+      const tmpBuf = fx.p.mmap(null, mmapBufSize, MMAP_RW, MAP_SHARED, mfdTmp, 0n);
+      const mapTmp = (length: bigint) => fx.p.ioctl(fx.fd, IOMMU_IOAS_MAP_FILE, { flags: RW, ioas_id: fx.ioasId, fd: mfdTmp, start: 0n, length });
+      expectErrno('EINVAL', () => mapTmp(mmapBufSize + 1n));
+      fx.p.munmap(tmpBuf, mmapBufSize);
+      fx.p.ftruncate(mfdTmp, 0n);
+      expectErrno('EINVAL', () => mapTmp(mmapBufSize));
+      fx.p.close(mfdTmp);
       expect(fx.unmap(0n, U64_MAX)).toBe(PAGE);
       fx.p.munmap(mfdBuffer, BUFFER_SIZE);
       fx.p.close(mfd);
