@@ -13,7 +13,9 @@
 //   domain's page table (iovaToPhys) and DMA by the device; MD_CHECK_REFS → p.pinCount(va) and
 //   host.kernel.pinnedPages() (0 after close: nothing leaked).
 // - "two_domains": the second device sits on its own HWPT (IOMMU_HWPT_ALLOC) on the same IOAS, so
-//   there really are two VT-d domains to keep in sync.
+//   there really are two VT-d domains to keep in sync. Upstream's second mock device attaches to
+//   the IOAS and joins the first one's auto HWPT (device.c iommufd_device_auto_get_domain), so its
+//   two domains are one; `replace`, whose answers depend on that, runs with upstream's topology.
 //
 import { describe, expect, it } from 'vitest';
 import {
@@ -281,7 +283,16 @@ class IoasFixture extends IommufdFixture {
   readonly hwptIds: number[] = [];
   readonly buffer: bigint;
 
-  constructor(readonly mockDomains: 0 | 1 | 2) {
+  /**
+   * `sharedAuto`: every device attaches to the IOAS, as the selftest's `test_cmd_mock_domain`
+   * does, so the second one joins the first one's auto HWPT (device.c
+   * iommufd_device_auto_get_domain reuses any auto domain that accepts the device): upstream's
+   * "two domains" are one domain with two devices.
+   */
+  constructor(
+    readonly mockDomains: 0 | 1 | 2,
+    sharedAuto = false,
+  ) {
     super();
     this.ioasId = this.ioasAlloc();
     this.buffer = this.p.mmap(BUFFER_VA, BUFFER_SIZE, MMAP_RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED);
@@ -291,7 +302,7 @@ class IoasFixture extends IommufdFixture {
     for (let i = 0; i < mockDomains; i++) {
       const dev = this.bindDevice(i);
       // The first device gets the IOAS's auto domain; a second one its own domain on the IOAS.
-      const hwpt = i === 0 ? this.attach(dev, this.ioasId) : this.attach(dev, this.hwptAlloc(dev.devId, this.ioasId));
+      const hwpt = i === 0 || sharedAuto ? this.attach(dev, this.ioasId) : this.attach(dev, this.hwptAlloc(dev.devId, this.ioasId));
       this.mock.push(dev);
       this.hwptIds.push(hwpt);
       this.base = MOCK_APERTURE_START;
@@ -398,9 +409,9 @@ function expectDmaFault(fx: IommufdFixture, bdf: string, iova: bigint): DmaFault
 }
 
 /** Runs `body` on a fresh fixture and tears it down (checking for leaks) when it passes. */
-function withIoas(mockDomains: 0 | 1 | 2, body: (fx: IoasFixture) => void): () => void {
+function withIoas(mockDomains: 0 | 1 | 2, body: (fx: IoasFixture) => void, sharedAuto = false): () => void {
   return () => {
-    const fx = new IoasFixture(mockDomains);
+    const fx = new IoasFixture(mockDomains, sharedAuto);
     body(fx);
     fx.teardown();
   };
@@ -1482,34 +1493,66 @@ describe.each([
 
   it(
     'replace: onto a new IOAS frees the old auto HWPT',
-    withIoas(mockDomains, (fx) => {
-      const dev0 = fx.mock[0]!;
-      fx.mapFixed(fx.buffer, BUFFER_SIZE, MOCK_APERTURE_START);
-      const ioasId = fx.ioasAlloc();
-      const newHwpt = fx.attach(dev0, ioasId);
-      expect(newHwpt).not.toBe(fx.hwptIds[0]);
-      // The device now translates through the empty IOAS; the MSI reservation moved with it.
-      expectDmaFault(fx, dev0.bdf, MOCK_APERTURE_START);
-      expect(fx.ranges(ioasId).ranges).toHaveLength(2);
-      if (mockDomains === 1) expect(fx.ranges().ranges).toEqual([{ start: 0n, last: U64_MAX }]);
+    withIoas(
+      mockDomains,
+      (fx) => {
+        const dev0 = fx.mock[0]!;
+        // Upstream's topology: a second device joins the first one's auto HWPT.
+        if (mockDomains >= 2) expect(fx.hwptIds[1]).toBe(fx.hwptIds[0]);
+        fx.mapFixed(fx.buffer, BUFFER_SIZE, MOCK_APERTURE_START);
+        const ioasId = fx.ioasAlloc();
+        const newHwpt = fx.attach(dev0, ioasId);
+        expect(newHwpt).not.toBe(fx.hwptIds[0]);
+        // The device now translates through the empty IOAS; the MSI reservation moved with it.
+        expectDmaFault(fx, dev0.bdf, MOCK_APERTURE_START);
+        expect(fx.ranges(ioasId).ranges).toHaveLength(2);
+        if (mockDomains === 1) {
+          expect(fx.ranges().ranges).toEqual([{ start: 0n, last: U64_MAX }]);
+          // Replacing the IOAS causes the prior HWPT to be deallocated, thus we should get ENOENT
+          // when we try to use it.
+          expectErrno('ENOENT', () => fx.attach(dev0, fx.hwptIds[0]!));
+        }
+        expect(fx.attach(dev0, ioasId)).toBe(newHwpt);
+        if (mockDomains >= 2) {
+          // The second device still holds the shared HWPT: dev0 can go back to it.
+          expect(fx.attach(dev0, fx.hwptIds[1]!)).toBe(fx.hwptIds[1]);
+          expect(fx.attach(dev0, fx.hwptIds[1]!)).toBe(fx.hwptIds[1]);
+          expect(fx.attach(dev0, fx.hwptIds[0]!)).toBe(fx.hwptIds[0]);
+          checkMockIova(fx, fx.buffer, MOCK_APERTURE_START, BUFFER_SIZE, fx.mock);
+          // newHwpt was an auto domain whose only device left.
+          expectErrno('ENOENT', () => fx.destroy(newHwpt));
+        }
+        const back = fx.attach(dev0, fx.ioasId);
+        if (mockDomains >= 2) expect(back).toBe(fx.hwptIds[0]);
+        checkMockIova(fx, fx.buffer, MOCK_APERTURE_START, BUFFER_SIZE, [dev0]);
+        fx.destroy(ioasId);
+      },
+      true,
+    ),
+  );
 
-      // Replacing the IOAS causes the prior HWPT to be deallocated, thus we should get ENOENT
-      // when we try to use it (also with two domains: the second device has its own HWPT here).
-      expectErrno('ENOENT', () => fx.attach(dev0, fx.hwptIds[0]!));
-      expect(fx.attach(dev0, ioasId)).toBe(newHwpt);
-      if (mockDomains >= 2) {
-        expect(fx.attach(dev0, fx.hwptIds[1]!)).toBe(fx.hwptIds[1]);
+  if (mockDomains >= 2) {
+    it(
+      'replace (the second device on its own HWPT): the old auto HWPT goes with its only device',
+      withIoas(mockDomains, (fx) => {
+        const dev0 = fx.mock[0]!;
+        fx.mapFixed(fx.buffer, BUFFER_SIZE, MOCK_APERTURE_START);
+        const ioasId = fx.ioasAlloc();
+        const newHwpt = fx.attach(dev0, ioasId);
+        expectDmaFault(fx, dev0.bdf, MOCK_APERTURE_START);
+        // dev0 was the only device of the IOAS's auto HWPT; the second device's HWPT is not auto.
+        expectErrno('ENOENT', () => fx.attach(dev0, fx.hwptIds[0]!));
         expect(fx.attach(dev0, fx.hwptIds[1]!)).toBe(fx.hwptIds[1]);
         checkMockIova(fx, fx.buffer, MOCK_APERTURE_START, BUFFER_SIZE, [dev0]);
-        // newHwpt was an auto domain whose only device left.
         expectErrno('ENOENT', () => fx.destroy(newHwpt));
-      }
-      const back = fx.attach(dev0, fx.ioasId);
-      checkMockIova(fx, fx.buffer, MOCK_APERTURE_START, BUFFER_SIZE, [dev0]);
-      if (mockDomains >= 2) expect(back).not.toBe(fx.hwptIds[1]);
-      fx.destroy(ioasId);
-    }),
-  );
+        // Back to the IOAS: a new auto HWPT, not the second device's.
+        const back = fx.attach(dev0, fx.ioasId);
+        expect(back).not.toBe(fx.hwptIds[1]);
+        checkMockIova(fx, fx.buffer, MOCK_APERTURE_START, BUFFER_SIZE, fx.mock);
+        fx.destroy(ioasId);
+      }),
+    );
+  }
 
   it(
     'alloc_hwpt: a HWPT rotation; attached HWPTs are busy',
