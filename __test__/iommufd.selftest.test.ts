@@ -34,11 +34,13 @@ import {
   IOMMU_HWPT_DATA_NONE,
   IOMMU_HWPT_DATA_VTD_S1,
   IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+  IOMMU_HWPT_FAULT_ID_VALID,
   IOMMU_HWPT_GET_DIRTY_BITMAP,
   IOMMU_HWPT_INVALIDATE,
   IOMMU_HWPT_SET_DIRTY_TRACKING,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_ALLOW_IOVAS,
+  IOMMU_IOAS_CHANGE_PROCESS,
   IOMMU_IOAS_COPY,
   IOMMU_IOAS_IOVA_RANGES,
   IOMMU_IOAS_MAP,
@@ -52,10 +54,12 @@ import {
   IOMMU_OPTION_OP_GET,
   IOMMU_OPTION_OP_SET,
   IOMMU_OPTION_RLIMIT_MODE,
+  IOMMU_VDEVICE_ALLOC,
   IOMMU_VFIO_IOAS,
   IOMMU_VFIO_IOAS_CLEAR,
   IOMMU_VFIO_IOAS_GET,
   IOMMU_VFIO_IOAS_SET,
+  IOMMU_VIOMMU_ALLOC,
   IOMMUFD_CMD_BASE,
   IOMMUFD_IOCTL_OPS,
   IOMMUFD_TYPE,
@@ -79,13 +83,16 @@ import {
   iommu_hwpt_set_dirty_tracking,
   iommu_ioas_alloc,
   iommu_ioas_allow_iovas,
+  iommu_ioas_change_process,
   iommu_ioas_copy,
   iommu_ioas_iova_ranges,
   iommu_ioas_map,
   iommu_ioas_map_file,
   iommu_ioas_unmap,
   iommu_option,
+  iommu_vdevice_alloc,
   iommu_vfio_ioas,
+  iommu_viommu_alloc,
   offsetofend,
   type Process,
   type StructLayout,
@@ -483,6 +490,9 @@ describe('iommufd', () => {
     ['iommu_option (val64)', IOMMU_OPTION, iommu_option, 24, 24],
     ['iommu_vfio_ioas (__reserved)', IOMMU_VFIO_IOAS, iommu_vfio_ioas, 12, 12],
     ['iommu_ioas_map_file (iova)', IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, 40, 40],
+    ['iommu_viommu_alloc (out_viommu_id)', IOMMU_VIOMMU_ALLOC, iommu_viommu_alloc, 24, 40],
+    ['iommu_vdevice_alloc (virt_id)', IOMMU_VDEVICE_ALLOC, iommu_vdevice_alloc, 24, 24],
+    ['iommu_ioas_change_process (__reserved)', IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, 8, 8],
     // Not in the selftest's list, but in iommufd_ioctl_ops[] with these min sizes:
     ['iommu_hwpt_set_dirty_tracking (__reserved)', IOMMU_HWPT_SET_DIRTY_TRACKING, iommu_hwpt_set_dirty_tracking, 16, 16],
     ['iommu_hwpt_get_dirty_bitmap (data)', IOMMU_HWPT_GET_DIRTY_BITMAP, iommu_hwpt_get_dirty_bitmap, 48, 48],
@@ -669,19 +679,26 @@ describe.each([
   it(
     'alloc_hwpt_nested (legacy VT-d: no nesting; the checks before the driver)',
     withIoas(mockDomains, (fx) => {
+      const data = new Uint8Array(24);
       if (!md) {
-        // No device: dev_id 0 names nothing.
+        // No device: dev_id 0 names nothing, for a paging HWPT and for a nested one on parent 0.
         expectErrno('ENOENT', () => fx.hwptAlloc(0, fx.ioasId));
+        for (let i = 0; i < 2; i++) {
+          expectErrno('ENOENT', () =>
+            fx.p.ioctl(fx.fd, IOMMU_HWPT_ALLOC, { dev_id: 0, pt_id: 0, data_type: IOMMU_HWPT_DATA_VTD_S1, data_len: data.length, data_uptr: data }),
+          );
+        }
         return;
       }
       const devId = fx.mock[0]!.devId;
       // dev_id = an IOAS id, pt_id = a device id
       expectErrno('ENOENT', () => fx.hwptAlloc(fx.ioasId, devId));
       expectErrno('EINVAL', () => fx.hwptAlloc(devId, devId));
+      // NEST_PARENT with FAULT_ID_VALID: the core refuses it (iommufd_hwpt_paging_alloc)
+      expectErrno('EOPNOTSUPP', () => fx.hwptAlloc(devId, fx.ioasId, IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_FAULT_ID_VALID));
       // NEST_PARENT needs scalable mode (nested_supported() is false in legacy mode)
       expectErrno('EOPNOTSUPP', () => fx.hwptAlloc(devId, fx.ioasId, IOMMU_HWPT_ALLOC_NEST_PARENT));
       // Unknown data type on a paging HWPT: the Intel driver takes no user data for paging domains.
-      const data = new Uint8Array(24);
       expectErrno('EOPNOTSUPP', () =>
         fx.p.ioctl(fx.fd, IOMMU_HWPT_ALLOC, { dev_id: devId, pt_id: fx.ioasId, data_type: 0xdead, data_len: data.length, data_uptr: data }),
       );
