@@ -16,6 +16,8 @@
 //   there really are two VT-d domains to keep in sync. Upstream's second mock device attaches to
 //   the IOAS and joins the first one's auto HWPT (device.c iommufd_device_auto_get_domain), so its
 //   two domains are one; `replace`, whose answers depend on that, runs with upstream's topology.
+// - oracle/upstream/selftest-map.json names the upstream case(s) each test here ports, says where
+//   and why ours answers differently, and lists the upstream cases not ported with the reason.
 //
 import { describe, expect, it } from 'vitest';
 import {
@@ -1618,17 +1620,4 @@ describe('iommufd_dirty_tracking (legacy VT-d)', () => {
       expect(caps & BigInt(IOMMU_HW_CAP_DIRTY_TRACKING)).toBe(0n);
     }),
   );
-});
-
-// =================================================================================================
-// Not ported
-// =================================================================================================
-
-describe('not ported: need objects the model does not have', () => {
-  it.skip('iommufd_ioas.access_pin_unmap, access_pin, access_rw, access_rw_unaligned, access_domain_destory: IOMMU_TEST_OP access objects', () => {});
-  it.skip('iommufd_ioas.fork_present: needs fork() sharing the iommufd with a live child mm', () => {});
-  it.skip('iommufd_ioas.alloc_hwpt_nested (nested parts), hwpt_invalidate: nesting needs a NEST_PARENT HWPT (scalable mode)', () => {});
-  it.skip('iommufd_dirty_tracking.set_dirty_tracking, get_dirty_bitmap(_no_clear), device_dirty_capability: need SSADS', () => {});
-  it.skip('vfio_compat_mock_domain.*, iommufd.{simple_ioctls,unmap_cmd,map_cmd,info_cmd,set_iommu_cmd}: VFIO type1 compat is not modelled', () => {});
-  it.skip('iommufd_mock_domain.ro_unshare: needs a MAP_PRIVATE file mapping of /proc/self/exe', () => {});
 });
