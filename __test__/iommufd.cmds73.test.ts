@@ -352,6 +352,8 @@ describe('vIOMMU commands: the Intel driver has no vIOMMU support (viommu.c, eve
     expectErrno(() => viommu({ type: IOMMU_VIOMMU_TYPE_DEFAULT, dev_id: 99 }), 'EOPNOTSUPP', 'ioctl');
     expectErrno(() => viommu({ dev_id: 99 }), 'ENOENT', 'ioctl');
     expectErrno(() => viommu({ dev_id: ioas }), 'ENOENT', 'ioctl');
+    // iommufd_viommu.no_viommu.viommu_negative_tests: device 0, HWPT 0, IOMMU_VIOMMU_TYPE_SELFTEST
+    expectErrno(() => viommu({ dev_id: 0, hwpt_id: 0, type: 0xdeadbeef }), 'ENOENT', 'ioctl');
     // With a device: any type, any hwpt_id (it is looked up only after the driver agrees), a
     // non-zero __reserved (never checked) and driver data all end at the driver.
     for (const fields of [{}, { type: IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV }, { type: 99 }, { hwpt_id: 99 }, { __reserved: 1 }, { data_len: 16, data_uptr: new Uint8Array(16) }]) {
@@ -367,6 +369,8 @@ describe('vIOMMU commands: the Intel driver has no vIOMMU support (viommu.c, eve
       expectErrno(() => p.ioctl(fd, IOMMU_VDEVICE_ALLOC, { viommu_id, dev_id: dev, virt_id: 1n }), 'ENOENT', 'ioctl');
     }
     expectErrno(() => p.ioctl(fd, IOMMU_VDEVICE_ALLOC, { viommu_id: ioas, dev_id: 99, virt_id: U64_MAX }), 'ENOENT', 'ioctl');
+    // iommufd_viommu.no_viommu.vdevice_alloc: vIOMMU 0, device 0, virt_id 0x99
+    expectErrno(() => p.ioctl(fd, IOMMU_VDEVICE_ALLOC, { viommu_id: 0, dev_id: 0, virt_id: 0x99n }), 'ENOENT', 'ioctl');
   });
 
   it('VEVENTQ_ALLOC: flags, __reserved or type DEFAULT (EOPNOTSUPP), the depth (EINVAL), then the vIOMMU (ENOENT)', () => {

@@ -212,7 +212,8 @@ export class IoptPages {
     const s = this.source;
     if (s.type === 'user') s.mm.gup(s.page + first, n, this.writable, out, first);
     else {
-      if (s.page + first + n > s.obj.npages) errno('EFAULT', 'beyond the end of the file');
+      // pin_memfd_pages -> memfd_pin_folios: a range reaching i_size is -EINVAL (not a fault).
+      if (s.page + first + n > s.obj.npages) errno('EINVAL', 'beyond the end of the file');
       s.obj.runs(s.page + first, n, out, first);
     }
   }
