@@ -40,11 +40,16 @@ class MemfdFile extends File {
   constructor(
     readonly obj: MemObject,
     name: string,
+    flags = 2,
   ) {
-    super(2, `/memfd:${name}`);
+    super(flags, name.startsWith('/memfd:') ? name : `/memfd:${name}`);
   }
   mapFileObject(): MemObject {
     return this.obj;
+  }
+  /** open("/proc/self/fd/N"): a new open file of the same shmem inode. */
+  reopen(flags: number): File {
+    return new MemfdFile(this.obj.get(), this.path, flags);
   }
   mmapObject(): MemObject {
     return this.obj;
