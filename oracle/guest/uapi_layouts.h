@@ -123,6 +123,19 @@ static_assert(offsetof(struct iommu_ioas_map_file, start) == 16 && sizeof(((stru
 static_assert(offsetof(struct iommu_ioas_map_file, length) == 24 && sizeof(((struct iommu_ioas_map_file *)0)->length) == 8, "iommu_ioas_map_file.length");
 static_assert(offsetof(struct iommu_ioas_map_file, iova) == 32 && sizeof(((struct iommu_ioas_map_file *)0)->iova) == 8, "iommu_ioas_map_file.iova");
 static const struct field F_IOMMU_IOAS_MAP_FILE[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "ioas_id", 8, 4, 0 }, { "fd", 12, 4, 0 }, { "start", 16, 8, 0 }, { "length", 24, 8, 0 }, { "iova", 32, 8, 1 }, { 0 } };
+static_assert(sizeof(struct iommu_ioas_change_process) == 8, "iommu_ioas_change_process size");
+static_assert(offsetof(struct iommu_ioas_change_process, size) == 0 && sizeof(((struct iommu_ioas_change_process *)0)->size) == 4, "iommu_ioas_change_process.size");
+static_assert(offsetof(struct iommu_ioas_change_process, __reserved) == 4 && sizeof(((struct iommu_ioas_change_process *)0)->__reserved) == 4, "iommu_ioas_change_process.__reserved");
+static const struct field F_IOMMU_IOAS_CHANGE_PROCESS[] = { { "size", 0, 4, 0 }, { "__reserved", 4, 4, 0 }, { 0 } };
+static_assert(sizeof(struct iommu_ioas_noiommu_get_pa) == 40, "iommu_ioas_noiommu_get_pa size");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, size) == 0 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->size) == 4, "iommu_ioas_noiommu_get_pa.size");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, flags) == 4 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->flags) == 4, "iommu_ioas_noiommu_get_pa.flags");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, ioas_id) == 8 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->ioas_id) == 4, "iommu_ioas_noiommu_get_pa.ioas_id");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, __reserved) == 12 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->__reserved) == 4, "iommu_ioas_noiommu_get_pa.__reserved");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, iova) == 16 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->iova) == 8, "iommu_ioas_noiommu_get_pa.iova");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, length) == 24 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->length) == 8, "iommu_ioas_noiommu_get_pa.length");
+static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, out_phys) == 32 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->out_phys) == 8, "iommu_ioas_noiommu_get_pa.out_phys");
+static const struct field F_IOMMU_IOAS_NOIOMMU_GET_PA[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "ioas_id", 8, 4, 0 }, { "__reserved", 12, 4, 0 }, { "iova", 16, 8, 0 }, { "length", 24, 8, 1 }, { "out_phys", 32, 8, 1 }, { 0 } };
 static_assert(sizeof(struct vfio_device_bind_iommufd) == 24, "vfio_device_bind_iommufd size");
 static_assert(offsetof(struct vfio_device_bind_iommufd, argsz) == 0 && sizeof(((struct vfio_device_bind_iommufd *)0)->argsz) == 4, "vfio_device_bind_iommufd.argsz");
 static_assert(offsetof(struct vfio_device_bind_iommufd, flags) == 4 && sizeof(((struct vfio_device_bind_iommufd *)0)->flags) == 4, "vfio_device_bind_iommufd.flags");
@@ -158,6 +171,8 @@ static const struct layout LAYOUTS[] = {
   { "IOMMU_HWPT_GET_DIRTY_BITMAP", IOMMU_HWPT_GET_DIRTY_BITMAP, 48, F_IOMMU_HWPT_GET_DIRTY_BITMAP },
   { "IOMMU_HWPT_INVALIDATE", IOMMU_HWPT_INVALIDATE, 32, F_IOMMU_HWPT_INVALIDATE },
   { "IOMMU_IOAS_MAP_FILE", IOMMU_IOAS_MAP_FILE, 40, F_IOMMU_IOAS_MAP_FILE },
+  { "IOMMU_IOAS_CHANGE_PROCESS", IOMMU_IOAS_CHANGE_PROCESS, 8, F_IOMMU_IOAS_CHANGE_PROCESS },
+  { "IOMMU_IOAS_NOIOMMU_GET_PA", IOMMU_IOAS_NOIOMMU_GET_PA, 40, F_IOMMU_IOAS_NOIOMMU_GET_PA },
   { "VFIO_DEVICE_BIND_IOMMUFD", VFIO_DEVICE_BIND_IOMMUFD, 24, F_VFIO_DEVICE_BIND_IOMMUFD },
   { "VFIO_DEVICE_ATTACH_IOMMUFD_PT", VFIO_DEVICE_ATTACH_IOMMUFD_PT, 16, F_VFIO_DEVICE_ATTACH_IOMMUFD_PT },
   { "VFIO_DEVICE_DETACH_IOMMUFD_PT", VFIO_DEVICE_DETACH_IOMMUFD_PT, 12, F_VFIO_DEVICE_DETACH_IOMMUFD_PT },

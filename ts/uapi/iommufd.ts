@@ -24,6 +24,8 @@ export const IOMMU_HWPT_SET_DIRTY_TRACKING = _IO(IOMMUFD_TYPE, 0x8b);
 export const IOMMU_HWPT_GET_DIRTY_BITMAP = _IO(IOMMUFD_TYPE, 0x8c);
 export const IOMMU_HWPT_INVALIDATE = _IO(IOMMUFD_TYPE, 0x8d);
 export const IOMMU_IOAS_MAP_FILE = _IO(IOMMUFD_TYPE, 0x8f);
+export const IOMMU_IOAS_CHANGE_PROCESS = _IO(IOMMUFD_TYPE, 0x92);
+export const IOMMU_IOAS_NOIOMMU_GET_PA = _IO(IOMMUFD_TYPE, 0x95);
 
 /** `enum iommufd_ioas_map_flags` (MAP, MAP_FILE and COPY). */
 export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
@@ -116,6 +118,19 @@ export const iommu_ioas_map_file = struct('iommu_ioas_map_file', [
   ['start', 'u64'],
   ['length', 'u64'],
   ['iova>', 'u64'],
+]);
+export const iommu_ioas_change_process = struct('iommu_ioas_change_process', [
+  ['size', 'u32'],
+  ['__reserved', 'u32'],
+]);
+export const iommu_ioas_noiommu_get_pa = struct('iommu_ioas_noiommu_get_pa', [
+  ['size', 'u32'],
+  ['flags', 'u32'],
+  ['ioas_id', 'u32'],
+  ['__reserved', 'u32'],
+  ['iova', 'u64'],
+  ['length>', 'u64'],
+  ['out_phys>', 'u64'],
 ]);
 export const iommu_ioas_copy = struct('iommu_ioas_copy', [
   ['size', 'u32'],
@@ -243,5 +258,7 @@ export const IOMMUFD_IOCTL_OPS: ReadonlyMap<number, IoctlOp> = new Map(
     op('IOMMU_HWPT_GET_DIRTY_BITMAP', IOMMU_HWPT_GET_DIRTY_BITMAP, iommu_hwpt_get_dirty_bitmap, 'data'),
     op('IOMMU_HWPT_INVALIDATE', IOMMU_HWPT_INVALIDATE, iommu_hwpt_invalidate, '__reserved'),
     op('IOMMU_IOAS_MAP_FILE', IOMMU_IOAS_MAP_FILE, iommu_ioas_map_file, 'iova'),
+    op('IOMMU_IOAS_CHANGE_PROCESS', IOMMU_IOAS_CHANGE_PROCESS, iommu_ioas_change_process, '__reserved'),
+    op('IOMMU_IOAS_NOIOMMU_GET_PA', IOMMU_IOAS_NOIOMMU_GET_PA, iommu_ioas_noiommu_get_pa, 'out_phys'),
   ].map((o) => [o.request, o]),
 );

@@ -15,8 +15,8 @@ import { IoPagetable, ULONG_MAX, type IovaRange } from './io_pagetable.js';
 import { IoptPages, type PagesFile } from './pages.js';
 
 const PAGE = BigInt(PAGE_SIZE);
-/** The last command number of the kernel's table (HW_QUEUE_ALLOC). */
-const IOMMUFD_CMD_LAST = 0x94;
+/** The last command number of the kernel's table (IOAS_NOIOMMU_GET_PA, 7.3). */
+const IOMMUFD_CMD_LAST = 0x95;
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 /** `SIZE_MAX - PAGE_SIZE`: the largest length `iopt_alloc_pages` accepts. */
 const MAX_LENGTH = ULONG_MAX - PAGE;
@@ -502,6 +502,25 @@ const HANDLERS: Record<string, Handler> = {
     }
     cmd.length = unmapped;
     ictx.respond(ucmd);
+  },
+
+  IOMMU_IOAS_CHANGE_PROCESS(ictx, { cmd }) {
+    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+    // Every area of every IOAS, in id order, must be file-backed (a user VA means nothing in
+    // another mm). The charge then moves to the caller; in the simulator only the process that
+    // mapped the pages issues ioctls on its context, so there is nothing to move.
+    for (const obj of [...ictx.objects.values()].sort((a, b) => a.id - b.id)) {
+      if (!(obj instanceof Ioas)) continue;
+      for (const area of obj.iopt.areas) {
+        if (!area.pages) errno('EBUSY', 'an area is being mapped or unmapped');
+        if (area.pages.source.type !== 'file') errno('EINVAL', 'an area maps user memory, not a file');
+      }
+    }
+  },
+
+  IOMMU_IOAS_NOIOMMU_GET_PA() {
+    // Only with CONFIG_IOMMUFD_NOIOMMU (selected by VFIO_NOIOMMU); otherwise the stub answers.
+    errno('EOPNOTSUPP', 'no IOMMUFD_NOIOMMU');
   },
 
   IOMMU_OPTION(ictx, ucmd) {
