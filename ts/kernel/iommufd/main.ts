@@ -399,9 +399,9 @@ const HANDLERS: Record<string, Handler> = {
     const ioas = ictx.ioas(n32(cmd.ioas_id!));
     // RFC patch 12: a persistent context maps guestmemfs only (here: every VMA of the range).
     const files = ictx.persistentId ? persistentFiles(proc, uptr, length) : [];
-    // iopt_alloc_user_pages
-    if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
+    // iopt_alloc_user_pages: uptr + length must not wrap, then iopt_alloc_pages judges the length.
     if (uptr + length > ULONG_MAX) errno('EOVERFLOW', 'user_va + length overflows');
+    if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
     const start = uptr & ~(PAGE - 1n);
     const npages = Number((uptr + length - start + PAGE - 1n) / PAGE);
     const pages = new IoptPages(
