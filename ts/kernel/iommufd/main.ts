@@ -418,7 +418,8 @@ const HANDLERS: Record<string, Handler> = {
     } finally {
       pages.put();
     }
-    respondOrUnmap(ictx, ucmd, ioas, n64(cmd.iova), length);
+    // If the iova cannot be written back the call fails with EFAULT, and the mapping stays.
+    ictx.respond(ucmd);
   },
 
   IOMMU_IOAS_MAP_FILE(ictx, ucmd) {
@@ -459,7 +460,7 @@ const HANDLERS: Record<string, Handler> = {
     } finally {
       file.put();
     }
-    respondOrUnmap(ictx, ucmd, ioas, n64(cmd.iova), length);
+    ictx.respond(ucmd);
   },
 
   IOMMU_IOAS_COPY(ictx, ucmd) {
@@ -477,7 +478,7 @@ const HANDLERS: Record<string, Handler> = {
     try {
       const dstIoas = ictx.ioas(n32(cmd.dst_ioas_id!));
       cmd.dst_iova = dstIoas.iopt.mapPages(list, length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? dst : null, iommuProt(flags));
-      respondOrUnmap(ictx, ucmd, dstIoas, n64(cmd.dst_iova), length);
+      ictx.respond(ucmd);
     } finally {
       for (const e of list) e.pages.put();
     }
@@ -706,16 +707,6 @@ function rangeBytes(r: IovaRange): Uint8Array {
   v.setBigUint64(0, r.start, true);
   v.setBigUint64(8, r.last, true);
   return b;
-}
-
-/** MAP/COPY respond; if writing the result back faults, the new mapping is undone. */
-function respondOrUnmap(ictx: IommufdCtx, ucmd: Ucmd, ioas: Ioas, iova: bigint, length: bigint): void {
-  try {
-    ictx.respond(ucmd);
-  } catch (e) {
-    if (e instanceof KernelError) ioas.iopt.unmapRange(iova, iova + length - 1n);
-    throw e;
-  }
 }
 
 /**
