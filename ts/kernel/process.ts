@@ -58,6 +58,7 @@ class MemfdFile extends File {
     const npages = Number((length + PAGE - 1n) / PAGE);
     if (npages < this.obj.npages) this.obj.truncate(npages);
     else this.obj.npages = npages;
+    this.obj.isize = length;
   }
   protected release(): void {
     this.obj.put();
@@ -80,6 +81,7 @@ class MemfdFile extends File {
   write(proc: Process, data: Uint8Array): number {
     const end = this.pos + BigInt(data.length);
     if (end > BigInt(this.obj.npages) * PAGE) this.obj.npages = Number((end + PAGE - 1n) / PAGE);
+    if (end > (this.obj.isize ?? 0n)) this.obj.isize = end;
     for (let done = 0; done < data.length; ) {
       const at = this.pos + BigInt(done);
       const inPage = Number(at % PAGE);
@@ -370,7 +372,11 @@ export class Process {
 
   /** `memfd_create(name, flags)`. */
   memfd_create(name: string, _flags = 0): number {
-    return this.syscall('memfd_create', name, () => this.installFd(new MemfdFile(new MemObject(this.kernel.memory, this.kernel.pageRefs, 0), name)));
+    return this.syscall('memfd_create', name, () => {
+      const obj = new MemObject(this.kernel.memory, this.kernel.pageRefs, 0);
+      obj.isize = 0n;
+      return this.installFd(new MemfdFile(obj, name));
+    });
   }
 
   /** `ftruncate(fd, length)`. */

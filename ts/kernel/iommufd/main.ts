@@ -432,15 +432,18 @@ const HANDLERS: Record<string, Handler> = {
     if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
     if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
     const ioas = ictx.ioas(n32(cmd.ioas_id!));
+    // iopt_map_file_pages: the range is judged before the fd is looked up.
+    if (length === 0n) errno('EINVAL', 'zero length');
+    if (fstart + length - 1n > ULONG_MAX) errno('EOVERFLOW', 'start + length - 1 overflows');
     const file = proc.fget(n32(cmd.fd!));
     try {
-      const obj = file.mapFileObject?.();
+      // Any file is taken: whether it can be pinned (shmem, within i_size) is only known when a
+      // domain needs its pages (memfd_pin_folios), so without one even a non-memfd maps.
+      const obj = file.mapFileObject?.() ?? null;
       const gm = obj?.guestmemfs as GuestmemfsInode | undefined;
       if (ictx.persistentId && !gm) errno('EFAULT', 'a persistent iommufd maps guestmemfs files only');
-      if (!obj) errno('EINVAL', 'fd is not a memfd or guestmemfs file');
-      // iopt_alloc_file_pages
-      if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
-      if (fstart + length > ULONG_MAX) errno('EOVERFLOW', 'start + length overflows');
+      // iopt_alloc_pages
+      if (length > MAX_LENGTH) errno('EINVAL', 'length too large');
       const first = fstart & ~(PAGE - 1n);
       const npages = Number((fstart + length - first + PAGE - 1n) / PAGE);
       const pages = new IoptPages(

@@ -3,12 +3,14 @@
 // each page is pinned once however many areas and domains use it (pages.c).
 import { errno } from '../../uapi/errno.js';
 import type { PinRecord } from '../guestmemfs/pins.js';
-import { HPAGE_PAGES, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
+import { HPAGE_PAGES, PAGE_SIZE, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
+
+const PAGE = BigInt(PAGE_SIZE);
 
 /** Where the pages come from. */
 export type PagesSource =
   | { type: 'user'; mm: Mm; /** page number of ALIGN_DOWN(uptr) */ page: number }
-  | { type: 'file'; obj: Backing; /** first file page */ page: number };
+  | { type: 'file'; /** null: a file that is neither shmem nor guestmemfs */ obj: Backing | null; /** first file page */ page: number };
 
 /** A guestmemfs file as a persistent area pins it (`guestmemfs_pin_file`, with the pin's record). */
 export interface PinnableFile {
@@ -59,7 +61,7 @@ export class IoptPages {
     readonly files: readonly PagesFile[] = [],
   ) {
     // A file map holds the file (`pages->file = get_file(file)`).
-    if (source.type === 'file') source.obj.get();
+    if (source.type === 'file') source.obj?.get();
   }
 
   get(): this {
@@ -70,7 +72,7 @@ export class IoptPages {
   put(): void {
     if (--this.kref > 0) return;
     if (this.npinned !== 0) throw new Error('iopt_pages released while pinned');
-    if (this.source.type === 'file') this.source.obj.put();
+    if (this.source.type === 'file') this.source.obj?.put();
   }
 
   /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */
@@ -176,6 +178,10 @@ export class IoptPages {
     const s = this.source;
     if (s.type === 'user') s.mm.gup(s.page + first, n, this.writable, out, first);
     else {
+      // memfd_pin_folios: EINVAL for a file that is not shmem (or hugetlbfs), and unless the last
+      // byte of the last page pinned lies below i_size (a partial last page does not do).
+      if (!s.obj) errno('EINVAL', 'not a shmem file');
+      if (s.obj.isize !== undefined && BigInt(s.page + first + n) * PAGE > s.obj.isize) errno('EINVAL', 'beyond the end of the file');
       if (s.page + first + n > s.obj.npages) errno('EFAULT', 'beyond the end of the file');
       s.obj.runs(s.page + first, n, out, first);
     }
