@@ -155,8 +155,9 @@ static void do_ioctl(char **argv, int argc, const char *label) {
   struct { const struct field *f; uint8_t *buf; size_t len; } bufs[4]; int nbufs = 0;
   size_t argsz = L ? L->size : 0; int size_given = 0;
   unsigned long request = 0;
+  uint64_t ptr = 0; int ptr_given = 0;
   if (!L) {
-    // Raw request: `ioctl FD 0x3b99 [size=N]`.
+    // Raw request: `ioctl FD 0x3b99 [size=N] [ptr=ADDR]` on a zeroed buffer.
     uint64_t r; if (parse_num(argv[2], &r)) { die("unknown ioctl %s", argv[2]); return; }
     request = r; argsz = 8;
   } else {
@@ -169,6 +170,15 @@ static void do_ioctl(char **argv, int argc, const char *label) {
     if (!strcmp(key, "tail")) {
       uint8_t tmp[64]; size_t n = parse_hex(val, tmp, sizeof tmp);
       memcpy(arg + (L ? L->size : 0), tmp, n); continue;
+    }
+    if (!strcmp(key, "ptr")) {
+      // The argument is this address instead of the driver's buffer (NULL, process memory).
+      if (parse_num(val, &ptr)) { die("bad value %s", val); return; }
+      ptr_given = 1; continue;
+    }
+    if (!L && !strcmp(key, "size")) {
+      uint64_t v; if (parse_num(val, &v)) { die("bad value %s", val); return; }
+      put_le(arg, 4, v); continue;
     }
     const struct field *f = NULL;
     if (L) for (const struct field *g = L->fields; g->name; g++) if (!strcmp(g->name, key)) f = g;
@@ -200,10 +210,10 @@ static void do_ioctl(char **argv, int argc, const char *label) {
   }
   if (L && !size_given) put_le(arg, 4, L->size);
   (void)argsz;
-  int r = ioctl((int)fd, request, arg);
+  int r = ioctl((int)fd, request, ptr_given ? (void *)(uintptr_t)ptr : (void *)arg);
   int e = errno;
   begin("ioctl"); printf(",\"cmd\":\"%s\"", argv[2]);
-  if (L) {
+  if (L && !ptr_given) {
     printf(",\"out\":{"); int first = 1;
     for (const struct field *g = L->fields; g->name; g++) {
       if (!g->out) continue;
@@ -314,6 +324,12 @@ static void run_line(char *line) {
     int r = close((int)a); int err = errno;
     for (int i = 0; i < n_open; i++) if (open_fds[i] == (int)a) open_fds[i] = open_fds[--n_open];
     begin("close"); if (r) end_err(err); else end_ok(0);
+  } else if (!strcmp(op, "reopen")) {
+    // reopen FD FLAGS: open("/proc/self/fd/FD", FLAGS), a new open file of the same inode.
+    if (argc < 3 || parse_num(argv[1], &a) || parse_num(argv[2], &b)) { die("reopen needs FD FLAGS"); return; }
+    char path[64]; snprintf(path, sizeof path, "/proc/self/fd/%d", (int)a);
+    int fd = open(path, (int)b | O_CLOEXEC); int err = errno;
+    begin("reopen"); if (fd < 0) end_err(err); else { track_fd(fd); if (label) set_var(label, fd); end_str("ret", "fd"); }
   } else if (!strcmp(op, "memfd_create")) {
     uint64_t flags = 0;
     if (argc < 2 || (argc > 2 && parse_num(argv[2], &flags))) { die("memfd_create needs NAME"); return; }

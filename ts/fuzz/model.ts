@@ -506,7 +506,8 @@ export class Model {
     return [this.pagesNo(p, off), this.pagesNo(p, off + len - 1n)];
   }
   private resolve(p: MPages, pg: number): number | null {
-    return p.kind === 'user' ? this.vaPageId(pg) : p.file!.pageId(pg);
+    // A file that is not a memfd or guestmemfs file (`file` null) never resolves.
+    return p.kind === 'user' ? this.vaPageId(pg) : p.file ? p.file.pageId(pg) : null;
   }
   /**
    * Whether the pages [first, last] of `p` can be pinned now: already pinned, or resolvable.
@@ -1209,11 +1210,12 @@ export class Model {
       if (iova >= ULONG_MAX || length >= ULONG_MAX) return { err: 'EOVERFLOW' };
       if (!(flags & (R | W))) return { err: 'EINVAL' };
       if (!io) return { err: 'ENOENT' };
-      if (!file && !other) return { err: 'EBADF' };
-      if (other) return { errs: ['EINVAL'] }; // README: other fds are refused with EINVAL at map time
+      // iopt_map_file_pages judges the length before it looks the fd up.
       if (length === 0n) return { err: 'EINVAL' };
+      if (!file && !other) return { err: 'EBADF' };
+      // Any other file maps like a file past its end: it fails (EINVAL) only when pinned.
       const pages: MPages = { id: this.nextPages++, kind: 'file', base: start, file, writable: op.w, res: new Map() };
-      const segs = ctx.pid && file!.kind === 'gm' ? [{ iova: 0n, inode: file as MInode, off: start, len: length }] : null;
+      const segs = ctx.pid && file?.kind === 'gm' ? [{ iova: 0n, inode: file as MInode, off: start, len: length }] : null;
       return this.mapPages(ctx, io, [{ pages, off: 0n, len: length, segs }], length, op.fixed ? iova : null, op.r, op.w, start);
     })();
     // persistence-rfc.md (project rule): IOAS_MAP_FILE in a persistent context takes guestmemfs fds only.

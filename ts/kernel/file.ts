@@ -100,6 +100,9 @@ export abstract class File {
   /** The shmem object behind a memfd (IOMMU_IOAS_MAP_FILE), if this is one. */
   mapFileObject?(): Backing | undefined;
 
+  /** An open of `/proc/self/fd/N` naming this file: a new open file of the same inode. */
+  reopen?(flags: number): File;
+
   /** `ftruncate`. */
   truncate(_proc: Process, _length: bigint): void {
     errno('EINVAL', 'not a regular file');

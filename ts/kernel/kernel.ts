@@ -336,6 +336,20 @@ export class Kernel implements KernelGeneration {
 
   /** @internal `open` of a path. */
   openPath(proc: Process, path: string, flags: number, mode: number): File {
+    const fdLink = /^\/proc\/self\/fd\/(\d+)$/.exec(path);
+    if (fdLink) {
+      let f: File;
+      try {
+        f = proc.fget(Number(fdLink[1]));
+      } catch {
+        return errno('ENOENT', 'no such fd link');
+      }
+      try {
+        return f.reopen ? f.reopen(flags) : this.openPath(proc, f.path, flags, mode);
+      } finally {
+        f.put();
+      }
+    }
     const r = this.resolve(path);
     if (r.fs === 'guestmemfs') {
       if (r.name !== '' && flags & 0o100 && proc.uid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', 'the guestmemfs root is 0755 root');

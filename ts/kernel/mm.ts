@@ -177,6 +177,8 @@ export interface Backing {
   runs(page: number, n: number, out: RunList, base: number): void;
   /** The guestmemfs inode behind it, if any. */
   readonly guestmemfs?: object;
+  /** A memfd's i_size in bytes (`npages` is it rounded up); absent for other objects. */
+  readonly isize?: bigint;
 }
 
 /**
@@ -189,6 +191,8 @@ export class MemObject implements Backing {
   private users = 1;
   /** Pages currently allocated. */
   resident = 0;
+  /** i_size in bytes when it backs a memfd (ftruncate and write set it). */
+  isize?: bigint;
 
   constructor(
     private readonly memory: PhysicalMemory,

@@ -40,11 +40,16 @@ class MemfdFile extends File {
   constructor(
     readonly obj: MemObject,
     name: string,
+    flags = 2,
   ) {
-    super(2, `/memfd:${name}`);
+    super(flags, name.startsWith('/memfd:') ? name : `/memfd:${name}`);
   }
   mapFileObject(): MemObject {
     return this.obj;
+  }
+  /** open("/proc/self/fd/N"): a new open file of the same shmem inode. */
+  reopen(flags: number): File {
+    return new MemfdFile(this.obj.get(), this.path, flags);
   }
   mmapObject(): MemObject {
     return this.obj;
@@ -53,6 +58,7 @@ class MemfdFile extends File {
     const npages = Number((length + PAGE - 1n) / PAGE);
     if (npages < this.obj.npages) this.obj.truncate(npages);
     else this.obj.npages = npages;
+    this.obj.isize = length;
   }
   protected release(): void {
     this.obj.put();
@@ -75,6 +81,7 @@ class MemfdFile extends File {
   write(proc: Process, data: Uint8Array): number {
     const end = this.pos + BigInt(data.length);
     if (end > BigInt(this.obj.npages) * PAGE) this.obj.npages = Number((end + PAGE - 1n) / PAGE);
+    if (end > (this.obj.isize ?? 0n)) this.obj.isize = end;
     for (let done = 0; done < data.length; ) {
       const at = this.pos + BigInt(done);
       const inPage = Number(at % PAGE);
@@ -371,7 +378,11 @@ export class Process {
 
   /** `memfd_create(name, flags)`. */
   memfd_create(name: string, _flags = 0): number {
-    return this.syscall('memfd_create', name, () => this.installFd(new MemfdFile(new MemObject(this.kernel.memory, this.kernel.pageRefs, 0), name)));
+    return this.syscall('memfd_create', name, () => {
+      const obj = new MemObject(this.kernel.memory, this.kernel.pageRefs, 0);
+      obj.isize = 0n;
+      return this.installFd(new MemfdFile(obj, name));
+    });
   }
 
   /** `ftruncate(fd, length)`. */

@@ -124,6 +124,15 @@ class Runner {
           this.devByFd.delete(fd);
         });
       }
+      case 'reopen': {
+        const fd = Number(this.num(a[0]));
+        const flags = Number(this.num(a[1]));
+        return this.sys({ op: 'reopen' }, () => {
+          const nfd = p.open(`/proc/self/fd/${fd}`, flags);
+          if (st.label) this.vars.set(st.label, BigInt(nfd));
+          return { ret: 'fd' };
+        });
+      }
       case 'memfd_create': {
         if (a[0] === undefined) throw new FormatError('memfd_create needs NAME');
         const flags = a[1] === undefined ? 0 : Number(this.num(a[1]));
@@ -199,21 +208,41 @@ class Runner {
 
   private ioctl(st: Step): StepResult {
     const [fdWord, name, ...rest] = st.args;
+    if (fdWord === undefined || name === undefined) throw new FormatError('ioctl needs FD NAME');
     const fd = Number(this.num(fdWord));
-    const io = UAPI_IOCTLS_BY_NAME.get(name ?? '');
-    if (!io) throw new FormatError(`unknown ioctl ${name}`);
-    const L = io.layout;
+    const io = UAPI_IOCTLS_BY_NAME.get(name);
+    // Not a known name: a raw request number on a zeroed buffer (`ioctl FD 0x3b99 [size=N]`).
+    let request: number;
+    if (io) request = io.request;
+    else {
+      try {
+        request = Number(this.num(name) & 0xffff_ffffn);
+      } catch {
+        throw new FormatError(`unknown ioctl ${name}`);
+      }
+    }
+    const L = io?.layout;
     const arg = new Uint8Array(4096 + 64);
     const view = new DataView(arg.buffer);
     const bufs: { name: string; va: bigint; len: number }[] = [];
     let sizeGiven = false;
+    let ptr: bigint | null = null;
     for (const kv of rest) {
       const eq = kv.indexOf('=');
       if (eq < 0) throw new FormatError(`bad argument ${kv}`);
       const key = kv.slice(0, eq);
       const val = kv.slice(eq + 1);
       if (key === 'tail') {
-        arg.set(Buffer.from(val, 'hex').subarray(0, 64), L.size);
+        arg.set(Buffer.from(val, 'hex').subarray(0, 64), L?.size ?? 0);
+        continue;
+      }
+      if (key === 'ptr') {
+        ptr = this.num(val);
+        continue;
+      }
+      if (!L) {
+        if (key !== 'size') throw new FormatError(`${name} has no field ${key}`);
+        view.setUint32(0, Number(this.num(val) & 0xffff_ffffn), true);
         continue;
       }
       const f = L.byName.get(key);
@@ -242,16 +271,21 @@ class Runner {
       setField(view, f, f.type === 'u64' ? v : Number(BigInt.asUintN(f.type === 'u8' ? 8 : f.type === 'u16' ? 16 : 32, v)));
       if (f.offset === 0 && f.type === 'u32') sizeGiven = true;
     }
-    if (!sizeGiven) view.setUint32(0, L.size, true);
+    if (L && !sizeGiven) view.setUint32(0, L.size, true);
     const res: StepResult = { op: 'ioctl', cmd: name };
     let ret: StepResult;
     try {
-      const r = this.proc.ioctl(fd, io.request, arg);
+      const r = ptr === null ? this.proc.ioctl(fd, request, arg) : this.proc.ioctl(fd, request, ptr);
       ret = { ret: typeof r === 'number' ? r : 0 };
     } catch (e) {
       const code = (e as { code?: string }).code;
       if (!(e instanceof Error && e.name === 'SyscallError' && code)) throw e;
       ret = { ret: -1, errno: code };
+    }
+    // Raw requests and `ptr=` print no fields (the driver's buffer is not the argument).
+    if (!L || ptr !== null) {
+      if (st.label && ret.ret !== -1) this.vars.set(st.label, BigInt(ret.ret as number));
+      return { ...res, ...ret };
     }
     const out: Record<string, string> = {};
     for (const f of L.fields) {

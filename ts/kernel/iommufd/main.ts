@@ -364,9 +364,9 @@ const HANDLERS: Record<string, Handler> = {
     const ioas = ictx.ioas(n32(cmd.ioas_id!));
     // RFC patch 12: a persistent context maps guestmemfs only (here: every VMA of the range).
     const files = ictx.persistentId ? persistentFiles(proc, uptr, length) : [];
-    // iopt_alloc_user_pages
-    if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
+    // iopt_alloc_user_pages: uptr + length must not wrap, then iopt_alloc_pages judges the length.
     if (uptr + length > ULONG_MAX) errno('EOVERFLOW', 'user_va + length overflows');
+    if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
     const start = uptr & ~(PAGE - 1n);
     const npages = Number((uptr + length - start + PAGE - 1n) / PAGE);
     const pages = new IoptPages(
@@ -383,7 +383,8 @@ const HANDLERS: Record<string, Handler> = {
     } finally {
       pages.put();
     }
-    respondOrUnmap(ictx, ucmd, ioas, n64(cmd.iova), length);
+    // If the iova cannot be written back the call fails with EFAULT, and the mapping stays.
+    ictx.respond(ucmd);
   },
 
   IOMMU_IOAS_MAP_FILE(ictx, ucmd) {
@@ -396,15 +397,18 @@ const HANDLERS: Record<string, Handler> = {
     if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
     if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
     const ioas = ictx.ioas(n32(cmd.ioas_id!));
+    // iopt_map_file_pages: the range is judged before the fd is looked up.
+    if (length === 0n) errno('EINVAL', 'zero length');
+    if (fstart + length - 1n > ULONG_MAX) errno('EOVERFLOW', 'start + length - 1 overflows');
     const file = proc.fget(n32(cmd.fd!));
     try {
-      const obj = file.mapFileObject?.();
+      // Any file is taken: whether it can be pinned (shmem, within i_size) is only known when a
+      // domain needs its pages (memfd_pin_folios), so without one even a non-memfd maps.
+      const obj = file.mapFileObject?.() ?? null;
       const gm = obj?.guestmemfs as GuestmemfsInode | undefined;
       if (ictx.persistentId && !gm) errno('EFAULT', 'a persistent iommufd maps guestmemfs files only');
-      if (!obj) errno('EINVAL', 'fd is not a memfd or guestmemfs file');
-      // iopt_alloc_file_pages
-      if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
-      if (fstart + length > ULONG_MAX) errno('EOVERFLOW', 'start + length overflows');
+      // iopt_alloc_pages
+      if (length > MAX_LENGTH) errno('EINVAL', 'length too large');
       const first = fstart & ~(PAGE - 1n);
       const npages = Number((fstart + length - first + PAGE - 1n) / PAGE);
       const pages = new IoptPages(
@@ -424,7 +428,7 @@ const HANDLERS: Record<string, Handler> = {
     } finally {
       file.put();
     }
-    respondOrUnmap(ictx, ucmd, ioas, n64(cmd.iova), length);
+    ictx.respond(ucmd);
   },
 
   IOMMU_IOAS_COPY(ictx, ucmd) {
@@ -442,7 +446,7 @@ const HANDLERS: Record<string, Handler> = {
     try {
       const dstIoas = ictx.ioas(n32(cmd.dst_ioas_id!));
       cmd.dst_iova = dstIoas.iopt.mapPages(list, length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? dst : null, iommuProt(flags));
-      respondOrUnmap(ictx, ucmd, dstIoas, n64(cmd.dst_iova), length);
+      ictx.respond(ucmd);
     } finally {
       for (const e of list) e.pages.put();
     }
@@ -690,16 +694,6 @@ function rangeBytes(r: IovaRange): Uint8Array {
   v.setBigUint64(0, r.start, true);
   v.setBigUint64(8, r.last, true);
   return b;
-}
-
-/** MAP/COPY respond; if writing the result back faults, the new mapping is undone. */
-function respondOrUnmap(ictx: IommufdCtx, ucmd: Ucmd, ioas: Ioas, iova: bigint, length: bigint): void {
-  try {
-    ictx.respond(ucmd);
-  } catch (e) {
-    if (e instanceof KernelError) ioas.iopt.unmapRange(iova, iova + length - 1n);
-    throw e;
-  }
 }
 
 /**

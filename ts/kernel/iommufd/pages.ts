@@ -3,7 +3,9 @@
 // each page is pinned once however many areas and domains use it (pages.c).
 import { errno } from '../../uapi/errno.js';
 import type { PinRecord } from '../guestmemfs/pins.js';
-import { HPAGE_PAGES, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
+import { HPAGE_PAGES, PAGE_SIZE, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
+
+const PAGE = BigInt(PAGE_SIZE);
 
 /** `enum iopt_pages_account_mode`: NONE (CAP_IPC_LOCK), USER (the user's locked_vm), MM (the mm's). */
 export type AccountMode = 'none' | 'user' | 'mm';
@@ -44,7 +46,7 @@ export class PinAccount {
 /** Where the pages come from. */
 export type PagesSource =
   | { type: 'user'; mm: Mm; /** page number of ALIGN_DOWN(uptr) */ page: number }
-  | { type: 'file'; obj: Backing; /** first file page */ page: number };
+  | { type: 'file'; /** null: a file that is neither shmem nor guestmemfs */ obj: Backing | null; /** first file page */ page: number };
 
 /** A guestmemfs file as a persistent area pins it (`guestmemfs_pin_file`, with the pin's record). */
 export interface PinnableFile {
@@ -95,7 +97,7 @@ export class IoptPages {
     readonly files: readonly PagesFile[] = [],
   ) {
     // A file map holds the file (`pages->file = get_file(file)`).
-    if (source.type === 'file') source.obj.get();
+    if (source.type === 'file') source.obj?.get();
   }
 
   get(): this {
@@ -106,7 +108,7 @@ export class IoptPages {
   put(): void {
     if (--this.kref > 0) return;
     if (this.npinned !== 0) throw new Error('iopt_pages released while pinned');
-    if (this.source.type === 'file') this.source.obj.put();
+    if (this.source.type === 'file') this.source.obj?.put();
   }
 
   /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */
@@ -212,8 +214,11 @@ export class IoptPages {
     const s = this.source;
     if (s.type === 'user') s.mm.gup(s.page + first, n, this.writable, out, first);
     else {
-      // pin_memfd_pages -> memfd_pin_folios: a range reaching i_size is -EINVAL (not a fault).
-      if (s.page + first + n > s.obj.npages) errno('EINVAL', 'beyond the end of the file');
+      // memfd_pin_folios: EINVAL for a file that is not shmem (or hugetlbfs), and unless the last
+      // byte of the last page pinned lies below i_size (a partial last page does not do).
+      if (!s.obj) errno('EINVAL', 'not a shmem file');
+      const end = s.page + first + n;
+      if ((s.obj.isize !== undefined && BigInt(end) * PAGE > s.obj.isize) || end > s.obj.npages) errno('EINVAL', 'beyond the end of the file');
       s.obj.runs(s.page + first, n, out, first);
     }
   }
