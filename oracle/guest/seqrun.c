@@ -20,9 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/iommufd.h>
+#include <linux/liveupdate.h>
 #include <linux/vfio.h>
 
-struct field { const char *name; unsigned off, size; int out; };
+// `bytes`: an inline byte array (`__u8 name[64]`), filled from str(...)/hex(...), printed as hex.
+struct field { const char *name; unsigned off, size; int out; int bytes; };
 struct layout { const char *name; unsigned long request; unsigned size; const struct field *fields; };
 #include "uapi_layouts.h"
 
@@ -102,6 +104,22 @@ static size_t parse_hex(const char *s, uint8_t *buf, size_t max) {
 
 static void print_hex(const uint8_t *p, size_t n) { for (size_t i = 0; i < n; i++) printf("%02x", p[i]); }
 
+// A byte-array field's value: `str(text)` (its bytes) or `hex(...)`, NUL-padded to `size`.
+static int parse_bytes(const char *val, uint8_t *dst, size_t size) {
+  size_t n = strlen(val), len = n - 5;
+  if (n < 5 || val[n - 1] != ')') return -1;
+  if (!strncmp(val, "str(", 4)) {
+    if (len > size) return -1;
+    memset(dst, 0, size); memcpy(dst, val + 4, len); return 0;
+  }
+  if (!strncmp(val, "hex(", 4)) {
+    if (len % 2 || len / 2 > size) return -1;
+    for (size_t i = 0; i < len; i++) if (!isxdigit((unsigned char)val[4 + i])) return -1;
+    memset(dst, 0, size); parse_hex(val + 4, dst, len / 2); return 0;
+  }
+  return -1;
+}
+
 static const char *errname(int e) {
   switch (e) {
 #define E(x) case x: return #x;
@@ -173,6 +191,10 @@ static void do_ioctl(char **argv, int argc, const char *label) {
     const struct field *f = NULL;
     if (L) for (const struct field *g = L->fields; g->name; g++) if (!strcmp(g->name, key)) f = g;
     if (!f) { die("%s has no field %s", argv[2], key); return; }
+    if (f->bytes) {
+      if (parse_bytes(val, arg + f->off, f->size)) { die("bad value %s", val); return; }
+      continue;
+    }
     if (val[0] == '[' || !strncmp(val, "buf(", 4)) {
       size_t len; uint8_t *b;
       if (val[0] == '[') {
@@ -207,6 +229,10 @@ static void do_ioctl(char **argv, int argc, const char *label) {
     printf(",\"out\":{"); int first = 1;
     for (const struct field *g = L->fields; g->name; g++) {
       if (!g->out) continue;
+      if (g->bytes) {
+        printf("%s\"%s\":\"", first ? "" : ",", g->name); first = 0;
+        print_hex(arg + g->off, g->size); printf("\""); continue;
+      }
       uint64_t v = get_le(arg + g->off, g->size);
       printf("%s\"%s\":\"0x%llx\"", first ? "" : ",", g->name, (unsigned long long)v); first = 0;
       if (label) { char k[64]; snprintf(k, sizeof k, "%s.%s", label, g->name); set_var(k, v); }

@@ -5,7 +5,7 @@ import type { PciDevice } from '../hw/pci.js';
 import type { Process } from '../kernel/process.js';
 import { UAPI_IOCTLS_BY_NAME } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, O_RDWR, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
-import { getField, setField } from '../uapi/struct.js';
+import { getBytes, getField, isByteArray, setField, type Field } from '../uapi/struct.js';
 import type { Sequence, Step, StepResult } from './sequence.js';
 
 /** Where `mmap` steps place mappings, 2 MiB apart (the guest driver uses the same arena). */
@@ -187,6 +187,16 @@ class Runner {
     }
   }
 
+  /** A byte-array field's value: `str(text)` (its bytes) or `hex(...)`, NUL-padded by the struct. */
+  private bytesValue(f: Field, val: string): Uint8Array {
+    let bytes: Uint8Array | null = null;
+    const m = /^(str|hex)\((.*)\)$/s.exec(val);
+    if (m?.[1] === 'str') bytes = Buffer.from(m[2]!, 'utf8');
+    else if (m?.[1] === 'hex' && /^([0-9a-fA-F]{2})*$/.test(m[2]!)) bytes = Buffer.from(m[2]!, 'hex');
+    if (!bytes || bytes.length > f.size) throw new FormatError(`bad value ${val}`);
+    return bytes;
+  }
+
   /** A zeroed buffer in the process's memory (the driver callocs one), holding `bytes`. */
   private scratch(bytes: Uint8Array): bigint {
     const va = this.scratchNext;
@@ -201,10 +211,25 @@ class Runner {
     const [fdWord, name, ...rest] = st.args;
     const fd = Number(this.num(fdWord));
     const io = UAPI_IOCTLS_BY_NAME.get(name ?? '');
-    if (!io) throw new FormatError(`unknown ioctl ${name}`);
-    const L = io.layout;
     const arg = new Uint8Array(4096 + 64);
     const view = new DataView(arg.buffer);
+    if (!io) {
+      // A raw request number (`ioctl FD 0xba44`): a zeroed argument, no fields, no `out`.
+      let request: number;
+      try {
+        request = Number(BigInt.asUintN(32, this.num(name)));
+      } catch {
+        throw new FormatError(`unknown ioctl ${name}`);
+      }
+      for (const kv of rest) {
+        const eq = kv.indexOf('=');
+        if (eq < 0) throw new FormatError(`bad argument ${kv}`);
+        if (kv.slice(0, eq) !== 'tail') throw new FormatError(`${name} has no field ${kv.slice(0, eq)}`);
+        arg.set(Buffer.from(kv.slice(eq + 1), 'hex').subarray(0, 64), 0);
+      }
+      return { op: 'ioctl', cmd: name, ...this.callIoctl(fd, request, arg) };
+    }
+    const L = io.layout;
     const bufs: { name: string; va: bigint; len: number }[] = [];
     let sizeGiven = false;
     for (const kv of rest) {
@@ -218,6 +243,10 @@ class Runner {
       }
       const f = L.byName.get(key);
       if (!f) throw new FormatError(`${name} has no field ${key}`);
+      if (isByteArray(f)) {
+        setField(view, f, this.bytesValue(f, val));
+        continue;
+      }
       if (val.startsWith('[') || val.startsWith('buf(')) {
         let bytes: Uint8Array;
         if (val.startsWith('[')) {
@@ -244,18 +273,14 @@ class Runner {
     }
     if (!sizeGiven) view.setUint32(0, L.size, true);
     const res: StepResult = { op: 'ioctl', cmd: name };
-    let ret: StepResult;
-    try {
-      const r = this.proc.ioctl(fd, io.request, arg);
-      ret = { ret: typeof r === 'number' ? r : 0 };
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (!(e instanceof Error && e.name === 'SyscallError' && code)) throw e;
-      ret = { ret: -1, errno: code };
-    }
+    const ret = this.callIoctl(fd, io.request, arg);
     const out: Record<string, string> = {};
     for (const f of L.fields) {
       if (!f.out) continue;
+      if (isByteArray(f)) {
+        out[f.name] = Buffer.from(getBytes(view, f)).toString('hex');
+        continue;
+      }
       const v = BigInt(getField(view, f));
       out[f.name] = `0x${BigInt.asUintN(64, v).toString(16)}`;
       if (st.label) this.vars.set(`${st.label}.${f.name}`, v);
@@ -263,6 +288,18 @@ class Runner {
     for (const b of bufs) out[b.name] = b.len ? Buffer.from(this.proc.memRead(b.va, b.len)).toString('hex') : '';
     if (st.label && ret.ret !== -1) this.vars.set(st.label, BigInt(ret.ret as number));
     return { ...res, out, ...ret };
+  }
+
+  /** The ioctl itself: its return value, or `ret: -1` with the errno. */
+  private callIoctl(fd: number, request: number, arg: Uint8Array): StepResult {
+    try {
+      const r = this.proc.ioctl(fd, request, arg);
+      return { ret: typeof r === 'number' ? r : 0 };
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (!(e instanceof Error && e.name === 'SyscallError' && code)) throw e;
+      return { ret: -1, errno: code };
+    }
   }
 
   /** QEMU's edu DMA engine: copies between an IOVA (masked to 28 bits) and its 4 KiB buffer. */
