@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -143,10 +144,26 @@ static void track_fd(int fd) { if (fd >= 0 && n_open < 256) open_fds[n_open++] =
 // A BAR mapping holds the device file open (and so bound): unmap it with the fd.
 static void edu_forget(int i) { munmap((void *)edus[i].bar, edus[i].bar_len); edus[i] = edus[--n_edus]; }
 
+static int seq_file_fd = -1; /* the sequence file being read: not the sequence's */
+
+// Closes every fd above stderr but kmsg's and the sequence file's: the fds ioctls returned
+// (LUO sessions and retrieved files, fault queues) are the sequence's too.
+static void close_the_rest(void) {
+  int keep[2] = { kmsg_fd < seq_file_fd ? kmsg_fd : seq_file_fd, kmsg_fd < seq_file_fd ? seq_file_fd : kmsg_fd };
+  unsigned lo = 3;
+  for (int i = 0; i < 2; i++) {
+    if (keep[i] < (int)lo) continue;
+    if (keep[i] > (int)lo) syscall(SYS_close_range, lo, (unsigned)keep[i] - 1, 0);
+    lo = keep[i] + 1;
+  }
+  syscall(SYS_close_range, lo, ~0u, 0);
+}
+
 static void reset_state(void) {
   while (n_edus) edu_forget(0);
   for (int i = n_open - 1; i >= 0; i--) close(open_fds[i]);
   n_open = 0;
+  close_the_rest();
   for (int i = 0; i < n_maps; i++) munmap((void *)maps[i].va, maps[i].len);
   n_maps = 0; n_vars = 0; step = 0;
   arena_next = ARENA_BASE;
@@ -406,6 +423,7 @@ static void run_line(char *line) {
 static void run_file(const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) { printf("@@ {\"error\":\"cannot open %s\"}\n", path); return; }
+  seq_file_fd = fileno(f);
   static char name[256];
   char line[8192];
   int in_seq = 0;
@@ -425,6 +443,7 @@ static void run_file(const char *path) {
   }
   if (in_seq) { printf("@@ {\"seq\":\"%s\",\"end\":true}\n", seq_name); reset_state(); }
   fclose(f);
+  seq_file_fd = -1;
 }
 
 static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
