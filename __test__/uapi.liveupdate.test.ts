@@ -104,3 +104,17 @@ describe('a byte-array field', () => {
     expect(out[7]).toEqual({ seq: 't', step: 7, op: 'ioctl', cmd: '0xba44', ret: -1, errno: 'ENOTTY' });
   });
 });
+
+describe('the kexec step on the simulator', () => {
+  it('kexecs the simulated host and goes on in a fresh process of the next kernel', () => {
+    const [seq] = parseSequences(['== k', 'm: memfd_create m', 'v: mmap 0x1000', 'kexec', 'close $m', 'close 3', 'n: memfd_create n', 'mmap 0x1000'].join('\n'));
+    const out = runOnSimulator(seq!);
+    expect(out[2]).toEqual({ seq: 'k', step: 2, op: 'kexec', ret: 0 });
+    // Labels are gone; so are the fds; the arena starts over.
+    expect(out[3]).toEqual({ seq: 'k', step: 3, error: 'bad value $m' });
+    expect(out[4]).toMatchObject({ op: 'close', ret: -1, errno: 'EBADF' });
+    expect(out[5]).toMatchObject({ op: 'memfd_create', ret: 'fd' });
+    expect(out[6]).toEqual({ seq: 'k', step: 6, op: 'mmap', ret: `0x${(1n << 32n).toString(16)}` });
+    expect(out.at(-1)).toEqual({ seq: 'k', end: true });
+  });
+});

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <linux/iommufd.h>
 #include <linux/liveupdate.h>
+#include <linux/reboot.h>
 #include <linux/vfio.h>
 
 // `bytes`: an inline byte array (`__u8 name[64]`), filled from str(...)/hex(...), printed as hex.
@@ -42,6 +43,11 @@ struct var { char name[64]; uint64_t v; } vars[1024];
 static int n_vars;
 static const char *seq_name = "";
 static int step;
+static char cur_file[256]; /* the running file's name within its directory (for `kexec`) */
+// `-r FILE:SEQUENCE:STEP` (the kernel command line's oracle_resume=, after a `kexec` step):
+// skip to that step of that sequence, print the kexec step's answer, go on from there.
+static const char *resume_file, *resume_seq;
+static int resume_step = -1;
 static int kmsg_fd = -1;
 
 // Per device fd: the edu BAR0, mapped on first DMA.
@@ -325,6 +331,51 @@ static void do_faults(void) {
   printf("]}\n");
 }
 
+// `kexec`: kexec_file_load of the running kernel (/boot/bzImage) with the initramfs it booted with
+// (/sys/firmware/initrd, kept by retain_initrd: the lab's plus the runner's appended cpio) and the
+// running command line plus oracle_resume=FILE:SEQUENCE:STEP, then reboot(LINUX_REBOOT_CMD_KEXEC).
+// The next kernel's init runs seqrun -r, which prints this step's answer and goes on from the next
+// step in a fresh process. Only a failed kexec_file_load or reboot answers here.
+static int split(char *line, char **argv, int max);
+
+static int copy_file(const char *from, const char *to) {
+  int in = open(from, O_RDONLY | O_CLOEXEC), out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  static char buf[1 << 16]; ssize_t n = -1;
+  if (in >= 0 && out >= 0)
+    while ((n = read(in, buf, sizeof buf)) > 0) if (write(out, buf, n) != n) { n = -1; break; }
+  if (in >= 0) close(in);
+  if (out >= 0) close(out);
+  return n == 0 ? 0 : -1;
+}
+
+static void do_kexec(void) {
+  char now[2048] = "", next[4096] = "";
+  int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read(fd, now, sizeof now - 1) : -1;
+  if (fd >= 0) close(fd);
+  if (n <= 0) { die("kexec: cannot read /proc/cmdline"); return; }
+  now[n] = 0;
+  if (strchr(seq_name, ' ') || strchr(seq_name, ':')) { die("kexec: the sequence name must not hold a space or a colon"); return; }
+  char *words[128]; int nw = split(now, words, 128);
+  size_t len = 0;
+  for (int i = 0; i < nw; i++) {
+    if (!strncmp(words[i], "oracle_resume=", 14)) continue;
+    len += snprintf(next + len, sizeof next - len, "%s ", words[i]);
+  }
+  snprintf(next + len, sizeof next - len, "oracle_resume=%s:%s:%d", cur_file, seq_name, step);
+  if (copy_file("/sys/firmware/initrd", "/run/oracle-initrd")) { die("kexec: no /sys/firmware/initrd (boot with retain_initrd)"); return; }
+  int kfd = open("/boot/bzImage", O_RDONLY | O_CLOEXEC), ifd = open("/run/oracle-initrd", O_RDONLY | O_CLOEXEC);
+  if (kfd < 0 || ifd < 0) { die("kexec: no /boot/bzImage"); return; }
+  long r = syscall(SYS_kexec_file_load, kfd, ifd, strlen(next) + 1, next, 0UL);
+  int err = errno;
+  close(kfd); close(ifd); unlink("/run/oracle-initrd");
+  if (r) { begin("kexec"); end_err(err); return; }
+  fflush(stdout);
+  r = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC, NULL);
+  err = errno;
+  begin("kexec"); end_err(err);
+}
+
 static int split(char *line, char **argv, int max) {
   int n = 0;
   while (*line && n < max) {
@@ -349,7 +400,7 @@ static void run_line(char *line) {
   if (!strcmp(op, "open")) {
     uint64_t flags = O_RDWR;
     if (argc < 2 || (argc > 2 && parse_num(argv[2], &flags))) { die("open needs PATH"); return; }
-    int fd = open(argv[1], (int)flags | O_CLOEXEC); int err = errno;
+    int fd = open(argv[1], (int)flags | O_CLOEXEC, 0600); int err = errno;
     begin("open"); if (fd < 0) end_err(err); else { track_fd(fd); if (label) set_var(label, fd); end_str("ret", "fd"); }
   } else if (!strcmp(op, "close")) {
     if (argc < 2 || parse_num(argv[1], &a)) { die("close needs FD"); return; }
@@ -407,6 +458,16 @@ static void run_line(char *line) {
     if (r != (ssize_t)n) { end_err(r < 0 ? err : EFAULT); return; }
     if (poke) end_ok(0);
     else { printf(",\"bytes\":\""); print_hex(buf, n); printf("\"}\n"); }
+  } else if (!strcmp(op, "pipe")) {
+    // `[label:] pipe`: $label is the read end, $label.w the write end.
+    int p[2]; int r = pipe2(p, O_CLOEXEC); int err = errno;
+    begin("pipe");
+    if (r) { end_err(err); return; }
+    track_fd(p[0]); track_fd(p[1]);
+    if (label) { char k[64]; set_var(label, p[0]); snprintf(k, sizeof k, "%s.w", label); set_var(k, p[1]); }
+    end_str("ret", "fd");
+  } else if (!strcmp(op, "kexec")) {
+    do_kexec();
   } else if (!strcmp(op, "ioctl")) {
     do_ioctl(argv, argc, label);
   } else if (!strcmp(op, "dma_to_dev")) {
@@ -424,6 +485,11 @@ static void run_file(const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) { printf("@@ {\"error\":\"cannot open %s\"}\n", path); return; }
   seq_file_fd = fileno(f);
+  const char *base = strrchr(path, '/');
+  snprintf(cur_file, sizeof cur_file, "%s", base ? base + 1 : path);
+  // Resuming after a kexec: this file's sequences before the one that kexec'd are skipped, and
+  // its steps before the kexec step.
+  int resuming = resume_seq && !strcmp(cur_file, resume_file);
   static char name[256];
   char line[8192];
   int in_seq = 0;
@@ -435,13 +501,23 @@ static void run_file(const char *path) {
       if (in_seq) { printf("@@ {\"seq\":\"%s\",\"end\":true}\n", seq_name); reset_state(); }
       p += 2; while (*p == ' ') p++;
       snprintf(name, sizeof name, "%s", p); seq_name = name; in_seq = 1; step = 0;
+      if (resuming && strcmp(name, resume_seq)) in_seq = 0;
       continue;
     }
     if (!in_seq) continue;
+    if (resuming) {
+      if (step == resume_step) {
+        begin("kexec"); end_ok(0);
+        resuming = 0; resume_seq = NULL;
+      }
+      step++;
+      continue;
+    }
     run_line(p); step++;
     fflush(stdout);
   }
   if (in_seq) { printf("@@ {\"seq\":\"%s\",\"end\":true}\n", seq_name); reset_state(); }
+  if (resuming) printf("@@ {\"error\":\"resume: no step %d of %s in %s\"}\n", resume_step, resume_seq, cur_file);
   fclose(f);
   seq_file_fd = -1;
 }
@@ -453,6 +529,16 @@ int main(int argc, char **argv) {
   kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
   if (kmsg_fd >= 0) lseek(kmsg_fd, 0, SEEK_END);
   arena_next = ARENA_BASE;
+  static char spec[512];
+  if (argc > 2 && !strcmp(argv[1], "-r")) {
+    // FILE:SEQUENCE:STEP (the file and the step hold no colon).
+    snprintf(spec, sizeof spec, "%s", argv[2]);
+    char *a = strchr(spec, ':'), *b = strrchr(spec, ':');
+    if (!a || a == b) { printf("@@ {\"error\":\"bad resume %s\"}\n", argv[2]); return 1; }
+    *a = 0; *b = 0;
+    resume_file = spec; resume_seq = a + 1; resume_step = atoi(b + 1);
+    argv += 2; argc -= 2;
+  }
   for (int i = 1; i < argc; i++) {
     struct stat st;
     if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -460,7 +546,12 @@ int main(int argc, char **argv) {
       while ((e = readdir(d)) && n < 4096) if (strstr(e->d_name, ".seq")) names[n++] = strdup(e->d_name);
       closedir(d);
       qsort(names, n, sizeof *names, cmp);
-      for (int k = 0; k < n; k++) { char p[1024]; snprintf(p, sizeof p, "%s/%s", argv[i], names[k]); run_file(p); free(names[k]); }
+      for (int k = 0; k < n; k++) {
+        char p[1024]; snprintf(p, sizeof p, "%s/%s", argv[i], names[k]);
+        // After a kexec, the files before the one that kexec'd ran in the previous kernel.
+        if (!resume_seq || strcmp(names[k], resume_file) >= 0) run_file(p);
+        free(names[k]);
+      }
     } else {
       run_file(argv[i]);
     }

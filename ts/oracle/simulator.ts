@@ -2,6 +2,7 @@
 // the guest driver prints on the real kernel (oracle/guest/seqrun.c), key for key.
 import { Host, type HostConfig } from '../hw/host.js';
 import type { PciDevice } from '../hw/pci.js';
+import { LINUX_REBOOT_CMD_KEXEC } from '../kernel/kernel.js';
 import type { Process } from '../kernel/process.js';
 import { UAPI_IOCTLS_BY_NAME } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, O_RDWR, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
@@ -28,7 +29,7 @@ class Runner {
   private arenaNext = ARENA_BASE;
   private scratchNext = SCRATCH;
   private faultsSeen = 0;
-  private readonly proc: Process;
+  private proc: Process;
 
   constructor(
     private readonly host: Host,
@@ -173,6 +174,12 @@ class Runner {
       case 'dma_to_dev':
       case 'dma_from_dev':
         return this.dma(st);
+      case 'add_seals':
+        throw new FormatError('add_seals: memfd seals are not modelled');
+      case 'pipe':
+        throw new FormatError('pipe: pipe(2) is not modelled');
+      case 'kexec':
+        return this.kexec();
       case 'dmar_faults': {
         const log = this.host.kernel.dmesg();
         const faults = log.slice(this.faultsSeen).flatMap((l) => {
@@ -185,6 +192,24 @@ class Runner {
       default:
         throw new FormatError(`unknown op ${st.op}`);
     }
+  }
+
+  /**
+   * `kexec`: kexec_file_load of the running kernel with its command line, then
+   * reboot(LINUX_REBOOT_CMD_KEXEC); the sequence goes on in a fresh process of the next kernel,
+   * as the guest driver does (labels, fds and mappings are gone).
+   */
+  private kexec(): StepResult {
+    return this.sys({ op: 'kexec' }, () => {
+      this.proc.kexecFileLoad();
+      this.proc.reboot(LINUX_REBOOT_CMD_KEXEC);
+      this.proc = this.host.kernel.spawn();
+      this.vars.clear();
+      this.devByFd.clear();
+      this.arenaNext = ARENA_BASE;
+      this.scratchNext = SCRATCH;
+      this.faultsSeen = this.host.kernel.dmesg().length;
+    });
   }
 
   /** A byte-array field's value: `str(text)` (its bytes) or `hex(...)`, NUL-padded by the struct. */
