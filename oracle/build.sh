@@ -43,8 +43,11 @@ if [ "$(cat "$kbuild/.done" 2>/dev/null)" != "$kernel_key" ]; then
   echo "$kernel_key" > "$kbuild/.done"
 fi
 
-rm -rf "$lab.tmp"; mkdir -p "$lab.tmp/root"/{bin,sbin,dev,proc,sys,tmp,seq,run}
+rm -rf "$lab.tmp"; mkdir -p "$lab.tmp/root"/{bin,sbin,dev,proc,sys,tmp,seq,run,boot}
 cp "$kbuild/arch/x86/boot/bzImage" "$lab.tmp/bzImage"
+# The guest driver's `kexec` step loads the same kernel (and the initrd it booted with, which
+# retain_initrd keeps in /sys/firmware/initrd).
+cp "$kbuild/arch/x86/boot/bzImage" "$lab.tmp/root/boot/bzImage"
 cp "$kbuild/.config" "$lab.tmp/kernel.config"
 make -s -C "$src" O="$kbuild" kernelrelease > "$lab.tmp/kernelrelease"
 inc=(-I "$kbuild/usr/include")

@@ -70,7 +70,9 @@ function boot(mode, files = {}, { initrd: ownInitrd } = {}) {
     if (cpio.status !== 0) throw new Error('cpio failed');
     const initrd = ownInitrd ?? join(dir, 'initramfs.cpio.gz');
     if (!ownInitrd) writeFileSync(initrd, Buffer.concat([readFileSync(join(lab, 'initramfs.cpio.gz')), cpio.stdout]));
-    const cmdline = ownInitrd ? labInfo.cmdline.replace(/ quiet loglevel=1$/, '') : `${labInfo.cmdline} oracle=${mode}`;
+    // retain_initrd: a sequence's `kexec` step boots the next kernel with this very initrd
+    // (/sys/firmware/initrd), the appended cpio included.
+    const cmdline = ownInitrd ? labInfo.cmdline.replace(/ quiet loglevel=1$/, '') : `${labInfo.cmdline} oracle=${mode}${mode === 'seq' ? ' retain_initrd' : ''}`;
     const qemuArgs = [...labInfo.qemuArgs, '-kernel', join(lab, 'bzImage'), '-initrd', initrd, '-append', cmdline];
     return new Promise((done, fail) => {
       const q = spawn('qemu-system-x86_64', qemuArgs, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -16,13 +16,17 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/iommufd.h>
+#include <linux/liveupdate.h>
+#include <linux/reboot.h>
 #include <linux/vfio.h>
 
-struct field { const char *name; unsigned off, size; int out; };
+// `bytes`: an inline byte array (`__u8 name[64]`), filled from str(...)/hex(...), printed as hex.
+struct field { const char *name; unsigned off, size; int out; int bytes; };
 struct layout { const char *name; unsigned long request; unsigned size; const struct field *fields; };
 #include "uapi_layouts.h"
 
@@ -39,6 +43,11 @@ struct var { char name[64]; uint64_t v; } vars[1024];
 static int n_vars;
 static const char *seq_name = "";
 static int step;
+static char cur_file[256]; /* the running file's name within its directory (for `kexec`) */
+// `-r FILE:SEQUENCE:STEP` (the kernel command line's oracle_resume=, after a `kexec` step):
+// skip to that step of that sequence, print the kexec step's answer, go on from there.
+static const char *resume_file, *resume_seq;
+static int resume_step = -1;
 static int kmsg_fd = -1;
 
 // Per device fd: the edu BAR0, mapped on first DMA.
@@ -102,6 +111,22 @@ static size_t parse_hex(const char *s, uint8_t *buf, size_t max) {
 
 static void print_hex(const uint8_t *p, size_t n) { for (size_t i = 0; i < n; i++) printf("%02x", p[i]); }
 
+// A byte-array field's value: `str(text)` (its bytes) or `hex(...)`, NUL-padded to `size`.
+static int parse_bytes(const char *val, uint8_t *dst, size_t size) {
+  size_t n = strlen(val), len = n - 5;
+  if (n < 5 || val[n - 1] != ')') return -1;
+  if (!strncmp(val, "str(", 4)) {
+    if (len > size) return -1;
+    memset(dst, 0, size); memcpy(dst, val + 4, len); return 0;
+  }
+  if (!strncmp(val, "hex(", 4)) {
+    if (len % 2 || len / 2 > size) return -1;
+    for (size_t i = 0; i < len; i++) if (!isxdigit((unsigned char)val[4 + i])) return -1;
+    memset(dst, 0, size); parse_hex(val + 4, dst, len / 2); return 0;
+  }
+  return -1;
+}
+
 static const char *errname(int e) {
   switch (e) {
 #define E(x) case x: return #x;
@@ -125,10 +150,26 @@ static void track_fd(int fd) { if (fd >= 0 && n_open < 256) open_fds[n_open++] =
 // A BAR mapping holds the device file open (and so bound): unmap it with the fd.
 static void edu_forget(int i) { munmap((void *)edus[i].bar, edus[i].bar_len); edus[i] = edus[--n_edus]; }
 
+static int seq_file_fd = -1; /* the sequence file being read: not the sequence's */
+
+// Closes every fd above stderr but kmsg's and the sequence file's: the fds ioctls returned
+// (LUO sessions and retrieved files, fault queues) are the sequence's too.
+static void close_the_rest(void) {
+  int keep[2] = { kmsg_fd < seq_file_fd ? kmsg_fd : seq_file_fd, kmsg_fd < seq_file_fd ? seq_file_fd : kmsg_fd };
+  unsigned lo = 3;
+  for (int i = 0; i < 2; i++) {
+    if (keep[i] < (int)lo) continue;
+    if (keep[i] > (int)lo) syscall(SYS_close_range, lo, (unsigned)keep[i] - 1, 0);
+    lo = keep[i] + 1;
+  }
+  syscall(SYS_close_range, lo, ~0u, 0);
+}
+
 static void reset_state(void) {
   while (n_edus) edu_forget(0);
   for (int i = n_open - 1; i >= 0; i--) close(open_fds[i]);
   n_open = 0;
+  close_the_rest();
   for (int i = 0; i < n_maps; i++) munmap((void *)maps[i].va, maps[i].len);
   n_maps = 0; n_vars = 0; step = 0;
   arena_next = ARENA_BASE;
@@ -183,6 +224,10 @@ static void do_ioctl(char **argv, int argc, const char *label) {
     const struct field *f = NULL;
     if (L) for (const struct field *g = L->fields; g->name; g++) if (!strcmp(g->name, key)) f = g;
     if (!f) { die("%s has no field %s", argv[2], key); return; }
+    if (f->bytes) {
+      if (parse_bytes(val, arg + f->off, f->size)) { die("bad value %s", val); return; }
+      continue;
+    }
     if (val[0] == '[' || !strncmp(val, "buf(", 4)) {
       size_t len; uint8_t *b;
       if (val[0] == '[') {
@@ -217,6 +262,10 @@ static void do_ioctl(char **argv, int argc, const char *label) {
     printf(",\"out\":{"); int first = 1;
     for (const struct field *g = L->fields; g->name; g++) {
       if (!g->out) continue;
+      if (g->bytes) {
+        printf("%s\"%s\":\"", first ? "" : ",", g->name); first = 0;
+        print_hex(arg + g->off, g->size); printf("\""); continue;
+      }
       uint64_t v = get_le(arg + g->off, g->size);
       printf("%s\"%s\":\"0x%llx\"", first ? "" : ",", g->name, (unsigned long long)v); first = 0;
       if (label) { char k[64]; snprintf(k, sizeof k, "%s.%s", label, g->name); set_var(k, v); }
@@ -292,6 +341,51 @@ static void do_faults(void) {
   printf("]}\n");
 }
 
+// `kexec`: kexec_file_load of the running kernel (/boot/bzImage) with the initramfs it booted with
+// (/sys/firmware/initrd, kept by retain_initrd: the lab's plus the runner's appended cpio) and the
+// running command line plus oracle_resume=FILE:SEQUENCE:STEP, then reboot(LINUX_REBOOT_CMD_KEXEC).
+// The next kernel's init runs seqrun -r, which prints this step's answer and goes on from the next
+// step in a fresh process. Only a failed kexec_file_load or reboot answers here.
+static int split(char *line, char **argv, int max);
+
+static int copy_file(const char *from, const char *to) {
+  int in = open(from, O_RDONLY | O_CLOEXEC), out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  static char buf[1 << 16]; ssize_t n = -1;
+  if (in >= 0 && out >= 0)
+    while ((n = read(in, buf, sizeof buf)) > 0) if (write(out, buf, n) != n) { n = -1; break; }
+  if (in >= 0) close(in);
+  if (out >= 0) close(out);
+  return n == 0 ? 0 : -1;
+}
+
+static void do_kexec(void) {
+  char now[2048] = "", next[4096] = "";
+  int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read(fd, now, sizeof now - 1) : -1;
+  if (fd >= 0) close(fd);
+  if (n <= 0) { die("kexec: cannot read /proc/cmdline"); return; }
+  now[n] = 0;
+  if (strchr(seq_name, ' ') || strchr(seq_name, ':')) { die("kexec: the sequence name must not hold a space or a colon"); return; }
+  char *words[128]; int nw = split(now, words, 128);
+  size_t len = 0;
+  for (int i = 0; i < nw; i++) {
+    if (!strncmp(words[i], "oracle_resume=", 14)) continue;
+    len += snprintf(next + len, sizeof next - len, "%s ", words[i]);
+  }
+  snprintf(next + len, sizeof next - len, "oracle_resume=%s:%s:%d", cur_file, seq_name, step);
+  if (copy_file("/sys/firmware/initrd", "/run/oracle-initrd")) { die("kexec: no /sys/firmware/initrd (boot with retain_initrd)"); return; }
+  int kfd = open("/boot/bzImage", O_RDONLY | O_CLOEXEC), ifd = open("/run/oracle-initrd", O_RDONLY | O_CLOEXEC);
+  if (kfd < 0 || ifd < 0) { die("kexec: no /boot/bzImage"); return; }
+  long r = syscall(SYS_kexec_file_load, kfd, ifd, strlen(next) + 1, next, 0UL);
+  int err = errno;
+  close(kfd); close(ifd); unlink("/run/oracle-initrd");
+  if (r) { begin("kexec"); end_err(err); return; }
+  fflush(stdout);
+  r = syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC, NULL);
+  err = errno;
+  begin("kexec"); end_err(err);
+}
+
 static int split(char *line, char **argv, int max) {
   int n = 0;
   while (*line && n < max) {
@@ -316,7 +410,7 @@ static void run_line(char *line) {
   if (!strcmp(op, "open")) {
     uint64_t flags = O_RDWR;
     if (argc < 2 || (argc > 2 && parse_num(argv[2], &flags))) { die("open needs PATH"); return; }
-    int fd = open(argv[1], (int)flags | O_CLOEXEC); int err = errno;
+    int fd = open(argv[1], (int)flags | O_CLOEXEC, 0600); int err = errno;
     begin("open"); if (fd < 0) end_err(err); else { track_fd(fd); if (label) set_var(label, fd); end_str("ret", "fd"); }
   } else if (!strcmp(op, "close")) {
     if (argc < 2 || parse_num(argv[1], &a)) { die("close needs FD"); return; }
@@ -380,6 +474,16 @@ static void run_line(char *line) {
     if (r != (ssize_t)n) { end_err(r < 0 ? err : EFAULT); return; }
     if (poke) end_ok(0);
     else { printf(",\"bytes\":\""); print_hex(buf, n); printf("\"}\n"); }
+  } else if (!strcmp(op, "pipe")) {
+    // `[label:] pipe`: $label is the read end, $label.w the write end.
+    int p[2]; int r = pipe2(p, O_CLOEXEC); int err = errno;
+    begin("pipe");
+    if (r) { end_err(err); return; }
+    track_fd(p[0]); track_fd(p[1]);
+    if (label) { char k[64]; set_var(label, p[0]); snprintf(k, sizeof k, "%s.w", label); set_var(k, p[1]); }
+    end_str("ret", "fd");
+  } else if (!strcmp(op, "kexec")) {
+    do_kexec();
   } else if (!strcmp(op, "ioctl")) {
     do_ioctl(argv, argc, label);
   } else if (!strcmp(op, "dma_to_dev")) {
@@ -396,6 +500,12 @@ static void run_line(char *line) {
 static void run_file(const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) { printf("@@ {\"error\":\"cannot open %s\"}\n", path); return; }
+  seq_file_fd = fileno(f);
+  const char *base = strrchr(path, '/');
+  snprintf(cur_file, sizeof cur_file, "%s", base ? base + 1 : path);
+  // Resuming after a kexec: this file's sequences before the one that kexec'd are skipped, and
+  // its steps before the kexec step.
+  int resuming = resume_seq && !strcmp(cur_file, resume_file);
   static char name[256];
   char line[8192];
   int in_seq = 0;
@@ -407,14 +517,25 @@ static void run_file(const char *path) {
       if (in_seq) { printf("@@ {\"seq\":\"%s\",\"end\":true}\n", seq_name); reset_state(); }
       p += 2; while (*p == ' ') p++;
       snprintf(name, sizeof name, "%s", p); seq_name = name; in_seq = 1; step = 0;
+      if (resuming && strcmp(name, resume_seq)) in_seq = 0;
       continue;
     }
     if (!in_seq) continue;
+    if (resuming) {
+      if (step == resume_step) {
+        begin("kexec"); end_ok(0);
+        resuming = 0; resume_seq = NULL;
+      }
+      step++;
+      continue;
+    }
     run_line(p); step++;
     fflush(stdout);
   }
   if (in_seq) { printf("@@ {\"seq\":\"%s\",\"end\":true}\n", seq_name); reset_state(); }
+  if (resuming) printf("@@ {\"error\":\"resume: no step %d of %s in %s\"}\n", resume_step, resume_seq, cur_file);
   fclose(f);
+  seq_file_fd = -1;
 }
 
 static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -424,6 +545,16 @@ int main(int argc, char **argv) {
   kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
   if (kmsg_fd >= 0) lseek(kmsg_fd, 0, SEEK_END);
   arena_next = ARENA_BASE;
+  static char spec[512];
+  if (argc > 2 && !strcmp(argv[1], "-r")) {
+    // FILE:SEQUENCE:STEP (the file and the step hold no colon).
+    snprintf(spec, sizeof spec, "%s", argv[2]);
+    char *a = strchr(spec, ':'), *b = strrchr(spec, ':');
+    if (!a || a == b) { printf("@@ {\"error\":\"bad resume %s\"}\n", argv[2]); return 1; }
+    *a = 0; *b = 0;
+    resume_file = spec; resume_seq = a + 1; resume_step = atoi(b + 1);
+    argv += 2; argc -= 2;
+  }
   for (int i = 1; i < argc; i++) {
     struct stat st;
     if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
@@ -431,7 +562,12 @@ int main(int argc, char **argv) {
       while ((e = readdir(d)) && n < 4096) if (strstr(e->d_name, ".seq")) names[n++] = strdup(e->d_name);
       closedir(d);
       qsort(names, n, sizeof *names, cmp);
-      for (int k = 0; k < n; k++) { char p[1024]; snprintf(p, sizeof p, "%s/%s", argv[i], names[k]); run_file(p); free(names[k]); }
+      for (int k = 0; k < n; k++) {
+        char p[1024]; snprintf(p, sizeof p, "%s/%s", argv[i], names[k]);
+        // After a kexec, the files before the one that kexec'd ran in the previous kernel.
+        if (!resume_seq || strcmp(names[k], resume_file) >= 0) run_file(p);
+        free(names[k]);
+      }
     } else {
       run_file(argv[i]);
     }

@@ -4,19 +4,19 @@
 static_assert(sizeof(struct iommu_destroy) == 8, "iommu_destroy size");
 static_assert(offsetof(struct iommu_destroy, size) == 0 && sizeof(((struct iommu_destroy *)0)->size) == 4, "iommu_destroy.size");
 static_assert(offsetof(struct iommu_destroy, id) == 4 && sizeof(((struct iommu_destroy *)0)->id) == 4, "iommu_destroy.id");
-static const struct field F_IOMMU_DESTROY[] = { { "size", 0, 4, 0 }, { "id", 4, 4, 0 }, { 0 } };
+static const struct field F_IOMMU_DESTROY[] = { { "size", 0, 4, 0, 0 }, { "id", 4, 4, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_alloc) == 12, "iommu_ioas_alloc size");
 static_assert(offsetof(struct iommu_ioas_alloc, size) == 0 && sizeof(((struct iommu_ioas_alloc *)0)->size) == 4, "iommu_ioas_alloc.size");
 static_assert(offsetof(struct iommu_ioas_alloc, flags) == 4 && sizeof(((struct iommu_ioas_alloc *)0)->flags) == 4, "iommu_ioas_alloc.flags");
 static_assert(offsetof(struct iommu_ioas_alloc, out_ioas_id) == 8 && sizeof(((struct iommu_ioas_alloc *)0)->out_ioas_id) == 4, "iommu_ioas_alloc.out_ioas_id");
-static const struct field F_IOMMU_IOAS_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "out_ioas_id", 8, 4, 1 }, { 0 } };
+static const struct field F_IOMMU_IOAS_ALLOC[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "out_ioas_id", 8, 4, 1, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_allow_iovas) == 24, "iommu_ioas_allow_iovas size");
 static_assert(offsetof(struct iommu_ioas_allow_iovas, size) == 0 && sizeof(((struct iommu_ioas_allow_iovas *)0)->size) == 4, "iommu_ioas_allow_iovas.size");
 static_assert(offsetof(struct iommu_ioas_allow_iovas, ioas_id) == 4 && sizeof(((struct iommu_ioas_allow_iovas *)0)->ioas_id) == 4, "iommu_ioas_allow_iovas.ioas_id");
 static_assert(offsetof(struct iommu_ioas_allow_iovas, num_iovas) == 8 && sizeof(((struct iommu_ioas_allow_iovas *)0)->num_iovas) == 4, "iommu_ioas_allow_iovas.num_iovas");
 static_assert(offsetof(struct iommu_ioas_allow_iovas, __reserved) == 12 && sizeof(((struct iommu_ioas_allow_iovas *)0)->__reserved) == 4, "iommu_ioas_allow_iovas.__reserved");
 static_assert(offsetof(struct iommu_ioas_allow_iovas, allowed_iovas) == 16 && sizeof(((struct iommu_ioas_allow_iovas *)0)->allowed_iovas) == 8, "iommu_ioas_allow_iovas.allowed_iovas");
-static const struct field F_IOMMU_IOAS_ALLOW_IOVAS[] = { { "size", 0, 4, 0 }, { "ioas_id", 4, 4, 0 }, { "num_iovas", 8, 4, 0 }, { "__reserved", 12, 4, 0 }, { "allowed_iovas", 16, 8, 0 }, { 0 } };
+static const struct field F_IOMMU_IOAS_ALLOW_IOVAS[] = { { "size", 0, 4, 0, 0 }, { "ioas_id", 4, 4, 0, 0 }, { "num_iovas", 8, 4, 0, 0 }, { "__reserved", 12, 4, 0, 0 }, { "allowed_iovas", 16, 8, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_copy) == 40, "iommu_ioas_copy size");
 static_assert(offsetof(struct iommu_ioas_copy, size) == 0 && sizeof(((struct iommu_ioas_copy *)0)->size) == 4, "iommu_ioas_copy.size");
 static_assert(offsetof(struct iommu_ioas_copy, flags) == 4 && sizeof(((struct iommu_ioas_copy *)0)->flags) == 4, "iommu_ioas_copy.flags");
@@ -25,7 +25,7 @@ static_assert(offsetof(struct iommu_ioas_copy, src_ioas_id) == 12 && sizeof(((st
 static_assert(offsetof(struct iommu_ioas_copy, length) == 16 && sizeof(((struct iommu_ioas_copy *)0)->length) == 8, "iommu_ioas_copy.length");
 static_assert(offsetof(struct iommu_ioas_copy, dst_iova) == 24 && sizeof(((struct iommu_ioas_copy *)0)->dst_iova) == 8, "iommu_ioas_copy.dst_iova");
 static_assert(offsetof(struct iommu_ioas_copy, src_iova) == 32 && sizeof(((struct iommu_ioas_copy *)0)->src_iova) == 8, "iommu_ioas_copy.src_iova");
-static const struct field F_IOMMU_IOAS_COPY[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "dst_ioas_id", 8, 4, 0 }, { "src_ioas_id", 12, 4, 0 }, { "length", 16, 8, 0 }, { "dst_iova", 24, 8, 1 }, { "src_iova", 32, 8, 0 }, { 0 } };
+static const struct field F_IOMMU_IOAS_COPY[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "dst_ioas_id", 8, 4, 0, 0 }, { "src_ioas_id", 12, 4, 0, 0 }, { "length", 16, 8, 0, 0 }, { "dst_iova", 24, 8, 1, 0 }, { "src_iova", 32, 8, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_iova_ranges) == 32, "iommu_ioas_iova_ranges size");
 static_assert(offsetof(struct iommu_ioas_iova_ranges, size) == 0 && sizeof(((struct iommu_ioas_iova_ranges *)0)->size) == 4, "iommu_ioas_iova_ranges.size");
 static_assert(offsetof(struct iommu_ioas_iova_ranges, ioas_id) == 4 && sizeof(((struct iommu_ioas_iova_ranges *)0)->ioas_id) == 4, "iommu_ioas_iova_ranges.ioas_id");
@@ -33,7 +33,7 @@ static_assert(offsetof(struct iommu_ioas_iova_ranges, num_iovas) == 8 && sizeof(
 static_assert(offsetof(struct iommu_ioas_iova_ranges, __reserved) == 12 && sizeof(((struct iommu_ioas_iova_ranges *)0)->__reserved) == 4, "iommu_ioas_iova_ranges.__reserved");
 static_assert(offsetof(struct iommu_ioas_iova_ranges, allowed_iovas) == 16 && sizeof(((struct iommu_ioas_iova_ranges *)0)->allowed_iovas) == 8, "iommu_ioas_iova_ranges.allowed_iovas");
 static_assert(offsetof(struct iommu_ioas_iova_ranges, out_iova_alignment) == 24 && sizeof(((struct iommu_ioas_iova_ranges *)0)->out_iova_alignment) == 8, "iommu_ioas_iova_ranges.out_iova_alignment");
-static const struct field F_IOMMU_IOAS_IOVA_RANGES[] = { { "size", 0, 4, 0 }, { "ioas_id", 4, 4, 0 }, { "num_iovas", 8, 4, 1 }, { "__reserved", 12, 4, 0 }, { "allowed_iovas", 16, 8, 0 }, { "out_iova_alignment", 24, 8, 1 }, { 0 } };
+static const struct field F_IOMMU_IOAS_IOVA_RANGES[] = { { "size", 0, 4, 0, 0 }, { "ioas_id", 4, 4, 0, 0 }, { "num_iovas", 8, 4, 1, 0 }, { "__reserved", 12, 4, 0, 0 }, { "allowed_iovas", 16, 8, 0, 0 }, { "out_iova_alignment", 24, 8, 1, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_map) == 40, "iommu_ioas_map size");
 static_assert(offsetof(struct iommu_ioas_map, size) == 0 && sizeof(((struct iommu_ioas_map *)0)->size) == 4, "iommu_ioas_map.size");
 static_assert(offsetof(struct iommu_ioas_map, flags) == 4 && sizeof(((struct iommu_ioas_map *)0)->flags) == 4, "iommu_ioas_map.flags");
@@ -42,13 +42,13 @@ static_assert(offsetof(struct iommu_ioas_map, __reserved) == 12 && sizeof(((stru
 static_assert(offsetof(struct iommu_ioas_map, user_va) == 16 && sizeof(((struct iommu_ioas_map *)0)->user_va) == 8, "iommu_ioas_map.user_va");
 static_assert(offsetof(struct iommu_ioas_map, length) == 24 && sizeof(((struct iommu_ioas_map *)0)->length) == 8, "iommu_ioas_map.length");
 static_assert(offsetof(struct iommu_ioas_map, iova) == 32 && sizeof(((struct iommu_ioas_map *)0)->iova) == 8, "iommu_ioas_map.iova");
-static const struct field F_IOMMU_IOAS_MAP[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "ioas_id", 8, 4, 0 }, { "__reserved", 12, 4, 0 }, { "user_va", 16, 8, 0 }, { "length", 24, 8, 0 }, { "iova", 32, 8, 1 }, { 0 } };
+static const struct field F_IOMMU_IOAS_MAP[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "ioas_id", 8, 4, 0, 0 }, { "__reserved", 12, 4, 0, 0 }, { "user_va", 16, 8, 0, 0 }, { "length", 24, 8, 0, 0 }, { "iova", 32, 8, 1, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_unmap) == 24, "iommu_ioas_unmap size");
 static_assert(offsetof(struct iommu_ioas_unmap, size) == 0 && sizeof(((struct iommu_ioas_unmap *)0)->size) == 4, "iommu_ioas_unmap.size");
 static_assert(offsetof(struct iommu_ioas_unmap, ioas_id) == 4 && sizeof(((struct iommu_ioas_unmap *)0)->ioas_id) == 4, "iommu_ioas_unmap.ioas_id");
 static_assert(offsetof(struct iommu_ioas_unmap, iova) == 8 && sizeof(((struct iommu_ioas_unmap *)0)->iova) == 8, "iommu_ioas_unmap.iova");
 static_assert(offsetof(struct iommu_ioas_unmap, length) == 16 && sizeof(((struct iommu_ioas_unmap *)0)->length) == 8, "iommu_ioas_unmap.length");
-static const struct field F_IOMMU_IOAS_UNMAP[] = { { "size", 0, 4, 0 }, { "ioas_id", 4, 4, 0 }, { "iova", 8, 8, 0 }, { "length", 16, 8, 1 }, { 0 } };
+static const struct field F_IOMMU_IOAS_UNMAP[] = { { "size", 0, 4, 0, 0 }, { "ioas_id", 4, 4, 0, 0 }, { "iova", 8, 8, 0, 0 }, { "length", 16, 8, 1, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_option) == 24, "iommu_option size");
 static_assert(offsetof(struct iommu_option, size) == 0 && sizeof(((struct iommu_option *)0)->size) == 4, "iommu_option.size");
 static_assert(offsetof(struct iommu_option, option_id) == 4 && sizeof(((struct iommu_option *)0)->option_id) == 4, "iommu_option.option_id");
@@ -56,13 +56,13 @@ static_assert(offsetof(struct iommu_option, op) == 8 && sizeof(((struct iommu_op
 static_assert(offsetof(struct iommu_option, __reserved) == 10 && sizeof(((struct iommu_option *)0)->__reserved) == 2, "iommu_option.__reserved");
 static_assert(offsetof(struct iommu_option, object_id) == 12 && sizeof(((struct iommu_option *)0)->object_id) == 4, "iommu_option.object_id");
 static_assert(offsetof(struct iommu_option, val64) == 16 && sizeof(((struct iommu_option *)0)->val64) == 8, "iommu_option.val64");
-static const struct field F_IOMMU_OPTION[] = { { "size", 0, 4, 0 }, { "option_id", 4, 4, 0 }, { "op", 8, 2, 0 }, { "__reserved", 10, 2, 0 }, { "object_id", 12, 4, 0 }, { "val64", 16, 8, 1 }, { 0 } };
+static const struct field F_IOMMU_OPTION[] = { { "size", 0, 4, 0, 0 }, { "option_id", 4, 4, 0, 0 }, { "op", 8, 2, 0, 0 }, { "__reserved", 10, 2, 0, 0 }, { "object_id", 12, 4, 0, 0 }, { "val64", 16, 8, 1, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_vfio_ioas) == 12, "iommu_vfio_ioas size");
 static_assert(offsetof(struct iommu_vfio_ioas, size) == 0 && sizeof(((struct iommu_vfio_ioas *)0)->size) == 4, "iommu_vfio_ioas.size");
 static_assert(offsetof(struct iommu_vfio_ioas, ioas_id) == 4 && sizeof(((struct iommu_vfio_ioas *)0)->ioas_id) == 4, "iommu_vfio_ioas.ioas_id");
 static_assert(offsetof(struct iommu_vfio_ioas, op) == 8 && sizeof(((struct iommu_vfio_ioas *)0)->op) == 2, "iommu_vfio_ioas.op");
 static_assert(offsetof(struct iommu_vfio_ioas, __reserved) == 10 && sizeof(((struct iommu_vfio_ioas *)0)->__reserved) == 2, "iommu_vfio_ioas.__reserved");
-static const struct field F_IOMMU_VFIO_IOAS[] = { { "size", 0, 4, 0 }, { "ioas_id", 4, 4, 1 }, { "op", 8, 2, 0 }, { "__reserved", 10, 2, 0 }, { 0 } };
+static const struct field F_IOMMU_VFIO_IOAS[] = { { "size", 0, 4, 0, 0 }, { "ioas_id", 4, 4, 1, 0 }, { "op", 8, 2, 0, 0 }, { "__reserved", 10, 2, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_hwpt_alloc) == 48, "iommu_hwpt_alloc size");
 static_assert(offsetof(struct iommu_hwpt_alloc, size) == 0 && sizeof(((struct iommu_hwpt_alloc *)0)->size) == 4, "iommu_hwpt_alloc.size");
 static_assert(offsetof(struct iommu_hwpt_alloc, flags) == 4 && sizeof(((struct iommu_hwpt_alloc *)0)->flags) == 4, "iommu_hwpt_alloc.flags");
@@ -75,7 +75,7 @@ static_assert(offsetof(struct iommu_hwpt_alloc, data_len) == 28 && sizeof(((stru
 static_assert(offsetof(struct iommu_hwpt_alloc, data_uptr) == 32 && sizeof(((struct iommu_hwpt_alloc *)0)->data_uptr) == 8, "iommu_hwpt_alloc.data_uptr");
 static_assert(offsetof(struct iommu_hwpt_alloc, fault_id) == 40 && sizeof(((struct iommu_hwpt_alloc *)0)->fault_id) == 4, "iommu_hwpt_alloc.fault_id");
 static_assert(offsetof(struct iommu_hwpt_alloc, __reserved2) == 44 && sizeof(((struct iommu_hwpt_alloc *)0)->__reserved2) == 4, "iommu_hwpt_alloc.__reserved2");
-static const struct field F_IOMMU_HWPT_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "dev_id", 8, 4, 0 }, { "pt_id", 12, 4, 0 }, { "out_hwpt_id", 16, 4, 1 }, { "__reserved", 20, 4, 0 }, { "data_type", 24, 4, 0 }, { "data_len", 28, 4, 0 }, { "data_uptr", 32, 8, 0 }, { "fault_id", 40, 4, 0 }, { "__reserved2", 44, 4, 0 }, { 0 } };
+static const struct field F_IOMMU_HWPT_ALLOC[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "dev_id", 8, 4, 0, 0 }, { "pt_id", 12, 4, 0, 0 }, { "out_hwpt_id", 16, 4, 1, 0 }, { "__reserved", 20, 4, 0, 0 }, { "data_type", 24, 4, 0, 0 }, { "data_len", 28, 4, 0, 0 }, { "data_uptr", 32, 8, 0, 0 }, { "fault_id", 40, 4, 0, 0 }, { "__reserved2", 44, 4, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_hw_info) == 40, "iommu_hw_info size");
 static_assert(offsetof(struct iommu_hw_info, size) == 0 && sizeof(((struct iommu_hw_info *)0)->size) == 4, "iommu_hw_info.size");
 static_assert(offsetof(struct iommu_hw_info, flags) == 4 && sizeof(((struct iommu_hw_info *)0)->flags) == 4, "iommu_hw_info.flags");
@@ -89,13 +89,13 @@ static_assert(offsetof(struct iommu_hw_info, __reserved[0]) == 29 && sizeof(((st
 static_assert(offsetof(struct iommu_hw_info, __reserved[1]) == 30 && sizeof(((struct iommu_hw_info *)0)->__reserved[1]) == 1, "iommu_hw_info.__reserved1");
 static_assert(offsetof(struct iommu_hw_info, __reserved[2]) == 31 && sizeof(((struct iommu_hw_info *)0)->__reserved[2]) == 1, "iommu_hw_info.__reserved2");
 static_assert(offsetof(struct iommu_hw_info, out_capabilities) == 32 && sizeof(((struct iommu_hw_info *)0)->out_capabilities) == 8, "iommu_hw_info.out_capabilities");
-static const struct field F_IOMMU_GET_HW_INFO[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "dev_id", 8, 4, 0 }, { "data_len", 12, 4, 1 }, { "data_uptr", 16, 8, 0 }, { "in_data_type", 24, 4, 0 }, { "out_data_type", 24, 4, 1 }, { "out_max_pasid_log2", 28, 1, 1 }, { "__reserved0", 29, 1, 0 }, { "__reserved1", 30, 1, 0 }, { "__reserved2", 31, 1, 0 }, { "out_capabilities", 32, 8, 1 }, { 0 } };
+static const struct field F_IOMMU_GET_HW_INFO[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "dev_id", 8, 4, 0, 0 }, { "data_len", 12, 4, 1, 0 }, { "data_uptr", 16, 8, 0, 0 }, { "in_data_type", 24, 4, 0, 0 }, { "out_data_type", 24, 4, 1, 0 }, { "out_max_pasid_log2", 28, 1, 1, 0 }, { "__reserved0", 29, 1, 0, 0 }, { "__reserved1", 30, 1, 0, 0 }, { "__reserved2", 31, 1, 0, 0 }, { "out_capabilities", 32, 8, 1, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_hwpt_set_dirty_tracking) == 16, "iommu_hwpt_set_dirty_tracking size");
 static_assert(offsetof(struct iommu_hwpt_set_dirty_tracking, size) == 0 && sizeof(((struct iommu_hwpt_set_dirty_tracking *)0)->size) == 4, "iommu_hwpt_set_dirty_tracking.size");
 static_assert(offsetof(struct iommu_hwpt_set_dirty_tracking, flags) == 4 && sizeof(((struct iommu_hwpt_set_dirty_tracking *)0)->flags) == 4, "iommu_hwpt_set_dirty_tracking.flags");
 static_assert(offsetof(struct iommu_hwpt_set_dirty_tracking, hwpt_id) == 8 && sizeof(((struct iommu_hwpt_set_dirty_tracking *)0)->hwpt_id) == 4, "iommu_hwpt_set_dirty_tracking.hwpt_id");
 static_assert(offsetof(struct iommu_hwpt_set_dirty_tracking, __reserved) == 12 && sizeof(((struct iommu_hwpt_set_dirty_tracking *)0)->__reserved) == 4, "iommu_hwpt_set_dirty_tracking.__reserved");
-static const struct field F_IOMMU_HWPT_SET_DIRTY_TRACKING[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "hwpt_id", 8, 4, 0 }, { "__reserved", 12, 4, 0 }, { 0 } };
+static const struct field F_IOMMU_HWPT_SET_DIRTY_TRACKING[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "hwpt_id", 8, 4, 0, 0 }, { "__reserved", 12, 4, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_hwpt_get_dirty_bitmap) == 48, "iommu_hwpt_get_dirty_bitmap size");
 static_assert(offsetof(struct iommu_hwpt_get_dirty_bitmap, size) == 0 && sizeof(((struct iommu_hwpt_get_dirty_bitmap *)0)->size) == 4, "iommu_hwpt_get_dirty_bitmap.size");
 static_assert(offsetof(struct iommu_hwpt_get_dirty_bitmap, hwpt_id) == 4 && sizeof(((struct iommu_hwpt_get_dirty_bitmap *)0)->hwpt_id) == 4, "iommu_hwpt_get_dirty_bitmap.hwpt_id");
@@ -105,7 +105,7 @@ static_assert(offsetof(struct iommu_hwpt_get_dirty_bitmap, iova) == 16 && sizeof
 static_assert(offsetof(struct iommu_hwpt_get_dirty_bitmap, length) == 24 && sizeof(((struct iommu_hwpt_get_dirty_bitmap *)0)->length) == 8, "iommu_hwpt_get_dirty_bitmap.length");
 static_assert(offsetof(struct iommu_hwpt_get_dirty_bitmap, page_size) == 32 && sizeof(((struct iommu_hwpt_get_dirty_bitmap *)0)->page_size) == 8, "iommu_hwpt_get_dirty_bitmap.page_size");
 static_assert(offsetof(struct iommu_hwpt_get_dirty_bitmap, data) == 40 && sizeof(((struct iommu_hwpt_get_dirty_bitmap *)0)->data) == 8, "iommu_hwpt_get_dirty_bitmap.data");
-static const struct field F_IOMMU_HWPT_GET_DIRTY_BITMAP[] = { { "size", 0, 4, 0 }, { "hwpt_id", 4, 4, 0 }, { "flags", 8, 4, 0 }, { "__reserved", 12, 4, 0 }, { "iova", 16, 8, 0 }, { "length", 24, 8, 0 }, { "page_size", 32, 8, 0 }, { "data", 40, 8, 0 }, { 0 } };
+static const struct field F_IOMMU_HWPT_GET_DIRTY_BITMAP[] = { { "size", 0, 4, 0, 0 }, { "hwpt_id", 4, 4, 0, 0 }, { "flags", 8, 4, 0, 0 }, { "__reserved", 12, 4, 0, 0 }, { "iova", 16, 8, 0, 0 }, { "length", 24, 8, 0, 0 }, { "page_size", 32, 8, 0, 0 }, { "data", 40, 8, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_hwpt_invalidate) == 32, "iommu_hwpt_invalidate size");
 static_assert(offsetof(struct iommu_hwpt_invalidate, size) == 0 && sizeof(((struct iommu_hwpt_invalidate *)0)->size) == 4, "iommu_hwpt_invalidate.size");
 static_assert(offsetof(struct iommu_hwpt_invalidate, hwpt_id) == 4 && sizeof(((struct iommu_hwpt_invalidate *)0)->hwpt_id) == 4, "iommu_hwpt_invalidate.hwpt_id");
@@ -114,13 +114,13 @@ static_assert(offsetof(struct iommu_hwpt_invalidate, data_type) == 16 && sizeof(
 static_assert(offsetof(struct iommu_hwpt_invalidate, entry_len) == 20 && sizeof(((struct iommu_hwpt_invalidate *)0)->entry_len) == 4, "iommu_hwpt_invalidate.entry_len");
 static_assert(offsetof(struct iommu_hwpt_invalidate, entry_num) == 24 && sizeof(((struct iommu_hwpt_invalidate *)0)->entry_num) == 4, "iommu_hwpt_invalidate.entry_num");
 static_assert(offsetof(struct iommu_hwpt_invalidate, __reserved) == 28 && sizeof(((struct iommu_hwpt_invalidate *)0)->__reserved) == 4, "iommu_hwpt_invalidate.__reserved");
-static const struct field F_IOMMU_HWPT_INVALIDATE[] = { { "size", 0, 4, 0 }, { "hwpt_id", 4, 4, 0 }, { "data_uptr", 8, 8, 0 }, { "data_type", 16, 4, 0 }, { "entry_len", 20, 4, 0 }, { "entry_num", 24, 4, 1 }, { "__reserved", 28, 4, 0 }, { 0 } };
+static const struct field F_IOMMU_HWPT_INVALIDATE[] = { { "size", 0, 4, 0, 0 }, { "hwpt_id", 4, 4, 0, 0 }, { "data_uptr", 8, 8, 0, 0 }, { "data_type", 16, 4, 0, 0 }, { "entry_len", 20, 4, 0, 0 }, { "entry_num", 24, 4, 1, 0 }, { "__reserved", 28, 4, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_fault_alloc) == 16, "iommu_fault_alloc size");
 static_assert(offsetof(struct iommu_fault_alloc, size) == 0 && sizeof(((struct iommu_fault_alloc *)0)->size) == 4, "iommu_fault_alloc.size");
 static_assert(offsetof(struct iommu_fault_alloc, flags) == 4 && sizeof(((struct iommu_fault_alloc *)0)->flags) == 4, "iommu_fault_alloc.flags");
 static_assert(offsetof(struct iommu_fault_alloc, out_fault_id) == 8 && sizeof(((struct iommu_fault_alloc *)0)->out_fault_id) == 4, "iommu_fault_alloc.out_fault_id");
 static_assert(offsetof(struct iommu_fault_alloc, out_fault_fd) == 12 && sizeof(((struct iommu_fault_alloc *)0)->out_fault_fd) == 4, "iommu_fault_alloc.out_fault_fd");
-static const struct field F_IOMMU_FAULT_QUEUE_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "out_fault_id", 8, 4, 1 }, { "out_fault_fd", 12, 4, 1 }, { 0 } };
+static const struct field F_IOMMU_FAULT_QUEUE_ALLOC[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "out_fault_id", 8, 4, 1, 0 }, { "out_fault_fd", 12, 4, 1, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_map_file) == 40, "iommu_ioas_map_file size");
 static_assert(offsetof(struct iommu_ioas_map_file, size) == 0 && sizeof(((struct iommu_ioas_map_file *)0)->size) == 4, "iommu_ioas_map_file.size");
 static_assert(offsetof(struct iommu_ioas_map_file, flags) == 4 && sizeof(((struct iommu_ioas_map_file *)0)->flags) == 4, "iommu_ioas_map_file.flags");
@@ -129,7 +129,7 @@ static_assert(offsetof(struct iommu_ioas_map_file, fd) == 12 && sizeof(((struct 
 static_assert(offsetof(struct iommu_ioas_map_file, start) == 16 && sizeof(((struct iommu_ioas_map_file *)0)->start) == 8, "iommu_ioas_map_file.start");
 static_assert(offsetof(struct iommu_ioas_map_file, length) == 24 && sizeof(((struct iommu_ioas_map_file *)0)->length) == 8, "iommu_ioas_map_file.length");
 static_assert(offsetof(struct iommu_ioas_map_file, iova) == 32 && sizeof(((struct iommu_ioas_map_file *)0)->iova) == 8, "iommu_ioas_map_file.iova");
-static const struct field F_IOMMU_IOAS_MAP_FILE[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "ioas_id", 8, 4, 0 }, { "fd", 12, 4, 0 }, { "start", 16, 8, 0 }, { "length", 24, 8, 0 }, { "iova", 32, 8, 1 }, { 0 } };
+static const struct field F_IOMMU_IOAS_MAP_FILE[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "ioas_id", 8, 4, 0, 0 }, { "fd", 12, 4, 0, 0 }, { "start", 16, 8, 0, 0 }, { "length", 24, 8, 0, 0 }, { "iova", 32, 8, 1, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_viommu_alloc) == 40, "iommu_viommu_alloc size");
 static_assert(offsetof(struct iommu_viommu_alloc, size) == 0 && sizeof(((struct iommu_viommu_alloc *)0)->size) == 4, "iommu_viommu_alloc.size");
 static_assert(offsetof(struct iommu_viommu_alloc, flags) == 4 && sizeof(((struct iommu_viommu_alloc *)0)->flags) == 4, "iommu_viommu_alloc.flags");
@@ -140,18 +140,18 @@ static_assert(offsetof(struct iommu_viommu_alloc, out_viommu_id) == 20 && sizeof
 static_assert(offsetof(struct iommu_viommu_alloc, data_len) == 24 && sizeof(((struct iommu_viommu_alloc *)0)->data_len) == 4, "iommu_viommu_alloc.data_len");
 static_assert(offsetof(struct iommu_viommu_alloc, __reserved) == 28 && sizeof(((struct iommu_viommu_alloc *)0)->__reserved) == 4, "iommu_viommu_alloc.__reserved");
 static_assert(offsetof(struct iommu_viommu_alloc, data_uptr) == 32 && sizeof(((struct iommu_viommu_alloc *)0)->data_uptr) == 8, "iommu_viommu_alloc.data_uptr");
-static const struct field F_IOMMU_VIOMMU_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "type", 8, 4, 0 }, { "dev_id", 12, 4, 0 }, { "hwpt_id", 16, 4, 0 }, { "out_viommu_id", 20, 4, 1 }, { "data_len", 24, 4, 0 }, { "__reserved", 28, 4, 0 }, { "data_uptr", 32, 8, 0 }, { 0 } };
+static const struct field F_IOMMU_VIOMMU_ALLOC[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "type", 8, 4, 0, 0 }, { "dev_id", 12, 4, 0, 0 }, { "hwpt_id", 16, 4, 0, 0 }, { "out_viommu_id", 20, 4, 1, 0 }, { "data_len", 24, 4, 0, 0 }, { "__reserved", 28, 4, 0, 0 }, { "data_uptr", 32, 8, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_vdevice_alloc) == 24, "iommu_vdevice_alloc size");
 static_assert(offsetof(struct iommu_vdevice_alloc, size) == 0 && sizeof(((struct iommu_vdevice_alloc *)0)->size) == 4, "iommu_vdevice_alloc.size");
 static_assert(offsetof(struct iommu_vdevice_alloc, viommu_id) == 4 && sizeof(((struct iommu_vdevice_alloc *)0)->viommu_id) == 4, "iommu_vdevice_alloc.viommu_id");
 static_assert(offsetof(struct iommu_vdevice_alloc, dev_id) == 8 && sizeof(((struct iommu_vdevice_alloc *)0)->dev_id) == 4, "iommu_vdevice_alloc.dev_id");
 static_assert(offsetof(struct iommu_vdevice_alloc, out_vdevice_id) == 12 && sizeof(((struct iommu_vdevice_alloc *)0)->out_vdevice_id) == 4, "iommu_vdevice_alloc.out_vdevice_id");
 static_assert(offsetof(struct iommu_vdevice_alloc, virt_id) == 16 && sizeof(((struct iommu_vdevice_alloc *)0)->virt_id) == 8, "iommu_vdevice_alloc.virt_id");
-static const struct field F_IOMMU_VDEVICE_ALLOC[] = { { "size", 0, 4, 0 }, { "viommu_id", 4, 4, 0 }, { "dev_id", 8, 4, 0 }, { "out_vdevice_id", 12, 4, 1 }, { "virt_id", 16, 8, 0 }, { 0 } };
+static const struct field F_IOMMU_VDEVICE_ALLOC[] = { { "size", 0, 4, 0, 0 }, { "viommu_id", 4, 4, 0, 0 }, { "dev_id", 8, 4, 0, 0 }, { "out_vdevice_id", 12, 4, 1, 0 }, { "virt_id", 16, 8, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_change_process) == 8, "iommu_ioas_change_process size");
 static_assert(offsetof(struct iommu_ioas_change_process, size) == 0 && sizeof(((struct iommu_ioas_change_process *)0)->size) == 4, "iommu_ioas_change_process.size");
 static_assert(offsetof(struct iommu_ioas_change_process, __reserved) == 4 && sizeof(((struct iommu_ioas_change_process *)0)->__reserved) == 4, "iommu_ioas_change_process.__reserved");
-static const struct field F_IOMMU_IOAS_CHANGE_PROCESS[] = { { "size", 0, 4, 0 }, { "__reserved", 4, 4, 0 }, { 0 } };
+static const struct field F_IOMMU_IOAS_CHANGE_PROCESS[] = { { "size", 0, 4, 0, 0 }, { "__reserved", 4, 4, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_veventq_alloc) == 32, "iommu_veventq_alloc size");
 static_assert(offsetof(struct iommu_veventq_alloc, size) == 0 && sizeof(((struct iommu_veventq_alloc *)0)->size) == 4, "iommu_veventq_alloc.size");
 static_assert(offsetof(struct iommu_veventq_alloc, flags) == 4 && sizeof(((struct iommu_veventq_alloc *)0)->flags) == 4, "iommu_veventq_alloc.flags");
@@ -161,7 +161,7 @@ static_assert(offsetof(struct iommu_veventq_alloc, veventq_depth) == 16 && sizeo
 static_assert(offsetof(struct iommu_veventq_alloc, out_veventq_id) == 20 && sizeof(((struct iommu_veventq_alloc *)0)->out_veventq_id) == 4, "iommu_veventq_alloc.out_veventq_id");
 static_assert(offsetof(struct iommu_veventq_alloc, out_veventq_fd) == 24 && sizeof(((struct iommu_veventq_alloc *)0)->out_veventq_fd) == 4, "iommu_veventq_alloc.out_veventq_fd");
 static_assert(offsetof(struct iommu_veventq_alloc, __reserved) == 28 && sizeof(((struct iommu_veventq_alloc *)0)->__reserved) == 4, "iommu_veventq_alloc.__reserved");
-static const struct field F_IOMMU_VEVENTQ_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "viommu_id", 8, 4, 0 }, { "type", 12, 4, 0 }, { "veventq_depth", 16, 4, 0 }, { "out_veventq_id", 20, 4, 1 }, { "out_veventq_fd", 24, 4, 1 }, { "__reserved", 28, 4, 0 }, { 0 } };
+static const struct field F_IOMMU_VEVENTQ_ALLOC[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "viommu_id", 8, 4, 0, 0 }, { "type", 12, 4, 0, 0 }, { "veventq_depth", 16, 4, 0, 0 }, { "out_veventq_id", 20, 4, 1, 0 }, { "out_veventq_fd", 24, 4, 1, 0 }, { "__reserved", 28, 4, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_hw_queue_alloc) == 40, "iommu_hw_queue_alloc size");
 static_assert(offsetof(struct iommu_hw_queue_alloc, size) == 0 && sizeof(((struct iommu_hw_queue_alloc *)0)->size) == 4, "iommu_hw_queue_alloc.size");
 static_assert(offsetof(struct iommu_hw_queue_alloc, flags) == 4 && sizeof(((struct iommu_hw_queue_alloc *)0)->flags) == 4, "iommu_hw_queue_alloc.flags");
@@ -171,7 +171,7 @@ static_assert(offsetof(struct iommu_hw_queue_alloc, index) == 16 && sizeof(((str
 static_assert(offsetof(struct iommu_hw_queue_alloc, out_hw_queue_id) == 20 && sizeof(((struct iommu_hw_queue_alloc *)0)->out_hw_queue_id) == 4, "iommu_hw_queue_alloc.out_hw_queue_id");
 static_assert(offsetof(struct iommu_hw_queue_alloc, nesting_parent_iova) == 24 && sizeof(((struct iommu_hw_queue_alloc *)0)->nesting_parent_iova) == 8, "iommu_hw_queue_alloc.nesting_parent_iova");
 static_assert(offsetof(struct iommu_hw_queue_alloc, length) == 32 && sizeof(((struct iommu_hw_queue_alloc *)0)->length) == 8, "iommu_hw_queue_alloc.length");
-static const struct field F_IOMMU_HW_QUEUE_ALLOC[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "viommu_id", 8, 4, 0 }, { "type", 12, 4, 0 }, { "index", 16, 4, 0 }, { "out_hw_queue_id", 20, 4, 1 }, { "nesting_parent_iova", 24, 8, 0 }, { "length", 32, 8, 0 }, { 0 } };
+static const struct field F_IOMMU_HW_QUEUE_ALLOC[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "viommu_id", 8, 4, 0, 0 }, { "type", 12, 4, 0, 0 }, { "index", 16, 4, 0, 0 }, { "out_hw_queue_id", 20, 4, 1, 0 }, { "nesting_parent_iova", 24, 8, 0, 0 }, { "length", 32, 8, 0, 0 }, { 0 } };
 static_assert(sizeof(struct iommu_ioas_noiommu_get_pa) == 40, "iommu_ioas_noiommu_get_pa size");
 static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, size) == 0 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->size) == 4, "iommu_ioas_noiommu_get_pa.size");
 static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, flags) == 4 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->flags) == 4, "iommu_ioas_noiommu_get_pa.flags");
@@ -180,25 +180,54 @@ static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, __reserved) == 12 && si
 static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, iova) == 16 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->iova) == 8, "iommu_ioas_noiommu_get_pa.iova");
 static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, length) == 24 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->length) == 8, "iommu_ioas_noiommu_get_pa.length");
 static_assert(offsetof(struct iommu_ioas_noiommu_get_pa, out_phys) == 32 && sizeof(((struct iommu_ioas_noiommu_get_pa *)0)->out_phys) == 8, "iommu_ioas_noiommu_get_pa.out_phys");
-static const struct field F_IOMMU_IOAS_NOIOMMU_GET_PA[] = { { "size", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "ioas_id", 8, 4, 0 }, { "__reserved", 12, 4, 0 }, { "iova", 16, 8, 0 }, { "length", 24, 8, 1 }, { "out_phys", 32, 8, 1 }, { 0 } };
+static const struct field F_IOMMU_IOAS_NOIOMMU_GET_PA[] = { { "size", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "ioas_id", 8, 4, 0, 0 }, { "__reserved", 12, 4, 0, 0 }, { "iova", 16, 8, 0, 0 }, { "length", 24, 8, 1, 0 }, { "out_phys", 32, 8, 1, 0 }, { 0 } };
 static_assert(sizeof(struct vfio_device_bind_iommufd) == 24, "vfio_device_bind_iommufd size");
 static_assert(offsetof(struct vfio_device_bind_iommufd, argsz) == 0 && sizeof(((struct vfio_device_bind_iommufd *)0)->argsz) == 4, "vfio_device_bind_iommufd.argsz");
 static_assert(offsetof(struct vfio_device_bind_iommufd, flags) == 4 && sizeof(((struct vfio_device_bind_iommufd *)0)->flags) == 4, "vfio_device_bind_iommufd.flags");
 static_assert(offsetof(struct vfio_device_bind_iommufd, iommufd) == 8 && sizeof(((struct vfio_device_bind_iommufd *)0)->iommufd) == 4, "vfio_device_bind_iommufd.iommufd");
 static_assert(offsetof(struct vfio_device_bind_iommufd, out_devid) == 12 && sizeof(((struct vfio_device_bind_iommufd *)0)->out_devid) == 4, "vfio_device_bind_iommufd.out_devid");
 static_assert(offsetof(struct vfio_device_bind_iommufd, token_uuid_ptr) == 16 && sizeof(((struct vfio_device_bind_iommufd *)0)->token_uuid_ptr) == 8, "vfio_device_bind_iommufd.token_uuid_ptr");
-static const struct field F_VFIO_DEVICE_BIND_IOMMUFD[] = { { "argsz", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "iommufd", 8, 4, 0 }, { "out_devid", 12, 4, 1 }, { "token_uuid_ptr", 16, 8, 0 }, { 0 } };
+static const struct field F_VFIO_DEVICE_BIND_IOMMUFD[] = { { "argsz", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "iommufd", 8, 4, 0, 0 }, { "out_devid", 12, 4, 1, 0 }, { "token_uuid_ptr", 16, 8, 0, 0 }, { 0 } };
 static_assert(sizeof(struct vfio_device_attach_iommufd_pt) == 16, "vfio_device_attach_iommufd_pt size");
 static_assert(offsetof(struct vfio_device_attach_iommufd_pt, argsz) == 0 && sizeof(((struct vfio_device_attach_iommufd_pt *)0)->argsz) == 4, "vfio_device_attach_iommufd_pt.argsz");
 static_assert(offsetof(struct vfio_device_attach_iommufd_pt, flags) == 4 && sizeof(((struct vfio_device_attach_iommufd_pt *)0)->flags) == 4, "vfio_device_attach_iommufd_pt.flags");
 static_assert(offsetof(struct vfio_device_attach_iommufd_pt, pt_id) == 8 && sizeof(((struct vfio_device_attach_iommufd_pt *)0)->pt_id) == 4, "vfio_device_attach_iommufd_pt.pt_id");
 static_assert(offsetof(struct vfio_device_attach_iommufd_pt, pasid) == 12 && sizeof(((struct vfio_device_attach_iommufd_pt *)0)->pasid) == 4, "vfio_device_attach_iommufd_pt.pasid");
-static const struct field F_VFIO_DEVICE_ATTACH_IOMMUFD_PT[] = { { "argsz", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "pt_id", 8, 4, 1 }, { "pasid", 12, 4, 0 }, { 0 } };
+static const struct field F_VFIO_DEVICE_ATTACH_IOMMUFD_PT[] = { { "argsz", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "pt_id", 8, 4, 1, 0 }, { "pasid", 12, 4, 0, 0 }, { 0 } };
 static_assert(sizeof(struct vfio_device_detach_iommufd_pt) == 12, "vfio_device_detach_iommufd_pt size");
 static_assert(offsetof(struct vfio_device_detach_iommufd_pt, argsz) == 0 && sizeof(((struct vfio_device_detach_iommufd_pt *)0)->argsz) == 4, "vfio_device_detach_iommufd_pt.argsz");
 static_assert(offsetof(struct vfio_device_detach_iommufd_pt, flags) == 4 && sizeof(((struct vfio_device_detach_iommufd_pt *)0)->flags) == 4, "vfio_device_detach_iommufd_pt.flags");
 static_assert(offsetof(struct vfio_device_detach_iommufd_pt, pasid) == 8 && sizeof(((struct vfio_device_detach_iommufd_pt *)0)->pasid) == 4, "vfio_device_detach_iommufd_pt.pasid");
-static const struct field F_VFIO_DEVICE_DETACH_IOMMUFD_PT[] = { { "argsz", 0, 4, 0 }, { "flags", 4, 4, 0 }, { "pasid", 8, 4, 0 }, { 0 } };
+static const struct field F_VFIO_DEVICE_DETACH_IOMMUFD_PT[] = { { "argsz", 0, 4, 0, 0 }, { "flags", 4, 4, 0, 0 }, { "pasid", 8, 4, 0, 0 }, { 0 } };
+static_assert(sizeof(struct liveupdate_ioctl_create_session) == 72, "liveupdate_ioctl_create_session size");
+static_assert(offsetof(struct liveupdate_ioctl_create_session, size) == 0 && sizeof(((struct liveupdate_ioctl_create_session *)0)->size) == 4, "liveupdate_ioctl_create_session.size");
+static_assert(offsetof(struct liveupdate_ioctl_create_session, fd) == 4 && sizeof(((struct liveupdate_ioctl_create_session *)0)->fd) == 4, "liveupdate_ioctl_create_session.fd");
+static_assert(offsetof(struct liveupdate_ioctl_create_session, name) == 8 && sizeof(((struct liveupdate_ioctl_create_session *)0)->name) == 64, "liveupdate_ioctl_create_session.name");
+static const struct field F_LIVEUPDATE_IOCTL_CREATE_SESSION[] = { { "size", 0, 4, 0, 0 }, { "fd", 4, 4, 1, 0 }, { "name", 8, 64, 0, 1 }, { 0 } };
+static_assert(sizeof(struct liveupdate_ioctl_retrieve_session) == 72, "liveupdate_ioctl_retrieve_session size");
+static_assert(offsetof(struct liveupdate_ioctl_retrieve_session, size) == 0 && sizeof(((struct liveupdate_ioctl_retrieve_session *)0)->size) == 4, "liveupdate_ioctl_retrieve_session.size");
+static_assert(offsetof(struct liveupdate_ioctl_retrieve_session, fd) == 4 && sizeof(((struct liveupdate_ioctl_retrieve_session *)0)->fd) == 4, "liveupdate_ioctl_retrieve_session.fd");
+static_assert(offsetof(struct liveupdate_ioctl_retrieve_session, name) == 8 && sizeof(((struct liveupdate_ioctl_retrieve_session *)0)->name) == 64, "liveupdate_ioctl_retrieve_session.name");
+static const struct field F_LIVEUPDATE_IOCTL_RETRIEVE_SESSION[] = { { "size", 0, 4, 0, 0 }, { "fd", 4, 4, 1, 0 }, { "name", 8, 64, 0, 1 }, { 0 } };
+static_assert(sizeof(struct liveupdate_session_preserve_fd) == 16, "liveupdate_session_preserve_fd size");
+static_assert(offsetof(struct liveupdate_session_preserve_fd, size) == 0 && sizeof(((struct liveupdate_session_preserve_fd *)0)->size) == 4, "liveupdate_session_preserve_fd.size");
+static_assert(offsetof(struct liveupdate_session_preserve_fd, fd) == 4 && sizeof(((struct liveupdate_session_preserve_fd *)0)->fd) == 4, "liveupdate_session_preserve_fd.fd");
+static_assert(offsetof(struct liveupdate_session_preserve_fd, token) == 8 && sizeof(((struct liveupdate_session_preserve_fd *)0)->token) == 8, "liveupdate_session_preserve_fd.token");
+static const struct field F_LIVEUPDATE_SESSION_PRESERVE_FD[] = { { "size", 0, 4, 0, 0 }, { "fd", 4, 4, 0, 0 }, { "token", 8, 8, 0, 0 }, { 0 } };
+static_assert(sizeof(struct liveupdate_session_retrieve_fd) == 16, "liveupdate_session_retrieve_fd size");
+static_assert(offsetof(struct liveupdate_session_retrieve_fd, size) == 0 && sizeof(((struct liveupdate_session_retrieve_fd *)0)->size) == 4, "liveupdate_session_retrieve_fd.size");
+static_assert(offsetof(struct liveupdate_session_retrieve_fd, fd) == 4 && sizeof(((struct liveupdate_session_retrieve_fd *)0)->fd) == 4, "liveupdate_session_retrieve_fd.fd");
+static_assert(offsetof(struct liveupdate_session_retrieve_fd, token) == 8 && sizeof(((struct liveupdate_session_retrieve_fd *)0)->token) == 8, "liveupdate_session_retrieve_fd.token");
+static const struct field F_LIVEUPDATE_SESSION_RETRIEVE_FD[] = { { "size", 0, 4, 0, 0 }, { "fd", 4, 4, 1, 0 }, { "token", 8, 8, 0, 0 }, { 0 } };
+static_assert(sizeof(struct liveupdate_session_finish) == 8, "liveupdate_session_finish size");
+static_assert(offsetof(struct liveupdate_session_finish, size) == 0 && sizeof(((struct liveupdate_session_finish *)0)->size) == 4, "liveupdate_session_finish.size");
+static_assert(offsetof(struct liveupdate_session_finish, reserved) == 4 && sizeof(((struct liveupdate_session_finish *)0)->reserved) == 4, "liveupdate_session_finish.reserved");
+static const struct field F_LIVEUPDATE_SESSION_FINISH[] = { { "size", 0, 4, 0, 0 }, { "reserved", 4, 4, 0, 0 }, { 0 } };
+static_assert(sizeof(struct liveupdate_session_get_name) == 72, "liveupdate_session_get_name size");
+static_assert(offsetof(struct liveupdate_session_get_name, size) == 0 && sizeof(((struct liveupdate_session_get_name *)0)->size) == 4, "liveupdate_session_get_name.size");
+static_assert(offsetof(struct liveupdate_session_get_name, reserved) == 4 && sizeof(((struct liveupdate_session_get_name *)0)->reserved) == 4, "liveupdate_session_get_name.reserved");
+static_assert(offsetof(struct liveupdate_session_get_name, name) == 8 && sizeof(((struct liveupdate_session_get_name *)0)->name) == 64, "liveupdate_session_get_name.name");
+static const struct field F_LIVEUPDATE_SESSION_GET_NAME[] = { { "size", 0, 4, 0, 0 }, { "reserved", 4, 4, 0, 0 }, { "name", 8, 64, 1, 1 }, { 0 } };
 
 static const struct layout LAYOUTS[] = {
   { "IOMMU_DESTROY", IOMMU_DESTROY, 8, F_IOMMU_DESTROY },
@@ -226,4 +255,10 @@ static const struct layout LAYOUTS[] = {
   { "VFIO_DEVICE_BIND_IOMMUFD", VFIO_DEVICE_BIND_IOMMUFD, 24, F_VFIO_DEVICE_BIND_IOMMUFD },
   { "VFIO_DEVICE_ATTACH_IOMMUFD_PT", VFIO_DEVICE_ATTACH_IOMMUFD_PT, 16, F_VFIO_DEVICE_ATTACH_IOMMUFD_PT },
   { "VFIO_DEVICE_DETACH_IOMMUFD_PT", VFIO_DEVICE_DETACH_IOMMUFD_PT, 12, F_VFIO_DEVICE_DETACH_IOMMUFD_PT },
+  { "LIVEUPDATE_IOCTL_CREATE_SESSION", LIVEUPDATE_IOCTL_CREATE_SESSION, 72, F_LIVEUPDATE_IOCTL_CREATE_SESSION },
+  { "LIVEUPDATE_IOCTL_RETRIEVE_SESSION", LIVEUPDATE_IOCTL_RETRIEVE_SESSION, 72, F_LIVEUPDATE_IOCTL_RETRIEVE_SESSION },
+  { "LIVEUPDATE_SESSION_PRESERVE_FD", LIVEUPDATE_SESSION_PRESERVE_FD, 16, F_LIVEUPDATE_SESSION_PRESERVE_FD },
+  { "LIVEUPDATE_SESSION_RETRIEVE_FD", LIVEUPDATE_SESSION_RETRIEVE_FD, 16, F_LIVEUPDATE_SESSION_RETRIEVE_FD },
+  { "LIVEUPDATE_SESSION_FINISH", LIVEUPDATE_SESSION_FINISH, 8, F_LIVEUPDATE_SESSION_FINISH },
+  { "LIVEUPDATE_SESSION_GET_NAME", LIVEUPDATE_SESSION_GET_NAME, 72, F_LIVEUPDATE_SESSION_GET_NAME },
 };

@@ -4,7 +4,7 @@ import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import { UAPI_IOCTLS } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
-import { checkFieldValue, getField, setField, type StructLayout } from '../uapi/struct.js';
+import { checkFieldValue, getBytes, getField, isByteArray, setField, type StructLayout } from '../uapi/struct.js';
 import { File, Uaccess } from './file.js';
 import type { Kernel } from './kernel.js';
 import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing } from './mm.js';
@@ -267,6 +267,13 @@ export class Process {
     const writeBack = () => {
       for (const f of layout.fields) {
         if (!f.out) continue;
+        if (isByteArray(f)) {
+          // An inline byte array (a name) comes back as bytes.
+          const a = getBytes(new DataView(before.buffer), f);
+          const b = getBytes(view, f);
+          if (arg[f.name] === undefined || a.some((x, i) => x !== b[i])) arg[f.name] = b;
+          continue;
+        }
         const a = getField(new DataView(before.buffer), f);
         const b = getField(view, f);
         if (a !== b || arg[f.name] === undefined) arg[f.name] = b;

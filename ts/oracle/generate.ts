@@ -7,6 +7,7 @@ import { DEFAULT_WEIGHTS, opArbitrary, type CommandWeights, type Op } from '../f
 import { Rig } from '../fuzz/runner.js';
 import type { Process } from '../kernel/process.js';
 import { UAPI_IOCTLS } from '../uapi/ioctl.js';
+import { isByteArray } from '../uapi/struct.js';
 import type { Sequence, Step } from './sequence.js';
 
 /** The upstream mix: IOAS and device lifecycle commands, CPU loads and stores. */
@@ -98,6 +99,11 @@ function recording(p: Process, steps: Step[]): Process {
             const io = UAPI_IOCTLS.get(request);
             if (!io || arg === null || typeof arg !== 'object' || arg instanceof Uint8Array) throw new Unrepresentable(`ioctl 0x${request.toString(16)}`);
             const words = Object.entries(arg as Record<string, unknown>).map(([k, v]) => {
+              const f = io.layout.byName.get(k);
+              if (f && isByteArray(f)) {
+                if (typeof v !== 'string' && !(v instanceof Uint8Array)) throw new Unrepresentable(`field ${k}`);
+                return `${k}=hex(${Buffer.from(typeof v === 'string' ? new TextEncoder().encode(v) : v).toString('hex')})`;
+              }
               if (Array.isArray(v)) return `${k}=[${v.map((r: { start: bigint; last: bigint }) => `${hex(r.start)}:${hex(r.last)}`).join(',')}]`;
               if (v instanceof Uint8Array) return `${k}=buf(${v.length})`;
               if (k === 'iommufd' || k === 'fd') return `${k}=${typeof v === 'number' && v >= 0 ? `$${labels.get(v) ?? v}` : String(v)}`;

@@ -2,9 +2,7 @@
 // uAPI. Each field carries a static assertion against the real kernel headers, so the lab build
 // fails if one of our layouts differs from Linux's in name, offset, size or struct size.
 import { UAPI_IOCTLS } from '../uapi/ioctl.js';
-import type { Field } from '../uapi/struct.js';
-
-const WIDTH = { u8: 1, u16: 2, u32: 4, s32: 4, u64: 8 } as const;
+import { isByteArray, type Field } from '../uapi/struct.js';
 
 /** The C member expression of a field: our `__reserved0` (u8) is the kernel's `__reserved[0]`. */
 function member(f: Field): string {
@@ -25,8 +23,10 @@ export function uapiLayoutsHeader(): string {
     out.push(`static_assert(sizeof(${s}) == ${layout.size}, "${layout.name} size");`);
     const fields = layout.fields.map((f) => {
       const m = member(f);
-      out.push(`static_assert(offsetof(${s}, ${m}) == ${f.offset} && sizeof(((${s} *)0)->${m}) == ${WIDTH[f.type]}, "${layout.name}.${f.name}");`);
-      return `{ "${f.name}", ${f.offset}, ${WIDTH[f.type]}, ${f.out ? 1 : 0} }`;
+      out.push(`static_assert(offsetof(${s}, ${m}) == ${f.offset} && sizeof(((${s} *)0)->${m}) == ${f.size}, "${layout.name}.${f.name}");`);
+      // The last member marks an inline byte array (`__u8 name[64]`), which the driver fills from
+      // `str(...)`/`hex(...)` and prints as hex.
+      return `{ "${f.name}", ${f.offset}, ${f.size}, ${f.out ? 1 : 0}, ${isByteArray(f) ? 1 : 0} }`;
     });
     out.push(`static const struct field F_${name}[] = { ${[...fields, '{ 0 }'].join(', ')} };`);
     rows.push(`  { "${name}", ${name}, ${layout.size}, F_${name} },`);

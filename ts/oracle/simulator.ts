@@ -2,10 +2,11 @@
 // the guest driver prints on the real kernel (oracle/guest/seqrun.c), key for key.
 import { Host, type HostConfig } from '../hw/host.js';
 import type { PciDevice } from '../hw/pci.js';
+import { LINUX_REBOOT_CMD_KEXEC } from '../kernel/kernel.js';
 import type { Process } from '../kernel/process.js';
 import { UAPI_IOCTLS_BY_NAME } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, O_RDWR, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
-import { getField, setField } from '../uapi/struct.js';
+import { getBytes, getField, isByteArray, setField, type Field } from '../uapi/struct.js';
 import type { Sequence, Step, StepResult } from './sequence.js';
 
 /** Where `mmap` steps place mappings, 2 MiB apart (the guest driver uses the same arena). */
@@ -28,7 +29,7 @@ class Runner {
   private arenaNext = ARENA_BASE;
   private scratchNext = SCRATCH;
   private faultsSeen = 0;
-  private readonly proc: Process;
+  private proc: Process;
 
   constructor(
     private readonly host: Host,
@@ -182,6 +183,12 @@ class Runner {
       case 'dma_to_dev':
       case 'dma_from_dev':
         return this.dma(st);
+      case 'add_seals':
+        throw new FormatError('add_seals: memfd seals are not modelled');
+      case 'pipe':
+        throw new FormatError('pipe: pipe(2) is not modelled');
+      case 'kexec':
+        return this.kexec();
       case 'dmar_faults': {
         const log = this.host.kernel.dmesg();
         const faults = log.slice(this.faultsSeen).flatMap((l) => {
@@ -194,6 +201,34 @@ class Runner {
       default:
         throw new FormatError(`unknown op ${st.op}`);
     }
+  }
+
+  /**
+   * `kexec`: kexec_file_load of the running kernel with its command line, then
+   * reboot(LINUX_REBOOT_CMD_KEXEC); the sequence goes on in a fresh process of the next kernel,
+   * as the guest driver does (labels, fds and mappings are gone).
+   */
+  private kexec(): StepResult {
+    return this.sys({ op: 'kexec' }, () => {
+      this.proc.kexecFileLoad();
+      this.proc.reboot(LINUX_REBOOT_CMD_KEXEC);
+      this.proc = this.host.kernel.spawn();
+      this.vars.clear();
+      this.devByFd.clear();
+      this.arenaNext = ARENA_BASE;
+      this.scratchNext = SCRATCH;
+      this.faultsSeen = this.host.kernel.dmesg().length;
+    });
+  }
+
+  /** A byte-array field's value: `str(text)` (its bytes) or `hex(...)`, NUL-padded by the struct. */
+  private bytesValue(f: Field, val: string): Uint8Array {
+    let bytes: Uint8Array | null = null;
+    const m = /^(str|hex)\((.*)\)$/s.exec(val);
+    if (m?.[1] === 'str') bytes = Buffer.from(m[2]!, 'utf8');
+    else if (m?.[1] === 'hex' && /^([0-9a-fA-F]{2})*$/.test(m[2]!)) bytes = Buffer.from(m[2]!, 'hex');
+    if (!bytes || bytes.length > f.size) throw new FormatError(`bad value ${val}`);
+    return bytes;
   }
 
   /** A zeroed buffer in the process's memory (the driver callocs one), holding `bytes`. */
@@ -247,6 +282,10 @@ class Runner {
       }
       const f = L.byName.get(key);
       if (!f) throw new FormatError(`${name} has no field ${key}`);
+      if (isByteArray(f)) {
+        setField(view, f, this.bytesValue(f, val));
+        continue;
+      }
       if (val.startsWith('[') || val.startsWith('buf(')) {
         let bytes: Uint8Array;
         if (val.startsWith('[')) {
@@ -273,15 +312,7 @@ class Runner {
     }
     if (L && !sizeGiven) view.setUint32(0, L.size, true);
     const res: StepResult = { op: 'ioctl', cmd: name };
-    let ret: StepResult;
-    try {
-      const r = ptr === null ? this.proc.ioctl(fd, request, arg) : this.proc.ioctl(fd, request, ptr);
-      ret = { ret: typeof r === 'number' ? r : 0 };
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (!(e instanceof Error && e.name === 'SyscallError' && code)) throw e;
-      ret = { ret: -1, errno: code };
-    }
+    const ret = this.callIoctl(fd, request, ptr ?? arg);
     // Raw requests and `ptr=` print no fields (the driver's buffer is not the argument).
     if (!L || ptr !== null) {
       if (st.label && ret.ret !== -1) this.vars.set(st.label, BigInt(ret.ret as number));
@@ -290,6 +321,10 @@ class Runner {
     const out: Record<string, string> = {};
     for (const f of L.fields) {
       if (!f.out) continue;
+      if (isByteArray(f)) {
+        out[f.name] = Buffer.from(getBytes(view, f)).toString('hex');
+        continue;
+      }
       const v = BigInt(getField(view, f));
       out[f.name] = `0x${BigInt.asUintN(64, v).toString(16)}`;
       if (st.label) this.vars.set(`${st.label}.${f.name}`, v);
@@ -297,6 +332,18 @@ class Runner {
     for (const b of bufs) out[b.name] = b.len ? Buffer.from(this.proc.memRead(b.va, b.len)).toString('hex') : '';
     if (st.label && ret.ret !== -1) this.vars.set(st.label, BigInt(ret.ret as number));
     return { ...res, out, ...ret };
+  }
+
+  /** The ioctl itself: its return value, or `ret: -1` with the errno. */
+  private callIoctl(fd: number, request: number, arg: Uint8Array | bigint): StepResult {
+    try {
+      const r = this.proc.ioctl(fd, request, arg);
+      return { ret: typeof r === 'number' ? r : 0 };
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (!(e instanceof Error && e.name === 'SyscallError' && code)) throw e;
+      return { ret: -1, errno: code };
+    }
   }
 
   /** QEMU's edu DMA engine: copies between an IOVA (masked to 28 bits) and its 4 KiB buffer. */
