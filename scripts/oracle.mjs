@@ -11,6 +11,7 @@
 //   --luo            run the upstream LUO selftests in the guest; record oracle/upstream/luo-selftest.txt
 //   --generate N     first write N sequences from the fuzz model's generator to
 //                    oracle/sequences/90-generated-s<SEED>.seq (with --seed SEED, default 1)
+//   --shrink         shrink each diverging sequence on the kernel and add it to oracle/sequences/50-shrunk.seq
 //   --only REGEX     run only the sequences whose name matches (implies --no-record)
 //   --no-build       use dist/ as it is (otherwise `tsc -p tsconfig.build.json` runs first)
 import { spawn, spawnSync } from 'node:child_process';
@@ -165,15 +166,19 @@ for (const f of files) {
   }
 }
 const t1 = performance.now();
-const lines = await boot('seq', Object.fromEntries([...corpus].map(([f, seqs]) => [`seq/${f}`, oracle.formatSequences(seqs)])));
+/** Runs sequence files (name -> sequences) in one boot; the parsed driver lines. */
+async function runOnKernel(byFile) {
+  const lines = await boot('seq', Object.fromEntries([...byFile].map(([f, seqs]) => [`seq/${f}`, oracle.formatSequences(seqs)])));
+  return lines.map((l) => {
+    try {
+      return JSON.parse(l);
+    } catch {
+      return { garbled: l };
+    }
+  });
+}
+const parsed = await runOnKernel(corpus);
 const kernelSecs = (performance.now() - t1) / 1000;
-const parsed = lines.map((l) => {
-  try {
-    return JSON.parse(l);
-  } catch {
-    return { garbled: l };
-  }
-});
 const bootLine = parsed.find((l) => l.boot);
 const bySeq = oracle.groupBySequence(parsed);
 const diffs = JSON.parse(readFileSync(join(root, 'oracle/differences.json'), 'utf8'));
@@ -240,4 +245,31 @@ console.log(
   `[oracle] Linux ${labInfo.kernel}: ${nSeq} sequences, ${nSteps} steps; kernel ${kernelSecs.toFixed(1)} s (boot included), simulator ${simSecs.toFixed(1)} s; ` +
     `${unexplained.length} unexplained divergences, ${explained.length} deliberate`,
 );
+// --shrink: each diverging sequence (at most 10) loses steps while its first divergence stays the
+// same, one boot per round, and the result joins the corpus as shrunk.<name> (50-shrunk.seq).
+if (has('--shrink') && unexplained.length) {
+  const signature = (ds) => {
+    const d = ds.find((x) => !x.reason);
+    const say = (r) => (r ? `${r.cmd ?? r.op}:${r.errno ?? JSON.stringify(r.ret)}` : '-');
+    return d ? `${say(d.kernel)}|${say(d.simulator)}` : null;
+  };
+  const allSeqs = new Map([...corpus.values()].flat().map((q) => [q.name, q]));
+  const targets = [...new Set(unexplained.map((d) => d.seq))].slice(0, 10);
+  const shrunk = [];
+  for (const name of targets) {
+    const seq = allSeqs.get(name);
+    const want = signature(oracle.compareSequence(name, bySeq.get(name) ?? [], oracle.runOnSimulator(seq), diffs));
+    const small = await oracle.shrinkSequence(seq, async (cands) => {
+      const k = oracle.groupBySequence(await runOnKernel(new Map([['shrink.seq', cands]])));
+      return cands.map((c) => signature(oracle.compareSequence(c.name, k.get(c.name) ?? [], oracle.runOnSimulator(c), diffs)) === want);
+    });
+    console.log(`[oracle] shrunk ${name}: ${seq.steps.length} -> ${small.steps.length} steps (${want})`);
+    shrunk.push(small);
+  }
+  const file = join(SEQ_DIR, '50-shrunk.seq');
+  const known = existsSync(file) ? oracle.parseSequences(readFileSync(file, 'utf8')) : [];
+  const merged = [...known.filter((k) => !shrunk.some((x) => x.name === k.name)), ...shrunk];
+  writeFileSync(file, `# Divergences the oracle found, shrunk (npm run oracle -- --shrink). Fix the simulator or list them.\n${oracle.formatSequences(merged)}`);
+  console.log(`[oracle] wrote ${shrunk.length} shrunk sequences to ${file}; npm run oracle records their goldens`);
+}
 process.exit(failedSeqs.size ? 1 : 0);

@@ -41,7 +41,9 @@ const hex = (v: bigint | number) => (typeof v === 'number' && v < 0 ? `-${(-v).t
 function recording(p: Process, steps: Step[]): Process {
   const labels = new Map<number, string>();
   let n = 0;
-  const fdWord = (fd: number) => labels.get(fd) ?? String(fd);
+  // An fd the VMM never opened (the model's "closed fd") is 999 on both sides: EBADF, whatever
+  // numbers the guest driver itself holds.
+  const fdWord = (fd: number) => labels.get(fd) ?? (fd < 0 ? String(fd) : '999');
   const push = (op: string, args: string[], label?: string) => steps.push({ op, args, label, line: 0 });
   const fdResult = (fd: number) => {
     const label = `f${n++}`;
@@ -106,7 +108,7 @@ function recording(p: Process, steps: Step[]): Process {
               }
               if (Array.isArray(v)) return `${k}=[${v.map((r: { start: bigint; last: bigint }) => `${hex(r.start)}:${hex(r.last)}`).join(',')}]`;
               if (v instanceof Uint8Array) return `${k}=buf(${v.length})`;
-              if (k === 'iommufd' || k === 'fd') return `${k}=${typeof v === 'number' && v >= 0 ? `$${labels.get(v) ?? v}` : String(v)}`;
+              if ((k === 'iommufd' || k === 'fd') && typeof v === 'number') return `${k}=${labels.has(v) ? `$${labels.get(v)}` : fdWord(v)}`;
               if (typeof v === 'bigint' || typeof v === 'number') return `${k}=${typeof v === 'number' && v < 0 ? String(v) : hex(v)}`;
               throw new Unrepresentable(`field ${k}`);
             });

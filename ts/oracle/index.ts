@@ -5,3 +5,4 @@ export * from './compare.js';
 export { uapiLayoutsHeader } from './layouts.js';
 export * from './generate.js';
 export * from './golden.js';
+export * from './shrink.js';
