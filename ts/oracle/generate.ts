@@ -10,27 +10,19 @@ import { UAPI_IOCTLS } from '../uapi/ioctl.js';
 import { isByteArray } from '../uapi/struct.js';
 import type { Sequence, Step } from './sequence.js';
 
-/** The upstream mix: IOAS and device lifecycle commands, CPU loads and stores. */
-export const UPSTREAM_WEIGHTS: CommandWeights = Object.fromEntries(
-  Object.keys(DEFAULT_WEIGHTS).map((k) => [k, 0]),
-) as CommandWeights;
-Object.assign(UPSTREAM_WEIGHTS, {
+/** What upstream Linux has: IOAS and device lifecycle commands, the VMM's loads and stores. */
+const UPSTREAM_KINDS = new Set(['open', 'close', 'ioasAlloc', 'map', 'mapFile', 'copy', 'unmap', 'allow', 'destroy', 'bind', 'attach', 'detach', 'unbind', 'cpuWrite', 'cpuRead']);
+
+/**
+ * The upstream mix: the default weights of those kinds, others off; contexts and IOASes more
+ * often (without them most commands find nothing to act on), fewer stores.
+ */
+export const UPSTREAM_WEIGHTS: CommandWeights = {
+  ...(Object.fromEntries(Object.entries(DEFAULT_WEIGHTS).map(([k, w]) => [k, UPSTREAM_KINDS.has(k) ? w : 0])) as CommandWeights),
   open: 6,
-  close: 1,
   ioasAlloc: 5,
-  map: 14,
-  mapFile: 6,
-  copy: 6,
-  unmap: 9,
-  allow: 2,
-  destroy: 3,
-  bind: 5,
-  attach: 9,
-  detach: 1.5,
-  unbind: 1,
   cpuWrite: 3,
-  cpuRead: 3,
-});
+};
 
 /** A recorded call the format cannot express: the sequence is dropped. */
 class Unrepresentable extends Error {}
