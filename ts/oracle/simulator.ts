@@ -3,6 +3,7 @@
 import { Host, type HostConfig } from '../hw/host.js';
 import type { PciDevice } from '../hw/pci.js';
 import type { Process } from '../kernel/process.js';
+import { VfioDeviceFile } from '../kernel/vfio/device_cdev.js';
 import { UAPI_IOCTLS_BY_NAME } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, O_RDWR, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import { getField, setField } from '../uapi/struct.js';
@@ -168,6 +169,24 @@ class Runner {
         if (n > 4096) throw new FormatError('peek needs ADDR LEN<=4096');
         return this.sys({ op: 'peek' }, () => ({ bytes: Buffer.from(p.memRead(va, n)).toString('hex') }));
       }
+      case 'sleep':
+        // Guest time for the kernel's ratelimits; the simulated kernel has none to wait out.
+        this.num(a[0]);
+        return { op: 'sleep', ret: 0 };
+      case 'read': {
+        const fd = Number(this.num(a[0]));
+        const n = Number(this.num(a[1]));
+        if (n > 4096) throw new FormatError('read needs FD LEN<=4096');
+        return this.sys({ op: 'read' }, () => {
+          const b = p.read(fd, n);
+          return { ret: b.length, bytes: Buffer.from(b).toString('hex') };
+        });
+      }
+      case 'write': {
+        const fd = Number(this.num(a[0]));
+        const data = Buffer.from(a[1] ?? '', 'hex').subarray(0, 4096);
+        return this.sys({ op: 'write' }, () => ({ ret: p.write(fd, data) }));
+      }
       case 'ioctl':
         return this.ioctl(st);
       case 'dma_to_dev':
@@ -201,7 +220,7 @@ class Runner {
     const [fdWord, name, ...rest] = st.args;
     const fd = Number(this.num(fdWord));
     const io = UAPI_IOCTLS_BY_NAME.get(name ?? '');
-    if (!io) throw new FormatError(`unknown ioctl ${name}`);
+    if (!io) return this.rawIoctl(fd, name, rest);
     const L = io.layout;
     const arg = new Uint8Array(4096 + 64);
     const view = new DataView(arg.buffer);
@@ -265,6 +284,25 @@ class Runner {
     return { ...res, out, ...ret };
   }
 
+  /** `ioctl FD NUMBER [tail=HEX]`: a request by number, its argument the tail's bytes (no fields). */
+  private rawIoctl(fd: number, name: string | undefined, rest: readonly string[]): StepResult {
+    let request: bigint;
+    try {
+      request = this.num(name);
+    } catch {
+      throw new FormatError(`unknown ioctl ${name}`);
+    }
+    const arg = new Uint8Array(4096 + 64);
+    for (const kv of rest) {
+      if (!kv.startsWith('tail=')) throw new FormatError(`${name} has no field ${kv.split('=')[0]}`);
+      arg.set(Buffer.from(kv.slice(5), 'hex').subarray(0, 64), 0);
+    }
+    return this.sys({ op: 'ioctl', cmd: name }, () => {
+      const r = this.proc.ioctl(fd, Number(BigInt.asUintN(32, request)), arg);
+      return { ret: typeof r === 'number' ? r : 0 };
+    });
+  }
+
   /** QEMU's edu DMA engine: copies between an IOVA (masked to 28 bits) and its 4 KiB buffer. */
   private dma(st: Step): StepResult {
     const [devWord, iovaWord, lenWord, offWord] = st.args;
@@ -275,6 +313,10 @@ class Runner {
     if (len === 0 || len > EDU_MAX || off + len > EDU_BUF_SIZE) throw new FormatError('dma needs DEV IOVA LEN<=2048 [OFF]');
     const dev = this.devByFd.get(fd);
     if (!dev) return { op: st.op, ret: -1, errno: 'EBADF' };
+    // The driver maps the BAR through VFIO_DEVICE_GET_REGION_INFO, EINVAL before BIND_IOMMUFD.
+    const file = this.proc.fget(fd);
+    file.put();
+    if (!(file instanceof VfioDeviceFile) || !file.bound) return { op: st.op, ret: -1, errno: 'EINVAL' };
     let buf = this.eduBuf.get(dev);
     if (!buf) this.eduBuf.set(dev, (buf = new Uint8Array(EDU_BUF_SIZE)));
     try {
