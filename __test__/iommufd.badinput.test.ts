@@ -945,8 +945,9 @@ describe('VFIO device cdev', () => {
     fails(fx, 'EINVAL', () => bind({ iommufd: fd, argsz: 0 }));
     fails(fx, 'EINVAL', () => bind({ iommufd: fd, flags: 1 << 1 }));
     fails(fx, 'EFAULT', () => p.ioctl(d1, VFIO_DEVICE_BIND_IOMMUFD, null));
-    // A raw 8-byte struct: VFIO copies minsz (16) bytes first.
-    fails(fx, 'EFAULT', () => p.ioctl(d1, VFIO_DEVICE_BIND_IOMMUFD, new Uint8Array(8)));
+    // A raw 8-byte struct: VFIO reads argsz alone first (0 here: EINVAL), then copies argsz bytes.
+    fails(fx, 'EINVAL', () => p.ioctl(d1, VFIO_DEVICE_BIND_IOMMUFD, new Uint8Array(8)));
+    fails(fx, 'EFAULT', () => p.ioctl(d1, VFIO_DEVICE_BIND_IOMMUFD, new Uint8Array([24, 0, 0, 0, 0, 0, 0, 0])));
     // Still bindable afterwards.
     expect(bind({ iommufd: fd }).out_devid).toBe(5);
     p.close(d1);

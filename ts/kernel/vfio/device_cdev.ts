@@ -75,12 +75,20 @@ export class VfioDeviceFile extends File {
 
   /** `vfio_df_ioctl_bind_iommufd`. */
   private bind(proc: Process, u: Uaccess, arg: bigint): number {
-    const bind = readStruct(u, arg, V.vfio_device_bind_iommufd, V.VFIO_BIND_MINSZ);
-    if ((bind.argsz as number) < V.VFIO_BIND_MINSZ || (bind.flags as number) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN || (bind.iommufd as number) < 0) {
-      errno('EINVAL', 'argsz, flags or iommufd');
-    }
+    const argsz = u.getU32(arg);
+    if (argsz < V.VFIO_BIND_MINSZ) errno('EINVAL', 'argsz below minsz');
+    // copy_struct_from_user: what argsz covers, zero-extended; past the struct it must be zero.
+    const size = V.vfio_device_bind_iommufd.size;
+    if (argsz > size && !u.isZeroed(arg + BigInt(size), argsz - size)) errno('E2BIG', 'non-zero bytes past the struct');
+    const bind = readStruct(u, arg, V.vfio_device_bind_iommufd, Math.min(argsz, size));
+    if ((bind.flags as number) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN || (bind.iommufd as number) < 0) errno('EINVAL', 'flags or iommufd');
     if (this.bound) errno('EINVAL', 'already bound');
-    if ((bind.flags as number) & V.VFIO_DEVICE_BIND_FLAG_TOKEN) errno('EINVAL', 'vfio-pci has no VF token to match');
+    if ((bind.flags as number) & V.VFIO_DEVICE_BIND_FLAG_TOKEN) {
+      // vfio_df_check_token: the UUID is copied in, then vfio-pci's match_token_uuid refuses it
+      // for a function that is neither a VF nor a PF with VFs ("incorrectly provided").
+      u.read(BigInt(bind.token_uuid_ptr as bigint), 16);
+      errno('EINVAL', 'a VF token for a device that is neither a VF nor a PF');
+    }
     const file = proc.fget(bind.iommufd as number);
     if (!(file instanceof IommufdCtx)) {
       file.put();
