@@ -623,8 +623,9 @@ const HANDLERS: Record<string, Handler> = {
     const iova = n64(cmd.iova!);
     const length = n64(cmd.length!);
     const pageSize = n64(cmd.page_size!);
-    // u64 arithmetic as the kernel's: length 0 wraps length - 1 to U64_MAX without overflowing.
-    const last = iova + ((length - 1n) & U64_MAX);
+    // A zero length is refused before length - 1 is formed.
+    if (length === 0n) errno('EINVAL', 'zero length');
+    const last = iova + length - 1n;
     if (last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
     const end = (last + 1n) & U64_MAX;
     const align = hwpt.ioas.iopt.iovaAlignment - 1n;
