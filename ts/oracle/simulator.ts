@@ -319,11 +319,20 @@ class Runner {
     if (!(file instanceof VfioDeviceFile) || !file.bound) return { op: st.op, ret: -1, errno: 'EINVAL' };
     let buf = this.eduBuf.get(dev);
     if (!buf) this.eduBuf.set(dev, (buf = new Uint8Array(EDU_BUF_SIZE)));
-    try {
-      if (st.op === 'dma_to_dev') dev.dma.readInto(iova, buf.subarray(off, off + len));
-      else dev.dma.write(iova, buf.subarray(off, off + len));
-    } catch (e) {
-      if ((e as Error).name !== 'DmaFault') throw e;
+    // QEMU's memory API (address_space_rw) goes on page by page past a translation failure: a
+    // page that faults reads as zeros into the buffer, or is not written; the others are copied.
+    for (let done = 0; done < len; ) {
+      const at = iova + BigInt(done);
+      const n = Math.min(len - done, 4096 - Number(at & 0xfffn));
+      const chunk = buf.subarray(off + done, off + done + n);
+      try {
+        if (st.op === 'dma_to_dev') dev.dma.readInto(at, chunk);
+        else dev.dma.write(at, chunk);
+      } catch (e) {
+        if ((e as Error).name !== 'DmaFault') throw e;
+        if (st.op === 'dma_to_dev') chunk.fill(0);
+      }
+      done += n;
     }
     return { op: st.op, ret: 0 };
   }
