@@ -134,7 +134,7 @@ static const char *errname(int e) {
   E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY) E(EEXIST) E(EXDEV) E(ENODEV) E(ENOTDIR)
   E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ENOTTY) E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS)
   E(EMLINK) E(EPIPE) E(EDOM) E(ERANGE) E(EDEADLK) E(ENAMETOOLONG) E(ENOSYS) E(EOVERFLOW)
-  E(EMSGSIZE) E(EOPNOTSUPP) E(EADDRINUSE) E(ETIMEDOUT) E(ECANCELED) E(ENODATA)
+  E(EMSGSIZE) E(EOPNOTSUPP) E(EADDRINUSE) E(ETIMEDOUT) E(ECANCELED) E(ENODATA) E(EBADFD) E(ENOTEMPTY)
 #undef E
   default: return "E?";
   }
@@ -170,6 +170,8 @@ static void reset_state(void) {
   for (int i = n_open - 1; i >= 0; i--) close(open_fds[i]);
   n_open = 0;
   close_the_rest();
+  // DMAR faults of this sequence that it did not ask for are not the next one's.
+  if (kmsg_fd >= 0) lseek(kmsg_fd, 0, SEEK_END);
   for (int i = 0; i < n_maps; i++) munmap((void *)maps[i].va, maps[i].len);
   n_maps = 0; n_vars = 0; step = 0;
   arena_next = ARENA_BASE;
@@ -484,6 +486,27 @@ static void run_line(char *line) {
     end_str("ret", "fd");
   } else if (!strcmp(op, "kexec")) {
     do_kexec();
+  } else if (!strcmp(op, "sleep")) {
+    // sleep MS: guest time passes (the kernel's DMAR fault ratelimit window); nothing else.
+    if (argc < 2 || parse_num(argv[1], &a)) { die("sleep needs MS"); return; }
+    usleep((useconds_t)(a * 1000));
+    begin("sleep"); end_ok(0);
+  } else if (!strcmp(op, "read")) {
+    // read FD LEN: prints the bytes read (an event queue's records).
+    static uint8_t buf[4096];
+    if (argc < 3 || parse_num(argv[1], &a) || parse_num(argv[2], &b) || b > sizeof buf) { die("read needs FD LEN<=4096"); return; }
+    ssize_t r = read((int)a, buf, b); int err = errno;
+    begin("read");
+    if (r < 0) { end_err(err); return; }
+    printf(",\"ret\":%zd,\"bytes\":\"", r); print_hex(buf, r); printf("\"}\n");
+  } else if (!strcmp(op, "write")) {
+    // write FD HEX: prints the bytes written (responses to an event queue).
+    static uint8_t buf[4096];
+    if (argc < 2 || parse_num(argv[1], &a)) { die("write needs FD [HEX]"); return; }
+    size_t n = argc > 2 ? parse_hex(argv[2], buf, sizeof buf) : 0;
+    ssize_t r = write((int)a, buf, n); int err = errno;
+    begin("write");
+    if (r < 0) end_err(err); else end_ok(r);
   } else if (!strcmp(op, "ioctl")) {
     do_ioctl(argv, argc, label);
   } else if (!strcmp(op, "dma_to_dev")) {
@@ -498,7 +521,10 @@ static void run_line(char *line) {
 }
 
 static void run_file(const char *path) {
-  FILE *f = fopen(path, "r");
+  // The sequence file stays open while it runs: above the fds the sequences see.
+  int fd0 = open(path, O_RDONLY | O_CLOEXEC), fd = fd0 >= 0 ? fcntl(fd0, F_DUPFD_CLOEXEC, 201) : -1;
+  if (fd0 >= 0) close(fd0);
+  FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
   if (!f) { printf("@@ {\"error\":\"cannot open %s\"}\n", path); return; }
   seq_file_fd = fileno(f);
   const char *base = strrchr(path, '/');
@@ -543,7 +569,13 @@ static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
-  if (kmsg_fd >= 0) lseek(kmsg_fd, 0, SEEK_END);
+  if (kmsg_fd >= 0) {
+    // Out of the way: a sequence's fds start at 3, as in the simulated process (fd numbers an
+    // ioctl returns, e.g. out_fault_fd, are compared).
+    int high = fcntl(kmsg_fd, F_DUPFD_CLOEXEC, 200);
+    if (high >= 0) { close(kmsg_fd); kmsg_fd = high; }
+    lseek(kmsg_fd, 0, SEEK_END);
+  }
   arena_next = ARENA_BASE;
   static char spec[512];
   if (argc > 2 && !strcmp(argv[1], "-r")) {

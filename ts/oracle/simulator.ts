@@ -4,6 +4,7 @@ import { Host, type HostConfig } from '../hw/host.js';
 import type { PciDevice } from '../hw/pci.js';
 import { LINUX_REBOOT_CMD_KEXEC } from '../kernel/kernel.js';
 import type { Process } from '../kernel/process.js';
+import { VfioDeviceFile } from '../kernel/vfio/device_cdev.js';
 import { UAPI_IOCTLS_BY_NAME } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, O_RDWR, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import { getBytes, getField, isByteArray, setField, type Field } from '../uapi/struct.js';
@@ -177,6 +178,24 @@ class Runner {
         const n = Number(this.num(a[1]));
         if (n > 4096) throw new FormatError('peek needs ADDR LEN<=4096');
         return this.sys({ op: 'peek' }, () => ({ bytes: Buffer.from(p.memRead(va, n)).toString('hex') }));
+      }
+      case 'sleep':
+        // Guest time for the kernel's ratelimits; the simulated kernel has none to wait out.
+        this.num(a[0]);
+        return { op: 'sleep', ret: 0 };
+      case 'read': {
+        const fd = Number(this.num(a[0]));
+        const n = Number(this.num(a[1]));
+        if (n > 4096) throw new FormatError('read needs FD LEN<=4096');
+        return this.sys({ op: 'read' }, () => {
+          const b = p.read(fd, n);
+          return { ret: b.length, bytes: Buffer.from(b).toString('hex') };
+        });
+      }
+      case 'write': {
+        const fd = Number(this.num(a[0]));
+        const data = Buffer.from(a[1] ?? '', 'hex').subarray(0, 4096);
+        return this.sys({ op: 'write' }, () => ({ ret: p.write(fd, data) }));
       }
       case 'ioctl':
         return this.ioctl(st);
@@ -356,13 +375,26 @@ class Runner {
     if (len === 0 || len > EDU_MAX || off + len > EDU_BUF_SIZE) throw new FormatError('dma needs DEV IOVA LEN<=2048 [OFF]');
     const dev = this.devByFd.get(fd);
     if (!dev) return { op: st.op, ret: -1, errno: 'EBADF' };
+    // The driver maps the BAR through VFIO_DEVICE_GET_REGION_INFO, EINVAL before BIND_IOMMUFD.
+    const file = this.proc.fget(fd);
+    file.put();
+    if (!(file instanceof VfioDeviceFile) || !file.bound) return { op: st.op, ret: -1, errno: 'EINVAL' };
     let buf = this.eduBuf.get(dev);
     if (!buf) this.eduBuf.set(dev, (buf = new Uint8Array(EDU_BUF_SIZE)));
-    try {
-      if (st.op === 'dma_to_dev') dev.dma.readInto(iova, buf.subarray(off, off + len));
-      else dev.dma.write(iova, buf.subarray(off, off + len));
-    } catch (e) {
-      if ((e as Error).name !== 'DmaFault') throw e;
+    // QEMU's memory API (address_space_rw) goes on page by page past a translation failure: a
+    // page that faults reads as zeros into the buffer, or is not written; the others are copied.
+    for (let done = 0; done < len; ) {
+      const at = iova + BigInt(done);
+      const n = Math.min(len - done, 4096 - Number(at & 0xfffn));
+      const chunk = buf.subarray(off + done, off + done + n);
+      try {
+        if (st.op === 'dma_to_dev') dev.dma.readInto(at, chunk);
+        else dev.dma.write(at, chunk);
+      } catch (e) {
+        if ((e as Error).name !== 'DmaFault') throw e;
+        if (st.op === 'dma_to_dev') chunk.fill(0);
+      }
+      done += n;
     }
     return { op: st.op, ret: 0 };
   }

@@ -281,6 +281,11 @@ export class IntelIommu {
    */
   probeDevice(sid: number, pci: { ats: boolean }): void {
     this.probed.set(sid, { atsSupported: bit(this.ecap, 2) && pci.ats });
+    // The default domain the device is attached to at probe (not modelled: a device is blocked
+    // here until VFIO binds it) allocates its bus's context table, and blocking it later clears
+    // only its context entry. So a blocked device's DMA faults "context entry not present" (2),
+    // as on the real unit, not "root entry not present" (1).
+    this.contextAddr(sid >> 8, true);
   }
 
   /**

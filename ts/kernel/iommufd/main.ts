@@ -77,6 +77,8 @@ export class HwptPaging extends IommufdObject {
   ownsDomain = true;
   /** `hwpt->fault`: the queue its IO page faults go to (IOMMU_HWPT_FAULT_ID_VALID). */
   fault: Fault | null = null;
+  /** `hwpt->pasid_compat` (IOMMU_HWPT_ALLOC_PASID): it may serve PASID attachments. */
+  pasidCompat = false;
 
   constructor(
     readonly ioas: Ioas,
@@ -131,8 +133,10 @@ export function restoredAttachEnd(kernel: Kernel, sid: number, block = false): v
 /** `struct iommufd_device`: a bound device (one device per iommu_group here). */
 export class IommufdDevice extends IommufdObject {
   readonly type = 'DEVICE';
-  /** `igroup->hwpt`. */
+  /** `igroup->hwpt`: the attachment without PASID. */
   hwpt: HwptPaging | null = null;
+  /** `igroup->pasid_attach` for every PASID but IOMMU_NO_PASID. */
+  readonly pasidHwpts = new Map<number, HwptPaging>();
 
   constructor(
     readonly ictx: IommufdCtx,
@@ -623,8 +627,9 @@ const HANDLERS: Record<string, Handler> = {
     const iova = n64(cmd.iova!);
     const length = n64(cmd.length!);
     const pageSize = n64(cmd.page_size!);
-    // u64 arithmetic as the kernel's: length 0 wraps length - 1 to U64_MAX without overflowing.
-    const last = iova + ((length - 1n) & U64_MAX);
+    // A zero length is refused before length - 1 is formed.
+    if (length === 0n) errno('EINVAL', 'zero length');
+    const last = iova + length - 1n;
     if (last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
     const end = (last + 1n) & U64_MAX;
     const align = hwpt.ioas.iopt.iovaAlignment - 1n;
@@ -700,7 +705,7 @@ function rangeBytes(r: IovaRange): Uint8Array {
  * `iommufd_hwpt_paging_alloc`: a new paging domain on `ioas`. With `immediateAttach` the device
  * is attached before the domain joins the IOAS (the auto-domain path).
  */
-export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevice, flags: number, immediateAttach: boolean, userData = false): HwptPaging {
+export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevice, flags: number, immediateAttach: boolean, userData = false, pasid = 0): HwptPaging {
   const valid = U.IOMMU_HWPT_ALLOC_NEST_PARENT | U.IOMMU_HWPT_ALLOC_DIRTY_TRACKING | U.IOMMU_HWPT_FAULT_ID_VALID | U.IOMMU_HWPT_ALLOC_PASID;
   if (flags & ~valid) errno('EOPNOTSUPP', 'unknown HWPT_ALLOC flags');
   if (flags & U.IOMMU_HWPT_ALLOC_DIRTY_TRACKING) errno('EOPNOTSUPP', 'no dirty tracking in legacy mode');
@@ -713,14 +718,15 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
   const domain = ictx.kernel.intel.domainAllocPaging();
   domain.persistentId = ictx.persistentId;
   const hwpt = new HwptPaging(ioas, domain, false);
+  hwpt.pasidCompat = !!(flags & U.IOMMU_HWPT_ALLOC_PASID);
   ictx.reserve(hwpt);
   try {
-    if (immediateAttach) attachHwpt(idev, hwpt);
+    if (immediateAttach) attachHwpt(idev, hwpt, pasid);
     try {
       ioas.iopt.addDomain(domain);
       hwpt.inIopt = true;
     } catch (e) {
-      if (immediateAttach) detachHwpt(idev);
+      if (immediateAttach) detachHwpt(idev, pasid);
       throw e;
     }
   } catch (e) {
@@ -732,12 +738,43 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
   return hwpt;
 }
 
-/** `iommufd_hw_pagetable_attach`: reserved regions, then the domain on the device. */
-function attachHwpt(idev: IommufdDevice, hwpt: HwptPaging): void {
-  if (idev.hwpt && idev.hwpt !== hwpt) errno('EINVAL', 'device is attached elsewhere');
+/** What `idev` is attached to at `pasid` (0 is IOMMU_NO_PASID). */
+function attachedAt(idev: IommufdDevice, pasid: number): HwptPaging | null {
+  return pasid === 0 ? idev.hwpt : (idev.pasidHwpts.get(pasid) ?? null);
+}
+
+/**
+ * `iommufd_hwpt_pasid_compat`: the attachment without PASID and the PASID ones must all be on
+ * ALLOC_PASID HWPTs once there is any PASID attachment.
+ */
+function checkPasidCompat(idev: IommufdDevice, hwpt: HwptPaging, pasid: number): void {
+  if (pasid === 0) {
+    if (!hwpt.pasidCompat && idev.pasidHwpts.size) errno('EINVAL', 'the device has PASID attachments: the HWPT needs ALLOC_PASID');
+  } else {
+    if (!hwpt.pasidCompat) errno('EINVAL', 'a PASID attachment needs an ALLOC_PASID HWPT');
+    if (idev.hwpt && !idev.hwpt.pasidCompat) errno('EINVAL', 'the device is attached to an HWPT without ALLOC_PASID');
+  }
+}
+
+/**
+ * `iommufd_hw_pagetable_attach` at `pasid`: the reserved regions (without PASID only), then the
+ * domain on the device. A PASID attachment is bookkeeping only here: the edu function has no
+ * PASID capability (max_pasids 0), so `__iommu_set_group_pasid` skips it and nothing reaches
+ * the driver.
+ */
+function attachHwpt(idev: IommufdDevice, hwpt: HwptPaging, pasid = 0): void {
+  // xa_insert into the attachment's device_array: the device is in it already.
+  if (attachedAt(idev, pasid)) errno('EBUSY', `device is attached at PASID ${pasid} already`);
+  if (pasid !== 0) {
+    checkPasidCompat(idev, hwpt, pasid);
+    idev.pasidHwpts.set(pasid, hwpt);
+    hwpt.users++;
+    return;
+  }
   const intel = idev.ictx.kernel.intel;
   enforceResvRegions(idev, hwpt.ioas);
   try {
+    checkPasidCompat(idev, hwpt, 0);
     intel.attachDevice(hwpt.domain, idev.sid);
   } catch (e) {
     hwpt.ioas.iopt.removeReserved(idev);
@@ -758,7 +795,15 @@ function enforceResvRegions(idev: IommufdDevice, ioas: Ioas): void {
 }
 
 /** `iommufd_hw_pagetable_detach`: the device goes to the blocking domain. Returns the old HWPT. */
-function detachHwpt(idev: IommufdDevice): HwptPaging | null {
+function detachHwpt(idev: IommufdDevice, pasid = 0): HwptPaging | null {
+  if (pasid !== 0) {
+    const old = idev.pasidHwpts.get(pasid) ?? null;
+    if (old) {
+      idev.pasidHwpts.delete(pasid);
+      old.users--;
+    }
+    return old;
+  }
   const hwpt = idev.hwpt;
   if (!hwpt) return null;
   idev.ictx.kernel.intel.blockDevice(idev.sid);
@@ -773,14 +818,22 @@ function hwptPut(ictx: IommufdCtx, hwpt: HwptPaging): void {
   if (hwpt.autoDomain) ictx.tryDestroy(hwpt);
 }
 
-/** `iommufd_device_do_replace`. */
-function replaceHwpt(idev: IommufdDevice, hwpt: HwptPaging): HwptPaging | null {
-  const old = idev.hwpt;
+/** `iommufd_device_do_replace` at `pasid`. */
+function replaceHwpt(idev: IommufdDevice, hwpt: HwptPaging, pasid = 0): HwptPaging | null {
+  const old = attachedAt(idev, pasid);
   if (!old) errno('EINVAL', 'device is not attached');
   if (old === hwpt) return null;
+  if (pasid !== 0) {
+    checkPasidCompat(idev, hwpt, pasid);
+    idev.pasidHwpts.set(pasid, hwpt);
+    hwpt.users++;
+    old.users--;
+    return old;
+  }
   const newIoas = old.ioas !== hwpt.ioas;
   if (newIoas) enforceResvRegions(idev, hwpt.ioas);
   try {
+    checkPasidCompat(idev, hwpt, 0);
     idev.ictx.kernel.intel.attachDevice(hwpt.domain, idev.sid);
   } catch (e) {
     if (newIoas) hwpt.ioas.iopt.removeReserved(idev);
@@ -794,31 +847,32 @@ function replaceHwpt(idev: IommufdDevice, hwpt: HwptPaging): HwptPaging | null {
 }
 
 /**
- * `iommufd_device_change_pt` for attach (`replace` false) or replace: `ptId` names an HWPT, or an
- * IOAS whose compatible auto domain is reused or created. Returns the HWPT id.
+ * `iommufd_device_change_pt` for attach (`replace` false) or replace at `pasid` (0 is
+ * IOMMU_NO_PASID): `ptId` names an HWPT, or an IOAS whose compatible auto domain is reused or
+ * created. Returns the HWPT id.
  */
-export function deviceChangePt(idev: IommufdDevice, ptId: number, replace: boolean): number {
+export function deviceChangePt(idev: IommufdDevice, ptId: number, replace: boolean, pasid = 0): number {
   const ictx = idev.ictx;
   const pt = ictx.objects.get(ptId);
   if (!pt) errno('ENOENT', `no object with id ${ptId}`);
   try {
-    return changePt(idev, pt, replace);
+    return changePt(idev, pt, replace, pasid);
   } finally {
     // Attached anywhere (or blocked by a failed first attach), it has left its restored domain.
     restoredAttachEnd(ictx.kernel, idev.sid);
   }
 }
 
-function changePt(idev: IommufdDevice, pt: IommufdObject, replace: boolean): number {
+function changePt(idev: IommufdDevice, pt: IommufdObject, replace: boolean, pasid: number): number {
   const ictx = idev.ictx;
-  const doAttach = (h: HwptPaging): HwptPaging | null => (replace ? replaceHwpt(idev, h) : (attachHwpt(idev, h), null));
+  const doAttach = (h: HwptPaging): HwptPaging | null => (replace ? replaceHwpt(idev, h, pasid) : (attachHwpt(idev, h, pasid), null));
   let old: HwptPaging | null;
   let id: number;
   if (pt instanceof HwptPaging) {
     old = doAttach(pt);
     id = pt.id;
   } else if (pt instanceof Ioas) {
-    ({ old, id } = autoGetDomain(idev, pt, replace, doAttach));
+    ({ old, id } = autoGetDomain(idev, pt, replace, doAttach, pasid));
   } else {
     return errno('EINVAL', 'pt_id is neither an IOAS nor an HWPT');
   }
@@ -826,7 +880,7 @@ function changePt(idev: IommufdDevice, pt: IommufdObject, replace: boolean): num
   return id;
 }
 
-function autoGetDomain(idev: IommufdDevice, ioas: Ioas, replace: boolean, doAttach: (h: HwptPaging) => HwptPaging | null): { old: HwptPaging | null; id: number } {
+function autoGetDomain(idev: IommufdDevice, ioas: Ioas, replace: boolean, doAttach: (h: HwptPaging) => HwptPaging | null, pasid: number): { old: HwptPaging | null; id: number } {
   for (const hwpt of ioas.hwpts) {
     if (!hwpt.autoDomain) continue;
     try {
@@ -838,7 +892,7 @@ function autoGetDomain(idev: IommufdDevice, ioas: Ioas, replace: boolean, doAtta
     }
   }
   const ictx = idev.ictx;
-  const hwpt = hwptPagingAlloc(ictx, ioas, idev, 0, !replace);
+  const hwpt = hwptPagingAlloc(ictx, ioas, idev, 0, !replace, false, pasid);
   let old: HwptPaging | null = null;
   if (replace) {
     try {
@@ -855,9 +909,9 @@ function autoGetDomain(idev: IommufdDevice, ioas: Ioas, replace: boolean, doAtta
   return { old, id: hwpt.id };
 }
 
-/** `iommufd_device_detach`. */
-export function deviceDetach(idev: IommufdDevice): void {
-  const old = detachHwpt(idev);
+/** `iommufd_device_detach` at `pasid`. */
+export function deviceDetach(idev: IommufdDevice, pasid = 0): void {
+  const old = detachHwpt(idev, pasid);
   if (old) hwptPut(idev.ictx, old);
 }
 
@@ -875,6 +929,7 @@ export function deviceBind(ictx: IommufdCtx, sid: number, name: string): Iommufd
 
 /** `iommufd_device_unbind`. */
 export function deviceUnbind(idev: IommufdDevice): void {
+  for (const pasid of [...idev.pasidHwpts.keys()]) deviceDetach(idev, pasid);
   deviceDetach(idev);
   restoredAttachEnd(idev.ictx.kernel, idev.sid, true);
   idev.users--;

@@ -43,6 +43,8 @@ export class VfioDeviceFile extends File {
   private idev: IommufdDevice | null = null;
   /** `iommufd_attached`. */
   private attached = false;
+  /** `vdev->pasids`: the PASIDs attached through VFIO_DEVICE_ATTACH_PASID. */
+  private readonly pasids = new Set<number>();
 
   constructor(
     readonly kernel: Kernel,
@@ -75,12 +77,20 @@ export class VfioDeviceFile extends File {
 
   /** `vfio_df_ioctl_bind_iommufd`. */
   private bind(proc: Process, u: Uaccess, arg: bigint): number {
-    const bind = readStruct(u, arg, V.vfio_device_bind_iommufd, V.VFIO_BIND_MINSZ);
-    if ((bind.argsz as number) < V.VFIO_BIND_MINSZ || (bind.flags as number) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN || (bind.iommufd as number) < 0) {
-      errno('EINVAL', 'argsz, flags or iommufd');
-    }
+    const argsz = u.getU32(arg);
+    if (argsz < V.VFIO_BIND_MINSZ) errno('EINVAL', 'argsz below minsz');
+    // copy_struct_from_user: what argsz covers, zero-extended; past the struct it must be zero.
+    const size = V.vfio_device_bind_iommufd.size;
+    if (argsz > size && !u.isZeroed(arg + BigInt(size), argsz - size)) errno('E2BIG', 'non-zero bytes past the struct');
+    const bind = readStruct(u, arg, V.vfio_device_bind_iommufd, Math.min(argsz, size));
+    if ((bind.flags as number) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN || (bind.iommufd as number) < 0) errno('EINVAL', 'flags or iommufd');
     if (this.bound) errno('EINVAL', 'already bound');
-    if ((bind.flags as number) & V.VFIO_DEVICE_BIND_FLAG_TOKEN) errno('EINVAL', 'vfio-pci has no VF token to match');
+    if ((bind.flags as number) & V.VFIO_DEVICE_BIND_FLAG_TOKEN) {
+      // vfio_df_check_token: the UUID is copied in, then vfio-pci's match_token_uuid refuses it
+      // for a function that is neither a VF nor a PF with VFs ("incorrectly provided").
+      u.read(BigInt(bind.token_uuid_ptr as bigint), 16);
+      errno('EINVAL', 'a VF token for a device that is neither a VF nor a PF');
+    }
     const file = proc.fget(bind.iommufd as number);
     if (!(file instanceof IommufdCtx)) {
       file.put();
@@ -109,12 +119,34 @@ export class VfioDeviceFile extends File {
     return 0;
   }
 
-  /** `vfio_df_ioctl_attach_pt` → `vfio_iommufd_physical_attach_ioas` (attach or replace). */
+  /**
+   * `vfio_df_ioctl_attach_pt` → `vfio_iommufd_physical_attach_ioas` (attach or replace), or with
+   * VFIO_DEVICE_ATTACH_PASID `vfio_iommufd_physical_pasid_attach_ioas`. vfio-pci has the PASID
+   * op whatever the device: PASID 0 is IOMMU_NO_PASID itself, an attachment VFIO tracks apart
+   * from `iommufd_attached`.
+   */
   private attachPt(u: Uaccess, arg: bigint): number {
     const attach = readStruct(u, arg, V.vfio_device_attach_iommufd_pt, V.VFIO_ATTACH_MINSZ);
     if ((attach.argsz as number) < V.VFIO_ATTACH_MINSZ) errno('EINVAL', 'argsz too small');
     if ((attach.flags as number) & ~V.VFIO_DEVICE_ATTACH_PASID) errno('EINVAL', 'unknown flags');
-    if ((attach.flags as number) & V.VFIO_DEVICE_ATTACH_PASID) errno('EOPNOTSUPP', 'PASID attach needs scalable mode');
+    if ((attach.flags as number) & V.VFIO_DEVICE_ATTACH_PASID) {
+      if ((attach.argsz as number) < V.vfio_device_attach_iommufd_pt.size) errno('EINVAL', 'argsz does not cover pasid');
+      const pasid = u.getU32(arg + 12n);
+      let id: number;
+      if (this.pasids.has(pasid)) {
+        id = deviceChangePt(this.idev!, attach.pt_id as number, true, pasid);
+      } else {
+        this.pasids.add(pasid);
+        try {
+          id = deviceChangePt(this.idev!, attach.pt_id as number, false, pasid);
+        } catch (e) {
+          this.pasids.delete(pasid);
+          throw e;
+        }
+      }
+      putU32(u, arg + 8n, id);
+      return 0;
+    }
     const id = deviceChangePt(this.idev!, attach.pt_id as number, this.attached);
     this.attached = true;
     try {
@@ -131,7 +163,13 @@ export class VfioDeviceFile extends File {
     const detach = readStruct(u, arg, V.vfio_device_detach_iommufd_pt, V.VFIO_DETACH_MINSZ);
     if ((detach.argsz as number) < V.VFIO_DETACH_MINSZ) errno('EINVAL', 'argsz too small');
     if ((detach.flags as number) & ~V.VFIO_DEVICE_DETACH_PASID) errno('EINVAL', 'unknown flags');
-    if ((detach.flags as number) & V.VFIO_DEVICE_DETACH_PASID) errno('EOPNOTSUPP', 'PASID detach needs scalable mode');
+    if ((detach.flags as number) & V.VFIO_DEVICE_DETACH_PASID) {
+      if ((detach.argsz as number) < V.vfio_device_detach_iommufd_pt.size) errno('EINVAL', 'argsz does not cover pasid');
+      const pasid = u.getU32(arg + 8n);
+      // A PASID VFIO did not attach is nothing to detach.
+      if (this.pasids.delete(pasid)) deviceDetach(this.idev!, pasid);
+      return 0;
+    }
     this.detach();
     return 0;
   }
@@ -145,6 +183,9 @@ export class VfioDeviceFile extends File {
   /** Close: `vfio_df_unbind_iommufd`; the device is blocked and the iommufd reference dropped. */
   protected release(): void {
     if (!this.idev) return;
+    // vfio_iommufd_physical_unbind: the PASIDs first, in order, then the attachment without.
+    for (const pasid of [...this.pasids].sort((a, b) => a - b)) deviceDetach(this.idev, pasid);
+    this.pasids.clear();
     deviceUnbind(this.idev);
     this.attached = false;
     this.idev = null;
