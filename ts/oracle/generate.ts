@@ -48,18 +48,12 @@ function recording(p: Process, steps: Step[]): Process {
       if (typeof orig !== 'function') return orig;
       switch (prop) {
         case 'open':
-          return (path: string, flags: number) => {
-            const i = steps.length;
-            push('open', [path, hex(flags)]);
-            const fd = orig.call(target, path, flags) as number;
-            (steps[i] as { label?: string }).label = fdResult(fd);
-            return fd;
-          };
         case 'memfd_create':
-          return (name: string, flags = 0) => {
+          // A new fd: the step is labelled f<n> once the call has returned it.
+          return (what: string, flags = 0) => {
             const i = steps.length;
-            push('memfd_create', [name, hex(flags)]);
-            const fd = orig.call(target, name, flags) as number;
+            push(prop, [what, hex(flags)]);
+            const fd = orig.call(target, what, flags) as number;
             (steps[i] as { label?: string }).label = fdResult(fd);
             return fd;
           };
