@@ -97,4 +97,6 @@ cat > "$lab.tmp/lab.json" <<JSON
 JSON
 touch "$lab.tmp/.done"
 rm -rf "$lab"; mv "$lab.tmp" "$lab"
+# Labs of other guest sources go once they are a day old (each is about 15 MB).
+find "$cache" -maxdepth 1 -name 'lab-*' ! -name "lab-$guest_key" -mtime +0 -exec rm -rf {} + 2>/dev/null || true
 echo "$lab"
