@@ -4,7 +4,8 @@ import { errno } from '../../uapi/errno.js';
 import * as V from '../../uapi/vfio.js';
 import { getField, type StructLayout } from '../../uapi/struct.js';
 import { File, type Uaccess } from '../file.js';
-import { deviceBind, deviceChangePt, deviceDetach, deviceUnbind, IommufdCtx, type IommufdDevice } from '../iommufd/main.js';
+import { deviceBind, deviceChangePt, deviceDetach, deviceUnbind } from '../iommufd/device.js';
+import { IommufdCtx, type IommufdDevice } from '../iommufd/main.js';
 import type { Kernel } from '../kernel.js';
 import type { Process } from '../process.js';
 

@@ -1,0 +1,204 @@
+// A bound device's attachments (drivers/iommu/iommufd/device.c): attach, replace and detach of an
+// HWPT or of an IOAS through its automatic HWPT, per PASID; the IOAS's reserved regions; bind and
+// unbind for VFIO.
+import { errno, KernelError } from '../../uapi/errno.js';
+import { hwptPagingAlloc, HwptPaging, Ioas, IommufdCtx, IommufdDevice, restoredAttachEnd } from './main.js';
+import type { IommufdObject } from './object.js';
+
+/** What `idev` is attached to at `pasid` (0 is IOMMU_NO_PASID). */
+function attachedAt(idev: IommufdDevice, pasid: number): HwptPaging | null {
+  return pasid === 0 ? idev.hwpt : (idev.pasidHwpts.get(pasid) ?? null);
+}
+
+/**
+ * `iommufd_hwpt_pasid_compat`: the attachment without PASID and the PASID ones must all be on
+ * ALLOC_PASID HWPTs once there is any PASID attachment.
+ */
+function checkPasidCompat(idev: IommufdDevice, hwpt: HwptPaging, pasid: number): void {
+  if (pasid === 0) {
+    if (!hwpt.pasidCompat && idev.pasidHwpts.size) errno('EINVAL', 'the device has PASID attachments: the HWPT needs ALLOC_PASID');
+  } else {
+    if (!hwpt.pasidCompat) errno('EINVAL', 'a PASID attachment needs an ALLOC_PASID HWPT');
+    if (idev.hwpt && !idev.hwpt.pasidCompat) errno('EINVAL', 'the device is attached to an HWPT without ALLOC_PASID');
+  }
+}
+
+/**
+ * `iommufd_hw_pagetable_attach` at `pasid`: the reserved regions (without PASID only), then the
+ * domain on the device. A PASID attachment is bookkeeping only here: the edu function has no
+ * PASID capability (max_pasids 0), so `__iommu_set_group_pasid` skips it and nothing reaches
+ * the driver.
+ */
+export function attachHwpt(idev: IommufdDevice, hwpt: HwptPaging, pasid = 0): void {
+  // xa_insert into the attachment's device_array: the device is in it already.
+  if (attachedAt(idev, pasid)) errno('EBUSY', `device is attached at PASID ${pasid} already`);
+  if (pasid !== 0) {
+    checkPasidCompat(idev, hwpt, pasid);
+    idev.pasidHwpts.set(pasid, hwpt);
+    hwpt.users++;
+    return;
+  }
+  const intel = idev.ictx.kernel.intel;
+  enforceResvRegions(idev, hwpt.ioas);
+  try {
+    checkPasidCompat(idev, hwpt, 0);
+    intel.attachDevice(hwpt.domain, idev.sid);
+  } catch (e) {
+    hwpt.ioas.iopt.removeReserved(idev);
+    throw e;
+  }
+  idev.hwpt = hwpt;
+  hwpt.users++;
+}
+
+/** `iopt_table_enforce_dev_resv_regions`. */
+function enforceResvRegions(idev: IommufdDevice, ioas: Ioas): void {
+  try {
+    for (const r of idev.ictx.kernel.intel.resvRegions(idev.sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, idev);
+  } catch (e) {
+    ioas.iopt.removeReserved(idev);
+    throw e;
+  }
+}
+
+/** `iommufd_hw_pagetable_detach`: the device goes to the blocking domain. Returns the old HWPT. */
+export function detachHwpt(idev: IommufdDevice, pasid = 0): HwptPaging | null {
+  if (pasid !== 0) {
+    const old = idev.pasidHwpts.get(pasid) ?? null;
+    if (old) {
+      idev.pasidHwpts.delete(pasid);
+      old.users--;
+    }
+    return old;
+  }
+  const hwpt = idev.hwpt;
+  if (!hwpt) return null;
+  idev.ictx.kernel.intel.blockDevice(idev.sid);
+  hwpt.ioas.iopt.removeReserved(idev);
+  idev.hwpt = null;
+  hwpt.users--;
+  return hwpt;
+}
+
+/** `iommufd_hw_pagetable_put`: an auto domain dies with its last device. */
+function hwptPut(ictx: IommufdCtx, hwpt: HwptPaging): void {
+  if (hwpt.autoDomain) ictx.tryDestroy(hwpt);
+}
+
+/** `iommufd_device_do_replace` at `pasid`. */
+function replaceHwpt(idev: IommufdDevice, hwpt: HwptPaging, pasid = 0): HwptPaging | null {
+  const old = attachedAt(idev, pasid);
+  if (!old) errno('EINVAL', 'device is not attached');
+  if (old === hwpt) return null;
+  if (pasid !== 0) {
+    checkPasidCompat(idev, hwpt, pasid);
+    idev.pasidHwpts.set(pasid, hwpt);
+    hwpt.users++;
+    old.users--;
+    return old;
+  }
+  const newIoas = old.ioas !== hwpt.ioas;
+  if (newIoas) enforceResvRegions(idev, hwpt.ioas);
+  try {
+    checkPasidCompat(idev, hwpt, 0);
+    idev.ictx.kernel.intel.attachDevice(hwpt.domain, idev.sid);
+  } catch (e) {
+    if (newIoas) hwpt.ioas.iopt.removeReserved(idev);
+    throw e;
+  }
+  if (newIoas) old.ioas.iopt.removeReserved(idev);
+  idev.hwpt = hwpt;
+  hwpt.users++;
+  old.users--;
+  return old;
+}
+
+/**
+ * `iommufd_device_change_pt` for attach (`replace` false) or replace at `pasid` (0 is
+ * IOMMU_NO_PASID): `ptId` names an HWPT, or an IOAS whose compatible auto domain is reused or
+ * created. Returns the HWPT id.
+ */
+export function deviceChangePt(idev: IommufdDevice, ptId: number, replace: boolean, pasid = 0): number {
+  const ictx = idev.ictx;
+  const pt = ictx.objects.get(ptId);
+  if (!pt) errno('ENOENT', `no object with id ${ptId}`);
+  try {
+    return changePt(idev, pt, replace, pasid);
+  } finally {
+    // Attached anywhere (or blocked by a failed first attach), it has left its restored domain.
+    restoredAttachEnd(ictx.kernel, idev.sid);
+  }
+}
+
+function changePt(idev: IommufdDevice, pt: IommufdObject, replace: boolean, pasid: number): number {
+  const ictx = idev.ictx;
+  const doAttach = (h: HwptPaging): HwptPaging | null => (replace ? replaceHwpt(idev, h, pasid) : (attachHwpt(idev, h, pasid), null));
+  let old: HwptPaging | null;
+  let id: number;
+  if (pt instanceof HwptPaging) {
+    old = doAttach(pt);
+    id = pt.id;
+  } else if (pt instanceof Ioas) {
+    ({ old, id } = autoGetDomain(idev, pt, replace, doAttach, pasid));
+  } else {
+    return errno('EINVAL', 'pt_id is neither an IOAS nor an HWPT');
+  }
+  if (old) hwptPut(ictx, old);
+  return id;
+}
+
+function autoGetDomain(idev: IommufdDevice, ioas: Ioas, replace: boolean, doAttach: (h: HwptPaging) => HwptPaging | null, pasid: number): { old: HwptPaging | null; id: number } {
+  for (const hwpt of ioas.hwpts) {
+    if (!hwpt.autoDomain) continue;
+    try {
+      return { old: doAttach(hwpt), id: hwpt.id };
+    } catch (e) {
+      // EINVAL means incompatible: try the next one. Anything else is the answer.
+      if (e instanceof KernelError && e.code === 'EINVAL') continue;
+      throw e;
+    }
+  }
+  const ictx = idev.ictx;
+  const hwpt = hwptPagingAlloc(ictx, ioas, idev, 0, !replace, false, pasid);
+  let old: HwptPaging | null = null;
+  if (replace) {
+    try {
+      old = doAttach(hwpt);
+    } catch (e) {
+      ioas.hwpts.splice(ioas.hwpts.indexOf(hwpt), 1);
+      ioas.recordDomains();
+      ictx.abort(hwpt);
+      throw e;
+    }
+  }
+  hwpt.autoDomain = true;
+  ictx.finalize(hwpt);
+  return { old, id: hwpt.id };
+}
+
+/** `iommufd_device_detach` at `pasid`. */
+export function deviceDetach(idev: IommufdDevice, pasid = 0): void {
+  const old = detachHwpt(idev, pasid);
+  if (old) hwptPut(idev.ictx, old);
+}
+
+/** `iommufd_device_bind`: a DEVICE object; the device is claimed for DMA (blocked). */
+export function deviceBind(ictx: IommufdCtx, sid: number, name: string): IommufdDevice {
+  const idev = new IommufdDevice(ictx, sid, name);
+  ictx.reserve(idev);
+  ictx.finalize(idev);
+  idev.users++; // the VFIO device holds it until unbind
+  // Claiming DMA ownership blocks the device, except one still translating through a domain the
+  // previous kernel handed over: its VMM is re-binding it, and its DMA must not stop.
+  if (!ictx.kernel.intel.isRestoredAttach(sid)) ictx.kernel.intel.blockDevice(sid);
+  return idev;
+}
+
+/** `iommufd_device_unbind`. */
+export function deviceUnbind(idev: IommufdDevice): void {
+  for (const pasid of [...idev.pasidHwpts.keys()]) deviceDetach(idev, pasid);
+  deviceDetach(idev);
+  restoredAttachEnd(idev.ictx.kernel, idev.sid, true);
+  idev.users--;
+  idev.ictx.tryDestroy(idev);
+}
