@@ -4,6 +4,7 @@ export * from './hw/index.js';
 export * from './fdt/index.js';
 export * from './uapi/index.js';
 export * from './kernel/index.js';
+export * from './host.js';
 
 /** Version of the native core (Cargo workspace version); matches package.json. */
 export const version: string = native.nativeVersion();

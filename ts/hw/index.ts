@@ -2,5 +2,4 @@ export * from './memory.js';
 export * from './iommu.js';
 export * from './vtd-regs.js';
 export * from './pci.js';
-export * from './host.js';
 export * from './traffic.js';

@@ -65,11 +65,11 @@ export class Kernel implements KernelGeneration {
   readonly memory: PhysicalMemory;
   readonly iommu: IommuUnit;
   /** `struct page` pin counts. */
-  readonly pageRefs: PageRefs;
+  pageRefs!: PageRefs;
   /** The VT-d driver for the unit. */
-  readonly intel: IntelIommu;
+  intel!: IntelIommu;
   /** Devices bound to vfio-pci. */
-  readonly vfioDevices: VfioDevice[];
+  vfioDevices!: VfioDevice[];
   /** Open iommufd contexts. */
   readonly iommufds = new Set<IommufdCtx>();
   private readonly logBuf: string[] = [];
@@ -82,13 +82,13 @@ export class Kernel implements KernelGeneration {
   /** /sys. */
   readonly sysfs = new Sysfs();
   /** The guestmemfs carve-out, if `guestmemfs=` reserved one. */
-  readonly guestmemfs: Guestmemfs | null;
+  guestmemfs!: Guestmemfs | null;
   /** Persistent iommufd contexts by persistent id (`persistent_iommufds`, 1-based). */
   readonly persistentIommufds = new Map<number, IommufdCtx>();
   /** Kexec HandOver. */
-  readonly kho: Kho;
+  kho!: Kho;
   /** What the previous kernel persisted for iommufd, waiting to be claimed through sysfs. */
-  readonly persisted: PersistedIommufds;
+  persisted!: PersistedIommufds;
   /** Generation on this host: 0 at cold boot, +1 per kexec. */
   readonly generation: number;
   /** Staged by `kexec_file_load`. */
@@ -97,15 +97,24 @@ export class Kernel implements KernelGeneration {
   dead = false;
   private readonly hw: KernelHardware;
 
+  /**
+   * Creates the kernel; nothing runs until {@link boot}, so whoever holds the machine (the host)
+   * can point at this generation before its boot phases start.
+   */
   constructor(hw: KernelHardware) {
     this.memory = hw.memory;
     this.iommu = hw.iommu;
     this.cmdline = hw.cmdline ?? '';
     this.generation = hw.generation ?? 0;
+    this.hw = hw;
+  }
+
+  /** `start_kernel`: early params, the IOMMU, vfio-pci, then what KHO handed over. */
+  boot(): this {
+    const hw = this.hw;
     this.log(`Linux version 6.12.0-iommu-liveupdate (simulated), generation ${this.generation}`);
     this.log(`Command line: ${this.cmdline}`);
     this.log(`Memory: ${hw.memory.size >> 10n}K`);
-    this.hw = hw;
     this.kho = new Kho(this, hw.khoBlob ?? null);
     hw.onPhase?.('early-boot');
     const incoming = this.kho.incoming;
@@ -135,6 +144,7 @@ export class Kernel implements KernelGeneration {
       this.kho.notifiers.push({ dump: (w, kho) => fs.khoDump(w, kho), abort: () => fs.khoAbort() });
     }
     this.log(`Run /sbin/init as init process (generation ${this.generation} up)`);
+    return this;
   }
 
   /**

@@ -1,6 +1,6 @@
 // Runs oracle sequences on the simulator through its public syscall surface and prints what
 // the guest driver prints on the real kernel (oracle/guest/seqrun.c), key for key.
-import { Host, type HostConfig } from '../hw/host.js';
+import { Host, type HostConfig } from '../host.js';
 import type { PciDevice } from '../hw/pci.js';
 import { LINUX_REBOOT_CMD_KEXEC } from '../kernel/kernel.js';
 import type { Process } from '../kernel/process.js';

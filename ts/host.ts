@@ -1,10 +1,10 @@
 // A host machine: memory, one VT-d unit, PCI devices, and the kernel running on it.
-import { Kernel, type KernelGeneration } from '../kernel/kernel.js';
-import { callbackError, invalidState } from '../kernel/reentrancy.js';
-import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './iommu.js';
-import { PhysicalMemory } from './memory.js';
-import { PciDevice, type PciDeviceOptions } from './pci.js';
-import { DmaTraffic, type DmaTrafficOptions } from './traffic.js';
+import { Kernel, type KernelGeneration } from './kernel/kernel.js';
+import { callbackError, invalidState } from './kernel/reentrancy.js';
+import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './hw/iommu.js';
+import { PhysicalMemory } from './hw/memory.js';
+import { PciDevice, type PciDeviceOptions } from './hw/pci.js';
+import { DmaTraffic, type DmaTrafficOptions } from './hw/traffic.js';
 
 /** Machines {@link HostConfig.machine} can imitate. */
 export type Machine = 'qemu-7.2-q35';
@@ -148,7 +148,10 @@ export class Host {
       onKexec: (image) => this.jump(image.cmdline),
       busy: () => this.busy(),
     });
+    // The host points at the new generation before it boots: what happens during its boot
+    // phases (a DMA fault during iommu-init) is this generation's.
     this.generations.push(this._kernel);
+    this._kernel.boot();
     this.phase('boot', generation);
   }
 
