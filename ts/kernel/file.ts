@@ -1,7 +1,25 @@
 // struct file and the user-memory accessors ioctl handlers use (copy_from_user / copy_to_user).
+import type { PhysicalMemory } from '../hw/memory.js';
 import { errno } from '../uapi/errno.js';
-import type { Backing } from './mm.js';
-import type { Process } from './process.js';
+import type { Cred } from './cred.js';
+import type { Backing, Mm } from './mm.js';
+
+/**
+ * The task a file operation runs for (`current`): its credentials, address space and fd table.
+ * File operations and subsystems see a task through this, never the whole process.
+ */
+export interface Task extends Cred {
+  readonly pid: number;
+  readonly mm: Mm;
+  /** RLIMIT_MEMLOCK in bytes. */
+  readonly rlimitMemlock: number;
+  /** `fget`: a new reference to the file behind `fd`, or EBADF. */
+  fget(fd: number): File;
+  /** `fd_install` at the lowest free fd. */
+  installFd(file: File): number;
+  /** `get_unused_fd_flags`: the fd {@link installFd} takes next. */
+  unusedFd(): number;
+}
 
 /**
  * User memory as a handler sees it: the process address space, plus the kernel-side buffers that
@@ -9,7 +27,8 @@ import type { Process } from './process.js';
  */
 export class Uaccess {
   constructor(
-    readonly proc: Process,
+    private readonly mm: Mm,
+    private readonly memory: PhysicalMemory,
     private readonly temps: ReadonlyMap<bigint, Uint8Array> = new Map(),
   ) {}
 
@@ -31,7 +50,7 @@ export class Uaccess {
     const t = this.temp(ptr, n);
     if (t) return t.buf.slice(t.off, t.off + n);
     const out = new Uint8Array(n);
-    this.proc.mm.access(this.proc.kernel.memory, ptr, out, false, true);
+    this.mm.access(this.memory, ptr, out, false, true);
     return out;
   }
 
@@ -44,7 +63,7 @@ export class Uaccess {
       t.buf.set(bytes, t.off);
       return;
     }
-    this.proc.mm.access(this.proc.kernel.memory, ptr, bytes, true, true);
+    this.mm.access(this.memory, ptr, bytes, true, true);
   }
 
   /** `get_user` of a u32. */
@@ -80,20 +99,20 @@ export abstract class File {
   }
 
   /** `unlocked_ioctl`: returns the syscall's value. */
-  ioctl(_proc: Process, _request: number, _u: Uaccess, _arg: bigint): number {
+  ioctl(_task: Task, _request: number, _u: Uaccess, _arg: bigint): number {
     return errno('ENOTTY', 'no ioctls on this file');
   }
 
-  read(_proc: Process, _n: number): Uint8Array {
+  read(_task: Task, _n: number): Uint8Array {
     return errno('EINVAL', 'file does not support read');
   }
 
-  write(_proc: Process, _data: Uint8Array): number {
+  write(_task: Task, _data: Uint8Array): number {
     return errno('EINVAL', 'file does not support write');
   }
 
   /** The object an mmap of this file maps, and its first page. */
-  mmapObject(_proc: Process, _pgoff: number, _npages: number, _flags: number): Backing {
+  mmapObject(_task: Task, _pgoff: number, _npages: number, _flags: number): Backing {
     return errno('ENODEV', 'file cannot be mmapped');
   }
 
@@ -104,7 +123,7 @@ export abstract class File {
   reopen?(flags: number): File;
 
   /** `ftruncate`. */
-  truncate(_proc: Process, _length: bigint): void {
+  truncate(_task: Task, _length: bigint): void {
     errno('EINVAL', 'not a regular file');
   }
 

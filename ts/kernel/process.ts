@@ -199,9 +199,9 @@ export class Process {
     return this.syscall('ioctl', known?.name ?? `0x${request.toString(16)}`, () => {
       const file = this.fget(fd);
       try {
-        if (arg === null || arg === undefined) return file.ioctl(this, request, new Uaccess(this), 0n);
-        if (typeof arg === 'bigint') return file.ioctl(this, request, new Uaccess(this), arg);
-        if (arg instanceof Uint8Array) return file.ioctl(this, request, new Uaccess(this, new Map([[ARG_BASE, arg]])), ARG_BASE);
+        if (arg === null || arg === undefined) return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory), 0n);
+        if (typeof arg === 'bigint') return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory), arg);
+        if (arg instanceof Uint8Array) return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory, new Map([[ARG_BASE, arg]])), ARG_BASE);
         if (typeof arg !== 'object') throw Object.assign(new TypeError('ioctl argument must be an object, Uint8Array, bigint or null'), { code: 'ERR_INVALID_ARG_TYPE' });
         return this.ioctlObject(file, request, arg as Record<string, unknown>, known?.layout);
       } finally {
@@ -212,7 +212,7 @@ export class Process {
 
   private ioctlObject(file: File, request: number, arg: Record<string, unknown>, layout: StructLayout | undefined): Record<string, unknown> {
     if (!layout) {
-      file.ioctl(this, request, new Uaccess(this, new Map([[ARG_BASE, new Uint8Array(8)]])), ARG_BASE);
+      file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory, new Map([[ARG_BASE, new Uint8Array(8)]])), ARG_BASE);
       return arg;
     }
     const sizeField = layout.fields[0]!;
@@ -288,7 +288,7 @@ export class Process {
       }
     };
     try {
-      file.ioctl(this, request, new Uaccess(this, temps), ARG_BASE);
+      file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory, temps), ARG_BASE);
     } catch (e) {
       // What the kernel wrote before failing stays written (IOVA_RANGES with EMSGSIZE).
       writeBack();

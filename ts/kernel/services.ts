@@ -1,0 +1,45 @@
+// What a subsystem gets from the kernel it runs in: the services it uses, never the kernel.
+// The kernel builds one of these at boot and hands it to every initcall.
+import type { PhysicalMemory } from '../hw/memory.js';
+import type { Chrdevs } from './chrdev.js';
+import type { Kho } from './kho/kho.js';
+import type { PageRefs } from './mm.js';
+import type { Sysfs } from './sysfs/sysfs.js';
+
+/** A PCI function the kernel enumerated (the host's devices, in order). */
+export interface PciFunction {
+  readonly bdf: string;
+  /** Requester ID (bus << 8 | devfn). */
+  readonly sid: number;
+  readonly ats: boolean;
+  /** PCI_COMMAND.MASTER. */
+  setBusMaster(on: boolean): void;
+}
+
+/** Services of one kernel generation. */
+export interface KernelServices {
+  /** 0 at cold boot, +1 per kexec. */
+  readonly generation: number;
+  readonly cmdline: string;
+  readonly memory: PhysicalMemory;
+  /** `struct page` pin counts. */
+  readonly pageRefs: PageRefs;
+  readonly sysfs: Sysfs;
+  readonly kho: Kho;
+  /** Device nodes under /dev (`misc_register`). */
+  readonly chrdevs: Chrdevs;
+  /** The PCI functions on the bus. */
+  readonly pci: readonly PciFunction[];
+  /** Replaced by kexec. */
+  readonly dead: boolean;
+  /** `printk`. */
+  log(msg: string): void;
+  /** Reports a lifecycle phase to whoever runs the machine. */
+  phase(name: string): void;
+  /** Why the kernel cannot be entered now (inside a transition), or null. */
+  reentrancy(): string | null;
+  /** Per-uid `locked_vm`. */
+  userAccount(uid: number): { lockedVm: number };
+  /** `register_reboot_notifier`: runs at `kernel_kexec`, `handover` when KHO hands state over. */
+  onShutdown(fn: (handover: boolean) => void): void;
+}
