@@ -1,4 +1,5 @@
 // A host machine: memory, one VT-d unit, PCI devices, and the kernel running on it.
+import { linuxInitcalls, type LinuxKernel } from './kernel/initcalls.js';
 import { Kernel, type KernelGeneration } from './kernel/kernel.js';
 import { callbackError, invalidState } from './kernel/reentrancy.js';
 import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './hw/iommu.js';
@@ -75,7 +76,7 @@ export class Host {
   readonly memory: PhysicalMemory;
   readonly iommu: IommuUnit;
   readonly devices: readonly PciDevice[];
-  private _kernel!: Kernel;
+  private _kernel!: LinuxKernel;
   /** Every kernel that ran here, oldest first: the last is {@link kernel}, the others are dead and keep their logs. */
   readonly generations: KernelGeneration[] = [];
   /** Lifecycle phases across every generation. */
@@ -137,7 +138,7 @@ export class Host {
   }
 
   private bootKernel(cmdline: string, khoBlob: bigint | null, generation: number): void {
-    this._kernel = new Kernel({
+    const kernel = new Kernel({
       memory: this.memory,
       iommu: this.iommu,
       devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, ats: d.ats, setBusMaster: (on: boolean) => (d.busMaster = on) })),
@@ -150,8 +151,9 @@ export class Host {
     });
     // The host points at the new generation before it boots: what happens during its boot
     // phases (a DMA fault during iommu-init) is this generation's.
-    this.generations.push(this._kernel);
-    this._kernel.boot();
+    this._kernel = kernel as LinuxKernel;
+    this.generations.push(kernel);
+    kernel.boot(linuxInitcalls(kernel));
     this.phase('boot', generation);
   }
 
@@ -216,7 +218,7 @@ export class Host {
    * runs, it throws an `Error` with code `ERR_INVALID_STATE` and nothing happens — one kexec at a
    * time, as `kexec_trylock()` makes it in the kernel, so there is never more than one live kernel.
    */
-  kexec(opts: { cmdline?: string } = {}): Kernel {
+  kexec(opts: { cmdline?: string } = {}): LinuxKernel {
     this.jump(opts.cmdline ?? this._kernel.cmdline);
     return this._kernel;
   }
@@ -258,7 +260,7 @@ export class Host {
   }
 
   /** The running kernel. */
-  get kernel(): Kernel {
+  get kernel(): LinuxKernel {
     return this._kernel;
   }
 

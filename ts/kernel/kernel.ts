@@ -1,20 +1,25 @@
-// The running kernel of a host: its drivers (VT-d, iommufd, vfio-pci), processes, the device
-// nodes they open, page pin counts and the kernel log.
+// The running kernel of a host: its core (processes, the VFS with registered device nodes and
+// filesystems, sysfs, KHO, page pin counts, the log) and the subsystems its initcalls booted.
 import type { IommuUnit } from '../hw/iommu.js';
 import type { PhysicalMemory } from '../hw/memory.js';
 import { DMAR_FAULT_REASONS } from '../hw/vtd-regs.js';
-import { errno, KernelError, SyscallError } from '../uapi/errno.js';
+import { errno, SyscallError } from '../uapi/errno.js';
+import { O_CREAT } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
-import type { File } from './file.js';
-import { Guestmemfs, memparse } from './guestmemfs/guestmemfs.js';
-import { IntelIommu } from './intel-iommu/iommu.js';
-import { IommufdCtx } from './iommufd/main.js';
-import { PersistedIommufds } from './iommufd/persist.js';
+import { Chrdevs } from './chrdev.js';
+import { permitted } from './cred.js';
+import type { File, Task } from './file.js';
+import type { FileSystemType, SuperBlock } from './fs.js';
+import type { Guestmemfs } from './guestmemfs/guestmemfs.js';
+import type { IntelIommu } from './intel-iommu/iommu.js';
+import type { IommufdCtx } from './iommufd/main.js';
+import type { PersistedIommufds } from './iommufd/persist.js';
 import { Kho, type KhoNode } from './kho/kho.js';
 import { PageRefs } from './mm.js';
-import { Process, type SpawnOptions } from './process.js';
+import { Process, type SpawnOptions, type SyscallKernel } from './process.js';
+import type { KernelServices } from './services.js';
 import { Sysfs } from './sysfs/sysfs.js';
-import { VfioDeviceFile, type VfioDevice } from './vfio/device_cdev.js';
+import type { VfioDevice } from './vfio/device_cdev.js';
 
 /** What a kernel boots on. */
 export interface KernelHardware {
@@ -60,35 +65,48 @@ export interface KernelGeneration {
   dmesg(): string[];
 }
 
+/**
+ * `do_initcalls`: boots the subsystems in order on a kernel's services and the hardware, and
+ * returns them (the kernel exposes them as its own properties, for introspection).
+ */
+export type Initcalls<S extends object> = (svc: KernelServices, hw: KernelHardware, incoming: KhoNode | null) => S;
+
 /** The simulated Linux kernel. Everything here dies with a kexec. */
-export class Kernel implements KernelGeneration {
+export class Kernel implements KernelGeneration, SyscallKernel {
   readonly memory: PhysicalMemory;
   readonly iommu: IommuUnit;
   /** `struct page` pin counts. */
-  pageRefs!: PageRefs;
-  /** The VT-d driver for the unit. */
-  intel!: IntelIommu;
-  /** Devices bound to vfio-pci. */
-  vfioDevices!: VfioDevice[];
+  readonly pageRefs: PageRefs;
+  /** Device nodes under /dev. */
+  readonly chrdevs = new Chrdevs();
+  /** /sys. */
+  readonly sysfs = new Sysfs();
+  /** Kexec HandOver. */
+  kho!: Kho;
+  /** What subsystems get of this kernel. */
+  readonly services: KernelServices;
+  // Set by the initcalls (see Subsystems in initcalls.ts); kept here until the iommu
+  // subsystems own their state.
+  declare intel: IntelIommu;
+  declare vfioDevices: VfioDevice[];
+  declare guestmemfs: Guestmemfs | null;
+  declare persisted: PersistedIommufds;
   /** Open iommufd contexts. */
   readonly iommufds = new Set<IommufdCtx>();
+  /** Persistent iommufd contexts by persistent id (`persistent_iommufds`, 1-based). */
+  readonly persistentIommufds = new Map<number, IommufdCtx>();
   private readonly logBuf: string[] = [];
   private readonly bootTime = performance.now();
   private readonly processes = new Map<number, Process>();
   private nextPid = 1;
   private readonly users = new Map<number, { lockedVm: number }>();
+  private readonly filesystems = new Map<string, FileSystemType>();
+  private readonly mounts: SuperBlock[] = [];
+  private readonly shutdownHooks: ((handover: boolean) => void)[] = [];
+  /** Names of the properties the initcalls set. */
+  private subsystems: string[] = [];
   /** The kernel command line. */
   readonly cmdline: string;
-  /** /sys. */
-  readonly sysfs = new Sysfs();
-  /** The guestmemfs carve-out, if `guestmemfs=` reserved one. */
-  guestmemfs!: Guestmemfs | null;
-  /** Persistent iommufd contexts by persistent id (`persistent_iommufds`, 1-based). */
-  readonly persistentIommufds = new Map<number, IommufdCtx>();
-  /** Kexec HandOver. */
-  kho!: Kho;
-  /** What the previous kernel persisted for iommufd, waiting to be claimed through sysfs. */
-  persisted!: PersistedIommufds;
   /** Generation on this host: 0 at cold boot, +1 per kexec. */
   readonly generation: number;
   /** Staged by `kexec_file_load`. */
@@ -107,44 +125,52 @@ export class Kernel implements KernelGeneration {
     this.cmdline = hw.cmdline ?? '';
     this.generation = hw.generation ?? 0;
     this.hw = hw;
+    this.pageRefs = new PageRefs(hw.memory);
+    const k = this;
+    const pci = hw.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, ats: d.ats ?? false, setBusMaster: d.setBusMaster ?? (() => {}) }));
+    this.services = {
+      generation: this.generation,
+      cmdline: this.cmdline,
+      memory: this.memory,
+      pageRefs: this.pageRefs,
+      sysfs: this.sysfs,
+      chrdevs: this.chrdevs,
+      pci,
+      get kho() {
+        return k.kho;
+      },
+      get dead() {
+        return k.dead;
+      },
+      log: (msg) => this.log(msg),
+      phase: (name) => this.phase(name),
+      reentrancy: () => this.reentrancy(),
+      userAccount: (uid) => this.userAccount(uid),
+      registerFilesystem: (fs) => {
+        if (this.filesystems.has(fs.name)) throw new Error(`filesystem ${fs.name} registered twice`);
+        this.filesystems.set(fs.name, fs);
+      },
+      onShutdown: (fn) => void this.shutdownHooks.push(fn),
+    };
   }
 
-  /** `start_kernel`: early params, the IOMMU, vfio-pci, then what KHO handed over. */
-  boot(): this {
+  /**
+   * `start_kernel`: KHO ingests what the previous kernel handed over, then the initcalls boot
+   * the subsystems in order (they register their device nodes, filesystems, sysfs attributes
+   * and KHO notifiers through {@link services}). What they return is this kernel's view of them.
+   */
+  boot<S extends object>(initcalls: Initcalls<S>): this & S {
     const hw = this.hw;
     this.log(`Linux version 6.12.0-iommu-liveupdate (simulated), generation ${this.generation}`);
     this.log(`Command line: ${this.cmdline}`);
     this.log(`Memory: ${hw.memory.size >> 10n}K`);
-    this.kho = new Kho(this, hw.khoBlob ?? null);
+    this.kho = new Kho(this.services, hw.khoBlob ?? null);
     hw.onPhase?.('early-boot');
-    const incoming = this.kho.incoming;
-    // Early params run before any allocation: the carve-out comes out of memblock first, unless
-    // the previous kernel handed one over.
-    this.guestmemfs = this.restoreOr('guestmemfs', incoming?.child('guestmemfs'), (n) => Guestmemfs.restore(this, hw.memory, n), () => {
-      const gm = /(?:^|\s)guestmemfs=(\S+)/.exec(this.cmdline);
-      return gm ? Guestmemfs.carveOut(this, hw.memory, memparse(gm[1]!)) : null;
-    });
-    this.sysfs.mkdirs('/sys/kernel/iommufd_persisted');
-    this.sysfs.attr('/sys/kernel/mm/transparent_hugepage/hpage_pmd_size', 0o444, { show: () => '2097152\n' });
-    this.pageRefs = new PageRefs(hw.memory);
-    this.intel = new IntelIommu(this, hw.iommu, hw.memory, incoming?.child('intel-iommu'));
-    hw.onPhase?.('iommu-init');
-    this.vfioDevices = hw.devices.map((d, i) => {
-      this.intel.probeDevice(d.sid, { ats: d.ats ?? false });
-      this.log(`vfio-pci ${d.bdf}: registered as /dev/vfio/devices/vfio${i}`);
-      return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null, setBusMaster: d.setBusMaster ?? (() => {}) };
-    });
-    this.persisted = new PersistedIommufds(this, incoming?.child('iommufd'));
-    if (incoming) hw.onPhase?.('iommufd-restore');
-    // KEXEC_KHO_DUMP runs in registration order: iommufd decides what is persistent, the Intel
-    // driver serialises those domains, guestmemfs freezes last. ABORT runs in reverse.
-    this.kho.notifiers.push(this.persisted, this.intel);
-    if (this.guestmemfs) {
-      const fs = this.guestmemfs;
-      this.kho.notifiers.push({ dump: (w, kho) => fs.khoDump(w, kho), abort: () => fs.khoAbort() });
-    }
+    const subsystems = initcalls(this.services, hw, this.kho.incoming);
+    this.subsystems = Object.keys(subsystems);
+    Object.assign(this, subsystems);
     this.log(`Run /sbin/init as init process (generation ${this.generation} up)`);
-    return this;
+    return this as this & S;
   }
 
   /**
@@ -166,31 +192,19 @@ export class Kernel implements KernelGeneration {
   }
 
   /** @internal `kexec_file_load(..., cmdline, flags)`. */
-  kexecLoad(proc: Process, cmdline: string | null): void {
-    if (!proc.capable('CAP_SYS_BOOT')) errno('EPERM', 'kexec needs CAP_SYS_BOOT');
+  kexecLoad(task: Task, cmdline: string | null): void {
+    if (!task.capable('CAP_SYS_BOOT')) errno('EPERM', 'kexec needs CAP_SYS_BOOT');
     this.kexecImage = cmdline === null ? null : { cmdline };
     this.log(cmdline === null ? 'kexec: image unloaded' : `kexec: loaded the next kernel, command line "${cmdline}"`);
   }
 
   /** @internal `reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, cmd, NULL)`. */
-  reboot(proc: Process, cmd: number): void {
-    if (!proc.capable('CAP_SYS_BOOT')) errno('EPERM', 'reboot needs CAP_SYS_BOOT');
+  reboot(task: Task, cmd: number): void {
+    if (!task.capable('CAP_SYS_BOOT')) errno('EPERM', 'reboot needs CAP_SYS_BOOT');
     if (cmd !== LINUX_REBOOT_CMD_KEXEC) errno('EINVAL', 'only LINUX_REBOOT_CMD_KEXEC is modelled');
     if (!this.kexecImage) errno('EINVAL', 'no kexec image loaded');
     if (!this.hw.onKexec) errno('EINVAL', 'this kernel runs without a host');
     this.hw.onKexec(this.kexecImage);
-  }
-
-  /** Restores a subsystem from its KHO node, or (no node, or a bad one) boots it afresh. */
-  private restoreOr<T>(what: string, node: KhoNode | undefined, restore: (n: KhoNode) => T, fresh: () => T): T {
-    if (node) {
-      try {
-        return restore(node);
-      } catch (e) {
-        this.log(`KHO: ${what} not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
-      }
-    }
-    return fresh();
   }
 
   /**
@@ -201,10 +215,7 @@ export class Kernel implements KernelGeneration {
   shutdown(): bigint | null {
     this.log('kexec_core: Starting new kernel');
     const handover = this.kho.active ? this.kho.blobPa : null;
-    this.intel.shutdown(handover !== null);
-    // pci_device_shutdown with kexec_in_progress: bus mastering off, except for devices whose
-    // DMA is handed over (still attached to a persistent domain).
-    for (const d of this.vfioDevices) if (handover === null || !this.intel.domainOf(d.sid)?.persistentId) d.setBusMaster(false);
+    for (const hook of this.shutdownHooks) hook(handover !== null);
     this.dead = true;
     for (const p of this.processes.values()) p.kill();
     return handover;
@@ -222,9 +233,13 @@ export class Kernel implements KernelGeneration {
     this.processes.clear();
     this.iommufds.clear();
     this.persistentIommufds.clear();
-    for (const d of this.vfioDevices) d.boundBy = null;
-    const gone = this as unknown as Record<'intel' | 'kho' | 'persisted' | 'sysfs' | 'guestmemfs', null>;
-    gone.intel = gone.kho = gone.persisted = gone.sysfs = gone.guestmemfs = null;
+    for (const d of this.vfioDevices ?? []) d.boundBy = null;
+    // What the subsystems registered holds them: device nodes, filesystems, shutdown hooks.
+    this.filesystems.clear();
+    this.mounts.length = 0;
+    this.shutdownHooks.length = 0;
+    const gone = this as unknown as Record<string, null>;
+    for (const name of ['kho', 'sysfs', 'chrdevs', 'services', ...this.subsystems]) gone[name] = null;
     // A line built by a template literal is a tree of its pieces; reading it makes V8 flatten it
     // (a third of what a dead kernel keeps otherwise).
     for (const line of this.logBuf) line.charCodeAt(0);
@@ -290,97 +305,77 @@ export class Kernel implements KernelGeneration {
   }
 
   /** @internal `mount(source, target, fstype)`. */
-  mount(proc: Process, fstype: string, path: string): void {
-    if (!proc.capable('CAP_SYS_ADMIN')) errno('EPERM', 'mount needs CAP_SYS_ADMIN');
+  mount(task: Task, fstype: string, path: string): void {
+    if (!task.capable('CAP_SYS_ADMIN')) errno('EPERM', 'mount needs CAP_SYS_ADMIN');
     if (!path.startsWith('/')) errno('EINVAL', 'mount point must be absolute');
-    if (fstype !== 'guestmemfs') errno('ENODEV', `unknown filesystem type ${fstype}`);
-    const fs = this.guestmemfs;
-    if (!fs) errno('ENOMEM', 'no guestmemfs= carve-out at boot');
-    if (fs.mountpoint) errno('EBUSY', `guestmemfs is already mounted on ${fs.mountpoint}`);
-    fs.mountpoint = path.replace(/\/+$/, '') || '/';
-    // Mounting the restored superblock ends the handover: writable again.
-    if (fs.serialised && !this.kho.active) fs.khoAbort();
-    this.log(`guestmemfs: mounted on ${fs.mountpoint}`);
+    const type = this.filesystems.get(fstype);
+    if (!type) return errno('ENODEV', `unknown filesystem type ${fstype}`);
+    const sb = type.mount(path.replace(/\/+$/, '') || '/');
+    if (!this.mounts.includes(sb)) this.mounts.push(sb);
   }
 
-  /** Which filesystem `path` is in. */
-  private resolve(path: string): { fs: 'guestmemfs'; name: string } | { fs: 'sysfs' } | { fs: 'dev' } {
+  /** Path walk: the mounted filesystem and the name in it, /sys, or a device node. */
+  private resolve(path: string): { fs: SuperBlock; name: string } | { fs: 'sysfs' } | { fs: 'dev' } {
     if (!path.startsWith('/')) errno('ENOENT', 'relative paths are not modelled');
-    const name = this.guestmemfs?.relative(path);
-    if (name !== null && name !== undefined) return { fs: 'guestmemfs', name };
+    for (const fs of this.mounts) {
+      const name = fs.relative(path);
+      if (name !== null) return { fs, name };
+    }
     if (path === '/sys' || path.startsWith('/sys/')) return { fs: 'sysfs' };
     return { fs: 'dev' };
+  }
+
+  /** `may_create` / `may_delete` in a filesystem's root directory. */
+  private mayWriteDir(task: Task, fs: SuperBlock): void {
+    const dir = fs.stat('');
+    if (!permitted(task, dir.st_mode & 0o7777, dir.st_uid, dir.st_gid, 3)) errno('EACCES', `the directory is 0${(dir.st_mode & 0o7777).toString(8)} ${dir.st_uid}:${dir.st_gid}`);
   }
 
   /** @internal `stat(path)`. */
   stat(path: string): Stat {
     const r = this.resolve(path);
-    if (r.fs === 'guestmemfs') return this.guestmemfs!.stat(r.name);
     if (r.fs === 'sysfs') return this.sysfs.stat(path);
-    if (path === '/dev/iommu' || /^\/dev\/vfio\/devices\/vfio\d+$/.test(path)) {
-      if (path !== '/dev/iommu' && !this.vfioDevices[Number(path.slice(22))]) errno('ENOENT', 'no such file');
-      const iommu = path === '/dev/iommu';
-      return { st_dev: 5, st_ino: 1n, st_mode: 0o020000 | (iommu ? 0o660 : 0o600), st_nlink: 1, st_uid: 0, st_gid: 0, st_size: 0n, st_blksize: 4096, st_blocks: 0n };
-    }
-    return errno('ENOENT', 'no such file');
+    if (r.fs === 'dev') return this.chrdevs.stat(path);
+    return r.fs.stat(r.name);
   }
 
   /** @internal `getdents64` of `path`. */
   readdir(path: string): Dirent[] {
     const r = this.resolve(path);
-    if (r.fs === 'guestmemfs') return this.guestmemfs!.readdir(r.name);
     if (r.fs === 'sysfs') return this.sysfs.readdir(path);
-    return errno('ENOENT', 'no such directory');
+    if (r.fs === 'dev') return errno('ENOENT', 'no such directory');
+    return r.fs.readdir(r.name);
   }
 
   /** @internal `unlink(path)`. */
-  unlink(proc: Process, path: string): void {
+  unlink(task: Task, path: string): void {
     const r = this.resolve(path);
-    if (r.fs === 'guestmemfs') {
-      if (proc.uid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', 'the guestmemfs root is 0755 root');
-      return this.guestmemfs!.unlink(r.name);
-    }
     if (r.fs === 'sysfs') errno('EPERM', 'sysfs entries cannot be unlinked');
-    errno(this.stat(path) ? 'EPERM' : 'ENOENT', 'device nodes are not unlinked here');
+    if (r.fs === 'dev') errno(this.chrdevs.has(path) ? 'EPERM' : 'ENOENT', 'device nodes are not unlinked here');
+    this.mayWriteDir(task, r.fs);
+    return r.fs.unlink(r.name);
   }
 
   /** @internal `open` of a path. */
-  openPath(proc: Process, path: string, flags: number, mode: number): File {
+  openPath(task: Task, path: string, flags: number, mode: number): File {
     const fdLink = /^\/proc\/self\/fd\/(\d+)$/.exec(path);
     if (fdLink) {
       let f: File;
       try {
-        f = proc.fget(Number(fdLink[1]));
+        f = task.fget(Number(fdLink[1]));
       } catch {
         return errno('ENOENT', 'no such fd link');
       }
       try {
-        return f.reopen ? f.reopen(flags) : this.openPath(proc, f.path, flags, mode);
+        return f.reopen ? f.reopen(flags) : this.openPath(task, f.path, flags, mode);
       } finally {
         f.put();
       }
     }
     const r = this.resolve(path);
-    if (r.fs === 'guestmemfs') {
-      if (r.name !== '' && flags & 0o100 && proc.uid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', 'the guestmemfs root is 0755 root');
-      return this.guestmemfs!.open(proc, r.name, flags, mode, path);
-    }
-    if (r.fs === 'sysfs') return this.sysfs.open(proc, path, flags);
-    if (path === '/dev/iommu') {
-      // crw-rw---- root root
-      if (proc.uid !== 0 && proc.gid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', '/dev/iommu is 0660 root:root');
-      const ictx = new IommufdCtx(this, proc, flags);
-      this.iommufds.add(ictx);
-      return ictx;
-    }
-    const m = /^\/dev\/vfio\/devices\/vfio(\d+)$/.exec(path);
-    if (m) {
-      const dev = this.vfioDevices[Number(m[1])];
-      if (!dev || String(Number(m[1])) !== m[1]) errno('ENOENT', 'no such VFIO device');
-      // crw------- root root
-      if (proc.uid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', 'VFIO device nodes are 0600 root');
-      return new VfioDeviceFile(this, dev, flags);
-    }
-    return errno('ENOENT', 'no such file');
+    if (r.fs === 'sysfs') return this.sysfs.open(task, path, flags);
+    if (r.fs === 'dev') return this.chrdevs.open(task, path, flags);
+    if (r.name !== '' && flags & O_CREAT) this.mayWriteDir(task, r.fs);
+    return r.fs.open(task, r.name, flags, mode, path);
   }
 }

@@ -5,9 +5,11 @@ import { UAPI_IOCTLS } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
 import { checkFieldValue, getBytes, getField, isByteArray, setField, type StructLayout } from '../uapi/struct.js';
-import { File, Uaccess } from './file.js';
-import type { Kernel } from './kernel.js';
-import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing } from './mm.js';
+import { ALL_CAPABILITIES } from './cred.js';
+import { File, Uaccess, type Task } from './file.js';
+import { MemfdFile } from './memfd.js';
+import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing, type PageRefs } from './mm.js';
+import type { PhysicalMemory } from '../hw/memory.js';
 import { internalError, isCallbackError } from './reentrancy.js';
 
 const PAGE = BigInt(PAGE_SIZE);
@@ -32,71 +34,29 @@ export interface SpawnOptions {
   rlimitMemlock?: bigint | number;
 }
 
-const ALL_CAPS = ['CAP_SYS_ADMIN', 'CAP_SYS_RESOURCE', 'CAP_IPC_LOCK', 'CAP_DAC_OVERRIDE', 'CAP_SYS_RAWIO', 'CAP_SYS_BOOT'];
-
-/** A memfd (`memfd_create`): a shmem object behind an fd. */
-class MemfdFile extends File {
-  private pos = 0n;
-  constructor(
-    readonly obj: MemObject,
-    name: string,
-    flags = 2,
-  ) {
-    super(flags, name.startsWith('/memfd:') ? name : `/memfd:${name}`);
-  }
-  mapFileObject(): MemObject {
-    return this.obj;
-  }
-  /** open("/proc/self/fd/N"): a new open file of the same shmem inode. */
-  reopen(flags: number): File {
-    return new MemfdFile(this.obj.get(), this.path, flags);
-  }
-  mmapObject(): MemObject {
-    return this.obj;
-  }
-  truncate(_proc: Process, length: bigint): void {
-    const npages = Number((length + PAGE - 1n) / PAGE);
-    if (npages < this.obj.npages) this.obj.truncate(npages);
-    else this.obj.npages = npages;
-    this.obj.isize = length;
-  }
-  protected release(): void {
-    this.obj.put();
-  }
-  read(proc: Process, n: number): Uint8Array {
-    const size = BigInt(this.obj.npages) * PAGE;
-    const len = Number(this.pos >= size ? 0n : BigInt(n) < size - this.pos ? BigInt(n) : size - this.pos);
-    const out = new Uint8Array(len);
-    for (let done = 0; done < len; ) {
-      const at = this.pos + BigInt(done);
-      const inPage = Number(at % PAGE);
-      const k = Math.min(len - done, PAGE_SIZE - inPage);
-      const pfn = this.obj.pfn(Number(at / PAGE), false);
-      if (pfn) out.set(proc.kernel.memory.read((BigInt(pfn) << 12n) + BigInt(inPage), k), done);
-      done += k;
-    }
-    this.pos += BigInt(len);
-    return out;
-  }
-  write(proc: Process, data: Uint8Array): number {
-    const end = this.pos + BigInt(data.length);
-    if (end > BigInt(this.obj.npages) * PAGE) this.obj.npages = Number((end + PAGE - 1n) / PAGE);
-    if (end > (this.obj.isize ?? 0n)) this.obj.isize = end;
-    for (let done = 0; done < data.length; ) {
-      const at = this.pos + BigInt(done);
-      const inPage = Number(at % PAGE);
-      const k = Math.min(data.length - done, PAGE_SIZE - inPage);
-      const pfn = this.obj.pfn(Number(at / PAGE), true);
-      proc.kernel.memory.write((BigInt(pfn) << 12n) + BigInt(inPage), data.subarray(done, done + k));
-      done += k;
-    }
-    this.pos = end;
-    return data.length;
-  }
+/** What the syscalls of a process need from its kernel (the kernel implements it). */
+export interface SyscallKernel {
+  readonly memory: PhysicalMemory;
+  readonly pageRefs: PageRefs;
+  readonly cmdline: string;
+  readonly dead: boolean;
+  /** Why the kernel cannot be entered now (inside a transition), or null. */
+  reentrancy(): string | null;
+  log(msg: string): void;
+  /** The VFS: path lookup and the path syscalls. */
+  openPath(task: Task, path: string, flags: number, mode: number): File;
+  stat(path: string): Stat;
+  readdir(path: string): Dirent[];
+  unlink(task: Task, path: string): void;
+  mount(task: Task, fstype: string, path: string): void;
+  kexecLoad(task: Task, cmdline: string | null): void;
+  reboot(task: Task, cmd: number): void;
+  /** The process exited. */
+  reap(p: Process): void;
 }
 
 /** A simulated process (`struct task_struct` with its files and mm). */
-export class Process {
+export class Process implements Task {
   readonly mm = new Mm();
   readonly uid: number;
   readonly gid: number;
@@ -106,13 +66,13 @@ export class Process {
   private exited = false;
 
   constructor(
-    readonly kernel: Kernel,
+    readonly kernel: SyscallKernel,
     readonly pid: number,
     opts: SpawnOptions,
   ) {
     this.uid = opts.uid ?? 0;
     this.gid = opts.gid ?? this.uid;
-    this.caps = new Set(opts.capabilities ?? (this.uid === 0 ? ALL_CAPS : []));
+    this.caps = new Set(opts.capabilities ?? (this.uid === 0 ? ALL_CAPABILITIES : []));
     this.rlimitMemlock = Number(opts.rlimitMemlock ?? 8 << 20);
   }
 
@@ -388,7 +348,7 @@ export class Process {
     return this.syscall('memfd_create', name, () => {
       const obj = new MemObject(this.kernel.memory, this.kernel.pageRefs, 0);
       obj.isize = 0n;
-      return this.installFd(new MemfdFile(obj, name));
+      return this.installFd(new MemfdFile(this.kernel.memory, obj, name));
     });
   }
 

@@ -2,6 +2,7 @@
 // The kernel builds one of these at boot and hands it to every initcall.
 import type { PhysicalMemory } from '../hw/memory.js';
 import type { Chrdevs } from './chrdev.js';
+import type { FileSystemType } from './fs.js';
 import type { Kho } from './kho/kho.js';
 import type { PageRefs } from './mm.js';
 import type { Sysfs } from './sysfs/sysfs.js';
@@ -40,6 +41,8 @@ export interface KernelServices {
   reentrancy(): string | null;
   /** Per-uid `locked_vm`. */
   userAccount(uid: number): { lockedVm: number };
+  /** `register_filesystem`. */
+  registerFilesystem(fs: FileSystemType): void;
   /** `register_reboot_notifier`: runs at `kernel_kexec`, `handover` when KHO hands state over. */
   onShutdown(fn: (handover: boolean) => void): void;
 }

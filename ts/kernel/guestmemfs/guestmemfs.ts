@@ -19,13 +19,14 @@ import type { PhysicalMemory } from '../../hw/memory.js';
 import { errno } from '../../uapi/errno.js';
 import { DT_DIR, DT_REG, S_IFDIR, S_IFREG, type Dirent, type Stat } from '../../uapi/stat.js';
 import { O_ACCMODE, O_RDONLY } from '../../uapi/mman.js';
-import type { File } from '../file.js';
-import type { Kernel } from '../kernel.js';
+import { permitted } from '../cred.js';
+import type { File, Task } from '../file.js';
+import type { SuperBlock } from '../fs.js';
 import { HPAGE_PAGES } from '../mm.js';
-import type { Process } from '../process.js';
+import type { KernelServices } from '../services.js';
 import type { FdtWriter } from '../../fdt/index.js';
 import { le, type Kho, type KhoNode } from '../kho/kho.js';
-import { GuestmemfsFile, GuestmemfsInode } from './inode.js';
+import { GuestmemfsFile, GuestmemfsInode, type GuestmemfsSuper } from './inode.js';
 import { PIN_RECORD_SIZE, PinTable } from './pins.js';
 
 export { GuestmemfsInode } from './inode.js';
@@ -64,7 +65,7 @@ export function memparse(s: string): bigint {
 }
 
 /** The filesystem over the carve-out (one instance, one mount). */
-export class Guestmemfs {
+export class Guestmemfs implements GuestmemfsSuper, SuperBlock {
   private readonly inodes = new Map<number, GuestmemfsInode>();
   /** Where it is mounted, or null. */
   mountpoint: string | null = null;
@@ -74,7 +75,7 @@ export class Guestmemfs {
   private readonly handedOver: boolean;
 
   private constructor(
-    readonly kernel: Kernel,
+    private readonly svc: Pick<KernelServices, 'log' | 'pageRefs'>,
     readonly memory: PhysicalMemory,
     /** Physical base of the carve-out. */
     readonly base: bigint,
@@ -89,14 +90,14 @@ export class Guestmemfs {
    * Cold boot: takes `size` (rounded down to 2 MiB blocks) from the top of memory, out of the
    * page allocator, and writes an empty filesystem into its first block.
    */
-  static carveOut(kernel: Kernel, memory: PhysicalMemory, size: bigint): Guestmemfs | null {
+  static carveOut(svc: Pick<KernelServices, 'log' | 'pageRefs'>, memory: PhysicalMemory, size: bigint): Guestmemfs | null {
     const nblocks = Number(size / GUESTMEMFS_BLOCK);
     if (nblocks < 2) {
-      kernel.log(`guestmemfs: ${size} bytes is less than two 2 MiB blocks; not reserved`);
+      svc.log(`guestmemfs: ${size} bytes is less than two 2 MiB blocks; not reserved`);
       return null;
     }
     if (nblocks > MAX_BLOCKS) {
-      kernel.log(`guestmemfs: ${size} bytes is more than ${MAX_BLOCKS} blocks of 2 MiB; not reserved`);
+      svc.log(`guestmemfs: ${size} bytes is more than ${MAX_BLOCKS} blocks of 2 MiB; not reserved`);
       return null;
     }
     const len = BigInt(nblocks) * GUESTMEMFS_BLOCK;
@@ -108,12 +109,12 @@ export class Guestmemfs {
         if (base < memory.size - len - (1n << 34n)) break; // give up after 16 GiB of attempts
         continue;
       }
-      const fs = new Guestmemfs(kernel, memory, base, nblocks);
+      const fs = new Guestmemfs(svc, memory, base, nblocks);
       fs.format();
-      kernel.log(`guestmemfs: reserved ${len >> 20n} MiB at 0x${base.toString(16)} (${nblocks} blocks of 2 MiB)`);
+      svc.log(`guestmemfs: reserved ${len >> 20n} MiB at 0x${base.toString(16)} (${nblocks} blocks of 2 MiB)`);
       return fs;
     }
-    kernel.log(`guestmemfs: cannot reserve ${len >> 20n} MiB of contiguous memory`);
+    svc.log(`guestmemfs: cannot reserve ${len >> 20n} MiB of contiguous memory`);
     return null;
   }
 
@@ -247,7 +248,7 @@ export class Guestmemfs {
    * was handed over (allocated, the superblock's magic, base and size). The files, blocks and
    * bytes are the old ones; the serialised flag stays until the filesystem is mounted again.
    */
-  static restore(kernel: Kernel, memory: PhysicalMemory, node: KhoNode): Guestmemfs {
+  static restore(svc: Pick<KernelServices, 'log' | 'pageRefs'>, memory: PhysicalMemory, node: KhoNode): Guestmemfs {
     if (node.string('compatible') !== 'guestmemfs-v0') errno('EINVAL', 'guestmemfs: unknown compatible');
     const base = node.u64('base');
     const nblocks = node.u64('nblocks');
@@ -272,8 +273,8 @@ export class Guestmemfs {
     const off = pinTableOffset(n);
     const slots = pinSlots(n);
     if (memory.readU64(base + SB_PIN_TABLE) !== BigInt(off) || Number(memory.readU64(base + SB_PIN_COUNTS) >> 32n) !== slots) errno('EINVAL', 'guestmemfs: the pin table is not where the superblock says');
-    const fs = new Guestmemfs(kernel, memory, base, n, PinTable.load(memory, base + BigInt(off), slots, base + SB_PIN_COUNTS, MAX_INODES + 1));
-    kernel.log(`guestmemfs: restored ${len >> 20n} MiB at 0x${base.toString(16)} from KHO`);
+    const fs = new Guestmemfs(svc, memory, base, n, PinTable.load(memory, base + BigInt(off), slots, base + SB_PIN_COUNTS, MAX_INODES + 1));
+    svc.log(`guestmemfs: restored ${len >> 20n} MiB at 0x${base.toString(16)} from KHO`);
     fs.reclaimOrphanBlocks();
     return fs;
   }
@@ -298,7 +299,7 @@ export class Guestmemfs {
       this.setBit(b, false);
       n++;
     }
-    if (n) this.kernel.log(`guestmemfs: ${n} blocks no file owns were waiting for the previous kernel's DMA pins; free again`);
+    if (n) this.svc.log(`guestmemfs: ${n} blocks no file owns were waiting for the previous kernel's DMA pins; free again`);
   }
 
   /**
@@ -319,7 +320,7 @@ export class Guestmemfs {
     }
     for (const slot of this.index().used) if (this.u32(slot, 40) !== (count.get(slot) ?? 0)) this.setU32(slot, 40, count.get(slot) ?? 0);
     for (const [h] of [...this.pinTable.holders()]) if (!keep.has(h)) this.pinTable.remove(h);
-    if (dropped) this.kernel.log(`guestmemfs: ${dropped} long-term pins of the previous kernel released (no accepted context holds them)`);
+    if (dropped) this.svc.log(`guestmemfs: ${dropped} long-term pins of the previous kernel released (no accepted context holds them)`);
   }
 
   /** The inode of `ino` (for KHO restore of iommufd areas), if it exists. */
@@ -410,7 +411,7 @@ export class Guestmemfs {
   }
 
   /** `open` of `name` (relative to the mount; '' = the root directory). */
-  open(proc: Process, name: string, flags: number, mode: number, path: string): File {
+  open(task: Task, name: string, flags: number, mode: number, path: string): File {
     const O_CREAT = 0o100;
     const O_EXCL = 0o200;
     const O_TRUNC = 0o1000;
@@ -423,9 +424,9 @@ export class Guestmemfs {
     if (slot >= 0 && flags & O_CREAT && flags & O_EXCL) errno('EEXIST', `${name} exists`);
     if (slot < 0) {
       if (!(flags & O_CREAT)) errno('ENOENT', `no file ${name}`);
-      slot = this.create(proc, name, mode);
+      slot = this.create(task, name, mode);
     } else {
-      this.permission(proc, slot, (flags & O_ACCMODE) === O_RDONLY ? 4 : (flags & O_ACCMODE) === 1 ? 2 : 6);
+      this.permission(task, slot, (flags & O_ACCMODE) === O_RDONLY ? 4 : (flags & O_ACCMODE) === 1 ? 2 : 6);
     }
     const file = new GuestmemfsFile(this.inode(slot), flags, path);
     if (flags & O_TRUNC && (flags & O_ACCMODE) !== O_RDONLY) {
@@ -439,14 +440,13 @@ export class Guestmemfs {
     return file;
   }
 
-  /** `inode_permission`: EACCES unless `proc` may access the file with `want` (4 r, 2 w). */
-  permission(proc: Process, slot: number, want: number): void {
+  /** `inode_permission`: EACCES unless `task` may access the file with `want` (4 r, 2 w). */
+  permission(task: Task, slot: number, want: number): void {
     const m = this.u32(slot, 4);
-    const bits = proc.uid === this.u32(slot, 48) ? (m >> 6) & 7 : proc.gid === this.u32(slot, 52) ? (m >> 3) & 7 : m & 7;
-    if (!proc.capable('CAP_DAC_OVERRIDE') && (bits & want) !== want) errno('EACCES', `inode ${slot + 2} is ${(m & 0o7777).toString(8)}`);
+    if (!permitted(task, m, this.u32(slot, 48), this.u32(slot, 52), want)) errno('EACCES', `inode ${slot + 2} is ${(m & 0o7777).toString(8)}`);
   }
 
-  private create(proc: Process, name: string, mode: number): number {
+  private create(task: Task, name: string, mode: number): number {
     if (this.serialised) errno('EBUSY', 'guestmemfs is serialised for KHO');
     if (new TextEncoder().encode(name).length > NAME_MAX) errno('ENAMETOOLONG', `names are at most ${NAME_MAX} bytes`);
     const { names, used } = this.index();
@@ -457,8 +457,8 @@ export class Guestmemfs {
     this.setU32(slot, 0, 1);
     this.setU32(slot, 4, S_IFREG | (mode & 0o7777));
     this.setU64(slot, 8, BigInt(slot + 2));
-    this.setU32(slot, 48, proc.uid);
-    this.setU32(slot, 52, proc.gid);
+    this.setU32(slot, 48, task.uid);
+    this.setU32(slot, 52, task.gid);
     this.setU32(slot, 44, 1);
     this.memory.write(this.inodeAddr(slot) + BigInt(NAME_OFF), new TextEncoder().encode(name));
     used.add(slot);
@@ -531,7 +531,7 @@ export class Guestmemfs {
    */
   private releaseBlock(block: number): void {
     const pfn = Number(this.blockAddr(block) >> 12n);
-    this.kernel.pageRefs.release(pfn, 9, () => this.setBit(block, false));
+    this.svc.pageRefs.release(pfn, 9, () => this.setBit(block, false));
   }
 
   private freeSlot(slot: number): void {

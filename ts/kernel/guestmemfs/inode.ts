@@ -3,11 +3,21 @@
 // way to its data (no read/write: the data is not in the direct map).
 import { errno } from '../../uapi/errno.js';
 import { MAP_SHARED, MAP_TYPE } from '../../uapi/mman.js';
-import { File } from '../file.js';
+import { File, type Task } from '../file.js';
 import { HPAGE_PAGES, type Backing, type RunList } from '../mm.js';
-import type { Process } from '../process.js';
-import type { Guestmemfs } from './guestmemfs.js';
-import type { PinRecord } from './pins.js';
+import type { PinRecord, PinTable } from './pins.js';
+
+/** What an inode uses of its superblock (the carve-out's metadata). */
+export interface GuestmemfsSuper {
+  readonly pinTable: PinTable;
+  size(slot: number): bigint;
+  u32(slot: number, off: number): number;
+  setU32(slot: number, off: number, v: number): void;
+  blockPfn(slot: number, i: number): number;
+  truncate(inode: GuestmemfsInode, length: bigint): void;
+  lastClose(inode: GuestmemfsInode): void;
+  maybeFree(slot: number): void;
+}
 
 /**
  * The in-memory inode of an open or mapped file: a view of its slot in the carve-out, plus the
@@ -16,7 +26,7 @@ import type { PinRecord } from './pins.js';
 export class GuestmemfsInode implements Backing {
   private refs = 0;
   constructor(
-    readonly fs: Guestmemfs,
+    readonly fs: GuestmemfsSuper,
     readonly slot: number,
   ) {}
 
@@ -103,12 +113,12 @@ export class GuestmemfsFile extends File {
     return errno('EINVAL', 'guestmemfs has no write()');
   }
 
-  truncate(_proc: Process, length: bigint): void {
+  truncate(_task: Task, length: bigint): void {
     if (!this.inode) errno('EISDIR', 'a directory');
     this.inode.fs.truncate(this.inode, length);
   }
 
-  mmapObject(_proc: Process, _pgoff: number, _npages: number, flags: number): Backing {
+  mmapObject(_task: Task, _pgoff: number, _npages: number, flags: number): Backing {
     if (!this.inode) return errno('ENODEV', 'a directory');
     if ((flags & MAP_TYPE) !== MAP_SHARED) errno('EINVAL', 'guestmemfs maps MAP_SHARED only');
     return this.inode;

@@ -96,7 +96,7 @@ export class PersistedIommufds implements KhoNotifier {
     // The old kernel's pin records: the accepted contexts hold theirs, every other one goes.
     kernel.guestmemfs?.keepPins(new Set([...this.pending.values()].flatMap((c) => [...c.pins.map((x) => x.handle), ...c.holders])));
     for (const ctx of this.pending.values()) {
-      kernel.sysfs.attr(`/sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`, 0o440, { show: (proc) => `${this.claim(proc, ctx.pid)}\n` });
+      kernel.sysfs.attr(`/sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`, 0o440, { show: (proc) => `${this.claim(proc as Process, ctx.pid)}\n` });
       kernel.log(`iommufd: persisted iommufd ${ctx.pid} ready at /sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`);
     }
   }

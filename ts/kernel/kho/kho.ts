@@ -4,8 +4,20 @@
 // Writing 0 runs ABORT. At kexec the blob's physical address is all the next kernel gets.
 import { decodeFdt, FdtError, FdtWriter, type FdtNode } from '../../fdt/index.js';
 import { errno, KernelError } from '../../uapi/errno.js';
-import type { Kernel } from '../kernel.js';
+import type { PhysicalMemory } from '../../hw/memory.js';
 import { callbackError } from '../reentrancy.js';
+import type { Sysfs } from '../sysfs/sysfs.js';
+
+/** What KHO uses of the kernel it runs in (a part of its services). */
+export interface KhoServices {
+  readonly memory: PhysicalMemory;
+  readonly sysfs: Sysfs;
+  readonly dead: boolean;
+  log(msg: string): void;
+  phase(name: string): void;
+  /** Why the machine is inside a transition of its own (a phase observer), or null. */
+  reentrancy(): string | null;
+}
 
 /** `KEXEC_KHO_DUMP` / `KEXEC_KHO_ABORT` participants, called in registration order. */
 export interface KhoNotifier {
@@ -140,7 +152,7 @@ export class Kho {
   readonly incoming: KhoNode | null;
 
   constructor(
-    readonly kernel: Kernel,
+    private readonly kernel: KhoServices,
     /** The blob address the previous kernel passed, if any. */
     incomingPa: bigint | null,
   ) {

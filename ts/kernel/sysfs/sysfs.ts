@@ -3,16 +3,16 @@
 // attribute's show() from the file position, writes go to store().
 import { errno } from '../../uapi/errno.js';
 import { O_ACCMODE, O_RDONLY, O_WRONLY } from '../../uapi/mman.js';
-import { File } from '../file.js';
+import { permitted } from '../cred.js';
+import { File, type Task } from '../file.js';
 import { DT_DIR, DT_REG, type Dirent, type Stat } from '../../uapi/stat.js';
-import type { Process } from '../process.js';
 
 /** An attribute's behaviour. */
 export interface SysfsOps {
   /** Contents (the `.show` of the attribute); may return bytes. */
-  show?(proc: Process): string | Uint8Array;
+  show?(task: Task): string | Uint8Array;
   /** Accepts a write (`.store`); returns nothing or throws a KernelError. */
-  store?(proc: Process, data: Uint8Array): void;
+  store?(task: Task, data: Uint8Array): void;
 }
 
 /** A directory or attribute of the tree. */
@@ -45,11 +45,11 @@ class SysfsFile extends File {
     super(flags, path);
   }
 
-  read(proc: Process, n: number): Uint8Array {
+  read(task: Task, n: number): Uint8Array {
     if (this.node.dir) errno('EISDIR', 'a directory');
     if ((this.flags & O_ACCMODE) === O_WRONLY) errno('EBADF', 'not open for reading');
     if (!this.buf) {
-      const v = this.node.ops.show!(proc);
+      const v = this.node.ops.show!(task);
       this.buf = typeof v === 'string' ? new TextEncoder().encode(v) : v;
     }
     const out = this.buf.slice(this.pos, this.pos + n);
@@ -57,10 +57,10 @@ class SysfsFile extends File {
     return out;
   }
 
-  write(proc: Process, data: Uint8Array): number {
+  write(task: Task, data: Uint8Array): number {
     if (this.node.dir) errno('EISDIR', 'a directory');
     if ((this.flags & O_ACCMODE) === O_RDONLY) errno('EBADF', 'not open for writing');
-    this.node.ops.store!(proc, data);
+    this.node.ops.store!(task, data);
     return data.length;
   }
 }
@@ -105,7 +105,7 @@ export class Sysfs {
   }
 
   /** `open` with kernfs's permission rules. */
-  open(proc: Process, path: string, flags: number): File {
+  open(task: Task, path: string, flags: number): File {
     const node = this.lookup(path);
     if (!node) return errno('ENOENT', 'no such sysfs entry');
     const acc = flags & O_ACCMODE;
@@ -115,9 +115,7 @@ export class Sysfs {
     }
     const wantR = acc !== O_WRONLY;
     const wantW = acc !== O_RDONLY;
-    const bits = proc.uid === node.uid ? (node.mode >> 6) & 7 : proc.gid === node.gid ? (node.mode >> 3) & 7 : node.mode & 7;
-    const override = proc.capable('CAP_DAC_OVERRIDE');
-    if (!override && ((wantR && !(bits & 4)) || (wantW && !(bits & 2)))) errno('EACCES', `${path} is ${node.mode.toString(8).padStart(4, '0')}`);
+    if (!permitted(task, node.mode, node.uid, node.gid, (wantR ? 4 : 0) | (wantW ? 2 : 0))) errno('EACCES', `${path} is ${node.mode.toString(8).padStart(4, '0')}`);
     // kernfs_fop_open: no write op, or no write bit for anyone, and no read op: EACCES for root too.
     if (wantW && (!node.ops.store || !(node.mode & 0o222))) errno('EACCES', `${path} is not writable`);
     if (wantR && (!node.ops.show || !(node.mode & 0o444))) errno('EACCES', `${path} is not readable`);
