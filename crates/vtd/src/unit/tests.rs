@@ -1,5 +1,6 @@
+use super::invalidation::psi_aligned_address;
 use super::*;
-use crate::{ContextEntry, Gather, PageTable, Prot, RootEntry};
+use crate::{ContextEntry, FaultReason, FaultRecord, Gather, PageTable, Prot, RootEntry};
 use physmem::{Config, PhysMem};
 
 const SID: u16 = 0x0100; // 01:00.0

@@ -1,0 +1,235 @@
+//! DMA remapping (VT-d spec chapter 3): a request's context (context cache, else root and
+//! context tables), then the IOTLB, else the second-level walk resumed from the
+//! paging-structure cache. Checks run in QEMU's order (`vtd_do_iommu_translate`).
+use physmem::PhysMem;
+
+use super::Unit;
+use crate::cache::{key, CachedContext};
+use crate::entry::*;
+use crate::fault::FaultReason;
+use crate::regs::*;
+
+const INTERRUPT_FIRST: u64 = 0xfee0_0000;
+const INTERRUPT_LAST: u64 = 0xfeef_ffff;
+
+/// What the translation path needs from the context of one requester.
+enum Route {
+    /// TE off or TT = pass-through: the address is the physical address.
+    Identity,
+    /// Translate through the domain's second-level tables.
+    Translate(CachedContext),
+}
+
+impl Unit {
+    /// Resolves the requester's context: the context cache, else the root and context tables in
+    /// QEMU's check order. A fault carries the FPD bit of the context entry if one was read.
+    fn route(&mut self, mem: &PhysMem, sid: u16) -> std::result::Result<Route, (FaultReason, bool)> {
+        if self.gsts & GSTS_TES == 0 {
+            return Ok(Route::Identity);
+        }
+        let ctx = match self.ctx.get(sid) {
+            Some(c) => {
+                self.stats.context_hits += 1;
+                c
+            }
+            None => {
+                self.stats.context_misses += 1;
+                let c = self.read_context(mem, sid)?;
+                self.ctx.insert(sid, c);
+                c
+            }
+        };
+        Ok(match ctx.tt {
+            TranslationType::PassThrough => Route::Identity,
+            _ => Route::Translate(ctx),
+        })
+    }
+
+    fn read_context(&self, mem: &PhysMem, sid: u16) -> std::result::Result<CachedContext, (FaultReason, bool)> {
+        let re_pa = self.root + ((sid >> 8) as u64) * 16;
+        let (Some(re_lo), Some(re_hi)) = (mem.dma_read_u64(re_pa), mem.dma_read_u64(re_pa + 8)) else {
+            return Err((FaultReason::RootTableInv, false));
+        };
+        let re = RootEntry { lo: re_lo, hi: re_hi };
+        if !re.present() {
+            return Err((FaultReason::RootEntryP, false));
+        }
+        if re.lo & root_rsvd_lo(self.haw) != 0 || re.hi != 0 {
+            return Err((FaultReason::RootEntryRsvd, false));
+        }
+        let ce_pa = re.ctp() + ((sid & 0xff) as u64) * 16;
+        let (Some(ce_lo), Some(ce_hi)) = (mem.dma_read_u64(ce_pa), mem.dma_read_u64(ce_pa + 8)) else {
+            return Err((FaultReason::ContextTableInv, false));
+        };
+        let ce = ContextEntry { lo: ce_lo, hi: ce_hi };
+        let fpd = ce.fpd();
+        if !ce.present() {
+            return Err((FaultReason::ContextEntryP, fpd));
+        }
+        if ce.lo & context_rsvd_lo(self.haw) != 0 || ce.hi & CONTEXT_RSVD_HI != 0 {
+            return Err((FaultReason::ContextEntryRsvd, fpd));
+        }
+        let levels = ce.aw() as u32 + 2;
+        if !self.supports_levels(levels) {
+            return Err((FaultReason::ContextEntryInv, fpd));
+        }
+        let tt_ok = match ce.tt() {
+            TranslationType::MultiLevel => true,
+            TranslationType::DeviceTlb => self.config.device_tlb,
+            TranslationType::PassThrough => self.config.pass_through,
+            TranslationType::Reserved => false,
+        };
+        if !tt_ok {
+            return Err((FaultReason::ContextEntryInv, fpd));
+        }
+        Ok(CachedContext { did: ce.did(), slptptr: ce.slptptr(), levels, tt: ce.tt(), fpd })
+    }
+
+    /// Translates one DMA request from requester `sid`. `Err` is the fault reason; the fault is
+    /// recorded (unless FPD or the log's policy drops it) and counted.
+    pub fn translate(&mut self, mem: &PhysMem, sid: u16, iova: u64, write: bool) -> std::result::Result<u64, FaultReason> {
+        match self.route(mem, sid) {
+            Ok(Route::Identity) => {
+                self.stats.passthrough += 1;
+                Ok(iova)
+            }
+            Ok(Route::Translate(ctx)) => self.translate_in(mem, sid, &ctx, iova, write),
+            Err((reason, fpd)) => {
+                self.fault(sid, iova, reason, write, fpd);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Translates a batch of requests from one requester: `out[i]` gets the physical address
+    /// of `iovas[i]` or `u64::MAX`, and `reasons[i]` (when given) the fault reason or 0.
+    /// Returns how many faulted. The context is resolved once, as the batch is one burst.
+    pub fn translate_batch(
+        &mut self,
+        mem: &PhysMem,
+        sid: u16,
+        iovas: &[u64],
+        out: &mut [u64],
+        write: bool,
+        mut reasons: Option<&mut [u8]>,
+    ) -> usize {
+        let n = iovas.len().min(out.len());
+        let route = self.route(mem, sid);
+        let mut faulted = 0;
+        for i in 0..n {
+            let r = match &route {
+                Ok(Route::Identity) => {
+                    self.stats.passthrough += 1;
+                    Ok(iovas[i])
+                }
+                Ok(Route::Translate(ctx)) => self.translate_in(mem, sid, ctx, iovas[i], write),
+                Err((reason, fpd)) => {
+                    self.fault(sid, iovas[i], *reason, write, *fpd);
+                    Err(*reason)
+                }
+            };
+            let (pa, fr) = match r {
+                Ok(pa) => (pa, 0),
+                Err(reason) => {
+                    faulted += 1;
+                    (u64::MAX, reason as u8)
+                }
+            };
+            out[i] = pa;
+            if let Some(rs) = reasons.as_deref_mut() {
+                if let Some(slot) = rs.get_mut(i) {
+                    *slot = fr;
+                }
+            }
+        }
+        faulted
+    }
+
+    // Always inlined: in the cdylib LTO otherwise keeps these out of the batch loop (+3 ns a hit).
+    #[inline(always)]
+    fn translate_in(&mut self, mem: &PhysMem, sid: u16, ctx: &CachedContext, iova: u64, write: bool) -> std::result::Result<u64, FaultReason> {
+        let need = if write { SL_W as u8 } else { SL_R as u8 };
+        let deny = if write { FaultReason::Write } else { FaultReason::Read };
+        let width = levels_to_width(ctx.levels).min(self.config.address_width);
+        if iova >> width != 0 {
+            self.fault(sid, iova, FaultReason::AddrBeyondMgaw, write, ctx.fpd);
+            return Err(FaultReason::AddrBeyondMgaw);
+        }
+        // IOTLB: one probe per page size that has entries.
+        for kind in 0..3 {
+            if self.iotlb.counts[kind] == 0 {
+                continue;
+            }
+            let shift = level_shift(kind as u32 + 1);
+            if let Some((base, perm)) = self.iotlb.lookup(key(ctx.did, kind as u32, iova >> shift)) {
+                self.stats.iotlb_hits += 1;
+                if perm & need == 0 {
+                    self.fault(sid, iova, deny, write, ctx.fpd);
+                    return Err(deny);
+                }
+                return Ok(base | (iova & ((1u64 << shift) - 1)));
+            }
+        }
+        self.stats.iotlb_misses += 1;
+        self.stats.walks += 1;
+        match self.walk(mem, ctx, iova, need, deny) {
+            Ok((base, level, perm)) => {
+                let shift = level_shift(level);
+                self.iotlb.insert(key(ctx.did, level - 1, iova >> shift), base, perm);
+                Ok(base | (iova & ((1u64 << shift) - 1)))
+            }
+            Err(reason) => {
+                self.fault(sid, iova, reason, write, ctx.fpd);
+                Err(reason)
+            }
+        }
+    }
+
+    /// The second-level walk of QEMU's `vtd_iova_to_slpte`, resumed below the top when the
+    /// paging-structure cache holds a non-leaf entry. Returns (page base, leaf level, R|W).
+    #[inline(always)]
+    fn walk(&mut self, mem: &PhysMem, ctx: &CachedContext, iova: u64, need: u8, deny: FaultReason) -> std::result::Result<(u64, u32, u8), FaultReason> {
+        let mut level = ctx.levels;
+        let mut table = ctx.slptptr;
+        let mut perm = (SL_R | SL_W) as u8;
+        for l in 2..=ctx.levels {
+            let kind = (l - 2) as usize;
+            if self.psc.counts[kind] == 0 {
+                continue;
+            }
+            if let Some((next, p)) = self.psc.lookup(key(ctx.did, l - 2, iova >> level_shift(l))) {
+                self.stats.psc_hits += 1;
+                if p & need == 0 {
+                    return Err(deny);
+                }
+                level = l - 1;
+                table = next;
+                perm = p;
+                break;
+            }
+        }
+        loop {
+            let Some(pte) = mem.dma_read_u64(table + 8 * level_index(iova, level)) else {
+                return Err(if level == ctx.levels { FaultReason::ContextEntryInv } else { FaultReason::PagingEntryInv });
+            };
+            perm &= (pte & (SL_R | SL_W)) as u8;
+            if pte as u8 & need == 0 {
+                return Err(deny);
+            }
+            if pte & self.rsvd.mask(pte, level) != 0 {
+                return Err(FaultReason::PagingEntryRsvd);
+            }
+            let addr = slpte_addr(pte, self.haw);
+            if slpte_is_leaf(pte, level) {
+                let last = addr + (level_size(level) - 1);
+                if !(addr > INTERRUPT_LAST || last < INTERRUPT_FIRST) {
+                    return Err(FaultReason::InterruptAddr);
+                }
+                return Ok((addr, level, perm));
+            }
+            self.psc.insert(key(ctx.did, level - 2, iova >> level_shift(level)), addr, perm);
+            table = addr;
+            level -= 1;
+        }
+    }
+}
