@@ -5,16 +5,20 @@ import type { PhysicalMemory } from '../hw/memory.js';
 import { DMAR_FAULT_REASONS } from '../hw/vtd-regs.js';
 import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
+import { Chrdevs } from './chrdev.js';
 import type { File } from './file.js';
 import { Guestmemfs, memparse } from './guestmemfs/guestmemfs.js';
-import { IntelIommu } from './intel-iommu/iommu.js';
-import { IommufdCtx } from './iommufd/main.js';
-import { PersistedIommufds } from './iommufd/persist.js';
+import { intelIommuInit, type IntelIommu } from './intel-iommu/iommu.js';
+import { IommuCore } from './iommu.js';
+import { iommufdInit, type Iommufd } from './iommufd/init.js';
+import type { PersistedIommufds } from './iommufd/persist.js';
+import type { IommufdCtx } from './iommufd/private.js';
 import { Kho, type KhoNode } from './kho/kho.js';
 import { PageRefs } from './mm.js';
 import { Process, type SpawnOptions } from './process.js';
+import type { KernelServices } from './services.js';
 import { Sysfs } from './sysfs/sysfs.js';
-import { VfioDeviceFile, type VfioDevice } from './vfio/device_cdev.js';
+import { vfioPciInit, type VfioDevice } from './vfio/device_cdev.js';
 
 /** What a kernel boots on. */
 export interface KernelHardware {
@@ -70,8 +74,16 @@ export class Kernel implements KernelGeneration {
   intel!: IntelIommu;
   /** Devices bound to vfio-pci. */
   vfioDevices!: VfioDevice[];
-  /** Open iommufd contexts. */
-  readonly iommufds = new Set<IommufdCtx>();
+  /** Open iommufd contexts (the iommufd subsystem's). */
+  iommufds!: Set<IommufdCtx>;
+  /** The iommufd subsystem. */
+  iommufd!: Iommufd;
+  /** Device nodes under /dev. */
+  readonly chrdevs = new Chrdevs();
+  /** The IOMMU core the VT-d driver registers with. */
+  readonly iommuCore = new IommuCore();
+  /** `register_reboot_notifier`: run at `kernel_kexec`, in registration order. */
+  private readonly shutdownHooks: ((handover: boolean) => void)[] = [];
   private readonly logBuf: string[] = [];
   private readonly bootTime = performance.now();
   private readonly processes = new Map<number, Process>();
@@ -84,7 +96,7 @@ export class Kernel implements KernelGeneration {
   /** The guestmemfs carve-out, if `guestmemfs=` reserved one. */
   guestmemfs!: Guestmemfs | null;
   /** Persistent iommufd contexts by persistent id (`persistent_iommufds`, 1-based). */
-  readonly persistentIommufds = new Map<number, IommufdCtx>();
+  persistentIommufds!: Map<number, IommufdCtx>;
   /** Kexec HandOver. */
   kho!: Kho;
   /** What the previous kernel persisted for iommufd, waiting to be claimed through sysfs. */
@@ -127,14 +139,12 @@ export class Kernel implements KernelGeneration {
     this.sysfs.mkdirs('/sys/kernel/iommufd_persisted');
     this.sysfs.attr('/sys/kernel/mm/transparent_hugepage/hpage_pmd_size', 0o444, { show: () => '2097152\n' });
     this.pageRefs = new PageRefs(hw.memory);
-    this.intel = new IntelIommu(this, hw.iommu, hw.memory, incoming?.child('intel-iommu'));
+    const svc = this.services();
+    this.intel = intelIommuInit(svc, hw.iommu, incoming?.child('intel-iommu'));
     hw.onPhase?.('iommu-init');
-    this.vfioDevices = hw.devices.map((d, i) => {
-      this.intel.probeDevice(d.sid, { ats: d.ats ?? false });
-      this.log(`vfio-pci ${d.bdf}: registered as /dev/vfio/devices/vfio${i}`);
-      return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null, setBusMaster: d.setBusMaster ?? (() => {}) };
-    });
-    this.persisted = new PersistedIommufds(this, incoming?.child('iommufd'));
+    this.vfioDevices = vfioPciInit(svc);
+    this.iommufd = iommufdInit(svc, { guestmemfs: this.guestmemfs }, incoming?.child('iommufd'));
+    ({ ctxs: this.iommufds, persistent: this.persistentIommufds, persisted: this.persisted } = this.iommufd);
     if (incoming) hw.onPhase?.('iommufd-restore');
     // KEXEC_KHO_DUMP runs in registration order: iommufd decides what is persistent, the Intel
     // driver serialises those domains, guestmemfs freezes last. ABORT runs in reverse.
@@ -158,6 +168,45 @@ export class Kernel implements KernelGeneration {
     const host = this.hw.busy?.() ?? null;
     // `kho` is unset only while the constructor builds it.
     return this.kho ? this.kho.reentrancy(host) : host;
+  }
+
+  /**
+   * What the subsystems get of this kernel (until the initcalls build it). Every object of the
+   * kernel is read through a getter, so a closure that outlives the kernel and still holds this
+   * does not keep what {@link retire} lets go of.
+   */
+  private services(): KernelServices {
+    const k = this;
+    const pci = this.hw.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, ats: d.ats ?? false, setBusMaster: d.setBusMaster ?? (() => {}) }));
+    return {
+      generation: k.generation,
+      cmdline: k.cmdline,
+      memory: k.memory,
+      get pageRefs() {
+        return k.pageRefs;
+      },
+      get sysfs() {
+        return k.sysfs;
+      },
+      get kho() {
+        return k.kho;
+      },
+      get chrdevs() {
+        return k.chrdevs;
+      },
+      pci,
+      get iommu() {
+        return k.iommuCore;
+      },
+      get dead() {
+        return k.dead;
+      },
+      log: (msg) => k.log(msg),
+      phase: (name) => k.phase(name),
+      reentrancy: () => k.reentrancy(),
+      userAccount: (uid) => k.userAccount(uid),
+      onShutdown: (fn) => void k.shutdownHooks.push(fn),
+    };
   }
 
   /** @internal lifecycle hook (KHO dump/abort report through it). */
@@ -201,10 +250,8 @@ export class Kernel implements KernelGeneration {
   shutdown(): bigint | null {
     this.log('kexec_core: Starting new kernel');
     const handover = this.kho.active ? this.kho.blobPa : null;
-    this.intel.shutdown(handover !== null);
-    // pci_device_shutdown with kexec_in_progress: bus mastering off, except for devices whose
-    // DMA is handed over (still attached to a persistent domain).
-    for (const d of this.vfioDevices) if (handover === null || !this.intel.domainOf(d.sid)?.persistentId) d.setBusMaster(false);
+    // The Intel driver, then vfio-pci's bus mastering (registration order).
+    for (const fn of this.shutdownHooks) fn(handover !== null);
     this.dead = true;
     for (const p of this.processes.values()) p.kill();
     return handover;
@@ -223,8 +270,9 @@ export class Kernel implements KernelGeneration {
     this.iommufds.clear();
     this.persistentIommufds.clear();
     for (const d of this.vfioDevices) d.boundBy = null;
-    const gone = this as unknown as Record<'intel' | 'kho' | 'persisted' | 'sysfs' | 'guestmemfs', null>;
-    gone.intel = gone.kho = gone.persisted = gone.sysfs = gone.guestmemfs = null;
+    this.shutdownHooks.length = 0;
+    const gone = this as unknown as Record<'intel' | 'kho' | 'persisted' | 'iommufd' | 'chrdevs' | 'iommuCore' | 'sysfs' | 'guestmemfs', null>;
+    gone.intel = gone.kho = gone.persisted = gone.iommufd = gone.chrdevs = gone.iommuCore = gone.sysfs = gone.guestmemfs = null;
     // A line built by a template literal is a tree of its pieces; reading it makes V8 flatten it
     // (a third of what a dead kernel keeps otherwise).
     for (const line of this.logBuf) line.charCodeAt(0);
@@ -317,12 +365,7 @@ export class Kernel implements KernelGeneration {
     const r = this.resolve(path);
     if (r.fs === 'guestmemfs') return this.guestmemfs!.stat(r.name);
     if (r.fs === 'sysfs') return this.sysfs.stat(path);
-    if (path === '/dev/iommu' || /^\/dev\/vfio\/devices\/vfio\d+$/.test(path)) {
-      if (path !== '/dev/iommu' && !this.vfioDevices[Number(path.slice(22))]) errno('ENOENT', 'no such file');
-      const iommu = path === '/dev/iommu';
-      return { st_dev: 5, st_ino: 1n, st_mode: 0o020000 | (iommu ? 0o660 : 0o600), st_nlink: 1, st_uid: 0, st_gid: 0, st_size: 0n, st_blksize: 4096, st_blocks: 0n };
-    }
-    return errno('ENOENT', 'no such file');
+    return this.chrdevs.stat(path);
   }
 
   /** @internal `getdents64` of `path`. */
@@ -366,21 +409,6 @@ export class Kernel implements KernelGeneration {
       return this.guestmemfs!.open(proc, r.name, flags, mode, path);
     }
     if (r.fs === 'sysfs') return this.sysfs.open(proc, path, flags);
-    if (path === '/dev/iommu') {
-      // crw-rw---- root root
-      if (proc.uid !== 0 && proc.gid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', '/dev/iommu is 0660 root:root');
-      const ictx = new IommufdCtx(this, proc, flags);
-      this.iommufds.add(ictx);
-      return ictx;
-    }
-    const m = /^\/dev\/vfio\/devices\/vfio(\d+)$/.exec(path);
-    if (m) {
-      const dev = this.vfioDevices[Number(m[1])];
-      if (!dev || String(Number(m[1])) !== m[1]) errno('ENOENT', 'no such VFIO device');
-      // crw------- root root
-      if (proc.uid !== 0 && !proc.capable('CAP_DAC_OVERRIDE')) errno('EACCES', 'VFIO device nodes are 0600 root');
-      return new VfioDeviceFile(this, dev, flags);
-    }
-    return errno('ENOENT', 'no such file');
+    return this.chrdevs.open(proc, path, flags);
   }
 }
