@@ -153,7 +153,7 @@ export class Host {
     // phases (a DMA fault during iommu-init) is this generation's.
     this._kernel = kernel as LinuxKernel;
     this.generations.push(kernel);
-    kernel.boot(linuxInitcalls(kernel));
+    kernel.boot(linuxInitcalls);
     this.phase('boot', generation);
   }
 

@@ -10,16 +10,12 @@ import { Chrdevs } from './chrdev.js';
 import { permitted } from './cred.js';
 import type { File, Task } from './file.js';
 import type { FileSystemType, SuperBlock } from './fs.js';
-import type { Guestmemfs } from './guestmemfs/guestmemfs.js';
-import type { IntelIommu } from './intel-iommu/iommu.js';
-import type { IommufdCtx } from './iommufd/main.js';
-import type { PersistedIommufds } from './iommufd/persist.js';
+import { IommuCore } from './iommu.js';
 import { Kho, type KhoNode } from './kho/kho.js';
 import { PageRefs } from './mm.js';
 import { Process, type SpawnOptions, type SyscallKernel } from './process.js';
 import type { KernelServices } from './services.js';
 import { Sysfs } from './sysfs/sysfs.js';
-import type { VfioDevice } from './vfio/device_cdev.js';
 
 /** What a kernel boots on. */
 export interface KernelHardware {
@@ -85,16 +81,8 @@ export class Kernel implements KernelGeneration, SyscallKernel {
   kho!: Kho;
   /** What subsystems get of this kernel. */
   readonly services: KernelServices;
-  // Set by the initcalls (see Subsystems in initcalls.ts); kept here until the iommu
-  // subsystems own their state.
-  declare intel: IntelIommu;
-  declare vfioDevices: VfioDevice[];
-  declare guestmemfs: Guestmemfs | null;
-  declare persisted: PersistedIommufds;
-  /** Open iommufd contexts. */
-  readonly iommufds = new Set<IommufdCtx>();
-  /** Persistent iommufd contexts by persistent id (`persistent_iommufds`, 1-based). */
-  readonly persistentIommufds = new Map<number, IommufdCtx>();
+  /** The IOMMU core: drivers register with it, iommufd and VFIO call it. */
+  readonly iommuCore = new IommuCore();
   private readonly logBuf: string[] = [];
   private readonly bootTime = performance.now();
   private readonly processes = new Map<number, Process>();
@@ -135,6 +123,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
       pageRefs: this.pageRefs,
       sysfs: this.sysfs,
       chrdevs: this.chrdevs,
+      iommu: this.iommuCore,
       pci,
       get kho() {
         return k.kho;
@@ -231,15 +220,12 @@ export class Kernel implements KernelGeneration, SyscallKernel {
   retire(): void {
     if (!this.dead) return;
     this.processes.clear();
-    this.iommufds.clear();
-    this.persistentIommufds.clear();
-    for (const d of this.vfioDevices ?? []) d.boundBy = null;
     // What the subsystems registered holds them: device nodes, filesystems, shutdown hooks.
     this.filesystems.clear();
     this.mounts.length = 0;
     this.shutdownHooks.length = 0;
     const gone = this as unknown as Record<string, null>;
-    for (const name of ['kho', 'sysfs', 'chrdevs', 'services', ...this.subsystems]) gone[name] = null;
+    for (const name of ['kho', 'sysfs', 'chrdevs', 'iommuCore', 'services', ...this.subsystems]) gone[name] = null;
     // A line built by a template literal is a tree of its pieces; reading it makes V8 flatten it
     // (a third of what a dead kernel keeps otherwise).
     for (const line of this.logBuf) line.charCodeAt(0);

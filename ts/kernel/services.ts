@@ -3,6 +3,7 @@
 import type { PhysicalMemory } from '../hw/memory.js';
 import type { Chrdevs } from './chrdev.js';
 import type { FileSystemType } from './fs.js';
+import type { IommuCore } from './iommu.js';
 import type { Kho } from './kho/kho.js';
 import type { PageRefs } from './mm.js';
 import type { Sysfs } from './sysfs/sysfs.js';
@@ -31,6 +32,8 @@ export interface KernelServices {
   readonly chrdevs: Chrdevs;
   /** The PCI functions on the bus. */
   readonly pci: readonly PciFunction[];
+  /** The IOMMU core: drivers register with it, iommufd and VFIO call it. */
+  readonly iommu: IommuCore;
   /** Replaced by kexec. */
   readonly dead: boolean;
   /** `printk`. */

@@ -6,10 +6,16 @@ import { Gather } from '../../hw/iommu.js';
 import type { PhysicalMemory } from '../../hw/memory.js';
 import type { FdtWriter } from '../../fdt/index.js';
 import { errno, KernelError } from '../../uapi/errno.js';
-import { IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, iommu_hw_info_vtd } from '../../uapi/iommufd.js';
+import {
+  IOMMU_HW_INFO_TYPE_DEFAULT,
+  IOMMU_HW_INFO_TYPE_INTEL_VTD,
+  IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17,
+  IOMMU_HWPT_ALLOC_NEST_PARENT,
+  iommu_hw_info_vtd,
+} from '../../uapi/iommufd.js';
+import type { IommuCap, IommuDomain, IommuHwInfo, IommuOps, IommuProt, ResvRegion } from '../iommu.js';
 import { le, type Kho, type KhoNode } from '../kho/kho.js';
-import type { IommuDomain } from '../iommufd/io_pagetable.js';
-import type { Kernel } from '../kernel.js';
+import type { KernelServices } from '../services.js';
 
 /** `IOAPIC_RANGE_START`..`IOAPIC_RANGE_END`: reserved as IOMMU_RESV_MSI for every device. */
 export const IOAPIC_RANGE_START = 0xfee0_0000n;
@@ -24,15 +30,8 @@ const sidName = (sid: number): string =>
 const bit = (v: bigint, n: number): boolean => ((v >> BigInt(n)) & 1n) === 1n;
 const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_PHYSMEM_NOMEM';
 
-/** A reserved IOVA region of a device (`struct iommu_resv_region`). */
-export interface ResvRegion {
-  start: bigint;
-  length: bigint;
-  type: 'msi' | 'direct';
-}
-
 /** One DRHD: the driver's state for an {@link IommuUnit}. */
-export class IntelIommu {
+export class IntelIommu implements IommuOps {
   rootEntry: bigint = 0n;
   private readonly contextTables = new Map<number, bigint>();
   private readonly domainIds = new Set<number>();
@@ -49,25 +48,27 @@ export class IntelIommu {
   /** `struct device_domain_info` of each probed requester, as far as modelled. */
   private readonly probed = new Map<number, { atsSupported: boolean }>();
 
+  readonly memory: PhysicalMemory;
+
   constructor(
-    readonly kernel: Kernel,
+    readonly svc: KernelServices,
     readonly unit: IommuUnit,
-    readonly memory: PhysicalMemory,
     khoNode?: KhoNode,
   ) {
+    const memory = (this.memory = svc.memory);
     const regs = unit.registers();
     this.cap = regs.cap;
     this.ecap = regs.ecap;
-    kernel.log(`DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap ${this.cap.toString(16)} ecap ${this.ecap.toString(16)}`);
+    svc.log(`DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap ${this.cap.toString(16)} ecap ${this.ecap.toString(16)}`);
     let root: bigint | null = null;
-    if (!khoNode && kernel.kho.incoming?.child('iommufd')) {
-      kernel.log('DMAR: the handover has persisted iommufds but no /intel-iommu state: domains not adopted, devices blocked');
+    if (!khoNode && svc.kho.incoming?.child('iommufd')) {
+      svc.log('DMAR: the handover has persisted iommufds but no /intel-iommu state: domains not adopted, devices blocked');
     }
     if (khoNode) {
       try {
         root = this.restore(khoNode);
       } catch (e) {
-        kernel.log(`DMAR: KHO state not adopted: ${e instanceof KernelError ? e.detail : String(e)}`);
+        svc.log(`DMAR: KHO state not adopted: ${e instanceof KernelError ? e.detail : String(e)}`);
         this.restored.clear();
         this.attached.clear();
         this.domains.clear();
@@ -81,7 +82,7 @@ export class IntelIommu {
     } else {
       if (unit.registers().gsts & GSTS_TES) {
         // init_dmars: "Translation was enabled but we are not in kdump mode": off, then fresh tables.
-        kernel.log('DMAR: Translation was enabled for dmar0 but we are not in kdump mode');
+        svc.log('DMAR: Translation was enabled for dmar0 but we are not in kdump mode');
         unit.enableTranslation(false);
       }
       this.rootEntry = memory.alloc(0, { zero: true });
@@ -93,7 +94,7 @@ export class IntelIommu {
       }
       unit.enableTranslation(true);
     }
-    kernel.log('DMAR: Intel(R) Virtualization Technology for Directed I/O');
+    svc.log('DMAR: Intel(R) Virtualization Technology for Directed I/O');
   }
 
   /**
@@ -136,7 +137,7 @@ export class IntelIommu {
         const lo = ce === undefined ? 0n : this.memory.readU64(ce + 16n * BigInt(sid & 0xff));
         const hi = ce === undefined ? 0n : this.memory.readU64(ce + 16n * BigInt(sid & 0xff) + 8n);
         if (!(lo & 1n) || (lo & 0x000f_ffff_ffff_f000n) !== pgd || Number((hi >> 8n) & 0xffffn) !== did) {
-          this.kernel.log(`DMAR: ${sidName(sid)}: context entry does not point at restored domain ${index}; left blocked`);
+          this.svc.log(`DMAR: ${sidName(sid)}: context entry does not point at restored domain ${index}; left blocked`);
           continue;
         }
         domain.adoptDevice(sid, did);
@@ -146,7 +147,7 @@ export class IntelIommu {
       }
       if (did !== 0 && domain.devices.size) this.domainIds.add(did);
       this.restored.set(index, domain);
-      this.kernel.log(`DMAR: restored persistent domain ${index} (persistent id ${domain.persistentId}, did ${domain.did}, ${domain.devices.size} devices, ${pages.length} table pages)`);
+      this.svc.log(`DMAR: restored persistent domain ${index} (persistent id ${domain.persistentId}, did ${domain.did}, ${domain.devices.size} devices, ${pages.length} table pages)`);
     }
     // Any other live context entry belongs to no adopted domain: block it now.
     this.rootEntry = root;
@@ -155,7 +156,7 @@ export class IntelIommu {
       for (let devfn = 0; devfn < 256; devfn++) {
         const sid = (bus << 8) | devfn;
         if (keep.has(sid) || !(entries[2 * devfn]! & 1n)) continue;
-        this.kernel.log(`DMAR: ${sidName(sid)}: its context entry belongs to no handed-over domain: not adopted, blocked`);
+        this.svc.log(`DMAR: ${sidName(sid)}: its context entry belongs to no handed-over domain: not adopted, blocked`);
         this.clearContext(sid);
       }
     }
@@ -175,7 +176,7 @@ export class IntelIommu {
 
   /** Refuses a restored domain (failed verification): its devices are blocked, its tables freed. */
   reject(domain: DmarDomain, why: string): void {
-    this.kernel.log(`DMAR: persistent domain (persistent id ${domain.persistentId}, did ${domain.did}) not adopted: ${why}`);
+    this.svc.log(`DMAR: persistent domain (persistent id ${domain.persistentId}, did ${domain.did}) not adopted: ${why}`);
     for (const sid of [...domain.devices]) this.blockDevice(sid);
     for (const [k, d] of this.restored) if (d === domain) this.restored.delete(k);
     // Its tables are not trusted: walking them to free "table pages" could free anything. They
@@ -239,14 +240,14 @@ export class IntelIommu {
   shutdown(handover: boolean): void {
     if (!handover) {
       this.unit.enableTranslation(false);
-      this.kernel.log('DMAR: translation disabled for kexec');
+      this.svc.log('DMAR: translation disabled for kexec');
       return;
     }
     for (const [sid, d] of [...this.attached]) if (!d.persistentId) this.blockDevice(sid);
     // A context table allocated after DUMP (a first attach on a new bus) is handed over too: the
     // root table the next kernel adopts points at it.
     for (const ctx of this.contextTables.values()) if (!this.memory.isPreserved(ctx)) this.memory.preserve(ctx, 0);
-    this.kernel.log(`DMAR: kexec with KHO: translation stays on for ${this.attached.size} persistent devices`);
+    this.svc.log(`DMAR: kexec with KHO: translation stays on for ${this.attached.size} persistent devices`);
   }
 
   /** CAP.MGAW + 1. */
@@ -293,7 +294,7 @@ export class IntelIommu {
    * (`ssads_supported`, scalable mode only), so never; IOMMU_CAP_PCI_ATS_SUPPORTED is
    * `info->ats_supported`.
    */
-  capable(sid: number, cap: 'dirty-tracking' | 'pci-ats-supported'): boolean {
+  capable(sid: number, cap: IommuCap): boolean {
     if (cap === 'dirty-tracking') return false;
     return this.probed.get(sid)?.atsSupported ?? false;
   }
@@ -301,15 +302,17 @@ export class IntelIommu {
   /**
    * `intel_iommu_hw_info`: `struct iommu_hw_info_vtd` — flags, always
    * IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17 (the driver sets it for every unit and leaves the
-   * decision to userspace), then CAP and ECAP as read at boot.
+   * decision to userspace), then CAP and ECAP as read at boot. Of another type than the default
+   * or its own: EOPNOTSUPP.
    */
-  hwInfo(): Uint8Array {
+  hwInfo(_sid: number, type: number): IommuHwInfo {
+    if (type !== IOMMU_HW_INFO_TYPE_DEFAULT && type !== IOMMU_HW_INFO_TYPE_INTEL_VTD) errno('EOPNOTSUPP', `no hw info of type ${type}`);
     const data = new Uint8Array(iommu_hw_info_vtd.size);
     const v = new DataView(data.buffer);
     v.setUint32(0, IOMMU_HW_INFO_VTD_ERRATA_772415_SPR17, true);
     v.setBigUint64(8, this.cap, true);
     v.setBigUint64(16, this.ecap, true);
-    return data;
+    return { type: IOMMU_HW_INFO_TYPE_INTEL_VTD, data };
   }
 
   /** `intel_iommu_get_resv_regions`: no RMRRs here, the IOAPIC/MSI window always. */
@@ -317,8 +320,14 @@ export class IntelIommu {
     return [{ start: IOAPIC_RANGE_START, length: IOAPIC_RANGE_END - IOAPIC_RANGE_START + 1n, type: 'msi' }];
   }
 
-  /** `paging_domain_alloc` for a second-level (legacy) domain. */
-  domainAllocPaging(): DmarDomain {
+  /**
+   * `intel_iommu_domain_alloc_paging_flags`: no user data; in legacy mode only the second-stage
+   * allocator, which takes ALLOC_PASID (the HWPT's pasid_compat, which only PASID attaches look
+   * at, and VFIO refuses those here) but not NEST_PARENT without nesting support.
+   */
+  domainAllocPaging(_sid: number, flags = 0, userData = false): DmarDomain {
+    if (userData) errno('EOPNOTSUPP', 'no driver data for a paging domain');
+    if (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) errno('EOPNOTSUPP', 'no nesting in legacy mode');
     let pt: PageTable;
     try {
       pt = this.unit.createPageTable(this.levels);
@@ -487,8 +496,13 @@ export class DmarDomain implements IommuDomain {
     }
   }
 
+  /** The top-level table. */
+  get pgd(): bigint {
+    return this.pt.pgd;
+  }
+
   /** `intel_iommu_map_pages` for a batch, then `iotlb_sync_map` (PSI only in caching mode). */
-  mapRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, n: number, prot: { read: boolean; write: boolean }): void {
+  mapRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, n: number, prot: IommuProt): void {
     if (n === 0) return;
     try {
       this.pt.mapRuns(iovaPfns.subarray(0, n), paPfns.subarray(0, n), counts.subarray(0, n), { read: prot.read, write: prot.write, snoop: this.snoop }, this.mapGather);
@@ -512,7 +526,7 @@ export class DmarDomain implements IommuDomain {
   unmap(iova: bigint, length: bigint): void {
     // After KHO DUMP a persistent domain's tables belong to the handover: torn down with its
     // context they stay as serialised (its devices are blocked by free()), never freed here.
-    if (this.persistentId && this.iommu.kernel.kho.active) return;
+    if (this.persistentId && this.iommu.svc.kho.active) return;
     this.pt.unmap(iova, length, this.mapGather);
     this.sync(this.mapGather);
   }
@@ -533,6 +547,18 @@ export class DmarDomain implements IommuDomain {
     return this.pt.iovaToPhys(iova);
   }
 
+  /** Checked natively: one walk per leaf table. */
+  verifyRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, prot: IommuProt): bigint | null {
+    return this.pt.verifyRuns(iovaPfns, paPfns, counts, prot);
+  }
+
+  /** Of a restored domain: the pages it maps, and the first of its table pages not handed over. */
+  handedOverMapping(): { pages: number; foreignTable: bigint | null } {
+    const { pages, tables } = this.pt.mappedPages(this.handedOver.size);
+    for (const t of tables) if (!this.handedOver.has(t)) return { pages, foreignTable: t };
+    return { pages, foreignTable: null };
+  }
+
   /** Forgets a domain whose tables are not trusted, freeing none of them. */
   abandon(): void {
     this.freed = true;
@@ -547,13 +573,24 @@ export class DmarDomain implements IommuDomain {
     // A restored domain can still translate for devices nobody re-bound: block them first.
     for (const sid of [...this.devices]) this.iommu.blockDevice(sid);
     this.iommu.domains.delete(this);
-    if (this.persistentId && this.iommu.kernel.kho.active) {
+    if (this.persistentId && this.iommu.svc.kho.active) {
       // Its tables are handed over already (preserved): they go with this kernel.
-      this.iommu.kernel.log(`DMAR: persistent domain ${this.persistentId} freed after KHO DUMP; its tables stay with the handover`);
+      this.iommu.svc.log(`DMAR: persistent domain ${this.persistentId} freed after KHO DUMP; its tables stay with the handover`);
       return;
     }
     const gather = new Gather();
     this.pt.destroy(gather);
     this.sync(gather);
   }
+}
+
+/**
+ * The driver's init (`intel_iommu_init`): adopts or builds the unit's tables, registers with the
+ * IOMMU core (`iommu_device_register`) and for the kexec shutdown.
+ */
+export function intelIommuInit(svc: KernelServices, unit: IommuUnit, khoNode?: KhoNode): IntelIommu {
+  const intel = new IntelIommu(svc, unit, khoNode);
+  svc.iommu.deviceRegister(intel);
+  svc.onShutdown((handover) => intel.shutdown(handover));
+  return intel;
 }

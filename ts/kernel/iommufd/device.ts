@@ -1,9 +1,24 @@
 // A bound device's attachments (drivers/iommu/iommufd/device.c): attach, replace and detach of an
 // HWPT or of an IOAS through its automatic HWPT, per PASID; the IOAS's reserved regions; bind and
-// unbind for VFIO.
+// unbind for VFIO; IOMMU_GET_HW_INFO. The IOMMU is reached through the core only.
 import { errno, KernelError } from '../../uapi/errno.js';
-import { hwptPagingAlloc, HwptPaging, Ioas, IommufdCtx, IommufdDevice, restoredAttachEnd } from './main.js';
-import type { IommufdObject } from './object.js';
+import * as U from '../../uapi/iommufd.js';
+import { hwptPagingAlloc } from './hw_pagetable.js';
+import { HwptPaging, Ioas, IommufdDevice, n32, n64, type IommufdCtx, type IommufdObject, type IommufdSubsystem, type Ucmd } from './private.js';
+
+/**
+ * Ends `sid`'s restored attachment if the device has left its restored domain; with `block` it
+ * leaves now (`iommufd_device_unbind` releases DMA ownership: the device is blocked).
+ */
+export function restoredAttachEnd(iommufd: IommufdSubsystem, sid: number, block = false): void {
+  const iommu = iommufd.svc.iommu;
+  if (block && iommu.isRestoredAttach(sid)) iommu.blockDevice(sid);
+  const ra = iommufd.restoredAttach.get(sid);
+  if (!ra || iommu.isRestoredAttach(sid)) return;
+  iommufd.restoredAttach.delete(sid);
+  ra.hwpt.ioas.iopt.removeReserved(ra);
+  ra.hwpt.users--;
+}
 
 /** What `idev` is attached to at `pasid` (0 is IOMMU_NO_PASID). */
 function attachedAt(idev: IommufdDevice, pasid: number): HwptPaging | null {
@@ -38,11 +53,10 @@ export function attachHwpt(idev: IommufdDevice, hwpt: HwptPaging, pasid = 0): vo
     hwpt.users++;
     return;
   }
-  const intel = idev.ictx.kernel.intel;
   enforceResvRegions(idev, hwpt.ioas);
   try {
     checkPasidCompat(idev, hwpt, 0);
-    intel.attachDevice(hwpt.domain, idev.sid);
+    idev.ictx.iommufd.svc.iommu.attachDevice(hwpt.domain, idev.sid);
   } catch (e) {
     hwpt.ioas.iopt.removeReserved(idev);
     throw e;
@@ -54,7 +68,7 @@ export function attachHwpt(idev: IommufdDevice, hwpt: HwptPaging, pasid = 0): vo
 /** `iopt_table_enforce_dev_resv_regions`. */
 function enforceResvRegions(idev: IommufdDevice, ioas: Ioas): void {
   try {
-    for (const r of idev.ictx.kernel.intel.resvRegions(idev.sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, idev);
+    for (const r of idev.ictx.iommufd.svc.iommu.getResvRegions(idev.sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, idev);
   } catch (e) {
     ioas.iopt.removeReserved(idev);
     throw e;
@@ -73,7 +87,7 @@ export function detachHwpt(idev: IommufdDevice, pasid = 0): HwptPaging | null {
   }
   const hwpt = idev.hwpt;
   if (!hwpt) return null;
-  idev.ictx.kernel.intel.blockDevice(idev.sid);
+  idev.ictx.iommufd.svc.iommu.blockDevice(idev.sid);
   hwpt.ioas.iopt.removeReserved(idev);
   idev.hwpt = null;
   hwpt.users--;
@@ -101,7 +115,7 @@ function replaceHwpt(idev: IommufdDevice, hwpt: HwptPaging, pasid = 0): HwptPagi
   if (newIoas) enforceResvRegions(idev, hwpt.ioas);
   try {
     checkPasidCompat(idev, hwpt, 0);
-    idev.ictx.kernel.intel.attachDevice(hwpt.domain, idev.sid);
+    idev.ictx.iommufd.svc.iommu.attachDevice(hwpt.domain, idev.sid);
   } catch (e) {
     if (newIoas) hwpt.ioas.iopt.removeReserved(idev);
     throw e;
@@ -126,7 +140,7 @@ export function deviceChangePt(idev: IommufdDevice, ptId: number, replace: boole
     return changePt(idev, pt, replace, pasid);
   } finally {
     // Attached anywhere (or blocked by a failed first attach), it has left its restored domain.
-    restoredAttachEnd(ictx.kernel, idev.sid);
+    restoredAttachEnd(ictx.iommufd, idev.sid);
   }
 }
 
@@ -159,7 +173,8 @@ function autoGetDomain(idev: IommufdDevice, ioas: Ioas, replace: boolean, doAtta
     }
   }
   const ictx = idev.ictx;
-  const hwpt = hwptPagingAlloc(ictx, ioas, idev, 0, !replace, false, pasid);
+  const immediate = replace ? null : { attach: (h: HwptPaging) => attachHwpt(idev, h, pasid), detach: () => void detachHwpt(idev, pasid) };
+  const hwpt = hwptPagingAlloc(ictx, ioas, idev, 0, immediate);
   let old: HwptPaging | null = null;
   if (replace) {
     try {
@@ -190,7 +205,8 @@ export function deviceBind(ictx: IommufdCtx, sid: number, name: string): Iommufd
   idev.users++; // the VFIO device holds it until unbind
   // Claiming DMA ownership blocks the device, except one still translating through a domain the
   // previous kernel handed over: its VMM is re-binding it, and its DMA must not stop.
-  if (!ictx.kernel.intel.isRestoredAttach(sid)) ictx.kernel.intel.blockDevice(sid);
+  const iommu = ictx.iommufd.svc.iommu;
+  if (!iommu.isRestoredAttach(sid)) iommu.blockDevice(sid);
   return idev;
 }
 
@@ -198,7 +214,34 @@ export function deviceBind(ictx: IommufdCtx, sid: number, name: string): Iommufd
 export function deviceUnbind(idev: IommufdDevice): void {
   for (const pasid of [...idev.pasidHwpts.keys()]) deviceDetach(idev, pasid);
   deviceDetach(idev);
-  restoredAttachEnd(idev.ictx.kernel, idev.sid, true);
+  restoredAttachEnd(idev.ictx.iommufd, idev.sid, true);
   idev.users--;
   idev.ictx.tryDestroy(idev);
+}
+
+/** IOMMU_GET_HW_INFO (`iommufd_get_hw_info`). */
+export function getHwInfo(ictx: IommufdCtx, ucmd: Ucmd): void {
+  const { cmd, u } = ucmd;
+  const flags = n32(cmd.flags!);
+  if (flags & ~U.IOMMU_HW_INFO_FLAG_INPUT_TYPE || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+  // Without INPUT_TYPE whatever the union holds asks for the default type.
+  const inType = flags & U.IOMMU_HW_INFO_FLAG_INPUT_TYPE ? n32(cmd.in_data_type!) : U.IOMMU_HW_INFO_TYPE_DEFAULT;
+  const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
+  // ops->hw_info: the driver answers the default type or its own, nothing else (EOPNOTSUPP).
+  const iommu = ictx.iommufd.svc.iommu;
+  const { type, data } = iommu.hwInfo(idev.sid, inType);
+  const want = n32(cmd.data_len!);
+  const copy = Math.min(want, data.length);
+  const ptr = n64(cmd.data_uptr!);
+  u.write(ptr, data.subarray(0, copy));
+  if (copy < want) u.write(ptr + BigInt(copy), new Uint8Array(want - copy));
+  cmd.data_len = data.length;
+  cmd.out_data_type = type; // the union's output member: what respond writes
+  // max_pasids is 0 (PASID needs scalable mode): no max_pasid_log2, no PASID_EXEC/PRIV.
+  cmd.out_max_pasid_log2 = 0;
+  let caps = 0;
+  if (iommu.deviceCapable(idev.sid, 'dirty-tracking')) caps |= U.IOMMU_HW_CAP_DIRTY_TRACKING;
+  if (!iommu.deviceCapable(idev.sid, 'pci-ats-supported')) caps |= U.IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED;
+  cmd.out_capabilities = BigInt(caps);
+  ictx.respond(ucmd);
 }

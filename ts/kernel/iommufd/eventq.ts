@@ -10,10 +10,8 @@
 import { errno } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import { O_RDWR } from '../../uapi/mman.js';
-import { File } from '../file.js';
-import type { Process } from '../process.js';
-import type { IommufdCtx } from './main.js';
-import { IommufdObject, n32, type Ucmd } from './object.js';
+import { File, type Task } from '../file.js';
+import { IommufdObject, n32, type IommufdCtx, type Ucmd } from './private.js';
 import { getViommu } from './viommu.js';
 
 /** `struct iommufd_fault`. */
@@ -51,13 +49,13 @@ class EventqFile extends File {
 /** The fd of a fault queue (`iommufd_fault_fops`). */
 class FaultFile extends EventqFile {
   /** `iommufd_fault_fops_read`: whole `iommu_hwpt_pgfault` records; the queue is empty. */
-  read(_proc: Process, n: number): Uint8Array {
+  read(_task: Task, n: number): Uint8Array {
     if (n % U.iommu_hwpt_pgfault.size) errno('ESPIPE', `a read of ${n} bytes is not a whole number of fault records`);
     return new Uint8Array(0);
   }
 
   /** `iommufd_fault_fops_write`: whole `iommu_hwpt_page_response` records, answered in order. */
-  write(_proc: Process, data: Uint8Array): number {
+  write(_task: Task, data: Uint8Array): number {
     if (data.length % U.iommu_hwpt_page_response.size) errno('ESPIPE', `a write of ${data.length} bytes is not a whole number of responses`);
     if (data.length === 0) return 0;
     // The first response fails, so nothing was done: its error is the answer.
@@ -70,14 +68,14 @@ class FaultFile extends EventqFile {
 
 /** IOMMU_FAULT_QUEUE_ALLOC (`iommufd_fault_alloc`): a FAULT object and its fd. */
 export function faultAlloc(ictx: IommufdCtx, ucmd: Ucmd): void {
-  const { cmd, proc } = ucmd;
+  const { cmd, task } = ucmd;
   if (cmd.flags) errno('EOPNOTSUPP', 'flags must be 0');
   const fault = new Fault();
   ictx.reserve(fault);
   const file = new FaultFile(ictx, fault, '[iommufd-pgfault]');
   // get_unused_fd_flags: the fd is told before it is installed, once the answer is written.
   cmd.out_fault_id = fault.id;
-  cmd.out_fault_fd = proc.unusedFd();
+  cmd.out_fault_fd = task.unusedFd();
   try {
     ictx.respond(ucmd);
   } catch (e) {
@@ -86,7 +84,7 @@ export function faultAlloc(ictx: IommufdCtx, ucmd: Ucmd): void {
     ictx.abort(fault);
     throw e;
   }
-  proc.installFd(file);
+  task.installFd(file);
   ictx.finalize(fault);
 }
 

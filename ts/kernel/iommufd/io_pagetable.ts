@@ -2,6 +2,7 @@
 // every area is mirrored into, and the automatic IOVA allocator — with the kernel's check order.
 import { errno } from '../../uapi/errno.js';
 import type { PinRecord } from '../guestmemfs/pins.js';
+import type { IommuDomain } from '../iommu.js';
 import { PAGE_SIZE, RunList } from '../mm.js';
 import type { IoptPages, PinnableFile } from './pages.js';
 
@@ -14,19 +15,6 @@ const HPAGE_SIZE = 2n << 20n;
 export interface IovaRange {
   start: bigint;
   last: bigint;
-}
-
-/** An iommu_domain as the io_pagetable uses it. */
-export interface IommuDomain {
-  /** `domain->geometry.aperture_start` / `aperture_end`. */
-  readonly apertureStart: bigint;
-  readonly apertureEnd: bigint;
-  /** `domain->pgsize_bitmap`. */
-  readonly pgsizeBitmap: bigint;
-  /** Maps `n` runs (page numbers); all or nothing (ENOMEM). */
-  mapRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, n: number, prot: { read: boolean; write: boolean }): void;
-  /** Unmaps `[iova, iova + length)` and flushes. */
-  unmap(iova: bigint, length: bigint): void;
 }
 
 /** A long-term pin an area holds on the guestmemfs file behind one piece of it. */

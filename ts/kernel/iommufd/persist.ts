@@ -18,13 +18,13 @@ import { errno, KernelError } from '../../uapi/errno.js';
 import { O_RDWR } from '../../uapi/mman.js';
 import type { Guestmemfs, GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
 import { HOLDER_PGDS, pinOwner, samePin, type HolderRecord, type PinRecord } from '../guestmemfs/pins.js';
-import type { DmarDomain } from '../intel-iommu/iommu.js';
-import type { Kernel } from '../kernel.js';
+import type { Task } from '../file.js';
+import type { IommuDomain } from '../iommu.js';
 import { le, type Kho, type KhoNode, type KhoNotifier } from '../kho/kho.js';
 import { RunList } from '../mm.js';
-import type { Process } from '../process.js';
-import { HwptPaging, Ioas, IommufdCtx, RestoredAttach } from './main.js';
+import { IommufdFile } from './main.js';
 import { IoptPages } from './pages.js';
+import { HwptPaging, Ioas, RestoredAttach, type IommufdCtx, type IommufdSubsystem } from './private.js';
 
 /**
  * In an IOAS's `domains`: a domain an unclaimed context lost (the kernel that handed it over did
@@ -62,7 +62,7 @@ interface PersistedCtx {
   /** By old IOAS id, ascending (the claim numbers them 1..n in this order). */
   ioases: PersistedIoas[];
   /** Its adopted domains by index. */
-  domains: Map<number, DmarDomain>;
+  domains: Map<number, IommuDomain>;
   /** The previous kernel's pin records its areas matched: held until the claim re-pins them. */
   pins: { inode: GuestmemfsInode; handle: number }[];
   /** The previous kernel's holder records of its IOASes, likewise. */
@@ -74,30 +74,29 @@ export class PersistedIommufds implements KhoNotifier {
   /** Handed over and not yet claimed, by persistent id. */
   readonly pending = new Map<number, PersistedCtx>();
   private readonly claimed = new Set<number>();
-  /** Devices of claimed contexts still translating through their restored domain, by requester ID. */
-  readonly restoredAttach = new Map<number, RestoredAttach>();
 
   constructor(
-    readonly kernel: Kernel,
+    readonly iommufd: IommufdSubsystem,
     node?: KhoNode,
   ) {
-    const intel = kernel.intel;
+    const svc = iommufd.svc;
+    const iommu = svc.iommu;
     if (node) {
       try {
         this.parse(node);
       } catch (e) {
-        kernel.log(`iommufd: KHO state not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
+        svc.log(`iommufd: KHO state not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
         this.pending.clear();
       }
     }
     // A handed-over domain no verified context refers to can never be claimed: block it.
     const used = new Set([...this.pending.values()].flatMap((c) => [...c.domains.values()]));
-    for (const d of [...intel.restored.values()]) if (!used.has(d)) intel.reject(d, 'no persisted iommufd refers to it');
+    for (const d of [...iommu.restoredDomains().values()]) if (!used.has(d)) iommu.rejectRestored(d, 'no persisted iommufd refers to it');
     // The old kernel's pin records: the accepted contexts hold theirs, every other one goes.
-    kernel.guestmemfs?.keepPins(new Set([...this.pending.values()].flatMap((c) => [...c.pins.map((x) => x.handle), ...c.holders])));
+    iommufd.guestmemfs?.keepPins(new Set([...this.pending.values()].flatMap((c) => [...c.pins.map((x) => x.handle), ...c.holders])));
     for (const ctx of this.pending.values()) {
-      kernel.sysfs.attr(`/sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`, 0o440, { show: (proc) => `${this.claim(proc as Process, ctx.pid)}\n` });
-      kernel.log(`iommufd: persisted iommufd ${ctx.pid} ready at /sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`);
+      svc.sysfs.attr(`/sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`, 0o440, { show: (task) => `${this.claim(task, ctx.pid)}\n` });
+      svc.log(`iommufd: persisted iommufd ${ctx.pid} ready at /sys/kernel/iommufd_persisted/${ctx.pid}/iommufd`);
     }
   }
 
@@ -105,7 +104,7 @@ export class PersistedIommufds implements KhoNotifier {
 
   private parse(node: KhoNode): void {
     if (node.string('compatible') !== 'iommufd-v0') errno('EINVAL', 'unknown compatible');
-    const gm = this.kernel.guestmemfs;
+    const gm = this.iommufd.guestmemfs;
     // guestmemfs's pin records by owner and IOVA (unique: the areas of one IOAS never overlap),
     // and its holder records by owner.
     const records: Records = { pins: new Map(), holders: new Map() };
@@ -115,7 +114,7 @@ export class PersistedIommufds implements KhoNotifier {
       try {
         this.parseCtx(c, gm, records);
       } catch (e) {
-        this.kernel.log(`iommufd: ${c.path} not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
+        this.iommufd.svc.log(`iommufd: ${c.path} not restored: ${e instanceof KernelError ? e.detail : String(e)}`);
       }
     }
     // A domain two IOASes name belongs to neither (only one of them can be what it maps). The
@@ -123,10 +122,10 @@ export class PersistedIommufds implements KhoNotifier {
     const named = new Map<number, number>();
     for (const ctx of this.pending.values()) for (const ioas of ctx.ioases) for (const idx of new Set(ioas.domains)) if (idx !== DOMAIN_GONE) named.set(idx, (named.get(idx) ?? 0) + 1);
     for (const [idx, n] of named) {
-      const d = this.kernel.intel.restored.get(idx);
+      const d = this.iommufd.svc.iommu.restoredDomains().get(idx);
       if (n < 2 || !d) continue;
       for (const ctx of this.pending.values()) ctx.domains.delete(idx);
-      this.kernel.intel.reject(d, `${n} persisted IOASes name it`);
+      this.iommufd.svc.iommu.rejectRestored(d, `${n} persisted IOASes name it`);
     }
   }
 
@@ -164,25 +163,25 @@ export class PersistedIommufds implements KhoNotifier {
         const holder = records.holders.get(pinOwner(ctx.pid, ioas.id))!.rec;
         for (const [k, idx] of ioas.domains.entries()) {
           if (idx === DOMAIN_GONE) continue;
-          const d = this.kernel.intel.restored.get(idx);
-          if (d && k < HOLDER_PGDS && d.pt.pgd !== holder.pgds[k]) {
+          const d = this.iommufd.svc.iommu.restoredDomains().get(idx);
+          if (d && k < HOLDER_PGDS && d.pgd !== holder.pgds[k]) {
             errno('EINVAL', `IOAS ${ioas.id}: domain ${idx} is not the page table guestmemfs recorded for it`);
           }
           if (!d) {
-            this.kernel.log(`iommufd: IOAS ${ioas.id} of persisted iommufd ${ctx.pid}: domain ${idx} was not restored; not adopted`);
+            this.iommufd.svc.log(`iommufd: IOAS ${ioas.id} of persisted iommufd ${ctx.pid}: domain ${idx} was not restored; not adopted`);
             continue;
           }
           if (d.persistentId !== ctx.pid) {
-            this.kernel.intel.reject(d, `persistent id ${d.persistentId} is not iommufd ${ctx.pid}'s`);
+            this.iommufd.svc.iommu.rejectRestored(d, `persistent id ${d.persistentId} is not iommufd ${ctx.pid}'s`);
             continue;
           }
           let why: string | null;
           try {
-            why = verifyDomain(this.kernel, d, ioas.areas, gm!);
+            why = verifyDomain(d, ioas.areas, gm!);
           } catch (e) {
             why = e instanceof KernelError ? (e.detail ?? e.code) : String((e as Error).message ?? e);
           }
-          if (why) this.kernel.intel.reject(d, why);
+          if (why) this.iommufd.svc.iommu.rejectRestored(d, why);
           else ctx.domains.set(idx, d);
         }
       }
@@ -242,25 +241,26 @@ export class PersistedIommufds implements KhoNotifier {
     if (at !== area.iova + area.len) errno('EINVAL', `${path}: segments do not cover the area`);
   }
 
-  /** Reading /sys/kernel/iommufd_persisted/<id>/iommufd: a new fd in `proc` holding the context. */
-  claim(proc: Process, pid: number): number {
+  /** Reading /sys/kernel/iommufd_persisted/<id>/iommufd: a new fd in `task` holding the context. */
+  claim(task: Task, pid: number): number {
     const rec = this.pending.get(pid);
     if (!rec) return errno(this.claimed.has(pid) ? 'EBUSY' : 'ENOENT', `persisted iommufd ${pid} already claimed`);
-    const kernel = this.kernel;
+    const iommufd = this.iommufd;
+    const gm = iommufd.guestmemfs!;
     // As mmap of each file would demand: read for a readable area, write for a writable one.
     for (const ioas of rec.ioases) {
       for (const area of ioas.areas) {
         const want = (area.prot & IOMMU_READ ? 4 : 0) | (area.prot & IOMMU_WRITE ? 2 : 0);
-        for (const s of area.segs) kernel.guestmemfs!.permission(proc, s.ino - 2, want);
+        for (const s of area.segs) gm.permission(task, s.ino - 2, want);
       }
     }
-    const ictx = new IommufdCtx(kernel, proc, O_RDWR);
-    kernel.iommufds.add(ictx);
+    const ictx = new IommufdFile(iommufd, O_RDWR);
+    iommufd.ctxs.add(ictx);
     ictx.persistentId = pid;
-    kernel.persistentIommufds.set(pid, ictx);
+    iommufd.persistent.set(pid, ictx);
     let attached: RestoredAttach[];
     try {
-      attached = this.build(ictx, rec, proc);
+      attached = this.build(ictx, rec, task);
     } catch (e) {
       // All or nothing: the half-built context goes without touching the restored domains (they
       // keep translating), and the record stays claimable.
@@ -271,30 +271,30 @@ export class PersistedIommufds implements KhoNotifier {
           obj.ownsDomain = false;
         }
       }
-      kernel.persistentIommufds.delete(pid);
+      iommufd.persistent.delete(pid);
       ictx.persistentId = 0;
       ictx.put();
       throw e;
     }
     // The areas hold the file pins now, and each device still on a restored domain holds its HWPT.
     for (const { inode, handle } of rec.pins) inode.unpin(handle);
-    for (const h of rec.holders) kernel.guestmemfs!.pinTable.remove(h);
+    for (const h of rec.holders) gm.pinTable.remove(h);
     for (const ra of attached) {
       ra.hwpt.users++;
-      this.restoredAttach.set(ra.sid, ra);
+      iommufd.restoredAttach.set(ra.sid, ra);
     }
     this.pending.delete(pid);
     this.claimed.add(pid);
-    const fd = proc.installFd(ictx);
-    kernel.log(`iommufd: persisted iommufd ${pid} claimed by pid ${proc.pid} as fd ${fd}`);
+    const fd = task.installFd(ictx);
+    iommufd.svc.log(`iommufd: persisted iommufd ${pid} claimed by pid ${task.pid} as fd ${fd}`);
     return fd;
   }
 
   /** Builds the claimed context; returns the restored attachments to take once it is complete. */
-  private build(ictx: IommufdCtx, rec: PersistedCtx, proc: Process): RestoredAttach[] {
-    const kernel = this.kernel;
+  private build(ictx: IommufdCtx, rec: PersistedCtx, task: Task): RestoredAttach[] {
+    const iommu = this.iommufd.svc.iommu;
     const attached: RestoredAttach[] = [];
-    const gm = kernel.guestmemfs!;
+    const gm = this.iommufd.guestmemfs!;
     // As the RFC does, the IOASes get fresh ids 1, 2, ... in their old order; the restored HWPTs
     // follow them, in the same order, so a VMM can tell which is which. A domain this kernel did
     // not adopt keeps its number unused, so no other HWPT takes the id its VMM expects.
@@ -321,7 +321,7 @@ export class PersistedIommufds implements KhoNotifier {
         // in the IOAS until they leave it, as they had before the update.
         for (const sid of d.devices) {
           const ra = new RestoredAttach(sid, hwpt);
-          for (const r of kernel.intel.resvRegions(sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, ra);
+          for (const r of iommu.getResvRegions(sid)) ioas.iopt.reserveIova(r.start, r.start + r.length - 1n, ra);
           attached.push(ra);
         }
         ictx.reserve(hwpt);
@@ -339,8 +339,8 @@ export class PersistedIommufds implements KhoNotifier {
             first,
             npages,
             !!(area.prot & IOMMU_WRITE),
-            kernel.pageRefs,
-            ictx.accounter(proc),
+            this.iommufd.svc.pageRefs,
+            ictx.accounter(task),
             [{ file: inode, first: 0, last: npages - 1, filePage: Number(first / 4096n) }],
           );
           ioas.iopt.adoptArea(s.iova, pages, s.offset - first, s.len, { read: !!(area.prot & IOMMU_READ), write: !!(area.prot & IOMMU_WRITE) });
@@ -355,9 +355,9 @@ export class PersistedIommufds implements KhoNotifier {
   /** Writes `/iommufd`: every live persistent context, and those handed over but not claimed. */
   dump(w: FdtWriter, kho: Kho): void {
     kho.inject('iommufd:dump');
-    const domainIndex = new Map(this.kernel.intel.persistentDomains().map((d, i) => [d, i]));
+    const domainIndex = new Map(this.iommufd.svc.iommu.persistentDomains().map((d, i) => [d, i]));
     const ctxs: PersistedCtx[] = [];
-    for (const [pid, ictx] of this.kernel.persistentIommufds) ctxs.push(snapshot(pid, ictx, domainIndex));
+    for (const [pid, ictx] of this.iommufd.persistent) ctxs.push(snapshot(pid, ictx, domainIndex));
     for (const rec of this.pending.values()) {
       const byDomain = new Map([...rec.domains].map(([idx, d]) => [idx, domainIndex.get(d)]));
       ctxs.push({ ...rec, ioases: rec.ioases.map((i) => ({ ...i, domains: i.domains.map((x) => byDomain.get(x) ?? DOMAIN_GONE) })) });
@@ -403,7 +403,7 @@ interface Records {
 }
 
 /** The persisted form of a live context. */
-function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<DmarDomain, number>): PersistedCtx {
+function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<IommuDomain, number>): PersistedCtx {
   const ioases: PersistedIoas[] = [];
   // By id: the next kernel numbers them 1..n in this order.
   for (const obj of [...ictx.objects.values()].sort((a, b) => a.id - b.id)) {
@@ -427,7 +427,7 @@ function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<DmarDomain, nu
  * names, with the area's permissions, and map nothing else, through tables that were all handed
  * over. The check is native (one walk per leaf table). Returns why not, or null.
  */
-function verifyDomain(_kernel: Kernel, d: DmarDomain, areas: PersistedArea[], gm: Guestmemfs): string | null {
+function verifyDomain(d: IommuDomain, areas: PersistedArea[], gm: Guestmemfs): string | null {
   let expected = 0;
   for (const area of areas) {
     const runs = new RunList();
@@ -446,14 +446,14 @@ function verifyDomain(_kernel: Kernel, d: DmarDomain, areas: PersistedArea[], gm
         filePage += n;
       }
     }
-    const bad = d.pt.verifyRuns(runs.idx.subarray(0, runs.count), runs.pfn.subarray(0, runs.count), runs.len.subarray(0, runs.count), {
+    const bad = d.verifyRuns(runs.idx.subarray(0, runs.count), runs.pfn.subarray(0, runs.count), runs.len.subarray(0, runs.count), {
       read: !!(area.prot & IOMMU_READ),
       write: !!(area.prot & IOMMU_WRITE),
     });
     if (bad !== null) return `IOVA 0x${bad.toString(16)} does not map the file's block with the area's permissions`;
   }
-  const { pages, tables } = d.pt.mappedPages(d.handedOver.size);
-  for (const t of tables) if (!d.handedOver.has(t)) return `table 0x${t.toString(16)} was not handed over`;
+  const { pages, foreignTable } = d.handedOverMapping();
+  if (foreignTable !== null) return `table 0x${foreignTable.toString(16)} was not handed over`;
   if (pages !== expected) return `the page table maps ${pages} pages, the areas ${expected}`;
   return null;
 }

@@ -9,8 +9,7 @@
 // modelled.
 import { errno } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
-import type { IommufdCtx } from './main.js';
-import { n32, n64, type Ucmd } from './object.js';
+import { n32, n64, type IommufdCtx, type Ucmd } from './private.js';
 
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 

@@ -1,13 +1,13 @@
 // /dev/vfio/devices/vfioN (drivers/vfio/device_cdev.c): bind to an iommufd, attach to an IOAS or
-// HWPT, detach; closing the fd unbinds.
+// HWPT, detach; closing the fd unbinds. vfio-pci registers one node per PCI function at init.
 import { errno } from '../../uapi/errno.js';
 import * as V from '../../uapi/vfio.js';
 import { getField, type StructLayout } from '../../uapi/struct.js';
-import { File, type Uaccess } from '../file.js';
+import { File, type Task, type Uaccess } from '../file.js';
 import { deviceBind, deviceChangePt, deviceDetach, deviceUnbind } from '../iommufd/device.js';
-import { IommufdCtx, type IommufdDevice } from '../iommufd/main.js';
-import type { Kernel } from '../kernel.js';
-import type { Process } from '../process.js';
+import { IommufdFile } from '../iommufd/main.js';
+import type { IommufdCtx, IommufdDevice } from '../iommufd/private.js';
+import type { KernelServices } from '../services.js';
 
 /** A VFIO device as the kernel registered it (`struct vfio_device`). */
 export interface VfioDevice {
@@ -48,7 +48,7 @@ export class VfioDeviceFile extends File {
   private readonly pasids = new Set<number>();
 
   constructor(
-    readonly kernel: Kernel,
+    readonly svc: KernelServices,
     readonly device: VfioDevice,
     flags: number,
   ) {
@@ -60,10 +60,10 @@ export class VfioDeviceFile extends File {
     return this.idev !== null;
   }
 
-  ioctl(proc: Process, request: number, u: Uaccess, arg: bigint): number {
-    if (request === V.VFIO_DEVICE_BIND_IOMMUFD) return this.bind(proc, u, arg);
+  ioctl(task: Task, request: number, u: Uaccess, arg: bigint): number {
+    if (request === V.VFIO_DEVICE_BIND_IOMMUFD) return this.bind(task, u, arg);
     if (!this.bound) errno('EINVAL', 'device is not bound to an iommufd');
-    if ((request === V.VFIO_DEVICE_ATTACH_IOMMUFD_PT || request === V.VFIO_DEVICE_DETACH_IOMMUFD_PT) && this.ictx!.persistentId && this.kernel.kho.active) {
+    if ((request === V.VFIO_DEVICE_ATTACH_IOMMUFD_PT || request === V.VFIO_DEVICE_DETACH_IOMMUFD_PT) && this.ictx!.persistentId && this.svc.kho.active) {
       errno('EBUSY', 'a persistent iommufd is frozen while KHO is active');
     }
     switch (request) {
@@ -77,7 +77,7 @@ export class VfioDeviceFile extends File {
   }
 
   /** `vfio_df_ioctl_bind_iommufd`. */
-  private bind(proc: Process, u: Uaccess, arg: bigint): number {
+  private bind(task: Task, u: Uaccess, arg: bigint): number {
     const argsz = u.getU32(arg);
     if (argsz < V.VFIO_BIND_MINSZ) errno('EINVAL', 'argsz below minsz');
     // copy_struct_from_user: what argsz covers, zero-extended; past the struct it must be zero.
@@ -92,12 +92,12 @@ export class VfioDeviceFile extends File {
       u.read(BigInt(bind.token_uuid_ptr as bigint), 16);
       errno('EINVAL', 'a VF token for a device that is neither a VF nor a PF');
     }
-    const file = proc.fget(bind.iommufd as number);
-    if (!(file instanceof IommufdCtx)) {
+    const file = task.fget(bind.iommufd as number);
+    if (!(file instanceof IommufdFile)) {
       file.put();
       errno('EBADFD', 'not an iommufd');
     }
-    const ictx = file; // holds a reference until unbind
+    const ictx: IommufdCtx = file; // holds a reference until unbind
     try {
       if (this.device.boundBy) errno('EINVAL', 'device is open through another file');
       const idev = deviceBind(ictx, this.device.sid, this.device.bdf);
@@ -112,7 +112,7 @@ export class VfioDeviceFile extends File {
       this.device.boundBy = this;
       // The user driver owns the device now and may DMA (vfio_pci_core_enable).
       this.device.setBusMaster(true);
-      this.kernel.log(`vfio-pci ${this.device.bdf}: bound to iommufd, device id ${idev.id}`);
+      this.svc.log(`vfio-pci ${this.device.bdf}: bound to iommufd, device id ${idev.id}`);
     } catch (e) {
       ictx.put();
       throw e;
@@ -191,9 +191,28 @@ export class VfioDeviceFile extends File {
     this.attached = false;
     this.idev = null;
     this.device.boundBy = null;
-    this.kernel.log(`vfio-pci ${this.device.bdf}: unbound`);
+    this.svc.log(`vfio-pci ${this.device.bdf}: unbound`);
     const ictx = this.ictx!;
     this.ictx = null;
     ictx.put();
   }
+}
+
+/**
+ * vfio-pci's init: every PCI function is probed by the IOMMU and gets /dev/vfio/devices/vfioN
+ * (crw------- root root), in bus order. At kexec, bus mastering goes off except for the functions
+ * whose DMA is handed over (still attached to a persistent domain).
+ */
+export function vfioPciInit(svc: KernelServices): VfioDevice[] {
+  const devices = svc.pci.map((d, i): VfioDevice => {
+    svc.iommu.probeDevice(d.sid, { ats: d.ats });
+    svc.log(`vfio-pci ${d.bdf}: registered as /dev/vfio/devices/vfio${i}`);
+    return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null, setBusMaster: (on) => d.setBusMaster(on) };
+  });
+  for (const dev of devices) svc.chrdevs.register({ path: `/dev/vfio/devices/${dev.name}`, mode: 0o600, open: (_task, flags) => new VfioDeviceFile(svc, dev, flags) });
+  // pci_device_shutdown with kexec_in_progress.
+  svc.onShutdown((handover) => {
+    for (const d of devices) if (!handover || !svc.iommu.getDomainForDev(d.sid)?.persistentId) d.setBusMaster(false);
+  });
+  return devices;
 }

@@ -1,0 +1,142 @@
+// Paging HWPTs (drivers/iommu/iommufd/hw_pagetable.c): allocating a paging domain for an IOAS,
+// IOMMU_HWPT_ALLOC, the dirty-tracking commands (which no legacy-mode domain supports) and
+// IOMMU_HWPT_INVALIDATE. `struct iommufd_hwpt_paging` itself is in private.ts.
+import { errno, KernelError } from '../../uapi/errno.js';
+import * as U from '../../uapi/iommufd.js';
+import { PAGE_SIZE } from '../mm.js';
+import { ULONG_MAX } from './io_pagetable.js';
+import { HwptPaging, Ioas, n32, n64, type IommufdCtx, type IommufdDevice, type Ucmd } from './private.js';
+
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+/** How the auto-domain path attaches the device before the new domain joins the IOAS. */
+export interface ImmediateAttach {
+  attach(hwpt: HwptPaging): void;
+  detach(): void;
+}
+
+/**
+ * `iommufd_hwpt_paging_alloc`: a new paging domain on `ioas`. With `immediateAttach` the device
+ * is attached before the domain joins the IOAS (the auto-domain path, device.ts).
+ */
+export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevice, flags: number, immediateAttach: ImmediateAttach | null, userData = false): HwptPaging {
+  const iommu = ictx.iommufd.svc.iommu;
+  const valid = U.IOMMU_HWPT_ALLOC_NEST_PARENT | U.IOMMU_HWPT_ALLOC_DIRTY_TRACKING | U.IOMMU_HWPT_FAULT_ID_VALID | U.IOMMU_HWPT_ALLOC_PASID;
+  if (flags & ~valid) errno('EOPNOTSUPP', 'unknown HWPT_ALLOC flags');
+  if (flags & U.IOMMU_HWPT_ALLOC_DIRTY_TRACKING && !iommu.deviceCapable(idev.sid, 'dirty-tracking')) errno('EOPNOTSUPP', 'no dirty tracking in legacy mode');
+  if (flags & U.IOMMU_HWPT_FAULT_ID_VALID && flags & U.IOMMU_HWPT_ALLOC_NEST_PARENT) errno('EOPNOTSUPP', 'FAULT_ID_VALID with NEST_PARENT');
+  // ops->domain_alloc_paging_flags (the driver never sees FAULT_ID_VALID).
+  const domain = iommu.pagingDomainAlloc(idev.sid, flags & ~U.IOMMU_HWPT_FAULT_ID_VALID, userData);
+  domain.persistentId = ictx.persistentId;
+  const hwpt = new HwptPaging(ioas, domain, false);
+  hwpt.pasidCompat = !!(flags & U.IOMMU_HWPT_ALLOC_PASID);
+  ictx.reserve(hwpt);
+  try {
+    immediateAttach?.attach(hwpt);
+    try {
+      ioas.iopt.addDomain(domain);
+      hwpt.inIopt = true;
+    } catch (e) {
+      immediateAttach?.detach();
+      throw e;
+    }
+  } catch (e) {
+    ictx.abort(hwpt);
+    throw e;
+  }
+  ioas.hwpts.push(hwpt);
+  ioas.recordDomains();
+  return hwpt;
+}
+
+/** IOMMU_HWPT_ALLOC (`iommufd_hwpt_alloc`). */
+export function hwptAlloc(ictx: IommufdCtx, ucmd: Ucmd): void {
+  const { cmd } = ucmd;
+  const flags = n32(cmd.flags!);
+  const dataType = n32(cmd.data_type!);
+  if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+  if ((dataType === U.IOMMU_HWPT_DATA_NONE) !== !cmd.data_len) errno('EINVAL', 'data_type and data_len disagree');
+  const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
+  const pt = ictx.objects.get(n32(cmd.pt_id!));
+  if (!pt) errno('EINVAL', `no object with id ${cmd.pt_id}`);
+  let hwpt: HwptPaging;
+  if (pt instanceof Ioas) {
+    hwpt = hwptPagingAlloc(ictx, pt, idev, flags, null, dataType !== U.IOMMU_HWPT_DATA_NONE);
+  } else if (pt instanceof HwptPaging) {
+    // iommufd_hwpt_nested_alloc: the parent must be a NEST_PARENT paging HWPT.
+    if (flags & ~(U.IOMMU_HWPT_FAULT_ID_VALID | U.IOMMU_HWPT_ALLOC_PASID) || !cmd.data_len) errno('EOPNOTSUPP', 'nested allocation flags or data');
+    if (pt.autoDomain || !pt.nestParent) errno('EINVAL', 'parent is not a NEST_PARENT HWPT');
+    return errno('EOPNOTSUPP', 'nesting needs scalable mode');
+  } else {
+    return errno('EINVAL', 'pt_id is neither an IOAS nor an HWPT');
+  }
+  try {
+    if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) {
+      // The domain exists (the driver never saw the flag); now the queue its faults go to.
+      const fault = ictx.getObject(n32(cmd.fault_id!), 'FAULT');
+      hwpt.fault = fault;
+      fault.users++;
+      hwpt.domain.iopfHandler = true;
+    }
+    cmd.out_hwpt_id = hwpt.id;
+    ictx.respond(ucmd);
+  } catch (e) {
+    ictx.abort(hwpt);
+    throw e;
+  }
+  ictx.finalize(hwpt);
+}
+
+/** IOMMU_HWPT_SET_DIRTY_TRACKING (`iommufd_hwpt_set_dirty_tracking`). */
+export function hwptSetDirtyTracking(ictx: IommufdCtx, { cmd }: Ucmd): void {
+  // iommufd_hwpt_set_dirty_tracking checks the flags only, not __reserved.
+  if (n32(cmd.flags!) & ~U.IOMMU_HWPT_DIRTY_TRACKING_ENABLE) errno('EOPNOTSUPP', 'unknown flags');
+  ictx.getObject<HwptPaging>(n32(cmd.hwpt_id!), 'HWPT_PAGING');
+  errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
+}
+
+/** IOMMU_HWPT_GET_DIRTY_BITMAP (`iommufd_hwpt_get_dirty_bitmap`). */
+export function hwptGetDirtyBitmap(ictx: IommufdCtx, { cmd }: Ucmd): void {
+  if (n32(cmd.flags!) & ~U.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+  const hwpt = ictx.getObject<HwptPaging>(n32(cmd.hwpt_id!), 'HWPT_PAGING');
+  // iommufd_check_iova_range
+  const iova = n64(cmd.iova!);
+  const length = n64(cmd.length!);
+  const pageSize = n64(cmd.page_size!);
+  // A zero length is refused before length - 1 is formed.
+  if (length === 0n) errno('EINVAL', 'zero length');
+  const last = iova + length - 1n;
+  if (last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+  const end = (last + 1n) & U64_MAX;
+  const align = hwpt.ioas.iopt.iovaAlignment - 1n;
+  if (iova & align || end & align) errno('EINVAL', 'range not aligned to iova_alignment');
+  if (pageSize === 0n) errno('EINVAL', 'page_size is 0');
+  if (iova & (pageSize - 1n) || end & (pageSize - 1n)) errno('EINVAL', 'range not aligned to page_size');
+  errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
+}
+
+/** IOMMU_HWPT_INVALIDATE (`iommufd_hwpt_invalidate`). */
+export function hwptInvalidate(ictx: IommufdCtx, ucmd: Ucmd): void {
+  const { cmd } = ucmd;
+  const fail = (): never => {
+    if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
+    // Bounds so that one call cannot pin the CPU (IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX = 1 << 19).
+    const num = n32(cmd.entry_num!);
+    const len = n32(cmd.entry_len!);
+    if (num && (!cmd.data_uptr || !len || len > PAGE_SIZE || num > 1 << 19)) errno('EINVAL', 'bad entry array');
+    if (!ictx.objects.get(n32(cmd.hwpt_id!))) errno('ENOENT', `no object with id ${cmd.hwpt_id}`);
+    // Nested HWPTs and vIOMMUs take user invalidations; legacy mode can create neither.
+    return errno('EINVAL', 'only a nested HWPT or a vIOMMU takes user invalidations');
+  };
+  let failure: unknown;
+  try {
+    fail();
+  } catch (e) {
+    if (!(e instanceof KernelError)) throw e;
+    failure = e;
+  }
+  // Every outcome writes entry_num back as the number handled; a fault doing so is EFAULT.
+  cmd.entry_num = 0;
+  ictx.respond(ucmd);
+  throw failure;
+}
