@@ -133,7 +133,7 @@ export const iommu_ioas_iova_ranges = struct('iommu_ioas_iova_ranges', [
   ['ioas_id', 'u32'],
   ['num_iovas>', 'u32'],
   ['__reserved', 'u32'],
-  ['allowed_iovas', 'u64'],
+  ['allowed_iovas', 'u64', 'struct iommu_iova_range *'],
   ['out_iova_alignment>', 'u64'],
 ]);
 export const iommu_ioas_allow_iovas = struct('iommu_ioas_allow_iovas', [
@@ -141,7 +141,7 @@ export const iommu_ioas_allow_iovas = struct('iommu_ioas_allow_iovas', [
   ['ioas_id', 'u32'],
   ['num_iovas', 'u32'],
   ['__reserved', 'u32'],
-  ['allowed_iovas', 'u64'],
+  ['allowed_iovas', 'u64', 'struct iommu_iova_range *'],
 ]);
 export const iommu_ioas_map = struct('iommu_ioas_map', [
   ['size', 'u32'],
@@ -199,7 +199,7 @@ export const iommu_hwpt_alloc = struct('iommu_hwpt_alloc', [
   ['__reserved', 'u32'],
   ['data_type', 'u32'],
   ['data_len', 'u32'],
-  ['data_uptr', 'u64'],
+  ['data_uptr', 'u64', 'void *'],
   ['fault_id', 'u32'],
   ['__reserved2', 'u32'],
 ]);
@@ -214,7 +214,7 @@ export const iommu_hw_info = struct('iommu_hw_info', [
   ['flags', 'u32'],
   ['dev_id', 'u32'],
   ['data_len>', 'u32'],
-  ['data_uptr', 'u64'],
+  ['data_uptr', 'u64', 'void *'],
   union(['in_data_type', 'u32'], ['out_data_type>', 'u32']),
   ['out_max_pasid_log2>', 'u8'],
   ['__reserved0', 'u8'],
@@ -242,12 +242,12 @@ export const iommu_hwpt_get_dirty_bitmap = struct('iommu_hwpt_get_dirty_bitmap',
   ['iova', 'u64'],
   ['length', 'u64'],
   ['page_size', 'u64'],
-  ['data', 'u64'],
+  ['data', 'u64', 'void *'],
 ]);
 export const iommu_hwpt_invalidate = struct('iommu_hwpt_invalidate', [
   ['size', 'u32'],
   ['hwpt_id', 'u32'],
-  ['data_uptr', 'u64'],
+  ['data_uptr', 'u64', 'void *'],
   ['data_type', 'u32'],
   ['entry_len', 'u32'],
   ['entry_num>', 'u32'],
@@ -291,7 +291,7 @@ export const iommu_viommu_alloc = struct('iommu_viommu_alloc', [
   ['out_viommu_id>', 'u32'],
   ['data_len', 'u32'],
   ['__reserved', 'u32'],
-  ['data_uptr', 'u64'],
+  ['data_uptr', 'u64', 'void *'],
 ]);
 export const iommu_vdevice_alloc = struct('iommu_vdevice_alloc', [
   ['size', 'u32'],

@@ -21,7 +21,7 @@ export const vfio_device_bind_iommufd = struct('vfio_device_bind_iommufd', [
   ['flags', 'u32'],
   ['iommufd', 's32'],
   ['out_devid>', 'u32'],
-  ['token_uuid_ptr', 'u64'],
+  ['token_uuid_ptr', 'u64', 'void *'],
 ]);
 export const vfio_device_attach_iommufd_pt = struct('vfio_device_attach_iommufd_pt', [
   ['argsz', 'u32'],
