@@ -1,10 +1,10 @@
 // A process: credentials, an fd table, an address space, and the syscall surface. Every call
 // either returns what the kernel returns or throws a SyscallError with the kernel's errno.
 import { errno, KernelError, SyscallError } from '../uapi/errno.js';
-import { UAPI_IOCTLS } from '../uapi/ioctl.js';
+import { UAPI_IOCTLS, type AnyIoctlRequest, type IoctlRequest, type IoctlResult, type UnknownFields } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
-import { checkFieldValue, getBytes, getField, isByteArray, setField, type StructLayout } from '../uapi/struct.js';
+import { checkFieldValue, getBytes, getField, isByteArray, setField, type StructIn, type StructLayout } from '../uapi/struct.js';
 import { ALL_CAPABILITIES } from './cred.js';
 import { File, Uaccess, type Task } from './file.js';
 import { MemfdFile } from './memfd.js';
@@ -151,8 +151,15 @@ export class Process implements Task {
    * `ioctl(fd, request, arg)`. `arg` is the struct as an object keyed by the kernel's field names
    * (outputs are written back into it, which is returned), raw struct bytes, a user pointer, or
    * null. Other requests return the syscall's value.
+   *
+   * With a typed request (`IOMMU_IOAS_MAP` is `IoctlRequest<typeof iommu_ioas_map>`) the object
+   * is checked against the struct (no unknown field, `bigint` for a u64, ...) and the result has
+   * the struct's outputs typed.
    */
-  ioctl<T extends Record<string, unknown>>(fd: number, request: number, arg: T): T & Record<string, any>;
+  ioctl<L extends StructLayout, A extends StructIn<L>>(fd: number, request: IoctlRequest<L>, arg: A & NoInfer<UnknownFields<L, A>>): IoctlResult<L, A>;
+  /** A request picked at runtime ({@link AnyIoctlRequest}, `UAPI_IOCTLS_BY_NAME`): the object is checked at runtime only. */
+  ioctl(fd: number, request: AnyIoctlRequest, arg: Record<string, unknown>): Record<string, unknown>;
+  /** Raw struct bytes, a user pointer or NULL, for any request: returns the syscall's value. */
   ioctl(fd: number, request: number, arg?: Uint8Array | bigint | null): number;
   ioctl(fd: number, request: number, arg?: IoctlArg): unknown {
     const known = UAPI_IOCTLS.get(request);

@@ -3,6 +3,29 @@ export * from './iommufd.js';
 export * from './vfio.js';
 export * from './ioctl.js';
 export * from './mman.js';
-export { struct, union, offsetofend, type StructLayout, type Field, type FieldType, type ScalarType, type UnionMember } from './struct.js';
+export {
+  struct,
+  union,
+  offsetofend,
+  readStruct,
+  writeStruct,
+  type StructLayout,
+  type StructMember,
+  type Field,
+  type FieldSpec,
+  type FieldType,
+  type FieldValue,
+  type ScalarType,
+  type UnionMember,
+  type UserPointee,
+  type UserPointerArg,
+  type IovaRangeArg,
+  type StructFieldName,
+  type StructOutName,
+  type StructIovaRangesName,
+  type StructIn,
+  type StructOut,
+  type StructFields,
+} from './struct.js';
 export * from './liveupdate.js';
 export * from './stat.js';

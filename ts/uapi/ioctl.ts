@@ -1,28 +1,84 @@
 // Every struct-taking ioctl the simulator knows, by request number and by name: the one table
 // behind object arguments (Process.ioctl) and the oracle's sequence executors.
 import { IOMMUFD_IOCTL_OPS } from './iommufd.js';
-import type { StructLayout } from './struct.js';
+import type { IovaRangeArg, StructFieldName, StructIn, StructIovaRangesName, StructLayout, StructOut, StructOutName } from './struct.js';
 import * as L from './liveupdate.js';
 import * as V from './vfio.js';
+
+/** Type-level only: the struct an ioctl request takes (never set at runtime). */
+declare const ioctlStruct: unique symbol;
+/** Type-level only: the brand of a request whose struct is known at runtime only. */
+declare const ioctlAnyStruct: unique symbol;
+
+/**
+ * The brand of {@link IoctlRequest}. Invariant in `L` (a function of it in and out, which also
+ * holds where the brand is compared property by property, as in `number & brand`): a request
+ * never passes for another struct's, nor for one of any struct.
+ */
+export interface IoctlStructBrand<in out L extends StructLayout> {
+  readonly [ioctlStruct]: (layout: L) => L;
+}
+
+/**
+ * An ioctl request number that takes `struct L` (`IOMMU_IOAS_MAP` is
+ * `IoctlRequest<typeof iommu_ioas_map>`): a plain number at runtime, the struct at the type level,
+ * so `Process.ioctl` checks an object argument against `L` and types the outputs it returns.
+ */
+export type IoctlRequest<L extends StructLayout> = number & IoctlStructBrand<L>;
+
+/** The struct a typed request takes. */
+export type IoctlStructOf<R> = R extends IoctlRequest<infer L> ? L : never;
+
+/**
+ * A request whose struct is only known at runtime (picked by name or number from
+ * {@link UAPI_IOCTLS}): `Process.ioctl` takes any object argument for it, checked at runtime
+ * only, and returns `Record<string, unknown>`. No typed request is one (they are never
+ * assignable to each other): make one with {@link anyIoctlRequest}.
+ */
+export type AnyIoctlRequest = number & { readonly [ioctlAnyStruct]: true };
+
+/** A request number as an {@link AnyIoctlRequest}: the explicit way out of the typed path. */
+export const anyIoctlRequest = (request: number): AnyIoctlRequest => request as AnyIoctlRequest;
+
+/** The fields of an object argument `A` that `struct L` does not have, each typed `never`. */
+export type UnknownFields<L extends StructLayout, A> = { [K in Exclude<keyof A, StructFieldName<L>>]: never };
+
+/**
+ * What `Process.ioctl(fd, request, arg)` returns for a typed request: `arg` itself, its fields as
+ * given (an empty `[]` for an IOVA-range array reads back as ranges) and the struct's outputs
+ * present and typed ({@link StructOut}).
+ */
+export type IoctlResult<L extends StructLayout, A extends StructIn<L>> = Flatten<
+  {
+    [K in keyof A as K extends StructOutName<L> ? never : K]: K extends StructIovaRangesName<L> ? (A[K] extends readonly never[] ? IovaRangeArg[] : A[K]) : A[K];
+  } & StructOut<L>
+>;
+
+/** One object type out of an intersection (what an editor shows for a result). */
+type Flatten<T> = { [K in keyof T]: T[K] } & {};
 
 /** An ioctl's name (the kernel's macro), request number and argument struct. */
 export interface UapiIoctl {
   readonly name: string;
-  readonly request: number;
+  /** Loosely typed: the struct is `layout`, known at runtime (see {@link AnyIoctlRequest}). */
+  readonly request: AnyIoctlRequest;
   readonly layout: StructLayout;
 }
 
+/** A row; `request` must be the one typed with `layout`. */
+const entry = <L extends StructLayout>(name: string, request: IoctlRequest<L>, layout: L): UapiIoctl => ({ name, request: anyIoctlRequest(request), layout });
+
 const all: UapiIoctl[] = [
-  ...[...IOMMUFD_IOCTL_OPS.values()].map(({ name, request, layout }) => ({ name, request, layout })),
-  { name: 'VFIO_DEVICE_BIND_IOMMUFD', request: V.VFIO_DEVICE_BIND_IOMMUFD, layout: V.vfio_device_bind_iommufd },
-  { name: 'VFIO_DEVICE_ATTACH_IOMMUFD_PT', request: V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, layout: V.vfio_device_attach_iommufd_pt },
-  { name: 'VFIO_DEVICE_DETACH_IOMMUFD_PT', request: V.VFIO_DEVICE_DETACH_IOMMUFD_PT, layout: V.vfio_device_detach_iommufd_pt },
-  { name: 'LIVEUPDATE_IOCTL_CREATE_SESSION', request: L.LIVEUPDATE_IOCTL_CREATE_SESSION, layout: L.liveupdate_ioctl_create_session },
-  { name: 'LIVEUPDATE_IOCTL_RETRIEVE_SESSION', request: L.LIVEUPDATE_IOCTL_RETRIEVE_SESSION, layout: L.liveupdate_ioctl_retrieve_session },
-  { name: 'LIVEUPDATE_SESSION_PRESERVE_FD', request: L.LIVEUPDATE_SESSION_PRESERVE_FD, layout: L.liveupdate_session_preserve_fd },
-  { name: 'LIVEUPDATE_SESSION_RETRIEVE_FD', request: L.LIVEUPDATE_SESSION_RETRIEVE_FD, layout: L.liveupdate_session_retrieve_fd },
-  { name: 'LIVEUPDATE_SESSION_FINISH', request: L.LIVEUPDATE_SESSION_FINISH, layout: L.liveupdate_session_finish },
-  { name: 'LIVEUPDATE_SESSION_GET_NAME', request: L.LIVEUPDATE_SESSION_GET_NAME, layout: L.liveupdate_session_get_name },
+  ...[...IOMMUFD_IOCTL_OPS.values()].map(({ name, request, layout }): UapiIoctl => ({ name, request: anyIoctlRequest(request), layout })),
+  entry('VFIO_DEVICE_BIND_IOMMUFD', V.VFIO_DEVICE_BIND_IOMMUFD, V.vfio_device_bind_iommufd),
+  entry('VFIO_DEVICE_ATTACH_IOMMUFD_PT', V.VFIO_DEVICE_ATTACH_IOMMUFD_PT, V.vfio_device_attach_iommufd_pt),
+  entry('VFIO_DEVICE_DETACH_IOMMUFD_PT', V.VFIO_DEVICE_DETACH_IOMMUFD_PT, V.vfio_device_detach_iommufd_pt),
+  entry('LIVEUPDATE_IOCTL_CREATE_SESSION', L.LIVEUPDATE_IOCTL_CREATE_SESSION, L.liveupdate_ioctl_create_session),
+  entry('LIVEUPDATE_IOCTL_RETRIEVE_SESSION', L.LIVEUPDATE_IOCTL_RETRIEVE_SESSION, L.liveupdate_ioctl_retrieve_session),
+  entry('LIVEUPDATE_SESSION_PRESERVE_FD', L.LIVEUPDATE_SESSION_PRESERVE_FD, L.liveupdate_session_preserve_fd),
+  entry('LIVEUPDATE_SESSION_RETRIEVE_FD', L.LIVEUPDATE_SESSION_RETRIEVE_FD, L.liveupdate_session_retrieve_fd),
+  entry('LIVEUPDATE_SESSION_FINISH', L.LIVEUPDATE_SESSION_FINISH, L.liveupdate_session_finish),
+  entry('LIVEUPDATE_SESSION_GET_NAME', L.LIVEUPDATE_SESSION_GET_NAME, L.liveupdate_session_get_name),
 ];
 
 /** By request number. */

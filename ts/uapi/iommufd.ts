@@ -1,5 +1,6 @@
 // include/uapi/linux/iommufd.h: command numbers, flags and struct layouts.
-import { offsetofend, struct, union, type StructLayout } from './struct.js';
+import type { IoctlRequest } from './ioctl.js';
+import { offsetofend, struct, union, type StructFieldName, type StructLayout } from './struct.js';
 
 /** `IOMMUFD_TYPE` (';'). */
 export const IOMMUFD_TYPE = 0x3b;
@@ -9,28 +10,35 @@ export const IOMMUFD_CMD_BASE = 0x80;
 /** `_IO(type, nr)`: no direction or size bits, as iommufd and VFIO encode their commands. */
 export const _IO = (type: number, nr: number): number => (type << 8) | nr;
 
-export const IOMMU_DESTROY = _IO(IOMMUFD_TYPE, 0x80);
-export const IOMMU_IOAS_ALLOC = _IO(IOMMUFD_TYPE, 0x81);
-export const IOMMU_IOAS_ALLOW_IOVAS = _IO(IOMMUFD_TYPE, 0x82);
-export const IOMMU_IOAS_COPY = _IO(IOMMUFD_TYPE, 0x83);
-export const IOMMU_IOAS_IOVA_RANGES = _IO(IOMMUFD_TYPE, 0x84);
-export const IOMMU_IOAS_MAP = _IO(IOMMUFD_TYPE, 0x85);
-export const IOMMU_IOAS_UNMAP = _IO(IOMMUFD_TYPE, 0x86);
-export const IOMMU_OPTION = _IO(IOMMUFD_TYPE, 0x87);
-export const IOMMU_VFIO_IOAS = _IO(IOMMUFD_TYPE, 0x88);
-export const IOMMU_HWPT_ALLOC = _IO(IOMMUFD_TYPE, 0x89);
-export const IOMMU_GET_HW_INFO = _IO(IOMMUFD_TYPE, 0x8a);
-export const IOMMU_HWPT_SET_DIRTY_TRACKING = _IO(IOMMUFD_TYPE, 0x8b);
-export const IOMMU_HWPT_GET_DIRTY_BITMAP = _IO(IOMMUFD_TYPE, 0x8c);
-export const IOMMU_HWPT_INVALIDATE = _IO(IOMMUFD_TYPE, 0x8d);
-export const IOMMU_FAULT_QUEUE_ALLOC = _IO(IOMMUFD_TYPE, 0x8e);
-export const IOMMU_IOAS_MAP_FILE = _IO(IOMMUFD_TYPE, 0x8f);
-export const IOMMU_VIOMMU_ALLOC = _IO(IOMMUFD_TYPE, 0x90);
-export const IOMMU_VDEVICE_ALLOC = _IO(IOMMUFD_TYPE, 0x91);
-export const IOMMU_IOAS_CHANGE_PROCESS = _IO(IOMMUFD_TYPE, 0x92);
-export const IOMMU_VEVENTQ_ALLOC = _IO(IOMMUFD_TYPE, 0x93);
-export const IOMMU_HW_QUEUE_ALLOC = _IO(IOMMUFD_TYPE, 0x94);
-export const IOMMU_IOAS_NOIOMMU_GET_PA = _IO(IOMMUFD_TYPE, 0x95);
+/**
+ * `_IO(type, nr)` of a command whose argument is `struct L`: the same number, typed with the
+ * struct it takes (`export const IOMMU_IOAS_MAP: IoctlRequest<typeof iommu_ioas_map> = _IO_struct(...)`;
+ * `L` comes from the declared type).
+ */
+export const _IO_struct = <L extends StructLayout>(type: number, nr: number): IoctlRequest<L> => _IO(type, nr) as IoctlRequest<L>;
+
+export const IOMMU_DESTROY: IoctlRequest<typeof iommu_destroy> = _IO_struct(IOMMUFD_TYPE, 0x80);
+export const IOMMU_IOAS_ALLOC: IoctlRequest<typeof iommu_ioas_alloc> = _IO_struct(IOMMUFD_TYPE, 0x81);
+export const IOMMU_IOAS_ALLOW_IOVAS: IoctlRequest<typeof iommu_ioas_allow_iovas> = _IO_struct(IOMMUFD_TYPE, 0x82);
+export const IOMMU_IOAS_COPY: IoctlRequest<typeof iommu_ioas_copy> = _IO_struct(IOMMUFD_TYPE, 0x83);
+export const IOMMU_IOAS_IOVA_RANGES: IoctlRequest<typeof iommu_ioas_iova_ranges> = _IO_struct(IOMMUFD_TYPE, 0x84);
+export const IOMMU_IOAS_MAP: IoctlRequest<typeof iommu_ioas_map> = _IO_struct(IOMMUFD_TYPE, 0x85);
+export const IOMMU_IOAS_UNMAP: IoctlRequest<typeof iommu_ioas_unmap> = _IO_struct(IOMMUFD_TYPE, 0x86);
+export const IOMMU_OPTION: IoctlRequest<typeof iommu_option> = _IO_struct(IOMMUFD_TYPE, 0x87);
+export const IOMMU_VFIO_IOAS: IoctlRequest<typeof iommu_vfio_ioas> = _IO_struct(IOMMUFD_TYPE, 0x88);
+export const IOMMU_HWPT_ALLOC: IoctlRequest<typeof iommu_hwpt_alloc> = _IO_struct(IOMMUFD_TYPE, 0x89);
+export const IOMMU_GET_HW_INFO: IoctlRequest<typeof iommu_hw_info> = _IO_struct(IOMMUFD_TYPE, 0x8a);
+export const IOMMU_HWPT_SET_DIRTY_TRACKING: IoctlRequest<typeof iommu_hwpt_set_dirty_tracking> = _IO_struct(IOMMUFD_TYPE, 0x8b);
+export const IOMMU_HWPT_GET_DIRTY_BITMAP: IoctlRequest<typeof iommu_hwpt_get_dirty_bitmap> = _IO_struct(IOMMUFD_TYPE, 0x8c);
+export const IOMMU_HWPT_INVALIDATE: IoctlRequest<typeof iommu_hwpt_invalidate> = _IO_struct(IOMMUFD_TYPE, 0x8d);
+export const IOMMU_FAULT_QUEUE_ALLOC: IoctlRequest<typeof iommu_fault_alloc> = _IO_struct(IOMMUFD_TYPE, 0x8e);
+export const IOMMU_IOAS_MAP_FILE: IoctlRequest<typeof iommu_ioas_map_file> = _IO_struct(IOMMUFD_TYPE, 0x8f);
+export const IOMMU_VIOMMU_ALLOC: IoctlRequest<typeof iommu_viommu_alloc> = _IO_struct(IOMMUFD_TYPE, 0x90);
+export const IOMMU_VDEVICE_ALLOC: IoctlRequest<typeof iommu_vdevice_alloc> = _IO_struct(IOMMUFD_TYPE, 0x91);
+export const IOMMU_IOAS_CHANGE_PROCESS: IoctlRequest<typeof iommu_ioas_change_process> = _IO_struct(IOMMUFD_TYPE, 0x92);
+export const IOMMU_VEVENTQ_ALLOC: IoctlRequest<typeof iommu_veventq_alloc> = _IO_struct(IOMMUFD_TYPE, 0x93);
+export const IOMMU_HW_QUEUE_ALLOC: IoctlRequest<typeof iommu_hw_queue_alloc> = _IO_struct(IOMMUFD_TYPE, 0x94);
+export const IOMMU_IOAS_NOIOMMU_GET_PA: IoctlRequest<typeof iommu_ioas_noiommu_get_pa> = _IO_struct(IOMMUFD_TYPE, 0x95);
 
 /** `enum iommufd_ioas_map_flags` (MAP, MAP_FILE and COPY). */
 export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
@@ -133,7 +141,7 @@ export const iommu_ioas_iova_ranges = struct('iommu_ioas_iova_ranges', [
   ['ioas_id', 'u32'],
   ['num_iovas>', 'u32'],
   ['__reserved', 'u32'],
-  ['allowed_iovas', 'u64'],
+  ['allowed_iovas', 'u64', 'struct iommu_iova_range *'],
   ['out_iova_alignment>', 'u64'],
 ]);
 export const iommu_ioas_allow_iovas = struct('iommu_ioas_allow_iovas', [
@@ -141,7 +149,7 @@ export const iommu_ioas_allow_iovas = struct('iommu_ioas_allow_iovas', [
   ['ioas_id', 'u32'],
   ['num_iovas', 'u32'],
   ['__reserved', 'u32'],
-  ['allowed_iovas', 'u64'],
+  ['allowed_iovas', 'u64', 'struct iommu_iova_range *'],
 ]);
 export const iommu_ioas_map = struct('iommu_ioas_map', [
   ['size', 'u32'],
@@ -199,7 +207,7 @@ export const iommu_hwpt_alloc = struct('iommu_hwpt_alloc', [
   ['__reserved', 'u32'],
   ['data_type', 'u32'],
   ['data_len', 'u32'],
-  ['data_uptr', 'u64'],
+  ['data_uptr', 'u64', 'void *'],
   ['fault_id', 'u32'],
   ['__reserved2', 'u32'],
 ]);
@@ -214,7 +222,7 @@ export const iommu_hw_info = struct('iommu_hw_info', [
   ['flags', 'u32'],
   ['dev_id', 'u32'],
   ['data_len>', 'u32'],
-  ['data_uptr', 'u64'],
+  ['data_uptr', 'u64', 'void *'],
   union(['in_data_type', 'u32'], ['out_data_type>', 'u32']),
   ['out_max_pasid_log2>', 'u8'],
   ['__reserved0', 'u8'],
@@ -242,12 +250,12 @@ export const iommu_hwpt_get_dirty_bitmap = struct('iommu_hwpt_get_dirty_bitmap',
   ['iova', 'u64'],
   ['length', 'u64'],
   ['page_size', 'u64'],
-  ['data', 'u64'],
+  ['data', 'u64', 'void *'],
 ]);
 export const iommu_hwpt_invalidate = struct('iommu_hwpt_invalidate', [
   ['size', 'u32'],
   ['hwpt_id', 'u32'],
-  ['data_uptr', 'u64'],
+  ['data_uptr', 'u64', 'void *'],
   ['data_type', 'u32'],
   ['entry_len', 'u32'],
   ['entry_num>', 'u32'],
@@ -291,7 +299,7 @@ export const iommu_viommu_alloc = struct('iommu_viommu_alloc', [
   ['out_viommu_id>', 'u32'],
   ['data_len', 'u32'],
   ['__reserved', 'u32'],
-  ['data_uptr', 'u64'],
+  ['data_uptr', 'u64', 'void *'],
 ]);
 export const iommu_vdevice_alloc = struct('iommu_vdevice_alloc', [
   ['size', 'u32'],
@@ -347,7 +355,8 @@ export interface IoctlOp {
   readonly minSize: number;
 }
 
-const op = (name: string, request: number, layout: StructLayout, last: string): IoctlOp => ({
+/** A row; `request` must be the one typed with `layout`, `last` one of its fields. */
+const op = <L extends StructLayout>(name: string, request: IoctlRequest<L>, layout: L, last: StructFieldName<L>): IoctlOp => ({
   name,
   request,
   layout,

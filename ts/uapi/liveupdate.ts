@@ -1,6 +1,7 @@
 // include/uapi/linux/liveupdate.h: the Live Update Orchestrator's /dev/liveupdate and session
 // ioctls (Linux 7.3). The simulator does not implement them yet; the layouts serve the oracle.
-import { _IO } from './iommufd.js';
+import { _IO_struct } from './iommufd.js';
+import type { IoctlRequest } from './ioctl.js';
 import { offsetofend, struct } from './struct.js';
 
 /** `LIVEUPDATE_IOCTL_TYPE`. */
@@ -19,12 +20,12 @@ export const LIVEUPDATE_CMD_SESSION_RETRIEVE_FD = 0x41;
 export const LIVEUPDATE_CMD_SESSION_FINISH = 0x42;
 export const LIVEUPDATE_CMD_SESSION_GET_NAME = 0x43;
 
-export const LIVEUPDATE_IOCTL_CREATE_SESSION = _IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_CREATE_SESSION);
-export const LIVEUPDATE_IOCTL_RETRIEVE_SESSION = _IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_RETRIEVE_SESSION);
-export const LIVEUPDATE_SESSION_PRESERVE_FD = _IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_PRESERVE_FD);
-export const LIVEUPDATE_SESSION_RETRIEVE_FD = _IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_RETRIEVE_FD);
-export const LIVEUPDATE_SESSION_FINISH = _IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_FINISH);
-export const LIVEUPDATE_SESSION_GET_NAME = _IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_GET_NAME);
+export const LIVEUPDATE_IOCTL_CREATE_SESSION: IoctlRequest<typeof liveupdate_ioctl_create_session> = _IO_struct(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_CREATE_SESSION);
+export const LIVEUPDATE_IOCTL_RETRIEVE_SESSION: IoctlRequest<typeof liveupdate_ioctl_retrieve_session> = _IO_struct(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_RETRIEVE_SESSION);
+export const LIVEUPDATE_SESSION_PRESERVE_FD: IoctlRequest<typeof liveupdate_session_preserve_fd> = _IO_struct(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_PRESERVE_FD);
+export const LIVEUPDATE_SESSION_RETRIEVE_FD: IoctlRequest<typeof liveupdate_session_retrieve_fd> = _IO_struct(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_RETRIEVE_FD);
+export const LIVEUPDATE_SESSION_FINISH: IoctlRequest<typeof liveupdate_session_finish> = _IO_struct(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_FINISH);
+export const LIVEUPDATE_SESSION_GET_NAME: IoctlRequest<typeof liveupdate_session_get_name> = _IO_struct(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_GET_NAME);
 
 const NAME = `u8[${LIVEUPDATE_SESSION_NAME_LENGTH}]` as const;
 
