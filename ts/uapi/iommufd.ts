@@ -1,5 +1,5 @@
 // include/uapi/linux/iommufd.h: command numbers, flags and struct layouts.
-import type { IoctlRequest } from './ioctl.js';
+import type { IoctlRequest } from './ioc.js';
 import { offsetofend, struct, union, type StructFieldName, type StructLayout } from './struct.js';
 
 /** `IOMMUFD_TYPE` (';'). */

@@ -1,7 +1,7 @@
 // include/uapi/linux/liveupdate.h: the Live Update Orchestrator's /dev/liveupdate and session
 // ioctls (Linux 7.3). The simulator does not implement them yet; the layouts serve the oracle.
 import { _IO_struct } from './iommufd.js';
-import type { IoctlRequest } from './ioctl.js';
+import type { IoctlRequest } from './ioc.js';
 import { offsetofend, struct } from './struct.js';
 
 /** `LIVEUPDATE_IOCTL_TYPE`. */

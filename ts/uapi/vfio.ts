@@ -1,6 +1,6 @@
 // include/uapi/linux/vfio.h: the VFIO cdev (iommufd) device ioctls.
 import { _IO, _IO_struct } from './iommufd.js';
-import type { IoctlRequest } from './ioctl.js';
+import type { IoctlRequest } from './ioc.js';
 import { offsetofend, struct } from './struct.js';
 
 /** `VFIO_TYPE` (';') and `VFIO_BASE`. */
