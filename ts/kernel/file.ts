@@ -1,6 +1,7 @@
 // struct file and the user-memory accessors ioctl handlers use (copy_from_user / copy_to_user).
 import type { PhysicalMemory } from '../hw/memory.js';
 import { errno } from '../uapi/errno.js';
+import { readStruct, writeStruct, type StructFields, type StructLayout } from '../uapi/struct.js';
 import type { Cred } from './cred.js';
 import type { Backing, Mm } from './mm.js';
 
@@ -64,6 +65,24 @@ export class Uaccess {
       return;
     }
     this.mm.access(this.memory, ptr, bytes, true, true);
+  }
+
+  /**
+   * `copy_struct_from_user` of `layout` from `ptr`, the user's struct being `usize` bytes: what
+   * it covers, zero-extended; past the kernel's struct it must be zero (E2BIG). The one copy-in
+   * of ioctl structs (iommufd, VFIO, every later device).
+   */
+  copyStruct<L extends StructLayout>(ptr: bigint, layout: L, usize: number): StructFields<L> {
+    const bytes = new Uint8Array(layout.size);
+    bytes.set(this.read(ptr, Math.min(usize, layout.size)));
+    if (usize > layout.size && !this.isZeroed(ptr + BigInt(layout.size), usize - layout.size)) errno('E2BIG', 'non-zero bytes past the known struct');
+    return readStruct(layout, bytes);
+  }
+
+  /** `copy_to_user` of the whole struct, up to the user's `usize` (iommufd_ucmd_respond). */
+  respondStruct<L extends StructLayout>(ptr: bigint, layout: L, value: StructFields<L>, usize: number): void {
+    const bytes = writeStruct(layout, value as unknown as Partial<StructFields<L>>);
+    this.write(ptr, bytes.subarray(0, Math.min(usize, bytes.length)));
   }
 
   /** `get_user` of a u32. */

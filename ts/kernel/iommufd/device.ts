@@ -220,19 +220,19 @@ export function deviceUnbind(idev: IommufdDevice): void {
 }
 
 /** IOMMU_GET_HW_INFO (`iommufd_get_hw_info`). */
-export function getHwInfo(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function getHwInfo(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_hw_info>): void {
   const { cmd, u } = ucmd;
-  const flags = n32(cmd.flags!);
+  const flags = n32(cmd.flags);
   if (flags & ~U.IOMMU_HW_INFO_FLAG_INPUT_TYPE || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
   // Without INPUT_TYPE whatever the union holds asks for the default type.
-  const inType = flags & U.IOMMU_HW_INFO_FLAG_INPUT_TYPE ? n32(cmd.in_data_type!) : U.IOMMU_HW_INFO_TYPE_DEFAULT;
-  const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id!), 'DEVICE');
+  const inType = flags & U.IOMMU_HW_INFO_FLAG_INPUT_TYPE ? n32(cmd.in_data_type) : U.IOMMU_HW_INFO_TYPE_DEFAULT;
+  const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id), 'DEVICE');
   // ops->hw_info: the driver answers the default type or its own, nothing else (EOPNOTSUPP).
   const iommu = ictx.iommufd.svc.iommu;
   const { type, data } = iommu.hwInfo(idev.sid, inType);
-  const want = n32(cmd.data_len!);
+  const want = n32(cmd.data_len);
   const copy = Math.min(want, data.length);
-  const ptr = n64(cmd.data_uptr!);
+  const ptr = n64(cmd.data_uptr);
   u.write(ptr, data.subarray(0, copy));
   if (copy < want) u.write(ptr + BigInt(copy), new Uint8Array(want - copy));
   cmd.data_len = data.length;

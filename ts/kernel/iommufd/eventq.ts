@@ -67,7 +67,7 @@ class FaultFile extends EventqFile {
 }
 
 /** IOMMU_FAULT_QUEUE_ALLOC (`iommufd_fault_alloc`): a FAULT object and its fd. */
-export function faultAlloc(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function faultAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_fault_alloc>): void {
   const { cmd, task } = ucmd;
   if (cmd.flags) errno('EOPNOTSUPP', 'flags must be 0');
   const fault = new Fault();
@@ -95,9 +95,9 @@ const VEVENTQ_MAX_DEPTH = 1 << 19;
  * IOMMU_VEVENTQ_ALLOC (`iommufd_veventq_alloc`): a vEVENTQ hangs on a vIOMMU, which this unit
  * cannot have, so after its own checks it ends at the vIOMMU lookup (ENOENT).
  */
-export function veventqAlloc(ictx: IommufdCtx, { cmd }: Ucmd): void {
-  if (cmd.flags || cmd.__reserved || n32(cmd.type!) === U.IOMMU_VEVENTQ_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags, __reserved or type DEFAULT');
-  const depth = n32(cmd.veventq_depth!);
+export function veventqAlloc(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_veventq_alloc>): void {
+  if (cmd.flags || cmd.__reserved || n32(cmd.type) === U.IOMMU_VEVENTQ_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags, __reserved or type DEFAULT');
+  const depth = n32(cmd.veventq_depth);
   if (!depth || depth > VEVENTQ_MAX_DEPTH) errno('EINVAL', `veventq_depth ${depth} not in [1, ${VEVENTQ_MAX_DEPTH}]`);
-  getViommu(ictx, n32(cmd.viommu_id!));
+  getViommu(ictx, n32(cmd.viommu_id));
 }

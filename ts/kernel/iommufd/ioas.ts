@@ -19,7 +19,7 @@ const iommuProt = (flags: number) => ({ read: !!(flags & U.IOMMU_IOAS_MAP_READAB
 const MAP_FLAGS = U.IOMMU_IOAS_MAP_FIXED_IOVA | U.IOMMU_IOAS_MAP_WRITEABLE | U.IOMMU_IOAS_MAP_READABLE;
 
 /** IOMMU_IOAS_ALLOC (`iommufd_ioas_alloc_ioctl`). */
-export function ioasAlloc(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function ioasAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_alloc>): void {
   if (ucmd.cmd.flags) errno('EOPNOTSUPP', 'flags must be 0');
   const ioas = new Ioas(ictx);
   ictx.reserve(ioas);
@@ -35,12 +35,12 @@ export function ioasAlloc(ictx: IommufdCtx, ucmd: Ucmd): void {
 }
 
 /** IOMMU_IOAS_IOVA_RANGES (`iommufd_ioas_iova_ranges`). */
-export function ioasIovaRanges(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function ioasIovaRanges(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_iova_ranges>): void {
   const { cmd, u } = ucmd;
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  const ioas = ictx.ioas(n32(cmd.ioas_id!));
-  const max = n32(cmd.num_iovas!);
-  const ranges = n64(cmd.allowed_iovas!);
+  const ioas = ictx.ioas(n32(cmd.ioas_id));
+  const max = n32(cmd.num_iovas);
+  const ranges = n64(cmd.allowed_iovas);
   let num = 0;
   cmd.out_iova_alignment = ioas.iopt.iovaAlignment;
   for (const hole of ioas.iopt.allowedHoles()) {
@@ -53,12 +53,12 @@ export function ioasIovaRanges(ictx: IommufdCtx, ucmd: Ucmd): void {
 }
 
 /** IOMMU_IOAS_ALLOW_IOVAS (`iommufd_ioas_allow_iovas`). */
-export function ioasAllowIovas(ictx: IommufdCtx, { cmd, u }: Ucmd): void {
+export function ioasAllowIovas(ictx: IommufdCtx, { cmd, u }: Ucmd<typeof U.iommu_ioas_allow_iovas>): void {
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  const ioas = ictx.ioas(n32(cmd.ioas_id!));
+  const ioas = ictx.ioas(n32(cmd.ioas_id));
   const ranges: IovaRange[] = [];
-  const base = n64(cmd.allowed_iovas!);
-  for (let i = 0; i < n32(cmd.num_iovas!); i++) {
+  const base = n64(cmd.allowed_iovas);
+  for (let i = 0; i < n32(cmd.num_iovas); i++) {
     const b = u.read(base + BigInt(i) * 16n, 16);
     const v = new DataView(b.buffer, b.byteOffset, 16);
     const r = { start: v.getBigUint64(0, true), last: v.getBigUint64(8, true) };
@@ -70,16 +70,16 @@ export function ioasAllowIovas(ictx: IommufdCtx, { cmd, u }: Ucmd): void {
 }
 
 /** IOMMU_IOAS_MAP (`iommufd_ioas_map`). */
-export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): void {
   const { cmd, task } = ucmd;
-  const flags = n32(cmd.flags!);
+  const flags = n32(cmd.flags);
   if (flags & ~MAP_FLAGS || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
-  const iova = n64(cmd.iova!);
-  const length = n64(cmd.length!);
-  const uptr = n64(cmd.user_va!);
+  const iova = n64(cmd.iova);
+  const length = n64(cmd.length);
+  const uptr = n64(cmd.user_va);
   if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
   if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const ioas = ictx.ioas(n32(cmd.ioas_id!));
+  const ioas = ictx.ioas(n32(cmd.ioas_id));
   // RFC patch 12: a persistent context maps guestmemfs only (here: every VMA of the range).
   const files = ictx.persistentId ? persistentFiles(task, uptr, length) : [];
   // iopt_alloc_user_pages: uptr + length must not wrap, then iopt_alloc_pages judges the length.
@@ -106,20 +106,20 @@ export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd): void {
 }
 
 /** IOMMU_IOAS_MAP_FILE (`iommufd_ioas_map_file`). */
-export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map_file>): void {
   const { cmd, task } = ucmd;
-  const flags = n32(cmd.flags!);
+  const flags = n32(cmd.flags);
   if (flags & ~MAP_FLAGS) errno('EOPNOTSUPP', 'unknown flags');
-  const iova = n64(cmd.iova!);
-  const length = n64(cmd.length!);
-  const fstart = n64(cmd.start!);
+  const iova = n64(cmd.iova);
+  const length = n64(cmd.length);
+  const fstart = n64(cmd.start);
   if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
   if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const ioas = ictx.ioas(n32(cmd.ioas_id!));
+  const ioas = ictx.ioas(n32(cmd.ioas_id));
   // iopt_map_file_pages: the range is judged before the fd is looked up.
   if (length === 0n) errno('EINVAL', 'zero length');
   if (fstart + length - 1n > ULONG_MAX) errno('EOVERFLOW', 'start + length - 1 overflows');
-  const file = task.fget(n32(cmd.fd!));
+  const file = task.fget(n32(cmd.fd));
   try {
     // Any file is taken: whether it can be pinned (shmem, within i_size) is only known when a
     // domain needs its pages (memfd_pin_folios), so without one even a non-memfd maps.
@@ -151,20 +151,20 @@ export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd): void {
 }
 
 /** IOMMU_IOAS_COPY (`iommufd_ioas_copy`). */
-export function ioasCopy(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function ioasCopy(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_copy>): void {
   const { cmd } = ucmd;
-  const flags = n32(cmd.flags!);
+  const flags = n32(cmd.flags);
   if (flags & ~MAP_FLAGS) errno('EOPNOTSUPP', 'unknown flags');
-  const length = n64(cmd.length!);
-  const src = n64(cmd.src_iova!);
-  const dst = n64(cmd.dst_iova!);
+  const length = n64(cmd.length);
+  const src = n64(cmd.src_iova);
+  const dst = n64(cmd.dst_iova);
   if (length >= ULONG_MAX || src >= ULONG_MAX || dst >= ULONG_MAX) errno('EOVERFLOW', 'length or iova too large');
   if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const srcIoas = ictx.ioas(n32(cmd.src_ioas_id!));
+  const srcIoas = ictx.ioas(n32(cmd.src_ioas_id));
   const list = srcIoas.iopt.getPages(src, length);
   for (const e of list) e.pages.get();
   try {
-    const dstIoas = ictx.ioas(n32(cmd.dst_ioas_id!));
+    const dstIoas = ictx.ioas(n32(cmd.dst_ioas_id));
     cmd.dst_iova = dstIoas.iopt.mapPages(list, length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? dst : null, iommuProt(flags));
     ictx.respond(ucmd);
   } finally {
@@ -173,11 +173,11 @@ export function ioasCopy(ictx: IommufdCtx, ucmd: Ucmd): void {
 }
 
 /** IOMMU_IOAS_UNMAP (`iommufd_ioas_unmap`). */
-export function ioasUnmap(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function ioasUnmap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_unmap>): void {
   const { cmd } = ucmd;
-  const ioas = ictx.ioas(n32(cmd.ioas_id!));
-  const iova = n64(cmd.iova!);
-  const length = n64(cmd.length!);
+  const ioas = ictx.ioas(n32(cmd.ioas_id));
+  const iova = n64(cmd.iova);
+  const length = n64(cmd.length);
   let unmapped: bigint;
   if (iova === 0n && length === U64_MAX) {
     unmapped = ioas.iopt.unmapRange(0n, ULONG_MAX).unmapped;
@@ -195,17 +195,17 @@ export function ioasUnmap(ictx: IommufdCtx, ucmd: Ucmd): void {
 }
 
 /** IOMMU_VFIO_IOAS (vfio_compat.c `iommufd_vfio_ioas`). */
-export function vfioIoas(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function vfioIoas(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_vfio_ioas>): void {
   const { cmd } = ucmd;
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  switch (n32(cmd.op!)) {
+  switch (n32(cmd.op)) {
     case U.IOMMU_VFIO_IOAS_GET:
       if (!ictx.vfioIoas) errno('ENODEV', 'no compat IOAS');
       cmd.ioas_id = ictx.vfioIoas.id;
       ictx.respond(ucmd);
       return;
     case U.IOMMU_VFIO_IOAS_SET:
-      ictx.vfioIoas = ictx.ioas(n32(cmd.ioas_id!));
+      ictx.vfioIoas = ictx.ioas(n32(cmd.ioas_id));
       return;
     case U.IOMMU_VFIO_IOAS_CLEAR:
       ictx.vfioIoas = null;
@@ -262,7 +262,7 @@ function needChargeUpdate(a: PinAccount, task: Task): boolean {
  * of the context are charged to the caller from now on. Only IOAS_MAP_FILE areas can move (a
  * user-VA map pins through its mm); nothing changes if anything fails.
  */
-export function ioasChangeProcess(ictx: IommufdCtx, { cmd, task }: Ucmd): void {
+export function ioasChangeProcess(ictx: IommufdCtx, { cmd, task }: Ucmd<typeof U.iommu_ioas_change_process>): void {
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
   // iommufd_take_all_iova_rwsem: every IOAS, by id.
   const ioases = [...ictx.objects.values()].filter((o): o is Ioas => o.type === 'IOAS').sort((a, b) => a.id - b.id);
@@ -307,6 +307,6 @@ export function ioasChangeProcess(ictx: IommufdCtx, { cmd, task }: Ucmd): void {
  * no such IOAS ENOENT, nothing mapped at iova ENOENT, and a mapped iova EOPNOTSUPP again (its
  * storage domain is not the no-IOMMU one: no device here is a no-IOMMU device).
  */
-export function ioasNoiommuGetPa(_ictx: IommufdCtx, _ucmd: Ucmd): void {
+export function ioasNoiommuGetPa(_ictx: IommufdCtx, _ucmd: Ucmd<typeof U.iommu_ioas_noiommu_get_pa>): void {
   errno('EOPNOTSUPP', 'built without CONFIG_IOMMUFD_NOIOMMU');
 }

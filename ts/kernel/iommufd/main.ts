@@ -4,7 +4,8 @@
 // (ioas, hw_pagetable, device, eventq, viommu), which share private.ts and never import this.
 import { errno } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
-import { getField, setField, type StructLayout } from '../../uapi/struct.js';
+import type { IoctlRequest } from '../../uapi/ioc.js';
+import type { StructLayout } from '../../uapi/struct.js';
 import { File, type Task, type Uaccess } from '../file.js';
 import { PAGE_SIZE } from '../mm.js';
 import { getHwInfo, restoredAttachEnd } from './device.js';
@@ -139,25 +140,15 @@ export class IommufdFile extends File implements IommufdCtx {
     // What KHO serialised must still be true at kexec: a persistent context is frozen meanwhile.
     if (this.persistentId && this.iommufd.svc.kho.active && FROZEN_WHILE_KHO.has(op.name)) errno('EBUSY', 'a persistent iommufd is frozen while KHO is active');
     if (userSize < op.minSize) errno('EINVAL', `size ${userSize} below ${op.minSize}`);
-    // copy_struct_from_user: zero-extend a short struct; a longer one must be zero past ours.
-    const size = op.layout.size;
-    const bytes = new Uint8Array(size);
-    bytes.set(u.read(arg, Math.min(userSize, size)));
-    if (userSize > size && !u.isZeroed(arg + BigInt(size), userSize - size)) errno('E2BIG', 'non-zero bytes past the known struct');
-    const view = new DataView(bytes.buffer);
-    const cmd: Record<string, number | bigint> = {};
-    for (const f of op.layout.fields) cmd[f.name] = getField(view, f);
+    const cmd = u.copyStruct(arg, op.layout, userSize);
     const ucmd: Ucmd = { task, u, ubuffer: arg, userSize, layout: op.layout, cmd };
     op.execute(this, ucmd);
     return 0;
   }
 
   /** `iommufd_ucmd_respond`: copies the whole struct back, up to the user's size. */
-  respond(ucmd: Ucmd): void {
-    const bytes = new Uint8Array(ucmd.layout.size);
-    const view = new DataView(bytes.buffer);
-    for (const f of ucmd.layout.fields) setField(view, f, ucmd.cmd[f.name]!);
-    ucmd.u.write(ucmd.ubuffer, bytes.subarray(0, Math.min(ucmd.userSize, bytes.length)));
+  respond<L extends StructLayout>(ucmd: Ucmd<L>): void {
+    ucmd.u.respondStruct(ucmd.ubuffer, ucmd.layout, ucmd.cmd, ucmd.userSize);
   }
 
   /** The IOAS `id` names (`iommufd_get_ioas`). */
@@ -169,16 +160,16 @@ export class IommufdFile extends File implements IommufdCtx {
 // ---- main.c commands -------------------------------------------------------------------------
 
 /** IOMMU_DESTROY (`iommufd_destroy`). */
-export function destroy(ictx: IommufdCtx, { cmd }: Ucmd): void {
-  ictx.remove(n32(cmd.id!));
+export function destroy(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_destroy>): void {
+  ictx.remove(n32(cmd.id));
 }
 
 /** IOMMU_OPTION (`iommufd_option`). */
-export function option(ictx: IommufdCtx, ucmd: Ucmd): void {
+export function option(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_option>): void {
   const { cmd, task, u } = ucmd;
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  const op = n32(cmd.op!);
-  switch (n32(cmd.option_id!)) {
+  const op = n32(cmd.op);
+  switch (n32(cmd.option_id)) {
     case U.IOMMU_OPTION_RLIMIT_MODE:
       if (cmd.object_id) errno('EOPNOTSUPP', 'RLIMIT_MODE is global: object_id must be 0');
       if (op === U.IOMMU_OPTION_OP_GET) cmd.val64 = BigInt(ictx.accountMode);
@@ -190,7 +181,7 @@ export function option(ictx: IommufdCtx, ucmd: Ucmd): void {
       } else errno('EOPNOTSUPP', 'bad op');
       break;
     case U.IOMMU_OPTION_HUGE_PAGES: {
-      const ioas = ictx.ioas(n32(cmd.object_id!));
+      const ioas = ictx.ioas(n32(cmd.object_id));
       if (op === U.IOMMU_OPTION_OP_GET) cmd.val64 = ioas.iopt.disableLargePages ? 0n : 1n;
       else if (op === U.IOMMU_OPTION_OP_SET) {
         if (cmd.val64 === 0n) ioas.iopt.disableLarge();
@@ -222,7 +213,7 @@ export function option(ictx: IommufdCtx, ucmd: Ucmd): void {
   }
   // Only val64 is copied back.
   const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, n64(cmd.val64!), true);
+  new DataView(b.buffer).setBigUint64(0, n64(cmd.val64), true);
   u.write(ucmd.ubuffer + 16n, b);
 }
 
@@ -241,10 +232,11 @@ interface IommufdIoctlOp {
  * `IOCTL_OP(request, handler)`: the struct and its minimum size come from the uAPI table
  * (uapi/iommufd.ts, which the syscall encoder reads too), so they are stated once.
  */
-function ioctlOp(request: number, execute: IommufdHandler): [number, IommufdIoctlOp] {
+function ioctlOp<L extends StructLayout>(request: IoctlRequest<L>, execute: IommufdHandler<L>): [number, IommufdIoctlOp] {
   const op = U.IOMMUFD_IOCTL_OPS.get(request);
   if (!op) throw new Error(`iommufd: request 0x${request.toString(16)} is not in the uAPI table`);
-  return [request, { name: op.name, layout: op.layout, minSize: op.minSize, execute }];
+  // The handler's struct is the request's (checked above by the types); the table holds any.
+  return [request, { name: op.name, layout: op.layout, minSize: op.minSize, execute: execute as unknown as IommufdHandler }];
 }
 
 /** `iommufd_ioctl_ops`, by request number. */

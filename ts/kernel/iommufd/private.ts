@@ -2,7 +2,7 @@
 // handlers see it, the subsystem state a ctx reaches, and the structs that refer to each other
 // (IOAS, paging HWPT, device). The handler modules (ioas, hw_pagetable, device, eventq, viommu)
 // import this, never main.ts; main.ts implements the ctx and dispatches to them.
-import type { StructLayout } from '../../uapi/struct.js';
+import type { StructFields, StructLayout } from '../../uapi/struct.js';
 import type { Task, Uaccess } from '../file.js';
 import type { Guestmemfs } from '../guestmemfs/guestmemfs.js';
 import { pinOwner } from '../guestmemfs/pins.js';
@@ -25,20 +25,21 @@ export abstract class IommufdObject {
 }
 
 /** The decoded command an op executes on, and how it writes back (`struct iommufd_ucmd`). */
-export interface Ucmd {
+export interface Ucmd<L extends StructLayout = StructLayout> {
   task: Task;
   u: Uaccess;
   ubuffer: bigint;
   userSize: number;
-  layout: StructLayout;
-  cmd: Record<string, number | bigint>;
+  layout: L;
+  /** The command's struct, copied in; outputs are set here before {@link IommufdCtx.respond}. */
+  cmd: StructFields<L>;
 }
 
 export const n32 = (v: number | bigint): number => Number(v);
 export const n64 = (v: number | bigint): bigint => BigInt(v);
 
 /** An ioctl handler (`op->execute`). */
-export type IommufdHandler = (ictx: IommufdCtx, ucmd: Ucmd) => void;
+export type IommufdHandler<L extends StructLayout = StructLayout> = (ictx: IommufdCtx, ucmd: Ucmd<L>) => void;
 
 /** The state of the iommufd subsystem of one kernel that its contexts reach. */
 export interface IommufdSubsystem {
@@ -81,7 +82,7 @@ export interface IommufdCtx {
   /** The charger of a new iopt_pages for `task` (in `mode`, by default the context's). */
   accounter(task: Task, mode?: AccountMode): PinAccount;
   /** `iommufd_ucmd_respond`: copies the whole struct back, up to the user's size. */
-  respond(ucmd: Ucmd): void;
+  respond<L extends StructLayout>(ucmd: Ucmd<L>): void;
   /** The IOAS `id` names (`iommufd_get_ioas`). */
   ioas(id: number): Ioas;
   /** The file's reference count (`fget` / `fput` of the ctx's file). */

@@ -2,7 +2,6 @@
 // HWPT, detach; closing the fd unbinds. vfio-pci registers one node per PCI function at init.
 import { errno } from '../../uapi/errno.js';
 import * as V from '../../uapi/vfio.js';
-import { getField, type StructLayout } from '../../uapi/struct.js';
 import { File, type Task, type Uaccess } from '../file.js';
 import { deviceBind, deviceChangePt, deviceDetach, deviceUnbind } from '../iommufd/device.js';
 import { IommufdFile } from '../iommufd/main.js';
@@ -21,15 +20,6 @@ export interface VfioDevice {
   boundBy: VfioDeviceFile | null;
   /** PCI_COMMAND_MASTER of the function. */
   setBusMaster(on: boolean): void;
-}
-
-function readStruct(u: Uaccess, arg: bigint, layout: StructLayout, n: number): Record<string, number | bigint> {
-  const bytes = new Uint8Array(layout.size);
-  bytes.set(u.read(arg, n));
-  const view = new DataView(bytes.buffer);
-  const out: Record<string, number | bigint> = {};
-  for (const f of layout.fields) out[f.name] = getField(view, f);
-  return out;
 }
 
 function putU32(u: Uaccess, ptr: bigint, v: number): void {
@@ -83,7 +73,7 @@ export class VfioDeviceFile extends File {
     // copy_struct_from_user: what argsz covers, zero-extended; past the struct it must be zero.
     const size = V.vfio_device_bind_iommufd.size;
     if (argsz > size && !u.isZeroed(arg + BigInt(size), argsz - size)) errno('E2BIG', 'non-zero bytes past the struct');
-    const bind = readStruct(u, arg, V.vfio_device_bind_iommufd, Math.min(argsz, size));
+    const bind = u.copyStruct(arg, V.vfio_device_bind_iommufd, Math.min(argsz, size));
     if ((bind.flags as number) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN || (bind.iommufd as number) < 0) errno('EINVAL', 'flags or iommufd');
     if (this.bound) errno('EINVAL', 'already bound');
     if ((bind.flags as number) & V.VFIO_DEVICE_BIND_FLAG_TOKEN) {
@@ -127,7 +117,7 @@ export class VfioDeviceFile extends File {
    * from `iommufd_attached`.
    */
   private attachPt(u: Uaccess, arg: bigint): number {
-    const attach = readStruct(u, arg, V.vfio_device_attach_iommufd_pt, V.VFIO_ATTACH_MINSZ);
+    const attach = u.copyStruct(arg, V.vfio_device_attach_iommufd_pt, V.VFIO_ATTACH_MINSZ);
     if ((attach.argsz as number) < V.VFIO_ATTACH_MINSZ) errno('EINVAL', 'argsz too small');
     if ((attach.flags as number) & ~V.VFIO_DEVICE_ATTACH_PASID) errno('EINVAL', 'unknown flags');
     if ((attach.flags as number) & V.VFIO_DEVICE_ATTACH_PASID) {
@@ -161,7 +151,7 @@ export class VfioDeviceFile extends File {
 
   /** `vfio_df_ioctl_detach_pt`. */
   private detachPt(u: Uaccess, arg: bigint): number {
-    const detach = readStruct(u, arg, V.vfio_device_detach_iommufd_pt, V.VFIO_DETACH_MINSZ);
+    const detach = u.copyStruct(arg, V.vfio_device_detach_iommufd_pt, V.VFIO_DETACH_MINSZ);
     if ((detach.argsz as number) < V.VFIO_DETACH_MINSZ) errno('EINVAL', 'argsz too small');
     if ((detach.flags as number) & ~V.VFIO_DEVICE_DETACH_PASID) errno('EINVAL', 'unknown flags');
     if ((detach.flags as number) & V.VFIO_DEVICE_DETACH_PASID) {
