@@ -6,7 +6,6 @@
 import { expect } from 'vitest';
 import {
   DmaFault,
-  ERRNO,
   Host,
   IOMMU_DESTROY,
   IOMMU_IOAS_ALLOC,
@@ -26,10 +25,8 @@ import {
   O_WRONLY,
   PROT_READ,
   PROT_WRITE,
-  SyscallError,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
-  type ErrnoCode,
   type FdtNode,
   type Process,
 } from 'iommu-liveupdate';
@@ -74,20 +71,6 @@ export const LEN_ANON = 1n * MiB;
 
 export const enc = (s: string) => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-
-export function expectErrno(fn: () => unknown, code: ErrnoCode, syscall?: string): SyscallError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, `expected ${code}`).toBeInstanceOf(SyscallError);
-  const e = caught as SyscallError;
-  expect({ code: e.code, errno: e.errno }).toEqual({ code, errno: -ERRNO[code] });
-  if (syscall !== undefined) expect(e.syscall).toBe(syscall);
-  return e;
-}
 
 /** The DMA fault `fn` raises (fails if it does not fault). */
 export function expectDmaFault(fn: () => unknown): DmaFault {
