@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { invalidArgValue } from '../errors.js';
 import { Host, type Process } from '../index.js';
 import { corruptedLiveUpdate, mutationFromSeed } from './handover.js';
-import { DEFAULT_WORLD, Model, observe, type Alt, type Obs, type Plan, type Sys, type WorldConfig } from './model.js';
+import { DEFAULT_WORLD, Model, observe, type Alt, type Obs, type Plan, type Sys, type WorldConfig } from './model/index.js';
 import { DEFAULT_WEIGHTS, formatOp, type CommandWeights, type Op } from './ops.js';
 
 /** A check of your own, run after every operation: throw to report a failure. */
