@@ -18,7 +18,6 @@ import { describe, expect, it } from 'vitest';
 import {
   DT_DIR,
   DT_REG,
-  ERRNO,
   Host,
   IOMMU_OPTION,
   IOMMU_OPTION_OP_GET,
@@ -40,9 +39,9 @@ import {
   S_IFDIR,
   S_IFMT,
   S_IFREG,
-  SyscallError,
   type ErrnoCode,
 } from 'iommu-liveupdate';
+import { expectErrno } from './helpers.js';
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -53,20 +52,6 @@ const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 // ---- helpers ---------------------------------------------------------------------------------------
-
-/** The failure, as Node reports system errors: code, negative errno, syscall (and request). */
-function expectErrno(fn: () => unknown, code: ErrnoCode, syscall: string, request?: string): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, `expected ${code} from ${syscall}`).toBeInstanceOf(SyscallError);
-  const e = caught as SyscallError;
-  expect({ code: e.code, errno: e.errno, syscall: e.syscall }).toEqual({ code, errno: -ERRNO[code], syscall });
-  if (request !== undefined) expect(e.request).toBe(request);
-}
 
 /** A host with a carve-out, guestmemfs mounted by a root process. */
 function mounted(cmdline = 'guestmemfs=64M', memory = 1n * GiB) {

@@ -37,7 +37,6 @@ import {
   bootVm,
   claim,
   child,
-  expectErrno,
   khoWrite,
   leU64,
   liveUpdate,
@@ -46,6 +45,7 @@ import {
   reattach,
   type Vm,
 } from './liveupdate-helpers.js';
+import { expectErrno } from './helpers.js';
 
 /** Activates KHO, edits the decoded blob, writes it back in place, and jumps. */
 function updateWithEditedBlob(vm: Vm, edit: (tree: FdtNode) => void): string {

@@ -1,4 +1,32 @@
-import { IommuUnit, PhysicalMemory, type PageTable } from 'iommu-liveupdate';
+import { expect } from 'vitest';
+import { ERRNO, IommuUnit, PhysicalMemory, SyscallError, type ErrnoCode, type PageTable } from 'iommu-liveupdate';
+
+/**
+ * `EXPECT_ERRNO`: `fn` fails with errno `code` (name and number) from `syscall`, and with ioctl
+ * `request` when given. Returns the error; anything else thrown is rethrown as is.
+ */
+export function expectErrno(fn: () => unknown, code: ErrnoCode, syscall = 'ioctl', request?: string): SyscallError {
+  let caught: unknown;
+  let threw = false;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+    threw = true;
+  }
+  if (!threw) expect.fail(`expected ${syscall} to fail with ${code}, but it succeeded`);
+  if (!(caught instanceof SyscallError)) throw caught;
+  return expectSyscallError(caught, code, syscall, request);
+}
+
+/** `e` (an error caught elsewhere, e.g. in a callback) is errno `code` from `syscall` (and `request`). */
+export function expectSyscallError(e: unknown, code: ErrnoCode, syscall = 'ioctl', request?: string): SyscallError {
+  expect(e, `expected ${code} from ${syscall}`).toBeInstanceOf(SyscallError);
+  const s = e as SyscallError;
+  expect({ code: s.code, errno: s.errno, syscall: s.syscall }, s.message).toEqual({ code, errno: -ERRNO[code], syscall });
+  if (request !== undefined) expect(s.request).toBe(request);
+  return s;
+}
 
 /** A root table and a context table per bus, programmed as the Intel driver does. */
 export class Tables {

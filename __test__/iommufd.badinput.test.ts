@@ -7,7 +7,6 @@
 import { describe, expect, it } from 'vitest';
 import {
   DmaFault,
-  ERRNO,
   Host,
   IOMMU_DESTROY,
   IOMMU_GET_HW_INFO,
@@ -59,6 +58,7 @@ import {
   type StructIn,
   type StructLayout,
 } from 'iommu-liveupdate';
+import { expectErrno } from './helpers.js';
 
 const PAGE = 4096n;
 const ULONG_MAX = 0xffff_ffff_ffff_ffffn;
@@ -209,19 +209,6 @@ function snap(fx: Fx) {
   };
 }
 type Snapshot = ReturnType<typeof snap>;
-
-/** The failure, as Node reports system errors. */
-function expectErrno(fn: () => unknown, code: ErrnoCode, syscall = 'ioctl'): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, `expected ${code}`).toBeInstanceOf(SyscallError);
-  const e = caught as SyscallError;
-  expect({ code: e.code, errno: e.errno, syscall: e.syscall }).toEqual({ code, errno: -ERRNO[code], syscall });
-}
 
 /** Fails with `code` and leaves the fixture exactly as it was. */
 function fails(fx: Fx, code: ErrnoCode, fn: () => unknown, syscall = 'ioctl'): void {

@@ -68,7 +68,8 @@ import {
   type SpawnOptions,
   type StructLayout,
 } from 'iommu-liveupdate';
-import { BDF0, BDF1, PAGE, R, U64_MAX, W, expectDmaFault, expectErrno } from './liveupdate-helpers.js';
+import { expectErrno } from './helpers.js';
+import { BDF0, BDF1, PAGE, R, U64_MAX, W, expectDmaFault } from './liveupdate-helpers.js';
 
 /** A host with two devices; vfio0 is bound to a fresh iommufd with one empty IOAS. */
 function setup(opts: SpawnOptions = {}) {

@@ -6,30 +6,24 @@
 import { expect } from 'vitest';
 import {
   DmaFault,
-  ERRNO,
   Host,
-  IOMMU_DESTROY,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FIXED_IOVA,
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
-  IOMMU_OPTION,
-  IOMMU_OPTION_OP_SET,
-  IOMMU_OPTION_PERSISTENT,
   LINUX_REBOOT_CMD_KEXEC,
   MAP_ANONYMOUS,
   MAP_SHARED,
-  O_CREAT,
   O_RDONLY,
   O_RDWR,
   O_WRONLY,
   PROT_READ,
   PROT_WRITE,
-  SyscallError,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
-  type ErrnoCode,
+  createGuestRam,
+  createPersistentVm,
   type FdtNode,
   type Process,
 } from 'iommu-liveupdate';
@@ -74,20 +68,6 @@ export const LEN_ANON = 1n * MiB;
 
 export const enc = (s: string) => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array) => new TextDecoder().decode(b);
-
-export function expectErrno(fn: () => unknown, code: ErrnoCode, syscall?: string): SyscallError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, `expected ${code}`).toBeInstanceOf(SyscallError);
-  const e = caught as SyscallError;
-  expect({ code: e.code, errno: e.errno }).toEqual({ code, errno: -ERRNO[code] });
-  if (syscall !== undefined) expect(e.syscall).toBe(syscall);
-  return e;
-}
 
 /** The DMA fault `fn` raises (fails if it does not fault). */
 export function expectDmaFault(fn: () => unknown): DmaFault {
@@ -135,22 +115,19 @@ export function bootVm(opts: { memory?: bigint; carve?: string; seed?: number } 
   });
   const p = host.kernel.spawn();
   p.mount('guestmemfs', MNT);
-  const g = p.open(FILE, O_RDWR | O_CREAT, 0o600);
-  p.ftruncate(g, FILE_SIZE);
-  const va = p.mmap(null, FILE_SIZE, RW, MAP_SHARED, g);
-  p.memWrite(va + GUEST_OFF, GUEST_BYTES);
-  p.memWrite(va + OFF_4K, RO_BYTES);
-  const fd = p.open('/dev/iommu', O_RDWR);
-  const pid = Number(p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_PERSISTENT, op: IOMMU_OPTION_OP_SET }).val64);
+  const ram = createGuestRam(p, FILE_SIZE, FILE);
+  p.memWrite(ram.va + GUEST_OFF, GUEST_BYTES);
+  p.memWrite(ram.va + OFF_4K, RO_BYTES);
   // A scratch IOAS takes id 1 and goes: the persisted IOAS is id 2 here and id 1 after re-hydration.
-  const scratch = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
-  const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
-  p.ioctl(fd, IOMMU_DESTROY, { id: scratch });
-  p.ioctl(fd, IOMMU_IOAS_MAP, { flags: R | W | FIXED, ioas_id: ioas, user_va: va, length: LEN_SP, iova: IOVA_SP });
-  p.ioctl(fd, IOMMU_IOAS_MAP, { flags: R | FIXED, ioas_id: ioas, user_va: va + OFF_4K, length: LEN_4K, iova: IOVA_4K });
-  const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
-  const devid = p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd }).out_devid as number;
-  const hwpt = p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas }).pt_id as number;
+  const vm = createPersistentVm(p, {
+    ram,
+    scratchIoases: 1,
+    maps: [
+      { length: LEN_SP, iova: IOVA_SP },
+      { offset: OFF_4K, length: LEN_4K, iova: IOVA_4K, writeable: false },
+    ],
+  });
+  const [d0] = vm.devices;
 
   const fd2 = p.open('/dev/iommu', O_RDWR);
   const ioas2 = p.ioctl(fd2, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
@@ -162,7 +139,7 @@ export function bootVm(opts: { memory?: bigint; carve?: string; seed?: number } 
   p.ioctl(dev1, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas2 });
 
   const ino = Number(p.stat(FILE).st_ino);
-  return { host, p, fd, pid, ioas, dev, devid, hwpt, g, va, ino, fd2, ioas2, dev1, anon, sid0: host.device(BDF0).sid, sid1: host.device(BDF1).sid };
+  return { host, p, fd: vm.iommufd, pid: vm.persistentId, ioas: vm.ioasId, dev: d0!.fd, devid: d0!.devId, hwpt: d0!.hwptId, g: ram.fd, va: ram.va, ino, fd2, ioas2, dev1, anon, sid0: host.device(BDF0).sid, sid1: host.device(BDF1).sid };
 }
 
 /** `echo <v> > /sys/kernel/kho/active`. */

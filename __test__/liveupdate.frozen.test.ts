@@ -3,26 +3,19 @@
 import { describe, expect, it } from 'vitest';
 import * as L from 'iommu-liveupdate';
 
-const { Host, O_RDWR, O_CREAT, O_WRONLY, PROT_READ, PROT_WRITE, MAP_SHARED } = L;
+const { Host, O_RDWR, O_CREAT, O_WRONLY } = L;
 const RW = L.IOMMU_IOAS_MAP_READABLE | L.IOMMU_IOAS_MAP_WRITEABLE;
 
 function vm() {
   const host = Host.boot({ memory: 8n << 30n, cmdline: 'guestmemfs=64M', devices: [{ bdf: '0000:01:00.0' }] });
   const p = host.kernel.spawn();
   p.mount('guestmemfs', '/mnt/g');
-  const g = p.open('/mnt/g/ram', O_RDWR | O_CREAT, 0o600);
-  p.ftruncate(g, 4n << 20n);
-  const va = p.mmap(null, 4n << 20n, PROT_READ | PROT_WRITE, MAP_SHARED, g);
-  const fd = p.open('/dev/iommu', O_RDWR);
-  p.ioctl(fd, L.IOMMU_OPTION, { option_id: L.IOMMU_OPTION_PERSISTENT, op: L.IOMMU_OPTION_OP_SET });
-  const ioas = p.ioctl(fd, L.IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
-  const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
-  p.ioctl(dev, L.VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
-  p.ioctl(dev, L.VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas });
-  const m = p.ioctl(fd, L.IOMMU_IOAS_MAP, { flags: RW, ioas_id: ioas, user_va: va, length: 4n << 20n });
+  // The devices first: the one MAP (at an IOVA the kernel picks) then pins at once.
+  const v = L.createPersistentVm(p, { ram: 4n << 20n, file: '/mnt/g/ram', attachFirst: true, maps: [{}] });
+  const { iommufd: fd, ioasId: ioas } = v;
   // A one-page COPY next to the 2 MiB leaves gives the domain a 4 KiB table of its own.
-  p.ioctl(fd, L.IOMMU_IOAS_COPY, { flags: RW, src_ioas_id: ioas, dst_ioas_id: ioas, src_iova: m.iova + 4096n, length: 4096n });
-  return { host, p, g, fd, dev, ioas };
+  p.ioctl(fd, L.IOMMU_IOAS_COPY, { flags: RW, src_ioas_id: ioas, dst_ioas_id: ioas, src_iova: v.iovas[0]! + 4096n, length: 4096n });
+  return { host, p, g: v.ram.fd, fd, dev: v.devices[0]!.fd, ioas };
 }
 
 describe('a frozen persistent context torn down while KHO is active', () => {

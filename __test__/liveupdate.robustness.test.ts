@@ -58,7 +58,6 @@ import {
   dec,
   enc,
   expectDmaFault,
-  expectErrno,
   iommuVerdict,
   khoWrite,
   sitesOf,
@@ -67,6 +66,7 @@ import {
   reattach,
   type Vm,
 } from './liveupdate-helpers.js';
+import { expectErrno } from './helpers.js';
 
 const DEGRADED = /KHO: ignoring the handover|not restored|not adopted|left blocked/;
 /**

@@ -68,7 +68,6 @@ import {
   dec,
   enc,
   expectDmaFault,
-  expectErrno,
   khoMem,
   khoWrite,
   leU32,
@@ -85,6 +84,7 @@ import {
   iommuVerdict,
   type Vm,
 } from './liveupdate-helpers.js';
+import { expectErrno } from './helpers.js';
 
 const GMEMFS_BLOCK = 2n * MiB;
 const persistentId = (p: Process, fd: number) => Number(p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_PERSISTENT, op: IOMMU_OPTION_OP_GET }).val64);

@@ -4,25 +4,15 @@
 // stdout: ONE JSON line { scenario, count, warmup, rssStart, rssEnd, rssPeak, ms, ...extra }.
 import {
   Host,
-  IOMMU_IOAS_ALLOC,
-  IOMMU_IOAS_MAP,
-  IOMMU_IOAS_MAP_FIXED_IOVA,
-  IOMMU_IOAS_MAP_READABLE,
-  IOMMU_IOAS_MAP_WRITEABLE,
-  IOMMU_OPTION,
-  IOMMU_OPTION_OP_SET,
-  IOMMU_OPTION_PERSISTENT,
   LINUX_REBOOT_CMD_KEXEC,
-  MAP_SHARED,
-  O_CREAT,
   O_RDONLY,
   O_RDWR,
   O_WRONLY,
-  PROT_READ,
-  PROT_WRITE,
   PhysicalMemory,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  createGuestRam,
+  createPersistentVm,
   decodeFdt,
   encodeFdt,
   nativeFinalizers,
@@ -41,19 +31,10 @@ function bootSmallVm(seed) {
   const host = Host.boot({ memory: 256n * MiB, seed, cmdline: 'guestmemfs=8M', devices: [{ bdf: BDF }] });
   const p = host.kernel.spawn();
   p.mount('guestmemfs', MNT);
-  const g = p.open(`${MNT}/guest-ram`, O_RDWR | O_CREAT, 0o600);
-  p.ftruncate(g, 2n * MiB);
-  const va = p.mmap(null, 2n * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, g);
-  p.memWrite(va + 100n, enc('guest bytes'));
-  const fd = p.open('/dev/iommu', O_RDWR);
-  const pid = Number(p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_PERSISTENT, op: IOMMU_OPTION_OP_SET }).val64);
-  const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id;
-  const flags = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_FIXED_IOVA;
-  p.ioctl(fd, IOMMU_IOAS_MAP, { flags, ioas_id: ioas, user_va: va, length: 2n * MiB, iova: 1n << 32n });
-  const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
-  p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
-  p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas });
-  return { host, p, pid };
+  const ram = createGuestRam(p, 2n * MiB, `${MNT}/guest-ram`);
+  p.memWrite(ram.va + 100n, enc('guest bytes'));
+  const vm = createPersistentVm(p, { ram, maps: [{ iova: 1n << 32n }] });
+  return { host, p, pid: vm.persistentId };
 }
 
 function liveUpdate(p) {

@@ -9,7 +9,6 @@
 import { describe, expect, it } from 'vitest';
 import {
   DmaFault,
-  ERRNO,
   Host,
   IOMMU_DESTROY,
   IOMMU_HWPT_ALLOC,
@@ -32,12 +31,11 @@ import {
   O_RDWR,
   PROT_READ,
   PROT_WRITE,
-  SyscallError,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
-  type ErrnoCode,
   type Process,
 } from 'iommu-liveupdate';
+import { expectErrno } from './helpers.js';
 
 const MiB = 1n << 20n;
 const GiB = 1n << 30n;
@@ -57,19 +55,6 @@ const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 
 // ---- helpers ---------------------------------------------------------------------------------------
-
-function expectErrno(fn: () => unknown, code: ErrnoCode, syscall = 'ioctl', request?: string): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  expect(caught, `expected ${code}`).toBeInstanceOf(SyscallError);
-  const e = caught as SyscallError;
-  expect({ code: e.code, errno: e.errno, syscall: e.syscall }).toEqual({ code, errno: -ERRNO[code], syscall });
-  if (request !== undefined) expect(e.request).toBe(request);
-}
 
 /** A host with a guestmemfs carve-out, two VFIO devices and guestmemfs mounted by root. */
 function boot(cmdline = 'guestmemfs=256M', memory = 4n * GiB) {

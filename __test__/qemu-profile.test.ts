@@ -34,7 +34,8 @@ import {
   iommu_hw_info_vtd,
   type Process,
 } from 'iommu-liveupdate';
-import { expectDmaFault, expectErrno, GiB, iommuVerdict, U64_MAX } from './liveupdate-helpers.js';
+import { expectErrno } from './helpers.js';
+import { expectDmaFault, GiB, iommuVerdict, U64_MAX } from './liveupdate-helpers.js';
 
 /** What the real kernel reported (Linux 7.3.4 under QEMU 7.2). */
 const REAL = {

@@ -10,7 +10,6 @@
 // IOAS_MAP that fails with ENOMEM in the page-table builder leaves every frame as it found it.
 import { describe, expect, it } from 'vitest';
 import {
-  ERRNO,
   Host,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_IOVA_RANGES,
@@ -44,13 +43,13 @@ import {
   bootVm,
   dec,
   enc,
-  expectErrno,
   khoWrite,
   sitesOf,
   liveUpdate,
   reattach,
   type Vm,
 } from './liveupdate-helpers.js';
+import { expectErrno, expectSyscallError } from './helpers.js';
 
 const DEGRADED = /KHO: ignoring the handover|not restored|not adopted|left blocked|BUG:/;
 
@@ -70,13 +69,6 @@ function expectInvalidState(e: unknown): void {
   expect(e).not.toBeInstanceOf(SyscallError);
   expect((e as { code?: string }).code).toBe('ERR_INVALID_STATE');
   expect((e as Error).message).toMatch(/^Invalid state: kexec refused: /);
-}
-
-/** A SyscallError `code` from `syscall`. */
-function expectSyscallError(e: unknown, code: keyof typeof ERRNO, syscall: string): void {
-  expect(e, `expected ${code} from ${syscall}`).toBeInstanceOf(SyscallError);
-  const s = e as SyscallError;
-  expect({ code: s.code, errno: s.errno, syscall: s.syscall }).toEqual({ code, errno: -ERRNO[code], syscall });
 }
 
 /**
@@ -371,8 +363,8 @@ describe('syscalls from inside a transition', () => {
     let armed = true;
     host.onPhase((e) => {
       if (e.phase === 'kho-dump' && armed) {
-        expectSyscallError(caught(() => p.ioctl(vm.fd, IOMMU_IOAS_ALLOC, {})), 'EDEADLK', 'ioctl');
-        expectSyscallError(caught(() => p.stat('/dev/iommu')), 'EDEADLK', 'stat');
+        expectErrno(() => p.ioctl(vm.fd, IOMMU_IOAS_ALLOC, {}), 'EDEADLK', 'ioctl');
+        expectErrno(() => p.stat('/dev/iommu'), 'EDEADLK', 'stat');
         expect(host.timeline.at(-1)).toBe(e);
         expect(host.kernel.dmesg().join('\n')).toMatch(/KHO: serialised/);
         expect(host.device(BDF0).dma.read(IOVA_SP + GUEST_OFF, GUEST_BYTES.length)).toEqual(GUEST_BYTES);

@@ -36,17 +36,14 @@ import {
   IOMMU_OPTION,
   IOMMU_OPTION_HUGE_PAGES,
   IOMMU_OPTION_OP_SET,
-  IOMMU_OPTION_PERSISTENT,
   LINUX_REBOOT_CMD_KEXEC,
-  MAP_SHARED,
-  O_CREAT,
   O_RDONLY,
   O_RDWR,
   O_WRONLY,
-  PROT_READ,
-  PROT_WRITE,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  createGuestRam,
+  createPersistentVm,
 } from '../dist/index.js';
 
 const quick = process.env.BENCH_QUICK === '1';
@@ -95,13 +92,10 @@ function bootWithGuestRam(n) {
   const host = Host.boot({ memory: HOST_MEMORY, seed: 1n, cmdline: CMDLINE, devices: [{ bdf: BDF }] });
   const p = host.kernel.spawn();
   p.mount('guestmemfs', '/mnt/guestmemfs');
-  const g = p.open('/mnt/guestmemfs/guest-ram', O_RDWR | O_CREAT, 0o600);
-  const len = BigInt(n) * KIB4;
-  p.ftruncate(g, len);
-  const va = p.mmap(null, len, PROT_READ | PROT_WRITE, MAP_SHARED, g);
+  const ram = createGuestRam(p, BigInt(n) * KIB4, '/mnt/guestmemfs/guest-ram');
   const one = Uint8Array.of(1);
-  for (let off = 0n; off < len; off += MIB2) p.memWrite(va + off, one);
-  return { host, p, va, len };
+  for (let off = 0n; off < ram.size; off += MIB2) p.memWrite(ram.va + off, one);
+  return { host, p, ram, va: ram.va, len: ram.size };
 }
 
 /** Timeline deltas (wall ns) between consecutive entries named in `names`, for entries pushed since `from`. */
@@ -138,16 +132,12 @@ for (const cfg of SIZES) {
   const { n } = cfg;
   gc();
   const tSetup = hr();
-  const { host, p: p0, va, len } = bootWithGuestRam(n);
+  const { host, p: p0, ram, len } = bootWithGuestRam(n);
   let p = p0;
-  let fd = p.open('/dev/iommu', O_RDWR);
-  p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_PERSISTENT, op: IOMMU_OPTION_OP_SET });
-  const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id;
-  p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_SET, object_id: ioas, val64: 0n });
-  const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
-  p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
-  p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas });
-  p.ioctl(fd, IOMMU_IOAS_MAP, { flags: MAP_RW, ioas_id: ioas, user_va: va, length: len, iova: IOVA });
+  // The device first, so the one IOAS_MAP of N x 4 KiB (HUGE_PAGES=0) pins and maps at once.
+  const vm = createPersistentVm(p, { ram, hugePages: false, attachFirst: true, maps: [{ iova: IOVA }] });
+  let fd = vm.iommufd;
+  const ioas = vm.ioasId;
   const sid = host.device(BDF).sid;
   const dom0 = host.kernel.intel.domainOf(sid);
   const pgd = dom0.pt.pgd;

@@ -5,6 +5,7 @@ export * from './fdt/index.js';
 export * from './uapi/index.js';
 export * from './kernel/index.js';
 export * from './host.js';
+export * from './vmm.js';
 
 /** Version of the native core (Cargo workspace version); matches package.json. */
 export const version: string = native.nativeVersion();

@@ -8,7 +8,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { decodeFdt, FdtError, fdtToDts, version } from '../index.js';
 import { KhoFormatError, summariseKho, type KhoSummary } from './kho-summary.js';
 import { renderReport } from './report.js';
-import { checkConfig, DEFAULT_CONFIG, simulate, type PageSize, type ScenarioConfig } from './scenario.js';
+import { checkConfig, DEFAULT_CONFIG, simulate, type PageSize, type ScenarioConfig } from './scenario/index.js';
 import { COLOUR, PLAIN, renderKho, renderSummary, verdictLine } from './text.js';
 import { formatBytes, parseCount, parseSize, parseU64 } from './units.js';
 

@@ -1,6 +1,6 @@
 // `simulate --report FILE.html`: one self-contained page (inline CSS, SVG and a little JS; no
 // network) with the lifecycle timeline, per-device DMA across the update and the handover tables.
-import type { SimulationResult } from './scenario.js';
+import type { SimulationResult } from './scenario/index.js';
 import { faultReason, formatBytes, group } from './units.js';
 
 const esc = (s: string | number) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

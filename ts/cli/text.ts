@@ -1,6 +1,6 @@
 // The plain-text account of a run (stdout of `simulate`) and of a KHO blob (`inspect`).
 import { protName, type KhoSummary } from './kho-summary.js';
-import type { SimulationResult, UpdateResult } from './scenario.js';
+import type { SimulationResult, UpdateResult } from './scenario/index.js';
 import { faultReason, formatBytes, group, hex } from './units.js';
 
 export interface Style {

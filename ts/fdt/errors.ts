@@ -1,4 +1,5 @@
 // FdtError (libfdt's error names and numbers) and the argument checks of the FDT facade.
+import { invalidArgType, invalidArgValue } from '../errors.js';
 
 /** libfdt's error names (`libfdt.h`) with their numbers (`-FDT_ERR_*` in C). */
 export const FDT_ERRNO = {
@@ -83,11 +84,11 @@ function describe(v: unknown): string {
 }
 
 export function typeError(what: string, expected: string, v: unknown): TypeError {
-  return Object.assign(new TypeError(`${what} must be ${expected}, received ${describe(v)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  return invalidArgType(`${what} must be ${expected}, received ${describe(v)}`);
 }
 
 export function rangeError(what: string, expected: string, v: unknown): RangeError {
-  return Object.assign(new RangeError(`${what} must be ${expected}, received ${describe(v)}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  return invalidArgValue(`${what} must be ${expected}, received ${describe(v)}`);
 }
 
 export function str(what: string, v: unknown): string {

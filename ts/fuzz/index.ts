@@ -1,11 +1,11 @@
 // iommu-liveupdate/fuzz: model-based fuzzing of the simulated host's uAPI across kexec.
 import fc from 'fast-check';
 import type { Host } from '../index.js';
-import { DEFAULT_WORLD, type Model, type WorldConfig } from './model.js';
+import { DEFAULT_WORLD, type Model, type WorldConfig } from './model/index.js';
 import { opArbitrary, type CommandWeights, type Op } from './ops.js';
 import { FuzzCommand, Rig, worldToJson, type FuzzCounters, type Invariant, type ReplayFile } from './runner.js';
 
-export { DEFAULT_WORLD, Model, pattern, type WorldConfig, type MCtx, type MIoas, type MHwpt, type MArea, type MDevice } from './model.js';
+export { DEFAULT_WORLD, Model, pattern, type WorldConfig, type MCtx, type MIoas, type MHwpt, type MArea, type MDevice } from './model/index.js';
 export { DEFAULT_WEIGHTS, OP_ARBITRARIES, formatOp, opArbitrary, type CommandWeights, type IovaChoice, type Op, type OpKind } from './ops.js';
 export { FuzzDivergence, Rig, replay, type Invariant, type ReplayFile, type ReplayResult, type RigOptions } from './runner.js';
 export {

@@ -4,6 +4,7 @@
 // resolves it against its own state into concrete syscall arguments, so a shrunk or replayed
 // sequence stays meaningful.
 import fc from 'fast-check';
+import { invalidArgValue } from '../errors.js';
 
 /** Where a FIXED (or ignored) IOVA comes from: an absolute base, or next to an existing area. */
 export interface IovaChoice {
@@ -226,7 +227,7 @@ export function opArbitrary(weights: CommandWeights = {}): fc.Arbitrary<Op> {
   const w = { ...DEFAULT_WEIGHTS, ...weights };
   // fc.oneof takes integer weights: scale so that the rarest enabled kind still gets ≥ 1.
   const enabled = (Object.keys(OP_ARBITRARIES) as OpKind[]).filter((k) => (w[k] ?? 0) > 0);
-  if (enabled.length === 0) throw Object.assign(new RangeError('every command kind has weight 0'), { code: 'ERR_INVALID_ARG_VALUE' });
+  if (enabled.length === 0) throw invalidArgValue('every command kind has weight 0');
   const scale = 1 / Math.min(...enabled.map((k) => w[k]));
   return fc.oneof(...enabled.map((k) => ({ weight: Math.max(1, Math.round(w[k] * scale)), arbitrary: OP_ARBITRARIES[k] as fc.Arbitrary<Op> })));
 }

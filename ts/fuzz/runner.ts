@@ -4,9 +4,10 @@
 // hold. A failure is a FuzzDivergence naming the operation, the syscall, what the model allowed and
 // what the simulator did.
 import fc from 'fast-check';
+import { invalidArgValue } from '../errors.js';
 import { Host, type Process } from '../index.js';
 import { corruptedLiveUpdate, mutationFromSeed } from './handover.js';
-import { DEFAULT_WORLD, Model, observe, type Alt, type Obs, type Plan, type Sys, type WorldConfig } from './model.js';
+import { DEFAULT_WORLD, Model, observe, type Alt, type Obs, type Plan, type Sys, type WorldConfig } from './model/index.js';
 import { DEFAULT_WEIGHTS, formatOp, type CommandWeights, type Op } from './ops.js';
 
 /** A check of your own, run after every operation: throw to report a failure. */
@@ -257,7 +258,7 @@ export interface ReplayResult {
  */
 export function replay(file: ReplayFile, opts: { invariants?: Invariant[]; log?: (line: string) => void } = {}): ReplayResult {
   const bad = (why: string): never => {
-    throw Object.assign(new TypeError(`not a replay file: ${why}`), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw invalidArgValue(`not a replay file: ${why}`, TypeError);
   };
   if (file?.format !== 'iommu-liveupdate-fuzz/1') bad(`format ${JSON.stringify(file?.format)} is not 'iommu-liveupdate-fuzz/1'`);
   if (!Array.isArray(file.ops)) bad('ops is not an array');

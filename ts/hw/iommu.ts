@@ -6,6 +6,7 @@ import {
   type NativeUnit,
   type NativeUnitStats,
 } from '../native.js';
+import { invalidArgValue } from '../errors.js';
 import type { PhysicalMemory } from './memory.js';
 import { DMAR_FAULT_REASONS } from './vtd-regs.js';
 
@@ -319,7 +320,7 @@ export class IommuUnit {
   ) {
     const superpages = options.superpages ?? ['2M', '1G'];
     for (const s of superpages) {
-      if (!(s in SLLPS)) throw Object.assign(new RangeError(`unknown superpage size ${String(s)}`), { code: 'ERR_INVALID_ARG_VALUE' });
+      if (!(s in SLLPS)) throw invalidArgValue(`unknown superpage size ${String(s)}`);
     }
     this.native = new native.NativeUnit(memory.native, {
       addressWidth: options.addressWidth,

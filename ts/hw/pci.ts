@@ -1,13 +1,14 @@
 // PCI devices with a DMA engine whose every request goes through the VT-d unit.
+import { invalidArgValue } from '../errors.js';
 import type { IommuUnit } from './iommu.js';
 
 /** `0000:01:00.0` → requester ID (bus << 8 | device << 3 | function). */
 export function parseBdf(bdf: string): number {
   const m = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$/i.exec(bdf);
   if (!m || parseInt(m[3]!, 16) > 0x1f) {
-    throw Object.assign(new RangeError(`bad PCI address ${JSON.stringify(bdf)}: want dddd:bb:dd.f`), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw invalidArgValue(`bad PCI address ${JSON.stringify(bdf)}: want dddd:bb:dd.f`);
   }
-  if (m[1] !== '0000') throw Object.assign(new RangeError(`only PCI segment 0000 is modelled (${bdf})`), { code: 'ERR_INVALID_ARG_VALUE' });
+  if (m[1] !== '0000') throw invalidArgValue(`only PCI segment 0000 is modelled (${bdf})`);
   return (parseInt(m[2]!, 16) << 8) | (parseInt(m[3]!, 16) << 3) | parseInt(m[4]!, 10);
 }
 

@@ -1,0 +1,316 @@
+// The `simulate` scenario's account (the JSON the CLI prints, schema version 1): the checks, each
+// VM, device and live update, and the first handover's tables; built from the run's state.
+import { protName, type KhoSummary } from '../kho-summary.js';
+import { hex } from '../units.js';
+import { GUEST_IOVA, type PageSize, type ScenarioConfig } from './config.js';
+import type { DevState, DeviceKind, VmState } from './setup.js';
+
+export type { DeviceKind } from './setup.js';
+
+export interface StepRecord {
+  /** Index into the timeline: the phase after which this burst ran. */
+  timelineIndex: number;
+  phase: string;
+  generation: number;
+  pagesWritten: number;
+  pagesVerified: number;
+  faults: number;
+  mismatches: number;
+  /** Distinct VT-d fault reasons of this step. */
+  faultReasons: number[];
+}
+
+export interface DeviceResult {
+  bdf: string;
+  kind: DeviceKind;
+  /** `vm0`, ...; null for the host's own device. */
+  vm: string | null;
+  persistent: boolean;
+  window: { iova: string; bytes: number };
+  transactions: number;
+  bytes: number;
+  pagesWritten: number;
+  pagesVerified: number;
+  faults: number;
+  mismatches: number;
+  faultReasons: number[];
+  firstFault: { phase: string; generation: number } | null;
+  /**
+   * Non-persistent devices: one translation of its window asked of the IOMMU directly after the
+   * run (bypassing the device's bus-master bit), to show the IOMMU blocks it too.
+   */
+  iommuProbe: { faulted: boolean; reason: number } | null;
+  /** `ok` (persistent, clean), `blocked` (non-persistent, blocked from shutdown on), `failed`. */
+  status: 'ok' | 'blocked' | 'failed';
+  steps: StepRecord[];
+}
+
+export interface VmResult {
+  name: string;
+  persistentId: number;
+  ioasId: number;
+  guestMemBytes: number;
+  iova: string;
+  iommuPageSize: '4k' | '2m';
+  file: string;
+  devices: string[];
+}
+
+export interface UpdateResult {
+  index: number;
+  fromGeneration: number;
+  toGeneration: number;
+  kho: {
+    blobBytes: number;
+    iommufds: number;
+    ioases: number;
+    mappings: number;
+    mappedBytes: number;
+    domains: number;
+    pageTablePages: number;
+    rootContextPages: number;
+    preservedBytes: number;
+    preservedRanges: number;
+  };
+  /** From the end of the last phase before the jump (`kho-dump`) to the end of `vmm-reattach`. */
+  blackout: { from: string; to: 'vmm-reattach'; simNs: number; simMs: number; wallMs: number; fromIndex: number; toIndex: number };
+  dma: { transactions: number; bytes: number; faults: number; byDevice: { bdf: string; transactions: number; bytes: number; faults: number }[] };
+}
+
+export interface KhoTables {
+  blobBytes: number;
+  blobAddress: string | null;
+  domains: { index: number; persistentId: number; did: number; pgd: string; levels: number; devices: string[]; tablePages: number }[];
+  areas: { iommufd: number; ioas: number; area: number; iova: string; last: string; bytes: number; prot: string; segments: { ino: number; offset: string; bytes: number }[] }[];
+  preserved: { owner: string; ranges: number; bytes: number; first: string }[];
+}
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface SimulationResult {
+  schemaVersion: 1;
+  command: 'simulate';
+  config: {
+    hostMemoryBytes: number;
+    guestmemfsBytes: number;
+    vms: number;
+    guestMemBytes: number;
+    devicesPerVm: number;
+    pageSize: PageSize;
+    kexecs: number;
+    seed: string;
+    pagesPerStep: number;
+    kho: boolean;
+  };
+  verdict: 'pass' | 'fail';
+  checks: Check[];
+  vms: VmResult[];
+  devices: DeviceResult[];
+  updates: UpdateResult[];
+  /** The first live update's handover, for tables (null with `kho: false`). */
+  kho: KhoTables | null;
+  timeline: { generation: number; phase: string; simNs: number; wallMs: number }[];
+  wallMs: number;
+}
+
+const PAGE = 4096;
+
+/** What a run produced, for {@link simulationResult}. */
+export interface RunRecord {
+  checks: Check[];
+  vms: VmState[];
+  devices: DeviceResult[];
+  updates: UpdateResult[];
+  /** Every KHO blob, in order, and the first one's summary and physical address. */
+  blobs: Uint8Array[];
+  first: KhoSummary | undefined;
+  firstBlobPa: bigint | null;
+  timeline: readonly { generation: number; phase: string; simNs: bigint; wallMs: number }[];
+  wallMs: number;
+}
+
+/** The whole account of a run of `c`. */
+export function simulationResult(c: ScenarioConfig, r: RunRecord): SimulationResult {
+  return {
+    schemaVersion: 1,
+    command: 'simulate',
+    config: {
+      hostMemoryBytes: Number(c.hostMemory),
+      guestmemfsBytes: Number(c.carveOut),
+      vms: c.vms,
+      guestMemBytes: Number(c.guestMem),
+      devicesPerVm: c.devicesPerVm,
+      pageSize: c.pageSize,
+      kexecs: c.kexecs,
+      seed: c.seed.toString(),
+      pagesPerStep: c.pagesPerStep,
+      kho: c.kho,
+    },
+    verdict: r.checks.every((x) => x.ok) ? 'pass' : 'fail',
+    checks: r.checks,
+    vms: r.vms.map((v) => ({
+      name: v.name,
+      persistentId: v.persistentId,
+      ioasId: v.ioasId,
+      guestMemBytes: Number(c.guestMem),
+      iova: hex(GUEST_IOVA),
+      iommuPageSize: v.pageSize,
+      file: v.file,
+      devices: v.devices.map((d) => d.bdf),
+    })),
+    devices: r.devices,
+    updates: r.updates,
+    kho: r.first ? khoTables(r.first, r.blobs[0]!.length, r.firstBlobPa) : null,
+    timeline: r.timeline.map((e) => ({ generation: e.generation, phase: e.phase, simNs: Number(e.simNs), wallMs: round(e.wallMs) })),
+    wallMs: round(r.wallMs),
+  };
+}
+
+export function updateResult(
+  index: number,
+  fromGeneration: number,
+  toGeneration: number,
+  blob: Uint8Array | null,
+  s: KhoSummary | null,
+  timeline: readonly { phase: string; simNs: bigint; wallMs: number }[],
+  fromIndex: number,
+  toIndex: number,
+  devs: DevState[],
+): UpdateResult {
+  const from = timeline[fromIndex]!, to = timeline[toIndex]!;
+  const byDevice = devs.map((d) => {
+    const steps = stepsOf(d).filter((x) => x.timelineIndex >= fromIndex && x.timelineIndex <= toIndex);
+    return {
+      bdf: d.bdf,
+      transactions: steps.reduce((n, x) => n + transactions(x), 0),
+      bytes: steps.reduce((n, x) => n + bytes(x), 0),
+      faults: steps.reduce((n, x) => n + x.faults, 0),
+    };
+  });
+  const simNs = Number(to.simNs - from.simNs);
+  return {
+    index,
+    fromGeneration,
+    toGeneration,
+    kho: {
+      blobBytes: blob?.length ?? 0,
+      iommufds: s?.totals.iommufds ?? 0,
+      ioases: s?.totals.ioases ?? 0,
+      mappings: s?.totals.areas ?? 0,
+      mappedBytes: Number(s?.totals.mappedBytes ?? 0n),
+      domains: s?.totals.domains ?? 0,
+      pageTablePages: s?.totals.pageTablePages ?? 0,
+      rootContextPages: s?.totals.rootContextPages ?? 0,
+      preservedBytes: Number(s?.totals.preservedBytes ?? 0n),
+      preservedRanges: s?.totals.preservedRanges ?? 0,
+    },
+    blackout: { from: from.phase, to: 'vmm-reattach', simNs, simMs: simNs / 1e6, wallMs: round(to.wallMs - from.wallMs), fromIndex, toIndex },
+    dma: {
+      transactions: byDevice.reduce((n, d) => n + d.transactions, 0),
+      bytes: byDevice.reduce((n, d) => n + d.bytes, 0),
+      faults: byDevice.reduce((n, d) => n + d.faults, 0),
+      byDevice,
+    },
+  };
+}
+
+/** A device's steps, each tied to the timeline entry it ran after. */
+function stepsOf(d: DevState): StepRecord[] {
+  return d.traffic.steps.map((s, i) => ({
+    timelineIndex: d.firstIndex + i,
+    phase: s.phase,
+    generation: s.generation,
+    pagesWritten: s.pagesWritten,
+    pagesVerified: s.pagesVerified,
+    faults: s.faults.length,
+    mismatches: s.mismatches.length,
+    faultReasons: [...new Set(s.faults.map((f) => f.reason))].sort((a, b) => a - b),
+  }));
+}
+
+/** One transaction per 4 KiB page a device tried to move. */
+function transactions(s: StepRecord): number {
+  return s.pagesWritten + s.pagesVerified + s.mismatches + s.faults;
+}
+/** Bytes that moved (a faulted access moves none). */
+function bytes(s: StepRecord): number {
+  return (s.pagesWritten + s.pagesVerified + s.mismatches) * PAGE;
+}
+
+export function deviceResult(d: DevState, timeline: readonly { phase: string }[]): DeviceResult {
+  const steps = stepsOf(d);
+  // The host steps every generator after each phase, so step i is timeline entry firstIndex + i.
+  for (const s of steps) {
+    if (timeline[s.timelineIndex]?.phase !== s.phase) throw new Error(`internal: ${d.bdf} step at ${s.timelineIndex} is ${s.phase}, timeline says ${timeline[s.timelineIndex]?.phase}`);
+  }
+  const faulted = steps.find((s) => s.faults > 0);
+  return {
+    bdf: d.bdf,
+    kind: d.kind,
+    vm: d.vm,
+    persistent: d.persistent,
+    window: { iova: hex(d.iova), bytes: Number(d.length) },
+    transactions: steps.reduce((n, s) => n + transactions(s), 0),
+    bytes: steps.reduce((n, s) => n + bytes(s), 0),
+    pagesWritten: d.traffic.steps.reduce((n, s) => n + s.pagesWritten, 0),
+    pagesVerified: d.traffic.pagesVerified,
+    faults: d.traffic.faults,
+    mismatches: d.traffic.mismatches,
+    faultReasons: [...new Set(steps.flatMap((s) => s.faultReasons))].sort((a, b) => a - b),
+    firstFault: faulted ? { phase: faulted.phase, generation: faulted.generation } : null,
+    iommuProbe: null,
+    status: 'ok',
+    steps,
+  };
+}
+
+function khoTables(s: KhoSummary, blobBytes: number, blobPa: bigint | null): KhoTables {
+  const owners = new Map<string, { ranges: number; bytes: bigint; first: bigint }>();
+  const add = (owner: string, addr: bigint, len: bigint) => {
+    const o = owners.get(owner);
+    if (o) {
+      o.ranges++;
+      o.bytes += len;
+      if (addr < o.first) o.first = addr;
+    } else owners.set(owner, { ranges: 1, bytes: len, first: addr });
+  };
+  for (const r of s.preserved) add(r.owner.replace(/^intel-iommu domain \d+ page tables$/, 'intel-iommu domain page tables'), r.addr, r.len);
+  if (blobPa !== null) add('KHO blob', blobPa, BigInt(Math.ceil(blobBytes / PAGE) * PAGE));
+  return {
+    blobBytes,
+    blobAddress: blobPa === null ? null : hex(blobPa),
+    domains: (s.intel?.domains ?? []).map((d) => ({
+      index: d.index,
+      persistentId: Number(d.persistentId),
+      did: d.did,
+      pgd: hex(d.pgd),
+      levels: d.agaw + 2,
+      devices: d.devices,
+      tablePages: d.tablePages.reduce((n, r) => n + Number(r.len / 4096n), 0),
+    })),
+    areas: s.iommufds.flatMap((c) =>
+      c.ioases.flatMap((i) =>
+        i.areas.map((a) => ({
+          iommufd: c.id,
+          ioas: i.id,
+          area: a.index,
+          iova: hex(a.iova),
+          last: hex(a.iova + a.len - 1n),
+          bytes: Number(a.len),
+          prot: protName(a.prot),
+          segments: a.segments.map((g) => ({ ino: Number(g.ino), offset: hex(g.offset), bytes: Number(g.len) })),
+        })),
+      ),
+    ),
+    preserved: [...owners].map(([owner, o]) => ({ owner, ranges: o.ranges, bytes: Number(o.bytes), first: hex(o.first) })),
+  };
+}
+
+
+function round(x: number): number {
+  return Math.round(x * 10) / 10;
+}
