@@ -1,4 +1,5 @@
 // A host machine: memory, one VT-d unit, PCI devices, and the kernel running on it.
+import { invalidArgValue } from './errors.js';
 import { linuxInitcalls, type LinuxKernel } from './kernel/initcalls.js';
 import { Kernel, type KernelGeneration } from './kernel/kernel.js';
 import { callbackError, invalidState } from './kernel/reentrancy.js';
@@ -97,7 +98,7 @@ export class Host {
     let devices = config.devices ?? [];
     if (config.machine !== undefined) {
       if (config.machine !== 'qemu-7.2-q35') {
-        throw Object.assign(new RangeError(`unknown machine ${JSON.stringify(config.machine)}`), { code: 'ERR_INVALID_ARG_VALUE' });
+        throw invalidArgValue(`unknown machine ${JSON.stringify(config.machine)}`);
       }
       // A field given as undefined keeps the profile's value, not the generic default.
       iommu = { ...QEMU_7_2_INTEL_IOMMU, ...Object.fromEntries(Object.entries(iommu ?? {}).filter(([, v]) => v !== undefined)) };
@@ -108,7 +109,7 @@ export class Host {
     const seen = new Set<string>();
     this.devices = devices.map(({ bdf, ...opts }) => {
       const dev = new PciDevice(bdf.toLowerCase(), this.iommu, (sid, iova, reason, write) => this._kernel.dmarFault(sid, iova, reason, write), opts);
-      if (seen.has(dev.bdf)) throw Object.assign(new RangeError(`duplicate device ${bdf}`), { code: 'ERR_INVALID_ARG_VALUE' });
+      if (seen.has(dev.bdf)) throw invalidArgValue(`duplicate device ${bdf}`);
       seen.add(dev.bdf);
       return dev;
     });
@@ -267,7 +268,7 @@ export class Host {
   /** The device at `bdf` (`0000:01:00.0`). */
   device(bdf: string): PciDevice {
     const d = this.devices.find((x) => x.bdf === bdf.toLowerCase());
-    if (!d) throw Object.assign(new RangeError(`no device ${bdf}`), { code: 'ERR_INVALID_ARG_VALUE' });
+    if (!d) throw invalidArgValue(`no device ${bdf}`);
     return d;
   }
 }

@@ -1,5 +1,6 @@
 // A process: credentials, an fd table, an address space, and the syscall surface. Every call
 // either returns what the kernel returns or throws a SyscallError with the kernel's errno.
+import { invalidArgType, invalidArgValue } from '../errors.js';
 import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import { UAPI_IOCTLS, type AnyIoctlRequest, type IoctlRequest, type IoctlResult, type UnknownFields } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
@@ -169,7 +170,7 @@ export class Process implements Task {
         if (arg === null || arg === undefined) return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory), 0n);
         if (typeof arg === 'bigint') return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory), arg);
         if (arg instanceof Uint8Array) return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory, new Map([[ARG_BASE, arg]])), ARG_BASE);
-        if (typeof arg !== 'object') throw Object.assign(new TypeError('ioctl argument must be an object, Uint8Array, bigint or null'), { code: 'ERR_INVALID_ARG_TYPE' });
+        if (typeof arg !== 'object') throw invalidArgType('ioctl argument must be an object, Uint8Array, bigint or null');
         return this.ioctlObject(file, request, arg as Record<string, unknown>, known?.layout);
       } finally {
         file.put();
@@ -184,7 +185,7 @@ export class Process implements Task {
     }
     const sizeField = layout.fields[0]!;
     for (const key of Object.keys(arg)) {
-      if (!layout.byName.has(key)) throw Object.assign(new TypeError(`${layout.name} has no field ${key}`), { code: 'ERR_INVALID_ARG_VALUE' });
+      if (!layout.byName.has(key)) throw invalidArgValue(`${layout.name} has no field ${key}`, TypeError);
     }
     const size = arg[sizeField.name] === undefined ? layout.size : (checkFieldValue(layout, sizeField, arg[sizeField.name]) as number);
     const struct = new Uint8Array(Math.max(layout.size, Math.min(size, layout.size + PAGE_SIZE)));
@@ -211,7 +212,7 @@ export class Process implements Task {
           v.forEach((r: { start?: unknown; last?: unknown } | undefined, i) => {
             if (r === undefined) return;
             if (typeof r?.start !== 'bigint' || typeof r?.last !== 'bigint') {
-              throw Object.assign(new TypeError(`${layout.name}.${f.name}[${i}] must be { start: bigint, last: bigint }`), { code: 'ERR_INVALID_ARG_TYPE' });
+              throw invalidArgType(`${layout.name}.${f.name}[${i}] must be { start: bigint, last: bigint }`);
             }
             dv.setBigUint64(16 * i, BigInt.asUintN(64, r.start), true);
             dv.setBigUint64(16 * i + 8, BigInt.asUintN(64, r.last), true);

@@ -4,6 +4,7 @@
 // field, its C type and whether it is an output, so StructIn (what a caller may pass), StructOut
 // (what the kernel writes back) and StructFields (the struct as the kernel decodes it) come from
 // the same table the runtime lays out.
+import { invalidArgType } from '../errors.js';
 
 /** A C scalar field type. */
 export type ScalarType = 'u8' | 'u16' | 'u32' | 's32' | 'u64';
@@ -268,7 +269,7 @@ export function checkFieldValue(layout: StructLayout, f: Field, v: unknown): num
   if (isByteArray(f)) {
     const bytes = typeof v === 'string' ? new TextEncoder().encode(v) : v instanceof Uint8Array ? v : null;
     if (!bytes || bytes.length > f.size) {
-      throw Object.assign(new TypeError(`${layout.name}.${f.name} must be a Uint8Array or string of at most ${f.size} bytes`), { code: 'ERR_INVALID_ARG_TYPE' });
+      throw invalidArgType(`${layout.name}.${f.name} must be a Uint8Array or string of at most ${f.size} bytes`);
     }
     const out = new Uint8Array(f.size);
     out.set(bytes);
@@ -276,15 +277,13 @@ export function checkFieldValue(layout: StructLayout, f: Field, v: unknown): num
   }
   if (f.type === 'u64') {
     if (typeof v !== 'bigint' || v < 0n || v > 0xffff_ffff_ffff_ffffn) {
-      throw Object.assign(new TypeError(`${layout.name}.${f.name} must be a bigint in [0, 2^64)`), { code: 'ERR_INVALID_ARG_TYPE' });
+      throw invalidArgType(`${layout.name}.${f.name} must be a bigint in [0, 2^64)`);
     }
     return v;
   }
   const [lo, hi] = LIMIT[f.type as Exclude<ScalarType, 'u64'>];
   if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) {
-    throw Object.assign(new TypeError(`${layout.name}.${f.name} must be an integer number in [${lo}, ${hi}] (${f.type})`), {
-      code: 'ERR_INVALID_ARG_TYPE',
-    });
+    throw invalidArgType(`${layout.name}.${f.name} must be an integer number in [${lo}, ${hi}] (${f.type})`);
   }
   return v;
 }

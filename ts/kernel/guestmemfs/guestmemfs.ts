@@ -15,6 +15,7 @@
 //   pin table           the rest of block 0, from the next 4 KiB boundary: long-term pin
 //                       records (pins.ts)
 // A file's map block (a data-sized block) holds its data blocks' indices, u64 each.
+import { invalidArgValue } from '../../errors.js';
 import type { PhysicalMemory } from '../../hw/memory.js';
 import { errno } from '../../uapi/errno.js';
 import { DT_DIR, DT_REG, S_IFDIR, S_IFREG, type Dirent, type Stat } from '../../uapi/stat.js';
@@ -59,7 +60,7 @@ const MAX_BLOCKS = (Number(GUESTMEMFS_BLOCK) - MIN_PIN_SLOTS * PIN_RECORD_SIZE -
 /** Parses `16G`, `512M`, `1048576` (memparse). */
 export function memparse(s: string): bigint {
   const m = /^(\d+)([KMGTP]?)$/i.exec(s.trim());
-  if (!m) throw Object.assign(new RangeError(`bad size ${JSON.stringify(s)}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  if (!m) throw invalidArgValue(`bad size ${JSON.stringify(s)}`);
   const shift = { '': 0n, K: 10n, M: 20n, G: 30n, T: 40n, P: 50n }[m[2]!.toUpperCase()]!;
   return BigInt(m[1]!) << shift;
 }
