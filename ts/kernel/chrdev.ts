@@ -28,11 +28,6 @@ export class Chrdevs {
     this.nodes.set(dev.path, dev);
   }
 
-  /** `misc_deregister`. */
-  unregister(path: string): void {
-    this.nodes.delete(path);
-  }
-
   has(path: string): boolean {
     return this.nodes.has(path);
   }

@@ -73,9 +73,10 @@ export class Uaccess {
    * of ioctl structs (iommufd, VFIO, every later device).
    */
   copyStruct<L extends StructLayout>(ptr: bigint, layout: L, usize: number): StructFields<L> {
+    // The tail first (check_zeroed_user), then the common part (copy_from_user), as the kernel does.
+    if (usize > layout.size && !this.isZeroed(ptr + BigInt(layout.size), usize - layout.size)) errno('E2BIG', 'non-zero bytes past the known struct');
     const bytes = new Uint8Array(layout.size);
     bytes.set(this.read(ptr, Math.min(usize, layout.size)));
-    if (usize > layout.size && !this.isZeroed(ptr + BigInt(layout.size), usize - layout.size)) errno('E2BIG', 'non-zero bytes past the known struct');
     return readStruct(layout, bytes);
   }
 

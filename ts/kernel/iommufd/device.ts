@@ -4,7 +4,7 @@
 import { errno, KernelError } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import { hwptPagingAlloc } from './hw_pagetable.js';
-import { HwptPaging, Ioas, IommufdDevice, n32, n64, type IommufdCtx, type IommufdObject, type IommufdSubsystem, type Ucmd } from './private.js';
+import { HwptPaging, Ioas, IommufdDevice, type IommufdCtx, type IommufdObject, type IommufdSubsystem, type Ucmd } from './private.js';
 
 /**
  * Ends `sid`'s restored attachment if the device has left its restored domain; with `block` it
@@ -222,17 +222,17 @@ export function deviceUnbind(idev: IommufdDevice): void {
 /** IOMMU_GET_HW_INFO (`iommufd_get_hw_info`). */
 export function getHwInfo(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_hw_info>): void {
   const { cmd, u } = ucmd;
-  const flags = n32(cmd.flags);
+  const flags = cmd.flags;
   if (flags & ~U.IOMMU_HW_INFO_FLAG_INPUT_TYPE || cmd.__reserved0 || cmd.__reserved1 || cmd.__reserved2) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
   // Without INPUT_TYPE whatever the union holds asks for the default type.
-  const inType = flags & U.IOMMU_HW_INFO_FLAG_INPUT_TYPE ? n32(cmd.in_data_type) : U.IOMMU_HW_INFO_TYPE_DEFAULT;
-  const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id), 'DEVICE');
+  const inType = flags & U.IOMMU_HW_INFO_FLAG_INPUT_TYPE ? cmd.in_data_type : U.IOMMU_HW_INFO_TYPE_DEFAULT;
+  const idev = ictx.getObject<IommufdDevice>(cmd.dev_id, 'DEVICE');
   // ops->hw_info: the driver answers the default type or its own, nothing else (EOPNOTSUPP).
   const iommu = ictx.iommufd.svc.iommu;
   const { type, data } = iommu.hwInfo(idev.sid, inType);
-  const want = n32(cmd.data_len);
+  const want = cmd.data_len;
   const copy = Math.min(want, data.length);
-  const ptr = n64(cmd.data_uptr);
+  const ptr = cmd.data_uptr;
   u.write(ptr, data.subarray(0, copy));
   if (copy < want) u.write(ptr + BigInt(copy), new Uint8Array(want - copy));
   cmd.data_len = data.length;

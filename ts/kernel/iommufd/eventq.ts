@@ -11,7 +11,7 @@ import { errno } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import { O_RDWR } from '../../uapi/mman.js';
 import { File, type Task } from '../file.js';
-import { IommufdObject, n32, type IommufdCtx, type Ucmd } from './private.js';
+import { IommufdObject, type IommufdCtx, type Ucmd } from './private.js';
 import { getViommu } from './viommu.js';
 
 /** `struct iommufd_fault`. */
@@ -96,8 +96,8 @@ const VEVENTQ_MAX_DEPTH = 1 << 19;
  * cannot have, so after its own checks it ends at the vIOMMU lookup (ENOENT).
  */
 export function veventqAlloc(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_veventq_alloc>): void {
-  if (cmd.flags || cmd.__reserved || n32(cmd.type) === U.IOMMU_VEVENTQ_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags, __reserved or type DEFAULT');
-  const depth = n32(cmd.veventq_depth);
+  if (cmd.flags || cmd.__reserved || cmd.type === U.IOMMU_VEVENTQ_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags, __reserved or type DEFAULT');
+  const depth = cmd.veventq_depth;
   if (!depth || depth > VEVENTQ_MAX_DEPTH) errno('EINVAL', `veventq_depth ${depth} not in [1, ${VEVENTQ_MAX_DEPTH}]`);
-  getViommu(ictx, n32(cmd.viommu_id));
+  getViommu(ictx, cmd.viommu_id);
 }

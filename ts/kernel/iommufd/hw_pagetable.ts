@@ -5,7 +5,7 @@ import { errno, KernelError } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import { PAGE_SIZE } from '../mm.js';
 import { ULONG_MAX } from './io_pagetable.js';
-import { HwptPaging, Ioas, n32, n64, type IommufdCtx, type IommufdDevice, type Ucmd } from './private.js';
+import { HwptPaging, Ioas, type IommufdCtx, type IommufdDevice, type Ucmd } from './private.js';
 
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 
@@ -52,12 +52,12 @@ export function hwptPagingAlloc(ictx: IommufdCtx, ioas: Ioas, idev: IommufdDevic
 /** IOMMU_HWPT_ALLOC (`iommufd_hwpt_alloc`). */
 export function hwptAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_hwpt_alloc>): void {
   const { cmd } = ucmd;
-  const flags = n32(cmd.flags);
-  const dataType = n32(cmd.data_type);
+  const flags = cmd.flags;
+  const dataType = cmd.data_type;
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
   if ((dataType === U.IOMMU_HWPT_DATA_NONE) !== !cmd.data_len) errno('EINVAL', 'data_type and data_len disagree');
-  const idev = ictx.getObject<IommufdDevice>(n32(cmd.dev_id), 'DEVICE');
-  const pt = ictx.objects.get(n32(cmd.pt_id));
+  const idev = ictx.getObject<IommufdDevice>(cmd.dev_id, 'DEVICE');
+  const pt = ictx.objects.get(cmd.pt_id);
   if (!pt) errno('EINVAL', `no object with id ${cmd.pt_id}`);
   let hwpt: HwptPaging;
   if (pt instanceof Ioas) {
@@ -73,7 +73,7 @@ export function hwptAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_hwpt_alloc
   try {
     if (flags & U.IOMMU_HWPT_FAULT_ID_VALID) {
       // The domain exists (the driver never saw the flag); now the queue its faults go to.
-      const fault = ictx.getObject(n32(cmd.fault_id), 'FAULT');
+      const fault = ictx.getObject(cmd.fault_id, 'FAULT');
       hwpt.fault = fault;
       fault.users++;
       hwpt.domain.iopfHandler = true;
@@ -90,19 +90,19 @@ export function hwptAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_hwpt_alloc
 /** IOMMU_HWPT_SET_DIRTY_TRACKING (`iommufd_hwpt_set_dirty_tracking`). */
 export function hwptSetDirtyTracking(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_hwpt_set_dirty_tracking>): void {
   // iommufd_hwpt_set_dirty_tracking checks the flags only, not __reserved.
-  if (n32(cmd.flags) & ~U.IOMMU_HWPT_DIRTY_TRACKING_ENABLE) errno('EOPNOTSUPP', 'unknown flags');
-  ictx.getObject<HwptPaging>(n32(cmd.hwpt_id), 'HWPT_PAGING');
+  if (cmd.flags & ~U.IOMMU_HWPT_DIRTY_TRACKING_ENABLE) errno('EOPNOTSUPP', 'unknown flags');
+  ictx.getObject<HwptPaging>(cmd.hwpt_id, 'HWPT_PAGING');
   errno('EOPNOTSUPP', 'the domain has no dirty-tracking ops');
 }
 
 /** IOMMU_HWPT_GET_DIRTY_BITMAP (`iommufd_hwpt_get_dirty_bitmap`). */
 export function hwptGetDirtyBitmap(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_hwpt_get_dirty_bitmap>): void {
-  if (n32(cmd.flags) & ~U.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
-  const hwpt = ictx.getObject<HwptPaging>(n32(cmd.hwpt_id), 'HWPT_PAGING');
+  if (cmd.flags & ~U.IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+  const hwpt = ictx.getObject<HwptPaging>(cmd.hwpt_id, 'HWPT_PAGING');
   // iommufd_check_iova_range
-  const iova = n64(cmd.iova);
-  const length = n64(cmd.length);
-  const pageSize = n64(cmd.page_size);
+  const iova = cmd.iova;
+  const length = cmd.length;
+  const pageSize = cmd.page_size;
   // A zero length is refused before length - 1 is formed.
   if (length === 0n) errno('EINVAL', 'zero length');
   const last = iova + length - 1n;
@@ -121,10 +121,10 @@ export function hwptInvalidate(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_hwpt_
   const fail = (): never => {
     if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
     // Bounds so that one call cannot pin the CPU (IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX = 1 << 19).
-    const num = n32(cmd.entry_num);
-    const len = n32(cmd.entry_len);
+    const num = cmd.entry_num;
+    const len = cmd.entry_len;
     if (num && (!cmd.data_uptr || !len || len > PAGE_SIZE || num > 1 << 19)) errno('EINVAL', 'bad entry array');
-    if (!ictx.objects.get(n32(cmd.hwpt_id))) errno('ENOENT', `no object with id ${cmd.hwpt_id}`);
+    if (!ictx.objects.get(cmd.hwpt_id)) errno('ENOENT', `no object with id ${cmd.hwpt_id}`);
     // Nested HWPTs and vIOMMUs take user invalidations; legacy mode can create neither.
     return errno('EINVAL', 'only a nested HWPT or a vIOMMU takes user invalidations');
   };

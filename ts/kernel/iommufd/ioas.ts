@@ -8,7 +8,7 @@ import type { GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
 import { PAGE_SIZE } from '../mm.js';
 import { ULONG_MAX, type IovaRange } from './io_pagetable.js';
 import { IoptPages, type AccountMode, type PagesFile, type PinAccount } from './pages.js';
-import { Ioas, n32, n64, type IommufdCtx, type Ucmd } from './private.js';
+import { Ioas, type IommufdCtx, type Ucmd } from './private.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
@@ -38,9 +38,9 @@ export function ioasAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_alloc
 export function ioasIovaRanges(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_iova_ranges>): void {
   const { cmd, u } = ucmd;
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  const ioas = ictx.ioas(n32(cmd.ioas_id));
-  const max = n32(cmd.num_iovas);
-  const ranges = n64(cmd.allowed_iovas);
+  const ioas = ictx.ioas(cmd.ioas_id);
+  const max = cmd.num_iovas;
+  const ranges = cmd.allowed_iovas;
   let num = 0;
   cmd.out_iova_alignment = ioas.iopt.iovaAlignment;
   for (const hole of ioas.iopt.allowedHoles()) {
@@ -55,10 +55,10 @@ export function ioasIovaRanges(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_
 /** IOMMU_IOAS_ALLOW_IOVAS (`iommufd_ioas_allow_iovas`). */
 export function ioasAllowIovas(ictx: IommufdCtx, { cmd, u }: Ucmd<typeof U.iommu_ioas_allow_iovas>): void {
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  const ioas = ictx.ioas(n32(cmd.ioas_id));
+  const ioas = ictx.ioas(cmd.ioas_id);
   const ranges: IovaRange[] = [];
-  const base = n64(cmd.allowed_iovas);
-  for (let i = 0; i < n32(cmd.num_iovas); i++) {
+  const base = cmd.allowed_iovas;
+  for (let i = 0; i < cmd.num_iovas; i++) {
     const b = u.read(base + BigInt(i) * 16n, 16);
     const v = new DataView(b.buffer, b.byteOffset, 16);
     const r = { start: v.getBigUint64(0, true), last: v.getBigUint64(8, true) };
@@ -72,14 +72,14 @@ export function ioasAllowIovas(ictx: IommufdCtx, { cmd, u }: Ucmd<typeof U.iommu
 /** IOMMU_IOAS_MAP (`iommufd_ioas_map`). */
 export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): void {
   const { cmd, task } = ucmd;
-  const flags = n32(cmd.flags);
+  const flags = cmd.flags;
   if (flags & ~MAP_FLAGS || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
-  const iova = n64(cmd.iova);
-  const length = n64(cmd.length);
-  const uptr = n64(cmd.user_va);
+  const iova = cmd.iova;
+  const length = cmd.length;
+  const uptr = cmd.user_va;
   if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
   if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const ioas = ictx.ioas(n32(cmd.ioas_id));
+  const ioas = ictx.ioas(cmd.ioas_id);
   // RFC patch 12: a persistent context maps guestmemfs only (here: every VMA of the range).
   const files = ictx.persistentId ? persistentFiles(task, uptr, length) : [];
   // iopt_alloc_user_pages: uptr + length must not wrap, then iopt_alloc_pages judges the length.
@@ -108,18 +108,18 @@ export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): 
 /** IOMMU_IOAS_MAP_FILE (`iommufd_ioas_map_file`). */
 export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map_file>): void {
   const { cmd, task } = ucmd;
-  const flags = n32(cmd.flags);
+  const flags = cmd.flags;
   if (flags & ~MAP_FLAGS) errno('EOPNOTSUPP', 'unknown flags');
-  const iova = n64(cmd.iova);
-  const length = n64(cmd.length);
-  const fstart = n64(cmd.start);
+  const iova = cmd.iova;
+  const length = cmd.length;
+  const fstart = cmd.start;
   if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
   if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const ioas = ictx.ioas(n32(cmd.ioas_id));
+  const ioas = ictx.ioas(cmd.ioas_id);
   // iopt_map_file_pages: the range is judged before the fd is looked up.
   if (length === 0n) errno('EINVAL', 'zero length');
   if (fstart + length - 1n > ULONG_MAX) errno('EOVERFLOW', 'start + length - 1 overflows');
-  const file = task.fget(n32(cmd.fd));
+  const file = task.fget(cmd.fd);
   try {
     // Any file is taken: whether it can be pinned (shmem, within i_size) is only known when a
     // domain needs its pages (memfd_pin_folios), so without one even a non-memfd maps.
@@ -153,18 +153,18 @@ export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map
 /** IOMMU_IOAS_COPY (`iommufd_ioas_copy`). */
 export function ioasCopy(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_copy>): void {
   const { cmd } = ucmd;
-  const flags = n32(cmd.flags);
+  const flags = cmd.flags;
   if (flags & ~MAP_FLAGS) errno('EOPNOTSUPP', 'unknown flags');
-  const length = n64(cmd.length);
-  const src = n64(cmd.src_iova);
-  const dst = n64(cmd.dst_iova);
+  const length = cmd.length;
+  const src = cmd.src_iova;
+  const dst = cmd.dst_iova;
   if (length >= ULONG_MAX || src >= ULONG_MAX || dst >= ULONG_MAX) errno('EOVERFLOW', 'length or iova too large');
   if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const srcIoas = ictx.ioas(n32(cmd.src_ioas_id));
+  const srcIoas = ictx.ioas(cmd.src_ioas_id);
   const list = srcIoas.iopt.getPages(src, length);
   for (const e of list) e.pages.get();
   try {
-    const dstIoas = ictx.ioas(n32(cmd.dst_ioas_id));
+    const dstIoas = ictx.ioas(cmd.dst_ioas_id);
     cmd.dst_iova = dstIoas.iopt.mapPages(list, length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? dst : null, iommuProt(flags));
     ictx.respond(ucmd);
   } finally {
@@ -175,9 +175,9 @@ export function ioasCopy(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_copy>)
 /** IOMMU_IOAS_UNMAP (`iommufd_ioas_unmap`). */
 export function ioasUnmap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_unmap>): void {
   const { cmd } = ucmd;
-  const ioas = ictx.ioas(n32(cmd.ioas_id));
-  const iova = n64(cmd.iova);
-  const length = n64(cmd.length);
+  const ioas = ictx.ioas(cmd.ioas_id);
+  const iova = cmd.iova;
+  const length = cmd.length;
   let unmapped: bigint;
   if (iova === 0n && length === U64_MAX) {
     unmapped = ioas.iopt.unmapRange(0n, ULONG_MAX).unmapped;
@@ -198,14 +198,14 @@ export function ioasUnmap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_unmap
 export function vfioIoas(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_vfio_ioas>): void {
   const { cmd } = ucmd;
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  switch (n32(cmd.op)) {
+  switch (cmd.op) {
     case U.IOMMU_VFIO_IOAS_GET:
       if (!ictx.vfioIoas) errno('ENODEV', 'no compat IOAS');
       cmd.ioas_id = ictx.vfioIoas.id;
       ictx.respond(ucmd);
       return;
     case U.IOMMU_VFIO_IOAS_SET:
-      ictx.vfioIoas = ictx.ioas(n32(cmd.ioas_id));
+      ictx.vfioIoas = ictx.ioas(cmd.ioas_id);
       return;
     case U.IOMMU_VFIO_IOAS_CLEAR:
       ictx.vfioIoas = null;

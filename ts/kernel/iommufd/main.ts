@@ -13,7 +13,7 @@ import { faultAlloc, veventqAlloc } from './eventq.js';
 import { hwptAlloc, hwptGetDirtyBitmap, hwptInvalidate, hwptSetDirtyTracking } from './hw_pagetable.js';
 import { ioasAlloc, ioasAllowIovas, ioasChangeProcess, ioasCopy, ioasIovaRanges, ioasMap, ioasMapFile, ioasNoiommuGetPa, ioasUnmap, vfioIoas } from './ioas.js';
 import { PinAccount, type AccountMode } from './pages.js';
-import { n32, n64, type Ioas, type IommufdCtx, type IommufdHandler, type IommufdObject, type IommufdSubsystem, type Ucmd } from './private.js';
+import { type Ioas, type IommufdCtx, type IommufdHandler, type IommufdObject, type IommufdSubsystem, type Ucmd } from './private.js';
 import { hwQueueAlloc, vdeviceAlloc, viommuAlloc } from './viommu.js';
 
 /**
@@ -161,15 +161,15 @@ export class IommufdFile extends File implements IommufdCtx {
 
 /** IOMMU_DESTROY (`iommufd_destroy`). */
 export function destroy(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_destroy>): void {
-  ictx.remove(n32(cmd.id));
+  ictx.remove(cmd.id);
 }
 
 /** IOMMU_OPTION (`iommufd_option`). */
 export function option(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_option>): void {
   const { cmd, task, u } = ucmd;
   if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  const op = n32(cmd.op);
-  switch (n32(cmd.option_id)) {
+  const op = cmd.op;
+  switch (cmd.option_id) {
     case U.IOMMU_OPTION_RLIMIT_MODE:
       if (cmd.object_id) errno('EOPNOTSUPP', 'RLIMIT_MODE is global: object_id must be 0');
       if (op === U.IOMMU_OPTION_OP_GET) cmd.val64 = BigInt(ictx.accountMode);
@@ -181,7 +181,7 @@ export function option(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_option>): voi
       } else errno('EOPNOTSUPP', 'bad op');
       break;
     case U.IOMMU_OPTION_HUGE_PAGES: {
-      const ioas = ictx.ioas(n32(cmd.object_id));
+      const ioas = ictx.ioas(cmd.object_id);
       if (op === U.IOMMU_OPTION_OP_GET) cmd.val64 = ioas.iopt.disableLargePages ? 0n : 1n;
       else if (op === U.IOMMU_OPTION_OP_SET) {
         if (cmd.val64 === 0n) ioas.iopt.disableLarge();
@@ -213,7 +213,7 @@ export function option(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_option>): voi
   }
   // Only val64 is copied back.
   const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, n64(cmd.val64), true);
+  new DataView(b.buffer).setBigUint64(0, cmd.val64, true);
   u.write(ucmd.ubuffer + 16n, b);
 }
 

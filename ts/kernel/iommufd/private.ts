@@ -35,9 +35,6 @@ export interface Ucmd<L extends StructLayout = StructLayout> {
   cmd: StructFields<L>;
 }
 
-export const n32 = (v: number | bigint): number => Number(v);
-export const n64 = (v: number | bigint): bigint => BigInt(v);
-
 /** An ioctl handler (`op->execute`). */
 export type IommufdHandler<L extends StructLayout = StructLayout> = (ictx: IommufdCtx, ucmd: Ucmd<L>) => void;
 

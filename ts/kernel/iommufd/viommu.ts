@@ -9,7 +9,7 @@
 // modelled.
 import { errno } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
-import { n32, n64, type IommufdCtx, type Ucmd } from './private.js';
+import { type IommufdCtx, type Ucmd } from './private.js';
 
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 
@@ -22,8 +22,8 @@ export function getViommu(ictx: IommufdCtx, id: number): never {
 /** IOMMU_VIOMMU_ALLOC (`iommufd_viommu_alloc_ioctl`). */
 export function viommuAlloc(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_viommu_alloc>): void {
   // Neither __reserved nor the driver data is looked at before the driver; hwpt_id only after it.
-  if (cmd.flags || n32(cmd.type) === U.IOMMU_VIOMMU_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags must be 0 and type not DEFAULT');
-  ictx.getObject(n32(cmd.dev_id), 'DEVICE');
+  if (cmd.flags || cmd.type === U.IOMMU_VIOMMU_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags must be 0 and type not DEFAULT');
+  ictx.getObject(cmd.dev_id, 'DEVICE');
   // iommufd_device_get_iommu_dev is the VT-d unit; its ops lack get_viommu_size / viommu_init.
   errno('EOPNOTSUPP', 'the Intel IOMMU driver has no vIOMMU support');
 }
@@ -31,14 +31,14 @@ export function viommuAlloc(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_viomm
 /** IOMMU_VDEVICE_ALLOC (`iommufd_vdevice_alloc_ioctl`). */
 export function vdeviceAlloc(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_vdevice_alloc>): void {
   // virt_id > ULONG_MAX (it indexes an xarray) is EINVAL, which no u64 is on a 64-bit kernel.
-  getViommu(ictx, n32(cmd.viommu_id));
+  getViommu(ictx, cmd.viommu_id);
 }
 
 /** IOMMU_HW_QUEUE_ALLOC (`iommufd_hw_queue_alloc_ioctl`). */
 export function hwQueueAlloc(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_hw_queue_alloc>): void {
-  if (cmd.flags || n32(cmd.type) === U.IOMMU_HW_QUEUE_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags must be 0 and type not DEFAULT');
-  const length = n64(cmd.length);
+  if (cmd.flags || cmd.type === U.IOMMU_HW_QUEUE_TYPE_DEFAULT) errno('EOPNOTSUPP', 'flags must be 0 and type not DEFAULT');
+  const length = cmd.length;
   if (!length) errno('EINVAL', 'zero length');
-  if (n64(cmd.nesting_parent_iova) + length - 1n > U64_MAX) errno('EOVERFLOW', 'nesting_parent_iova + length - 1 overflows');
-  getViommu(ictx, n32(cmd.viommu_id));
+  if (cmd.nesting_parent_iova + length - 1n > U64_MAX) errno('EOVERFLOW', 'nesting_parent_iova + length - 1 overflows');
+  getViommu(ictx, cmd.viommu_id);
 }

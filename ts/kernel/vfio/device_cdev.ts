@@ -70,19 +70,16 @@ export class VfioDeviceFile extends File {
   private bind(task: Task, u: Uaccess, arg: bigint): number {
     const argsz = u.getU32(arg);
     if (argsz < V.VFIO_BIND_MINSZ) errno('EINVAL', 'argsz below minsz');
-    // copy_struct_from_user: what argsz covers, zero-extended; past the struct it must be zero.
-    const size = V.vfio_device_bind_iommufd.size;
-    if (argsz > size && !u.isZeroed(arg + BigInt(size), argsz - size)) errno('E2BIG', 'non-zero bytes past the struct');
-    const bind = u.copyStruct(arg, V.vfio_device_bind_iommufd, Math.min(argsz, size));
-    if ((bind.flags as number) & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN || (bind.iommufd as number) < 0) errno('EINVAL', 'flags or iommufd');
+    const bind = u.copyStruct(arg, V.vfio_device_bind_iommufd, argsz);
+    if (bind.flags & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN || bind.iommufd < 0) errno('EINVAL', 'flags or iommufd');
     if (this.bound) errno('EINVAL', 'already bound');
-    if ((bind.flags as number) & V.VFIO_DEVICE_BIND_FLAG_TOKEN) {
+    if (bind.flags & V.VFIO_DEVICE_BIND_FLAG_TOKEN) {
       // vfio_df_check_token: the UUID is copied in, then vfio-pci's match_token_uuid refuses it
       // for a function that is neither a VF nor a PF with VFs ("incorrectly provided").
-      u.read(BigInt(bind.token_uuid_ptr as bigint), 16);
+      u.read(bind.token_uuid_ptr, 16);
       errno('EINVAL', 'a VF token for a device that is neither a VF nor a PF');
     }
-    const file = task.fget(bind.iommufd as number);
+    const file = task.fget(bind.iommufd);
     if (!(file instanceof IommufdFile)) {
       file.put();
       errno('EBADFD', 'not an iommufd');
@@ -118,18 +115,18 @@ export class VfioDeviceFile extends File {
    */
   private attachPt(u: Uaccess, arg: bigint): number {
     const attach = u.copyStruct(arg, V.vfio_device_attach_iommufd_pt, V.VFIO_ATTACH_MINSZ);
-    if ((attach.argsz as number) < V.VFIO_ATTACH_MINSZ) errno('EINVAL', 'argsz too small');
-    if ((attach.flags as number) & ~V.VFIO_DEVICE_ATTACH_PASID) errno('EINVAL', 'unknown flags');
-    if ((attach.flags as number) & V.VFIO_DEVICE_ATTACH_PASID) {
-      if ((attach.argsz as number) < V.vfio_device_attach_iommufd_pt.size) errno('EINVAL', 'argsz does not cover pasid');
+    if (attach.argsz < V.VFIO_ATTACH_MINSZ) errno('EINVAL', 'argsz too small');
+    if (attach.flags & ~V.VFIO_DEVICE_ATTACH_PASID) errno('EINVAL', 'unknown flags');
+    if (attach.flags & V.VFIO_DEVICE_ATTACH_PASID) {
+      if (attach.argsz < V.vfio_device_attach_iommufd_pt.size) errno('EINVAL', 'argsz does not cover pasid');
       const pasid = u.getU32(arg + 12n);
       let id: number;
       if (this.pasids.has(pasid)) {
-        id = deviceChangePt(this.idev!, attach.pt_id as number, true, pasid);
+        id = deviceChangePt(this.idev!, attach.pt_id, true, pasid);
       } else {
         this.pasids.add(pasid);
         try {
-          id = deviceChangePt(this.idev!, attach.pt_id as number, false, pasid);
+          id = deviceChangePt(this.idev!, attach.pt_id, false, pasid);
         } catch (e) {
           this.pasids.delete(pasid);
           throw e;
@@ -138,7 +135,7 @@ export class VfioDeviceFile extends File {
       putU32(u, arg + 8n, id);
       return 0;
     }
-    const id = deviceChangePt(this.idev!, attach.pt_id as number, this.attached);
+    const id = deviceChangePt(this.idev!, attach.pt_id, this.attached);
     this.attached = true;
     try {
       putU32(u, arg + 8n, id);
@@ -152,10 +149,10 @@ export class VfioDeviceFile extends File {
   /** `vfio_df_ioctl_detach_pt`. */
   private detachPt(u: Uaccess, arg: bigint): number {
     const detach = u.copyStruct(arg, V.vfio_device_detach_iommufd_pt, V.VFIO_DETACH_MINSZ);
-    if ((detach.argsz as number) < V.VFIO_DETACH_MINSZ) errno('EINVAL', 'argsz too small');
-    if ((detach.flags as number) & ~V.VFIO_DEVICE_DETACH_PASID) errno('EINVAL', 'unknown flags');
-    if ((detach.flags as number) & V.VFIO_DEVICE_DETACH_PASID) {
-      if ((detach.argsz as number) < V.vfio_device_detach_iommufd_pt.size) errno('EINVAL', 'argsz does not cover pasid');
+    if (detach.argsz < V.VFIO_DETACH_MINSZ) errno('EINVAL', 'argsz too small');
+    if (detach.flags & ~V.VFIO_DEVICE_DETACH_PASID) errno('EINVAL', 'unknown flags');
+    if (detach.flags & V.VFIO_DEVICE_DETACH_PASID) {
+      if (detach.argsz < V.vfio_device_detach_iommufd_pt.size) errno('EINVAL', 'argsz does not cover pasid');
       const pasid = u.getU32(arg + 8n);
       // A PASID VFIO did not attach is nothing to detach.
       if (this.pasids.delete(pasid)) deviceDetach(this.idev!, pasid);
