@@ -22,6 +22,7 @@ import {
   PROT_WRITE,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  claimPersistentIommufd,
   createGuestRam,
   createPersistentVm,
   type FdtNode,
@@ -185,17 +186,8 @@ export function liveUpdate(p: Process, cmdline?: string): void {
   p.reboot(LINUX_REBOOT_CMD_KEXEC);
 }
 
-/** Reads /sys/kernel/iommufd_persisted/<id>/iommufd: returns the fd it prints. */
-export function claim(p: Process, pid: number): number {
-  const f = p.open(`/sys/kernel/iommufd_persisted/${pid}/iommufd`, O_RDONLY);
-  try {
-    const s = dec(p.read(f, 64));
-    expect(s).toMatch(/^\d+\n$/);
-    return Number(s);
-  } finally {
-    p.close(f);
-  }
-}
+/** Reads /sys/kernel/iommufd_persisted/<id>/iommufd: returns the fd it prints ("N\n"). */
+export const claim = claimPersistentIommufd;
 
 /** The VMM's side after the jump: claim the iommufd, re-open vfio0, bind and attach to `ptId`. */
 export function reattach(p: Process, pid: number, ptId = 1): { fd: number; dev: number; hwpt: number } {

@@ -5,12 +5,12 @@
 import {
   Host,
   LINUX_REBOOT_CMD_KEXEC,
-  O_RDONLY,
   O_RDWR,
   O_WRONLY,
   PhysicalMemory,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  claimPersistentIommufd,
   createGuestRam,
   createPersistentVm,
   decodeFdt,
@@ -47,9 +47,7 @@ function liveUpdate(p) {
 
 /** The VMM after the jump: claim the persisted iommufd, re-open the device, bind and attach. */
 function reattach(p, pid) {
-  const f = p.open(`/sys/kernel/iommufd_persisted/${pid}/iommufd`, O_RDONLY);
-  const fd = Number(new TextDecoder().decode(p.read(f, 64)));
-  p.close(f);
+  const fd = claimPersistentIommufd(p, pid);
   const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
   p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
   p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: 1 });

@@ -42,6 +42,7 @@ import {
   O_WRONLY,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  claimPersistentIommufd,
   createGuestRam,
   createPersistentVm,
 } from '../dist/index.js';
@@ -62,7 +63,6 @@ const IOVA = 1n << 32n;
 const KHO_DT_MAX = 10 << 20;
 const MAP_RW = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
 const TRAFFIC_PAGES_PER_STEP = 4;
-const dec = new TextDecoder();
 const started = hr();
 
 const median = (a) => {
@@ -194,8 +194,7 @@ for (const cfg of SIZES) {
     p.reboot(LINUX_REBOOT_CMD_KEXEC);
     const t2 = hr();
     p = host.kernel.spawn();
-    const rd = p.open('/sys/kernel/iommufd_persisted/1/iommufd', O_RDONLY);
-    fd = Number(dec.decode(p.read(rd, 64)));
+    fd = claimPersistentIommufd(p, 1);
     const t3 = hr();
     const d = p.open('/dev/vfio/devices/vfio0', O_RDWR);
     p.ioctl(d, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
@@ -207,7 +206,6 @@ for (const cfg of SIZES) {
     if (hwptId === null) hwptId = got; // first update: attaching to the IOAS resolves to its restored auto HWPT
     check(got === hwptId, `ATTACH answered pt_id ${got}, the restored HWPT is ${hwptId}`);
     host.phase('vmm-reattach'); // DMA through the re-attached device (traffic, if on)
-    p.close(rd);
     const ph = { kho: Number(t1 - t0), kexec: Number(t2 - t1), claim: Number(t3 - t2), rebind: Number(t4 - t3), ...phaseDeltas(host, tl0) };
     return [Number(t4 - t0), ph];
   };

@@ -17,6 +17,7 @@ import {
   IOMMU_OPTION_PERSISTENT,
   MAP_SHARED,
   O_CREAT,
+  O_RDONLY,
   O_RDWR,
   PROT_READ,
   PROT_WRITE,
@@ -157,4 +158,20 @@ export function attachVfioDevice(vm: PersistentVm, n: number): VmDevice {
   const dev = { vfio: n, fd, devId, hwptId };
   vm.devices.push(dev);
   return dev;
+}
+
+/**
+ * After a kexec, the VMM's claim of its persistent iommufd: reads
+ * `/sys/kernel/iommufd_persisted/<persistentId>/iommufd`, which installs the re-hydrated context
+ * in `p` and prints its fd ("N\n"). The attribute's own fd is closed again.
+ */
+export function claimPersistentIommufd(p: Process, persistentId: number): number {
+  const f = p.open(`/sys/kernel/iommufd_persisted/${persistentId}/iommufd`, O_RDONLY);
+  try {
+    const text = new TextDecoder().decode(p.read(f, 64));
+    if (!/^\d+\n$/.test(text)) throw new Error(`iommufd_persisted/${persistentId}/iommufd read ${JSON.stringify(text)}, not an fd`);
+    return Number(text);
+  } finally {
+    p.close(f);
+  }
 }

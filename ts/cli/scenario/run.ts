@@ -13,6 +13,7 @@ import {
   PROT_WRITE,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  claimPersistentIommufd,
   type Host,
   type Kernel,
 } from '../../index.js';
@@ -22,7 +23,6 @@ import { GUEST_IOVA, type ProgressFn, type ScenarioConfig } from './config.js';
 import { deviceResult, simulationResult, updateResult, type Check, type DeviceResult, type SimulationResult, type UpdateResult } from './results.js';
 import { setUp, type ScenarioHost, type VmState } from './setup.js';
 
-const dec = new TextDecoder();
 
 type CheckFn = (name: string, ok: boolean, detail: string) => void;
 
@@ -109,7 +109,7 @@ function reclaimVm(s: ScenarioHost, gen: Kernel, c: ScenarioConfig, u: number, v
   const vmm = gen.spawn();
   let fd: number;
   try {
-    fd = Number(dec.decode(vmm.read(vmm.open(`/sys/kernel/iommufd_persisted/${vm.persistentId}/iommufd`, O_RDONLY), 32)));
+    fd = claimPersistentIommufd(vmm, vm.persistentId);
   } catch (e) {
     check(`update ${u}: ${vm.name} re-claims iommufd ${vm.persistentId}`, false, errorText(e));
     return;

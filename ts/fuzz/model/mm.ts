@@ -158,9 +158,8 @@ export function allPages(m: ModelState): Set<MPages> {
   return s;
 }
 
-/** host.kernel.pinnedPages(): every pinned page of every iopt_pages of a claimed context. */
-export function pinnedPages(m: ModelState): number {
-  let n = 0;
+/** Every iopt_pages of the IOASes of claimed contexts, once each (areas may share one). */
+function* claimedPages(m: ModelState): Generator<MPages> {
   const seen = new Set<MPages>();
   for (const ctx of m.liveCtxs()) {
     if (!ctx.claimed) continue;
@@ -169,28 +168,23 @@ export function pinnedPages(m: ModelState): number {
       for (const a of o.areas) {
         if (seen.has(a.pages)) continue;
         seen.add(a.pages);
-        n += a.pages.res.size;
+        yield a.pages;
       }
     }
   }
+}
+
+/** host.kernel.pinnedPages(): every pinned page of every iopt_pages of a claimed context. */
+export function pinnedPages(m: ModelState): number {
+  let n = 0;
+  for (const pages of claimedPages(m)) n += pages.res.size;
   return n;
 }
 
 /** Pin count of one backing page (p.pinCount). */
 export function pinCountOf(m: ModelState, pageId: number): number {
   let n = 0;
-  const seen = new Set<MPages>();
-  for (const ctx of m.liveCtxs()) {
-    if (!ctx.claimed) continue;
-    for (const o of ctx.objs.values()) {
-      if (o.t !== 'ioas') continue;
-      for (const a of o.areas) {
-        if (seen.has(a.pages)) continue;
-        seen.add(a.pages);
-        for (const v of a.pages.res.values()) if (v === pageId) n++;
-      }
-    }
-  }
+  for (const pages of claimedPages(m)) for (const v of pages.res.values()) if (v === pageId) n++;
   return n;
 }
 
