@@ -171,7 +171,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
    */
   reentrancy(): string | null {
     const host = this.hw.busy?.() ?? null;
-    // `kho` is unset only while the constructor builds it.
+    // `kho` is unset until boot() builds it.
     return this.kho ? this.kho.reentrancy(host) : host;
   }
 

@@ -1,6 +1,7 @@
 // A process: credentials, an fd table, an address space, and the syscall surface. Every call
 // either returns what the kernel returns or throws a SyscallError with the kernel's errno.
 import { invalidArgType, invalidArgValue } from '../errors.js';
+import type { PhysicalMemory } from '../hw/memory.js';
 import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import { UAPI_IOCTLS, type AnyIoctlRequest, type IoctlRequest, type IoctlResult, type UnknownFields } from '../uapi/ioctl.js';
 import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
@@ -10,11 +11,9 @@ import { ALL_CAPABILITIES } from './cred.js';
 import { File, Uaccess, type Task } from './file.js';
 import { MemfdFile } from './memfd.js';
 import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing, type PageRefs } from './mm.js';
-import type { PhysicalMemory } from '../hw/memory.js';
 import { internalError, isCallbackError } from './reentrancy.js';
 
 const PAGE = BigInt(PAGE_SIZE);
-
 
 /** Which count field sizes an array pointer field (`allowed_iovas` ↔ `num_iovas`). */
 const ARRAY_COUNT: Record<string, string> = { allowed_iovas: 'num_iovas' };
