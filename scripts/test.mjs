@@ -71,6 +71,17 @@ for (const [cmd, args] of [
   }
 }
 
+// The loader and types `napi build` generates are committed; in CI (a clean clone, where the build
+// above regenerated them) they must not have drifted from the Rust source.
+if (process.env.CI === 'true' && spawnSync('git', ['rev-parse', '--git-dir'], { cwd: root }).status === 0) {
+  const drift = spawnSync('git', ['diff', '--exit-code', '--stat', '--', 'native/index.cjs', 'native/index.d.cts'], { cwd: root, stdio: 'inherit' });
+  if (drift.status !== 0) {
+    console.error('[test] native/index.cjs or native/index.d.cts differ from what `napi build` generates: run `npm run build` and commit them');
+    ok = false;
+    total.failed += 1;
+  }
+}
+
 // (b) Rust: sum every libtest `test result:` line (unit, integration and doc tests).
 const rust = { passed: 0, failed: 0, skipped: 0 };
 const rustCode = await run(process.env.CARGO || 'cargo', ['test', '--workspace'], (line) => {

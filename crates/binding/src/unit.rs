@@ -239,7 +239,7 @@ impl NativeUnit {
     /// Batch translation: `out[i]` = PA or 2^64-1, `faults[i]` = reason or 0. Returns how many
     /// faulted.
     #[napi(catch_unwind)]
-    pub fn translate(&mut self, sid: u32, iovas: &[u64], out: U64Out, write: bool, faults: Option<U8Out>) -> Result<u32, Code> {
+    pub fn translate(&mut self, sid: u32, iovas: &[u64], #[napi(ts_arg_type = "BigUint64Array")] out: U64Out, write: bool, #[napi(ts_arg_type = "Uint8Array | null")] faults: Option<U8Out>) -> Result<u32, Code> {
         let sid = u16_arg(sid, "sid")?;
         if out.len() < iovas.len() {
             return Err(invalid(format!("out holds {} entries, iovas {}", out.len(), iovas.len())));
@@ -303,7 +303,7 @@ impl NativeUnit {
     /// bytes before it were transferred, `buf` is untouched from it on, `lastFaultIova` is
     /// where it starts.
     #[napi(catch_unwind)]
-    pub fn dma_read(&mut self, sid: u32, iova: BigInt, buf: U8Out) -> Result<u32, Code> {
+    pub fn dma_read(&mut self, sid: u32, iova: BigInt, #[napi(ts_arg_type = "Uint8Array")] buf: U8Out) -> Result<u32, Code> {
         let (sid, iova) = dma_args(sid, &iova, buf.len())?;
         let r = self.unit.dma_read(&self.mem.borrow(), sid, iova, buf);
         self.dma_done(r)
@@ -386,7 +386,7 @@ impl NativeUnit {
 
     /// IOTLB invalidation: granularity "global" | "domain" | "page"; returns the granularity
     /// performed.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, ts_return_type = "'global' | 'domain' | 'page'")]
     pub fn invalidate_iotlb(&mut self, granularity: String, did: u32, addr: BigInt, am: u32, ih: bool) -> Result<&'static str, Code> {
         let did = u16_arg(did, "did")?;
         let req = match granularity.as_str() {
@@ -399,7 +399,7 @@ impl NativeUnit {
     }
 
     /// Flushes what `gather` collected for domain `did`, then frees its table pages.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, ts_return_type = "'global' | 'domain' | 'page'")]
     pub fn iotlb_sync(&mut self, did: u32, gather: &mut NativeGather) -> Result<&'static str, Code> {
         let did = u16_arg(did, "did")?;
         let mut mem = self.mem.borrow_mut();
