@@ -6,11 +6,10 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, root, runCli } from './cli-helpers.js';
+import { needTools } from './host-tools.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = join(root, 'test-results', 'cli-report.png');
-// Skipped only on a machine without Debian's chromium; CI (CI=true) installs it and must run this.
-const skip = !existsSync(CHROMIUM) && !process.env.CI;
 
 let tmp: string;
 beforeAll(() => {
@@ -21,7 +20,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('simulate --report', () => {
   it('renders the timeline, per-device DMA and the handover tables in headless Chromium, offline', async (ctx) => {
-    if (skip) ctx.skip(`${CHROMIUM} is not installed (apt-get install chromium); CI=true never skips this`);
+    needTools(ctx, 'chromium');
     const file = join(tmp, 'report.html');
     const jsonRun = await runCli(['simulate', '--json', '--guest-mem', '256M', '--page-size', 'mixed', '--kexecs', '2', '--report', file]);
     expect(jsonRun.code).toBe(0);

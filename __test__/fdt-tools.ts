@@ -1,54 +1,55 @@
 // The real tools the FDT tests cross-check against: dtc (device-tree-compiler) and libfdt
-// (libfdt-dev, through our tools/fdt-check.c). Missing tools fail the tests with a hint, unless
-// FDT_SKIP_TOOLS=1.
+// (libfdt-dev, through our tools/fdt-check.c). A test using them starts with
+// `needTools(ctx, 'dtc', 'libfdt')` (./host-tools.ts): missing tools fail it with the install line.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fdtToDts, type FdtLayout } from 'iommu-liveupdate';
-
-export const SKIP_TOOLS = process.env.FDT_SKIP_TOOLS === '1';
+import { missingTools } from './host-tools.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const HINT =
-  'install them with the apt-get line of .ci/run (apt-get install -y device-tree-compiler libfdt-dev build-essential), ' +
-  'or set FDT_SKIP_TOOLS=1 to skip the cross-checks';
 
 let tools: { dir: string; checker: string } | undefined;
 
-/** dtc on PATH and tools/fdt-check.c compiled against libfdt, or an Error saying how to get them. */
-export function requireTools(): { dir: string; checker: string } {
+/** tools/fdt-check.c compiled against libfdt, once per process. */
+function fdtChecker(): { dir: string; checker: string } {
   if (tools) return tools;
-  const dtc = spawnSync('dtc', ['--version'], { encoding: 'utf8' });
-  if (dtc.error || dtc.status !== 0) throw new Error(`dtc is not available (${dtc.error?.message ?? dtc.stderr}); ${HINT}`);
   const dir = mkdtempSync(join(tmpdir(), 'fdt-tools-'));
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   const checker = join(dir, 'fdt-check');
   const cc = spawnSync('cc', ['-O2', join(root, 'tools/fdt-check.c'), '-lfdt', '-o', checker], { encoding: 'utf8' });
   if (cc.error || cc.status !== 0) {
-    throw new Error(`cannot compile tools/fdt-check.c against libfdt (${cc.error?.message ?? cc.stderr.trim()}); ${HINT}`);
+    throw new Error(`cannot compile tools/fdt-check.c against libfdt (${cc.error?.message ?? cc.stderr.trim()})\n${missingTools('libfdt') ?? ''}`);
   }
   tools = { dir, checker };
   return tools;
 }
 
+/** dtc with `args`, or an Error with the install line when there is no dtc. */
+function dtc(args: string[], input: string | Uint8Array) {
+  const r = spawnSync('dtc', args, { input });
+  if (r.error) throw new Error(`cannot run dtc (${r.error.message})\n${missingTools('dtc') ?? ''}`);
+  return r;
+}
+
 /** `dtc -I dtb -O dts` of a blob. */
 export function dtcDecompile(blob: Uint8Array): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync('dtc', ['-I', 'dtb', '-O', 'dts', '-'], { input: blob, encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  const r = dtc(['-I', 'dtb', '-O', 'dts', '-'], blob);
+  return { status: r.status, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
 /** `dtc -I dts -O dtb` of DTS source. */
 export function dtcCompile(dts: string, bootCpuidPhys = 0): Uint8Array {
-  const r = spawnSync('dtc', ['-I', 'dts', '-O', 'dtb', '-b', String(bootCpuidPhys), '-'], { input: dts });
+  const r = dtc(['-I', 'dts', '-O', 'dtb', '-b', String(bootCpuidPhys), '-'], dts);
   if (r.status !== 0) throw new Error(`dtc -I dts -O dtb failed (${r.status}): ${r.stderr.toString()}\n${dts}`);
   return new Uint8Array(r.stdout);
 }
 
 /** libfdt's `fdt_check_full` verdict for each blob: `'OK'` or the error name. */
 export function libfdtCheck(blobs: Uint8Array[]): string[] {
-  const { dir, checker } = requireTools();
+  const { dir, checker } = fdtChecker();
   const files = blobs.map((b, i) => {
     const f = join(dir, `blob-${i}.dtb`);
     writeFileSync(f, b);
@@ -85,7 +86,6 @@ export class BlobLog {
  * Returns a list of failures (empty when all agree).
  */
 export function verifyWithTools(log: BlobLog): string[] {
-  requireTools();
   const failures: string[] = [];
   for (const { label, layout, blob } of log.entries) {
     const d = dtcDecompile(blob);

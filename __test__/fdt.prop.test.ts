@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { checkFdt, decodeFdt, encodeFdt, FDT_ERRNO, FdtError, fdtToDts, type FdtLayout, type FdtNode, type FdtValidation } from 'iommu-liveupdate';
-import { BlobLog, SKIP_TOOLS, libfdtCheck, verifyWithTools } from './fdt-tools.js';
+import { BlobLog, libfdtCheck, verifyWithTools } from './fdt-tools.js';
+import { needTools } from './host-tools.js';
 
 const log = new BlobLog();
 const LAYOUTS: FdtLayout[] = ['libfdt', 'dtc'];
@@ -130,7 +131,8 @@ describe('FDT property cross-checks with dtc and libfdt', () => {
   // where Debian's libfdt 1.6.1 differs from 1.8.1 (no ALIGNMENT check; a NOP after the root is
   // BADSTRUCTURE there) or the decoder is deliberately stricter (a property outside any node, a
   // structure block without nodes).
-  it.skipIf(SKIP_TOOLS)('mutated blobs: checkFdt agrees with libfdt fdt_check_full', () => {
+  it('mutated blobs: checkFdt agrees with libfdt fdt_check_full', (ctx) => {
+    needTools(ctx, 'libfdt');
     const samples = fc.sample(
       fc.tuple(tree, fc.constantFrom(...LAYOUTS), fc.array(mutation, { minLength: 1, maxLength: 3 })),
       { numRuns: 5 * RUNS, seed: 42 },
@@ -159,7 +161,8 @@ describe('FDT property cross-checks with dtc and libfdt', () => {
   });
 
 
-  it.skipIf(SKIP_TOOLS)('every random tree blob passes dtc -I dtb and fdt_check_full; our DTS is dtc\'s and compiles back to our dtc-layout bytes', () => {
+  it('every random tree blob passes dtc -I dtb and fdt_check_full; our DTS is dtc\'s and compiles back to our dtc-layout bytes', (ctx) => {
+    needTools(ctx, 'dtc', 'libfdt');
     expect(log.entries.length).toBeGreaterThanOrEqual(2 * RUNS);
     expect(verifyWithTools(log)).toEqual([]);
   });

@@ -33,7 +33,8 @@ import {
   fdtToDts,
   type Process,
 } from 'iommu-liveupdate';
-import { SKIP_TOOLS, dtcCompile, dtcDecompile, libfdtCheck } from './fdt-tools.js';
+import { dtcCompile, dtcDecompile, libfdtCheck } from './fdt-tools.js';
+import { needTools } from './host-tools.js';
 import {
   BDF0,
   BDF1,
@@ -235,7 +236,8 @@ describe('/sys/kernel/kho: activation, permissions, abort', () => {
 });
 
 describe('the KHO blob', () => {
-  it.skipIf(SKIP_TOOLS)('decodes with dtc -I dtb -O dts (and libfdt fdt_check_full); dtc sees the RFC layout', () => {
+  it('decodes with dtc -I dtb -O dts (and libfdt fdt_check_full); dtc sees the RFC layout', (ctx) => {
+    needTools(ctx, 'dtc', 'libfdt');
     const vm = bootVm();
     khoWrite(vm.p, '1');
     const blob = readDt(vm.p);

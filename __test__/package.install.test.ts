@@ -8,6 +8,7 @@ import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readmePrograms, tidy, TS } from './readme-blocks.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'iommu-liveupdate-pack-'));
@@ -20,12 +21,14 @@ const pathWithoutRust = (process.env.PATH ?? '')
   .join(delimiter);
 const env = { ...process.env, PATH: pathWithoutRust, CARGO: undefined, npm_config_prefer_offline: 'true' };
 
-/** The first ```ts block of the README, transpiled to a module the scratch project can run. */
-function firstReadmeExample(): string {
-  const readme = readFileSync(join(root, 'README.md'), 'utf8');
-  const block = /^```ts\n([\s\S]*?)^```$/m.exec(readme);
-  if (!block) throw new Error('README.md has no ```ts block');
-  return ts.transpileModule(block[1]!, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
+/** The README's first program and what it prints; TypeScript is transpiled for the scratch project, which has no tsx. */
+function firstReadmeExample(): { code: string; stdout: string | undefined } {
+  const [first] = readmePrograms(readFileSync(join(root, 'README.md'), 'utf8'));
+  if (!first) throw new Error('README.md has no program block');
+  const code = TS.includes(first.lang)
+    ? ts.transpileModule(first.code, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText
+    : first.code;
+  return { code, stdout: first.stdout };
 }
 
 let tarballs: string[] = [];
@@ -67,10 +70,13 @@ describe('release tarballs, installed with no Rust toolchain', () => {
   });
 
   it("runs the README's first example and the fuzz entry point from the scratch project", () => {
-    writeFileSync(join(scratch, 'example.mjs'), firstReadmeExample());
-    const example = spawnSync(process.execPath, ['example.mjs'], { cwd: scratch, env, encoding: 'utf8' });
+    const { code, stdout } = firstReadmeExample();
+    writeFileSync(join(scratch, 'example.mjs'), code);
+    const example = spawnSync(process.execPath, ['example.mjs'], { cwd: scratch, env: { ...env, NO_COLOR: '1' }, encoding: 'utf8' });
     expect(example.stderr).toBe('');
     expect(example.status).toBe(0);
+    expect(stdout).toBeDefined();
+    expect(tidy(example.stdout)).toBe(tidy(stdout!));
     // ./fuzz imports fast-check: a dependency of the package, not only of its tests.
     const fuzz = spawnSync(process.execPath, ['--input-type=module', '-e', "import('iommu-liveupdate/fuzz').then((m) => console.log(Object.keys(m).length > 0))"], {
       cwd: scratch,

@@ -1,6 +1,6 @@
 /* fdt-check: runs libfdt's fdt_check_full on each file given and prints one line per file,
  * "OK" or the libfdt error name (FDT_ERR_TRUNCATED, ...). Exits 1 if any file failed, 2 on
- * I/O errors. Used by __test__/fdt.tools.test.ts:  cc -O2 tools/fdt-check.c -lfdt -o <tmp>
+ * I/O errors. Used by __test__/fdt-tools.ts:  cc -O2 tools/fdt-check.c -lfdt -o <tmp>
  */
 #include <libfdt.h>
 #include <stdio.h>
