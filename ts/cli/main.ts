@@ -189,7 +189,20 @@ function program(): Command {
   return p;
 }
 
+/**
+ * A reader that stops early (`inspect kho.dtb | head -1`) closes the pipe: what is left to print
+ * has nowhere to go, which is not an error. Drop it quietly, as Unix tools do, and keep the exit
+ * code the command earned; any other write error still surfaces.
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
+}
+
 function main(argv: string[]): void {
+  quietOnClosedPipe(process.stdout);
+  quietOnClosedPipe(process.stderr);
   try {
     program().parse(argv);
   } catch (e) {
