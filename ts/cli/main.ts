@@ -2,7 +2,7 @@
 // `iommu-liveupdate`: the command line. `simulate` runs a live update with DMA persistence on a
 // simulated host and says whether DMA survived it; `inspect` reads a KHO handover blob back.
 // Exit codes: 0 all good, 1 a check failed (or the blob is bad), 2 a usage error.
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { decodeFdt, FdtError, fdtToDts, version } from '../index.js';
@@ -51,23 +51,62 @@ class Progress {
   }
 }
 
-/** An output file's directory must exist before minutes of simulation, not after. */
+/** `EACCES: permission denied` from a Node fs error (its message without the call and path). */
+function osReason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return /^[A-Z0-9]+: [^,]+/.exec(err.message)?.[0] ?? err.code ?? err.message;
+}
+
+/** The nearest ancestor of `dir` that exists but is not a directory, if any. */
+function notADirectory(dir: string): string | null {
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      return statSync(d).isDirectory() ? null : d;
+    } catch {
+      if (d === dirname(d)) return null;
+    }
+  }
+}
+
+/**
+ * An output file must be writable before minutes of simulation, not after: not a directory, in
+ * a directory that exists, and either an existing file we may write or a new one we could create
+ * (tried, then removed). Anything else is a usage error naming the flag, the path and the errno.
+ */
 function outputPath(flag: string, file: string | undefined): string | undefined {
   if (file === undefined) return undefined;
   const path = resolve(file);
-  let st;
+  const dir = dirname(path);
+  let st: Stats | null = null;
   try {
-    st = statSync(dirname(path));
+    st = statSync(path);
   } catch {
-    throw new UsageError(`${flag} ${file}: directory ${dirname(path)} does not exist`);
+    // A new file, or a directory that is missing or is not one: the probe below says which.
   }
-  if (!st.isDirectory()) throw new UsageError(`${flag} ${file}: ${dirname(path)} is not a directory`);
+  if (st?.isDirectory()) throw new UsageError(`${flag} ${file}: is a directory (EISDIR)`);
   try {
-    if (statSync(path).isDirectory()) throw new UsageError(`${flag} ${file}: is a directory`);
+    if (st) accessSync(path, constants.W_OK);
+    else closeSync(openSync(path, 'wx'));
   } catch (e) {
-    if (e instanceof UsageError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    const blocker = notADirectory(dir);
+    if (code === 'ENOTDIR' && blocker) throw new UsageError(`${flag} ${file}: ${blocker} is not a directory (ENOTDIR)`);
+    if (code === 'ENOENT' && !existsSync(dir)) throw new UsageError(`${flag} ${file}: directory ${dir} does not exist (ENOENT)`);
+    throw new UsageError(`${flag} ${file}: cannot ${st ? 'write it' : `create it in ${dir}`} (${osReason(e)})`);
   }
+  if (!st) unlinkSync(path);
   return path;
+}
+
+/** Writes an output file after the run; a failure (disk full, ...) is reported, and the run fails. */
+function writeOutput(flag: string, file: string, path: string, data: string | Uint8Array): boolean {
+  try {
+    writeFileSync(path, data);
+    return true;
+  } catch (e) {
+    process.stderr.write(`error: ${flag} ${file}: cannot write it (${osReason(e)})\n`);
+    return false;
+  }
 }
 
 interface SimulateFlags {
@@ -91,6 +130,7 @@ function runSimulate(f: SimulateFlags): void {
   if (!f.kho && f.dumpKho !== undefined) throw new UsageError('--dump-kho needs KHO: drop --no-kho');
   const report = outputPath('--report', f.report);
   const dump = outputPath('--dump-kho', f.dumpKho);
+  if (report !== undefined && report === dump) throw new UsageError(`--report and --dump-kho both name ${report}: give each its own file`);
   const json = !!f.json;
   const quiet = !!f.quiet;
   const log = (msg: string) => {
@@ -110,15 +150,16 @@ function runSimulate(f: SimulateFlags): void {
     process.stdout.write(`${JSON.stringify({ schemaVersion, command, tool: 'iommu-liveupdate', version, ...rest }, null, 2)}\n`);
   } else if (quiet) process.stdout.write(`${verdictLine(result, style)}\n`);
   else process.stdout.write(renderSummary(result, style));
+  let written = true;
   if (dump) {
-    writeFileSync(dump, blobs[0]!);
-    log(`wrote the KHO blob of live update 1 to ${f.dumpKho} (${blobs[0]!.length} bytes; read it with: iommu-liveupdate inspect ${f.dumpKho})`);
+    if (writeOutput('--dump-kho', f.dumpKho!, dump, blobs[0]!)) log(`wrote the KHO blob of live update 1 to ${f.dumpKho} (${blobs[0]!.length} bytes; read it with: iommu-liveupdate inspect ${f.dumpKho})`);
+    else written = false;
   }
   if (report) {
-    writeFileSync(report, renderReport(result));
-    log(`wrote the report to ${f.report}`);
+    if (writeOutput('--report', f.report!, report, renderReport(result))) log(`wrote the report to ${f.report}`);
+    else written = false;
   }
-  process.exitCode = result.verdict === 'pass' ? 0 : 1;
+  process.exitCode = result.verdict === 'pass' && written ? 0 : 1;
 }
 
 function runInspect(file: string, f: { json?: boolean }): void {
