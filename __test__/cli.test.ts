@@ -144,7 +144,7 @@ describe('iommu-liveupdate simulate', () => {
     expect(r.stdout).toMatch(/^ {2}preserved {3}2 mappings \(8 GiB\) in 2 IOASes of 2 persistent iommufds\n {14}2 domains: \d+ page-table pages/m);
     expect(r.stdout).toMatch(/KHO blob {4}[\d,]+ bytes/);
     expect(r.stdout).toMatch(/blackout {4}998\.0 ms simulated \(end of kho-dump → end of vmm-reattach\), [\d.]+ ms wall/);
-    expect(r.stdout).toMatch(/^ {2}faults {6}0 on persistent devices, [\d,]+ on non-persistent ones \(blocked\)$/m);
+    expect(r.stdout).toMatch(/^ {2}faults {6}0 on 4 persistent devices, [\d,]+ on 1 non-persistent device \(blocked\)$/m);
     expect(r.stdout).toMatch(/0000:05:00\.0 {2}host {2}nic {3}non-persistent .* blocked from shutdown/);
     expect(r.stdout).toMatch(/^checks: \d+ passed, 0 failed$/m);
     expect(r.stdout).toMatch(/^PASS: 4 persistent devices kept DMA going through 1 live update/m);
@@ -195,7 +195,25 @@ describe('iommu-liveupdate simulate', () => {
     const r = await runCli(['simulate', '--quiet', ...SMALL, '--vms', '1', '--devices', '1']);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(/^PASS: 1 persistent devices kept DMA going through 1 live update[^\n]*\n$/);
+    expect(r.stdout).toMatch(/^PASS: 1 persistent device kept DMA going through 1 live update[^\n]*\n$/);
+  });
+
+  // Every noun the CLI counts, in the plural: none of them may follow a lone 1.
+  const ONE_PLURAL = /(?<![\d,.])1 (?:persist\w+ |non-persistent )?(?:mappings|IOASes|iommufds|domains|page-table pages|root\/context table pages|ranges|devices|live updates|checks|areas|faults|mismatches|pages|bytes|transactions|blocks)\b/;
+
+  it('counts one of a thing in the singular: 1 mapping, 1 IOAS, 1 device (--vms 1 --devices 1)', async () => {
+    const file = join(tmp, 'one.dtb');
+    const r = await runCli(['simulate', ...SMALL, '--vms', '1', '--devices', '1', '--dump-kho', file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ {2}preserved {3}1 mapping \(256 MiB\) in 1 IOAS of 1 persistent iommufd\n {14}1 domain: \d+ page-table pages/m);
+    expect(r.stdout).toMatch(/^ {2}faults {6}0 on 1 persistent device, [\d,]+ on 1 non-persistent device \(blocked\)/m);
+    expect(r.stdout).toMatch(/^PASS: 1 persistent device kept DMA going through 1 live update /m);
+    const json = await runCli(['simulate', '--json', ...SMALL, '--vms', '1', '--devices', '1']);
+    const details = (JSON.parse(json.stdout) as Doc).checks.map((c) => c.detail);
+    expect(details).toContain('fd 4, IOAS 1, 1/1 device attached');
+    const inspect = await runCli(['inspect', file]);
+    expect(inspect.stdout).toMatch(/^ {2}1 persisted iommufd, 1 IOAS, 1 area \(256 MiB mapped\), 1 domain with \d+ page-table pages$/m);
+    for (const text of [r.stdout, r.stderr, ...details, inspect.stdout]) expect(text).not.toMatch(ONE_PLURAL);
   });
 
   it('exits 1 when a check fails: kexec without KHO (--no-kho) loses the persistent devices', async () => {
@@ -265,7 +283,7 @@ describe('iommu-liveupdate inspect', () => {
     const file = join(tmp, 'kho.dtb');
     const r = await runCli(['simulate', '--json', ...SMALL, '--page-size', 'mixed', '--dump-kho', file]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/wrote the KHO blob of live update 1 to .*kho\.dtb \(\d+ bytes/);
+    expect(r.stderr).toMatch(/wrote the KHO blob of live update 1 to .*kho\.dtb \([\d,]+ bytes/);
     simulated = JSON.parse(r.stdout) as Doc;
     blob = readFileSync(file);
   });

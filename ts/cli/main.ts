@@ -10,7 +10,7 @@ import { KhoFormatError, summariseKho, type KhoSummary } from './kho-summary.js'
 import { renderReport } from './report.js';
 import { checkConfig, DEFAULT_CONFIG, simulate, type PageSize, type ScenarioConfig } from './scenario/index.js';
 import { COLOUR, PLAIN, renderKho, renderSummary, verdictLine } from './text.js';
-import { formatBytes, parseCount, parseSize, parseU64 } from './units.js';
+import { formatBytes, parseCount, parseSize, parseU64, plural } from './units.js';
 
 /** A bad flag or argument: message on stderr, exit code 2. */
 class UsageError extends Error {}
@@ -152,7 +152,7 @@ function runSimulate(f: SimulateFlags): void {
   else process.stdout.write(renderSummary(result, style));
   let written = true;
   if (dump) {
-    if (writeOutput('--dump-kho', f.dumpKho!, dump, blobs[0]!)) log(`wrote the KHO blob of live update 1 to ${f.dumpKho} (${blobs[0]!.length} bytes; read it with: iommu-liveupdate inspect ${f.dumpKho})`);
+    if (writeOutput('--dump-kho', f.dumpKho!, dump, blobs[0]!)) log(`wrote the KHO blob of live update 1 to ${f.dumpKho} (${plural(blobs[0]!.length, 'byte')}; read it with: iommu-liveupdate inspect ${f.dumpKho})`);
     else written = false;
   }
   if (report) {

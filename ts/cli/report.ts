@@ -1,7 +1,7 @@
 // `simulate --report FILE.html`: one self-contained page (inline CSS, SVG and a little JS; no
 // network) with the lifecycle timeline, per-device DMA across the update and the handover tables.
 import type { SimulationResult } from './scenario/index.js';
-import { faultReason, formatBytes, group } from './units.js';
+import { faultReason, formatBytes, group, plural } from './units.js';
 
 const esc = (s: string | number) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const GEN_COLOURS = ['#4e79a7', '#f28e2b', '#59a14f', '#b07aa1', '#76b7b2', '#edc948', '#9c755f', '#e15759'];
@@ -87,21 +87,21 @@ function dmaSvg(r: SimulationResult): string {
     parts.push(`<rect class="lane-bg" x="${left}" y="${y0}" width="${plotW}" height="${laneH}"/>`);
     parts.push(`<text class="row-label" x="${left - 8}" y="${y0 + 22}" text-anchor="end">${esc(d.bdf)}</text>`);
     parts.push(`<text class="row-sub" x="${left - 8}" y="${y0 + 38}" text-anchor="end">${esc(`${d.vm ?? 'host'} ${d.kind}, ${d.persistent ? 'persistent' : 'non-persistent'}`)}</text>`);
-    parts.push(`<text class="row-sub ${d.status === 'failed' ? 'bad' : ''}" x="${left - 8}" y="${y0 + 54}" text-anchor="end">${esc(`${group(d.faults)} faults · ${d.status}`)}</text>`);
-    parts.push(`<text class="scale" x="${left + 4}" y="${y0 + 11}">${esc(`${formatBytes(maxBytes)} / ${maxFaults} faults per step`)}</text>`);
+    parts.push(`<text class="row-sub ${d.status === 'failed' ? 'bad' : ''}" x="${left - 8}" y="${y0 + 54}" text-anchor="end">${esc(`${plural(d.faults, 'fault')} · ${d.status}`)}</text>`);
+    parts.push(`<text class="scale" x="${left + 4}" y="${y0 + 11}">${esc(`${formatBytes(maxBytes)} / ${plural(maxFaults, 'fault')} per step`)}</text>`);
     for (const s of d.steps) {
       const moved = (s.pagesWritten + s.pagesVerified + s.mismatches) * 4096;
       const x0 = cx(s.timelineIndex) + 1;
       const w = Math.max(1, colW - 2);
       if (moved > 0) {
         const h = (moved / maxBytes) * barMax;
-        parts.push(`<rect class="bytes" data-index="${s.timelineIndex}" x="${x0.toFixed(1)}" y="${(base - h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}"><title>${esc(`${d.bdf} after ${s.phase} (gen ${s.generation}): ${formatBytes(moved)} moved (${s.pagesWritten} pages written, ${s.pagesVerified} verified)`)}</title></rect>`);
+        parts.push(`<rect class="bytes" data-index="${s.timelineIndex}" x="${x0.toFixed(1)}" y="${(base - h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}"><title>${esc(`${d.bdf} after ${s.phase} (gen ${s.generation}): ${formatBytes(moved)} moved (${plural(s.pagesWritten, 'page')} written, ${group(s.pagesVerified)} verified)`)}</title></rect>`);
       }
       if (s.faults > 0) {
         const h = Math.max(3, (s.faults / maxFaults) * barMax);
-        parts.push(`<rect class="faults" data-index="${s.timelineIndex}" x="${x0.toFixed(1)}" y="${(base - h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}"><title>${esc(`${d.bdf} after ${s.phase} (gen ${s.generation}): ${s.faults} faults, ${s.faultReasons.map(faultReason).join(', ')}`)}</title></rect>`);
+        parts.push(`<rect class="faults" data-index="${s.timelineIndex}" x="${x0.toFixed(1)}" y="${(base - h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}"><title>${esc(`${d.bdf} after ${s.phase} (gen ${s.generation}): ${plural(s.faults, 'fault')}, ${s.faultReasons.map(faultReason).join(', ')}`)}</title></rect>`);
       }
-      if (s.mismatches > 0) parts.push(`<circle class="mismatch" cx="${(x0 + w / 2).toFixed(1)}" cy="${y0 + 6}" r="4"><title>${s.mismatches} mismatches</title></circle>`);
+      if (s.mismatches > 0) parts.push(`<circle class="mismatch" cx="${(x0 + w / 2).toFixed(1)}" cy="${y0 + 6}" r="4"><title>${plural(s.mismatches, 'mismatch', 'mismatches')}</title></circle>`);
     }
     parts.push('</g>');
   });
@@ -149,19 +149,24 @@ rect.hl { stroke: #1d2330; stroke-width: 1.5; } #hover { min-height: 1.5em; colo
 .legend-row { font-size: 12px; color: #5b6475; } .legend-row i { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 12px; vertical-align: -1px; }
 `;
 
-// Hovering a column of the DMA chart (or a timeline bar) names the phase and what each device did.
+// Hovering a column of the DMA chart (or a timeline bar) names the phase and what each device did
+// (the lines are written here, so their counts read like the rest of the CLI's).
+function hoverLines(r: SimulationResult): string[] {
+  return r.timeline.map((e, idx) => {
+    const per = r.devices.flatMap((d) => {
+      const s = d.steps.find((x) => x.timelineIndex === idx);
+      return s ? [`${d.bdf}: ${plural(s.pagesWritten + s.pagesVerified, 'page')}, ${plural(s.faults, 'fault')}`] : [];
+    });
+    return `${e.phase} (generation ${e.generation}, ${(e.simNs / 1e6).toFixed(1)} ms simulated) — ${per.join(' · ') || 'no DMA step'}`;
+  });
+}
 const JS = `
 (() => {
-  const data = JSON.parse(document.getElementById('report-data').textContent);
+  const lines = JSON.parse(document.getElementById('hover-lines').textContent);
   const out = document.getElementById('hover');
   const show = (idx) => {
-    const e = data.timeline[idx];
-    if (!e) return;
-    const per = data.devices.map((d) => {
-      const s = d.steps.find((x) => x.timelineIndex === idx);
-      return s ? d.bdf + ': ' + (s.pagesWritten + s.pagesVerified) + ' pages, ' + s.faults + ' faults' : null;
-    }).filter(Boolean);
-    out.textContent = e.phase + ' (generation ' + e.generation + ', ' + (e.simNs / 1e6).toFixed(1) + ' ms simulated) — ' + (per.join(' · ') || 'no DMA step');
+    if (lines[idx] === undefined) return;
+    out.textContent = lines[idx];
     document.querySelectorAll('[data-index]').forEach((n) => n.classList.toggle('hl', Number(n.dataset.index) === idx));
   };
   document.querySelectorAll('svg [data-index]').forEach((n) => n.addEventListener('mouseenter', () => show(Number(n.dataset.index))));
@@ -188,8 +193,8 @@ export function renderReport(r: SimulationResult): string {
 <style>${CSS}</style></head>
 <body>
 <h1>Live update with DMA persistence</h1>
-<p class="sub">${esc(`${formatBytes(c.hostMemoryBytes)} host, ${formatBytes(c.guestmemfsBytes)} guestmemfs carve-out; ${c.vms} VMs × ${formatBytes(c.guestMemBytes)} (${c.pageSize} IOMMU pages), ${c.devicesPerVm} devices each + 1 non-persistent; ${c.kexecs} live update${c.kexecs === 1 ? '' : 's'}; seed ${c.seed}`)}</p>
-<p><span id="verdict" class="verdict ${r.verdict}">${r.verdict === 'pass' ? 'PASS' : 'FAIL'}: ${r.checks.filter((x) => x.ok).length} of ${r.checks.length} checks passed</span></p>
+<p class="sub">${esc(`${formatBytes(c.hostMemoryBytes)} host, ${formatBytes(c.guestmemfsBytes)} guestmemfs carve-out; ${plural(c.vms, 'VM')} × ${formatBytes(c.guestMemBytes)} (${c.pageSize} IOMMU pages), ${plural(c.devicesPerVm, 'device')} each + 1 non-persistent; ${plural(c.kexecs, 'live update')}; seed ${c.seed}`)}</p>
+<p><span id="verdict" class="verdict ${r.verdict}">${r.verdict === 'pass' ? 'PASS' : 'FAIL'}: ${r.checks.filter((x) => x.ok).length} of ${plural(r.checks.length, 'check')} passed</span></p>
 <div class="cards">${cards.map(([k, v]) => `<div class="card"><b>${esc(v!)}</b><span>${esc(k!)}${r.updates.length > 1 ? ' (update 1)' : ''}</span></div>`).join('')}</div>
 
 <h2>Lifecycle timeline</h2>
@@ -221,7 +226,7 @@ ${tableHtml(
 <h2>What the first live update handed over</h2>
 ${tableHtml(
   'domains',
-  `Domains (/intel-iommu/domains), KHO blob ${kho.blobBytes} bytes${kho.blobAddress ? ` at ${kho.blobAddress}` : ''}`,
+  `Domains (/intel-iommu/domains), KHO blob ${plural(kho.blobBytes, 'byte')}${kho.blobAddress ? ` at ${kho.blobAddress}` : ''}`,
   ['index', 'persistent id', 'DID', 'pgd', 'levels', 'page-table pages', 'devices'],
   kho.domains.map((d) => [d.index, d.persistentId, d.did, d.pgd, d.levels, group(d.tablePages), d.devices.join(' ')]),
   [true, true, true, false, true, true, false],
@@ -254,6 +259,7 @@ ${tableHtml(
   [true, true, false, true, true],
 )}
 <script type="application/json" id="report-data">${json}</script>
+<script type="application/json" id="hover-lines">${JSON.stringify(hoverLines(r)).replace(/</g, '\\u003c')}</script>
 <script>${JS}</script>
 </body></html>
 `;

@@ -49,6 +49,11 @@ export function formatBytes(n: bigint | number, opts: { exact?: boolean } = {}):
   return `${(Number(v) / Number(unit)).toFixed(1)} ${NAMES[i]}`;
 }
 
+/** `1 mapping`, `2 mappings`, `1,575 bytes`; `many` for the irregular ones (`2 IOASes`). */
+export function plural(n: number | bigint, one: string, many = `${one}s`): string {
+  return `${group(n)} ${Number(n) === 1 ? one : many}`;
+}
+
 /** `0x1000` */
 export function hex(v: bigint | number): string {
   return `0x${v.toString(16)}`;

@@ -1,6 +1,6 @@
 // The `simulate` scenario's configuration: what a run may be asked for, its defaults, and the
 // usage errors a configuration that cannot run gets (checked before anything boots).
-import { formatBytes } from '../units.js';
+import { formatBytes, plural } from '../units.js';
 
 export type PageSize = '4k' | '2m' | 'mixed';
 
@@ -62,7 +62,7 @@ export function checkConfig(c: ScenarioConfig): string | null {
   if (c.devicesPerVm < 1) return '--devices must be at least 1 per VM';
   if (c.kexecs < 1) return '--kexecs must be at least 1 (the live update is the point)';
   if (c.kexecs > 1000) return '--kexecs must be at most 1000';
-  if (c.vms * c.devicesPerVm + 1 > 255) return `--vms ${c.vms} × --devices ${c.devicesPerVm} needs ${c.vms * c.devicesPerVm + 1} PCI buses (one device each, with the host's own); at most 255`;
+  if (c.vms * c.devicesPerVm + 1 > 255) return `--vms ${c.vms} × --devices ${c.devicesPerVm} needs ${plural(c.vms * c.devicesPerVm + 1, 'PCI bus', 'PCI buses')} (one device each, with the host's own); at most 255`;
   if (c.guestMem === 0n || c.guestMem % BLOCK !== 0n) return `--guest-mem ${formatBytes(c.guestMem, { exact: true })}: guest RAM is a guestmemfs file, which grows in 2 MiB blocks; give a non-zero multiple of 2M`;
   if (c.guestMem > GUESTMEMFS_MAX_FILE) return `--guest-mem ${formatBytes(c.guestMem)}: a guestmemfs file holds at most ${formatBytes(GUESTMEMFS_MAX_FILE)}`;
   // guestmemfs spends its first block on the superblock and inodes, and one block per file on
@@ -72,7 +72,7 @@ export function checkConfig(c: ScenarioConfig): string | null {
   if (want > usable) {
     return `--vms ${c.vms} × --guest-mem ${formatBytes(c.guestMem, { exact: true })} = ${formatBytes(want, { exact: true })} does not fit the ${formatBytes(c.carveOut)} guestmemfs carve-out (${formatBytes(usable, { exact: true })} usable: 2 MiB go to the superblock and 2 MiB to each file's block map)`;
   }
-  if (deviceSlice(c) < BLOCK) return `--guest-mem ${formatBytes(c.guestMem)} is too small for ${c.devicesPerVm} devices: each needs a 2 MiB DMA window after the VMM's first 2 MiB`;
+  if (deviceSlice(c) < BLOCK) return `--guest-mem ${formatBytes(c.guestMem)} is too small for ${plural(c.devicesPerVm, 'device')}: each needs a 2 MiB DMA window after the VMM's first 2 MiB`;
   return null;
 }
 
