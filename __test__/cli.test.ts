@@ -242,9 +242,19 @@ describe('iommu-liveupdate simulate', () => {
     [['--guest-mem', '4X'], /--guest-mem takes a size like 4G, 512M/],
     [['--guest-mem', '3M'], /--guest-mem 3 MiB: .* multiple of 2M/],
     [['--guest-mem', '2M'], /too small for 2 devices/],
-    [['--vms', '5'], /--vms 5 × --guest-mem 4 GiB = 20 GiB does not fit the 16 GiB guestmemfs carve-out \(16,372 MiB usable: 2 MiB go to the superblock and 2 MiB to each file's block map\)/],
-    [['--vms', '2', '--guest-mem', '8190M'], /= 16,380 MiB does not fit .*\(16,378 MiB usable/],
-    [['--vms', '2', '--guest-mem', '8G'], /= 16 GiB does not fit the 16 GiB guestmemfs carve-out/],
+    [['--vms', '5', '--guestmemfs', '16G'], /--vms 5 × --guest-mem 4 GiB = 20 GiB does not fit --guestmemfs 16 GiB \(16,372 MiB usable: 2 MiB go to the superblock and 2 MiB to each file's block map\); raise --guestmemfs to 21G or lower --vms or --guest-mem$/m],
+    [['--vms', '2', '--guest-mem', '8190M', '--guestmemfs', '16G'], /= 16,380 MiB does not fit --guestmemfs 16 GiB \(16,378 MiB usable/],
+    [['--vms', '2', '--guest-mem', '8G', '--guestmemfs', '16G'], /= 16 GiB does not fit --guestmemfs 16 GiB .*; raise --guestmemfs to 17G/],
+    [['--vms', '16', '--guest-mem', '8G', '--host-mem', '64G'], /--vms 16 × --guest-mem 8 GiB need 128 GiB \+ 34 MiB of guestmemfs carve-out, which with the host's own 4 GiB below it does not fit --host-mem 64 GiB; raise --host-mem to 133G or lower --vms or --guest-mem$/m],
+    [['--host-mem', '60G', '--guestmemfs', '58G'], /--guestmemfs 58 GiB with the host's own 4 GiB below it does not fit --host-mem 60 GiB; raise --host-mem to 62G or lower --guestmemfs$/m],
+    [['--host-mem', '2G'], /need 8,198 MiB of guestmemfs carve-out, which with .* does not fit --host-mem 2 GiB; raise --host-mem to 13G/],
+    [['--guestmemfs', '3M'], /--guestmemfs 3 MiB: the carve-out is whole 2 MiB guestmemfs blocks; give a non-zero multiple of 2M/],
+    [['--guestmemfs', '17T'], /--guestmemfs 17 TiB: at most 16 TiB/],
+    [['--vms', '200', '--devices', '1', '--guest-mem', '512G'], /need 100 TiB \+ 402 MiB of guestmemfs carve-out, more than the largest carve-out \(16 TiB\)/],
+    [['--host-mem', '5000'], /--host-mem 5,000 B: host memory is whole 4 KiB frames; give a non-zero multiple of 4K/],
+    [['--host-mem', '257T'], /--host-mem 257 TiB: at most 256 TiB/],
+    [['--host-mem', '64X'], /--host-mem takes a size like 4G, 512M/],
+    [['--guestmemfs', 'lots'], /--guestmemfs takes a size like 4G, 512M/],
     [['--vms', '100', '--devices', '3', '--guest-mem', '64M'], /needs 301 PCI buses/],
     [['--page-size', '1g'], /argument '1g' is invalid\. Allowed choices are 4k, 2m, mixed/],
     [['--seed', 'abc'], /--seed takes an unsigned 64-bit integer/],
@@ -261,10 +271,38 @@ describe('iommu-liveupdate simulate', () => {
     expect(r.stderr).toMatch(message);
   });
 
+  it('--vms 16 --guest-mem 8G just works: the carve-out and the host grow to hold it, and stderr says so', async () => {
+    const r = await runCli(['simulate', '--json', '--vms', '16', '--guest-mem', '8G']);
+    expect(r.stderr).toBe(
+      "note: --vms 16 × --guest-mem 8 GiB need 128 GiB + 34 MiB of guestmemfs carve-out, more than the default 16 GiB: using --guestmemfs 129G; a 129 GiB carve-out and the host's own 4 GiB need more than the default 64 GiB host: using --host-mem 133G\n",
+    );
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout) as Doc & { config: { hostMemoryBytes: number; guestmemfsBytes: number } };
+    expect([doc.config.guestmemfsBytes, doc.config.hostMemoryBytes]).toEqual([129 * 2 ** 30, 133 * 2 ** 30]);
+    expect(doc.verdict).toBe('pass');
+  });
+
+  it.concurrent.each([
+    // Both given: taken as they are, nothing to say.
+    [['--host-mem', '8G', '--guestmemfs', '2G', '--vms', '1', '--guest-mem', '1G'], '8 GiB host, 2 GiB guestmemfs carve-out', ''],
+    // A small host: the default carve-out shrinks to what the host leaves.
+    [['--host-mem', '8G', '--vms', '1', '--guest-mem', '1G'], '8 GiB host, 4 GiB guestmemfs carve-out', "note: the default 16 GiB guestmemfs carve-out and the host's own 4 GiB do not fit --host-mem 8 GiB: using --guestmemfs 4G\n"],
+    // A big carve-out: the default host grows to hold it.
+    [['--guestmemfs', '100G', ...SMALL], '104 GiB host, 100 GiB guestmemfs carve-out', "note: a 100 GiB carve-out and the host's own 4 GiB need more than the default 64 GiB host: using --host-mem 104G\n"],
+    [['--host-mem', '1T', '--guestmemfs', '512M', ...SMALL, '--vms', '1'], '1 TiB host, 512 MiB guestmemfs carve-out', ''],
+  ])('simulate %j runs on the memory it was given or chose', async (args, sizes, note) => {
+    const r = await runCli(['simulate', ...args]);
+    expect(r.stderr).toBe(note);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^iommu-liveupdate simulate: ${sizes}, seed 0\n`));
+    const quiet = await runCli(['simulate', '--quiet', ...args]);
+    expect([quiet.code, quiet.stderr]).toEqual([0, '']);
+  });
+
   it('answers --help and --version with exit 0, and no command or an unknown one with exit 2', async () => {
     const help = await runCli(['simulate', '--help']);
     expect(help.code).toBe(0);
-    for (const flag of ['--vms', '--guest-mem', '--devices', '--page-size', '--kexecs', '--seed', '--json', '--report', '--dump-kho', '--quiet']) expect(help.stdout).toContain(flag);
+    for (const flag of ['--vms', '--guest-mem', '--host-mem', '--guestmemfs', '--devices', '--page-size', '--kexecs', '--seed', '--json', '--report', '--dump-kho', '--quiet']) expect(help.stdout).toContain(flag);
     const v = await runCli(['--version']);
     expect([v.code, v.stdout.trim()]).toEqual([0, JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version]);
     const none = await runCli([]);

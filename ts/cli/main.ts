@@ -8,9 +8,9 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { decodeFdt, FdtError, fdtToDts, version } from '../index.js';
 import { KhoFormatError, summariseKho, type KhoSummary } from './kho-summary.js';
 import { renderReport } from './report.js';
-import { checkConfig, DEFAULT_CONFIG, simulate, type PageSize, type ScenarioConfig } from './scenario/index.js';
+import { checkConfig, DEFAULT_CONFIG, fitMemory, HOST_OWN, simulate, type PageSize, type ScenarioConfig } from './scenario/index.js';
 import { COLOUR, PLAIN, renderKho, renderSummary, verdictLine } from './text.js';
-import { formatBytes, parseCount, parseSize, parseU64, plural } from './units.js';
+import { formatBytes, parseCount, parseSize, parseU64, plural, sizeArg } from './units.js';
 
 /** A bad flag or argument: message on stderr, exit code 2. */
 class UsageError extends Error {}
@@ -112,6 +112,8 @@ function writeOutput(flag: string, file: string, path: string, data: string | Ui
 interface SimulateFlags {
   vms: number;
   guestMem: bigint;
+  hostMem?: bigint;
+  guestmemfs?: bigint;
   devices: number;
   pageSize: PageSize;
   kexecs: number;
@@ -124,9 +126,12 @@ interface SimulateFlags {
 }
 
 function runSimulate(f: SimulateFlags): void {
-  const config: ScenarioConfig = { ...DEFAULT_CONFIG, vms: f.vms, guestMem: f.guestMem, devicesPerVm: f.devices, pageSize: f.pageSize, kexecs: f.kexecs, seed: f.seed, kho: f.kho };
-  const why = checkConfig(config);
+  const asked: ScenarioConfig = { ...DEFAULT_CONFIG, vms: f.vms, guestMem: f.guestMem, devicesPerVm: f.devices, pageSize: f.pageSize, kexecs: f.kexecs, seed: f.seed, kho: f.kho };
+  const why = checkConfig(asked);
   if (why) throw new UsageError(why);
+  const memory = fitMemory(asked, { hostMemory: f.hostMem, carveOut: f.guestmemfs });
+  if ('error' in memory) throw new UsageError(memory.error);
+  const config: ScenarioConfig = { ...asked, hostMemory: memory.hostMemory, carveOut: memory.carveOut };
   if (!f.kho && f.dumpKho !== undefined) throw new UsageError('--dump-kho needs KHO: drop --no-kho');
   const report = outputPath('--report', f.report);
   const dump = outputPath('--dump-kho', f.dumpKho);
@@ -136,6 +141,7 @@ function runSimulate(f: SimulateFlags): void {
   const log = (msg: string) => {
     if (!quiet) process.stderr.write(`${msg}\n`);
   };
+  if (memory.note) log(`note: ${memory.note}`);
   const progress = new Progress(process.stderr, !json && !quiet && process.stderr.isTTY === true);
   let run;
   try {
@@ -207,10 +213,12 @@ function program(): Command {
   p.command('simulate')
     .summary('run a live update with DMA on a simulated host and check that DMA survived')
     .description(
-      `Boot a ${formatBytes(d.hostMemory)} host with a ${formatBytes(d.carveOut)} guestmemfs carve-out, start VMs whose guest RAM is a guestmemfs file mapped into a persistent iommufd and whose assigned devices do continuous DMA, add one device in a non-persistent iommufd, live-update the host (KHO, kexec, re-claim, re-attach) and check that DMA survived. Exit code 0 if every check passed, 1 if one failed, 2 for bad flags.`,
+      `Boot a host (${formatBytes(d.hostMemory)} unless --host-mem) with a guestmemfs carve-out (${formatBytes(d.carveOut)} unless --guestmemfs), start VMs whose guest RAM is a guestmemfs file mapped into a persistent iommufd and whose assigned devices do continuous DMA, add one device in a non-persistent iommufd, live-update the host (KHO, kexec, re-claim, re-attach) and check that DMA survived. Exit code 0 if every check passed, 1 if one failed, 2 for bad flags.`,
     )
     .addOption(new Option('--vms <n>', 'number of VMs').argParser(count('--vms')).default(d.vms))
     .addOption(new Option('--guest-mem <size>', 'guest RAM per VM, a multiple of 2M (4G, 512M, ...)').argParser(size('--guest-mem')).default(d.guestMem, '4G'))
+    .addOption(new Option('--host-mem <size>', `host RAM (default: ${sizeArg(d.hostMemory)}, or the carve-out + ${sizeArg(HOST_OWN)} for the host's own when that is more)`).argParser(size('--host-mem')))
+    .addOption(new Option('--guestmemfs <size>', `the guestmemfs= carve-out that holds all guest RAM, a multiple of 2M (default: ${sizeArg(d.carveOut)}, or what the VMs need in whole GiB, or what a smaller --host-mem leaves)`).argParser(size('--guestmemfs')))
     .addOption(new Option('--devices <n>', 'assigned devices per VM (NVMe, NIC, NVMe, ...)').argParser(count('--devices')).default(d.devicesPerVm))
     .addOption(new Option('--page-size <size>', 'IOMMU page size of the VMs\' IOASes: 4k (IOMMU_OPTION_HUGE_PAGES=0), 2m, or mixed (half the VMs each)').choices(['4k', '2m', 'mixed']).default(d.pageSize))
     .addOption(new Option('--kexecs <n>', 'live updates in a row').argParser(count('--kexecs')).default(d.kexecs))
