@@ -79,6 +79,14 @@ describe('simulate --report', () => {
       expect(owners).toEqual(expect.arrayContaining(['guestmemfs carve-out', 'intel-iommu root/context tables', 'intel-iommu domain page tables', 'KHO blob']));
       expect(await page.locator('#devices tbody tr').count()).toBe(sim.devices.length);
       expect(await page.locator('#updates tbody tr').count()).toBe(2);
+
+      // Every DMA and fault count says its window: the first update's cards, the tables' captions,
+      // each lane's total.
+      const cards = await page.locator('.card span').allTextContents();
+      expect(cards).toEqual(expect.arrayContaining(['DMA during update 1', 'faults during update 1']));
+      expect(await page.locator('#devices caption').textContent()).toBe('Devices (DMA counts: whole run)');
+      expect(await page.locator('#updates caption').textContent()).toMatch(/^Live updates \(DMA counts: during each update, kho-dump → vmm-reattach\)$/);
+      for (const d of sim.devices) await expect.poll(() => dma.locator(`g.lane[data-bdf="${d.bdf}"] text.row-sub`).nth(1).textContent()).toMatch(/^\d[\d,]* faults?, whole run · (ok|blocked)$/);
       expect(await page.locator('#checks tr.fail').count()).toBe(0);
       expect(await page.locator('#timeline tbody tr').count()).toBe(sim.timeline.length);
 

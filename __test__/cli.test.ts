@@ -74,6 +74,7 @@ const SIMULATE_V1: Shape = {
       vm: { nullable: 'string' },
       persistent: 'boolean',
       window: { iova: 'hex', bytes: 'integer' },
+      countWindow: { label: 'string', fromIndex: 'integer', toIndex: 'integer' },
       transactions: 'integer',
       bytes: 'integer',
       pagesWritten: 'integer',
@@ -105,7 +106,7 @@ const SIMULATE_V1: Shape = {
         preservedRanges: 'integer',
       },
       blackout: { from: 'string', to: { enum: ['vmm-reattach'] }, simNs: 'integer', simMs: 'number', wallMs: 'number', fromIndex: 'integer', toIndex: 'integer' },
-      dma: { transactions: 'integer', bytes: 'integer', faults: 'integer', byDevice: [{ bdf: 'bdf', transactions: 'integer', bytes: 'integer', faults: 'integer' }] },
+      dma: { countWindow: { label: 'string', fromIndex: 'integer', toIndex: 'integer' }, transactions: 'integer', bytes: 'integer', faults: 'integer', byDevice: [{ bdf: 'bdf', transactions: 'integer', bytes: 'integer', faults: 'integer' }] },
     },
   ],
   kho: {
@@ -144,7 +145,9 @@ describe('iommu-liveupdate simulate', () => {
     expect(r.stdout).toMatch(/^ {2}preserved {3}2 mappings \(8 GiB\) in 2 IOASes of 2 persistent iommufds\n {14}2 domains: \d+ page-table pages/m);
     expect(r.stdout).toMatch(/KHO blob {4}[\d,]+ bytes/);
     expect(r.stdout).toMatch(/blackout {4}998\.0 ms simulated \(end of kho-dump → end of vmm-reattach\), [\d.]+ ms wall/);
-    expect(r.stdout).toMatch(/^ {2}faults {6}0 on 4 persistent devices, [\d,]+ on 1 non-persistent device \(blocked\)$/m);
+    expect(r.stdout).toMatch(/^ {2}DMA {9}during update 1: [\d,]+ transactions \([\d.]+ MiB\)$/m);
+    expect(r.stdout).toMatch(/^ {2}faults {6}during update 1: 0 on 4 persistent devices, [\d,]+ on 1 non-persistent device \(blocked\)$/m);
+    expect(r.stdout).toMatch(/^DMA per device, whole run:\ndevice {8}vm {4}kind  iommufd {9}transactions {4}bytes  faults  status$/m);
     expect(r.stdout).toMatch(/0000:05:00\.0 {2}host {2}nic {3}non-persistent .* blocked from shutdown/);
     expect(r.stdout).toMatch(/^checks: \d+ passed, 0 failed$/m);
     expect(r.stdout).toMatch(/^PASS: 4 persistent devices kept DMA going through 1 live update/m);
@@ -191,6 +194,42 @@ describe('iommu-liveupdate simulate', () => {
     }
   });
 
+  it('says which window every DMA and fault count covers: during update N, or the whole run', async () => {
+    const args = [...SMALL, '--kexecs', '2', '--vms', '1'];
+    const [text, json] = await Promise.all([runCli(['simulate', ...args]), runCli(['simulate', '--json', ...args])]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^ {2}DMA {9}during update 1: /m);
+    expect(text.stdout).toMatch(/^ {2}faults {6}during update 1: /m);
+    expect(text.stdout).toMatch(/^all 2 live updates \(DMA and faults: during each update\):$/m);
+    expect(text.stdout).toMatch(/^DMA per device, whole run:$/m);
+    // The labels say what was counted: each count is the sum of the steps in its window.
+    type Step = { timelineIndex: number; pagesWritten: number; pagesVerified: number; faults: number; mismatches: number };
+    type Window = { label: string; fromIndex: number; toIndex: number };
+    const doc = JSON.parse(json.stdout) as {
+      timeline: unknown[];
+      checks: { detail: string }[];
+      devices: { bdf: string; countWindow: Window; faults: number; transactions: number; steps: Step[] }[];
+      updates: { index: number; blackout: { fromIndex: number; toIndex: number }; dma: { countWindow: Window; faults: number; transactions: number } }[];
+    };
+    const inside = (w: Window) => (s: Step) => s.timelineIndex >= w.fromIndex && s.timelineIndex <= w.toIndex;
+    const tx = (s: Step) => s.pagesWritten + s.pagesVerified + s.mismatches + s.faults;
+    const sum = (steps: Step[], f: (s: Step) => number) => steps.reduce((n, s) => n + f(s), 0);
+    for (const d of doc.devices) {
+      expect(d.countWindow).toEqual({ label: 'whole run', fromIndex: d.steps[0]!.timelineIndex, toIndex: doc.timeline.length - 1 });
+      const steps = d.steps.filter(inside(d.countWindow));
+      expect([d.faults, d.transactions]).toEqual([sum(steps, (s) => s.faults), sum(steps, tx)]);
+    }
+    for (const u of doc.updates) {
+      expect(u.dma.countWindow).toEqual({ label: `during update ${u.index}`, fromIndex: u.blackout.fromIndex, toIndex: u.blackout.toIndex });
+      const steps = doc.devices.flatMap((d) => d.steps.filter(inside(u.dma.countWindow)));
+      expect([u.dma.faults, u.dma.transactions]).toEqual([sum(steps, (s) => s.faults), sum(steps, tx)]);
+    }
+    expect(doc.checks.filter((c) => / pages verified over the whole run; /.test(c.detail))).toHaveLength(2); // one per persistent device
+    // The two windows differ: the whole run's faults are more than one update's.
+    const host = doc.devices.find((d) => d.faults > 0)!;
+    expect(host.faults).toBeGreaterThan(doc.updates[0]!.dma.faults);
+  });
+
   it('--quiet prints only the verdict line', async () => {
     const r = await runCli(['simulate', '--quiet', ...SMALL, '--vms', '1', '--devices', '1']);
     expect(r.code).toBe(0);
@@ -206,7 +245,7 @@ describe('iommu-liveupdate simulate', () => {
     const r = await runCli(['simulate', ...SMALL, '--vms', '1', '--devices', '1', '--dump-kho', file]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^ {2}preserved {3}1 mapping \(256 MiB\) in 1 IOAS of 1 persistent iommufd\n {14}1 domain: \d+ page-table pages/m);
-    expect(r.stdout).toMatch(/^ {2}faults {6}0 on 1 persistent device, [\d,]+ on 1 non-persistent device \(blocked\)/m);
+    expect(r.stdout).toMatch(/^ {2}faults {6}during update 1: 0 on 1 persistent device, [\d,]+ on 1 non-persistent device \(blocked\)/m);
     expect(r.stdout).toMatch(/^PASS: 1 persistent device kept DMA going through 1 live update /m);
     const json = await runCli(['simulate', '--json', ...SMALL, '--vms', '1', '--devices', '1']);
     const details = (JSON.parse(json.stdout) as Doc).checks.map((c) => c.detail);

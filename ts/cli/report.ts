@@ -1,6 +1,6 @@
 // `simulate --report FILE.html`: one self-contained page (inline CSS, SVG and a little JS; no
 // network) with the lifecycle timeline, per-device DMA across the update and the handover tables.
-import type { SimulationResult } from './scenario/index.js';
+import { updateFaults, WHOLE_RUN, type SimulationResult } from './scenario/index.js';
 import { faultReason, formatBytes, group, plural } from './units.js';
 
 const esc = (s: string | number) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -87,7 +87,7 @@ function dmaSvg(r: SimulationResult): string {
     parts.push(`<rect class="lane-bg" x="${left}" y="${y0}" width="${plotW}" height="${laneH}"/>`);
     parts.push(`<text class="row-label" x="${left - 8}" y="${y0 + 22}" text-anchor="end">${esc(d.bdf)}</text>`);
     parts.push(`<text class="row-sub" x="${left - 8}" y="${y0 + 38}" text-anchor="end">${esc(`${d.vm ?? 'host'} ${d.kind}, ${d.persistent ? 'persistent' : 'non-persistent'}`)}</text>`);
-    parts.push(`<text class="row-sub ${d.status === 'failed' ? 'bad' : ''}" x="${left - 8}" y="${y0 + 54}" text-anchor="end">${esc(`${plural(d.faults, 'fault')} · ${d.status}`)}</text>`);
+    parts.push(`<text class="row-sub ${d.status === 'failed' ? 'bad' : ''}" x="${left - 8}" y="${y0 + 54}" text-anchor="end">${esc(`${plural(d.faults, 'fault')}, ${WHOLE_RUN} · ${d.status}`)}</text>`);
     parts.push(`<text class="scale" x="${left + 4}" y="${y0 + 11}">${esc(`${formatBytes(maxBytes)} / ${plural(maxFaults, 'fault')} per step`)}</text>`);
     for (const s of d.steps) {
       const moved = (s.pagesWritten + s.pagesVerified + s.mismatches) * 4096;
@@ -109,7 +109,7 @@ function dmaSvg(r: SimulationResult): string {
   for (const u of r.updates) {
     const a = cx(u.blackout.fromIndex), b = cx(u.blackout.toIndex + 1);
     parts.push(`<rect class="blackout" data-update="${u.index}" x="${a.toFixed(1)}" y="${top - 4}" width="${(b - a).toFixed(1)}" height="${lanesH}"><title>live update ${u.index}: kho-dump … vmm-reattach</title></rect>`);
-    const label = b - a > 230 ? `live update ${u.index}: ${formatBytes(u.dma.bytes)} moved, ${u.blackout.simMs.toFixed(0)} ms blackout` : b - a > 60 ? `update ${u.index}` : String(u.index);
+    const label = b - a > 300 ? `live update ${u.index}: ${formatBytes(u.dma.bytes)} moved ${u.dma.countWindow.label}, ${u.blackout.simMs.toFixed(0)} ms blackout` : b - a > 60 ? `update ${u.index}` : String(u.index);
     parts.push(`<text class="blackout-label" x="${((a + b) / 2).toFixed(1)}" y="${top - 9}" text-anchor="middle">${esc(label)}</text>`);
   }
   for (let i = firstIndex + 1; i < tl.length; i++) {
@@ -177,13 +177,16 @@ const JS = `
 export function renderReport(r: SimulationResult): string {
   const u1 = r.updates[0]!;
   const c = r.config;
+  const of1 = r.updates.length > 1 ? ' (update 1)' : '';
+  const faults = updateFaults(u1, r.devices);
   const cards = [
-    ['blackout (simulated)', `${u1.blackout.simMs.toFixed(1)} ms`],
-    ['blackout (wall)', `${u1.blackout.wallMs.toFixed(1)} ms`],
-    ['KHO blob', `${group(u1.kho.blobBytes)} B`],
-    ['mappings preserved', `${u1.kho.mappings} (${formatBytes(u1.kho.mappedBytes)})`],
-    ['page-table pages', group(u1.kho.pageTablePages)],
-    ['DMA during update', `${group(u1.dma.transactions)} tx / ${formatBytes(u1.dma.bytes)}`],
+    [`blackout (simulated)${of1}`, `${u1.blackout.simMs.toFixed(1)} ms`],
+    [`blackout (wall)${of1}`, `${u1.blackout.wallMs.toFixed(1)} ms`],
+    [`KHO blob${of1}`, `${group(u1.kho.blobBytes)} B`],
+    [`mappings preserved${of1}`, `${u1.kho.mappings} (${formatBytes(u1.kho.mappedBytes)})`],
+    [`page-table pages${of1}`, group(u1.kho.pageTablePages)],
+    [`DMA ${u1.dma.countWindow.label}`, `${plural(u1.dma.transactions, 'transaction')} / ${formatBytes(u1.dma.bytes)}`],
+    [`faults ${u1.dma.countWindow.label}`, `${group(faults.persistent)} persistent / ${group(faults.other)} blocked`],
   ];
   const kho = r.kho ?? { blobBytes: 0, blobAddress: null, domains: [], areas: [], preserved: [] };
   const json = JSON.stringify(r).replace(/</g, '\\u003c');
@@ -195,7 +198,7 @@ export function renderReport(r: SimulationResult): string {
 <h1>Live update with DMA persistence</h1>
 <p class="sub">${esc(`${formatBytes(c.hostMemoryBytes)} host, ${formatBytes(c.guestmemfsBytes)} guestmemfs carve-out; ${plural(c.vms, 'VM')} × ${formatBytes(c.guestMemBytes)} (${c.pageSize} IOMMU pages), ${plural(c.devicesPerVm, 'device')} each + 1 non-persistent; ${plural(c.kexecs, 'live update')}; seed ${c.seed}`)}</p>
 <p><span id="verdict" class="verdict ${r.verdict}">${r.verdict === 'pass' ? 'PASS' : 'FAIL'}: ${r.checks.filter((x) => x.ok).length} of ${plural(r.checks.length, 'check')} passed</span></p>
-<div class="cards">${cards.map(([k, v]) => `<div class="card"><b>${esc(v!)}</b><span>${esc(k!)}${r.updates.length > 1 ? ' (update 1)' : ''}</span></div>`).join('')}</div>
+<div class="cards">${cards.map(([k, v]) => `<div class="card"><b>${esc(v!)}</b><span>${esc(k!)}</span></div>`).join('')}</div>
 
 <h2>Lifecycle timeline</h2>
 <p class="sub">Each bar is one phase on the simulated clock (modelled phase costs; colour = kernel generation). The shaded band is the blackout: from the end of <code>kho-dump</code> to the end of <code>vmm-reattach</code>.</p>
@@ -209,7 +212,7 @@ ${dmaSvg(r)}
 
 ${tableHtml(
   'devices',
-  'Devices',
+  `Devices (DMA counts: ${WHOLE_RUN})`,
   ['device', 'vm', 'kind', 'iommufd', 'DMA window', 'transactions', 'bytes', 'faults', 'mismatches', 'status'],
   r.devices.map((d) => [d.bdf, d.vm ?? 'host', d.kind, d.persistent ? 'persistent' : 'non-persistent', `${d.window.iova} + ${formatBytes(d.window.bytes)}`, group(d.transactions), formatBytes(d.bytes), group(d.faults), group(d.mismatches), d.status]),
   [false, false, false, false, false, true, true, true, true, false],
@@ -217,7 +220,7 @@ ${tableHtml(
 
 ${tableHtml(
   'updates',
-  'Live updates',
+  'Live updates (DMA counts: during each update, kho-dump → vmm-reattach)',
   ['update', 'generation', 'KHO blob', 'mappings', 'domains', 'page-table pages', 'preserved', 'blackout sim', 'blackout wall', 'DMA transactions', 'DMA bytes', 'faults'],
   r.updates.map((u) => [u.index, `${u.fromGeneration} → ${u.toGeneration}`, `${group(u.kho.blobBytes)} B`, u.kho.mappings, u.kho.domains, group(u.kho.pageTablePages), formatBytes(u.kho.preservedBytes, { exact: true }), `${u.blackout.simMs.toFixed(1)} ms`, `${u.blackout.wallMs.toFixed(1)} ms`, group(u.dma.transactions), formatBytes(u.dma.bytes), group(u.dma.faults)]),
   [true, false, true, true, true, true, true, true, true, true, true, true],

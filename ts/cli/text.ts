@@ -1,6 +1,6 @@
 // The plain-text account of a run (stdout of `simulate`) and of a KHO blob (`inspect`).
 import { protName, type KhoSummary } from './kho-summary.js';
-import type { SimulationResult, UpdateResult } from './scenario/index.js';
+import { updateFaults, WHOLE_RUN, type SimulationResult, type UpdateResult } from './scenario/index.js';
 import { faultReason, formatBytes, group, hex, plural } from './units.js';
 
 export interface Style {
@@ -49,8 +49,7 @@ export function verdictLine(r: SimulationResult, style: Style): string {
 function updateLines(u: UpdateResult, r: SimulationResult): string[] {
   const k = u.kho;
   const persistent = r.devices.filter((d) => d.persistent).length;
-  const persistentFaults = u.dma.byDevice.filter((d) => r.devices.find((x) => x.bdf === d.bdf)?.persistent).reduce((n, d) => n + d.faults, 0);
-  const otherFaults = u.dma.faults - persistentFaults;
+  const faults = updateFaults(u, r.devices);
   const head = `live update ${u.index}: generation ${u.fromGeneration} → ${u.toGeneration}`;
   const handover = k.blobBytes
     ? [
@@ -63,8 +62,8 @@ function updateLines(u: UpdateResult, r: SimulationResult): string[] {
     head,
     ...handover,
     `  blackout    ${u.blackout.simMs.toFixed(1)} ms simulated (end of ${u.blackout.from} → end of ${u.blackout.to}), ${u.blackout.wallMs.toFixed(1)} ms wall`,
-    `  DMA         ${plural(u.dma.transactions, 'transaction')} (${formatBytes(u.dma.bytes)}) during the update`,
-    `  faults      ${group(persistentFaults)} on ${plural(persistent, 'persistent device')}, ${group(otherFaults)} on ${plural(r.devices.length - persistent, 'non-persistent device')} (blocked)`,
+    `  DMA         ${u.dma.countWindow.label}: ${plural(u.dma.transactions, 'transaction')} (${formatBytes(u.dma.bytes)})`,
+    `  faults      ${u.dma.countWindow.label}: ${group(faults.persistent)} on ${plural(persistent, 'persistent device')}, ${group(faults.other)} on ${plural(r.devices.length - persistent, 'non-persistent device')} (blocked)`,
   ];
 }
 
@@ -82,7 +81,7 @@ export function renderSummary(r: SimulationResult, style: Style): string {
   out.push(...updateLines(r.updates[0]!, r));
   if (r.updates.length > 1) {
     out.push('');
-    out.push(`all ${plural(r.updates.length, 'live update')}:`);
+    out.push(`all ${plural(r.updates.length, 'live update')} (DMA and faults: during each update):`);
     out.push(
       ...table(
         ['update', 'generation', 'KHO blob', 'page tables', 'blackout sim', 'blackout wall', 'DMA transactions', 'bytes', 'faults'],
@@ -102,6 +101,7 @@ export function renderSummary(r: SimulationResult, style: Style): string {
     );
   }
   out.push('');
+  out.push(`DMA per device, ${WHOLE_RUN}:`);
   out.push(
     ...table(
       ['device', 'vm', 'kind', 'iommufd', 'transactions', 'bytes', 'faults', 'status'],

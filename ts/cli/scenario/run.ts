@@ -20,7 +20,7 @@ import {
 import { summariseKho, type KhoSummary } from '../kho-summary.js';
 import { faultReason, hex, plural } from '../units.js';
 import { GUEST_IOVA, type ProgressFn, type ScenarioConfig } from './config.js';
-import { deviceResult, simulationResult, updateResult, type Check, type DeviceResult, type SimulationResult, type UpdateResult } from './results.js';
+import { deviceResult, simulationResult, updateResult, WHOLE_RUN, type Check, type DeviceResult, type SimulationResult, type UpdateResult } from './results.js';
 import { setUp, type ScenarioHost, type VmState } from './setup.js';
 
 
@@ -182,7 +182,7 @@ function judgeDevices(host: Host, devices: DeviceResult[], updates: UpdateResult
       check(
         `${d.bdf} (${d.vm} ${d.kind}): DMA through every live update`,
         ok,
-        `${plural(d.faults, 'fault')}, ${plural(d.mismatches, 'mismatch', 'mismatches')}, ${plural(d.pagesVerified, 'page')} verified; pages moved during each update: ${during.join(', ')}`,
+        `${plural(d.faults, 'fault')}, ${plural(d.mismatches, 'mismatch', 'mismatches')}, ${plural(d.pagesVerified, 'page')} verified over the ${WHOLE_RUN}; pages moved during each update: ${during.join(', ')}`,
       );
     } else {
       const shutdown = host.timeline.findIndex((e) => e.phase === 'shutdown');
