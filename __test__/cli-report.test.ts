@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, root, runCli } from './cli-helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
+type Box = { x: number; y: number; width: number; height: number };
 const SCREENSHOT = join(root, 'test-results', 'cli-report.png');
 // Skipped only on a machine without Debian's chromium; CI (CI=true) installs it and must run this.
 const skip = !existsSync(CHROMIUM) && !process.env.CI;
@@ -26,7 +27,12 @@ describe('simulate --report', () => {
     const jsonRun = await runCli(['simulate', '--json', '--guest-mem', '256M', '--page-size', 'mixed', '--kexecs', '2', '--report', file]);
     expect(jsonRun.code).toBe(0);
     expect(jsonRun.stderr).toMatch(/wrote the report to /);
-    const sim = JSON.parse(jsonRun.stdout) as { timeline: unknown[]; devices: { bdf: string; persistent: boolean }[]; vms: unknown[] };
+    const sim = JSON.parse(jsonRun.stdout) as {
+      timeline: { phase: string }[];
+      devices: { bdf: string; persistent: boolean }[];
+      vms: unknown[];
+      updates: { blackout: { fromIndex: number; toIndex: number } }[];
+    };
     const html = readFileSync(file, 'utf8');
     // Self-contained: nothing to fetch.
     expect(html).not.toMatch(/<(link|img|iframe)\b|\bsrc=|https?:\/\//i);
@@ -53,6 +59,24 @@ describe('simulate --report', () => {
       expect(box!.width).toBeGreaterThan(600);
       expect(box!.height).toBeGreaterThan(150);
       for (const name of ['kho-dump', 'shutdown', 'jump', 'iommufd-restore', 'vmm-reattach']) await expect.poll(() => timeline.getByText(name, { exact: true }).count()).toBe(1);
+
+      // The generations' legend has a strip of its own: no blackout band or label under it, and
+      // it stays inside the chart.
+      const legend = (await timeline.locator('g.legend').boundingBox())!;
+      const meet = (a: Box, b: Box) => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height;
+      const bands = await timeline.locator('rect.blackout, text.blackout-label').all();
+      expect(bands.length).toBe(4);
+      for (const band of bands) expect(meet(legend, (await band.boundingBox())!)).toBe(false);
+      expect(legend.x + legend.width).toBeLessThanOrEqual(box!.x + box!.width);
+
+      // Phase rows in time order: from the last burst before the first update to vmm-reattach, each
+      // phase's bar sits a row below the one before, and the row labels read in that order.
+      const { fromIndex, toIndex } = sim.updates[0]!.blackout;
+      const ys: number[] = [];
+      for (let i = fromIndex - 1; i <= toIndex; i++) ys.push(Number(await timeline.locator(`rect.phase[data-index="${i}"]`).getAttribute('y')));
+      expect(ys.every((y, i) => i === 0 || y > ys[i - 1]!)).toBe(true);
+      const labels = await timeline.locator('text.row-label').allTextContents();
+      expect(labels).toEqual(sim.timeline.slice(fromIndex - 1, toIndex + 1).map((e) => e.phase));
 
       // DMA: a lane per device; bytes bars everywhere, fault bars only in the non-persistent lane.
       const dma = page.locator('#dma-chart');

@@ -13,22 +13,65 @@ function tableHtml(id: string, caption: string, header: string[], rows: (string 
   return `<table id="${id}"><caption>${esc(caption)}</caption><thead><tr>${th}</tr></thead><tbody>\n${body}\n</tbody></table>`;
 }
 
+/**
+ * The timeline's rows in time order of the first live update: each phase at its last start up to
+ * the end of that update, so the update reads top to bottom as it ran (guest-io, kho-dump, ...,
+ * vmm-reattach); a phase first seen after it comes after, at its first start.
+ */
+function phaseRows(r: SimulationResult): string[] {
+  const end = r.updates[0]?.blackout.toIndex ?? r.timeline.length - 1;
+  const start = new Map<string, number>();
+  r.timeline.forEach((e, i) => {
+    if (i <= end || !start.has(e.phase)) start.set(e.phase, i);
+  });
+  return [...start.keys()].sort((a, b) => start.get(a)! - start.get(b)!);
+}
+
+/**
+ * The generations' colours, left to right, wrapped to `width` (the colours repeat after 8, so
+ * past 8 generations one entry per colour). Returns the SVG and the height of its strip.
+ */
+function legendSvg(generations: number[], x0: number, width: number): { svg: string; height: number } {
+  const n = GEN_COLOURS.length;
+  const entries = generations.length <= n ? generations.map((g) => ({ g, text: `generation ${g}` })) : GEN_COLOURS.map((_, g) => ({ g, text: `generations ${g}, ${g + n}, …` }));
+  const lineH = 18;
+  const parts: string[] = [];
+  let x = x0, y = 4;
+  for (const e of entries) {
+    const w = 16 + e.text.length * 6.2 + 18; // swatch, text at 10.5px, gap
+    if (x + w > width && x > x0) {
+      x = x0;
+      y += lineH;
+    }
+    parts.push(`<rect x="${x.toFixed(1)}" y="${y}" width="12" height="12" fill="${genColour(e.g)}"/><text x="${(x + 16).toFixed(1)}" y="${y + 10}">${esc(e.text)}</text>`);
+    x += w;
+  }
+  return { svg: `<g class="legend">${parts.join('')}</g>`, height: y + lineH };
+}
+
 /** Phases as bars on the simulated clock, one row per phase name, blackout windows shaded. */
 function timelineSvg(r: SimulationResult): string {
   const tl = r.timeline;
-  const rows = [...new Set(tl.map((e) => e.phase))];
-  const left = 130, right = 20, top = 28, rowH = 22, width = 1000;
+  const rows = phaseRows(r);
+  const left = 130, right = 20, rowH = 22, width = 1000;
   const plotW = width - left - right;
+  // From the top: the legend's own strip, then the blackout bands with their labels on top, the
+  // rows inside them; so the legend never sits on a band.
+  const legend = legendSvg([...new Set(tl.map((e) => e.generation))], left, width - right);
+  const bandTop = legend.height + 6;
+  const top = bandTop + 18;
   const height = top + rows.length * rowH + 40;
   const maxNs = tl.length ? tl[tl.length - 1]!.simNs : 1;
   const x = (ns: number) => left + (ns / maxNs) * plotW;
-  const parts: string[] = [];
+  const parts: string[] = [legend.svg];
   for (const u of r.updates) {
     const a = x(tl[u.blackout.fromIndex]!.simNs), b = x(tl[u.blackout.toIndex]!.simNs);
     parts.push(
-      `<rect class="blackout" data-update="${u.index}" x="${a.toFixed(1)}" y="${top - 18}" width="${Math.max(1, b - a).toFixed(1)}" height="${rows.length * rowH + 18}"><title>blackout of live update ${u.index}: ${u.blackout.simMs.toFixed(1)} ms simulated, ${u.blackout.wallMs.toFixed(1)} ms wall</title></rect>`,
-      `<text class="blackout-label" x="${((a + b) / 2).toFixed(1)}" y="${top - 6}" text-anchor="middle">blackout ${u.index}: ${u.blackout.simMs.toFixed(1)} ms</text>`,
+      `<rect class="blackout" data-update="${u.index}" x="${a.toFixed(1)}" y="${bandTop}" width="${Math.max(1, b - a).toFixed(1)}" height="${top - bandTop + rows.length * rowH}"><title>blackout of live update ${u.index}: ${u.blackout.simMs.toFixed(1)} ms simulated, ${u.blackout.wallMs.toFixed(1)} ms wall</title></rect>`,
     );
+    // As much of the label as the band holds (many updates make narrow bands).
+    const label = b - a > 130 ? `blackout ${u.index}: ${u.blackout.simMs.toFixed(1)} ms` : b - a > 24 ? String(u.index) : '';
+    if (label) parts.push(`<text class="blackout-label" x="${((a + b) / 2).toFixed(1)}" y="${top - 6}" text-anchor="middle">${label}</text>`);
   }
   rows.forEach((name, i) => {
     const y = top + i * rowH;
@@ -52,10 +95,6 @@ function timelineSvg(r: SimulationResult): string {
     parts.push(`<line class="tick" x1="${px.toFixed(1)}" x2="${px.toFixed(1)}" y1="${axisY}" y2="${axisY + 5}"/><text class="tick-label" x="${px.toFixed(1)}" y="${axisY + 18}" text-anchor="middle">${t}</text>`);
   }
   parts.push(`<text class="axis-label" x="${left + plotW / 2}" y="${axisY + 34}" text-anchor="middle">simulated time since cold boot (ms)</text>`);
-  const gens = [...new Set(tl.map((e) => e.generation))];
-  gens.forEach((g, i) => {
-    parts.push(`<rect x="${left + i * 110}" y="4" width="12" height="12" fill="${genColour(g)}"/><text class="legend" x="${left + i * 110 + 16}" y="14">generation ${g}</text>`);
-  });
   return `<svg id="timeline-chart" role="img" aria-label="lifecycle timeline" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}">${parts.join('')}</svg>`;
 }
 
@@ -142,7 +181,7 @@ svg { display: block; max-width: 100%; height: auto; font-family: system-ui, san
 .blackout { fill: #f6c343; fill-opacity: .22; stroke: #d9a200; stroke-dasharray: 4 3; pointer-events: none; }
 .blackout-label { font-size: 11px; fill: #8a6500; font-weight: 600; }
 .row-label { font-size: 12px; fill: #1d2330; } .row-sub { font-size: 10.5px; fill: #5b6475; } .bad { fill: #b42318; }
-.grid { stroke: #eef0f4; } .tick { stroke: #8892a3; } .tick-label, .axis-label, .legend, .col-label { font-size: 10.5px; fill: #5b6475; }
+.grid { stroke: #eef0f4; } .tick { stroke: #8892a3; } .tick-label, .axis-label, .legend text, .col-label { font-size: 10.5px; fill: #5b6475; }
 .lane-bg { fill: #f8f9fb; } .scale { font-size: 9.5px; fill: #8892a3; } .bytes { fill: #4e9a5a; } .faults { fill: #d64545; } .mismatch { fill: #7a1fa2; }
 .kexec { stroke: #1d2330; stroke-width: 1.5; stroke-dasharray: 3 3; }
 rect.hl { stroke: #1d2330; stroke-width: 1.5; } #hover { min-height: 1.5em; color: #1d2330; font-size: 12px; }
