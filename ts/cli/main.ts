@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `iommu-liveupdate`: the command line. `simulate` runs a live update with DMA persistence on a
 // simulated host and says whether DMA survived it; `inspect` reads a KHO handover blob back.
-// Exit codes: 0 all good, 1 a check failed (or the blob is bad), 2 a usage error.
+// Exit codes: 0 all good, 1 a check failed (or the blob is bad, or an output file could not be
+// written after the run), 2 a usage error (output files are tried before the run).
 import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
