@@ -50,11 +50,16 @@ export interface CliRun {
   ms: number;
 }
 
-/** `node dist/cli/main.js ...args`, stdin closed, stdout/stderr pipes (so: not a TTY). */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
+/**
+ * `node dist/cli/main.js ...args`, stdin closed, stdout/stderr pipes (so: not a TTY). `closed`
+ * names pipes whose reading end is closed at once, before the CLI writes a byte: a reader that
+ * stopped early (`| head -1`) without the race of when it stops.
+ */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, closed: ('stdout' | 'stderr')[] = []): Promise<CliRun> {
   const t0 = performance.now();
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [cliPath, ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    for (const name of closed) child[name].destroy();
     const out: Buffer[] = [], err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));

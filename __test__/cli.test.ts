@@ -74,6 +74,7 @@ const SIMULATE_V1: Shape = {
       vm: { nullable: 'string' },
       persistent: 'boolean',
       window: { iova: 'hex', bytes: 'integer' },
+      countWindow: { label: 'string', fromIndex: 'integer', toIndex: 'integer' },
       transactions: 'integer',
       bytes: 'integer',
       pagesWritten: 'integer',
@@ -105,7 +106,7 @@ const SIMULATE_V1: Shape = {
         preservedRanges: 'integer',
       },
       blackout: { from: 'string', to: { enum: ['vmm-reattach'] }, simNs: 'integer', simMs: 'number', wallMs: 'number', fromIndex: 'integer', toIndex: 'integer' },
-      dma: { transactions: 'integer', bytes: 'integer', faults: 'integer', byDevice: [{ bdf: 'bdf', transactions: 'integer', bytes: 'integer', faults: 'integer' }] },
+      dma: { countWindow: { label: 'string', fromIndex: 'integer', toIndex: 'integer' }, transactions: 'integer', bytes: 'integer', faults: 'integer', byDevice: [{ bdf: 'bdf', transactions: 'integer', bytes: 'integer', faults: 'integer' }] },
     },
   ],
   kho: {
@@ -144,7 +145,9 @@ describe('iommu-liveupdate simulate', () => {
     expect(r.stdout).toMatch(/^ {2}preserved {3}2 mappings \(8 GiB\) in 2 IOASes of 2 persistent iommufds\n {14}2 domains: \d+ page-table pages/m);
     expect(r.stdout).toMatch(/KHO blob {4}[\d,]+ bytes/);
     expect(r.stdout).toMatch(/blackout {4}998\.0 ms simulated \(end of kho-dump → end of vmm-reattach\), [\d.]+ ms wall/);
-    expect(r.stdout).toMatch(/^ {2}faults {6}0 on persistent devices, [\d,]+ on non-persistent ones \(blocked\)$/m);
+    expect(r.stdout).toMatch(/^ {2}DMA {9}during update 1: [\d,]+ transactions \([\d.]+ MiB\)$/m);
+    expect(r.stdout).toMatch(/^ {2}faults {6}during update 1: 0 on 4 persistent devices, [\d,]+ on 1 non-persistent device \(blocked\)$/m);
+    expect(r.stdout).toMatch(/^DMA per device, whole run:\ndevice {8}vm {4}kind  iommufd {9}transactions {4}bytes  faults  status$/m);
     expect(r.stdout).toMatch(/0000:05:00\.0 {2}host {2}nic {3}non-persistent .* blocked from shutdown/);
     expect(r.stdout).toMatch(/^checks: \d+ passed, 0 failed$/m);
     expect(r.stdout).toMatch(/^PASS: 4 persistent devices kept DMA going through 1 live update/m);
@@ -191,11 +194,65 @@ describe('iommu-liveupdate simulate', () => {
     }
   });
 
+  it('says which window every DMA and fault count covers: during update N, or the whole run', async () => {
+    const args = [...SMALL, '--kexecs', '2', '--vms', '1'];
+    const [text, json] = await Promise.all([runCli(['simulate', ...args]), runCli(['simulate', '--json', ...args])]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^ {2}DMA {9}during update 1: /m);
+    expect(text.stdout).toMatch(/^ {2}faults {6}during update 1: /m);
+    expect(text.stdout).toMatch(/^all 2 live updates \(DMA and faults: during each update\):$/m);
+    expect(text.stdout).toMatch(/^DMA per device, whole run:$/m);
+    // The labels say what was counted: each count is the sum of the steps in its window.
+    type Step = { timelineIndex: number; pagesWritten: number; pagesVerified: number; faults: number; mismatches: number };
+    type Window = { label: string; fromIndex: number; toIndex: number };
+    const doc = JSON.parse(json.stdout) as {
+      timeline: unknown[];
+      checks: { detail: string }[];
+      devices: { bdf: string; countWindow: Window; faults: number; transactions: number; steps: Step[] }[];
+      updates: { index: number; blackout: { fromIndex: number; toIndex: number }; dma: { countWindow: Window; faults: number; transactions: number } }[];
+    };
+    const inside = (w: Window) => (s: Step) => s.timelineIndex >= w.fromIndex && s.timelineIndex <= w.toIndex;
+    const tx = (s: Step) => s.pagesWritten + s.pagesVerified + s.mismatches + s.faults;
+    const sum = (steps: Step[], f: (s: Step) => number) => steps.reduce((n, s) => n + f(s), 0);
+    for (const d of doc.devices) {
+      expect(d.countWindow).toEqual({ label: 'whole run', fromIndex: d.steps[0]!.timelineIndex, toIndex: doc.timeline.length - 1 });
+      const steps = d.steps.filter(inside(d.countWindow));
+      expect([d.faults, d.transactions]).toEqual([sum(steps, (s) => s.faults), sum(steps, tx)]);
+    }
+    for (const u of doc.updates) {
+      expect(u.dma.countWindow).toEqual({ label: `during update ${u.index}`, fromIndex: u.blackout.fromIndex, toIndex: u.blackout.toIndex });
+      const steps = doc.devices.flatMap((d) => d.steps.filter(inside(u.dma.countWindow)));
+      expect([u.dma.faults, u.dma.transactions]).toEqual([sum(steps, (s) => s.faults), sum(steps, tx)]);
+    }
+    expect(doc.checks.filter((c) => / pages verified over the whole run; /.test(c.detail))).toHaveLength(2); // one per persistent device
+    // The two windows differ: the whole run's faults are more than one update's.
+    const host = doc.devices.find((d) => d.faults > 0)!;
+    expect(host.faults).toBeGreaterThan(doc.updates[0]!.dma.faults);
+  });
+
   it('--quiet prints only the verdict line', async () => {
     const r = await runCli(['simulate', '--quiet', ...SMALL, '--vms', '1', '--devices', '1']);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(/^PASS: 1 persistent devices kept DMA going through 1 live update[^\n]*\n$/);
+    expect(r.stdout).toMatch(/^PASS: 1 persistent device kept DMA going through 1 live update[^\n]*\n$/);
+  });
+
+  // Every noun the CLI counts, in the plural: none of them may follow a lone 1.
+  const ONE_PLURAL = /(?<![\d,.])1 (?:persist\w+ |non-persistent )?(?:mappings|IOASes|iommufds|domains|page-table pages|root\/context table pages|ranges|devices|live updates|checks|areas|faults|mismatches|pages|bytes|transactions|blocks)\b/;
+
+  it('counts one of a thing in the singular: 1 mapping, 1 IOAS, 1 device (--vms 1 --devices 1)', async () => {
+    const file = join(tmp, 'one.dtb');
+    const r = await runCli(['simulate', ...SMALL, '--vms', '1', '--devices', '1', '--dump-kho', file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ {2}preserved {3}1 mapping \(256 MiB\) in 1 IOAS of 1 persistent iommufd\n {14}1 domain: \d+ page-table pages/m);
+    expect(r.stdout).toMatch(/^ {2}faults {6}during update 1: 0 on 1 persistent device, [\d,]+ on 1 non-persistent device \(blocked\)/m);
+    expect(r.stdout).toMatch(/^PASS: 1 persistent device kept DMA going through 1 live update /m);
+    const json = await runCli(['simulate', '--json', ...SMALL, '--vms', '1', '--devices', '1']);
+    const details = (JSON.parse(json.stdout) as Doc).checks.map((c) => c.detail);
+    expect(details).toContain('fd 4, IOAS 1, 1/1 device attached');
+    const inspect = await runCli(['inspect', file]);
+    expect(inspect.stdout).toMatch(/^ {2}1 persisted iommufd, 1 IOAS, 1 area \(256 MiB mapped\), 1 domain with \d+ page-table pages$/m);
+    for (const text of [r.stdout, r.stderr, ...details, inspect.stdout]) expect(text).not.toMatch(ONE_PLURAL);
   });
 
   it('exits 1 when a check fails: kexec without KHO (--no-kho) loses the persistent devices', async () => {
@@ -224,9 +281,19 @@ describe('iommu-liveupdate simulate', () => {
     [['--guest-mem', '4X'], /--guest-mem takes a size like 4G, 512M/],
     [['--guest-mem', '3M'], /--guest-mem 3 MiB: .* multiple of 2M/],
     [['--guest-mem', '2M'], /too small for 2 devices/],
-    [['--vms', '5'], /--vms 5 × --guest-mem 4 GiB = 20 GiB does not fit the 16 GiB guestmemfs carve-out \(16,372 MiB usable: 2 MiB go to the superblock and 2 MiB to each file's block map\)/],
-    [['--vms', '2', '--guest-mem', '8190M'], /= 16,380 MiB does not fit .*\(16,378 MiB usable/],
-    [['--vms', '2', '--guest-mem', '8G'], /= 16 GiB does not fit the 16 GiB guestmemfs carve-out/],
+    [['--vms', '5', '--guestmemfs', '16G'], /--vms 5 × --guest-mem 4 GiB = 20 GiB does not fit --guestmemfs 16 GiB \(16,372 MiB usable: 2 MiB go to the superblock and 2 MiB to each file's block map\); raise --guestmemfs to 21G or lower --vms or --guest-mem$/m],
+    [['--vms', '2', '--guest-mem', '8190M', '--guestmemfs', '16G'], /= 16,380 MiB does not fit --guestmemfs 16 GiB \(16,378 MiB usable/],
+    [['--vms', '2', '--guest-mem', '8G', '--guestmemfs', '16G'], /= 16 GiB does not fit --guestmemfs 16 GiB .*; raise --guestmemfs to 17G/],
+    [['--vms', '16', '--guest-mem', '8G', '--host-mem', '64G'], /--vms 16 × --guest-mem 8 GiB need 128 GiB \+ 34 MiB of guestmemfs carve-out, which with the host's own 4 GiB below it does not fit --host-mem 64 GiB; raise --host-mem to 133G or lower --vms or --guest-mem$/m],
+    [['--host-mem', '60G', '--guestmemfs', '58G'], /--guestmemfs 58 GiB with the host's own 4 GiB below it does not fit --host-mem 60 GiB; raise --host-mem to 62G or lower --guestmemfs$/m],
+    [['--host-mem', '2G'], /need 8,198 MiB of guestmemfs carve-out, which with .* does not fit --host-mem 2 GiB; raise --host-mem to 13G/],
+    [['--guestmemfs', '3M'], /--guestmemfs 3 MiB: the carve-out is whole 2 MiB guestmemfs blocks; give a non-zero multiple of 2M/],
+    [['--guestmemfs', '17T'], /--guestmemfs 17 TiB: at most 16 TiB/],
+    [['--vms', '200', '--devices', '1', '--guest-mem', '512G'], /need 100 TiB \+ 402 MiB of guestmemfs carve-out, more than the largest carve-out \(16 TiB\)/],
+    [['--host-mem', '5000'], /--host-mem 5,000 B: host memory is whole 4 KiB frames; give a non-zero multiple of 4K/],
+    [['--host-mem', '257T'], /--host-mem 257 TiB: at most 256 TiB/],
+    [['--host-mem', '64X'], /--host-mem takes a size like 4G, 512M/],
+    [['--guestmemfs', 'lots'], /--guestmemfs takes a size like 4G, 512M/],
     [['--vms', '100', '--devices', '3', '--guest-mem', '64M'], /needs 301 PCI buses/],
     [['--page-size', '1g'], /argument '1g' is invalid\. Allowed choices are 4k, 2m, mixed/],
     [['--seed', 'abc'], /--seed takes an unsigned 64-bit integer/],
@@ -243,10 +310,38 @@ describe('iommu-liveupdate simulate', () => {
     expect(r.stderr).toMatch(message);
   });
 
+  it('--vms 16 --guest-mem 8G just works: the carve-out and the host grow to hold it, and stderr says so', async () => {
+    const r = await runCli(['simulate', '--json', '--vms', '16', '--guest-mem', '8G']);
+    expect(r.stderr).toBe(
+      "note: --vms 16 × --guest-mem 8 GiB need 128 GiB + 34 MiB of guestmemfs carve-out, more than the default 16 GiB: using --guestmemfs 129G; a 129 GiB carve-out and the host's own 4 GiB need more than the default 64 GiB host: using --host-mem 133G\n",
+    );
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout) as Doc & { config: { hostMemoryBytes: number; guestmemfsBytes: number } };
+    expect([doc.config.guestmemfsBytes, doc.config.hostMemoryBytes]).toEqual([129 * 2 ** 30, 133 * 2 ** 30]);
+    expect(doc.verdict).toBe('pass');
+  });
+
+  it.concurrent.each([
+    // Both given: taken as they are, nothing to say.
+    [['--host-mem', '8G', '--guestmemfs', '2G', '--vms', '1', '--guest-mem', '1G'], '8 GiB host, 2 GiB guestmemfs carve-out', ''],
+    // A small host: the default carve-out shrinks to what the host leaves.
+    [['--host-mem', '8G', '--vms', '1', '--guest-mem', '1G'], '8 GiB host, 4 GiB guestmemfs carve-out', "note: the default 16 GiB guestmemfs carve-out and the host's own 4 GiB do not fit --host-mem 8 GiB: using --guestmemfs 4G\n"],
+    // A big carve-out: the default host grows to hold it.
+    [['--guestmemfs', '100G', ...SMALL], '104 GiB host, 100 GiB guestmemfs carve-out', "note: a 100 GiB carve-out and the host's own 4 GiB need more than the default 64 GiB host: using --host-mem 104G\n"],
+    [['--host-mem', '1T', '--guestmemfs', '512M', ...SMALL, '--vms', '1'], '1 TiB host, 512 MiB guestmemfs carve-out', ''],
+  ])('simulate %j runs on the memory it was given or chose', async (args, sizes, note) => {
+    const r = await runCli(['simulate', ...args]);
+    expect(r.stderr).toBe(note);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^iommu-liveupdate simulate: ${sizes}, seed 0\n`));
+    const quiet = await runCli(['simulate', '--quiet', ...args]);
+    expect([quiet.code, quiet.stderr]).toEqual([0, '']);
+  });
+
   it('answers --help and --version with exit 0, and no command or an unknown one with exit 2', async () => {
     const help = await runCli(['simulate', '--help']);
     expect(help.code).toBe(0);
-    for (const flag of ['--vms', '--guest-mem', '--devices', '--page-size', '--kexecs', '--seed', '--json', '--report', '--dump-kho', '--quiet']) expect(help.stdout).toContain(flag);
+    for (const flag of ['--vms', '--guest-mem', '--host-mem', '--guestmemfs', '--devices', '--page-size', '--kexecs', '--seed', '--json', '--report', '--dump-kho', '--quiet']) expect(help.stdout).toContain(flag);
     const v = await runCli(['--version']);
     expect([v.code, v.stdout.trim()]).toEqual([0, JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version]);
     const none = await runCli([]);
@@ -265,7 +360,7 @@ describe('iommu-liveupdate inspect', () => {
     const file = join(tmp, 'kho.dtb');
     const r = await runCli(['simulate', '--json', ...SMALL, '--page-size', 'mixed', '--dump-kho', file]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/wrote the KHO blob of live update 1 to .*kho\.dtb \(\d+ bytes/);
+    expect(r.stderr).toMatch(/wrote the KHO blob of live update 1 to .*kho\.dtb \([\d,]+ bytes/);
     simulated = JSON.parse(r.stdout) as Doc;
     blob = readFileSync(file);
   });

@@ -32,4 +32,13 @@ describe('package', () => {
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root });
     expect(stdout.trim()).toBe('a true FDT_ERR_TRUNCATED 8');
   });
+
+  // package.json says MIT; the text itself ships at the root (npm packs LICENSE whatever `files` says).
+  it('has the MIT LICENSE that package.json names', async () => {
+    const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { license: string };
+    const text = await readFile(new URL('../LICENSE', import.meta.url), 'utf8');
+    expect(pkg.license).toBe('MIT');
+    expect(text).toMatch(/^MIT License\n\nCopyright \(c\) 2026 iommu-liveupdate contributors\n/);
+    expect(text).toContain('THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND');
+  });
 });

@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 // `iommu-liveupdate`: the command line. `simulate` runs a live update with DMA persistence on a
 // simulated host and says whether DMA survived it; `inspect` reads a KHO handover blob back.
-// Exit codes: 0 all good, 1 a check failed (or the blob is bad), 2 a usage error.
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+// Exit codes: 0 all good, 1 a check failed (or the blob is bad, or an output file could not be
+// written after the run), 2 a usage error (output files are tried before the run).
+import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { decodeFdt, FdtError, fdtToDts, version } from '../index.js';
 import { KhoFormatError, summariseKho, type KhoSummary } from './kho-summary.js';
 import { renderReport } from './report.js';
-import { checkConfig, DEFAULT_CONFIG, simulate, type PageSize, type ScenarioConfig } from './scenario/index.js';
+import { checkConfig, DEFAULT_CONFIG, fitMemory, HOST_OWN, simulate, type PageSize, type ScenarioConfig } from './scenario/index.js';
 import { COLOUR, PLAIN, renderKho, renderSummary, verdictLine } from './text.js';
-import { formatBytes, parseCount, parseSize, parseU64 } from './units.js';
+import { formatBytes, parseCount, parseSize, parseU64, plural, sizeArg } from './units.js';
 
 /** A bad flag or argument: message on stderr, exit code 2. */
 class UsageError extends Error {}
@@ -51,28 +52,69 @@ class Progress {
   }
 }
 
-/** An output file's directory must exist before minutes of simulation, not after. */
+/** `EACCES: permission denied` from a Node fs error (its message without the call and path). */
+function osReason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return /^[A-Z0-9]+: [^,]+/.exec(err.message)?.[0] ?? err.code ?? err.message;
+}
+
+/** The nearest ancestor of `dir` that exists but is not a directory, if any. */
+function notADirectory(dir: string): string | null {
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      return statSync(d).isDirectory() ? null : d;
+    } catch {
+      if (d === dirname(d)) return null;
+    }
+  }
+}
+
+/**
+ * An output file must be writable before minutes of simulation, not after: not a directory, in
+ * a directory that exists, and either an existing file we may write or a new one we could create
+ * (tried, then removed). Anything else is a usage error naming the flag, the path and the errno.
+ */
 function outputPath(flag: string, file: string | undefined): string | undefined {
   if (file === undefined) return undefined;
   const path = resolve(file);
-  let st;
+  const dir = dirname(path);
+  let st: Stats | null = null;
   try {
-    st = statSync(dirname(path));
+    st = statSync(path);
   } catch {
-    throw new UsageError(`${flag} ${file}: directory ${dirname(path)} does not exist`);
+    // A new file, or a directory that is missing or is not one: the probe below says which.
   }
-  if (!st.isDirectory()) throw new UsageError(`${flag} ${file}: ${dirname(path)} is not a directory`);
+  if (st?.isDirectory()) throw new UsageError(`${flag} ${file}: is a directory (EISDIR)`);
   try {
-    if (statSync(path).isDirectory()) throw new UsageError(`${flag} ${file}: is a directory`);
+    if (st) accessSync(path, constants.W_OK);
+    else closeSync(openSync(path, 'wx'));
   } catch (e) {
-    if (e instanceof UsageError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    const blocker = notADirectory(dir);
+    if (code === 'ENOTDIR' && blocker) throw new UsageError(`${flag} ${file}: ${blocker} is not a directory (ENOTDIR)`);
+    if (code === 'ENOENT' && !existsSync(dir)) throw new UsageError(`${flag} ${file}: directory ${dir} does not exist (ENOENT)`);
+    throw new UsageError(`${flag} ${file}: cannot ${st ? 'write it' : `create it in ${dir}`} (${osReason(e)})`);
   }
+  if (!st) unlinkSync(path);
   return path;
+}
+
+/** Writes an output file after the run; a failure (disk full, ...) is reported, and the run fails. */
+function writeOutput(flag: string, file: string, path: string, data: string | Uint8Array): boolean {
+  try {
+    writeFileSync(path, data);
+    return true;
+  } catch (e) {
+    process.stderr.write(`error: ${flag} ${file}: cannot write it (${osReason(e)})\n`);
+    return false;
+  }
 }
 
 interface SimulateFlags {
   vms: number;
   guestMem: bigint;
+  hostMem?: bigint;
+  guestmemfs?: bigint;
   devices: number;
   pageSize: PageSize;
   kexecs: number;
@@ -85,17 +127,22 @@ interface SimulateFlags {
 }
 
 function runSimulate(f: SimulateFlags): void {
-  const config: ScenarioConfig = { ...DEFAULT_CONFIG, vms: f.vms, guestMem: f.guestMem, devicesPerVm: f.devices, pageSize: f.pageSize, kexecs: f.kexecs, seed: f.seed, kho: f.kho };
-  const why = checkConfig(config);
+  const asked: ScenarioConfig = { ...DEFAULT_CONFIG, vms: f.vms, guestMem: f.guestMem, devicesPerVm: f.devices, pageSize: f.pageSize, kexecs: f.kexecs, seed: f.seed, kho: f.kho };
+  const why = checkConfig(asked);
   if (why) throw new UsageError(why);
+  const memory = fitMemory(asked, { hostMemory: f.hostMem, carveOut: f.guestmemfs });
+  if ('error' in memory) throw new UsageError(memory.error);
+  const config: ScenarioConfig = { ...asked, hostMemory: memory.hostMemory, carveOut: memory.carveOut };
   if (!f.kho && f.dumpKho !== undefined) throw new UsageError('--dump-kho needs KHO: drop --no-kho');
   const report = outputPath('--report', f.report);
   const dump = outputPath('--dump-kho', f.dumpKho);
+  if (report !== undefined && report === dump) throw new UsageError(`--report and --dump-kho both name ${report}: give each its own file`);
   const json = !!f.json;
   const quiet = !!f.quiet;
   const log = (msg: string) => {
     if (!quiet) process.stderr.write(`${msg}\n`);
   };
+  if (memory.note) log(`note: ${memory.note}`);
   const progress = new Progress(process.stderr, !json && !quiet && process.stderr.isTTY === true);
   let run;
   try {
@@ -110,15 +157,16 @@ function runSimulate(f: SimulateFlags): void {
     process.stdout.write(`${JSON.stringify({ schemaVersion, command, tool: 'iommu-liveupdate', version, ...rest }, null, 2)}\n`);
   } else if (quiet) process.stdout.write(`${verdictLine(result, style)}\n`);
   else process.stdout.write(renderSummary(result, style));
+  let written = true;
   if (dump) {
-    writeFileSync(dump, blobs[0]!);
-    log(`wrote the KHO blob of live update 1 to ${f.dumpKho} (${blobs[0]!.length} bytes; read it with: iommu-liveupdate inspect ${f.dumpKho})`);
+    if (writeOutput('--dump-kho', f.dumpKho!, dump, blobs[0]!)) log(`wrote the KHO blob of live update 1 to ${f.dumpKho} (${plural(blobs[0]!.length, 'byte')}; read it with: iommu-liveupdate inspect ${f.dumpKho})`);
+    else written = false;
   }
   if (report) {
-    writeFileSync(report, renderReport(result));
-    log(`wrote the report to ${f.report}`);
+    if (writeOutput('--report', f.report!, report, renderReport(result))) log(`wrote the report to ${f.report}`);
+    else written = false;
   }
-  process.exitCode = result.verdict === 'pass' ? 0 : 1;
+  process.exitCode = result.verdict === 'pass' && written ? 0 : 1;
 }
 
 function runInspect(file: string, f: { json?: boolean }): void {
@@ -166,10 +214,12 @@ function program(): Command {
   p.command('simulate')
     .summary('run a live update with DMA on a simulated host and check that DMA survived')
     .description(
-      `Boot a ${formatBytes(d.hostMemory)} host with a ${formatBytes(d.carveOut)} guestmemfs carve-out, start VMs whose guest RAM is a guestmemfs file mapped into a persistent iommufd and whose assigned devices do continuous DMA, add one device in a non-persistent iommufd, live-update the host (KHO, kexec, re-claim, re-attach) and check that DMA survived. Exit code 0 if every check passed, 1 if one failed, 2 for bad flags.`,
+      `Boot a host (${formatBytes(d.hostMemory)} unless --host-mem) with a guestmemfs carve-out (${formatBytes(d.carveOut)} unless --guestmemfs), start VMs whose guest RAM is a guestmemfs file mapped into a persistent iommufd and whose assigned devices do continuous DMA, add one device in a non-persistent iommufd, live-update the host (KHO, kexec, re-claim, re-attach) and check that DMA survived. Exit code 0 if every check passed, 1 if one failed, 2 for bad flags.`,
     )
     .addOption(new Option('--vms <n>', 'number of VMs').argParser(count('--vms')).default(d.vms))
     .addOption(new Option('--guest-mem <size>', 'guest RAM per VM, a multiple of 2M (4G, 512M, ...)').argParser(size('--guest-mem')).default(d.guestMem, '4G'))
+    .addOption(new Option('--host-mem <size>', `host RAM (default: ${sizeArg(d.hostMemory)}, or the carve-out + ${sizeArg(HOST_OWN)} for the host's own when that is more)`).argParser(size('--host-mem')))
+    .addOption(new Option('--guestmemfs <size>', `the guestmemfs= carve-out that holds all guest RAM, a multiple of 2M (default: ${sizeArg(d.carveOut)}, or what the VMs need in whole GiB, or what a smaller --host-mem leaves)`).argParser(size('--guestmemfs')))
     .addOption(new Option('--devices <n>', 'assigned devices per VM (NVMe, NIC, NVMe, ...)').argParser(count('--devices')).default(d.devicesPerVm))
     .addOption(new Option('--page-size <size>', 'IOMMU page size of the VMs\' IOASes: 4k (IOMMU_OPTION_HUGE_PAGES=0), 2m, or mixed (half the VMs each)').choices(['4k', '2m', 'mixed']).default(d.pageSize))
     .addOption(new Option('--kexecs <n>', 'live updates in a row').argParser(count('--kexecs')).default(d.kexecs))
@@ -189,7 +239,20 @@ function program(): Command {
   return p;
 }
 
+/**
+ * A reader that stops early (`inspect kho.dtb | head -1`) closes the pipe: what is left to print
+ * has nowhere to go, which is not an error. Drop it quietly, as Unix tools do, and keep the exit
+ * code the command earned; any other write error still surfaces.
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
+}
+
 function main(argv: string[]): void {
+  quietOnClosedPipe(process.stdout);
+  quietOnClosedPipe(process.stderr);
   try {
     program().parse(argv);
   } catch (e) {

@@ -1,7 +1,7 @@
 // The plain-text account of a run (stdout of `simulate`) and of a KHO blob (`inspect`).
 import { protName, type KhoSummary } from './kho-summary.js';
-import type { SimulationResult, UpdateResult } from './scenario/index.js';
-import { faultReason, formatBytes, group, hex } from './units.js';
+import { updateFaults, WHOLE_RUN, type SimulationResult, type UpdateResult } from './scenario/index.js';
+import { faultReason, formatBytes, group, hex, plural } from './units.js';
 
 export interface Style {
   ok(s: string): string;
@@ -39,31 +39,31 @@ export function verdictLine(r: SimulationResult, style: Style): string {
   const persistent = r.devices.filter((d) => d.persistent);
   const others = r.devices.filter((d) => !d.persistent);
   const failed = r.checks.filter((c) => !c.ok).length;
-  const updates = `${r.updates.length} live update${r.updates.length === 1 ? '' : 's'}`;
+  const updates = plural(r.updates.length, 'live update');
   if (r.verdict === 'pass') {
-    return `${style.ok('PASS')}: ${persistent.length} persistent devices kept DMA going through ${updates} with no fault or mismatch; ${others.length === 1 ? 'the non-persistent device was' : `${others.length} non-persistent devices were`} blocked from shutdown on`;
+    return `${style.ok('PASS')}: ${plural(persistent.length, 'persistent device')} kept DMA going through ${updates} with no fault or mismatch; ${others.length === 1 ? 'the non-persistent device was' : `${plural(others.length, 'non-persistent device')} were`} blocked from shutdown on`;
   }
-  return `${style.bad('FAIL')}: ${failed} of ${r.checks.length} checks failed across ${updates}`;
+  return `${style.bad('FAIL')}: ${failed} of ${plural(r.checks.length, 'check')} failed across ${updates}`;
 }
 
 function updateLines(u: UpdateResult, r: SimulationResult): string[] {
   const k = u.kho;
-  const persistentFaults = u.dma.byDevice.filter((d) => r.devices.find((x) => x.bdf === d.bdf)?.persistent).reduce((n, d) => n + d.faults, 0);
-  const otherFaults = u.dma.faults - persistentFaults;
+  const persistent = r.devices.filter((d) => d.persistent).length;
+  const faults = updateFaults(u, r.devices);
   const head = `live update ${u.index}: generation ${u.fromGeneration} → ${u.toGeneration}`;
   const handover = k.blobBytes
     ? [
-        `  preserved   ${k.mappings} mappings (${formatBytes(k.mappedBytes)}) in ${k.ioases} IOASes of ${k.iommufds} persistent iommufds`,
-        `              ${k.domains} domains: ${group(k.pageTablePages)} page-table pages (+ ${k.rootContextPages} root/context table pages)`,
-        `  KHO blob    ${group(k.blobBytes)} bytes, handing over ${formatBytes(k.preservedBytes, { exact: true })} in ${group(k.preservedRanges)} ranges`,
+        `  preserved   ${plural(k.mappings, 'mapping')} (${formatBytes(k.mappedBytes)}) in ${plural(k.ioases, 'IOAS', 'IOASes')} of ${plural(k.iommufds, 'persistent iommufd')}`,
+        `              ${plural(k.domains, 'domain')}: ${plural(k.pageTablePages, 'page-table page')} (+ ${plural(k.rootContextPages, 'root/context table page')})`,
+        `  KHO blob    ${plural(k.blobBytes, 'byte')}, handing over ${formatBytes(k.preservedBytes, { exact: true })} in ${plural(k.preservedRanges, 'range')}`,
       ]
     : ['  handover    none: KHO was not activated (--no-kho), so nothing was preserved'];
   return [
     head,
     ...handover,
     `  blackout    ${u.blackout.simMs.toFixed(1)} ms simulated (end of ${u.blackout.from} → end of ${u.blackout.to}), ${u.blackout.wallMs.toFixed(1)} ms wall`,
-    `  DMA         ${group(u.dma.transactions)} transactions (${formatBytes(u.dma.bytes)}) during the update`,
-    `  faults      ${group(persistentFaults)} on persistent devices, ${group(otherFaults)} on non-persistent ones (blocked)`,
+    `  DMA         ${u.dma.countWindow.label}: ${plural(u.dma.transactions, 'transaction')} (${formatBytes(u.dma.bytes)})`,
+    `  faults      ${u.dma.countWindow.label}: ${group(faults.persistent)} on ${plural(persistent, 'persistent device')}, ${group(faults.other)} on ${plural(r.devices.length - persistent, 'non-persistent device')} (blocked)`,
   ];
 }
 
@@ -81,7 +81,7 @@ export function renderSummary(r: SimulationResult, style: Style): string {
   out.push(...updateLines(r.updates[0]!, r));
   if (r.updates.length > 1) {
     out.push('');
-    out.push(`all ${r.updates.length} live updates:`);
+    out.push(`all ${plural(r.updates.length, 'live update')} (DMA and faults: during each update):`);
     out.push(
       ...table(
         ['update', 'generation', 'KHO blob', 'page tables', 'blackout sim', 'blackout wall', 'DMA transactions', 'bytes', 'faults'],
@@ -101,6 +101,7 @@ export function renderSummary(r: SimulationResult, style: Style): string {
     );
   }
   out.push('');
+  out.push(`DMA per device, ${WHOLE_RUN}:`);
   out.push(
     ...table(
       ['device', 'vm', 'kind', 'iommufd', 'transactions', 'bytes', 'faults', 'status'],
@@ -134,9 +135,9 @@ export function renderSummary(r: SimulationResult, style: Style): string {
 export function renderKho(s: KhoSummary): string {
   const out: string[] = [];
   const t = s.totals;
-  out.push(`KHO handover: ${group(s.bytes)} bytes, FDT version ${s.version}, compatible "${s.compatible}"`);
-  out.push(`  ${t.iommufds} persisted iommufds, ${t.ioases} IOASes, ${t.areas} areas (${formatBytes(t.mappedBytes)} mapped), ${t.domains} domains with ${group(t.pageTablePages)} page-table pages`);
-  out.push(`  preserved memory: ${formatBytes(t.preservedBytes, { exact: true })} in ${group(t.preservedRanges)} ranges (the blob's own pages are KHO's and not listed in it)`);
+  out.push(`KHO handover: ${plural(s.bytes, 'byte')}, FDT version ${s.version}, compatible "${s.compatible}"`);
+  out.push(`  ${plural(t.iommufds, 'persisted iommufd')}, ${plural(t.ioases, 'IOAS', 'IOASes')}, ${plural(t.areas, 'area')} (${formatBytes(t.mappedBytes)} mapped), ${plural(t.domains, 'domain')} with ${plural(t.pageTablePages, 'page-table page')}`);
+  out.push(`  preserved memory: ${formatBytes(t.preservedBytes, { exact: true })} in ${plural(t.preservedRanges, 'range')} (the blob's own pages are KHO's and not listed in it)`);
   if (s.iommufds.length) out.push('', 'iommufd (iommufd-v0)');
   for (const c of s.iommufds) {
     out.push(`  iommufd ${c.id}`);
@@ -149,15 +150,15 @@ export function renderKho(s: KhoSummary): string {
     }
   }
   if (s.intel) {
-    out.push('', `intel-iommu (intel-iommu-v0): root table ${hex(s.intel.rootTable)}, ${t.rootContextPages} root/context table pages`);
+    out.push('', `intel-iommu (intel-iommu-v0): root table ${hex(s.intel.rootTable)}, ${plural(t.rootContextPages, 'root/context table page')}`);
     for (const d of s.intel.domains) {
       const pages = d.tablePages.reduce((n, r) => n + Number(r.len / 4096n), 0);
-      out.push(`  domain ${d.index}: persistent id ${d.persistentId}, did ${d.did}, pgd ${hex(d.pgd)}, ${d.agaw + 2}-level, ${group(pages)} page-table pages, devices ${d.devices.join(' ') || '-'}`);
+      out.push(`  domain ${d.index}: persistent id ${d.persistentId}, did ${d.did}, pgd ${hex(d.pgd)}, ${d.agaw + 2}-level, ${plural(pages, 'page-table page')}, devices ${d.devices.join(' ') || '-'}`);
     }
   }
   if (s.guestmemfs) {
     const g = s.guestmemfs;
-    out.push('', `guestmemfs (guestmemfs-v0): base ${hex(g.base)}, ${group(g.nblocks)} blocks of 2 MiB (${formatBytes(g.nblocks * 2n * 1024n * 1024n)})`);
+    out.push('', `guestmemfs (guestmemfs-v0): base ${hex(g.base)}, ${plural(g.nblocks, 'block')} of 2 MiB (${formatBytes(g.nblocks * 2n * 1024n * 1024n)})`);
   }
   if (s.unknown.length) out.push('', `other nodes: ${s.unknown.join(', ')}`);
   return out.join('\n') + '\n';

@@ -12,6 +12,12 @@ export function parseSize(text: string): bigint | null {
   return BigInt(m[1]!) * UNITS[m[2]!.toLowerCase()]!;
 }
 
+/** `129G`, `4094M`: a size as {@link parseSize} takes it back (the largest whole unit). */
+export function sizeArg(n: bigint): string {
+  for (const u of ['t', 'g', 'm', 'k'] as const) if (n !== 0n && n % UNITS[u]! === 0n) return `${n / UNITS[u]!}${u.toUpperCase()}`;
+  return String(n);
+}
+
 /** A non-negative decimal integer (no sign, no fraction, no exponent). */
 export function parseCount(text: string): number | null {
   if (!/^\s*\d{1,9}\s*$/.test(text)) return null;
@@ -47,6 +53,11 @@ export function formatBytes(n: bigint | number, opts: { exact?: boolean } = {}):
     return `${group(v)} B`;
   }
   return `${(Number(v) / Number(unit)).toFixed(1)} ${NAMES[i]}`;
+}
+
+/** `1 mapping`, `2 mappings`, `1,575 bytes`; `many` for the irregular ones (`2 IOASes`). */
+export function plural(n: number | bigint, one: string, many = `${one}s`): string {
+  return `${group(n)} ${Number(n) === 1 ? one : many}`;
 }
 
 /** `0x1000` */

@@ -20,6 +20,18 @@ export interface StepRecord {
   faultReasons: number[];
 }
 
+/**
+ * The stretch of the timeline a count covers (both ends included), and its name as the CLI
+ * prints it: a device's totals are the whole run's, an update's DMA its own.
+ */
+export interface CountWindow {
+  label: string;
+  fromIndex: number;
+  toIndex: number;
+}
+export const WHOLE_RUN = 'whole run';
+export const duringUpdate = (index: number): string => `during update ${index}`;
+
 export interface DeviceResult {
   bdf: string;
   kind: DeviceKind;
@@ -27,6 +39,8 @@ export interface DeviceResult {
   vm: string | null;
   persistent: boolean;
   window: { iova: string; bytes: number };
+  /** What transactions, bytes, pages, faults and mismatches count over: the whole run. */
+  countWindow: CountWindow;
   transactions: number;
   bytes: number;
   pagesWritten: number;
@@ -74,7 +88,8 @@ export interface UpdateResult {
   };
   /** From the end of the last phase before the jump (`kho-dump`) to the end of `vmm-reattach`. */
   blackout: { from: string; to: 'vmm-reattach'; simNs: number; simMs: number; wallMs: number; fromIndex: number; toIndex: number };
-  dma: { transactions: number; bytes: number; faults: number; byDevice: { bdf: string; transactions: number; bytes: number; faults: number }[] };
+  /** Counted during this update: the blackout's steps. */
+  dma: { countWindow: CountWindow; transactions: number; bytes: number; faults: number; byDevice: { bdf: string; transactions: number; bytes: number; faults: number }[] };
 }
 
 export interface KhoTables {
@@ -210,12 +225,19 @@ export function updateResult(
     },
     blackout: { from: from.phase, to: 'vmm-reattach', simNs, simMs: simNs / 1e6, wallMs: round(to.wallMs - from.wallMs), fromIndex, toIndex },
     dma: {
+      countWindow: { label: duringUpdate(index), fromIndex, toIndex },
       transactions: byDevice.reduce((n, d) => n + d.transactions, 0),
       bytes: byDevice.reduce((n, d) => n + d.bytes, 0),
       faults: byDevice.reduce((n, d) => n + d.faults, 0),
       byDevice,
     },
   };
+}
+
+/** Faults of `u`'s window on the persistent devices and on the others (the blocked ones). */
+export function updateFaults(u: UpdateResult, devices: readonly DeviceResult[]): { persistent: number; other: number } {
+  const persistent = u.dma.byDevice.filter((d) => devices.find((x) => x.bdf === d.bdf)?.persistent).reduce((n, d) => n + d.faults, 0);
+  return { persistent, other: u.dma.faults - persistent };
 }
 
 /** A device's steps, each tied to the timeline entry it ran after. */
@@ -254,6 +276,7 @@ export function deviceResult(d: DevState, timeline: readonly { phase: string }[]
     vm: d.vm,
     persistent: d.persistent,
     window: { iova: hex(d.iova), bytes: Number(d.length) },
+    countWindow: { label: WHOLE_RUN, fromIndex: d.firstIndex, toIndex: timeline.length - 1 },
     transactions: steps.reduce((n, s) => n + transactions(s), 0),
     bytes: steps.reduce((n, s) => n + bytes(s), 0),
     pagesWritten: d.traffic.steps.reduce((n, s) => n + s.pagesWritten, 0),

@@ -18,9 +18,9 @@ import {
   type Kernel,
 } from '../../index.js';
 import { summariseKho, type KhoSummary } from '../kho-summary.js';
-import { faultReason, hex } from '../units.js';
+import { faultReason, hex, plural } from '../units.js';
 import { GUEST_IOVA, type ProgressFn, type ScenarioConfig } from './config.js';
-import { deviceResult, simulationResult, updateResult, type Check, type DeviceResult, type SimulationResult, type UpdateResult } from './results.js';
+import { deviceResult, simulationResult, updateResult, WHOLE_RUN, type Check, type DeviceResult, type SimulationResult, type UpdateResult } from './results.js';
 import { setUp, type ScenarioHost, type VmState } from './setup.js';
 
 
@@ -43,7 +43,7 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
   };
   const guestIo = (n: number, what: string) => {
     for (let i = 0; i < n; i++) {
-      progress(`${what}: DMA burst ${i + 1}/${n} on ${devs.length} devices`);
+      progress(`${what}: DMA burst ${i + 1}/${n} on ${plural(devs.length, 'device')}`);
       host.phase('guest-io');
     }
   };
@@ -66,7 +66,7 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
       blobs.push(blob);
       summary = summariseKho(blob);
       summaries.push(summary);
-      progress(`${updateLabel}KHO blob ${blob.length} bytes: ${summary.totals.areas} mappings, ${summary.totals.pageTablePages} page-table pages; kexec`);
+      progress(`${updateLabel}KHO blob ${plural(blob.length, 'byte')}: ${plural(summary.totals.areas, 'mapping')}, ${plural(summary.totals.pageTablePages, 'page-table page')}; kexec`);
     } else {
       progress(`${updateLabel}kexec without KHO (negative control)`);
     }
@@ -80,7 +80,7 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
     s.init = gen.spawn();
     s.init.mount('guestmemfs', '/mnt/guestmemfs');
     for (const vm of vms) {
-      progress(`${updateLabel}${vm.name}: claiming persisted iommufd ${vm.persistentId}, re-binding ${vm.devices.length} devices`);
+      progress(`${updateLabel}${vm.name}: claiming persisted iommufd ${vm.persistentId}, re-binding ${plural(vm.devices.length, 'device')}`);
       reclaimVm(s, gen, c, u, vm, summary, check);
     }
     host.phase('vmm-reattach');
@@ -134,7 +134,7 @@ function reclaimVm(s: ScenarioHost, gen: Kernel, c: ScenarioConfig, u: number, v
   check(
     `update ${u}: ${vm.name} re-claims iommufd ${vm.persistentId} and re-attaches its devices`,
     problems.length === 0,
-    problems.length ? problems.join('; ') : `fd ${fd}, IOAS ${vm.ioasId}, ${reattached}/${vm.devices.length} devices attached`,
+    problems.length ? problems.join('; ') : `fd ${fd}, IOAS ${vm.ioasId}, ${reattached}/${plural(vm.devices.length, 'device')} attached`,
   );
   // The hardware's view: each device's context entry points at the page table and DID the
   // handover named for its domain (adopted and reused, not rebuilt).
@@ -182,7 +182,7 @@ function judgeDevices(host: Host, devices: DeviceResult[], updates: UpdateResult
       check(
         `${d.bdf} (${d.vm} ${d.kind}): DMA through every live update`,
         ok,
-        `${d.faults} faults, ${d.mismatches} mismatches, ${d.pagesVerified} pages verified; pages moved during each update: ${during.join(', ')}`,
+        `${plural(d.faults, 'fault')}, ${plural(d.mismatches, 'mismatch', 'mismatches')}, ${plural(d.pagesVerified, 'page')} verified over the ${WHOLE_RUN}; pages moved during each update: ${during.join(', ')}`,
       );
     } else {
       const shutdown = host.timeline.findIndex((e) => e.phase === 'shutdown');
@@ -199,7 +199,7 @@ function judgeDevices(host: Host, devices: DeviceResult[], updates: UpdateResult
       check(
         `${d.bdf} (host ${d.kind}, non-persistent): blocked from shutdown on`,
         d.status === 'blocked',
-        `${before.reduce((n, s) => n + s.faults, 0)} faults before shutdown; after: ${after.reduce((n, s) => n + s.faults, 0)} faults (${d.faultReasons.map(faultReason).join(', ') || '-'}), ${leaked} pages got through; the IOMMU ${faulted ? `blocks it too (${faultReason(reasons[0]!)})` : 'still translates its window'}`,
+        `${plural(before.reduce((n, s) => n + s.faults, 0), 'fault')} before shutdown; after: ${plural(after.reduce((n, s) => n + s.faults, 0), 'fault')} (${d.faultReasons.map(faultReason).join(', ') || '-'}), ${plural(leaked, 'page')} got through; the IOMMU ${faulted ? `blocks it too (${faultReason(reasons[0]!)})` : 'still translates its window'}`,
       );
     }
   }

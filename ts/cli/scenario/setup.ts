@@ -21,7 +21,7 @@ import {
   type DmaTraffic,
   type Process,
 } from '../../index.js';
-import { formatBytes, hex } from '../units.js';
+import { formatBytes, hex, plural } from '../units.js';
 import { deviceSlice, GUEST_IOVA, HOST_BUFFER, HOST_IOVA, VMM_RESERVED, type ProgressFn, type ScenarioConfig } from './config.js';
 
 export type DeviceKind = 'nvme' | 'nic';
@@ -64,7 +64,7 @@ const enc = new TextEncoder();
 export function setUp(c: ScenarioConfig, progress: ProgressFn): ScenarioHost {
   const nDev = c.vms * c.devicesPerVm + 1;
   const bdfs = Array.from({ length: nDev }, (_, i) => `0000:${(i + 1).toString(16).padStart(2, '0')}:00.0`);
-  progress(`booting a ${formatBytes(c.hostMemory)} host with a ${formatBytes(c.carveOut)} guestmemfs carve-out and ${nDev} devices`);
+  progress(`booting a ${formatBytes(c.hostMemory)} host with a ${formatBytes(c.carveOut)} guestmemfs carve-out and ${plural(nDev, 'device')}`);
   const host = Host.boot({ memory: c.hostMemory, seed: c.seed, guestmemfs: c.carveOut, devices: bdfs.map((bdf) => ({ bdf })) });
   const init = host.kernel.spawn();
   init.mount('guestmemfs', '/mnt/guestmemfs');
