@@ -70,7 +70,7 @@ describe('a byte-array field', () => {
     expect(buf[7]).toBe(0xff);
   });
 
-  it('goes through Process.ioctl as an object field (the simulator has no /dev/liveupdate yet)', () => {
+  it('goes through Process.ioctl as an object field (no /dev/liveupdate without liveupdate=on)', () => {
     const host = Host.boot({ memory: 1n << 30n });
     const p = host.kernel.spawn();
     const fd = p.memfd_create('m');

@@ -7,6 +7,7 @@ import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './hw/iom
 import { PhysicalMemory } from './hw/memory.js';
 import { PciDevice, type PciDeviceOptions } from './hw/pci.js';
 import { DmaTraffic, type DmaTrafficOptions } from './hw/traffic.js';
+import { KernelError, SyscallError } from './uapi/errno.js';
 
 /** Machines {@link HostConfig.machine} can imitate. */
 export type Machine = 'qemu-7.2-q35';
@@ -220,6 +221,15 @@ export class Host {
    * time, as `kexec_trylock()` makes it in the kernel, so there is never more than one live kernel.
    */
   kexec(opts: { cmdline?: string } = {}): LinuxKernel {
+    const busy = this._kernel.reentrancy();
+    if (busy !== null) throw invalidState(`kexec refused: ${busy}; one kexec at a time, started outside any observer or hook`);
+    // kernel_kexec: with LUO on, liveupdate_reboot() first; its failure fails the reboot.
+    try {
+      this._kernel.kexecPrepare();
+    } catch (e) {
+      if (e instanceof KernelError) throw new SyscallError(e.code, 'reboot', undefined, e.detail);
+      throw e;
+    }
     this.jump(opts.cmdline ?? this._kernel.cmdline);
     return this._kernel;
   }

@@ -131,10 +131,13 @@ export abstract class File {
     return errno('EINVAL', 'file does not support write');
   }
 
-  /** The object an mmap of this file maps, and its first page. */
-  mmapObject(_task: Task, _pgoff: number, _npages: number, _flags: number): Backing {
+  /** The object an mmap of this file maps, and its first page (`prot`: the mapping's PROT_*). */
+  mmapObject(_task: Task, _pgoff: number, _npages: number, _flags: number, _prot?: number): Backing {
     return errno('ENODEV', 'file cannot be mmapped');
   }
+
+  /** Whether a shared mapping of this file may write (counted against F_SEAL_WRITE); default no. */
+  mayWriteShared?(): boolean;
 
   /** The shmem object behind a memfd (IOMMU_IOAS_MAP_FILE), if this is one. */
   mapFileObject?(): Backing | undefined;

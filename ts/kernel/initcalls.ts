@@ -7,6 +7,8 @@ import { iommufdInit, type Iommufd } from './iommufd/init.js';
 import type { PersistedIommufds } from './iommufd/persist.js';
 import type { IommufdCtx } from './iommufd/private.js';
 import type { Initcalls, Kernel } from './kernel.js';
+import { liveupdateInit, type Luo } from './liveupdate/luo_core.js';
+import { memfdLuoInit } from './liveupdate/memfd_luo.js';
 import { vfioPciInit, type VfioDevice } from './vfio/device_cdev.js';
 
 /** What the initcalls booted (a kernel exposes each as its own property). */
@@ -25,6 +27,8 @@ export interface Subsystems {
   persistentIommufds: Map<number, IommufdCtx>;
   /** What the previous kernel persisted for iommufd, waiting to be claimed through sysfs. */
   persisted: PersistedIommufds;
+  /** The Live Update Orchestrator (/dev/liveupdate), when `kho=on liveupdate=on` enabled it. */
+  luo: Luo | null;
 }
 
 /** A kernel after {@link linuxInitcalls} booted it. */
@@ -49,5 +53,8 @@ export const linuxInitcalls: Initcalls<Subsystems> = (svc, hw, incoming) => {
   // driver serialises those domains, guestmemfs freezes last. ABORT runs in reverse.
   svc.kho.notifiers.push(iommufd.persisted, intel);
   if (guestmemfs) svc.kho.notifiers.push({ dump: (w, kho) => guestmemfs.khoDump(w, kho), abort: () => guestmemfs.khoAbort() });
-  return { guestmemfs, intel, vfioDevices, iommufd, iommufds: iommufd.ctxs, persistentIommufds: iommufd.persistent, persisted: iommufd.persisted };
+  // late_initcall: LUO (its KHO subtree and /dev/liveupdate), then the file handlers.
+  const luo = liveupdateInit(svc, svc.kho, incoming?.child('LUO'));
+  memfdLuoInit(svc);
+  return { guestmemfs, intel, vfioDevices, iommufd, iommufds: iommufd.ctxs, persistentIommufds: iommufd.persistent, persisted: iommufd.persisted, luo };
 };

@@ -12,9 +12,11 @@ import type { File, Task } from './file.js';
 import type { FileSystemType, SuperBlock } from './fs.js';
 import { IommuCore } from './iommu.js';
 import { Kho, type KhoNode } from './kho/kho.js';
+import { Liveupdate } from './luo.js';
 import { PageRefs } from './mm.js';
 import { Process, type SpawnOptions, type SyscallKernel } from './process.js';
 import type { KernelServices } from './services.js';
+import { tmpfsType } from './tmpfs.js';
 import { Sysfs } from './sysfs/sysfs.js';
 
 /** What a kernel boots on. */
@@ -83,6 +85,8 @@ export class Kernel implements KernelGeneration, SyscallKernel {
   readonly services: KernelServices;
   /** The IOMMU core: drivers register with it, iommufd and VFIO call it. */
   readonly iommuCore = new IommuCore();
+  /** The Live Update Orchestrator's seam (kernel/liveupdate attaches to it when enabled). */
+  readonly liveupdate = new Liveupdate();
   private readonly logBuf: string[] = [];
   private readonly bootTime = performance.now();
   private readonly processes = new Map<number, Process>();
@@ -124,6 +128,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
       sysfs: this.sysfs,
       chrdevs: this.chrdevs,
       iommu: this.iommuCore,
+      liveupdate: this.liveupdate,
       pci,
       get kho() {
         return k.kho;
@@ -141,6 +146,8 @@ export class Kernel implements KernelGeneration, SyscallKernel {
       },
       onShutdown: (fn) => void this.shutdownHooks.push(fn),
     };
+    // shmem_init: tmpfs is part of mm, there in every kernel.
+    this.filesystems.set('tmpfs', tmpfsType(hw.memory, this.pageRefs));
   }
 
   /**
@@ -193,7 +200,18 @@ export class Kernel implements KernelGeneration, SyscallKernel {
     if (cmd !== LINUX_REBOOT_CMD_KEXEC) errno('EINVAL', 'only LINUX_REBOOT_CMD_KEXEC is modelled');
     if (!this.kexecImage) errno('EINVAL', 'no kexec image loaded');
     if (!this.hw.onKexec) errno('EINVAL', 'this kernel runs without a host');
+    this.kexecPrepare();
     this.hw.onKexec(this.kexecImage);
+  }
+
+  /**
+   * @internal `kernel_kexec` before the jump: `liveupdate_reboot()` serialises the LUO sessions
+   * and freezes their files (KernelError on failure: the reboot fails, nothing changed). A no-op
+   * unless the command line enabled LUO. `host.kexec()` runs it too.
+   */
+  kexecPrepare(): void {
+    if (this.dead) errno('ESRCH', 'this kernel was replaced by kexec');
+    this.liveupdate.reboot();
   }
 
   /**
@@ -225,7 +243,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
     this.mounts.length = 0;
     this.shutdownHooks.length = 0;
     const gone = this as unknown as Record<string, null>;
-    for (const name of ['kho', 'sysfs', 'chrdevs', 'iommuCore', 'services', ...this.subsystems]) gone[name] = null;
+    for (const name of ['kho', 'sysfs', 'chrdevs', 'iommuCore', 'liveupdate', 'services', ...this.subsystems]) gone[name] = null;
     // A line built by a template literal is a tree of its pieces; reading it makes V8 flatten it
     // (a third of what a dead kernel keeps otherwise).
     for (const line of this.logBuf) line.charCodeAt(0);

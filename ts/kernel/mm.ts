@@ -179,6 +179,8 @@ export interface Backing {
   readonly guestmemfs?: object;
   /** A memfd's i_size in bytes (`npages` is it rounded up); absent for other objects. */
   readonly isize?: bigint;
+  /** `mapping_map_writable` / `mapping_unmap_writable`: a shared mapping that may write came or went. */
+  mapWritable?(delta: number): void;
 }
 
 /**
@@ -193,6 +195,12 @@ export class MemObject implements Backing {
   resident = 0;
   /** i_size in bytes when it backs a memfd (ftruncate and write set it). */
   isize?: bigint;
+  /** `shmem_inode_info.seals` (F_SEAL_*) when it backs a memfd. */
+  seals = 0;
+  /** `SHMEM_F_MAPPING_FROZEN`: LUO preserved it, its size cannot change. */
+  frozen = false;
+  /** `i_mmap_writable`: shared mappings that may write (F_SEAL_WRITE is EBUSY while any exist). */
+  writableMaps = 0;
 
   constructor(
     private readonly memory: PhysicalMemory,
@@ -250,6 +258,66 @@ export class MemObject implements Backing {
       else for (let k = 0; k < len; k++) out.push(base + off + k, this.pfn(p + k, true), 1);
       off += len;
     }
+  }
+
+  mapWritable(delta: number): void {
+    this.writableMaps += delta;
+  }
+
+  /** Whether any resident page is pinned (`memfd_wait_for_pins` finds extra references). */
+  anyPinned(): boolean {
+    for (const f of this.folios(false)) if (this.refs.pinned(f.pfn, 1 << f.order)) return true;
+    return false;
+  }
+
+  /**
+   * The folios behind pages `[0, npages)` in index order: a 2 MiB folio is one entry of order 9.
+   * With `alloc` every page is allocated first (`memfd_pin_folios` fills the holes).
+   */
+  folios(alloc: boolean): { index: number; pfn: number; order: number }[] {
+    const out: { index: number; pfn: number; order: number }[] = [];
+    for (let ci = 0; ci * HPAGE_PAGES < this.npages; ci++) {
+      let c = this.chunks[ci];
+      if (!c) {
+        if (!alloc) continue;
+        c = this.populate(ci);
+      }
+      if (c.huge >= 0) {
+        out.push({ index: ci * HPAGE_PAGES, pfn: c.huge, order: HPAGE_ORDER });
+        continue;
+      }
+      const end = Math.min(HPAGE_PAGES, this.npages - ci * HPAGE_PAGES);
+      for (let i = 0; i < end; i++) {
+        let pfn = c.pfns![i]!;
+        if (pfn === 0 && alloc) {
+          pfn = this.allocPage(0);
+          c.pfns![i] = pfn;
+          this.resident++;
+        }
+        if (pfn !== 0) out.push({ index: ci * HPAGE_PAGES + i, pfn, order: 0 });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Puts a folio the previous kernel preserved (allocated, owned by no one) at page `index`
+   * (`shmem_add_to_page_cache` of a restored folio): order 9 only at a 2 MiB-aligned index.
+   */
+  adopt(index: number, pfn: number, order: 0 | 9): void {
+    if (index + (1 << order) > this.npages) errno('EINVAL', 'folio beyond the end of the object');
+    const ci = Math.floor(index / HPAGE_PAGES);
+    if (order === HPAGE_ORDER) {
+      if (index % HPAGE_PAGES !== 0 || this.chunks[ci]) errno('EINVAL', 'misplaced huge folio');
+      this.chunks[ci] = { huge: pfn, pfns: null };
+      this.resident += HPAGE_PAGES;
+      return;
+    }
+    let c = this.chunks[ci];
+    if (!c) this.chunks[ci] = c = { huge: -1, pfns: new Float64Array(HPAGE_PAGES) };
+    if (c.huge >= 0 || c.pfns![index % HPAGE_PAGES] !== 0) errno('EINVAL', 'two folios at one index');
+    c.pfns![index % HPAGE_PAGES] = pfn;
+    this.resident++;
   }
 
   /** Drops pages at and beyond `npages` (ftruncate down). */
@@ -314,6 +382,13 @@ export interface Vma {
   pgoff: number;
   /** What backs it, for /proc-style listings: 'anon', 'memfd:name', a path. */
   name: string;
+  /** Shared and may write (VM_SHARED | VM_MAYWRITE): counted in its object's `i_mmap_writable`. */
+  sharedWrite?: boolean;
+}
+
+/** `vma_link` / `remove_vma` of a shared writable mapping: its object counts it. */
+function accountWritable(v: Vma, delta: number): void {
+  if (v.sharedWrite) v.obj.mapWritable?.(delta);
 }
 
 /** `TASK_SIZE` of x86-64 with 4-level paging, in pages, and where top-down mmap starts. */
@@ -364,6 +439,7 @@ export class Mm {
   /** Inserts a mapping, replacing what it covers (MAP_FIXED semantics). */
   insert(vma: Vma): void {
     this.remove(vma.start, vma.end);
+    accountWritable(vma, 1);
     let i = 0;
     while (i < this.vmas.length && this.vmas[i]!.start < vma.start) i++;
     this.vmas.splice(i, 0, vma);
@@ -379,6 +455,8 @@ export class Mm {
       }
       if (v.start < start) out.push({ ...v, end: start, obj: v.obj.get() });
       if (v.end > end) out.push({ ...v, start: end, pgoff: v.pgoff + (end - v.start), obj: v.obj.get() });
+      // Each piece left is a mapping of its own; the one removed is gone.
+      accountWritable(v, (v.start < start ? 1 : 0) + (v.end > end ? 1 : 0) - 1);
       v.obj.put();
     }
     this.vmas.length = 0;
@@ -387,7 +465,10 @@ export class Mm {
 
   /** Tears the address space down (exit_mmap). */
   exit(): void {
-    for (const v of this.vmas) v.obj.put();
+    for (const v of this.vmas) {
+      accountWritable(v, -1);
+      v.obj.put();
+    }
     this.vmas.length = 0;
     this.alive = false;
   }

@@ -4,12 +4,13 @@ import { invalidArgType, invalidArgValue } from '../errors.js';
 import type { PhysicalMemory } from '../hw/memory.js';
 import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import { UAPI_IOCTLS, type AnyIoctlRequest, type IoctlRequest, type IoctlResult, type UnknownFields } from '../uapi/ioctl.js';
-import { MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
+import { F_ADD_SEALS, F_GET_SEALS, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
 import { checkFieldValue, getBytes, getField, isByteArray, setField, type StructIn, type StructLayout } from '../uapi/struct.js';
 import { ALL_CAPABILITIES } from './cred.js';
 import { File, Uaccess, type Task } from './file.js';
-import { MemfdFile } from './memfd.js';
+import { MemfdFile, memfdCreate } from './memfd.js';
+import { pipeFiles } from './pipe.js';
 import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing, type PageRefs } from './mm.js';
 import { internalError, isCallbackError } from './reentrancy.js';
 
@@ -278,6 +279,7 @@ export class Process implements Task {
       let obj: Backing;
       let pgoff = 0;
       let name = 'anon';
+      let sharedWrite = false;
       if (flags & MAP_ANONYMOUS) {
         obj = new MemObject(this.kernel.memory, this.kernel.pageRefs, npages);
       } else {
@@ -285,8 +287,9 @@ export class Process implements Task {
         try {
           if ((file.flags & O_ACCMODE) === O_RDONLY && type !== MAP_PRIVATE && prot & PROT_WRITE) errno('EACCES', 'shared writable map of a read-only fd');
           pgoff = Number(offset / PAGE);
-          obj = file.mmapObject(this, pgoff, npages, flags).get();
+          obj = file.mmapObject(this, pgoff, npages, flags, prot).get();
           name = file.path;
+          sharedWrite = type !== MAP_PRIVATE && (file.mayWriteShared?.() ?? false);
         } finally {
           file.put();
         }
@@ -298,7 +301,7 @@ export class Process implements Task {
         obj.put();
         throw e;
       }
-      this.mm.insert({ start, end: start + npages, prot, flags, obj, pgoff, name });
+      this.mm.insert({ start, end: start + npages, prot, flags, obj, pgoff, name, sharedWrite });
       return BigInt(start) * PAGE;
     });
   }
@@ -350,12 +353,38 @@ export class Process implements Task {
     });
   }
 
-  /** `memfd_create(name, flags)`. */
-  memfd_create(name: string, _flags = 0): number {
-    return this.syscall('memfd_create', name, () => {
-      const obj = new MemObject(this.kernel.memory, this.kernel.pageRefs, 0);
-      obj.isize = 0n;
-      return this.installFd(new MemfdFile(this.kernel.memory, obj, name));
+  /**
+   * `memfd_create(name, flags)`: `MFD_ALLOW_SEALING` lets seals be added (else the memfd is born
+   * with F_SEAL_SEAL), `MFD_NOEXEC_SEAL`, `MFD_EXEC`, `MFD_CLOEXEC`.
+   */
+  memfd_create(name: string, flags = 0): number {
+    return this.syscall('memfd_create', name, () => this.installFd(memfdCreate(this.kernel.memory, this.kernel.pageRefs, name, flags)));
+  }
+
+  /**
+   * `fcntl(fd, cmd, arg)`: `F_ADD_SEALS` (returns 0) and `F_GET_SEALS` (returns the seals) of a
+   * memfd; EINVAL for other files and other commands.
+   */
+  fcntl(fd: number, cmd: number, arg = 0): number {
+    return this.syscall('fcntl', undefined, () => {
+      const f = this.fget(fd);
+      try {
+        if (cmd !== F_ADD_SEALS && cmd !== F_GET_SEALS) return errno('EINVAL', `fcntl command ${cmd} is not modelled`);
+        if (!(f instanceof MemfdFile)) return errno('EINVAL', 'seals are only on memfds');
+        if (cmd === F_GET_SEALS) return f.getSeals();
+        f.addSeals(arg >>> 0 === arg ? arg : -1);
+        return 0;
+      } finally {
+        f.put();
+      }
+    });
+  }
+
+  /** `pipe2(fds, 0)`: `[read end, write end]`. */
+  pipe(): [number, number] {
+    return this.syscall('pipe', undefined, () => {
+      const [r, w] = pipeFiles();
+      return [this.installFd(r), this.installFd(w)];
     });
   }
 

@@ -5,6 +5,7 @@ import type { Chrdevs } from './chrdev.js';
 import type { FileSystemType } from './fs.js';
 import type { IommuCore } from './iommu.js';
 import type { Kho } from './kho/kho.js';
+import type { Liveupdate } from './luo.js';
 import type { PageRefs } from './mm.js';
 import type { Sysfs } from './sysfs/sysfs.js';
 
@@ -34,6 +35,8 @@ export interface KernelServices {
   readonly pci: readonly PciFunction[];
   /** The IOMMU core: drivers register with it, iommufd and VFIO call it. */
   readonly iommu: IommuCore;
+  /** The Live Update Orchestrator's seam: file handlers and FLBs register here. */
+  readonly liveupdate: Liveupdate;
   /** Replaced by kexec. */
   readonly dead: boolean;
   /** `printk`. */

@@ -6,7 +6,7 @@ import { LINUX_REBOOT_CMD_KEXEC } from '../kernel/kernel.js';
 import type { Process } from '../kernel/process.js';
 import { VfioDeviceFile } from '../kernel/vfio/device_cdev.js';
 import { UAPI_IOCTLS_BY_NAME } from '../uapi/ioctl.js';
-import { MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, O_RDWR, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
+import { F_ADD_SEALS, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, O_RDWR, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import { getBytes, getField, isByteArray, setField, type Field } from '../uapi/struct.js';
 import type { Sequence, Step, StepResult } from './sequence.js';
 
@@ -36,7 +36,14 @@ class Runner {
     private readonly host: Host,
     private readonly seq: Sequence,
   ) {
-    this.proc = host.kernel.spawn();
+    this.proc = this.init();
+  }
+
+  /** What the lab's init does before the driver runs: a process, tmpfs on /tmp. */
+  private init(): Process {
+    const p = this.host.kernel.spawn();
+    p.mount('tmpfs', '/tmp');
+    return p;
   }
 
   run(): StepResult[] {
@@ -202,10 +209,20 @@ class Runner {
       case 'dma_to_dev':
       case 'dma_from_dev':
         return this.dma(st);
-      case 'add_seals':
-        throw new FormatError('add_seals: memfd seals are not modelled');
+      case 'add_seals': {
+        const fd = Number(this.num(a[0]));
+        const seals = Number(BigInt.asUintN(32, this.num(a[1])));
+        return this.sys({ op: 'add_seals' }, () => void p.fcntl(fd, F_ADD_SEALS, seals));
+      }
       case 'pipe':
-        throw new FormatError('pipe: pipe(2) is not modelled');
+        return this.sys({ op: 'pipe' }, () => {
+          const [r, w] = p.pipe();
+          if (st.label) {
+            this.vars.set(st.label, BigInt(r));
+            this.vars.set(`${st.label}.w`, BigInt(w));
+          }
+          return { ret: 'fd' };
+        });
       case 'kexec':
         return this.kexec();
       case 'dmar_faults': {
@@ -231,7 +248,7 @@ class Runner {
     return this.sys({ op: 'kexec' }, () => {
       this.proc.kexecFileLoad();
       this.proc.reboot(LINUX_REBOOT_CMD_KEXEC);
-      this.proc = this.host.kernel.spawn();
+      this.proc = this.init();
       this.vars.clear();
       this.devByFd.clear();
       this.arenaNext = ARENA_BASE;
@@ -400,9 +417,12 @@ class Runner {
   }
 }
 
-/** The simulated machine the lab stands for: QEMU q35 with intel-iommu and edu at 00:01.0. */
+/**
+ * The simulated machine the lab stands for: QEMU q35 with intel-iommu and edu at 00:01.0, booted
+ * with `liveupdate=on` as the lab is (its kernel has KEXEC_HANDOVER_ENABLE_DEFAULT: `kho=on`).
+ */
 export function labHostConfig(): HostConfig {
-  return { memory: 2n << 30n, machine: 'qemu-7.2-q35' };
+  return { memory: 2n << 30n, machine: 'qemu-7.2-q35', cmdline: 'intel_iommu=on kho=on liveupdate=on' };
 }
 
 /** Runs one sequence on a fresh simulated host; one result per step, then the end marker. */

@@ -1,5 +1,5 @@
 // include/uapi/linux/liveupdate.h: the Live Update Orchestrator's /dev/liveupdate and session
-// ioctls (Linux 7.3). The simulator does not implement them yet; the layouts serve the oracle.
+// ioctls (Linux 7.3), implemented by ts/kernel/liveupdate/ when the host boots with kho=on liveupdate=on.
 import { _IO_struct } from './iommufd.js';
 import type { IoctlRequest } from './ioc.js';
 import { offsetofend, struct } from './struct.js';

@@ -28,3 +28,27 @@ export const O_APPEND = 0o2000;
 export const O_NONBLOCK = 0o4000;
 export const O_DIRECTORY = 0o200000;
 export const O_CLOEXEC = 0o2000000;
+
+/** memfd_create flags (include/uapi/linux/memfd.h). */
+export const MFD_CLOEXEC = 0x0001;
+export const MFD_ALLOW_SEALING = 0x0002;
+export const MFD_HUGETLB = 0x0004;
+export const MFD_NOEXEC_SEAL = 0x0008;
+export const MFD_EXEC = 0x0010;
+
+/** fcntl commands for seals (include/uapi/linux/fcntl.h: F_LINUX_SPECIFIC_BASE 1024 + 9, + 10). */
+export const F_LINUX_SPECIFIC_BASE = 1024;
+export const F_ADD_SEALS = F_LINUX_SPECIFIC_BASE + 9;
+export const F_GET_SEALS = F_LINUX_SPECIFIC_BASE + 10;
+/** Prevent further seals from being set. */
+export const F_SEAL_SEAL = 0x0001;
+/** Prevent the file from shrinking. */
+export const F_SEAL_SHRINK = 0x0002;
+/** Prevent the file from growing. */
+export const F_SEAL_GROW = 0x0004;
+/** Prevent writes. */
+export const F_SEAL_WRITE = 0x0008;
+/** Prevent future writes while mapped. */
+export const F_SEAL_FUTURE_WRITE = 0x0010;
+/** Prevent chmod modifying exec bits. */
+export const F_SEAL_EXEC = 0x0020;
