@@ -1,5 +1,6 @@
-// The `iommu-liveupdate` command and its files: a reader that closes stdout early, and output
-// files (--report, --dump-kho) that cannot be written, refused before the run.
+// The `iommu-liveupdate` command and its files: a reader that closes stdout early, output files
+// (--report, --dump-kho) that cannot be written and --cost-model files that cannot be used,
+// refused before the run.
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -95,5 +96,41 @@ describe('output files are checked before the run', () => {
     const ok = await runCli(['simulate', '--quiet', ...SMALL, '--report', join(dir, 'r.html')]);
     expect(ok.code).toBe(0);
     expect(existsSync(join(dir, 'r.html'))).toBe(true);
+  });
+});
+
+describe('--cost-model FILE.json', () => {
+  const file = (name: string, text: string) => {
+    const path = join(tmp, name);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  it.concurrent.each([
+    ['missing.json', null, /^error: --cost-model .*\/missing\.json: cannot read it \(ENOENT: no such file or directory\)\n$/],
+    ['not-json.json', '{"jumpNs": ', /^error: --cost-model .*\/not-json\.json: not JSON \(.*\)\n$/],
+    ['array.json', '[1, 2]', /^error: --cost-model .*: The "costModel" argument must be an object of cost constants \(ns\)\. Received an array \(ERR_INVALID_ARG_TYPE\)\n$/],
+    ['unknown.json', '{"jumpz": 1}', /^error: --cost-model .*: The property 'costModel\.jumpz' is not a cost constant\. Known: khoDumpNs, .* \(ERR_INVALID_ARG_VALUE\)\n$/],
+    ['negative.json', '{"jumpNs": -1}', /^error: --cost-model .*: The value of "costModel\.jumpNs" is out of range\. It must be a finite number of ns >= 0 && <= 1e15\. Received -1 \(ERR_OUT_OF_RANGE\)\n$/],
+    ['huge.json', '{"bootNs": 1e400}', /is out of range\. .* Received Infinity \(ERR_OUT_OF_RANGE\)\n$/],
+    ['string.json', '{"bootNs": "800ms"}', /The "costModel\.bootNs" property must be of type number \(ns\)\. Received type string \(ERR_INVALID_ARG_TYPE\)\n$/],
+  ])('%s: exit 2 at once with the reason, no run', async (name, text, message) => {
+    const path = text === null ? join(tmp, name) : file(name, text);
+    const r = await runCli(['simulate', ...SMALL, '--kexecs', '16', '--cost-model', path]);
+    expect(r.stderr).toMatch(message);
+    expect([r.code, r.stdout]).toEqual([2, '']);
+  });
+
+  it('its constants replace the defaults: the JSON carries them and the blackout moves by exactly the change', async () => {
+    const path = file('slow-kexec.json', JSON.stringify({ jumpNs: 500e6, reclaimNsPerGiB: 0 }));
+    const [base, slow] = await Promise.all([runCli(['simulate', '--json', ...SMALL]), runCli(['simulate', '--json', ...SMALL, '--cost-model', path])]);
+    expect([base.code, slow.code]).toEqual([0, 0]);
+    type Doc = { costModel: Record<string, number>; updates: { blackout: { simNs: number; phases: { phase: string; costNs: number; work: { scrubbedBytes?: number } }[] } }[] };
+    const a = JSON.parse(base.stdout) as Doc, b = JSON.parse(slow.stdout) as Doc;
+    expect(b.costModel).toMatchObject({ jumpNs: 500e6, reclaimNsPerGiB: 0, bootNs: a.costModel.bootNs });
+    const pa = a.updates[0]!.blackout.phases, pb = b.updates[0]!.blackout.phases;
+    const reclaim = Math.round((pa.find((p) => p.phase === 'early-boot')!.work.scrubbedBytes! / 2 ** 30) * a.costModel.reclaimNsPerGiB!);
+    expect(pb.map((p) => p.costNs - pa.find((q) => q.phase === p.phase)!.costNs)).toEqual(pb.map((p) => (p.phase === 'jump' ? 500e6 - a.costModel.jumpNs! : p.phase === 'early-boot' ? -reclaim : 0)));
+    expect(b.updates[0]!.blackout.simNs - a.updates[0]!.blackout.simNs).toBe(500e6 - a.costModel.jumpNs! - reclaim);
   });
 });

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FdtWriter } from 'iommu-liveupdate';
+import { DEFAULT_COSTS, FdtWriter, WORK_FIELDS } from 'iommu-liveupdate';
 import { ensureBuilt, runCli } from './cli-helpers.js';
 
 let tmp: string;
@@ -19,7 +19,7 @@ const SMALL = ['--guest-mem', '256M'];
 
 // ---- the --json document, schemaVersion 1 --------------------------------------------------------
 
-type Shape = 'string' | 'number' | 'integer' | 'boolean' | 'hex' | 'bdf' | Shape[] | { [key: string]: Shape } | { nullable: Shape } | { enum: readonly unknown[] };
+type Shape = 'string' | 'number' | 'integer' | 'boolean' | 'hex' | 'bdf' | Shape[] | { [key: string]: Shape } | { nullable: Shape } | { enum: readonly unknown[] } | { partial: { [key: string]: Shape } };
 
 /** Every mismatch between `value` and `shape` (objects must have exactly the listed keys). */
 function mismatches(value: unknown, shape: Shape, path = '$'): string[] {
@@ -30,6 +30,12 @@ function mismatches(value: unknown, shape: Shape, path = '$'): string[] {
   if (typeof shape === 'object') {
     if ('nullable' in shape && Object.keys(shape).length === 1) return value === null ? [] : mismatches(value, shape.nullable as Shape, path);
     if ('enum' in shape && Object.keys(shape).length === 1) return (shape.enum as unknown[]).includes(value) ? [] : [`${path}: ${JSON.stringify(value)} not one of ${JSON.stringify(shape.enum)}`];
+    if ('partial' in shape && Object.keys(shape).length === 1) {
+      // An object of some of the listed keys (a phase's work: only the kinds it did).
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) return [`${path}: not an object`];
+      const part = shape.partial as Record<string, Shape>;
+      return Object.entries(value).flatMap(([k, v]) => (k in part ? mismatches(v, part[k]!, `${path}.${k}`) : [`${path}.${k}: unexpected`]));
+    }
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return [`${path}: not an object`];
     const o = value as Record<string, unknown>;
     const s = shape as Record<string, Shape>;
@@ -46,6 +52,8 @@ function mismatches(value: unknown, shape: Shape, path = '$'): string[] {
   return ok ? [] : [`${path}: ${JSON.stringify(value)} is not ${shape}`];
 }
 
+/** A phase's work: some of the kinds, each a count. */
+const WORK: Shape = { partial: Object.fromEntries(WORK_FIELDS.map((k) => [k, 'integer'])) };
 const step: Shape = { timelineIndex: 'integer', phase: 'string', generation: 'integer', pagesWritten: 'integer', pagesVerified: 'integer', faults: 'integer', mismatches: 'integer', faultReasons: ['integer'] };
 const SIMULATE_V1: Shape = {
   schemaVersion: { enum: [1] },
@@ -64,6 +72,7 @@ const SIMULATE_V1: Shape = {
     pagesPerStep: 'integer',
     kho: 'boolean',
   },
+  costModel: Object.fromEntries(Object.keys(DEFAULT_COSTS).map((k) => [k, 'number'])),
   verdict: { enum: ['pass', 'fail'] },
   checks: [{ name: 'string', ok: 'boolean', detail: 'string' }],
   vms: [{ name: 'string', persistentId: 'integer', ioasId: 'integer', guestMemBytes: 'integer', iova: 'hex', iommuPageSize: { enum: ['4k', '2m'] }, file: 'string', devices: ['bdf'] }],
@@ -105,7 +114,16 @@ const SIMULATE_V1: Shape = {
         preservedBytes: 'integer',
         preservedRanges: 'integer',
       },
-      blackout: { from: 'string', to: { enum: ['vmm-reattach'] }, simNs: 'integer', simMs: 'number', wallMs: 'number', fromIndex: 'integer', toIndex: 'integer' },
+      blackout: {
+        from: 'string',
+        to: { enum: ['vmm-reattach'] },
+        simNs: 'integer',
+        simMs: 'number',
+        wallMs: 'number',
+        fromIndex: 'integer',
+        toIndex: 'integer',
+        phases: [{ phase: 'string', generation: 'integer', costNs: 'integer', costMs: 'number', work: WORK }],
+      },
       dma: { countWindow: { label: 'string', fromIndex: 'integer', toIndex: 'integer' }, transactions: 'integer', bytes: 'integer', faults: 'integer', byDevice: [{ bdf: 'bdf', transactions: 'integer', bytes: 'integer', faults: 'integer' }] },
     },
   ],
@@ -118,7 +136,7 @@ const SIMULATE_V1: Shape = {
       preserved: [{ owner: 'string', ranges: 'integer', bytes: 'integer', first: 'hex' }],
     },
   },
-  timeline: [{ generation: 'integer', phase: 'string', simNs: 'integer', wallMs: 'number' }],
+  timeline: [{ generation: 'integer', phase: 'string', simNs: 'integer', costNs: 'integer', work: WORK, wallMs: 'number' }],
   wallMs: 'number',
 };
 
@@ -128,9 +146,10 @@ interface Doc {
   checks: { name: string; ok: boolean; detail: string }[];
   vms: { name: string; iommuPageSize: string; persistentId: number }[];
   devices: { bdf: string; vm: string | null; persistent: boolean; faults: number; mismatches: number; pagesVerified: number; status: string; steps: { timelineIndex: number; phase: string }[] }[];
-  updates: { index: number; kho: { blobBytes: number; mappings: number; mappedBytes: number; domains: number; pageTablePages: number }; blackout: { from: string; simNs: number; fromIndex: number; toIndex: number }; dma: { transactions: number; byDevice: { bdf: string; faults: number; transactions: number }[] } }[];
+  updates: { index: number; kho: { blobBytes: number; mappings: number; mappedBytes: number; domains: number; pageTablePages: number }; blackout: { from: string; simNs: number; fromIndex: number; toIndex: number; phases: { phase: string; costNs: number }[] }; dma: { transactions: number; byDevice: { bdf: string; faults: number; transactions: number }[] } }[];
   kho: { domains: { tablePages: number; devices: string[] }[]; areas: { bytes: number }[] };
-  timeline: { generation: number; phase: string; simNs: number }[];
+  timeline: { generation: number; phase: string; simNs: number; costNs: number }[];
+  costModel: Record<string, number>;
 }
 
 describe('iommu-liveupdate simulate', () => {
@@ -144,7 +163,19 @@ describe('iommu-liveupdate simulate', () => {
     expect(r.stdout).toMatch(/^ {2}vm1 {2}4 GiB at IOVA 0x100000000, 2 MiB pages, persistent iommufd 2: 0000:03:00\.0 nvme, 0000:04:00\.0 nic$/m);
     expect(r.stdout).toMatch(/^ {2}preserved {3}2 mappings \(8 GiB\) in 2 IOASes of 2 persistent iommufds\n {14}2 domains: \d+ page-table pages/m);
     expect(r.stdout).toMatch(/KHO blob {4}[\d,]+ bytes/);
-    expect(r.stdout).toMatch(/blackout {4}998\.0 ms simulated \(end of kho-dump → end of vmm-reattach\), [\d.]+ ms wall/);
+    // The README's sample: the default cost model on the default scenario, phase by phase.
+    expect(r.stdout).toMatch(/blackout {4}1031\.2 ms simulated \(end of kho-dump → end of vmm-reattach\), [\d.]+ ms wall\n/);
+    expect(r.stdout).toContain(
+      [
+        '    shutdown          30.1 ms  1 device shut down, 4 devices kept',
+        '    jump              15.0 ms',
+        '    early-boot       169.6 ms  48.0 GiB reclaimed, 19 preserved blocks (16.0 GiB), 1,575-byte FDT',
+        '    iommu-init        10.1 ms  2 domains, 12 table pages, 4 devices attached',
+        '    iommufd-restore    5.0 ms  2 mappings, 12 table pages',
+        '    boot             800.0 ms',
+        '    vmm-reattach       1.4 ms  4 devices attached',
+      ].join('\n'),
+    );
     expect(r.stdout).toMatch(/^ {2}DMA {9}during update 1: [\d,]+ transactions \([\d.]+ MiB\)$/m);
     expect(r.stdout).toMatch(/^ {2}faults {6}during update 1: 0 on 4 persistent devices, [\d,]+ on 1 non-persistent device \(blocked\)$/m);
     expect(r.stdout).toMatch(/^DMA per device, whole run:\ndevice {8}vm {4}kind  iommufd {9}transactions {4}bytes  faults  status$/m);
@@ -161,6 +192,7 @@ describe('iommu-liveupdate simulate', () => {
     expect(mismatches(raw, SIMULATE_V1)).toEqual([]);
     const doc = raw as Doc;
     expect(doc.verdict).toBe('pass');
+    expect(doc.costModel).toEqual({ ...DEFAULT_COSTS });
     expect(doc.checks.length).toBeGreaterThan(0);
     expect(doc.checks.every((c) => c.ok)).toBe(true);
     expect(doc.vms.map((v) => v.iommuPageSize)).toEqual(['2m', '4k']);
@@ -177,6 +209,9 @@ describe('iommu-liveupdate simulate', () => {
       expect(to.phase).toBe('vmm-reattach');
       expect(to.generation).toBe(from.generation + 1);
       expect(u.blackout.simNs).toBe(to.simNs - from.simNs);
+      // The blackout is the sum of its phases' costs, each the timeline entry's.
+      expect(u.blackout.phases.map((p) => p.phase)).toEqual(doc.timeline.slice(u.blackout.fromIndex + 1, u.blackout.toIndex + 1).map((e) => e.phase));
+      expect(u.blackout.phases.reduce((n, p) => n + p.costNs, 0)).toBe(u.blackout.simNs);
       expect(u.kho.mappings).toBe(2);
       expect(u.kho.domains).toBe(2);
       expect(u.dma.transactions).toBe(u.dma.byDevice.reduce((n, d) => n + d.transactions, 0));

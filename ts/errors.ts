@@ -17,3 +17,14 @@ export function invalidArgValue<E extends Error = RangeError>(
 ): E & { code: 'ERR_INVALID_ARG_VALUE' } {
   return Object.assign(new Class(message), { code: 'ERR_INVALID_ARG_VALUE' as const });
 }
+
+/**
+ * Node's `ERR_OUT_OF_RANGE`: a number or bigint outside `range` (`'an integer >= 0 && <= 18'`):
+ * `The value of "order" is out of range. It must be an integer >= 0 && <= 18. Received 19`.
+ */
+export function outOfRange(name: string, range: string, actual: unknown): RangeError & { code: 'ERR_OUT_OF_RANGE' } {
+  const shown = typeof actual === 'bigint' ? `${actual}n` : Object.is(actual, -0) ? '-0' : String(actual);
+  return Object.assign(new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${shown}`), {
+    code: 'ERR_OUT_OF_RANGE' as const,
+  });
+}

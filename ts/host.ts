@@ -2,6 +2,7 @@
 import { invalidArgValue } from './errors.js';
 import { linuxInitcalls, type LinuxKernel } from './kernel/initcalls.js';
 import { Kernel, type KernelGeneration } from './kernel/kernel.js';
+import { checkPhaseWork, CostModel, DEFAULT_COSTS, PHASE_COSTS, type CostConstants, type PhaseWork } from './kernel/phase-cost.js';
 import { callbackError, invalidState } from './kernel/reentrancy.js';
 import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './hw/iommu.js';
 import { PhysicalMemory } from './hw/memory.js';
@@ -46,6 +47,12 @@ export interface HostConfig {
   cmdline?: string;
   /** Shorthand for `guestmemfs=<bytes>` on the command line. */
   guestmemfs?: bigint;
+  /**
+   * Constants of the phase cost model to use instead of the defaults ({@link DEFAULT_COSTS}, ns
+   * each): `{ jumpNs: 500e6 }` models an unoptimised kexec. Unknown names are
+   * `ERR_INVALID_ARG_VALUE`, a negative or non-finite number `ERR_OUT_OF_RANGE`.
+   */
+  costModel?: Partial<CostConstants>;
 }
 
 /** One entry of the live-update timeline. */
@@ -54,24 +61,22 @@ export interface TimelineEntry {
   phase: string;
   /** Simulated time at the end of the phase, ns since cold boot (modelled phase costs). */
   simNs: bigint;
+  /** What the phase cost on the simulated clock ({@link Host.costModel} applied to {@link work}). */
+  costNs: bigint;
+  /** The work the phase reported (empty for a phase that reports none). */
+  work: Readonly<PhaseWork>;
   /** Wall-clock ms since cold boot (this simulator's own time). */
   wallMs: number;
 }
 
 /**
- * Modelled durations of the phases (simulated time): what a 2-socket host typically spends,
- * for ordering and downtime arithmetic only; the simulator's own time is `wallMs`.
+ * The fixed part of each named phase's cost under the default model (ns): what it costs with no
+ * work. A phase's time is this plus its work at the model's per-unit constants
+ * ({@link CostModel}, {@link PHASE_COSTS}); the simulator's own time is `wallMs`.
  */
-export const PHASE_NS: Readonly<Record<string, bigint>> = {
-  'kho-dump': 5_000_000n,
-  shutdown: 30_000_000n,
-  jump: 2_000_000n,
-  'early-boot': 150_000_000n,
-  'iommu-init': 10_000_000n,
-  'iommufd-restore': 5_000_000n,
-  boot: 800_000_000n,
-  'kho-abort': 1_000_000n,
-};
+export const PHASE_NS: Readonly<Record<string, bigint>> = Object.freeze(
+  Object.fromEntries(Object.entries(PHASE_COSTS).map(([name, p]) => [name, BigInt(DEFAULT_COSTS[p.base])])),
+);
 
 /** A simulated host: the hardware persists, the kernel is whatever booted last. */
 export class Host {
@@ -85,6 +90,8 @@ export class Host {
   readonly timeline: TimelineEntry[] = [];
   /** Running traffic generators. */
   readonly traffic: DmaTraffic[] = [];
+  /** What turns each phase's work into simulated time ({@link HostConfig.costModel}). */
+  readonly costModel: CostModel;
   private simNs = 0n;
   private readonly wall0 = performance.now();
   /** The transition under way (cold boot, kexec), or null. */
@@ -95,6 +102,7 @@ export class Host {
   private observerErrors: unknown[] = [];
 
   private constructor(config: HostConfig) {
+    this.costModel = new CostModel(config.costModel === undefined ? {} : config.costModel);
     let iommu = config.iommu;
     let devices = config.devices ?? [];
     if (config.machine !== undefined) {
@@ -147,7 +155,7 @@ export class Host {
       cmdline,
       khoBlob,
       generation,
-      onPhase: (phase) => this.phase(phase, generation),
+      onPhase: (phase, work) => this.phase(phase, generation, work),
       onKexec: (image) => this.jump(image.cmdline),
       busy: () => this.busy(),
     });
@@ -161,11 +169,15 @@ export class Host {
 
   /**
    * Records a lifecycle phase and lets every traffic generator run a burst right after it: DMA
-   * never waits for the kernel. Then the observers run (see {@link onPhase}).
+   * never waits for the kernel. Then the observers run (see {@link onPhase}). The phase advances
+   * the simulated clock by what {@link costModel} makes of `work` (checked: known fields, finite
+   * numbers >= 0).
    */
-  phase(phase: string, generation = this._kernel?.generation ?? 0): void {
-    this.simNs += PHASE_NS[phase] ?? 1_000_000n;
-    const entry = { generation, phase, simNs: this.simNs, wallMs: performance.now() - this.wall0 };
+  phase(phase: string, generation = this._kernel?.generation ?? 0, work: PhaseWork = {}): void {
+    const w = Object.freeze({ ...checkPhaseWork(work) });
+    const costNs = this.costModel.phaseNs(phase, w);
+    this.simNs += costNs;
+    const entry = { generation, phase, simNs: this.simNs, costNs, work: w, wallMs: performance.now() - this.wall0 };
     this.timeline.push(entry);
     for (const t of this.traffic) if (!t.stopped) t.step(phase, generation, this.timeline.length - 1, this.simNs);
     this.observing.push(phase);
@@ -248,7 +260,7 @@ export class Host {
     let done = false;
     try {
       const blob = old.shutdown();
-      this.phase('shutdown', old.generation);
+      this.phase('shutdown', old.generation, this.shutdownWork());
       this.memory.scrub();
       this.phase('jump', old.generation + 1);
       this.bootKernel(cmdline, blob, old.generation + 1);
@@ -261,6 +273,12 @@ export class Host {
       if (!done) this.observerErrors = [];
     }
     this.rethrowObserverErrors();
+  }
+
+  /** What `shutdown` did to the devices: the ones still mastering the bus were kept, the rest shut down. */
+  private shutdownWork(): PhaseWork {
+    const kept = this.devices.filter((d) => d.busMaster).length;
+    return { devicesShutDown: this.devices.length - kept, devicesKept: kept };
   }
 
   /** Starts a device's continuous, self-verifying DMA (see {@link DmaTraffic}). */

@@ -6,7 +6,7 @@
 import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { decodeFdt, FdtError, fdtToDts, version } from '../index.js';
+import { checkCostConstants, decodeFdt, FdtError, fdtToDts, version, type CostConstants } from '../index.js';
 import { KhoFormatError, summariseKho, type KhoSummary } from './kho-summary.js';
 import { renderReport } from './report.js';
 import { checkConfig, DEFAULT_CONFIG, fitMemory, HOST_OWN, simulate, type PageSize, type ScenarioConfig } from './scenario/index.js';
@@ -124,6 +124,35 @@ interface SimulateFlags {
   dumpKho?: string;
   quiet?: boolean;
   kho: boolean;
+  costModel?: string;
+}
+
+/**
+ * `--cost-model FILE.json`: a JSON object of phase cost constants (ns) over the defaults, read
+ * and checked before the run: a file that cannot be read, is not JSON, names an unknown
+ * constant or gives a bad number is a usage error naming the flag, the file and the reason.
+ */
+function costModelFile(file: string | undefined): Partial<CostConstants> | undefined {
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--cost-model ${file}: cannot read it (${osReason(e)})`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--cost-model ${file}: not JSON (${(e as Error).message})`);
+  }
+  try {
+    return checkCostConstants(value, 'costModel');
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_')) throw new UsageError(`--cost-model ${file}: ${(e as Error).message} (${code})`);
+    throw e;
+  }
 }
 
 function runSimulate(f: SimulateFlags): void {
@@ -132,7 +161,7 @@ function runSimulate(f: SimulateFlags): void {
   if (why) throw new UsageError(why);
   const memory = fitMemory(asked, { hostMemory: f.hostMem, carveOut: f.guestmemfs });
   if ('error' in memory) throw new UsageError(memory.error);
-  const config: ScenarioConfig = { ...asked, hostMemory: memory.hostMemory, carveOut: memory.carveOut };
+  const config: ScenarioConfig = { ...asked, hostMemory: memory.hostMemory, carveOut: memory.carveOut, costModel: costModelFile(f.costModel) };
   if (!f.kho && f.dumpKho !== undefined) throw new UsageError('--dump-kho needs KHO: drop --no-kho');
   const report = outputPath('--report', f.report);
   const dump = outputPath('--dump-kho', f.dumpKho);
@@ -227,6 +256,7 @@ function program(): Command {
     .option('--json', 'print one JSON document (schemaVersion 1) on stdout; messages go to stderr')
     .option('--report <file.html>', 'write a self-contained HTML report')
     .option('--dump-kho <file.dtb>', 'write the KHO blob of the first live update')
+    .option('--cost-model <file.json>', 'phase cost constants (ns) over the defaults, as a JSON object: {"jumpNs": 500000000}')
     .option('--no-kho', 'negative control: kexec without activating KHO (nothing persists, so the checks must fail)')
     .option('-q, --quiet', 'no progress or messages; print only the verdict line (or the JSON)')
     .action((flags: SimulateFlags) => runSimulate(flags));

@@ -1,7 +1,7 @@
 // `simulate --report FILE.html`: one self-contained page (inline CSS, SVG and a little JS; no
 // network) with the lifecycle timeline, per-device DMA across the update and the handover tables.
 import { updateFaults, WHOLE_RUN, type SimulationResult } from './scenario/index.js';
-import { faultReason, formatBytes, group, plural } from './units.js';
+import { faultReason, formatBytes, group, plural, workText } from './units.js';
 
 const esc = (s: string | number) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const GEN_COLOURS = ['#4e79a7', '#f28e2b', '#59a14f', '#b07aa1', '#76b7b2', '#edc948', '#9c755f', '#e15759'];
@@ -84,7 +84,7 @@ function timelineSvg(r: SimulationResult): string {
     const a = x(start);
     const w = Math.max(2, x(e.simNs) - a);
     parts.push(
-      `<rect class="phase" data-index="${i}" x="${a.toFixed(1)}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${genColour(e.generation)}"><title>${esc(e.phase)} (generation ${e.generation}): ends at ${(e.simNs / 1e6).toFixed(1)} ms simulated, ${e.wallMs.toFixed(1)} ms wall</title></rect>`,
+      `<rect class="phase" data-index="${i}" x="${a.toFixed(1)}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 8}" fill="${genColour(e.generation)}"><title>${esc(e.phase)} (generation ${e.generation}): ${(e.costNs / 1e6).toFixed(1)} ms${workText(e.work) ? ` for ${esc(workText(e.work))}` : ''}, ends at ${(e.simNs / 1e6).toFixed(1)} ms simulated, ${e.wallMs.toFixed(1)} ms wall</title></rect>`,
     );
   });
   // Axis: simulated ms.
@@ -265,6 +265,14 @@ ${tableHtml(
   [true, false, true, true, true, true, true, true, true, true, true, true],
 )}
 
+${tableHtml(
+  'blackout-phases',
+  `Blackout of live update 1: ${u1.blackout.simMs.toFixed(1)} ms simulated, phase by phase (cost model: base + work × per-unit constants)`,
+  ['phase', 'generation', 'simulated ms', 'work'],
+  u1.blackout.phases.map((p) => [p.phase, p.generation, p.costMs.toFixed(1), workText(p.work) || '-']),
+  [false, true, true, false],
+)}
+
 <h2>What the first live update handed over</h2>
 ${tableHtml(
   'domains',
@@ -296,9 +304,9 @@ ${r.checks.map((x) => `<tr class="${x.ok ? 'ok' : 'fail'}"><td>${esc(x.name)}</t
 ${tableHtml(
   'timeline',
   'Timeline',
-  ['#', 'generation', 'phase', 'simulated ms', 'wall ms'],
-  r.timeline.map((e, i) => [i, e.generation, e.phase, (e.simNs / 1e6).toFixed(1), e.wallMs.toFixed(1)]),
-  [true, true, false, true, true],
+  ['#', 'generation', 'phase', 'simulated ms', 'cost ms', 'work', 'wall ms'],
+  r.timeline.map((e, i) => [i, e.generation, e.phase, (e.simNs / 1e6).toFixed(1), (e.costNs / 1e6).toFixed(1), workText(e.work) || '-', e.wallMs.toFixed(1)]),
+  [true, true, false, true, true, false, true],
 )}
 <script type="application/json" id="report-data">${json}</script>
 <script type="application/json" id="hover-lines">${JSON.stringify(hoverLines(r)).replace(/</g, '\\u003c')}</script>

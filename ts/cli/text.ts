@@ -1,7 +1,7 @@
 // The plain-text account of a run (stdout of `simulate`) and of a KHO blob (`inspect`).
 import { protName, type KhoSummary } from './kho-summary.js';
 import { updateFaults, WHOLE_RUN, type SimulationResult, type UpdateResult } from './scenario/index.js';
-import { faultReason, formatBytes, group, hex, plural } from './units.js';
+import { faultReason, formatBytes, group, hex, plural, workText } from './units.js';
 
 export interface Style {
   ok(s: string): string;
@@ -62,6 +62,13 @@ function updateLines(u: UpdateResult, r: SimulationResult): string[] {
     head,
     ...handover,
     `  blackout    ${u.blackout.simMs.toFixed(1)} ms simulated (end of ${u.blackout.from} → end of ${u.blackout.to}), ${u.blackout.wallMs.toFixed(1)} ms wall`,
+    ...table(
+      ['', '', ''],
+      u.blackout.phases.map((p) => [p.phase, `${p.costMs.toFixed(1)} ms`, workText(p.work)]),
+      ['l', 'r', 'l'],
+    )
+      .slice(1)
+      .map((l) => `    ${l}`),
     `  DMA         ${u.dma.countWindow.label}: ${plural(u.dma.transactions, 'transaction')} (${formatBytes(u.dma.bytes)})`,
     `  faults      ${u.dma.countWindow.label}: ${group(faults.persistent)} on ${plural(persistent, 'persistent device')}, ${group(faults.other)} on ${plural(r.devices.length - persistent, 'non-persistent device')} (blocked)`,
   ];

@@ -1,4 +1,5 @@
 // Sizes, counts and numbers as the command line takes them and the summary prints them.
+import type { PhaseWork } from '../index.js';
 
 const UNITS: Record<string, bigint> = { '': 1n, k: 1n << 10n, m: 1n << 20n, g: 1n << 30n, t: 1n << 40n };
 
@@ -75,6 +76,25 @@ export function group(n: number | bigint): string {
 /** Nanoseconds as milliseconds with one decimal: `1003.0 ms`. */
 export function ms(ns: bigint | number): string {
   return `${(Number(ns) / 1e6).toFixed(1)} ms`;
+}
+
+/** A phase's work in words: `48 GiB reclaimed, 19 preserved blocks (16 GiB), 1,575-byte FDT`; '' for none. */
+export function workText(w: Readonly<PhaseWork>): string {
+  const out: string[] = [];
+  const n = (k: keyof PhaseWork) => w[k] ?? 0;
+  if (n('scrubbedBytes')) out.push(`${formatBytes(n('scrubbedBytes'))} reclaimed`);
+  if (n('preservedBlocks')) out.push(`${plural(n('preservedBlocks'), 'preserved block')}${n('preservedBytes') ? ` (${formatBytes(n('preservedBytes'))})` : ''}`);
+  if (n('fdtBytes')) out.push(`${group(n('fdtBytes'))}-byte FDT`);
+  if (n('mappings')) out.push(plural(n('mappings'), 'mapping'));
+  if (n('domains')) out.push(plural(n('domains'), 'domain'));
+  if (n('tablePages')) out.push(plural(n('tablePages'), 'table page'));
+  if (n('devicesShutDown')) out.push(`${plural(n('devicesShutDown'), 'device')} shut down`);
+  if (n('devicesKept')) out.push(`${plural(n('devicesKept'), 'device')} kept`);
+  if (n('devicesAttached')) out.push(`${plural(n('devicesAttached'), 'device')} attached`);
+  if (n('sessions')) out.push(plural(n('sessions'), 'session'));
+  if (n('files')) out.push(plural(n('files'), 'file'));
+  if (n('folios')) out.push(plural(n('folios'), 'folio'));
+  return out.join(', ');
 }
 
 /** What stopped a DMA request: 0 is the device's own bus mastering, the rest VT-d fault reasons. */

@@ -9,6 +9,7 @@ import type { IommufdCtx } from './iommufd/private.js';
 import type { Initcalls, Kernel } from './kernel.js';
 import { liveupdateInit, type Luo } from './liveupdate/luo_core.js';
 import { memfdLuoInit } from './liveupdate/memfd_luo.js';
+import type { PhaseWork } from './phase-cost.js';
 import { vfioPciInit, type VfioDevice } from './vfio/device_cdev.js';
 
 /** What the initcalls booted (a kernel exposes each as its own property). */
@@ -34,6 +35,17 @@ export interface Subsystems {
 /** A kernel after {@link linuxInitcalls} booted it. */
 export type LinuxKernel = Kernel & Subsystems;
 
+/** What the Intel driver adopted from the handover: domains, their table pages, the devices still on them. */
+function adopted(intel: IntelIommu): PhaseWork {
+  const domains = [...intel.restored.values()];
+  return { domains: domains.length, tablePages: domains.reduce((n, d) => n + d.handedOver.size, 0), devicesAttached: domains.reduce((n, d) => n + d.devices.size, 0) };
+}
+
+/** IOAS areas iommufd verified and offers for claiming. */
+function restoredAreas(persisted: PersistedIommufds): number {
+  return [...persisted.pending.values()].reduce((n, c) => n + c.ioases.reduce((k, i) => k + i.areas.length, 0), 0);
+}
+
 /** Boots the subsystems of this simulator's Linux, in the kernel's order. */
 export const linuxInitcalls: Initcalls<Subsystems> = (svc, hw, incoming) => {
   // early_param("guestmemfs"): the carve-out comes out of memblock before any allocation.
@@ -43,12 +55,12 @@ export const linuxInitcalls: Initcalls<Subsystems> = (svc, hw, incoming) => {
   svc.sysfs.attr('/sys/kernel/mm/transparent_hugepage/hpage_pmd_size', 0o444, { show: () => '2097152\n' });
   // intel_iommu_init registers the driver with the iommu core.
   const intel = intelIommuInit(svc, hw.iommu, incoming?.child('intel-iommu'));
-  svc.phase('iommu-init');
+  svc.phase('iommu-init', adopted(intel));
   // vfio-pci binds every function (iommu_probe_device first); iommufd registers /dev/iommu and
   // offers what the previous kernel persisted.
   const vfioDevices = vfioPciInit(svc);
   const iommufd = iommufdInit(svc, { guestmemfs }, incoming?.child('iommufd'));
-  if (incoming) svc.phase('iommufd-restore');
+  if (incoming) svc.phase('iommufd-restore', { mappings: restoredAreas(iommufd.persisted), tablePages: adopted(intel).tablePages });
   // KEXEC_KHO_DUMP runs in registration order: iommufd decides what is persistent, the Intel
   // driver serialises those domains, guestmemfs freezes last. ABORT runs in reverse.
   svc.kho.notifiers.push(iommufd.persisted, intel);

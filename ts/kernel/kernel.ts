@@ -1,6 +1,7 @@
 // The running kernel of a host: its core (processes, the VFS with registered device nodes and
 // filesystems, sysfs, KHO, page pin counts, the log) and the subsystems its initcalls booted.
 import type { IommuUnit } from '../hw/iommu.js';
+import type { FdtNode } from '../fdt/index.js';
 import type { PhysicalMemory } from '../hw/memory.js';
 import { DMAR_FAULT_REASONS } from '../hw/vtd-regs.js';
 import { errno, SyscallError } from '../uapi/errno.js';
@@ -14,6 +15,7 @@ import { IommuCore } from './iommu.js';
 import { Kho, type KhoNode } from './kho/kho.js';
 import { Liveupdate } from './luo.js';
 import { PageRefs } from './mm.js';
+import type { PhaseWork } from './phase-cost.js';
 import { Process, type SpawnOptions, type SyscallKernel } from './process.js';
 import type { KernelServices } from './services.js';
 import { tmpfsType } from './tmpfs.js';
@@ -31,8 +33,8 @@ export interface KernelHardware {
   khoBlob?: bigint | null;
   /** Which generation of kernel this is on the host (0 = cold boot). */
   generation?: number;
-  /** Called after each lifecycle phase (the host runs device traffic there). */
-  onPhase?: (phase: string) => void;
+  /** Called after each lifecycle phase, with the work it did (the host runs device traffic there). */
+  onPhase?: (phase: string, work?: PhaseWork) => void;
   /** `reboot(LINUX_REBOOT_CMD_KEXEC)`: the host jumps to the staged image. */
   onKexec?: (image: KexecImage) => void;
   /**
@@ -137,7 +139,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
         return k.dead;
       },
       log: (msg) => this.log(msg),
-      phase: (name) => this.phase(name),
+      phase: (name, work) => this.phase(name, work),
       reentrancy: () => this.reentrancy(),
       userAccount: (uid) => this.userAccount(uid),
       registerFilesystem: (fs) => {
@@ -161,7 +163,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
     this.log(`Command line: ${this.cmdline}`);
     this.log(`Memory: ${hw.memory.size >> 10n}K`);
     this.kho = new Kho(this.services, hw.khoBlob ?? null);
-    hw.onPhase?.('early-boot');
+    hw.onPhase?.('early-boot', this.earlyBootWork());
     const subsystems = initcalls(this.services, hw, this.kho.incoming);
     this.subsystems = Object.keys(subsystems);
     Object.assign(this, subsystems);
@@ -183,8 +185,27 @@ export class Kernel implements KernelGeneration, SyscallKernel {
   }
 
   /** @internal lifecycle hook (KHO dump/abort report through it). */
-  phase(name: string): void {
-    this.hw.onPhase?.(name);
+  phase(name: string, work?: PhaseWork): void {
+    this.hw.onPhase?.(name, work);
+  }
+
+  /**
+   * What early boot did before the initcalls: the memory found free is reclaimed (its struct
+   * pages initialised, handed to the buddy allocator; after a kexec, what the jump scrubbed),
+   * and the handover, if read, was parsed and each preserved range it lists reserved (the RFC's
+   * KHO lists them as `mem` properties).
+   */
+  private earlyBootWork(): PhaseWork {
+    const st = this.memory.stats();
+    const work: PhaseWork = { scrubbedBytes: st.framesFree * 4096 };
+    const incoming = this.kho.incoming;
+    if (incoming && this.hw.khoBlob != null) {
+      const ranges = (n: FdtNode): number => n.properties.reduce((k, p) => k + (p.name === 'mem' ? Math.floor(p.value.length / 16) : 0), 0) + n.children.reduce((k, c) => k + ranges(c), 0);
+      work.preservedBlocks = ranges(incoming.node);
+      work.preservedBytes = st.framesAllocated * 4096;
+      work.fdtBytes = new DataView(this.memory.read(this.hw.khoBlob + 4n, 4).buffer).getUint32(0);
+    }
+    return work;
   }
 
   /** @internal `kexec_file_load(..., cmdline, flags)`. */

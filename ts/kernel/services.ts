@@ -7,6 +7,7 @@ import type { IommuCore } from './iommu.js';
 import type { Kho } from './kho/kho.js';
 import type { Liveupdate } from './luo.js';
 import type { PageRefs } from './mm.js';
+import type { PhaseWork } from './phase-cost.js';
 import type { Sysfs } from './sysfs/sysfs.js';
 
 /** A PCI function the kernel enumerated (the host's devices, in order). */
@@ -41,8 +42,8 @@ export interface KernelServices {
   readonly dead: boolean;
   /** `printk`. */
   log(msg: string): void;
-  /** Reports a lifecycle phase to whoever runs the machine. */
-  phase(name: string): void;
+  /** Reports a lifecycle phase, with the work it did (its simulated cost scales with it), to whoever runs the machine. */
+  phase(name: string, work?: PhaseWork): void;
   /** Why the kernel cannot be entered now (inside a transition), or null. */
   reentrancy(): string | null;
   /** Per-uid `locked_vm`. */

@@ -1,6 +1,7 @@
 // The `simulate` scenario's configuration: what a run may be asked for, its defaults, how host
 // memory and the carve-out are sized, and the usage errors a configuration that cannot run gets
 // (checked before anything boots).
+import type { CostConstants } from '../../index.js';
 import { formatBytes, plural, sizeArg } from '../units.js';
 
 export type PageSize = '4k' | '2m' | 'mixed';
@@ -27,6 +28,8 @@ export interface ScenarioConfig {
   ioTicksAfter: number;
   /** Activate KHO before each kexec (false: the negative control, nothing may survive). */
   kho: boolean;
+  /** Phase cost constants over the defaults (`--cost-model FILE.json`), checked by `Host.boot`. */
+  costModel?: Partial<CostConstants>;
 }
 
 export const GiB = 1n << 30n;

@@ -1,6 +1,7 @@
 // The `simulate` scenario's account (the JSON the CLI prints, schema version 1): the checks, each
 // VM, device and live update, and the first handover's tables; built from the run's state.
 import { protName, type KhoSummary } from '../kho-summary.js';
+import type { CostConstants, PhaseWork } from '../../index.js';
 import { hex } from '../units.js';
 import { GUEST_IOVA, type PageSize, type ScenarioConfig } from './config.js';
 import type { DevState, DeviceKind, VmState } from './setup.js';
@@ -86,11 +87,27 @@ export interface UpdateResult {
     preservedBytes: number;
     preservedRanges: number;
   };
-  /** From the end of the last phase before the jump (`kho-dump`) to the end of `vmm-reattach`. */
-  blackout: { from: string; to: 'vmm-reattach'; simNs: number; simMs: number; wallMs: number; fromIndex: number; toIndex: number };
+  /**
+   * From the end of the last phase before the jump (`kho-dump`) to the end of `vmm-reattach`;
+   * `phases` are the phases it spans (timeline entries fromIndex + 1 … toIndex): what each cost
+   * on the simulated clock and the work it reported.
+   */
+  blackout: { from: string; to: 'vmm-reattach'; simNs: number; simMs: number; wallMs: number; fromIndex: number; toIndex: number; phases: PhaseCost[] };
   /** Counted during this update: the blackout's steps. */
   dma: { countWindow: CountWindow; transactions: number; bytes: number; faults: number; byDevice: { bdf: string; transactions: number; bytes: number; faults: number }[] };
 }
+
+/** One phase on the simulated clock: what the cost model made of the work it reported. */
+export interface PhaseCost {
+  phase: string;
+  generation: number;
+  costNs: number;
+  costMs: number;
+  work: PhaseWork;
+}
+
+/** A timeline entry as the run's state has it (the host's). */
+type TimelineRecord = { generation: number; phase: string; simNs: bigint; costNs: bigint; work: Readonly<PhaseWork>; wallMs: number };
 
 export interface KhoTables {
   blobBytes: number;
@@ -121,6 +138,8 @@ export interface SimulationResult {
     pagesPerStep: number;
     kho: boolean;
   };
+  /** The phase cost model's constants in effect (ns each): the defaults, or `--cost-model`'s over them. */
+  costModel: CostConstants;
   verdict: 'pass' | 'fail';
   checks: Check[];
   vms: VmResult[];
@@ -128,7 +147,8 @@ export interface SimulationResult {
   updates: UpdateResult[];
   /** The first live update's handover, for tables (null with `kho: false`). */
   kho: KhoTables | null;
-  timeline: { generation: number; phase: string; simNs: number; wallMs: number }[];
+  /** Every phase: when it ended (`simNs`), what it cost and the work it reported. */
+  timeline: { generation: number; phase: string; simNs: number; costNs: number; work: PhaseWork; wallMs: number }[];
   wallMs: number;
 }
 
@@ -144,7 +164,8 @@ export interface RunRecord {
   blobs: Uint8Array[];
   first: KhoSummary | undefined;
   firstBlobPa: bigint | null;
-  timeline: readonly { generation: number; phase: string; simNs: bigint; wallMs: number }[];
+  timeline: readonly TimelineRecord[];
+  costModel: Readonly<CostConstants>;
   wallMs: number;
 }
 
@@ -165,6 +186,7 @@ export function simulationResult(c: ScenarioConfig, r: RunRecord): SimulationRes
       pagesPerStep: c.pagesPerStep,
       kho: c.kho,
     },
+    costModel: { ...r.costModel },
     verdict: r.checks.every((x) => x.ok) ? 'pass' : 'fail',
     checks: r.checks,
     vms: r.vms.map((v) => ({
@@ -180,7 +202,7 @@ export function simulationResult(c: ScenarioConfig, r: RunRecord): SimulationRes
     devices: r.devices,
     updates: r.updates,
     kho: r.first ? khoTables(r.first, r.blobs[0]!.length, r.firstBlobPa) : null,
-    timeline: r.timeline.map((e) => ({ generation: e.generation, phase: e.phase, simNs: Number(e.simNs), wallMs: round(e.wallMs) })),
+    timeline: r.timeline.map((e) => ({ generation: e.generation, phase: e.phase, simNs: Number(e.simNs), costNs: Number(e.costNs), work: { ...e.work }, wallMs: round(e.wallMs) })),
     wallMs: round(r.wallMs),
   };
 }
@@ -191,7 +213,7 @@ export function updateResult(
   toGeneration: number,
   blob: Uint8Array | null,
   s: KhoSummary | null,
-  timeline: readonly { phase: string; simNs: bigint; wallMs: number }[],
+  timeline: readonly TimelineRecord[],
   fromIndex: number,
   toIndex: number,
   devs: DevState[],
@@ -223,7 +245,7 @@ export function updateResult(
       preservedBytes: Number(s?.totals.preservedBytes ?? 0n),
       preservedRanges: s?.totals.preservedRanges ?? 0,
     },
-    blackout: { from: from.phase, to: 'vmm-reattach', simNs, simMs: simNs / 1e6, wallMs: round(to.wallMs - from.wallMs), fromIndex, toIndex },
+    blackout: { from: from.phase, to: 'vmm-reattach', simNs, simMs: simNs / 1e6, wallMs: round(to.wallMs - from.wallMs), fromIndex, toIndex, phases: timeline.slice(fromIndex + 1, toIndex + 1).map(phaseCost) },
     dma: {
       countWindow: { label: duringUpdate(index), fromIndex, toIndex },
       transactions: byDevice.reduce((n, d) => n + d.transactions, 0),
@@ -232,6 +254,11 @@ export function updateResult(
       byDevice,
     },
   };
+}
+
+function phaseCost(e: TimelineRecord): PhaseCost {
+  const costNs = Number(e.costNs);
+  return { phase: e.phase, generation: e.generation, costNs, costMs: costNs / 1e6, work: { ...e.work } };
 }
 
 /** Faults of `u`'s window on the persistent devices and on the others (the blocked ones). */

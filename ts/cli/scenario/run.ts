@@ -16,6 +16,7 @@ import {
   claimPersistentIommufd,
   type Host,
   type Kernel,
+  type PhaseWork,
 } from '../../index.js';
 import { summariseKho, type KhoSummary } from '../kho-summary.js';
 import { faultReason, hex, plural } from '../units.js';
@@ -37,9 +38,9 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
   // Report every lifecycle phase as it ends (the kernel calls host.phase from inside kexec).
   let updateLabel = '';
   const phase = host.phase.bind(host);
-  host.phase = (name: string, generation?: number) => {
+  host.phase = (name: string, generation?: number, work?: PhaseWork) => {
     if (name !== 'guest-io') progress(`${updateLabel}${name} (generation ${generation ?? host.kernel.generation})`);
-    phase(name, generation);
+    phase(name, generation, work);
   };
   const guestIo = (n: number, what: string) => {
     for (let i = 0; i < n; i++) {
@@ -79,11 +80,12 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
     const gen = host.kernel;
     s.init = gen.spawn();
     s.init.mount('guestmemfs', '/mnt/guestmemfs');
+    let devicesAttached = 0;
     for (const vm of vms) {
       progress(`${updateLabel}${vm.name}: claiming persisted iommufd ${vm.persistentId}, re-binding ${plural(vm.devices.length, 'device')}`);
-      reclaimVm(s, gen, c, u, vm, summary, check);
+      devicesAttached += reclaimVm(s, gen, c, u, vm, summary, check);
     }
-    host.phase('vmm-reattach');
+    host.phase('vmm-reattach', undefined, { devicesAttached });
     const toIndex = host.timeline.length - 1;
     const rejected = gen.dmesg().filter((l) => /not adopted|not restored|ignoring the handover/.test(l));
     if (rejected.length) check(`update ${u}: next kernel adopts every persistent domain`, false, rejected.map((l) => l.replace(/^\[[^\]]*\]\s*/, '')).join('; '));
@@ -95,16 +97,17 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
   progress('verifying');
   const devices = devs.map((d) => deviceResult(d, host.timeline));
   judgeDevices(host, devices, updates, check);
-  const result = simulationResult(c, { checks, vms, devices, updates, blobs, first: summaries[0], firstBlobPa, timeline: host.timeline, wallMs: performance.now() - wall0 });
+  const result = simulationResult(c, { checks, vms, devices, updates, blobs, first: summaries[0], firstBlobPa, timeline: host.timeline, costModel: host.costModel.constants, wallMs: performance.now() - wall0 });
   return { result, blobs };
 }
 
 /**
  * After the jump of update `u`: `vm`'s VMM, a new process of `gen`, claims its persisted iommufd,
  * re-binds and re-attaches its devices; checks that, the devices' context entries against the
- * handover's domain, and guest RAM (by DMA and through a new mapping of its file).
+ * handover's domain, and guest RAM (by DMA and through a new mapping of its file). Returns how
+ * many devices it re-attached.
  */
-function reclaimVm(s: ScenarioHost, gen: Kernel, c: ScenarioConfig, u: number, vm: VmState, summary: KhoSummary | null, check: CheckFn): void {
+function reclaimVm(s: ScenarioHost, gen: Kernel, c: ScenarioConfig, u: number, vm: VmState, summary: KhoSummary | null, check: CheckFn): number {
   const host = s.host;
   const vmm = gen.spawn();
   let fd: number;
@@ -112,7 +115,7 @@ function reclaimVm(s: ScenarioHost, gen: Kernel, c: ScenarioConfig, u: number, v
     fd = claimPersistentIommufd(vmm, vm.persistentId);
   } catch (e) {
     check(`update ${u}: ${vm.name} re-claims iommufd ${vm.persistentId}`, false, errorText(e));
-    return;
+    return 0;
   }
   let reattached = 0;
   const problems: string[] = [];
@@ -165,6 +168,7 @@ function reclaimVm(s: ScenarioHost, gen: Kernel, c: ScenarioConfig, u: number, v
     bad.push(`${vm.file}: ${errorText(e)}`);
   }
   check(`update ${u}: ${vm.name} guest RAM intact`, bad.length === 0, bad.length ? bad.join('; ') : `${sig.length}-byte signature read back by DMA and through ${vm.file}`);
+  return reattached;
 }
 
 /**

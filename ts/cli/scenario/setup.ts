@@ -65,7 +65,7 @@ export function setUp(c: ScenarioConfig, progress: ProgressFn): ScenarioHost {
   const nDev = c.vms * c.devicesPerVm + 1;
   const bdfs = Array.from({ length: nDev }, (_, i) => `0000:${(i + 1).toString(16).padStart(2, '0')}:00.0`);
   progress(`booting a ${formatBytes(c.hostMemory)} host with a ${formatBytes(c.carveOut)} guestmemfs carve-out and ${plural(nDev, 'device')}`);
-  const host = Host.boot({ memory: c.hostMemory, seed: c.seed, guestmemfs: c.carveOut, devices: bdfs.map((bdf) => ({ bdf })) });
+  const host = Host.boot({ memory: c.hostMemory, seed: c.seed, guestmemfs: c.carveOut, devices: bdfs.map((bdf) => ({ bdf })), costModel: c.costModel });
   const init = host.kernel.spawn();
   init.mount('guestmemfs', '/mnt/guestmemfs');
   const vms: VmState[] = [];

@@ -5,6 +5,7 @@
 import { decodeFdt, FdtError, FdtWriter, type FdtNode } from '../../fdt/index.js';
 import { errno, KernelError } from '../../uapi/errno.js';
 import type { PhysicalMemory } from '../../hw/memory.js';
+import type { PhaseWork } from '../phase-cost.js';
 import { callbackError } from '../reentrancy.js';
 import type { Sysfs } from '../sysfs/sysfs.js';
 
@@ -14,7 +15,7 @@ export interface KhoServices {
   readonly sysfs: Sysfs;
   readonly dead: boolean;
   log(msg: string): void;
-  phase(name: string): void;
+  phase(name: string, work?: PhaseWork): void;
   /** Why the machine is inside a transition of its own (a phase observer), or null. */
   reentrancy(): string | null;
 }
@@ -248,7 +249,7 @@ export class Kho {
     this.running = 'DUMP';
     try {
       this.dump();
-      this.kernel.phase('kho-dump');
+      this.kernel.phase('kho-dump', this.dumpWork());
     } finally {
       this.running = null;
     }
@@ -299,15 +300,22 @@ export class Kho {
     if (!this.active) return;
     this.running = 'ABORT';
     try {
+      const work: PhaseWork = { preservedBlocks: this.marks.length };
       for (const n of [...this.notifiers].reverse()) n.abort();
       this.undo();
       this.active = false;
       this.kernel.sysfs.remove('/sys/kernel/kho/dt');
       this.kernel.log('KHO: aborted');
-      this.kernel.phase('kho-abort');
+      this.kernel.phase('kho-abort', work);
     } finally {
       this.running = null;
     }
+  }
+
+  /** What a DUMP did: the marks it set (the blob's own included) and the blob it serialised. */
+  private dumpWork(): PhaseWork {
+    const preservedBytes = this.marks.reduce((n, m) => n + 4096 * 2 ** m.order, 0);
+    return { preservedBlocks: this.marks.length, preservedBytes, fdtBytes: this.blob?.length ?? 0 };
   }
 
   private undo(): void {
