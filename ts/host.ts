@@ -2,6 +2,7 @@
 import { invalidArgValue } from './errors.js';
 import { linuxInitcalls, type LinuxKernel } from './kernel/initcalls.js';
 import { Kernel, type KernelGeneration } from './kernel/kernel.js';
+import type { KernelConfig } from './kernel/services.js';
 import { callbackError, invalidState } from './kernel/reentrancy.js';
 import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './hw/iommu.js';
 import { PhysicalMemory } from './hw/memory.js';
@@ -46,6 +47,8 @@ export interface HostConfig {
   cmdline?: string;
   /** Shorthand for `guestmemfs=<bytes>` on the command line. */
   guestmemfs?: bigint;
+  /** How every kernel booted on the host is built (default: the iommu live-update series in). */
+  kconfig?: KernelConfig;
 }
 
 /** One entry of the live-update timeline. */
@@ -94,7 +97,10 @@ export class Host {
   /** What observers threw during the current operation, rethrown once it completes. */
   private observerErrors: unknown[] = [];
 
+  private readonly kconfig: KernelConfig | undefined;
+
   private constructor(config: HostConfig) {
+    this.kconfig = config.kconfig;
     let iommu = config.iommu;
     let devices = config.devices ?? [];
     if (config.machine !== undefined) {
@@ -145,6 +151,7 @@ export class Host {
       iommu: this.iommu,
       devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, ats: d.ats, setBusMaster: (on: boolean) => (d.busMaster = on) })),
       cmdline,
+      kconfig: this.kconfig,
       khoBlob,
       generation,
       onPhase: (phase) => this.phase(phase, generation),

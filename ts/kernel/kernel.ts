@@ -15,7 +15,7 @@ import { Kho, type KhoNode } from './kho/kho.js';
 import { Liveupdate } from './luo.js';
 import { PageRefs } from './mm.js';
 import { Process, type SpawnOptions, type SyscallKernel } from './process.js';
-import type { KernelServices } from './services.js';
+import type { KernelConfig, KernelServices } from './services.js';
 import { tmpfsType } from './tmpfs.js';
 import { Sysfs } from './sysfs/sysfs.js';
 
@@ -27,6 +27,8 @@ export interface KernelHardware {
   devices: { bdf: string; sid: number; ats?: boolean; setBusMaster?: (on: boolean) => void }[];
   /** The kernel command line (`guestmemfs=16G`, ...). */
   cmdline?: string;
+  /** How the kernel is built (services.ts {@link KernelConfig}). */
+  kconfig?: KernelConfig;
   /** Physical address of the KHO blob the previous kernel handed over (kexec with KHO). */
   khoBlob?: bigint | null;
   /** Which generation of kernel this is on the host (0 = cold boot). */
@@ -123,6 +125,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
     this.services = {
       generation: this.generation,
       cmdline: this.cmdline,
+      kconfig: { IOMMU_LIVEUPDATE: hw.kconfig?.IOMMU_LIVEUPDATE ?? true },
       memory: this.memory,
       pageRefs: this.pageRefs,
       sysfs: this.sysfs,
