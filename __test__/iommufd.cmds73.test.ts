@@ -515,8 +515,8 @@ describe('IOMMU_IOAS_NOIOMMU_GET_PA without CONFIG_IOMMUFD_NOIOMMU (iommufd_priv
 });
 
 describe("the command table is 7.3's", () => {
-  it('every number from IOMMUFD_CMD_BASE to 0x95 is a command; 0x96 is past the table (ENOTTY)', () => {
-    const names = Array.from({ length: 0x16 }, (_, i) => IOMMUFD_IOCTL_OPS.get(_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + i))?.name);
+  it('every number from IOMMUFD_CMD_BASE to 0x95 is a 7.3 command, 0x96 the live-update series\' HWPT_LU_SET_PRESERVE; 0x97 is past the table (ENOTTY)', () => {
+    const names = Array.from({ length: 0x17 }, (_, i) => IOMMUFD_IOCTL_OPS.get(_IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + i))?.name);
     expect(names).toEqual([
       'IOMMU_DESTROY',
       'IOMMU_IOAS_ALLOC',
@@ -540,10 +540,11 @@ describe("the command table is 7.3's", () => {
       'IOMMU_VEVENTQ_ALLOC',
       'IOMMU_HW_QUEUE_ALLOC',
       'IOMMU_IOAS_NOIOMMU_GET_PA',
+      'IOMMU_HWPT_LU_SET_PRESERVE',
     ]);
-    expect(IOMMUFD_IOCTL_OPS.size).toBe(0x16);
+    expect(IOMMUFD_IOCTL_OPS.size).toBe(0x17);
     const { p, fd } = setup();
-    expectErrno(() => p.ioctl(fd, _IO(IOMMUFD_TYPE, 0x96), new Uint8Array(64)), 'ENOTTY', 'ioctl');
+    expectErrno(() => p.ioctl(fd, _IO(IOMMUFD_TYPE, 0x97), new Uint8Array(64)), 'ENOTTY', 'ioctl');
     // A table number is read (get_user of the size) before its type byte is compared.
     expectErrno(() => p.ioctl(fd, _IO(0x3c, 0x95), null), 'EFAULT', 'ioctl');
     expectErrno(() => p.ioctl(fd, _IO(0x3c, 0x95), new Uint8Array(40)), 'ENOTTY', 'ioctl');

@@ -3,6 +3,7 @@ import { invalidArgValue } from './errors.js';
 import { linuxInitcalls, type LinuxKernel } from './kernel/initcalls.js';
 import { Kernel, type KernelGeneration } from './kernel/kernel.js';
 import { checkPhaseWork, CostModel, DEFAULT_COSTS, PHASE_COSTS, type CostConstants, type PhaseWork } from './kernel/phase-cost.js';
+import type { KernelConfig } from './kernel/services.js';
 import { callbackError, invalidState } from './kernel/reentrancy.js';
 import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './hw/iommu.js';
 import { PhysicalMemory } from './hw/memory.js';
@@ -53,6 +54,8 @@ export interface HostConfig {
    * `ERR_INVALID_ARG_VALUE`, a negative or non-finite number `ERR_OUT_OF_RANGE`.
    */
   costModel?: Partial<CostConstants>;
+  /** How every kernel booted on the host is built (default: the iommu live-update series in). */
+  kconfig?: KernelConfig;
 }
 
 /** One entry of the live-update timeline. */
@@ -101,8 +104,11 @@ export class Host {
   /** What observers threw during the current operation, rethrown once it completes. */
   private observerErrors: unknown[] = [];
 
+  private readonly kconfig: KernelConfig | undefined;
+
   private constructor(config: HostConfig) {
     this.costModel = new CostModel(config.costModel === undefined ? {} : config.costModel);
+    this.kconfig = config.kconfig;
     let iommu = config.iommu;
     let devices = config.devices ?? [];
     if (config.machine !== undefined) {
@@ -153,6 +159,7 @@ export class Host {
       iommu: this.iommu,
       devices: this.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, ats: d.ats, setBusMaster: (on: boolean) => (d.busMaster = on) })),
       cmdline,
+      kconfig: this.kconfig,
       khoBlob,
       generation,
       onPhase: (phase, work) => this.phase(phase, generation, work),

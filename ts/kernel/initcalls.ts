@@ -3,6 +3,9 @@
 import { guestmemfsInit } from './guestmemfs/init.js';
 import type { Guestmemfs } from './guestmemfs/guestmemfs.js';
 import { intelIommuInit, type IntelIommu } from './intel-iommu/iommu.js';
+import { intelLiveupdateOps } from './intel-iommu/liveupdate.js';
+import { IommuLiveupdate } from './iommu_liveupdate.js';
+import { iommufdLiveupdateInit } from './iommufd/liveupdate.js';
 import { iommufdInit, type Iommufd } from './iommufd/init.js';
 import type { PersistedIommufds } from './iommufd/persist.js';
 import type { IommufdCtx } from './iommufd/private.js';
@@ -67,6 +70,12 @@ export const linuxInitcalls: Initcalls<Subsystems> = (svc, hw, incoming) => {
   if (guestmemfs) svc.kho.notifiers.push({ dump: (w, kho) => guestmemfs.khoDump(w, kho), abort: () => guestmemfs.khoAbort() });
   // late_initcall: LUO (its KHO subtree and /dev/liveupdate), then the file handlers.
   const luo = liveupdateInit(svc, svc.kho, incoming?.child('LUO'));
+  if (luo && svc.kconfig.IOMMU_LIVEUPDATE) {
+    // The IOMMU core's live-update state, with the VT-d driver's preservation hooks.
+    svc.iommu.liveupdate = new IommuLiveupdate(svc.memory, svc.liveupdate, (m) => svc.log(m));
+    svc.iommu.liveupdate.setDriver(intelLiveupdateOps(intel));
+  }
   memfdLuoInit(svc);
+  iommufdLiveupdateInit(iommufd);
   return { guestmemfs, intel, vfioDevices, iommufd, iommufds: iommufd.ctxs, persistentIommufds: iommufd.persistent, persisted: iommufd.persisted, luo };
 };

@@ -6,6 +6,7 @@
 // The model has one IOMMU unit: the core holds the one driver that registered, and every device
 // is behind it.
 import { errno } from '../uapi/errno.js';
+import type { IommuLiveupdate } from './iommu_liveupdate.js';
 
 /** A reserved IOVA region of a device (`struct iommu_resv_region`). */
 export interface ResvRegion {
@@ -104,6 +105,8 @@ export interface IommuOps {
 /** The IOMMU core of one kernel: the registered driver, and the API the subsystems call. */
 export class IommuCore {
   private driver: IommuOps | null = null;
+  /** The live-update state (drivers/iommu/liveupdate.c), when LUO is on (iommu_liveupdate.ts). */
+  liveupdate: IommuLiveupdate | null = null;
 
   /** `iommu_device_register`. */
   deviceRegister(ops: IommuOps): void {

@@ -17,7 +17,7 @@ import { Liveupdate } from './luo.js';
 import { PageRefs } from './mm.js';
 import type { PhaseWork } from './phase-cost.js';
 import { Process, type SpawnOptions, type SyscallKernel } from './process.js';
-import type { KernelServices } from './services.js';
+import type { KernelConfig, KernelServices } from './services.js';
 import { tmpfsType } from './tmpfs.js';
 import { Sysfs } from './sysfs/sysfs.js';
 
@@ -29,6 +29,8 @@ export interface KernelHardware {
   devices: { bdf: string; sid: number; ats?: boolean; setBusMaster?: (on: boolean) => void }[];
   /** The kernel command line (`guestmemfs=16G`, ...). */
   cmdline?: string;
+  /** How the kernel is built (services.ts {@link KernelConfig}). */
+  kconfig?: KernelConfig;
   /** Physical address of the KHO blob the previous kernel handed over (kexec with KHO). */
   khoBlob?: bigint | null;
   /** Which generation of kernel this is on the host (0 = cold boot). */
@@ -125,6 +127,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
     this.services = {
       generation: this.generation,
       cmdline: this.cmdline,
+      kconfig: { IOMMU_LIVEUPDATE: hw.kconfig?.IOMMU_LIVEUPDATE ?? true },
       memory: this.memory,
       pageRefs: this.pageRefs,
       sysfs: this.sysfs,

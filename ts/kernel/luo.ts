@@ -4,7 +4,7 @@
 // boot when the command line enables LUO; until then every call is EOPNOTSUPP, as with
 // CONFIG_LIVEUPDATE off, and `reboot` does nothing.
 import { errno, type ErrnoCode } from '../uapi/errno.js';
-import type { File } from './file.js';
+import type { File, Task } from './file.js';
 
 /** A session as handlers see it (`struct liveupdate_session`): opaque, named. */
 export interface LiveupdateSession {
@@ -26,6 +26,8 @@ export interface LiveupdateFileOpArgs {
   file: File | null;
   serializedData: bigint;
   privateData: unknown;
+  /** retrieve: the task of RETRIEVE_FD (`current`), absent for an in-kernel retrieval. */
+  task?: Task;
 }
 
 /**

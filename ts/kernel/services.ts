@@ -20,11 +20,22 @@ export interface PciFunction {
   setBusMaster(on: boolean): void;
 }
 
+/**
+ * How the kernel was built, as far as the model varies it. `IOMMU_LIVEUPDATE` (default true): the
+ * iommu live-update series is in (IOMMU_HWPT_LU_SET_PRESERVE, the iommufd and VFIO cdev LUO
+ * handlers, the IOMMU core's FLB); false is plain Linux 7.3, as the oracle lab's kernel is.
+ */
+export interface KernelConfig {
+  IOMMU_LIVEUPDATE?: boolean;
+}
+
 /** Services of one kernel generation. */
 export interface KernelServices {
   /** 0 at cold boot, +1 per kexec. */
   readonly generation: number;
   readonly cmdline: string;
+  /** The build options the model varies. */
+  readonly kconfig: Readonly<Required<KernelConfig>>;
   readonly memory: PhysicalMemory;
   /** `struct page` pin counts. */
   readonly pageRefs: PageRefs;

@@ -422,7 +422,9 @@ class Runner {
  * with `liveupdate=on` as the lab is (its kernel has KEXEC_HANDOVER_ENABLE_DEFAULT: `kho=on`).
  */
 export function labHostConfig(): HostConfig {
-  return { memory: 2n << 30n, machine: 'qemu-7.2-q35', cmdline: 'intel_iommu=on kho=on liveupdate=on' };
+  // The lab's kernel is plain Linux 7.3: without the iommu live-update series (no
+  // IOMMU_HWPT_LU_SET_PRESERVE, no iommufd or VFIO cdev handler for LUO).
+  return { memory: 2n << 30n, machine: 'qemu-7.2-q35', cmdline: 'intel_iommu=on kho=on liveupdate=on', kconfig: { IOMMU_LIVEUPDATE: false } };
 }
 
 /** Runs one sequence on a fresh simulated host; one result per step, then the end marker. */

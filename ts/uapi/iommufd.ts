@@ -39,6 +39,13 @@ export const IOMMU_IOAS_CHANGE_PROCESS: IoctlRequest<typeof iommu_ioas_change_pr
 export const IOMMU_VEVENTQ_ALLOC: IoctlRequest<typeof iommu_veventq_alloc> = _IO_struct(IOMMUFD_TYPE, 0x93);
 export const IOMMU_HW_QUEUE_ALLOC: IoctlRequest<typeof iommu_hw_queue_alloc> = _IO_struct(IOMMUFD_TYPE, 0x94);
 export const IOMMU_IOAS_NOIOMMU_GET_PA: IoctlRequest<typeof iommu_ioas_noiommu_get_pa> = _IO_struct(IOMMUFD_TYPE, 0x95);
+/**
+ * `IOMMUFD_CMD_HWPT_LU_SET_PRESERVE` of the iommu live-update series (Khawaja/Zhu, "iommu: Add
+ * live update state preservation", v1 3 Feb 2026, patch 10/14). The series gave it 0x95, which
+ * Linux 7.3 has given to IOMMU_IOAS_NOIOMMU_GET_PA; no posted revision is rebased past 7.3, so it
+ * takes the next free number, 0x96 (README, "The upstream flow").
+ */
+export const IOMMUFD_CMD_HWPT_LU_SET_PRESERVE = 0x96;
 
 /** `enum iommufd_ioas_map_flags` (MAP, MAP_FILE and COPY). */
 export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
@@ -347,6 +354,14 @@ export const iommu_ioas_noiommu_get_pa = struct('iommu_ioas_noiommu_get_pa', [
   ['out_phys>', 'u64'],
 ]);
 
+/** `struct iommu_hwpt_lu_set_preserve`: mark a paging HWPT for preservation under a token. */
+export const iommu_hwpt_lu_set_preserve = struct('iommu_hwpt_lu_set_preserve', [
+  ['size', 'u32'],
+  ['hwpt_id', 'u32'],
+  ['hwpt_token', 'u32'],
+]);
+export const IOMMU_HWPT_LU_SET_PRESERVE: IoctlRequest<typeof iommu_hwpt_lu_set_preserve> = _IO_struct(IOMMUFD_TYPE, IOMMUFD_CMD_HWPT_LU_SET_PRESERVE);
+
 /** One row of `iommufd_ioctl_ops[]`: the struct and `min_size = offsetofend(last mandatory field)`. */
 export interface IoctlOp {
   readonly name: string;
@@ -388,5 +403,6 @@ export const IOMMUFD_IOCTL_OPS: ReadonlyMap<number, IoctlOp> = new Map(
     op('IOMMU_VEVENTQ_ALLOC', IOMMU_VEVENTQ_ALLOC, iommu_veventq_alloc, 'out_veventq_fd'),
     op('IOMMU_HW_QUEUE_ALLOC', IOMMU_HW_QUEUE_ALLOC, iommu_hw_queue_alloc, 'length'),
     op('IOMMU_IOAS_NOIOMMU_GET_PA', IOMMU_IOAS_NOIOMMU_GET_PA, iommu_ioas_noiommu_get_pa, 'out_phys'),
+    op('IOMMU_HWPT_LU_SET_PRESERVE', IOMMU_HWPT_LU_SET_PRESERVE, iommu_hwpt_lu_set_preserve, 'hwpt_token'),
   ].map((o) => [o.request, o]),
 );

@@ -33,7 +33,7 @@ const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_
 /** One DRHD: the driver's state for an {@link IommuUnit}. */
 export class IntelIommu implements IommuOps {
   rootEntry: bigint = 0n;
-  private readonly contextTables = new Map<number, bigint>();
+  readonly contextTables = new Map<number, bigint>();
   private readonly domainIds = new Set<number>();
   readonly cap: bigint;
   readonly ecap: bigint;

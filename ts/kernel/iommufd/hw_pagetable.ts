@@ -140,3 +140,20 @@ export function hwptInvalidate(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_hwpt_
   ictx.respond(ucmd);
   throw failure;
 }
+
+/**
+ * IOMMU_HWPT_LU_SET_PRESERVE (`iommufd_hwpt_lu_set_preserve`, iommu live-update series patch
+ * 10): marks a paging HWPT to be preserved with the iommufd, under a token unique among the
+ * context's marked HWPTs (EADDRINUSE). Marking again replaces the token. Without live update
+ * (`CONFIG_IOMMU_LIVEUPDATE` off, here: no `liveupdate=on`) the stub answers ENOTTY, after the
+ * size rules as for every table entry.
+ */
+export function hwptLuSetPreserve(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_hwpt_lu_set_preserve>): void {
+  if (!ictx.iommufd.svc.liveupdate.enabled) errno('ENOTTY', 'live update is not enabled');
+  const target = ictx.getObject<HwptPaging>(cmd.hwpt_id, 'HWPT_PAGING');
+  for (const obj of ictx.objects.values()) {
+    if (obj instanceof HwptPaging && obj !== target && obj.luPreserve && obj.luToken === cmd.hwpt_token) errno('EADDRINUSE', `token ${cmd.hwpt_token} marks HWPT ${obj.id} already`);
+  }
+  target.luPreserve = true;
+  target.luToken = cmd.hwpt_token;
+}

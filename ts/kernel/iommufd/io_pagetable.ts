@@ -93,6 +93,11 @@ export class IoPagetable {
   readonly domains: IommuDomain[] = [];
   iovaAlignment = 1n;
   disableLargePages = false;
+  /**
+   * `iopt->lu_map_immutable` (iommu live-update series, patch 11): set while a preserved HWPT of
+   * a preserved iommufd holds this table; MAP, COPY into it and UNMAP are EBUSY meanwhile.
+   */
+  luMapImmutable = false;
 
   areaIterFirst(start: bigint, last: bigint): IoptArea | undefined {
     const i = this.firstAreaIndex(start);
@@ -185,6 +190,7 @@ export class IoPagetable {
    * Returns the IOVA.
    */
   mapPages(list: PagesListElm[], length: bigint, iova: bigint | null, prot: { read: boolean; write: boolean }): bigint {
+    if (this.luMapImmutable) errno('EBUSY', 'the IOAS of a preserved HWPT is immutable');
     if (length & (this.iovaAlignment - 1n) || length === 0n) errno('EINVAL', 'length not aligned to iova_alignment');
     let dst: bigint;
     if (iova === null) {

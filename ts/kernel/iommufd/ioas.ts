@@ -5,6 +5,7 @@ import { errno } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import type { Task } from '../file.js';
 import type { GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
+import { MemfdFile } from '../memfd.js';
 import { PAGE_SIZE } from '../mm.js';
 import { ULONG_MAX, type IovaRange } from './io_pagetable.js';
 import { IoptPages, type AccountMode, type PagesFile, type PinAccount } from './pages.js';
@@ -131,7 +132,8 @@ export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map
     const first = fstart & ~(PAGE - 1n);
     const npages = Number((fstart + length - first + PAGE - 1n) / PAGE);
     const pages = new IoptPages(
-      { type: 'file', obj, page: Number(first / PAGE) },
+      // iopt_alloc_file_pages (live-update series): the memfd and its seals at map time.
+      { type: 'file', obj, page: Number(first / PAGE), file: file instanceof MemfdFile ? file : null, seals: file instanceof MemfdFile ? file.obj.seals : 0 },
       first,
       npages,
       !!(flags & U.IOMMU_IOAS_MAP_WRITEABLE),
@@ -179,6 +181,8 @@ export function ioasUnmap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_unmap
   const iova = cmd.iova;
   const length = cmd.length;
   let unmapped: bigint;
+  // iopt_unmap_iova_range: a preserved HWPT's IOAS cannot change (EBUSY), unmap-all included.
+  if (ioas.iopt.luMapImmutable) errno('EBUSY', 'the IOAS of a preserved HWPT is immutable');
   if (iova === 0n && length === U64_MAX) {
     unmapped = ioas.iopt.unmapRange(0n, ULONG_MAX).unmapped;
   } else {

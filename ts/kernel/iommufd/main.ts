@@ -10,17 +10,20 @@ import { File, type Task, type Uaccess } from '../file.js';
 import { PAGE_SIZE } from '../mm.js';
 import { getHwInfo, restoredAttachEnd } from './device.js';
 import { faultAlloc, veventqAlloc } from './eventq.js';
-import { hwptAlloc, hwptGetDirtyBitmap, hwptInvalidate, hwptSetDirtyTracking } from './hw_pagetable.js';
+import { hwptAlloc, hwptGetDirtyBitmap, hwptInvalidate, hwptLuSetPreserve, hwptSetDirtyTracking } from './hw_pagetable.js';
 import { ioasAlloc, ioasAllowIovas, ioasChangeProcess, ioasCopy, ioasIovaRanges, ioasMap, ioasMapFile, ioasNoiommuGetPa, ioasUnmap, vfioIoas } from './ioas.js';
 import { PinAccount, type AccountMode } from './pages.js';
 import { type Ioas, type IommufdCtx, type IommufdHandler, type IommufdObject, type IommufdSubsystem, type Ucmd } from './private.js';
 import { hwQueueAlloc, vdeviceAlloc, viommuAlloc } from './viommu.js';
 
 /**
- * The last command number of the kernel's table (IOAS_NOIOMMU_GET_PA). A kernel built with
- * CONFIG_IOMMUFD_TEST has IOMMU_TEST_CMD (0xa0) last, so 0x96-0x9f read the size before ENOTTY.
+ * The last command number of the table: 7.3's ends at IOAS_NOIOMMU_GET_PA (0x95); the live-update
+ * series adds HWPT_LU_SET_PRESERVE (0x96 here, README "The upstream flow"). A kernel built with
+ * CONFIG_IOMMUFD_TEST has IOMMU_TEST_CMD (0xa0) last, so 0x97-0x9f read the size before ENOTTY.
  */
-const IOMMUFD_CMD_LAST = 0x95;
+const IOMMUFD_CMD_LAST = 0x96;
+/** Linux 7.3's last command (a kernel built without the live-update series). */
+const IOMMUFD_CMD_LAST_73 = 0x95;
 
 /** Commands that would change what KHO DUMP serialised of a persistent context. */
 const FROZEN_WHILE_KHO = new Set(['IOMMU_DESTROY', 'IOMMU_IOAS_MAP', 'IOMMU_IOAS_MAP_FILE', 'IOMMU_IOAS_COPY', 'IOMMU_IOAS_UNMAP', 'IOMMU_HWPT_ALLOC']);
@@ -128,7 +131,8 @@ export class IommufdFile extends File implements IommufdCtx {
   /** `iommufd_fops_ioctl`. */
   ioctl(task: Task, request: number, u: Uaccess, arg: bigint): number {
     const nr = request & 0xff;
-    if (nr < U.IOMMUFD_CMD_BASE || nr > IOMMUFD_CMD_LAST) {
+    const last = this.iommufd.svc.kconfig.IOMMU_LIVEUPDATE ? IOMMUFD_CMD_LAST : IOMMUFD_CMD_LAST_73;
+    if (nr < U.IOMMUFD_CMD_BASE || nr > last) {
       // Outside the table: the VFIO type1 compatibility handler, which we do not model.
       return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
     }
@@ -248,6 +252,7 @@ const IOCTL_OPS: ReadonlyMap<number, IommufdIoctlOp> = new Map([
   ioctlOp(U.IOMMU_HWPT_ALLOC, hwptAlloc),
   ioctlOp(U.IOMMU_HWPT_GET_DIRTY_BITMAP, hwptGetDirtyBitmap),
   ioctlOp(U.IOMMU_HWPT_INVALIDATE, hwptInvalidate),
+  ioctlOp(U.IOMMU_HWPT_LU_SET_PRESERVE, hwptLuSetPreserve),
   ioctlOp(U.IOMMU_HWPT_SET_DIRTY_TRACKING, hwptSetDirtyTracking),
   ioctlOp(U.IOMMU_IOAS_ALLOC, ioasAlloc),
   ioctlOp(U.IOMMU_IOAS_ALLOW_IOVAS, ioasAllowIovas),

@@ -2,6 +2,7 @@
 // COPY makes. Pages are pinned lazily, per window of page indices in use by a filled area, and
 // each page is pinned once however many areas and domains use it (pages.c).
 import { errno } from '../../uapi/errno.js';
+import type { File } from '../file.js';
 import type { PinRecord } from '../guestmemfs/pins.js';
 import { HPAGE_PAGES, PAGE_SIZE, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
 
@@ -46,7 +47,17 @@ export class PinAccount {
 /** Where the pages come from. */
 export type PagesSource =
   | { type: 'user'; mm: Mm; /** page number of ALIGN_DOWN(uptr) */ page: number }
-  | { type: 'file'; /** null: a file that is neither shmem nor guestmemfs */ obj: Backing | null; /** first file page */ page: number };
+  | {
+      type: 'file';
+      /** null: a file that is neither shmem nor guestmemfs */
+      obj: Backing | null;
+      /** first file page */
+      page: number;
+      /** The memfd mapped (`pages->file`, held), for the live-update checks; null for other files. */
+      file?: File | null;
+      /** `memfd_get_seals(file)` at map time (`pages->seals`, live-update series); 0 for other files. */
+      seals?: number;
+    };
 
 /** A guestmemfs file as a persistent area pins it (`guestmemfs_pin_file`, with the pin's record). */
 export interface PinnableFile {
@@ -97,7 +108,10 @@ export class IoptPages {
     readonly files: readonly PagesFile[] = [],
   ) {
     // A file map holds the file (`pages->file = get_file(file)`).
-    if (source.type === 'file') source.obj?.get();
+    if (source.type === 'file') {
+      source.obj?.get();
+      source.file?.get();
+    }
   }
 
   get(): this {
@@ -108,7 +122,10 @@ export class IoptPages {
   put(): void {
     if (--this.kref > 0) return;
     if (this.npinned !== 0) throw new Error('iopt_pages released while pinned');
-    if (this.source.type === 'file') this.source.obj?.put();
+    if (this.source.type === 'file') {
+      this.source.obj?.put();
+      this.source.file?.put();
+    }
   }
 
   /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */

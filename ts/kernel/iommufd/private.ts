@@ -138,6 +138,11 @@ export class HwptPaging extends IommufdObject {
   fault: IommufdObject | null = null;
   /** `hwpt->pasid_compat` (IOMMU_HWPT_ALLOC_PASID): it may serve PASID attachments. */
   pasidCompat = false;
+  /** `hwpt->lu_preserve` / `lu_token`: IOMMU_HWPT_LU_SET_PRESERVE marked it for the live update. */
+  luPreserve = false;
+  luToken = 0;
+  /** Rebuilt by RETRIEVE_FD of a preserved iommufd over the domain the previous kernel preserved. */
+  luRestored = false;
 
   constructor(
     readonly ioas: Ioas,

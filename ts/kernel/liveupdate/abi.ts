@@ -6,8 +6,10 @@
 // within its block, every chain bounded.
 import type { PhysicalMemory } from '../../hw/memory.js';
 import { errno } from '../../uapi/errno.js';
+import { checkIncoming, khoAllocPreserve, khoUnpreserveFree, PAGE } from '../kho/preserve.js';
 
-export const PAGE = 4096;
+// The KHO memory calls live with KHO (the iommu core uses them too); LUO's modules take them here.
+export { checkIncoming, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE } from '../kho/preserve.js';
 /** `LUO_KHO_ENTRY_NAME`: the KHO subtree. */
 export const LUO_KHO_ENTRY_NAME = 'LUO';
 /** `LUO_ABI_COMPATIBLE` (Linux 7.3). */
@@ -30,43 +32,6 @@ const KHO_MAX_BLOCKS = 10000;
 const KHO_VMALLOC_ALLOC = 1;
 /** `KHO_VMALLOC_SIZE`: physical addresses per `kho_vmalloc_chunk` page. */
 const KHO_VMALLOC_SIZE = (PAGE - 8) / 8;
-
-const order = (size: number): number => {
-  let o = 0;
-  while (PAGE << o < size) o++;
-  return o;
-};
-
-/** `kho_alloc_preserve(size)`: zeroed pages, preserved for the next kernel. */
-export function khoAllocPreserve(mem: PhysicalMemory, size: number): bigint {
-  const o = order(size);
-  let pa: bigint;
-  try {
-    pa = mem.alloc(o, { zero: true });
-  } catch {
-    return errno('ENOMEM', 'no memory for LUO state');
-  }
-  mem.preserve(pa, o);
-  return pa;
-}
-
-/** `kho_unpreserve_free`: the outgoing kernel takes it back. */
-export function khoUnpreserveFree(mem: PhysicalMemory, pa: bigint, size: number): void {
-  mem.unpreserve(pa, order(size));
-  mem.free(pa, order(size));
-}
-
-/** `kho_restore_free`: the incoming kernel is done with what the previous one preserved. */
-export function khoRestoreFree(mem: PhysicalMemory, pa: bigint, size: number): void {
-  mem.free(pa, order(size));
-}
-
-/** That `[pa, pa + len)` is page-aligned memory still allocated (what a preserved page is after the jump). */
-export function checkIncoming(mem: PhysicalMemory, pa: bigint, len: number, what: string): void {
-  if (pa === 0n || pa % BigInt(PAGE) !== 0n || pa + BigInt(len) > mem.size || !mem.isAllocated(pa, BigInt(Math.ceil(len / PAGE) * PAGE))) {
-    errno('EINVAL', `${what} at 0x${pa.toString(16)} is not preserved memory`);
-  }
-}
 
 /** A NUL-terminated string in a fixed field (`strscpy`); EINVAL without a NUL. */
 export function cstr(b: Uint8Array, what: string): string {

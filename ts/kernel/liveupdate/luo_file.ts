@@ -136,7 +136,9 @@ export class LuoRegistry {
 
   /** `liveupdate_flb_get_incoming`. */
   flbGetIncoming(flb: LiveupdateFlb): unknown {
-    if (!this.flbs.has(flb)) errno('EINVAL', `FLB ${flb.compatible} is not registered`);
+    // luo_flb_get_private: an FLB's state exists from its first use, registered or not yet (the
+    // IOMMU driver reads its FLB at init, before iommufd registers it with its handler).
+    if (!this.flbs.has(flb)) this.flbs.set(flb, { outgoing: state(), incoming: state() });
     this.retrieveFlb(flb);
     return this.flbs.get(flb)!.incoming.obj;
   }
@@ -288,12 +290,12 @@ export class LuoFileSet {
   }
 
   /** `luo_retrieve_file`: the file of `token` (a new reference), retrieving it the first time. */
-  retrieve(token: bigint): File {
+  retrieve(token: bigint, task?: Task): File {
     const f = this.files.find((x) => x.token === token);
     if (!f) return errno('ENOENT', `no file with token ${token}`);
     if (f.retrieveStatus === 'ok') return f.file!.get();
     if (f.retrieveStatus !== 'none') return errno(f.retrieveStatus, 'retrieving this file failed before');
-    const args = opArgs(this.session, f);
+    const args = { ...opArgs(this.session, f), task };
     try {
       f.fh.ops.retrieve(args);
     } catch (e) {

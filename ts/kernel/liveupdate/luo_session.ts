@@ -180,7 +180,7 @@ export class SessionFile extends File {
         return 0;
       case LIVEUPDATE_SESSION_RETRIEVE_FD: {
         cmd.fd = task.unusedFd();
-        const file = s.files.retrieve(cmd.token as bigint);
+        const file = s.files.retrieve(cmd.token as bigint, task);
         try {
           respond();
         } catch (e) {

@@ -1,0 +1,44 @@
+// The KHO memory calls (kernel/liveupdate/kexec_handover.c, Linux 7.3): kho_alloc_preserve,
+// kho_unpreserve_free, kho_restore_free, and the check every incoming address gets (LUO, the iommu
+// core's live-update state). A preserved page is still allocated after the jump; nothing else is.
+import type { PhysicalMemory } from '../../hw/memory.js';
+import { errno } from '../../uapi/errno.js';
+
+export const PAGE = 4096;
+
+export const order = (size: number): number => {
+  let o = 0;
+  while (PAGE << o < size) o++;
+  return o;
+};
+
+/** `kho_alloc_preserve(size)`: zeroed pages, preserved for the next kernel. */
+export function khoAllocPreserve(mem: PhysicalMemory, size: number): bigint {
+  const o = order(size);
+  let pa: bigint;
+  try {
+    pa = mem.alloc(o, { zero: true });
+  } catch {
+    return errno('ENOMEM', 'no memory for LUO state');
+  }
+  mem.preserve(pa, o);
+  return pa;
+}
+
+/** `kho_unpreserve_free`: the outgoing kernel takes it back. */
+export function khoUnpreserveFree(mem: PhysicalMemory, pa: bigint, size: number): void {
+  mem.unpreserve(pa, order(size));
+  mem.free(pa, order(size));
+}
+
+/** `kho_restore_free`: the incoming kernel is done with what the previous one preserved. */
+export function khoRestoreFree(mem: PhysicalMemory, pa: bigint, size: number): void {
+  mem.free(pa, order(size));
+}
+
+/** That `[pa, pa + len)` is page-aligned memory still allocated (what a preserved page is after the jump). */
+export function checkIncoming(mem: PhysicalMemory, pa: bigint, len: number, what: string): void {
+  if (pa === 0n || pa % BigInt(PAGE) !== 0n || pa + BigInt(len) > mem.size || !mem.isAllocated(pa, BigInt(Math.ceil(len / PAGE) * PAGE))) {
+    errno('EINVAL', `${what} at 0x${pa.toString(16)} is not preserved memory`);
+  }
+}
