@@ -112,7 +112,7 @@ describe('memfd seals (mm/memfd.c)', () => {
       p.memWrite(va, new Uint8Array([9]));
       p.memWrite(va + PAGE, new Uint8Array([1, 2, 3]));
       p.ftruncate(fd, PAGE);
-      expect(p.mm.find(Number(va / PAGE))!.obj.resident).toBe(1);
+      expect((p.mm.find(Number(va / PAGE))!.obj as unknown as { resident: number }).resident).toBe(1);
       p.ftruncate(fd, n * PAGE);
       expect([...p.memRead(va + PAGE, 3)]).toEqual([0, 0, 0]);
     }
