@@ -34,12 +34,64 @@ const file = (ops: Op[]): ReplayFile => ({
 });
 
 describe('fuzz: random uAPI sequences agree with the reference model', () => {
-  it('a fixed-seed budget: ≥ 20,000 commands and ≥ 20 live updates, no divergence', () => {
+  it('a fixed-seed budget of both flows: ≥ 20,000 commands and ≥ 20 live updates, no divergence', () => {
     const r = fuzz({ runs: 250, seed: 20261124, maxCommands: 300 });
     if (!r.ok) throw new Error(`${r.failure!.message}\nreplay: ${JSON.stringify(r.failure!.replayFile)}`);
     expect(r.commands).toBeGreaterThanOrEqual(20_000);
     expect(r.kexecs).toBeGreaterThanOrEqual(20);
     expect(r.syscalls).toBeGreaterThan(r.commands / 2);
+    // Half the runs on each flow: the RFC's host, and one booted with kho=on liveupdate=on.
+    expect(r.flows.rfc!.runs).toBe(125);
+    expect(r.flows.luo!.runs).toBe(125);
+    expect(r.flows.rfc!.commands).toBeGreaterThanOrEqual(10_000);
+    expect(r.flows.luo!.commands).toBeGreaterThanOrEqual(10_000);
+    expect(r.flows.luo!.kexecs).toBeGreaterThanOrEqual(100);
+  });
+
+  it('the LUO flow with failures injected at every freeze and finalise site (a reboot every ~25 commands)', () => {
+    const r = fuzz({ runs: 60, seed: 20261126, maxCommands: 200, world: { flow: 'luo' }, commands: { luoReboot: 4 } });
+    if (!r.ok) throw new Error(`${r.failure!.message}\nreplay: ${JSON.stringify(r.failure!.replayFile)}`);
+    expect(Object.keys(r.flows)).toEqual(['luo']);
+    expect(r.kexecs).toBeGreaterThanOrEqual(200);
+  });
+
+  it('a session across two kexecs, a freeze and a finalisation failing on the way (each retried)', () => {
+    const lines: string[] = [];
+    const ops: Op[] = [
+      { k: 'mfdCreate', seal: true },
+      { k: 'mfdTruncate', m: 0, size: 2 },
+      { k: 'mfdMmap', m: 0, w: 0, write: true },
+      { k: 'mfdPoke', w: 0, pg: 1, off: 8, words: 2, val: 7 },
+      { k: 'mfdSeal', m: 0, seals: 6 },
+      { k: 'luoCreate', name: 0 },
+      { k: 'luoPreserve', s: 0, src: 0, pick: 0, token: 1 },
+      { k: 'mfdTruncate', m: 0, size: 3 },
+      { k: 'luoReboot', inject: 1, nth: 1, err: 0, retry: true, rehydrate: 0 },
+      { k: 'luoRetrieve', name: 0 },
+      { k: 'luoRetrieveFd', s: 0, token: 1 },
+      { k: 'luoPreserve', s: 0, src: 0, pick: 0, token: 0 },
+      { k: 'mfdMmap', m: 0, w: 1, write: false },
+      { k: 'mfdPeek', w: 1, pg: 1, off: 8, words: 2 },
+      { k: 'luoFinish', s: 0 },
+      { k: 'luoCreate', name: 1 },
+      { k: 'luoPreserve', s: 0, src: 0, pick: 0, token: 2 },
+      { k: 'luoReboot', inject: 2, nth: 1, err: 1, retry: true, rehydrate: 0 },
+      { k: 'luoRetrieve', name: 1 },
+      { k: 'luoRetrieveFd', s: 0, token: 2 },
+      { k: 'mfdMmap', m: 0, w: 0, write: false },
+      { k: 'mfdPeek', w: 0, pg: 1, off: 8, words: 2 },
+      { k: 'luoRetrieve', name: 0 },
+    ];
+    const r = replay({ ...file(ops), world: { ...file(ops).world, flow: 'luo' } }, { log: (l) => lines.push(l) });
+    expect(r.error?.message).toBeUndefined();
+    const log = lines.join('\n');
+    expect(log).toMatch(/ftruncate \d+ 3 pages -> EPERM/);
+    expect(log).toMatch(/reboot\(LINUX_REBOOT_CMD_KEXEC\) \(expect ENOSPC\) -> ENOSPC/);
+    expect(log).toMatch(/PRESERVE_FD fd \d+ token 0x1 -> EINVAL/);
+    expect(log).toMatch(/reboot\(LINUX_REBOOT_CMD_KEXEC\) \(expect EAGAIN\) -> EAGAIN/);
+    // The bytes written before the first kexec, read back after the second.
+    expect(log.match(/memRead 0x\w+ \+16 -> ok <([0-9a-f]+)>/g)!.length).toBe(2);
+    expect(log).toMatch(/RETRIEVE_SESSION "vm-a" -> ENOENT/);
   });
 
   it('a budget weighted towards live updates (a kexec every ~25 commands)', () => {
@@ -69,8 +121,8 @@ describe('fuzz: the library API', () => {
     expect(reported).toBe(1);
     const f = r.failure!;
     expect(f.message).toMatch(/invariant[\s\S]*never expects a live update/);
-    // Shrunk to the one operation that matters: a kexec.
-    expect(f.ops.filter((op) => op.k === 'kexec').length).toBe(1);
+    // Shrunk to the one operation that matters: a kexec (the LUO flow's reboot, or the RFC's).
+    expect(f.ops.filter((op) => op.k === 'kexec' || op.k === 'luoReboot').length).toBe(1);
     expect(f.ops.length).toBeLessThanOrEqual(2);
     // The replay file is plain JSON and re-runs deterministically.
     const again = replay(JSON.parse(JSON.stringify(f.replayFile)) as ReplayFile, {
@@ -83,7 +135,7 @@ describe('fuzz: the library API', () => {
   });
 
   it('a command set of your own: weights 0 disable kinds', () => {
-    const r = fuzz({ runs: 10, seed: 3, maxCommands: 80, commands: { kexec: 0, corruptKexec: 0, kho: 0, exit: 0 } });
+    const r = fuzz({ runs: 10, seed: 3, maxCommands: 80, commands: { kexec: 0, luoReboot: 0, corruptKexec: 0, kho: 0, exit: 0 } });
     expect(r.ok).toBe(true);
     expect(r.kexecs).toBe(0);
   });
@@ -221,7 +273,7 @@ describe('fuzz: a corrupted handover as an operation', () => {
   });
 
   it('a budget with corrupted handovers (fixed seed): every one ends with no device gaining a translation', () => {
-    const r = fuzz({ runs: 60, seed: 20261207, maxCommands: 120, commands: { corruptKexec: 2, vm: 4 } });
+    const r = fuzz({ runs: 60, seed: 20261207, maxCommands: 120, commands: { corruptKexec: 2, vm: 4 }, world: { flow: 'rfc' } });
     if (!r.ok) throw new Error(`${r.failure!.message}\nreplay: ${JSON.stringify(r.failure!.replayFile)}`);
     expect(r.kexecs).toBeGreaterThanOrEqual(30);
   });

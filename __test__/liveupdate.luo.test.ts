@@ -103,6 +103,21 @@ describe('memfd seals (mm/memfd.c)', () => {
     p.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE);
   });
 
+  it('ftruncate frees what is past the new end, splitting a huge folio: growing again reads zeros (found by the fuzzer)', () => {
+    const p = boot('').kernel.spawn();
+    for (const n of [4n, 512n]) {
+      const fd = p.memfd_create('m');
+      p.ftruncate(fd, n * PAGE);
+      const va = p.mmap(null, n * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+      p.memWrite(va, new Uint8Array([9]));
+      p.memWrite(va + PAGE, new Uint8Array([1, 2, 3]));
+      p.ftruncate(fd, PAGE);
+      expect((p.mm.find(Number(va / PAGE))!.obj as unknown as { resident: number }).resident).toBe(1);
+      p.ftruncate(fd, n * PAGE);
+      expect([...p.memRead(va + PAGE, 3)]).toEqual([0, 0, 0]);
+    }
+  });
+
   it('enforces SHRINK, GROW and WRITE on ftruncate, write and mmap (EPERM)', () => {
     const p = boot('').kernel.spawn();
     const fd = p.memfd_create('m', MFD_ALLOW_SEALING);

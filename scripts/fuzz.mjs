@@ -8,6 +8,7 @@
 //   --workers W        worker threads (default: available parallelism)
 //   --max-commands M   longest sequence (default 400)
 //   --weights JSON     per-command weights over the defaults, e.g. '{"kexec":2,"dmaRead":20}'
+//   --flow rfc|luo     fuzz one live-update flow only (default: both, half of each batch's runs each)
 //   --out FILE         where to write a failure (default fuzz-failure-<seed>.json)
 //   --handover         corrupt KHO handovers instead (ts/fuzz/handover.ts): each run is one live update
 //                      of a two-VM host whose blob is corrupted (raw or semantic, half and half); a
@@ -35,7 +36,7 @@ const batchSeed = (base, w, b) => (Math.imul(base ^ 0x5bd1e995, 1) + Math.imul(w
 
 if (!isMainThread) {
   // ---- worker ----
-  const { base, index, runs, deadline, maxCommands, weights, stacks, batchRuns, handover } = workerData;
+  const { base, index, runs, deadline, maxCommands, weights, stacks, batchRuns, handover, flow } = workerData;
   if (!stacks) Error.stackTraceLimit = 0;
   const { fuzz, fuzzHandover } = await import(lib);
   let done = 0;
@@ -54,8 +55,8 @@ if (!isMainThread) {
         break;
       }
     } else {
-      const r = fuzz({ runs: n, seed, maxCommands, commands: weights });
-      parentPort.postMessage({ t: 'progress', runs: n, commands: r.commands, effective: r.effective, syscalls: r.syscalls, kexecs: r.kexecs, ms: r.elapsedMs });
+      const r = fuzz({ runs: n, seed, maxCommands, commands: weights, world: flow ? { flow } : undefined });
+      parentPort.postMessage({ t: 'progress', runs: n, commands: r.commands, effective: r.effective, syscalls: r.syscalls, kexecs: r.kexecs, ms: r.elapsedMs, flows: r.flows });
       if (!r.ok) {
         parentPort.postMessage({ t: 'failure', seed, replay: r.failure.replayFile, message: r.failure.message });
         break;
@@ -124,13 +125,20 @@ if (!isMainThread) {
   const weights = opt('--weights') ? JSON.parse(opt('--weights')) : undefined;
   const deadline = minutes > 0 ? Date.now() + minutes * 60_000 : 0;
   const handover = flag('--handover');
+  const flow = opt('--flow');
+  if (flow !== undefined && flow !== 'rfc' && flow !== 'luo') {
+    console.error(`[fuzz] --flow ${flow}: rfc or luo`);
+    process.exit(2);
+  }
   console.log(
     handover
       ? `fuzz --handover: seed ${base}, ${workers} workers, ${deadline ? `${minutes} min` : `${runs} corrupted live updates`}`
-      : `fuzz: seed ${base}, ${workers} workers, ${deadline ? `${minutes} min` : `${runs} runs`}, ≤ ${maxCommands} commands a run`,
+      : `fuzz: seed ${base}, ${workers} workers, ${deadline ? `${minutes} min` : `${runs} runs`}, ≤ ${maxCommands} commands a run, ${flow ? `the ${flow} flow` : 'both flows (rfc, luo)'}`,
   );
 
   const total = { runs: 0, commands: 0, effective: 0, syscalls: 0, kexecs: 0, busyMs: 0 };
+  /** Per flow: runs, commands, kexecs and the busy time they took. */
+  const perFlow = {};
   const t0 = performance.now();
   let failure = null;
   const line = () => {
@@ -151,7 +159,7 @@ if (!isMainThread) {
   const workers_ = [];
   const pool = Array.from({ length: workers }, (_, index) => {
     const w = new Worker(fileURLToPath(import.meta.url), {
-      workerData: { base, index, runs: per, deadline, maxCommands, weights, stacks: flag('--stacks'), handover, batchRuns: handover ? Math.min(200, per) : deadline ? 10 : Math.min(10, per) },
+      workerData: { base, index, runs: per, deadline, maxCommands, weights, stacks: flag('--stacks'), handover, flow, batchRuns: handover ? Math.min(200, per) : deadline ? 10 : Math.min(10, per) },
     });
     return new Promise((done) => {
       w.on('message', (m) => {
@@ -162,6 +170,13 @@ if (!isMainThread) {
           total.syscalls += m.syscalls;
           total.kexecs += m.kexecs;
           total.busyMs += m.ms;
+          for (const [name, f] of Object.entries(m.flows ?? {})) {
+            const acc = (perFlow[name] ??= { runs: 0, commands: 0, kexecs: 0, ms: 0 });
+            acc.runs += f.runs;
+            acc.commands += f.commands;
+            acc.kexecs += f.kexecs;
+            acc.ms += f.elapsedMs;
+          }
         } else if (m.t === 'failure' && !failure) {
           failure = m;
           for (const other of workers_) if (other !== w) other.terminate();
@@ -178,6 +193,9 @@ if (!isMainThread) {
   await Promise.all(pool);
   clearInterval(ticker);
   console.log(line());
+  for (const [name, f] of Object.entries(perFlow)) {
+    console.log(`  ${name}: ${f.runs} runs, ${f.commands.toLocaleString('en-US')} commands, ${f.kexecs.toLocaleString('en-US')} kexecs: ${Math.round(f.commands / (f.ms / 1000)).toLocaleString('en-US')} model-checked commands/s per core`);
+  }
   if (!failure) {
     console.log('no divergence');
     process.exit(0);

@@ -2,11 +2,12 @@
 import fc from 'fast-check';
 import type { Host } from '../index.js';
 import { DEFAULT_WORLD, type Model, type WorldConfig } from './model/index.js';
-import { opArbitrary, type CommandWeights, type Op } from './ops.js';
+import { opArbitrary, weightsOf, type CommandWeights, type Op } from './ops.js';
 import { FuzzCommand, Rig, worldToJson, type FuzzCounters, type Invariant, type ReplayFile } from './runner.js';
 
 export { DEFAULT_WORLD, Model, pattern, type WorldConfig, type MCtx, type MIoas, type MHwpt, type MArea, type MDevice } from './model/index.js';
-export { DEFAULT_WEIGHTS, OP_ARBITRARIES, formatOp, opArbitrary, type CommandWeights, type IovaChoice, type Op, type OpKind } from './ops.js';
+export { DEFAULT_WEIGHTS, LUO_KINDS, LUO_WEIGHTS, OP_ARBITRARIES, formatOp, opArbitrary, weightsOf, type CommandWeights, type IovaChoice, type Op, type OpKind } from './ops.js';
+export { LUO_FILE_MODELS, LuoModel, type FdTarget, type LuoFileModel, type MLuoFile, type MSession, type MShmem } from './model/luo.js';
 export { FuzzDivergence, Rig, replay, type Invariant, type ReplayFile, type ReplayResult, type RigOptions } from './runner.js';
 export {
   HANDOVER_MAPS,
@@ -36,9 +37,13 @@ export interface FuzzOptions {
   path?: string;
   /** Longest sequence (default 200 operations). */
   maxCommands?: number;
-  /** Weights per operation kind, merged over {@link DEFAULT_WEIGHTS} (0 disables a kind). */
+  /** Weights per operation kind, merged over the flow's defaults ({@link DEFAULT_WEIGHTS}, {@link LUO_WEIGHTS}; 0 disables a kind). */
   commands?: CommandWeights;
-  /** The host: memory, guestmemfs size, devices (default {@link DEFAULT_WORLD}). */
+  /**
+   * The host: memory, guestmemfs size, devices, flow (default {@link DEFAULT_WORLD}). Without a
+   * `flow`, both flows are fuzzed: the first half of the runs on the RFC's host, the second half
+   * on a host booted with `kho=on liveupdate=on` (`flow: 'luo'`), each with its default mix.
+   */
   world?: Partial<WorldConfig>;
   /** Your own checks after every operation: `(host, model) => void`, throw to fail. */
   invariants?: Invariant | Invariant[];
@@ -65,8 +70,22 @@ export interface FuzzFailure {
   replayFile: ReplayFile;
 }
 
+/** One flow's share of a {@link fuzz} call. */
+export interface FlowStats {
+  runs: number;
+  commands: number;
+  effective: number;
+  syscalls: number;
+  kexecs: number;
+  elapsedMs: number;
+  /** Model-checked commands per second on this flow. */
+  commandsPerSecond: number;
+}
+
 /** What {@link fuzz} returns. */
 export interface FuzzResult {
+  /** Each flow fuzzed (both unless `world.flow` chose one). */
+  flows: { rfc?: FlowStats; luo?: FlowStats };
   ok: boolean;
   seed: number;
   /** Runs done (including shrinking runs). */
@@ -104,10 +123,30 @@ export interface FuzzResult {
  * loop turns: in a long loop of calls, `await new Promise((r) => setImmediate(r))` between them.
  */
 export function fuzz(opts: FuzzOptions = {}): FuzzResult {
-  const world: WorldConfig = { ...DEFAULT_WORLD, ...opts.world };
+  if (opts.world?.flow) return fuzzFlow(opts, opts.world.flow, opts.runs ?? 100);
+  const runs = opts.runs ?? 100;
+  const rfc = fuzzFlow(opts, 'rfc', Math.ceil(runs / 2));
+  if (!rfc.ok || runs < 2) return rfc;
+  const luo = fuzzFlow(opts, 'luo', Math.floor(runs / 2));
+  const sum = (k: 'runs' | 'commands' | 'effective' | 'syscalls' | 'kexecs' | 'elapsedMs') => rfc[k] + luo[k];
+  return {
+    ...luo,
+    runs: sum('runs'),
+    commands: sum('commands'),
+    effective: sum('effective'),
+    syscalls: sum('syscalls'),
+    kexecs: sum('kexecs'),
+    elapsedMs: sum('elapsedMs'),
+    commandsPerSecond: sum('commands') / (sum('elapsedMs') / 1000),
+    flows: { rfc: rfc.flows.rfc, luo: luo.flows.luo },
+  };
+}
+
+function fuzzFlow(opts: FuzzOptions, flow: 'rfc' | 'luo', runs: number): FuzzResult {
+  const world: WorldConfig = { ...DEFAULT_WORLD, ...opts.world, flow };
   const invariants = opts.invariants === undefined ? [] : Array.isArray(opts.invariants) ? opts.invariants : [opts.invariants];
   const counters: FuzzCounters = { commands: 0, effective: 0, syscalls: 0, kexecs: 0 };
-  const cmd = fc.commands([opArbitrary(opts.commands).map((op) => new FuzzCommand(op))], { maxCommands: opts.maxCommands ?? 200, size: 'max' });
+  const cmd = fc.commands([opArbitrary(opts.commands, weightsOf(flow)).map((op) => new FuzzCommand(op))], { maxCommands: opts.maxCommands ?? 200, size: 'max' });
   const property = fc.property(fc.integer({ min: 0, max: 0x7fff_ffff }), cmd, (hostSeed, cmds) => {
     const rig = new Rig(world, hostSeed, { counters, invariants });
     fc.modelRun(() => ({ model: rig, real: rig }), cmds);
@@ -118,7 +157,7 @@ export function fuzz(opts: FuzzOptions = {}): FuzzResult {
   const t0 = performance.now();
   let details: fc.RunDetails<[number, Iterable<fc.Command<Rig, Rig>>]>;
   try {
-    details = fc.check(property, { numRuns: opts.runs ?? 100, seed: opts.seed, path: opts.path });
+    details = fc.check(property, { numRuns: runs, seed: opts.seed, path: opts.path });
   } finally {
     Error.stackTraceLimit = limit;
   }
@@ -150,9 +189,7 @@ export function fuzz(opts: FuzzOptions = {}): FuzzResult {
     };
     opts.onFailure?.(failure);
   }
-  return {
-    ok: !details.failed,
-    seed: details.seed,
+  const stats: FlowStats = {
     runs: details.numRuns + details.numShrinks,
     commands: counters.commands,
     effective: counters.effective,
@@ -160,9 +197,8 @@ export function fuzz(opts: FuzzOptions = {}): FuzzResult {
     kexecs: counters.kexecs,
     elapsedMs,
     commandsPerSecond: counters.commands / (elapsedMs / 1000),
-    failure,
-    details,
   };
+  return { ok: !details.failed, seed: details.seed, ...stats, failure, details, flows: { [flow]: stats } };
 }
 
 export type { Host };

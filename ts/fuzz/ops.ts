@@ -75,7 +75,37 @@ export type Op =
    */
   | { k: 'vm'; c: number; persist: boolean; f: number; blocks: number; d: number }
   /** Deep comparison of everything observable (IOVA ranges, per-page pins, directory, sysfs). */
-  | { k: 'check' };
+  | { k: 'check' }
+  // ---- the upstream flow (model/luo.ts); memfd seals in both flows, /dev/liveupdate only with LUO ----
+  /** memfd_create (MFD_ALLOW_SEALING if `seal`); the VMM holds up to 4 memfds (`m` picks one, modulo). */
+  | { k: 'mfdCreate'; seal: boolean }
+  | { k: 'mfdClose'; m: number }
+  /** ftruncate to LUO_SIZES[size] pages. */
+  | { k: 'mfdTruncate'; m: number; size: number }
+  /** F_ADD_SEALS LUO_SEALS[seals], then F_GET_SEALS. */
+  | { k: 'mfdSeal'; m: number; seals: number }
+  /** mmap MAP_SHARED|MAP_FIXED at window `w` (0..2), writable if `write`. */
+  | { k: 'mfdMmap'; m: number; w: number; write: boolean }
+  /** The VMM's store / load at page `pg` of window `w` (past the window or the file: EFAULT). */
+  | { k: 'mfdPoke'; w: number; pg: number; off: number; words: number; val: number }
+  | { k: 'mfdPeek'; w: number; pg: number; off: number; words: number }
+  | { k: 'luoOpen' }
+  | { k: 'luoCloseDev' }
+  /** LIVEUPDATE_IOCTL_CREATE_SESSION / RETRIEVE_SESSION of LUO_NAMES[name]. */
+  | { k: 'luoCreate'; name: number }
+  | { k: 'luoRetrieve'; name: number }
+  /** PRESERVE_FD into session `s` of LUO_TOKENS[token]: src 0 a memfd, 1 a session, 2 /dev/liveupdate, 3 a pipe, 4 a closed fd, 5 an RFC fd. */
+  | { k: 'luoPreserve'; s: number; src: number; pick: number; token: number }
+  | { k: 'luoRetrieveFd'; s: number; token: number }
+  | { k: 'luoFinish'; s: number }
+  | { k: 'luoGetName'; s: number }
+  /** close a session fd: unpreserves (outgoing) or finishes (incoming). */
+  | { k: 'luoCloseSession'; s: number }
+  /**
+   * The reboot with a failure injected: `inject` 0 none, 1 the nth next luo_file_freeze_one, 2
+   * kho_finalize (nth 1: this reboot's), returning LUO_FAIL_ERRNOS[err]; retried once if `retry`.
+   */
+  | { k: 'luoReboot'; inject: number; nth: number; err: number; retry: boolean; rehydrate: number };
 
 export type OpKind = Op['k'];
 
@@ -116,7 +146,63 @@ export const DEFAULT_WEIGHTS: Required<CommandWeights> = {
   exit: 0.3,
   vm: 2,
   check: 1.5,
+  // The upstream flow's kinds, rare here: memfd seals apply anyway, /dev/liveupdate is ENOENT.
+  mfdCreate: 0.4,
+  mfdClose: 0.15,
+  mfdTruncate: 0.3,
+  mfdSeal: 0.3,
+  mfdMmap: 0.2,
+  mfdPoke: 0.3,
+  mfdPeek: 0.3,
+  luoOpen: 0.05,
+  luoCloseDev: 0.05,
+  luoCreate: 0.05,
+  luoRetrieve: 0.05,
+  luoPreserve: 0.05,
+  luoRetrieveFd: 0.05,
+  luoFinish: 0.05,
+  luoGetName: 0.05,
+  luoCloseSession: 0.05,
+  // Without LUO it is a plain kexec whose failure sites are never reached: the RFC's kexec covers it.
+  luoReboot: 0,
 };
+
+/** The upstream flow's kinds. */
+export const LUO_KINDS: readonly OpKind[] = ['mfdCreate', 'mfdClose', 'mfdTruncate', 'mfdSeal', 'mfdMmap', 'mfdPoke', 'mfdPeek', 'luoOpen', 'luoCloseDev', 'luoCreate', 'luoRetrieve', 'luoPreserve', 'luoRetrieveFd', 'luoFinish', 'luoGetName', 'luoCloseSession', 'luoReboot'];
+
+/**
+ * The mix of the LUO world (`flow: 'luo'`): mostly memfds and sessions, a reboot every ~80
+ * commands (a fifth of them with a failure injected), and a quarter of the RFC mix beside it
+ * (its kexec is the LUO reboot there; no corrupted handovers).
+ */
+export const LUO_WEIGHTS: Required<CommandWeights> = {
+  ...(Object.fromEntries(Object.entries(DEFAULT_WEIGHTS).map(([k, w]) => [k, w / 4])) as Required<CommandWeights>),
+  kho: 0.2,
+  kexec: 0.25,
+  corruptKexec: 0,
+  exit: 0.3,
+  check: 1,
+  mfdCreate: 4,
+  mfdClose: 1,
+  mfdTruncate: 4,
+  mfdSeal: 3,
+  mfdMmap: 4,
+  mfdPoke: 5,
+  mfdPeek: 5,
+  luoOpen: 1.5,
+  luoCloseDev: 0.5,
+  luoCreate: 4,
+  luoRetrieve: 3,
+  luoPreserve: 7,
+  luoRetrieveFd: 4,
+  luoFinish: 1.5,
+  luoGetName: 1,
+  luoCloseSession: 1,
+  luoReboot: 1,
+};
+
+/** The default weights of a flow. */
+export const weightsOf = (flow: 'rfc' | 'luo' = 'rfc'): Required<CommandWeights> => (flow === 'luo' ? LUO_WEIGHTS : DEFAULT_WEIGHTS);
 
 const small = (max: number) => fc.integer({ min: 0, max });
 const bool = fc.boolean();
@@ -220,11 +306,35 @@ export const OP_ARBITRARIES: { [K in OpKind]: fc.Arbitrary<Extract<Op, { k: K }>
   exit: fc.constant({ k: 'exit' as const }),
   vm: fc.record({ k: fc.constant('vm' as const), c: ctxSlot, persist: mostly(true, 3), f: small(2), blocks: fc.integer({ min: 1, max: 3 }), d: dev }),
   check: fc.constant({ k: 'check' as const }),
+  mfdCreate: fc.record({ k: fc.constant('mfdCreate' as const), seal: mostly(true, 3) }),
+  mfdClose: fc.record({ k: fc.constant('mfdClose' as const), m: small(3) }),
+  mfdTruncate: fc.record({ k: fc.constant('mfdTruncate' as const), m: small(3), size: fc.oneof({ weight: 6, arbitrary: small(4) }, { weight: 2, arbitrary: fc.integer({ min: 5, max: 6 }) }, { weight: 1, arbitrary: fc.integer({ min: 7, max: 8 }) }) }),
+  mfdSeal: fc.record({ k: fc.constant('mfdSeal' as const), m: small(3), seals: small(8) }),
+  mfdMmap: fc.record({ k: fc.constant('mfdMmap' as const), m: small(3), w: small(2), write: mostly(true, 3) }),
+  mfdPoke: fc.record({ k: fc.constant('mfdPoke' as const), w: small(2), pg: fc.oneof({ weight: 6, arbitrary: small(3) }, { weight: 1, arbitrary: small(19) }), off: fc.nat({ max: 4095 }), words, val: fc.nat() }),
+  mfdPeek: fc.record({ k: fc.constant('mfdPeek' as const), w: small(2), pg: fc.oneof({ weight: 6, arbitrary: small(3) }, { weight: 1, arbitrary: small(19) }), off: fc.nat({ max: 4095 }), words }),
+  luoOpen: fc.constant({ k: 'luoOpen' as const }),
+  luoCloseDev: fc.constant({ k: 'luoCloseDev' as const }),
+  luoCreate: fc.record({ k: fc.constant('luoCreate' as const), name: fc.oneof({ weight: 8, arbitrary: small(2) }, { weight: 1, arbitrary: fc.integer({ min: 3, max: 5 }) }) }),
+  luoRetrieve: fc.record({ k: fc.constant('luoRetrieve' as const), name: fc.oneof({ weight: 8, arbitrary: small(2) }, { weight: 1, arbitrary: fc.integer({ min: 3, max: 5 }) }) }),
+  luoPreserve: fc.record({ k: fc.constant('luoPreserve' as const), s: small(3), src: fc.oneof({ weight: 12, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 5 }) }), pick: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
+  luoRetrieveFd: fc.record({ k: fc.constant('luoRetrieveFd' as const), s: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
+  luoFinish: fc.record({ k: fc.constant('luoFinish' as const), s: small(3) }),
+  luoGetName: fc.record({ k: fc.constant('luoGetName' as const), s: small(3) }),
+  luoCloseSession: fc.record({ k: fc.constant('luoCloseSession' as const), s: small(3) }),
+  luoReboot: fc.record({
+    k: fc.constant('luoReboot' as const),
+    inject: fc.oneof({ weight: 4, arbitrary: fc.constant(0) }, { weight: 3, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.constant(2) }),
+    nth: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 3 }) }, { weight: 1, arbitrary: fc.integer({ min: 4, max: 9 }) }),
+    err: small(5),
+    retry: mostly(false, 2),
+    rehydrate: fc.oneof({ weight: 3, arbitrary: fc.constant(2) }, { weight: 1, arbitrary: small(1) }),
+  }),
 };
 
 /** The operation arbitrary for a weight table (kinds with weight 0 are left out). */
-export function opArbitrary(weights: CommandWeights = {}): fc.Arbitrary<Op> {
-  const w = { ...DEFAULT_WEIGHTS, ...weights };
+export function opArbitrary(weights: CommandWeights = {}, base: Required<CommandWeights> = DEFAULT_WEIGHTS): fc.Arbitrary<Op> {
+  const w = { ...base, ...weights };
   // fc.oneof takes integer weights: scale so that the rarest enabled kind still gets ≥ 1.
   const enabled = (Object.keys(OP_ARBITRARIES) as OpKind[]).filter((k) => (w[k] ?? 0) > 0);
   if (enabled.length === 0) throw invalidArgValue('every command kind has weight 0');

@@ -116,7 +116,9 @@ export class Rig {
     this.counters = opts.counters ?? { commands: 0, effective: 0, syscalls: 0, kexecs: 0 };
     this.invariants = opts.invariants ?? [];
     this.verbose = opts.log;
-    const host = Host.boot({ memory: world.memory, seed: hostSeed, cmdline: `guestmemfs=${world.guestmemfsMiB}M`, devices: world.devices.map((bdf) => ({ bdf })) });
+    // The LUO world boots the upstream flow beside the RFC's (both share KHO and the hardware).
+    const cmdline = `guestmemfs=${world.guestmemfsMiB}M${world.flow === 'luo' ? ' kho=on liveupdate=on' : ''}`;
+    const host = Host.boot({ memory: world.memory, seed: hostSeed, cmdline, devices: world.devices.map((bdf) => ({ bdf })) });
     const p = host.kernel.spawn();
     this.sys = { host, p: opts.wrapProcess ? opts.wrapProcess(p) : p };
     this.model = new Model(world);
@@ -227,7 +229,7 @@ export interface ReplayFile {
   seed: number;
   path?: string;
   hostSeed: number;
-  world: { memory: string; guestmemfsMiB: number; devices: string[] };
+  world: { memory: string; guestmemfsMiB: number; devices: string[]; flow?: 'rfc' | 'luo' };
   commands?: CommandWeights;
   maxCommands?: number;
   /** The shrunk counterexample. */
@@ -236,10 +238,10 @@ export interface ReplayFile {
 }
 
 export function worldToJson(w: WorldConfig): ReplayFile['world'] {
-  return { memory: w.memory.toString(), guestmemfsMiB: w.guestmemfsMiB, devices: [...w.devices] };
+  return { memory: w.memory.toString(), guestmemfsMiB: w.guestmemfsMiB, devices: [...w.devices], ...(w.flow === 'luo' ? { flow: 'luo' as const } : {}) };
 }
 export function worldFromJson(w: ReplayFile['world'] | undefined): WorldConfig {
-  return w ? { memory: BigInt(w.memory), guestmemfsMiB: w.guestmemfsMiB, devices: [...w.devices] } : DEFAULT_WORLD;
+  return w ? { memory: BigInt(w.memory), guestmemfsMiB: w.guestmemfsMiB, devices: [...w.devices], flow: w.flow === 'luo' ? 'luo' : 'rfc' } : DEFAULT_WORLD;
 }
 
 /** Result of {@link replay}. */

@@ -8,6 +8,7 @@ import { errno, SyscallError } from '../uapi/errno.js';
 import { O_CREAT } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
 import { Chrdevs } from './chrdev.js';
+import { FailFunction } from './fail_function.js';
 import { permitted } from './cred.js';
 import type { File, Task } from './file.js';
 import type { FileSystemType, SuperBlock } from './fs.js';
@@ -91,6 +92,8 @@ export class Kernel implements KernelGeneration, SyscallKernel {
   readonly iommuCore = new IommuCore();
   /** The Live Update Orchestrator's seam (kernel/liveupdate attaches to it when enabled). */
   readonly liveupdate = new Liveupdate();
+  /** Function error injection (/sys/kernel/debug/fail_function): the live update's failure sites. */
+  readonly failFunction: FailFunction;
   private readonly logBuf: string[] = [];
   private readonly bootTime = performance.now();
   private readonly processes = new Map<number, Process>();
@@ -122,6 +125,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
     this.generation = hw.generation ?? 0;
     this.hw = hw;
     this.pageRefs = new PageRefs(hw.memory);
+    this.failFunction = new FailFunction(this.sysfs, (msg) => this.log(msg));
     const k = this;
     const pci = hw.devices.map((d) => ({ bdf: d.bdf, sid: d.sid, ats: d.ats ?? false, setBusMaster: d.setBusMaster ?? (() => {}) }));
     this.services = {
@@ -134,6 +138,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
       chrdevs: this.chrdevs,
       iommu: this.iommuCore,
       liveupdate: this.liveupdate,
+      failFunction: this.failFunction,
       pci,
       get kho() {
         return k.kho;
@@ -267,7 +272,7 @@ export class Kernel implements KernelGeneration, SyscallKernel {
     this.mounts.length = 0;
     this.shutdownHooks.length = 0;
     const gone = this as unknown as Record<string, null>;
-    for (const name of ['kho', 'sysfs', 'chrdevs', 'iommuCore', 'liveupdate', 'services', ...this.subsystems]) gone[name] = null;
+    for (const name of ['kho', 'sysfs', 'chrdevs', 'iommuCore', 'liveupdate', 'failFunction', 'services', ...this.subsystems]) gone[name] = null;
     // A line built by a template literal is a tree of its pieces; reading it makes V8 flatten it
     // (a third of what a dead kernel keeps otherwise).
     for (const line of this.logBuf) line.charCodeAt(0);

@@ -325,6 +325,30 @@ export class MemObject implements Backing {
     const keep = Math.ceil(npages / HPAGE_PAGES);
     for (let ci = keep; ci < this.chunks.length; ci++) this.freeChunk(ci);
     this.chunks.length = Math.min(this.chunks.length, keep);
+    // shmem_undo_range: the pages past the new end in the last chunk go too, a huge folio split
+    // first (truncate_inode_partial_folio; a pinned one cannot split and keeps its pages, zeroed).
+    // Otherwise growing the file again would show the old bytes.
+    const tail = npages % HPAGE_PAGES;
+    const c = tail ? this.chunks[keep - 1] : undefined;
+    if (c && c.huge >= 0) {
+      if (this.refs.pinned(c.huge, HPAGE_PAGES)) {
+        this.memory.write(BigInt(c.huge + tail) << 12n, new Uint8Array((HPAGE_PAGES - tail) * PAGE_SIZE));
+      } else {
+        const pfns = new Float64Array(HPAGE_PAGES);
+        for (let i = 0; i < tail; i++) pfns[i] = c.huge + i;
+        this.memory.freeRange(BigInt(c.huge + tail) << 12n, BigInt(HPAGE_PAGES - tail) << 12n);
+        this.resident -= HPAGE_PAGES - tail;
+        this.chunks[keep - 1] = { huge: -1, pfns };
+      }
+    } else if (c) {
+      for (let i = tail; i < HPAGE_PAGES; i++) {
+        const pfn = c.pfns![i]!;
+        if (pfn === 0) continue;
+        this.refs.release(pfn, 0);
+        c.pfns![i] = 0;
+        this.resident--;
+      }
+    }
     this.npages = npages;
   }
 

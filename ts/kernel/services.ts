@@ -2,6 +2,7 @@
 // The kernel builds one of these at boot and hands it to every initcall.
 import type { PhysicalMemory } from '../hw/memory.js';
 import type { Chrdevs } from './chrdev.js';
+import type { FailFunction } from './fail_function.js';
 import type { FileSystemType } from './fs.js';
 import type { IommuCore } from './iommu.js';
 import type { Kho } from './kho/kho.js';
@@ -49,6 +50,8 @@ export interface KernelServices {
   readonly iommu: IommuCore;
   /** The Live Update Orchestrator's seam: file handlers and FLBs register here. */
   readonly liveupdate: Liveupdate;
+  /** Function error injection (`/sys/kernel/debug/fail_function`): a failure site asks it at entry. */
+  readonly failFunction: FailFunction;
   /** Replaced by kexec. */
   readonly dead: boolean;
   /** `printk`. */

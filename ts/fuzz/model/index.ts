@@ -37,6 +37,7 @@ import { gmFreeBlocks, planGmCreate, planGmTruncate, planGmUnlink } from './gues
 import { planAllow, planCopy, planMap, planMapFile, planUnmap } from './ioas.js';
 import { planClose, planDestroy, planIoasAlloc, planOpen, planOptGet, planOptSet } from './iommufd.js';
 import { handoverPlan, planClaimPick, planKexec, planKho, type HandoverPlan } from './liveupdate.js';
+import { LuoModel } from './luo.js';
 import { pinCountOf, pinnedPages, planCpu } from './mm.js';
 import { planExit, planSetup } from './process.js';
 import { CHUNK_PAGES, ModelState, type Obs, type Plan, type Sys } from './state.js';
@@ -46,6 +47,9 @@ export { DEFAULT_WORLD, pattern, type Alt, type MArea, type MCtx, type MDevice, 
 
 /** The model of one fuzzed host: its state (state.ts) and the planner. */
 export class Model extends ModelState {
+  /** The upstream flow's side (sessions, memfds): model/luo.ts. */
+  readonly luo = new LuoModel(this);
+
   /** The plans of one operation (empty when it does not apply to the current state). */
   *plan(op: Op): Generator<Plan, void, void> {
     switch (op.k) {
@@ -94,6 +98,8 @@ export class Model extends ModelState {
       case 'kho':
         return yield* planKho(this, op.on);
       case 'kexec':
+        // With LUO on, reboot runs liveupdate_reboot() first: the LUO model plans it.
+        if (this.luo.enabled) return yield* this.luo.planReboot({ ...op, inject: 0, nth: 1, err: 0, retry: false });
         return yield* planKexec(this, op.kho, op.rehydrate, op.viaHwpt);
       case 'claim':
         return yield* planClaimPick(this, op.pick);
@@ -106,7 +112,10 @@ export class Model extends ModelState {
       case 'vm':
         return yield* planVm(this, op);
       case 'check':
-        return yield* planCheck(this);
+        yield* planCheck(this);
+        return yield* this.luo.planCheck();
+      default:
+        return yield* this.luo.plan(op);
     }
   }
 
@@ -117,7 +126,7 @@ export class Model extends ModelState {
 
   /** host.kernel.pinnedPages(): every pinned page of every iopt_pages of a claimed context. */
   pinnedPages(): number {
-    return pinnedPages(this);
+    return pinnedPages(this) + this.luo.pinnedPages();
   }
 
   /** Pin count of one backing page (p.pinCount). */

@@ -119,9 +119,7 @@ export function* planKho(m: ModelState, on: boolean): Generator<Plan, void, void
     run: (s) => s.p.write(fd, on ? '1' : '0'),
     alts: [okv(1, () => {
       if (on) {
-        m.khoActive = true;
-        m.dumpedBuses = new Set(m.ctxBuses);
-        takeSnapshot(m);
+        khoDump(m);
       } else {
         m.khoActive = false;
         m.snapshot = null;
@@ -132,10 +130,22 @@ export function* planKho(m: ModelState, on: boolean): Generator<Plan, void, void
   yield { what: `close ${fd}`, run: (s) => s.p.close(fd), alts: [okAny(() => m.freeFd(fd))] };
 }
 
+/** KHO's DUMP as the model sees it: active, the buses' context tables and the persistent contexts serialised. */
+export function khoDump(m: ModelState): void {
+  m.khoActive = true;
+  m.dumpedBuses = new Set(m.ctxBuses);
+  takeSnapshot(m);
+}
+
 export function* planKexec(m: ModelState, kho: boolean, rehydrate: number, viaHwpt: boolean): Generator<Plan, void, void> {
   if (kho && !m.khoActive) yield* planKho(m, true);
   yield { what: 'kexec_file_load', run: (s) => s.p.kexecFileLoad({}), alts: [okAny()] };
   yield { what: 'reboot(LINUX_REBOOT_CMD_KEXEC)', run: (s) => s.p.reboot(LINUX_REBOOT_CMD_KEXEC), alts: [okAny(() => jump(m))] };
+  yield* planAfterJump(m, rehydrate, viaHwpt);
+}
+
+/** After the jump: a new VMM, which claims the persisted iommufds (rehydrate ≥ 1) and re-attaches its devices (2). */
+export function* planAfterJump(m: ModelState, rehydrate: number, viaHwpt: boolean): Generator<Plan, void, void> {
   yield { what: 'spawn the VMM', run: (s) => void (s.p = s.host.kernel.spawn()), alts: [okAny()] };
   yield* planSetup(m);
   if (rehydrate === 0) return;
@@ -264,6 +274,7 @@ export function jump(m: ModelState): void {
   m.fileFds = [];
   m.vmas = [];
   m.memfd = null;
+  for (const h of m.jumpHooks) h();
   syncPins(m);
 }
 

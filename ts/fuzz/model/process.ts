@@ -77,6 +77,7 @@ export function* planExit(m: ModelState): Generator<Plan, void, void> {
       m.vmas = [];
       m.memfd = null;
       m.fds = new Set();
+      for (const h of m.exitHooks) h();
       syncPins(m);
       reapInodes(m);
     })],

@@ -23,6 +23,12 @@ export interface WorldConfig {
   guestmemfsMiB: number;
   /** PCI devices (vfio0, vfio1, ...). */
   devices: string[];
+  /**
+   * Which live-update flow the host boots: 'rfc' (the 2024 RFC: guestmemfs, persistent iommufds,
+   * KHO activated by userspace; the default) or 'luo' (the same plus `kho=on liveupdate=on`: LUO
+   * sessions and memfd preservation, model/luo.ts).
+   */
+  flow?: 'rfc' | 'luo';
 }
 
 export const DEFAULT_WORLD: WorldConfig = {
@@ -312,6 +318,9 @@ export class ModelState {
   opaque = false;
   /** Chunk ids that are guestmemfs blocks (anonymous / memfd chunks are not in the carve-out). */
   gmChunks = new Set<number>();
+  /** What other models do when the VMM exits (after its fds are gone) and at the jump of a kexec. */
+  readonly exitHooks: (() => void)[] = [];
+  readonly jumpHooks: (() => void)[] = [];
   constructor(cfg: WorldConfig = DEFAULT_WORLD) {
     this.cfg = cfg;
     this.devices = cfg.devices.map((bdf) => ({ bdf, maybe: null, fd: null, bound: null, xlate: { k: 'blocked' }, attached: false, staleRestore: false }));

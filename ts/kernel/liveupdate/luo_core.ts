@@ -59,6 +59,7 @@ export class Luo implements LiveupdateImpl {
     private readonly svc: KernelServices,
     incoming: KhoNode | undefined,
   ) {
+    this.reg.failFunction = (fn) => svc.failFunction.inject(fn);
     this.liveupdateNum = incoming ? this.setupIncoming(incoming) : 0n;
     // luo_state_setup: the outgoing luo_ser, named in the KHO tree from boot on.
     this.serPa = khoAllocPreserve(svc.memory, LUO_SER_SIZE);
@@ -166,13 +167,16 @@ export class Luo implements LiveupdateImpl {
   /**
    * `liveupdate_reboot`: freezes and serialises every outgoing session (sessions → file sets →
    * handlers' freeze), the FLBs, then finalises KHO. Any failure undoes all of it and fails the
-   * reboot. Sessions closed before this point are gone; incoming ones never retrieved are
-   * dropped (their memory was not preserved again).
+   * reboot: a freeze with its own errno, KHO's finalisation with EAGAIN (as `liveupdate_reboot`
+   * answered while KHO had one, up to 6.19: "kho_finalize() may return libfdt errors"). Sessions
+   * closed before this point are gone; incoming ones never retrieved are dropped (their memory
+   * was not preserved again). Both are fault-injection sites (fail_function.ts).
    */
   reboot(): void {
     const mem = this.svc.memory;
     const pages: bigint[] = [];
     let sessionsPa = 0n;
+    let finalizing = false;
     const ser = this.sessions.serialize((entries) => {
       const w = writeBlockSet(mem, LUO_FILE_SER_SIZE, entries);
       pages.push(...w.pages);
@@ -192,11 +196,20 @@ export class Luo implements LiveupdateImpl {
       mem.write(this.serPa + 16n, new Uint8Array(v.buffer));
       // kho_finalize: the tree with the LUO subtree goes to the next kernel. With no session
       // there is nothing to hand over, and the kexec stays a plain one (the IOMMU is not kept).
-      if (ser.length && !this.svc.kho.active) this.svc.kho.activate();
+      if (ser.length && !this.svc.kho.active) {
+        finalizing = true;
+        const injected = this.svc.failFunction.inject('kho_finalize');
+        if (injected) errno(injected, 'kho_finalize (injected)');
+        this.svc.kho.activate();
+      }
     } catch (e) {
       for (const s of this.sessions.outgoing) s.files.unfreeze();
       for (const p of pages) khoUnpreserveFree(mem, p, PAGE);
       mem.write(this.serPa + 16n, new Uint8Array(16));
+      if (finalizing && e instanceof KernelError) {
+        this.svc.log(`luo: kho_finalize failed -${e.code}`);
+        errno('EAGAIN', `KHO finalisation failed (${e.code})`);
+      }
       throw e;
     }
     this.sessions.frozen = true;

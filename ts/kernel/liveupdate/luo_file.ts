@@ -38,6 +38,8 @@ export class LuoRegistry {
   private incomingFlbs = new Map<string, { data: bigint; count: number }>();
   /** By `getId` (or the file itself): the file preserved or retrieved under it. */
   readonly preserved = new Map<unknown, File>();
+  /** The fault-injection kprobe at a failure site's entry (kernel/fail_function): its errno, or null. */
+  failFunction: (fn: string) => ErrnoCode | null = () => null;
 
   idOf(fh: LiveupdateFileHandler, file: File): unknown {
     return fh.ops.getId ? fh.ops.getId(file) : file;
@@ -253,6 +255,12 @@ export class LuoFileSet {
     const out: Uint8Array[] = [];
     for (let i = 0; i < this.files.length; i++) {
       const f = this.files[i]!;
+      // luo_file_freeze_one, an injectable site: its failure is the handler's freeze failing.
+      const injected = this.reg.failFunction('luo_file_freeze_one');
+      if (injected) {
+        this.unfreeze(i);
+        errno(injected, `freeze failed for token ${f.token} handler ${f.fh.compatible} (injected)`);
+      }
       if (f.fh.ops.freeze) {
         const args = opArgs(this.session, f);
         try {
