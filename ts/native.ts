@@ -2,6 +2,7 @@
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { checkedBinding, NATIVE_SPECS } from './native-check.js';
 
 /** Plain objects the addon returns (napi `#[napi(object)]`). */
 export interface NativeMemoryStats {
@@ -248,7 +249,7 @@ function load(): NativeBinding {
   try {
     chooseFinalizers();
     // ESM cannot import .node files; createRequire gives us Node's native loader.
-    return createRequire(import.meta.url)(addonPath) as NativeBinding;
+    return checkedBinding(createRequire(import.meta.url)(addonPath) as NativeBinding, NATIVE_SPECS);
   } catch (cause) {
     const reason = cause instanceof Error ? cause.message : String(cause);
     throw new Error(
