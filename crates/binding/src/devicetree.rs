@@ -8,7 +8,20 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::arrays::{u32_array, u64_array, u8_array};
-use crate::error::{err, invalid, u64_arg, Code};
+use crate::error::{err, invalid, out_of_range, u64_arg, up_to, Code};
+
+/// Largest blob the writer and encoder produce (their limit whatever `maxSize` says), and the
+/// decoders and the DTS renderer take: 64 MiB (ts `FDT_SIZE_MAX`). libfdt's own limit, INT32_MAX,
+/// would let one placeholder ask for 2 GiB; KHO's largest tree is 10 MiB.
+const FDT_SIZE_MAX: usize = 64 << 20;
+
+/// A blob the decoders take: at most [`FDT_SIZE_MAX`] bytes (DTS text is several times larger).
+fn blob_arg(blob: &[u8]) -> Result<&[u8], Code> {
+    if blob.len() > FDT_SIZE_MAX {
+        return Err(out_of_range("blob.length", &format!("<= {FDT_SIZE_MAX}"), blob.len()));
+    }
+    Ok(blob)
+}
 
 fn fdt_err(e: fdt::Error) -> Error<Code> {
     let msg = match e.offset {
@@ -37,10 +50,11 @@ fn fdt_validation_arg(v: &str) -> Result<fdt::Validation, Code> {
 
 fn fdt_options(layout: &str, max_size: Option<f64>, no_name_dedup: bool, boot_cpuid_phys: u32) -> Result<fdt::WriterOptions, Code> {
     let max_size = match max_size {
-        None => None,
-        Some(m) if m >= 0.0 && m.fract() == 0.0 && m <= 9_007_199_254_740_991.0 => Some(m as usize),
-        Some(_) => return Err(invalid("maxSize must be a non-negative safe integer")),
+        None => FDT_SIZE_MAX,
+        Some(m) if m >= 0.0 && m.fract() == 0.0 && m <= FDT_SIZE_MAX as f64 => m as usize,
+        Some(m) => return Err(out_of_range("maxSize", &up_to(FDT_SIZE_MAX), m)),
     };
+    let max_size = Some(max_size);
     Ok(fdt::WriterOptions { layout: fdt_layout_arg(layout)?, max_size, no_name_dedup, boot_cpuid_phys })
 }
 
@@ -304,20 +318,20 @@ fn flatten_fdt<'e>(env: &'e Env, f: fdt::Fdt) -> Result<NativeDecodedFdt<'e>, Co
 /// Decodes and validates a blob (`validate`: `"structural"`, `"dtc"`, `"strict"`).
 #[napi(catch_unwind)]
 pub fn fdt_decode<'e>(env: &'e Env, blob: &[u8], validate: String) -> Result<NativeDecodedFdt<'e>, Code> {
-    let f = fdt::decode(blob, fdt_validation_arg(&validate)?).map_err(fdt_err)?;
+    let f = fdt::decode(blob_arg(blob)?, fdt_validation_arg(&validate)?).map_err(fdt_err)?;
     flatten_fdt(env, f)
 }
 
 /// Validates a blob without building a tree.
 #[napi(catch_unwind)]
 pub fn fdt_check(blob: &[u8], validate: String) -> Result<(), Code> {
-    fdt::check(blob, fdt_validation_arg(&validate)?).map_err(fdt_err)
+    fdt::check(blob_arg(blob)?, fdt_validation_arg(&validate)?).map_err(fdt_err)
 }
 
 /// Renders a blob as DTS text (`dtc -I dtb -O dts`).
 #[napi(catch_unwind)]
 pub fn fdt_to_dts(blob: &[u8]) -> Result<String, Code> {
-    fdt::to_dts(blob).map_err(fdt_err)
+    fdt::to_dts(blob_arg(blob)?).map_err(fdt_err)
 }
 
 /// The size cap of a KHO root tree (one page).
@@ -367,7 +381,7 @@ pub struct NativeKhoRootInfo {
 /// Decodes a KHO root blob (structural validation) and reads its addresses back.
 #[napi(catch_unwind)]
 pub fn fdt_kho_root_info(blob: &[u8], compatible: String, memory_map_prop: String, subtree_prop: String) -> Result<NativeKhoRootInfo, Code> {
-    let f = fdt::decode(blob, fdt::Validation::Structural).map_err(fdt_err)?;
+    let f = fdt::decode(blob_arg(blob)?, fdt::Validation::Structural).map_err(fdt_err)?;
     let kho_names = fdt::kho::KhoNames { compatible, memory_map: memory_map_prop, subtree_prop };
     let (map, subtrees) = fdt::kho::kho_root_info(&f.root, &kho_names).map_err(fdt_err)?;
     Ok(NativeKhoRootInfo {
