@@ -378,7 +378,7 @@ impl NativeUnit {
     }
 
     /// Context-cache invalidation: granularity "global" | "domain" | "device".
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn invalidate_context(&mut self, granularity: String, did: u32, sid: u32, fm: u32) -> Result<(), Code> {
         let did = u16_arg(did, "did")?;
         let req = match granularity.as_str() {
@@ -393,7 +393,7 @@ impl NativeUnit {
 
     /// IOTLB invalidation: granularity "global" | "domain" | "page"; returns the granularity
     /// performed.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn invalidate_iotlb(&mut self, granularity: String, did: u32, addr: BigInt, am: u32, ih: bool) -> Result<&'static str, Code> {
         let did = u16_arg(did, "did")?;
         let req = match granularity.as_str() {
