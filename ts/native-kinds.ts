@@ -52,10 +52,11 @@ export interface Kind<T> {
 }
 
 // Intrinsics captured at load: the checks mean the same whatever a program patches later.
+// `$tag.call(v)` is the typed-array kind of `v` ('Uint8Array', ...) or undefined, not fooled by
+// prototypes or proxies; written into each validator, so that each call site has its own feedback.
 const tagGetter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), Symbol.toStringTag)!.get!;
-/** The typed-array kind of `v` ('Uint8Array', ...) or undefined: not fooled by prototypes or proxies. */
 const tagOf = (v: unknown): unknown => tagGetter.call(v);
-const INTRINSICS = { $tagOf: tagOf, $asUintN: BigInt.asUintN, $isSafeInteger: Number.isSafeInteger } as const;
+const INTRINSICS = { $tag: tagGetter, $asUintN: BigInt.asUintN, $isSafeInteger: Number.isSafeInteger } as const;
 
 /** Class brands (per class name): a private field stamped on the objects the addon makes. */
 export interface Brand {
@@ -66,18 +67,16 @@ const brands = new Map<string, Brand>();
 export function brandOf(cls: string): Brand {
   let b = brands.get(cls);
   if (!b) {
-    class Carrier {
-      constructor(o: object) {
-        return o as Carrier;
+    // Compiled per class from a source naming it (V8 caches compiled sources by their text): each
+    // `#native in v` gets its own inline cache, which one shared function would make polymorphic.
+    b = new Function(`"use strict";
+      class Carrier { constructor(o) { return o; } }
+      class ${cls}Brand extends Carrier {
+        #native = true;
+        static stamp(o) { new ${cls}Brand(o); }
+        static has(v) { return typeof v === "object" && v !== null && #native in v; }
       }
-    }
-    class Stamped extends Carrier {
-      #native = true;
-      static has(v: unknown): boolean {
-        return typeof v === 'object' && v !== null && #native in v;
-      }
-    }
-    b = { stamp: (o) => void new Stamped(o), has: Stamped.has };
+      return { stamp: ${cls}Brand.stamp, has: ${cls}Brand.has };`)() as Brand;
     brands.set(cls, b);
   }
   return b;
@@ -167,7 +166,7 @@ export function typedArray<K extends TypedArrayTag>(tag: K, maxLength = Number.M
   const capped = maxLength < Number.MAX_SAFE_INTEGER;
   return kind(
     { type: 'typedArray', tag, maxLength },
-    (v) => `$tagOf(${v}) === "${tag}"${capped ? ` && ${v}.length <= ${maxLength}` : ''}`,
+    (v) => `$tag.call(${v}) === "${tag}"${capped ? ` && ${v}.length <= ${maxLength}` : ''}`,
     (v, name) => {
       if (tagOf(v) !== tag) throw invalidArgType(name, `an instance of ${tag}`, v);
       throw outOfRange(`${name}.length`, `<= ${maxLength}`, (v as TypedArrayOf<K>).length);
