@@ -45,7 +45,7 @@ export interface Kind<T> {
    * ERR_OUT_OF_RANGE or ERR_INVALID_ARG_VALUE with a message naming `name`.
    */
   readonly check: (value: unknown, name: string) => T;
-  /** The error for a value `test` rejected (null with `test`). */
+  /** The error for a value `test` rejected (null for kinds without a `test`). */
   readonly fail: ((value: unknown, name: string) => never) | null;
   /** Phantom: what the table's type checks parameter types against. */
   readonly __accepts?: T;
