@@ -24,7 +24,7 @@ function importGraph(): Map<string, string[]> {
 /** The layer of a file: a file may import its own layer or lower ones only (native/ is the generated addon loader). */
 function layer(f: string): number {
   if (f.startsWith('native/')) return -1;
-  if (/^ts\/(native|errors)\.ts$|^ts\/(uapi|fdt)\//.test(f)) return 0;
+  if (/^ts\/(native|native-check|native-kinds|errors)\.ts$|^ts\/(uapi|fdt)\//.test(f)) return 0;
   if (f.startsWith('ts/hw/')) return 1;
   if (f === 'ts/kernel/initcalls.ts' || f === 'ts/kernel/index.ts') return 3;
   if (f.startsWith('ts/kernel/')) return 2;

@@ -7,6 +7,7 @@ import {
   checkFdt,
   fdtToDts,
   FdtError,
+  FDT_SIZE_MAX,
   FDT_ERRNO,
   FDT_MAX_DEPTH,
   KHO_ROOT_MAX,
@@ -376,27 +377,29 @@ describe('FDT errors', () => {
       expect(e).toBeInstanceOf(type);
       expect((e as { code?: string }).code).toBe(code);
     };
-    const T = 'ERR_INVALID_ARG_TYPE', V = 'ERR_INVALID_ARG_VALUE';
+    const T = 'ERR_INVALID_ARG_TYPE', V = 'ERR_INVALID_ARG_VALUE', R = 'ERR_OUT_OF_RANGE';
     const w = new FdtWriter().beginNode('');
     const any = w as unknown as Record<string, (...a: unknown[]) => unknown>;
     argErr(() => any.propertyU32!.call(w, 'a', '1'), TypeError, T);
-    argErr(() => any.propertyU32!.call(w, 'a', -1), RangeError, V);
-    argErr(() => any.propertyU32!.call(w, 'a', 2 ** 32), RangeError, V);
-    argErr(() => any.propertyU32!.call(w, 'a', 1.5), RangeError, V);
-    argErr(() => any.propertyU32Le!.call(w, 'a', NaN), RangeError, V);
+    argErr(() => any.propertyU32!.call(w, 'a', -1), RangeError, R);
+    argErr(() => any.propertyU32!.call(w, 'a', 2 ** 32), RangeError, R);
+    argErr(() => any.propertyU32!.call(w, 'a', 1.5), RangeError, R);
+    argErr(() => any.propertyU32Le!.call(w, 'a', NaN), RangeError, R);
     argErr(() => any.propertyU64!.call(w, 'a', 1), TypeError, T);
-    argErr(() => any.propertyU64!.call(w, 'a', -1n), RangeError, V);
-    argErr(() => any.propertyU64Le!.call(w, 'a', 1n << 64n), RangeError, V);
+    argErr(() => any.propertyU64!.call(w, 'a', -1n), RangeError, R);
+    argErr(() => any.propertyU64Le!.call(w, 'a', 1n << 64n), RangeError, R);
     argErr(() => any.property!.call(w, 'a', [1, 2]), TypeError, T);
     argErr(() => any.property!.call(w, 1, new Uint8Array(1)), TypeError, T);
     argErr(() => any.propertyString!.call(w, 'a', null), TypeError, T);
     argErr(() => any.propertyStringList!.call(w, 'a', ['x', 1]), TypeError, T);
-    argErr(() => any.propertyCells!.call(w, 'a', [1, -2]), RangeError, V);
+    argErr(() => any.propertyCells!.call(w, 'a', [1, -2]), RangeError, R);
     argErr(() => any.beginNode!.call(w, undefined), TypeError, T);
     argErr(() => any.addReservemapEntry!.call(new FdtWriter(), 1n, 2 ** 70), TypeError, T);
     argErr(() => new FdtWriter({ layout: 'dts' as FdtLayout }), RangeError, V);
-    argErr(() => new FdtWriter({ maxSize: -1 }), RangeError, V);
-    argErr(() => new FdtWriter({ bootCpuidPhys: 2 ** 32 }), RangeError, V);
+    argErr(() => new FdtWriter({ maxSize: -1 }), RangeError, R);
+    argErr(() => new FdtWriter({ maxSize: FDT_SIZE_MAX + 1 }), RangeError, R);
+    argErr(() => decodeFdt(new Uint8Array(FDT_SIZE_MAX + 1)), RangeError, R);
+    argErr(() => new FdtWriter({ bootCpuidPhys: 2 ** 32 }), RangeError, R);
     argErr(() => new FdtWriter(7 as never), TypeError, T);
     argErr(() => decodeFdt([1, 2] as never), TypeError, T);
     argErr(() => decodeFdt(new Uint8Array(0), { validate: 'loose' as never }), RangeError, V);
@@ -405,7 +408,7 @@ describe('FDT errors', () => {
     argErr(() => encodeFdt({ name: '', properties: [{ name: 'a', value: 'x' }], children: [] } as never), TypeError, T);
     argErr(() => encodeFdt({ name: '', properties: [], children: [{ name: 1 }] } as never), TypeError, T);
     argErr(() => encodeFdt({ name: '', properties: [] } as never), TypeError, T);
-    argErr(() => encodeFdt(BOARD, { reserve: [{ address: 1n, size: -1n }] }), RangeError, V);
+    argErr(() => encodeFdt(BOARD, { reserve: [{ address: 1n, size: -1n }] }), RangeError, R);
     argErr(() => khoRoot({}, 1n, [{ name: 'a', phys: 1 as never }]), TypeError, T);
     argErr(() => khoRoot({ compatible: 5 as never }, 1n, []), TypeError, T);
     // The writer is still fine.

@@ -98,7 +98,7 @@ describe('translation through the addon', () => {
       expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
     );
     expect(() => unit.translate(0x1_0000, iovas, new BigUint64Array(4), { write: false })).toThrow(
-      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
+      expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }),
     );
   });
 

@@ -40,9 +40,9 @@ describe('PhysicalMemory', () => {
     expect(code(() => mem.readU64(0x1001n))).toBe('ERR_PHYSMEM_ALIGN');
     expect(code(() => mem.read(1n << 30n, 1))).toBe('ERR_PHYSMEM_RANGE');
     expect(code(() => mem.write((1n << 30n) - 2n, new Uint8Array(4)))).toBe('ERR_PHYSMEM_RANGE');
-    expect(code(() => mem.readU64(-8n))).toBe('ERR_INVALID_ARG_VALUE');
-    expect(code(() => mem.writeU64(0x1000n, 1n << 64n))).toBe('ERR_INVALID_ARG_VALUE');
-    expect(code(() => mem.alloc(19))).toBe('ERR_INVALID_ARG_VALUE');
+    expect(code(() => mem.readU64(-8n))).toBe('ERR_OUT_OF_RANGE');
+    expect(code(() => mem.writeU64(0x1000n, 1n << 64n))).toBe('ERR_OUT_OF_RANGE');
+    expect(code(() => mem.alloc(19))).toBe('ERR_OUT_OF_RANGE');
     expect(mem.readU64(0x1000n)).toBe(7n);
   });
 

@@ -82,8 +82,8 @@ describe('PageTable.mappedPages', () => {
     expect([...s.tables].sort()).toEqual([...pt.tablePages()].sort());
     expect(pt.mappedPages(s.tables.length).pages).toBe(PAGES);
     expect(() => pt.mappedPages(s.tables.length - 1)).toThrow(code('ERR_VTD_CORRUPT'));
-    expect(() => pt.mappedPages(-1)).toThrow(code('ERR_INVALID_ARG_VALUE'));
-    expect(() => pt.mappedPages(1.5)).toThrow(code('ERR_INVALID_ARG_VALUE'));
+    expect(() => pt.mappedPages(-1)).toThrow(code('ERR_OUT_OF_RANGE'));
+    expect(() => pt.mappedPages(1.5)).toThrow(code('ERR_OUT_OF_RANGE'));
   });
 
   it('refuses a cycle or a shared table', () => {
@@ -112,7 +112,7 @@ describe('PhysicalMemory.preserveMany / isAllocatedMany', () => {
     const free = mem.alloc(0);
     mem.free(free);
     expect(() => mem.preserveMany(u64([pas[2]!, free]))).toThrow(code('ERR_PHYSMEM_NOT_ALLOCATED'));
-    expect(() => mem.preserveMany(u64([pas[2]!]), 99)).toThrow(code('ERR_INVALID_ARG_VALUE'));
+    expect(() => mem.preserveMany(u64([pas[2]!]), 99)).toThrow(code('ERR_OUT_OF_RANGE'));
     expect(mem.isPreserved(pas[2]!)).toBe(false);
     mem.preserveMany(pas.subarray(2));
     expect(mem.stats().framesPreserved).toBe(6);
@@ -129,6 +129,6 @@ describe('PhysicalMemory.preserveMany / isAllocatedMany', () => {
     mem.free(pas[1]!, 1);
     expect(mem.isAllocatedMany(pas)).toBe(false);
     expect(mem.isAllocatedMany(u64([0n]))).toBe(false); // reserved low memory
-    expect(() => mem.isAllocatedMany(pas, -1n)).toThrow(code('ERR_INVALID_ARG_VALUE'));
+    expect(() => mem.isAllocatedMany(pas, -1n)).toThrow(code('ERR_OUT_OF_RANGE'));
   });
 });

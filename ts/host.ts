@@ -1,12 +1,13 @@
 // A host machine: memory, one VT-d unit, PCI devices, and the kernel running on it.
-import { invalidArgValue } from './errors.js';
+import { invalidArgType, invalidArgValue } from './errors.js';
 import { linuxInitcalls, type LinuxKernel } from './kernel/initcalls.js';
 import { Kernel, type KernelGeneration } from './kernel/kernel.js';
 import { checkPhaseWork, CostModel, DEFAULT_COSTS, PHASE_COSTS, type CostConstants, type PhaseWork } from './kernel/phase-cost.js';
 import type { KernelConfig } from './kernel/services.js';
 import { callbackError, invalidState } from './kernel/reentrancy.js';
-import { IommuUnit, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './hw/iommu.js';
-import { PhysicalMemory } from './hw/memory.js';
+import { IommuUnit, nativeUnitOptions, QEMU_7_2_INTEL_IOMMU, type IommuUnitOptions } from './hw/iommu.js';
+import { memoryConfig, PhysicalMemory } from './hw/memory.js';
+import { bool, given, obj, str, u16, u64 } from './native-kinds.js';
 import { PciDevice, type PciDeviceOptions } from './hw/pci.js';
 import { DmaTraffic, type DmaTrafficOptions } from './hw/traffic.js';
 import { KernelError, SyscallError } from './uapi/errno.js';
@@ -56,6 +57,21 @@ export interface HostConfig {
   costModel?: Partial<CostConstants>;
   /** How every kernel booted on the host is built (default: the iommu live-update series in). */
   kconfig?: KernelConfig;
+}
+
+/** `config.devices` checked: an array of `{ bdf, ats?, vendorId?, deviceId? }`. */
+function checkDevices(devices: unknown): PciDeviceOptions[] {
+  if (devices === undefined) return [];
+  if (!Array.isArray(devices)) throw invalidArgType('config.devices', 'an instance of Array', devices);
+  return devices.map((d: unknown, i) => {
+    const at = `config.devices[${i}]`;
+    const o = obj.check(d, at) as Record<string, unknown>;
+    const dev: PciDeviceOptions = { bdf: str.check(o.bdf, `${at}.bdf`), ats: given(bool, o.ats, `${at}.ats`, false) };
+    const vendorId = given(u16, o.vendorId, `${at}.vendorId`, undefined), deviceId = given(u16, o.deviceId, `${at}.deviceId`, undefined);
+    if (vendorId !== undefined) dev.vendorId = vendorId;
+    if (deviceId !== undefined) dev.deviceId = deviceId;
+    return dev;
+  });
 }
 
 /** One entry of the live-update timeline. */
@@ -109,18 +125,24 @@ export class Host {
   private constructor(config: HostConfig) {
     this.costModel = new CostModel(config.costModel === undefined ? {} : config.costModel);
     this.kconfig = config.kconfig;
-    let iommu = config.iommu;
-    let devices = config.devices ?? [];
-    if (config.machine !== undefined) {
-      if (config.machine !== 'qemu-7.2-q35') {
-        throw invalidArgValue(`unknown machine ${JSON.stringify(config.machine)}`);
+    // Checked here, so that errors name `config.*` and not what the parts are built from.
+    const { size, seed } = memoryConfig(config, 'config', 'memory');
+    const machine = given(str, config.machine, 'config.machine', undefined);
+    let iommu: object | undefined = given(obj, config.iommu, 'config.iommu', undefined);
+    let devices = checkDevices(config.devices);
+    given(str, config.cmdline, 'config.cmdline', '');
+    given(u64, config.guestmemfs, 'config.guestmemfs', 0n);
+    if (machine !== undefined) {
+      if (machine !== 'qemu-7.2-q35') {
+        throw invalidArgValue(`unknown machine ${JSON.stringify(machine)}`);
       }
       // A field given as undefined keeps the profile's value, not the generic default.
       iommu = { ...QEMU_7_2_INTEL_IOMMU, ...Object.fromEntries(Object.entries(iommu ?? {}).filter(([, v]) => v !== undefined)) };
       devices = [QEMU_EDU, ...devices];
     }
-    this.memory = new PhysicalMemory({ size: config.memory, seed: config.seed });
-    this.iommu = new IommuUnit(this.memory, iommu);
+    nativeUnitOptions(iommu, 'config.iommu');
+    this.memory = new PhysicalMemory({ size, seed });
+    this.iommu = new IommuUnit(this.memory, iommu as IommuUnitOptions | undefined);
     const seen = new Set<string>();
     this.devices = devices.map(({ bdf, ...opts }) => {
       const dev = new PciDevice(bdf.toLowerCase(), this.iommu, (sid, iova, reason, write) => this._kernel.dmarFault(sid, iova, reason, write), opts);

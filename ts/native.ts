@@ -5,9 +5,16 @@
 // `../native/` resolves the same from ts/ (vitest) and dist/ (tsc output).
 import { createRequire } from 'node:module';
 import type * as Binding from '../native/index.cjs';
+import { checkedBinding, NATIVE_SPECS } from './native-check.js';
 
-/** What crates/binding exports via #[napi], as `napi build --dts` types it. */
-export type NativeBinding = typeof Binding;
+/**
+ * What crates/binding exports via #[napi], as `napi build --dts` types it (without the loader's
+ * own `__napiBindingTarget` and the CommonJS namespace's `default`).
+ */
+export type NativeBinding = Omit<typeof Binding, 'default' | '__napiBindingTarget' | 'NativePageTable'> & {
+  /** Made by `NativeUnit#createPageTable`/`adoptPageTable` only: the d.ts cannot say a class has no constructor. */
+  NativePageTable: abstract new () => Binding.NativePageTable;
+};
 export type NativeMemory = Binding.NativeMemory;
 export type NativeUnit = Binding.NativeUnit;
 export type NativeGather = Binding.NativeGather;
@@ -59,7 +66,7 @@ function load(): NativeBinding {
   try {
     chooseFinalizers();
     // The generated loader is CommonJS; createRequire gives ESM Node's require.
-    return createRequire(import.meta.url)(LOADER) as NativeBinding;
+    return checkedBinding(createRequire(import.meta.url)(LOADER) as NativeBinding, NATIVE_SPECS);
   } catch (cause) {
     const reason = cause instanceof Error ? cause.message : String(cause);
     throw new Error(

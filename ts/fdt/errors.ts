@@ -1,5 +1,4 @@
-// FdtError (libfdt's error names and numbers) and the argument checks of the FDT facade.
-import { invalidArgType, invalidArgValue } from '../errors.js';
+// FdtError: libfdt's error names and numbers, and native FDT errors turned into it.
 
 /** libfdt's error names (`libfdt.h`) with their numbers (`-FDT_ERR_*` in C). */
 export const FDT_ERRNO = {
@@ -73,61 +72,4 @@ export function call<T>(f: () => T): T {
   } catch (e) {
     throw fromNative(e);
   }
-}
-
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (typeof v === 'bigint') return `bigint ${v}n`;
-  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
-  if (typeof v === 'object') return `an instance of ${(v as object).constructor?.name ?? 'Object'}`;
-  return `${typeof v} ${String(v)}`;
-}
-
-export function typeError(what: string, expected: string, v: unknown): TypeError {
-  return invalidArgType(`${what} must be ${expected}, received ${describe(v)}`);
-}
-
-export function rangeError(what: string, expected: string, v: unknown): RangeError {
-  return invalidArgValue(`${what} must be ${expected}, received ${describe(v)}`);
-}
-
-export function str(what: string, v: unknown): string {
-  if (typeof v !== 'string') throw typeError(what, 'a string', v);
-  return v;
-}
-
-export function u32(what: string, v: unknown): number {
-  if (typeof v !== 'number') throw typeError(what, 'a number', v);
-  if (!Number.isInteger(v) || v < 0 || v > 0xffff_ffff) throw rangeError(what, 'an integer in 0..2^32-1', v);
-  return v;
-}
-
-export function u64(what: string, v: unknown): bigint {
-  if (typeof v !== 'bigint') throw typeError(what, 'a bigint', v);
-  if (v < 0n || v > 0xffff_ffff_ffff_ffffn) throw rangeError(what, 'a bigint in 0..2^64-1', v);
-  return v;
-}
-
-export function bytes(what: string, v: unknown): Uint8Array {
-  if (!(v instanceof Uint8Array)) throw typeError(what, 'a Uint8Array', v);
-  return v;
-}
-
-export function bool(what: string, v: unknown, dflt: boolean): boolean {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'boolean') throw typeError(what, 'a boolean', v);
-  return v;
-}
-
-export function oneOf<T extends string>(what: string, v: unknown, allowed: readonly T[], dflt: T): T {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'string') throw typeError(what, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
-  if (!(allowed as readonly string[]).includes(v)) throw rangeError(what, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
-  return v as T;
-}
-
-export function options(what: string, v: unknown): Record<string, unknown> {
-  if (v === undefined) return {};
-  if (v === null || typeof v !== 'object') throw typeError(what, 'an object', v);
-  return v as Record<string, unknown>;
 }

@@ -1,10 +1,13 @@
 // Flattened Device Tree blobs (crates/fdt): a libfdt-/dtc-compatible writer, tree encode/decode,
 // validation, DTS rendering and KHO root helpers. Blobs cross N-API once per call; trees cross as
 // one op buffer (encode) or one flat shape + names + data triple (decode).
+import { invalidArgType } from '../errors.js';
 import { native, type NativeDecodedFdt, type NativeFdtWriter } from '../native.js';
-import { bool, bytes, call, FdtError, oneOf, options, rangeError, str, typeError, u32, u64 } from './errors.js';
+import { bool, bytes, FDT_SIZE_MAX, given, int, obj, oneOf, str, typedArray, u32, u64 } from '../native-kinds.js';
+import { call } from './errors.js';
 
 export { FDT_ERRNO, FdtError, type FdtErrorCode } from './errors.js';
+export { FDT_SIZE_MAX } from '../native-kinds.js';
 
 /** A device-tree node: name (`''` for the root, `name@unit` otherwise), properties, children. */
 export type FdtNode = { name: string; properties: FdtProperty[]; children: FdtNode[] };
@@ -27,7 +30,10 @@ export type FdtReserveEntry = { address: bigint; size: bigint };
 export interface FdtWriterOptions {
   /** Default `'libfdt'`. */
   layout?: FdtLayout;
-  /** Largest blob allowed (`fdt_create`'s buffer size); more is `FDT_ERR_NOSPACE`. Default: none. */
+  /**
+   * Largest blob allowed (`fdt_create`'s buffer size); more is `FDT_ERR_NOSPACE`. At most, and by
+   * default, 64 MiB (`FDT_SIZE_MAX`): a larger value is `ERR_OUT_OF_RANGE`.
+   */
   maxSize?: number;
   /** `FDT_CREATE_FLAG_NO_NAME_DEDUP`: store every property name anew. */
   noNameDedup?: boolean;
@@ -50,24 +56,25 @@ export interface FdtBlob {
   root: FdtNode;
 }
 
-const LAYOUTS: readonly FdtLayout[] = ['libfdt', 'dtc'];
-const VALIDATIONS: readonly FdtValidation[] = ['structural', 'dtc', 'strict'];
+const layoutKind = oneOf<FdtLayout>(['libfdt', 'dtc']);
+const validationKind = oneOf<FdtValidation>(['structural', 'dtc', 'strict']);
+/** A blob size (`maxSize`, a placeholder's length): at most `FDT_SIZE_MAX`. */
+const blobSize = int(0, FDT_SIZE_MAX);
+/** Blobs the decoders take: at most `FDT_SIZE_MAX` bytes. */
+const blobKind = typedArray('Uint8Array', FDT_SIZE_MAX);
+
+/** An options bag: undefined is `{}`. */
+const options = (name: string, v: unknown): Record<string, unknown> => given(obj, v, name, {}) as Record<string, unknown>;
 
 /** The decoder's (and writer's) deepest nesting; the root is depth 1. */
 export const FDT_MAX_DEPTH: number = native.fdtMaxDepth();
 
 function writerArgs(opts: unknown): [FdtLayout, number | undefined, boolean, number] {
   const o = options('options', opts);
-  const layout = oneOf('options.layout', o.layout, LAYOUTS, 'libfdt');
-  let maxSize: number | undefined;
-  if (o.maxSize !== undefined) {
-    if (typeof o.maxSize !== 'number') throw typeError('options.maxSize', 'a number', o.maxSize);
-    if (!Number.isSafeInteger(o.maxSize) || o.maxSize < 0) throw rangeError('options.maxSize', 'a non-negative safe integer', o.maxSize);
-    maxSize = o.maxSize;
-  }
-  const noNameDedup = bool('options.noNameDedup', o.noNameDedup, false);
-  const bootCpuidPhys = o.bootCpuidPhys === undefined ? 0 : u32('options.bootCpuidPhys', o.bootCpuidPhys);
-  return [layout, maxSize, noNameDedup, bootCpuidPhys];
+  const layout = given(layoutKind, o.layout, 'options.layout', 'libfdt');
+  const maxSize = given(blobSize, o.maxSize, 'options.maxSize', undefined);
+  const noNameDedup = given(bool, o.noNameDedup, 'options.noNameDedup', false);
+  return [layout, maxSize, noNameDedup, given(u32, o.bootCpuidPhys, 'options.bootCpuidPhys', 0)];
 }
 
 /**
@@ -90,14 +97,14 @@ export class FdtWriter {
 
   /** `fdt_add_reservemap_entry` (only before the root node). */
   addReservemapEntry(address: bigint, size: bigint): this {
-    const a = u64('address', address), s = u64('size', size);
+    const a = u64.check(address, 'address'), s = u64.check(size, 'size');
     call(() => this.#w.addReservemapEntry(a, s));
     return this;
   }
 
   /** `fdt_begin_node`: the first one is the root and must be named `''`. */
   beginNode(name: string): this {
-    const n = str('name', name);
+    const n = str.check(name, 'name');
     call(() => this.#w.beginNode(n));
     return this;
   }
@@ -110,82 +117,82 @@ export class FdtWriter {
 
   /** `fdt_property`: raw bytes. */
   property(name: string, value: Uint8Array): this {
-    const n = str('name', name), v = bytes('value', value);
+    const n = str.check(name, 'name'), v = bytes.check(value, 'value');
     call(() => this.#w.property(n, v));
     return this;
   }
 
   /** An empty (boolean) property. */
   propertyEmpty(name: string): this {
-    const n = str('name', name);
+    const n = str.check(name, 'name');
     call(() => this.#w.propertyEmpty(n));
     return this;
   }
 
   /** `fdt_property_u32`: one big-endian cell. */
   propertyU32(name: string, value: number): this {
-    const n = str('name', name), v = u32('value', value);
+    const n = str.check(name, 'name'), v = u32.check(value, 'value');
     call(() => this.#w.propertyU32(n, v));
     return this;
   }
 
   /** `fdt_property_u64`: big-endian, most significant cell first. */
   propertyU64(name: string, value: bigint): this {
-    const n = str('name', name), v = u64('value', value);
+    const n = str.check(name, 'name'), v = u64.check(value, 'value');
     call(() => this.#w.propertyU64(n, v));
     return this;
   }
 
   /** Big-endian cells (`<a b c>`). */
   propertyCells(name: string, cells: readonly number[] | Uint32Array): this {
-    const n = str('name', name);
+    const n = str.check(name, 'name');
     let c: Uint32Array;
     if (cells instanceof Uint32Array) c = cells;
-    else if (Array.isArray(cells)) c = Uint32Array.from(cells, (x, i) => u32(`cells[${i}]`, x));
-    else throw typeError('cells', 'an array of numbers or a Uint32Array', cells);
+    else if (Array.isArray(cells)) c = Uint32Array.from(cells, (x: unknown, i) => u32.check(x, `cells[${i}]`));
+    else throw invalidArgType('cells', 'an instance of Array or Uint32Array', cells);
     call(() => this.#w.propertyCells(n, c));
     return this;
   }
 
   /** `fdt_property_string`: UTF-8 with a terminating NUL (a NUL inside is `FDT_ERR_BADVALUE`). */
   propertyString(name: string, value: string): this {
-    const n = str('name', name), v = str('value', value);
+    const n = str.check(name, 'name'), v = str.check(value, 'value');
     call(() => this.#w.propertyString(n, v));
     return this;
   }
 
   /** A string list: each string with its NUL (`"a", "b"`). */
   propertyStringList(name: string, list: readonly string[]): this {
-    const n = str('name', name);
-    if (!Array.isArray(list)) throw typeError('list', 'an array of strings', list);
-    const l = list.map((s, i) => str(`list[${i}]`, s));
+    const n = str.check(name, 'name');
+    if (!Array.isArray(list)) throw invalidArgType('list', 'an instance of Array', list);
+    const l = list.map((s: unknown, i) => str.check(s, `list[${i}]`));
     call(() => this.#w.propertyStringList(n, l));
     return this;
   }
 
   /** A little-endian u32, as KHO writes native values. */
   propertyU32Le(name: string, value: number): this {
-    const n = str('name', name), v = u32('value', value);
+    const n = str.check(name, 'name'), v = u32.check(value, 'value');
     call(() => this.#w.propertyU32Le(n, v));
     return this;
   }
 
   /** A little-endian u64, as KHO writes native values (`preserved-memory-map`, `fdt`). */
   propertyU64Le(name: string, value: bigint): this {
-    const n = str('name', name), v = u64('value', value);
+    const n = str.check(name, 'name'), v = u64.check(value, 'value');
     call(() => this.#w.propertyU64Le(n, v));
     return this;
   }
 
-  /** `fdt_property_placeholder`: `len` zero bytes to fill later; returns a handle. */
+  /** `fdt_property_placeholder`: `len` zero bytes (at most `FDT_SIZE_MAX`) to fill later; returns a handle. */
   propertyPlaceholder(name: string, len: number): number {
-    const n = str('name', name), l = u32('len', len);
+    const n = str.check(name, 'name'), l = blobSize.check(len, 'len');
     return call(() => this.#w.propertyPlaceholder(n, l));
   }
 
   /** Writes `data` at the start of a placeholder's value (before `finish`). */
   fillPlaceholder(handle: number, data: Uint8Array): this {
-    const h = u32('handle', handle), d = bytes('data', data);
+    const h = u32.check(handle, 'handle'), d = bytes.check(data, 'data');
     call(() => this.#w.fillPlaceholder(h, d));
     return this;
   }
@@ -252,32 +259,29 @@ type Frame = { node: FdtNode; children: FdtNode[]; next: number; path: string };
 function flatten(tree: unknown, reserve: unknown): Uint8Array {
   const ops = new Ops();
   if (reserve !== undefined) {
-    if (!Array.isArray(reserve)) throw typeError('options.reserve', 'an array of { address, size }', reserve);
+    if (!Array.isArray(reserve)) throw invalidArgType('options.reserve', 'an instance of Array', reserve);
     reserve.forEach((r: unknown, i) => {
-      const e = options(`options.reserve[${i}]`, r);
+      const e = obj.check(r, `options.reserve[${i}]`) as Record<string, unknown>;
       ops.op(4);
-      ops.u64(u64(`options.reserve[${i}].address`, e.address));
-      ops.u64(u64(`options.reserve[${i}].size`, e.size));
+      ops.u64(u64.check(e.address, `options.reserve[${i}].address`));
+      ops.u64(u64.check(e.size, `options.reserve[${i}].size`));
     });
   }
   const stack: Frame[] = [];
   const open = (n: unknown, path: string): boolean => {
-    if (n === null || typeof n !== 'object') throw typeError(path, 'an FdtNode object', n);
-    const node = n as FdtNode;
+    const node = obj.check(n, path) as FdtNode;
     const name = node.name, props = node.properties, children = node.children;
-    if (typeof name !== 'string') throw typeError(`${path}.name`, 'a string', name);
-    if (!Array.isArray(props)) throw typeError(`${path}.properties`, 'an array', props);
-    if (!Array.isArray(children)) throw typeError(`${path}.children`, 'an array', children);
+    str.check(name, `${path}.name`);
+    if (!Array.isArray(props)) throw invalidArgType(`${path}.properties`, 'an instance of Array', props);
+    if (!Array.isArray(children)) throw invalidArgType(`${path}.children`, 'an instance of Array', children);
     ops.op(1);
     ops.string(name);
     // The writer rejects this node; stop here so a cyclic object graph cannot loop forever.
     if (stack.length >= FDT_MAX_DEPTH) return false;
     for (let i = 0; i < props.length; i++) {
-      const p = props[i] as unknown;
-      if (p === null || typeof p !== 'object') throw typeError(`${path}.properties[${i}]`, 'a { name, value } object', p);
-      const { name: pn, value } = p as FdtProperty;
-      if (typeof pn !== 'string') throw typeError(`${path}.properties[${i}].name`, 'a string', pn);
-      if (!(value instanceof Uint8Array)) throw typeError(`${path}.properties[${i}].value`, 'a Uint8Array', value);
+      const { name: pn, value } = obj.check(props[i], `${path}.properties[${i}]`) as FdtProperty;
+      str.check(pn, `${path}.properties[${i}].name`);
+      bytes.check(value, `${path}.properties[${i}].value`);
       ops.op(3);
       ops.string(pn);
       ops.bytes(value);
@@ -343,9 +347,9 @@ function rebuild(d: NativeDecodedFdt): FdtNode {
 }
 
 function decodeArgs(blob: unknown, opts: unknown): [Uint8Array, FdtValidation] {
-  const b = bytes('blob', blob);
+  const b = blobKind.check(blob, 'blob');
   const o = options('options', opts);
-  return [b, oneOf('options.validate', o.validate, VALIDATIONS, 'structural')];
+  return [b, given(validationKind, o.validate, 'options.validate', 'structural')];
 }
 
 /** Decodes and validates a blob; throws `FdtError` with libfdt's `code` and the byte `offset`. */
@@ -371,7 +375,7 @@ export function checkFdt(blob: Uint8Array, opts: FdtDecodeOptions = {}): void {
 
 /** Renders a blob as DTS source like `dtc -I dtb -O dts` (structural validation). */
 export function fdtToDts(blob: Uint8Array): string {
-  const b = bytes('blob', blob);
+  const b = blobKind.check(blob, 'blob');
   return call(() => native.fdtToDts(b));
 }
 
@@ -401,9 +405,9 @@ export type KhoSubtree = { name: string; phys: bigint };
 function khoNames(names: unknown): [string, string, string] {
   const n = options('names', names);
   return [
-    n.compatible === undefined ? KHO_V1.compatible : str('names.compatible', n.compatible),
-    n.memoryMapProp === undefined ? KHO_V1.memoryMapProp : str('names.memoryMapProp', n.memoryMapProp),
-    n.subtreeProp === undefined ? KHO_V1.subtreeProp : str('names.subtreeProp', n.subtreeProp),
+    given(str, n.compatible, 'names.compatible', KHO_V1.compatible),
+    given(str, n.memoryMapProp, 'names.memoryMapProp', KHO_V1.memoryMapProp),
+    given(str, n.subtreeProp, 'names.subtreeProp', KHO_V1.subtreeProp),
   ];
 }
 
@@ -414,15 +418,15 @@ function khoNames(names: unknown): [string, string, string] {
  */
 export function khoRoot(names: KhoNames, memoryMap: bigint, subtrees: readonly KhoSubtree[], opts: { layout?: FdtLayout } = {}): Uint8Array {
   const [compatible, mapProp, subProp] = khoNames(names);
-  const map = u64('memoryMap', memoryMap);
-  if (!Array.isArray(subtrees)) throw typeError('subtrees', 'an array of { name, phys }', subtrees);
+  const map = u64.check(memoryMap, 'memoryMap');
+  if (!Array.isArray(subtrees)) throw invalidArgType('subtrees', 'an instance of Array', subtrees);
   const sn: string[] = [], sp: bigint[] = [];
   subtrees.forEach((s: unknown, i) => {
-    const o = options(`subtrees[${i}]`, s);
-    sn.push(str(`subtrees[${i}].name`, o.name));
-    sp.push(u64(`subtrees[${i}].phys`, o.phys));
+    const o = obj.check(s, `subtrees[${i}]`) as Record<string, unknown>;
+    sn.push(str.check(o.name, `subtrees[${i}].name`));
+    sp.push(u64.check(o.phys, `subtrees[${i}].phys`));
   });
-  const layout = oneOf('options.layout', options('options', opts).layout, LAYOUTS, 'libfdt');
+  const layout = given(layoutKind, options('options', opts).layout, 'options.layout', 'libfdt');
   return call(() => native.fdtKhoRoot(compatible, mapProp, subProp, map, sn, sp, layout));
 }
 
@@ -432,7 +436,7 @@ export function khoRoot(names: KhoNames, memoryMap: bigint, subtrees: readonly K
  * address property.
  */
 export function khoRootInfo(blob: Uint8Array, names: KhoNames = {}): { memoryMap: bigint; subtrees: KhoSubtree[] } {
-  const b = bytes('blob', blob);
+  const b = blobKind.check(blob, 'blob');
   const [compatible, mapProp, subProp] = khoNames(names);
   return call(() => native.fdtKhoRootInfo(b, compatible, mapProp, subProp));
 }

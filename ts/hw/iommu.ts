@@ -4,36 +4,42 @@ import {
   type NativeGather,
   type NativePageTable,
   type NativeUnit,
+  type NativeUnitOptions,
   type NativeUnitStats,
 } from '../native.js';
-import { invalidArgValue } from '../errors.js';
-import type { PhysicalMemory } from './memory.js';
+import { invalidArgType } from '../errors.js';
+import { bool, bytes, given, int, obj, oneOf, optional, u16, u64, unitOptions } from '../native-kinds.js';
+import { PhysicalMemory } from './memory.js';
 import { DMAR_FAULT_REASONS } from './vtd-regs.js';
 
 /** Second-level page sizes a unit may support (CAP.SLLPS). */
 export type Superpage = '2M' | '1G';
 
-/** What a unit advertises and how large its caches are. */
+/**
+ * What a unit advertises and how large its caches are. Numbers are integers in the ranges below
+ * (`ERR_OUT_OF_RANGE` otherwise; the caches are capped so that no size can exhaust the host),
+ * flags booleans (`ERR_INVALID_ARG_TYPE` otherwise).
+ */
 export interface IommuUnitOptions {
   /** MGAW: 39, 48 (default) or 57; SAGAW lists every depth up to it. */
   addressWidth?: 39 | 48 | 57;
   /** CAP.SLLPS (default both). */
   superpages?: Superpage[];
-  /** IOTLB entries (default 512, 8-way; 0 disables it). */
+  /** IOTLB entries, 0..65536 (`CACHE_ENTRIES_MAX`; default 512, 8-way; 0 disables it). */
   iotlbEntries?: number;
-  /** IOTLB associativity (default 8). */
+  /** IOTLB associativity, 1..1024 (`IOTLB_WAYS_MAX`; default 8). */
   iotlbWays?: number;
-  /** Paging-structure-cache entries (default 128; 0 disables it). */
+  /** Paging-structure-cache entries, 0..65536 (default 128; 0 disables it). */
   pagingStructureCacheEntries?: number;
-  /** Context-cache entries (default 64). */
+  /** Context-cache entries, 0..65536 (default 64; 0 disables it). */
   contextCacheEntries?: number;
-  /** Fault-recording registers, CAP.NFR+1 (default 8, at most 256). */
+  /** Fault-recording registers, CAP.NFR+1: 1..256 (default 8). */
   faultRecords?: number;
-  /** CAP.ND: 2^(4+2·ND) domains (default 6). */
+  /** CAP.ND: 2^(4+2·ND) domains, 0..6 (default 6). */
   nd?: number;
   /** CAP.PSI (default true). */
   psi?: boolean;
-  /** CAP.MAMV (default 18). */
+  /** CAP.MAMV, 0..63 (default 18). */
   mamv?: number;
   /** CAP.CM (default false). */
   cachingMode?: boolean;
@@ -168,6 +174,35 @@ export type IotlbInvalidation =
   | { granularity: 'domain'; did: number }
   | { granularity: 'page'; did: number; addr: bigint; am?: number; ih?: boolean };
 
+const superpageKind = oneOf(['2M', '1G']);
+const faultsKind = optional(bytes);
+const contextGranularity = oneOf(['global', 'domain', 'device']);
+const iotlbGranularity = oneOf(['global', 'domain', 'page']);
+const fmKind = int(0, 3), amKind = int(0, 63);
+/** The facade's names of the addon's options that it names differently. */
+const FACADE_NAME: Readonly<Record<string, string>> = { pscEntries: 'pagingStructureCacheEntries' };
+
+/**
+ * @internal `options` checked as the argument `name` (`Host.boot` passes `config.iommu`) and
+ * mapped to the addon's, each field read once: every error names the field as the caller wrote it.
+ */
+export function nativeUnitOptions(options: unknown, name: string): NativeUnitOptions {
+  const o = given(obj, options, name, {}) as Record<string, unknown>;
+  const sp = o.superpages;
+  let superpages: readonly Superpage[] = ['2M', '1G'];
+  if (sp !== undefined) {
+    if (!Array.isArray(sp)) throw invalidArgType(`${name}.superpages`, 'an instance of Array', sp);
+    superpages = sp.map((s: unknown, i) => superpageKind.check(s, `${name}.superpages[${i}]`));
+  }
+  const out: Record<string, unknown> = { superpage2M: superpages.includes('2M'), superpage1G: superpages.includes('1G') };
+  for (const [key, k] of Object.entries(unitOptions.info.fields)) {
+    if (key in out) continue;
+    const facadeKey = FACADE_NAME[key] ?? key;
+    out[key] = given(k, o[facadeKey], `${name}.${facadeKey}`, undefined);
+  }
+  return out as NativeUnitOptions;
+}
+
 /** Unmapped ranges and table pages awaiting the IOTLB flush (`struct iommu_iotlb_gather`). */
 export class Gather {
   /** @internal */
@@ -185,7 +220,13 @@ export class Gather {
   }
 }
 
-/** Permissions of a mapping. */
+/** The addon's gather of a facade `Gather`. */
+function gatherArg(gather: unknown): NativeGather {
+  if (!(gather instanceof Gather)) throw invalidArgType('gather', 'an instance of Gather', gather);
+  return gather.native;
+}
+
+/** Permissions of a mapping: booleans, absent is false (`ERR_INVALID_ARG_TYPE` for anything else). */
 export interface Prot {
   read?: boolean;
   write?: boolean;
@@ -230,7 +271,9 @@ export class PageTable {
 
   /** Maps `[iova, iova+size)` to `[pa, pa+size)`. Fails, changing nothing, if any of it is mapped. */
   map(iova: bigint, pa: bigint, size: bigint, prot: Prot, gather: Gather = new Gather()): void {
-    this.native.map(iova, pa, size, prot.read ?? false, prot.write ?? false, prot.snoop ?? false, gather.native);
+    obj.check(prot, 'prot');
+    const read = given(bool, prot.read, 'prot.read', false), write = given(bool, prot.write, 'prot.write', false);
+    this.native.map(iova, pa, size, read, write, given(bool, prot.snoop, 'prot.snoop', false), gatherArg(gather));
   }
 
   /**
@@ -244,7 +287,9 @@ export class PageTable {
    * an integer throw `ERR_INVALID_ARG_VALUE` before anything is mapped; empty arrays do nothing.
    */
   mapRuns(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, prot: Prot, gather: Gather = new Gather()): void {
-    this.native.mapRuns(iovaPfns, paPfns, npages, prot.read ?? false, prot.write ?? false, prot.snoop ?? false, gather.native);
+    obj.check(prot, 'prot');
+    const read = given(bool, prot.read, 'prot.read', false), write = given(bool, prot.write, 'prot.write', false);
+    this.native.mapRuns(iovaPfns, paPfns, npages, read, write, given(bool, prot.snoop, 'prot.snoop', false), gatherArg(gather));
   }
 
   /**
@@ -260,7 +305,10 @@ export class PageTable {
    * write. Pair it with {@link mappedPages} to prove nothing else is mapped.
    */
   verifyRuns(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, prot: Prot): bigint | null {
-    return this.native.verifyRuns(iovaPfns, paPfns, npages, prot.read ?? false, prot.write ?? false);
+    obj.check(prot, 'prot');
+    given(bool, prot.snoop, 'prot.snoop', false);
+    const read = given(bool, prot.read, 'prot.read', false), write = given(bool, prot.write, 'prot.write', false);
+    return this.native.verifyRuns(iovaPfns, paPfns, npages, read, write);
   }
 
   /**
@@ -276,7 +324,7 @@ export class PageTable {
 
   /** Unmaps `[iova, iova+size)` into `gather`; returns the size unmapped (a superpage grows it). */
   unmap(iova: bigint, size: bigint, gather: Gather): bigint {
-    return this.native.unmap(iova, size, gather.native);
+    return this.native.unmap(iova, size, gatherArg(gather));
   }
 
   /** `iommu_iova_to_phys`: the PA `iova` maps to, or null. */
@@ -296,11 +344,9 @@ export class PageTable {
 
   /** Teardown: every table page goes to `gather`; flush with {@link IommuUnit.iotlbSync}. */
   destroy(gather: Gather): void {
-    this.native.destroy(gather.native);
+    this.native.destroy(gatherArg(gather));
   }
 }
-
-const SLLPS: Record<Superpage, 'superpage2M' | 'superpage1G'> = { '2M': 'superpage2M', '1G': 'superpage1G' };
 
 /**
  * One VT-d DMA-remapping unit in legacy mode: registers, root/context/second-level tables read
@@ -318,33 +364,8 @@ export class IommuUnit {
     readonly memory: PhysicalMemory,
     options: IommuUnitOptions = {},
   ) {
-    const superpages = options.superpages ?? ['2M', '1G'];
-    for (const s of superpages) {
-      if (!(s in SLLPS)) throw invalidArgValue(`unknown superpage size ${String(s)}`);
-    }
-    this.native = new native.NativeUnit(memory.native, {
-      addressWidth: options.addressWidth,
-      superpage2M: superpages.includes('2M'),
-      superpage1G: superpages.includes('1G'),
-      nd: options.nd,
-      psi: options.psi,
-      mamv: options.mamv,
-      cachingMode: options.cachingMode,
-      esrtps: options.esrtps,
-      coherent: options.coherent,
-      snoopControl: options.snoopControl,
-      passThrough: options.passThrough,
-      deviceTlb: options.deviceTlb,
-      queuedInvalidation: options.queuedInvalidation,
-      interruptRemapping: options.interruptRemapping,
-      mhmv: options.mhmv,
-      staleTm: options.staleTm,
-      faultRecords: options.faultRecords,
-      iotlbEntries: options.iotlbEntries,
-      iotlbWays: options.iotlbWays,
-      pscEntries: options.pagingStructureCacheEntries,
-      contextCacheEntries: options.contextCacheEntries,
-    });
+    if (!(memory instanceof PhysicalMemory)) throw invalidArgType('memory', 'an instance of PhysicalMemory', memory);
+    this.native = new native.NativeUnit(memory.native, nativeUnitOptions(options, 'options'));
   }
 
   /** CAP, ECAP, GSTS and RTADDR. */
@@ -378,7 +399,8 @@ export class IommuUnit {
    * fault reason or 0. Returns how many faulted. No allocation per call.
    */
   translate(sid: number, iovas: BigUint64Array, out: BigUint64Array, opts: { write: boolean; faults?: Uint8Array }): number {
-    return this.native.translate(sid, iovas, out, opts.write, opts.faults);
+    obj.check(opts, 'opts');
+    return this.native.translate(sid, iovas, out, bool.check(opts.write, 'opts.write'), faultsKind.check(opts.faults, 'opts.faults'));
   }
 
   /** Translates one request; throws {@link DmarFaultError} on a fault. */
@@ -440,22 +462,26 @@ export class IommuUnit {
 
   /** Context-cache invalidation (CCMD). */
   invalidateContext(req: ContextInvalidation): void {
-    const did = 'did' in req ? req.did : 0;
-    const sid = req.granularity === 'device' ? req.sid : 0;
-    const fm = req.granularity === 'device' ? (req.fm ?? 0) : 0;
-    this.native.invalidateContext(req.granularity, did, sid, fm);
+    const r = obj.check(req, 'req') as Record<string, unknown>;
+    const g = contextGranularity.check(r.granularity, 'req.granularity');
+    const did = g === 'global' ? 0 : u16.check(r.did, 'req.did');
+    const device = g === 'device';
+    this.native.invalidateContext(g, did, device ? u16.check(r.sid, 'req.sid') : 0, device ? given(fmKind, r.fm, 'req.fm', 0) : 0);
   }
 
   /** IOTLB invalidation; returns the granularity performed (PSI without CAP.PSI becomes DSI). */
   invalidateIotlb(req: IotlbInvalidation): Granularity {
-    const did = 'did' in req ? req.did : 0;
-    if (req.granularity === 'page') return this.native.invalidateIotlb('page', did, req.addr, req.am ?? 0, req.ih ?? false);
-    return this.native.invalidateIotlb(req.granularity, did, 0n, 0, false);
+    const r = obj.check(req, 'req') as Record<string, unknown>;
+    const g = iotlbGranularity.check(r.granularity, 'req.granularity');
+    const did = g === 'global' ? 0 : u16.check(r.did, 'req.did');
+    if (g !== 'page') return this.native.invalidateIotlb(g, did, 0n, 0, false);
+    const addr = u64.check(r.addr, 'req.addr');
+    return this.native.invalidateIotlb(g, did, addr, given(amKind, r.am, 'req.am', 0), given(bool, r.ih, 'req.ih', false));
   }
 
   /** Linux's `intel_iommu_tlb_sync` for domain `did`: PSI (IH=1 iff nothing was freed) or DSI, then frees the gathered table pages. */
   iotlbSync(did: number, gather: Gather): Granularity {
-    return this.native.iotlbSync(did, gather.native);
+    return this.native.iotlbSync(did, gatherArg(gather));
   }
 
   /** A fresh, empty page table of `levels` levels (default: the deepest the width allows). */

@@ -1,11 +1,33 @@
+import { invalidArgType } from '../errors.js';
 import { native, type NativeMemory, type NativeMemoryStats, type NativeScrubReport } from '../native.js';
+import { bool, given, int, obj, ORDER_MAX, u64 } from '../native-kinds.js';
 
 /** Options of a simulated host memory. */
 export interface PhysicalMemoryOptions {
-  /** Size in bytes: a non-zero multiple of 4 KiB, at most 2^52. */
+  /** Size in bytes: a non-zero multiple of 4 KiB, at most 2^52 (`ERR_PHYSMEM_SIZE` otherwise). */
   size: bigint;
-  /** Seed of the frame allocator (default 0): same seed, same frames. */
+  /** Seed of the frame allocator (default 0): same seed, same frames. A bigint below 2^64 or a non-negative safe integer. */
   seed?: bigint | number;
+}
+
+const orderKind = int(0, ORDER_MAX);
+const seedNumber = int(0, Number.MAX_SAFE_INTEGER);
+
+/** A seed given as a bigint or a number, as a bigint. */
+function seedArg(seed: unknown, name: string): bigint {
+  if (typeof seed === 'number') return BigInt(seedNumber.check(seed, name));
+  if (typeof seed !== 'bigint') throw invalidArgType(name, 'of type bigint or number', seed);
+  return u64.check(seed, name);
+}
+
+/**
+ * @internal `options` checked as the argument `name`, the size read from its field `sizeKey`
+ * (`Host.boot` checks its `config.memory` with it, so errors name what its caller wrote).
+ */
+export function memoryConfig(options: unknown, name: string, sizeKey = 'size'): { size: bigint; seed: bigint } {
+  const o = obj.check(options, name) as Record<string, unknown>;
+  const seed = o.seed;
+  return { size: u64.check(o[sizeKey], `${name}.${sizeKey}`), seed: seed === undefined ? 0n : seedArg(seed, `${name}.seed`) };
 }
 
 export type MemoryStats = NativeMemoryStats;
@@ -34,7 +56,8 @@ export class PhysicalMemory {
   readonly native: NativeMemory;
 
   constructor(options: PhysicalMemoryOptions) {
-    this.native = new native.NativeMemory(options.size, BigInt(options.seed ?? 0));
+    const { size, seed } = memoryConfig(options, 'options');
+    this.native = new native.NativeMemory(size, seed);
   }
 
   /** Configured size in bytes. */
@@ -42,7 +65,7 @@ export class PhysicalMemory {
     return this.native.size;
   }
 
-  /** Reads `n` bytes at `pa`. */
+  /** Reads `n` bytes at `pa`; `n` is at most 1 GiB (`READ_MAX`). */
   read(pa: bigint, n: number): Uint8Array {
     return this.native.read(pa, n);
   }
@@ -69,7 +92,8 @@ export class PhysicalMemory {
 
   /** Allocates 2^order naturally aligned frames (`__get_free_pages`); `zero` as `__GFP_ZERO`. */
   alloc(order = 0, options: { zero?: boolean } = {}): bigint {
-    return this.native.alloc(order, options.zero ?? false);
+    const o = obj.check(options, 'options') as { zero?: unknown };
+    return this.native.alloc(order, given(bool, o.zero, 'options.zero', false));
   }
 
   /** Allocates exactly `[pa, pa+len)` (whole frames); fails if any of it is not free. */
@@ -79,7 +103,7 @@ export class PhysicalMemory {
 
   /** Frees 2^order frames at `pa` (`free_pages`): they read as poison and hold no storage. */
   free(pa: bigint, order = 0): void {
-    this.native.free(pa, PAGE_SIZE << BigInt(order));
+    this.native.free(pa, PAGE_SIZE << BigInt(orderKind.check(order, 'order')));
   }
 
   /** Frees `[pa, pa+len)` (whole frames). */
@@ -137,7 +161,7 @@ export class PhysicalMemory {
 
   /** Re-seeds the frame allocator. */
   reseed(seed: bigint | number): void {
-    this.native.reseed(BigInt(seed));
+    this.native.reseed(seedArg(seed, 'seed'));
   }
 
   /** Usage statistics. */

@@ -45,6 +45,12 @@ pub(crate) fn u32_array<'e>(env: &'e Env, data: &[u32]) -> Result<Uint32ArraySli
     Uint32ArraySlice::copy_from(env, data).map_err(napi_err)
 }
 
+/// Whether two typed arrays share a byte: views of one `ArrayBuffer` passed as two arguments.
+pub(crate) fn overlap<A, B>(a: &[A], b: &[B]) -> bool {
+    let (a, b) = (a.as_ptr_range(), b.as_ptr_range());
+    a.start != a.end && b.start != b.end && (a.start as usize) < b.end as usize && (b.start as usize) < a.end as usize
+}
+
 // napi-derive reads a literal `&mut [T]` argument as a class reference; through an alias it
 // takes the zero-copy typed-array path (`FromNapiValue for &mut [T]`).
 pub(crate) type U64Out<'a> = &'a mut [u64];

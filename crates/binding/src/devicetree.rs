@@ -8,7 +8,20 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::arrays::{u32_array, u64_array, u8_array};
-use crate::error::{err, invalid, u64_arg, Code};
+use crate::error::{err, invalid, out_of_range, u64_arg, up_to, Code};
+
+/// Largest blob the writer and encoder produce (their limit whatever `maxSize` says), and the
+/// decoders and the DTS renderer take: 64 MiB (ts `FDT_SIZE_MAX`). libfdt's own limit, INT32_MAX,
+/// would let one placeholder ask for 2 GiB; KHO's largest tree is 10 MiB.
+const FDT_SIZE_MAX: usize = 64 << 20;
+
+/// A blob the decoders take: at most [`FDT_SIZE_MAX`] bytes (DTS text is several times larger).
+fn blob_arg(blob: &[u8]) -> Result<&[u8], Code> {
+    if blob.len() > FDT_SIZE_MAX {
+        return Err(out_of_range("blob.length", &format!("<= {FDT_SIZE_MAX}"), blob.len()));
+    }
+    Ok(blob)
+}
 
 fn fdt_err(e: fdt::Error) -> Error<Code> {
     let msg = match e.offset {
@@ -37,10 +50,11 @@ fn fdt_validation_arg(v: &str) -> Result<fdt::Validation, Code> {
 
 fn fdt_options(layout: &str, max_size: Option<f64>, no_name_dedup: bool, boot_cpuid_phys: u32) -> Result<fdt::WriterOptions, Code> {
     let max_size = match max_size {
-        None => None,
-        Some(m) if m >= 0.0 && m.fract() == 0.0 && m <= 9_007_199_254_740_991.0 => Some(m as usize),
-        Some(_) => return Err(invalid("maxSize must be a non-negative safe integer")),
+        None => FDT_SIZE_MAX,
+        Some(m) if m >= 0.0 && m.fract() == 0.0 && m <= FDT_SIZE_MAX as f64 => m as usize,
+        Some(m) => return Err(out_of_range("maxSize", &up_to(FDT_SIZE_MAX), m)),
     };
+    let max_size = Some(max_size);
     Ok(fdt::WriterOptions { layout: fdt_layout_arg(layout)?, max_size, no_name_dedup, boot_cpuid_phys })
 }
 
@@ -60,7 +74,7 @@ impl NativeFdtWriter {
 #[napi]
 impl NativeFdtWriter {
     /// A writer: `layout` is `"libfdt"` or `"dtc"`; `maxSize` null for no cap.
-    #[napi(constructor, catch_unwind)]
+    #[napi(constructor, catch_unwind, strict)]
     pub fn new(layout: String, max_size: Option<f64>, no_name_dedup: bool, boot_cpuid_phys: u32) -> Result<Self, Code> {
         let options = fdt_options(&layout, max_size, no_name_dedup, boot_cpuid_phys)?;
         Ok(NativeFdtWriter { w: Some(fdt::FdtWriter::new(options)) })
@@ -80,7 +94,7 @@ impl NativeFdtWriter {
     }
 
     /// `fdt_begin_node`.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn begin_node(&mut self, name: String) -> Result<(), Code> {
         self.w()?.begin_node(&name).map_err(fdt_err)
     }
@@ -92,64 +106,64 @@ impl NativeFdtWriter {
     }
 
     /// `fdt_property`: raw bytes.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property(&mut self, name: String, value: &[u8]) -> Result<(), Code> {
         self.w()?.property(&name, value).map_err(fdt_err)
     }
 
     /// An empty property.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_empty(&mut self, name: String) -> Result<(), Code> {
         self.w()?.property_empty(&name).map_err(fdt_err)
     }
 
     /// A big-endian u32 cell.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_u32(&mut self, name: String, v: u32) -> Result<(), Code> {
         self.w()?.property_u32(&name, v).map_err(fdt_err)
     }
 
     /// A big-endian u64.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_u64(&mut self, name: String, v: BigInt) -> Result<(), Code> {
         let v = u64_arg(&v, "value")?;
         self.w()?.property_u64(&name, v).map_err(fdt_err)
     }
 
     /// Big-endian cells.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_cells(&mut self, name: String, cells: Uint32Array) -> Result<(), Code> {
         self.w()?.property_cells(&name, &cells).map_err(fdt_err)
     }
 
     /// A NUL-terminated string.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_string(&mut self, name: String, s: String) -> Result<(), Code> {
         self.w()?.property_string(&name, &s).map_err(fdt_err)
     }
 
     /// A string list.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_string_list(&mut self, name: String, list: Vec<String>) -> Result<(), Code> {
         let list: Vec<&str> = list.iter().map(String::as_str).collect();
         self.w()?.property_string_list(&name, &list).map_err(fdt_err)
     }
 
     /// A little-endian u32 (KHO native value).
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_u32_le(&mut self, name: String, v: u32) -> Result<(), Code> {
         self.w()?.property_u32_le(&name, v).map_err(fdt_err)
     }
 
     /// A little-endian u64 (KHO native value).
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_u64_le(&mut self, name: String, v: BigInt) -> Result<(), Code> {
         let v = u64_arg(&v, "value")?;
         self.w()?.property_u64_le(&name, v).map_err(fdt_err)
     }
 
     /// `fdt_property_placeholder`: returns a handle for `fillPlaceholder`.
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn property_placeholder(&mut self, name: String, len: u32) -> Result<u32, Code> {
         self.w()?.property_placeholder(&name, len as usize).map(|h| h as u32).map_err(fdt_err)
     }
@@ -200,7 +214,7 @@ impl<'a> Ops<'a> {
 
 /// Encodes a tree flattened into an op stream (one call per tree); the bytes are exactly those
 /// of `fdt::encode` with the same options.
-#[napi(catch_unwind)]
+#[napi(catch_unwind, strict)]
 pub fn fdt_encode<'e>(env: &'e Env, ops: &[u8], layout: String, max_size: Option<f64>, no_name_dedup: bool, boot_cpuid_phys: u32) -> Result<Uint8ArraySlice<'e>, Code> {
     let mut w = fdt::FdtWriter::new(fdt_options(&layout, max_size, no_name_dedup, boot_cpuid_phys)?);
     let mut ops = Ops { b: ops, at: 0 };
@@ -302,22 +316,22 @@ fn flatten_fdt<'e>(env: &'e Env, f: fdt::Fdt) -> Result<NativeDecodedFdt<'e>, Co
 }
 
 /// Decodes and validates a blob (`validate`: `"structural"`, `"dtc"`, `"strict"`).
-#[napi(catch_unwind)]
+#[napi(catch_unwind, strict)]
 pub fn fdt_decode<'e>(env: &'e Env, blob: &[u8], validate: String) -> Result<NativeDecodedFdt<'e>, Code> {
-    let f = fdt::decode(blob, fdt_validation_arg(&validate)?).map_err(fdt_err)?;
+    let f = fdt::decode(blob_arg(blob)?, fdt_validation_arg(&validate)?).map_err(fdt_err)?;
     flatten_fdt(env, f)
 }
 
 /// Validates a blob without building a tree.
-#[napi(catch_unwind)]
+#[napi(catch_unwind, strict)]
 pub fn fdt_check(blob: &[u8], validate: String) -> Result<(), Code> {
-    fdt::check(blob, fdt_validation_arg(&validate)?).map_err(fdt_err)
+    fdt::check(blob_arg(blob)?, fdt_validation_arg(&validate)?).map_err(fdt_err)
 }
 
 /// Renders a blob as DTS text (`dtc -I dtb -O dts`).
 #[napi(catch_unwind)]
 pub fn fdt_to_dts(blob: &[u8]) -> Result<String, Code> {
-    fdt::to_dts(blob).map_err(fdt_err)
+    fdt::to_dts(blob_arg(blob)?).map_err(fdt_err)
 }
 
 /// The size cap of a KHO root tree (one page).
@@ -333,7 +347,7 @@ pub fn fdt_max_depth() -> u32 {
 }
 
 /// A KHO root tree as `kho_finalize()` builds it.
-#[napi(catch_unwind)]
+#[napi(catch_unwind, strict)]
 #[allow(clippy::too_many_arguments)]
 pub fn fdt_kho_root<'e>(env: &'e Env, compatible: String, memory_map_prop: String, subtree_prop: String, memory_map: BigInt, names: Vec<String>, phys: Vec<BigInt>, layout: String) -> Result<Uint8ArraySlice<'e>, Code> {
     if names.len() != phys.len() {
@@ -365,9 +379,9 @@ pub struct NativeKhoRootInfo {
 }
 
 /// Decodes a KHO root blob (structural validation) and reads its addresses back.
-#[napi(catch_unwind)]
+#[napi(catch_unwind, strict)]
 pub fn fdt_kho_root_info(blob: &[u8], compatible: String, memory_map_prop: String, subtree_prop: String) -> Result<NativeKhoRootInfo, Code> {
-    let f = fdt::decode(blob, fdt::Validation::Structural).map_err(fdt_err)?;
+    let f = fdt::decode(blob_arg(blob)?, fdt::Validation::Structural).map_err(fdt_err)?;
     let kho_names = fdt::kho::KhoNames { compatible, memory_map: memory_map_prop, subtree_prop };
     let (map, subtrees) = fdt::kho::kho_root_info(&f.root, &kho_names).map_err(fdt_err)?;
     Ok(NativeKhoRootInfo {

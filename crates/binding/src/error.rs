@@ -1,5 +1,6 @@
 //! The error status type, its stable string codes, and the argument checks that raise
-//! `ERR_INVALID_ARG_VALUE` before anything native runs.
+//! `ERR_OUT_OF_RANGE` / `ERR_INVALID_ARG_VALUE` before anything native runs. ts/native-check.ts
+//! checks every argument first, with the same ranges; these hold for a caller of the bare addon.
 
 use napi::bindgen_prelude::*;
 
@@ -30,22 +31,38 @@ pub(crate) fn invalid(msg: impl Into<String>) -> Error<Code> {
     err("ERR_INVALID_ARG_VALUE", msg)
 }
 
+/// Node's `ERR_OUT_OF_RANGE`, in Node's words.
+pub(crate) fn out_of_range(name: &str, range: &str, received: impl std::fmt::Display) -> Error<Code> {
+    err("ERR_OUT_OF_RANGE", format!("The value of \"{name}\" is out of range. It must be {range}. Received {received}"))
+}
+
+/// An integer in `0..=max` as the error says it: `an integer >= 0 && <= 18`.
+pub(crate) fn up_to(max: impl std::fmt::Display) -> String {
+    format!("an integer >= 0 && <= {max}")
+}
+
 /// A non-negative bigint that fits 64 bits.
 pub(crate) fn u64_arg(v: &BigInt, name: &str) -> Result<u64, Code> {
     let (negative, value, lossless) = v.get_u64();
     if negative && value != 0 || !lossless {
-        return Err(invalid(format!("{name} must be a bigint in 0..2^64")));
+        let sign = if v.sign_bit { "-" } else { "" };
+        let received = match v.words[..] {
+            [lo] => format!("{sign}{lo}n"),
+            [lo, hi] => format!("{sign}{}n", (hi as u128) << 64 | lo as u128),
+            _ => format!("a {}-bit bigint", v.words.len() * 64),
+        };
+        return Err(out_of_range(name, ">= 0n && < 2n ** 64n", received));
     }
     Ok(value)
 }
 
 pub(crate) fn u8_arg(v: u32, max: u32, name: &str) -> Result<u8, Code> {
     if v > max {
-        return Err(invalid(format!("{name} must be at most {max}")));
+        return Err(out_of_range(name, &up_to(max), v));
     }
     Ok(v as u8)
 }
 
 pub(crate) fn u16_arg(v: u32, name: &str) -> Result<u16, Code> {
-    u16::try_from(v).map_err(|_| invalid(format!("{name} must fit 16 bits")))
+    u16::try_from(v).map_err(|_| out_of_range(name, &up_to(u16::MAX), v))
 }

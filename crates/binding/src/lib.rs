@@ -1,7 +1,12 @@
 //! N-API binding of iommu-liveupdate: thin wrappers over the pure crates `physmem`, `vtd` and `fdt`.
 //! Every `#[napi]` item of the project lives in this crate. Errors carry stable string codes
-//! (`ERR_PHYSMEM_*`, `ERR_VTD_*`, Node's `ERR_INVALID_ARG_VALUE`); every entry point catches
-//! panics, so a Rust bug surfaces as a JavaScript exception instead of killing the process.
+//! (`ERR_PHYSMEM_*`, `ERR_VTD_*`, `FDT_ERR_*`, Node's `ERR_OUT_OF_RANGE` and
+//! `ERR_INVALID_ARG_VALUE`); every entry point catches panics, so a Rust bug surfaces as a
+//! JavaScript exception instead of killing the process. ts/native-check.ts checks every argument
+//! before it gets here; the checks here (ranges, caps on what is allocated) hold without it.
+//! Entry points with a `String` parameter are `strict` (napi-rs checks types before converting):
+//! napi-rs's own error for a non-string runs `JSON.stringify` on it, which runs the caller's
+//! getters and, for a 64 MiB array, exhausts V8's heap (an abort).
 //!
 //! Memory comes back without waiting for the event loop: when the loader asks for it (see
 //! [`node_api_module_get_api_version_v1`]) the module declares the experimental Node-API version,

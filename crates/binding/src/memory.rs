@@ -10,7 +10,7 @@ use napi_derive::napi;
 use physmem::PhysMem;
 
 use crate::arrays::new_u8_array;
-use crate::error::{invalid, mem_err, u64_arg, u8_arg, Code};
+use crate::error::{mem_err, out_of_range, u64_arg, u8_arg, up_to, Code};
 use crate::node_api::External;
 
 /// A memory shared by a `NativeMemory`, its units and their page tables (one `Rc`, no cycle:
@@ -115,6 +115,10 @@ pub struct PreservedBlock {
     pub order: u32,
 }
 
+/// Largest `read`, in bytes (ts `READ_MAX`): one read is one new buffer, and V8 aborts the
+/// process when it cannot allocate an `ArrayBuffer`.
+const READ_MAX: u32 = 1 << 30;
+
 /// Simulated host physical memory (the `physmem` crate).
 #[napi]
 pub struct NativeMemory {
@@ -141,9 +145,8 @@ impl NativeMemory {
     /// Reads `n` bytes at `pa` into a new (V8-owned) array.
     #[napi(catch_unwind)]
     pub fn read<'e>(&self, env: &'e Env, pa: BigInt, n: u32) -> Result<Uint8ArraySlice<'e>, Code> {
-        // One read is one buffer: bound it so a typo cannot ask the allocator for 4 GiB.
-        if n > 1 << 30 {
-            return Err(invalid("n must be at most 1 GiB per read"));
+        if n > READ_MAX {
+            return Err(out_of_range("n", &up_to(READ_MAX), n));
         }
         let pa = u64_arg(&pa, "pa")?;
         let mem = self.mem.borrow();

@@ -7,7 +7,7 @@ use napi_derive::napi;
 use vtd::{Gather, PageTable, Prot};
 
 use crate::arrays::u64_array;
-use crate::error::{invalid, u64_arg, vtd_err, Code};
+use crate::error::{invalid, out_of_range, u64_arg, up_to, vtd_err, Code};
 use crate::memory::SharedMem;
 
 /// Unmapped ranges and table pages awaiting the IOTLB flush.
@@ -165,8 +165,9 @@ impl NativePageTable {
     /// past `maxTables` (a non-negative integer).
     #[napi(catch_unwind)]
     pub fn mapped_pages<'e>(&self, env: &'e Env, max_tables: f64) -> Result<MappedPages<'e>, Code> {
-        if !(max_tables >= 0.0 && max_tables.fract() == 0.0 && max_tables <= 9_007_199_254_740_991.0) {
-            return Err(invalid(format!("maxTables = {max_tables} is not a non-negative safe integer")));
+        const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+        if !(max_tables >= 0.0 && max_tables.fract() == 0.0 && max_tables <= MAX_SAFE) {
+            return Err(out_of_range("maxTables", &up_to(MAX_SAFE), max_tables));
         }
         let s = self.pt.mapped_pages(&self.mem.borrow(), max_tables as usize).map_err(vtd_err)?;
         Ok(MappedPages { pages: s.pages as f64, tables: u64_array(env, &s.tables)? })

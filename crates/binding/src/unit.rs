@@ -5,7 +5,7 @@ use napi_derive::napi;
 
 use vtd::{ContextInvalidation, IotlbInvalidation, PageTable, Unit, UnitConfig};
 
-use crate::arrays::{U64Out, U8Out};
+use crate::arrays::{overlap, U64Out, U8Out};
 use crate::error::{invalid, u16_arg, u64_arg, u8_arg, vtd_err, Code};
 use crate::memory::{NativeMemory, SharedMem};
 use crate::node_api::External;
@@ -241,6 +241,13 @@ impl NativeUnit {
     #[napi(catch_unwind)]
     pub fn translate(&mut self, sid: u32, iovas: &[u64], #[napi(ts_arg_type = "BigUint64Array")] out: U64Out, write: bool, #[napi(ts_arg_type = "Uint8Array | null")] faults: Option<U8Out>) -> Result<u32, Code> {
         let sid = u16_arg(sid, "sid")?;
+        // Views of one buffer would alias the `&mut` slices: refuse them.
+        if overlap(iovas, out) {
+            return Err(invalid("out must not share memory with iovas"));
+        }
+        if faults.as_deref().is_some_and(|f| overlap(f, iovas) || overlap(f, out)) {
+            return Err(invalid("faults must not share memory with iovas or out"));
+        }
         if out.len() < iovas.len() {
             return Err(invalid(format!("out holds {} entries, iovas {}", out.len(), iovas.len())));
         }
@@ -371,7 +378,7 @@ impl NativeUnit {
     }
 
     /// Context-cache invalidation: granularity "global" | "domain" | "device".
-    #[napi(catch_unwind)]
+    #[napi(catch_unwind, strict)]
     pub fn invalidate_context(&mut self, granularity: String, did: u32, sid: u32, fm: u32) -> Result<(), Code> {
         let did = u16_arg(did, "did")?;
         let req = match granularity.as_str() {
@@ -386,7 +393,7 @@ impl NativeUnit {
 
     /// IOTLB invalidation: granularity "global" | "domain" | "page"; returns the granularity
     /// performed.
-    #[napi(catch_unwind, ts_return_type = "'global' | 'domain' | 'page'")]
+    #[napi(catch_unwind, strict, ts_return_type = "'global' | 'domain' | 'page'")]
     pub fn invalidate_iotlb(&mut self, granularity: String, did: u32, addr: BigInt, am: u32, ih: bool) -> Result<&'static str, Code> {
         let did = u16_arg(did, "did")?;
         let req = match granularity.as_str() {

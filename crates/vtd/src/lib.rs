@@ -44,7 +44,7 @@ pub use cache::CachedContext;
 pub use entry::{ContextEntry, RootEntry, SlpteRsvd, TranslationType};
 pub use fault::{FaultReason, FaultRecord};
 pub use pgtable::{Gather, MappedSummary, PageTable, PageTableConfig, Prot, WalkStep};
-pub use unit::{ContextInvalidation, DmaFault, IotlbInvalidation, Stats, Unit, UnitConfig};
+pub use unit::{ContextInvalidation, DmaFault, IotlbInvalidation, Stats, Unit, UnitConfig, MAX_CACHE_ENTRIES, MAX_IOTLB_WAYS};
 
 use std::fmt;
 

@@ -22,6 +22,13 @@ mod translation;
 pub use dma::DmaFault;
 pub use invalidation::{ContextInvalidation, IotlbInvalidation};
 
+/// Largest IOTLB, paging-structure cache and context cache, in entries. The set-associative
+/// caches are allocated whole when the unit is made, so a size is bounded before it can ask the
+/// allocator for more than the host has (an allocation failure aborts the process).
+pub const MAX_CACHE_ENTRIES: u32 = 1 << 16;
+/// Largest IOTLB associativity: a lookup searches every way of a set.
+pub const MAX_IOTLB_WAYS: u32 = 1024;
+
 /// Configuration of a unit: what CAP/ECAP advertise and how large the caches are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitConfig {
@@ -60,13 +67,13 @@ pub struct UnitConfig {
     pub stale_tm: bool,
     /// Fault-recording registers (CAP.NFR + 1), 1..=256.
     pub fault_records: u32,
-    /// IOTLB entries; 0 disables the IOTLB.
+    /// IOTLB entries, at most [`MAX_CACHE_ENTRIES`]; 0 disables the IOTLB.
     pub iotlb_entries: u32,
-    /// IOTLB associativity.
+    /// IOTLB associativity, 1..=[`MAX_IOTLB_WAYS`].
     pub iotlb_ways: u32,
-    /// Paging-structure-cache entries (non-leaf entries); 0 disables it.
+    /// Paging-structure-cache entries (non-leaf entries), at most [`MAX_CACHE_ENTRIES`]; 0 disables it.
     pub psc_entries: u32,
-    /// Context-cache entries; 0 disables it.
+    /// Context-cache entries, at most [`MAX_CACHE_ENTRIES`]; 0 disables it.
     pub context_cache_entries: u32,
 }
 
@@ -172,8 +179,17 @@ impl Unit {
                 config.fault_records
             )));
         }
-        if config.iotlb_ways == 0 {
-            return Err(Error::BadConfig("IOTLB associativity must be at least 1".into()));
+        if !(1..=MAX_IOTLB_WAYS).contains(&config.iotlb_ways) {
+            return Err(Error::BadConfig(format!("IOTLB associativity {} is not in 1..={MAX_IOTLB_WAYS}", config.iotlb_ways)));
+        }
+        for (what, n) in [
+            ("IOTLB", config.iotlb_entries),
+            ("paging-structure cache", config.psc_entries),
+            ("context cache", config.context_cache_entries),
+        ] {
+            if n > MAX_CACHE_ENTRIES {
+                return Err(Error::BadConfig(format!("{what} of {n} entries: at most {MAX_CACHE_ENTRIES}")));
+            }
         }
         let levels = width_to_levels(config.address_width);
         let sagaw: u64 = (1..=levels - 2).map(|aw| 1u64 << aw).sum();

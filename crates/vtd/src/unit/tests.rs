@@ -84,6 +84,45 @@ fn cap_and_ecap_encode_the_configuration() {
     assert!(Unit::new(UnitConfig { fault_records: 0, ..Default::default() }).is_err());
 }
 
+/// Cache sizes are refused before anything is allocated: a size that wrapped from -1 in a
+/// binding (u32::MAX) is a configuration error, not an allocation failure that aborts.
+#[test]
+fn cache_sizes_are_capped_before_allocation() {
+    let with = |f: fn(&mut UnitConfig)| {
+        let mut c = UnitConfig::default();
+        f(&mut c);
+        Unit::new(c)
+    };
+    for bad in [
+        with(|c| c.iotlb_entries = u32::MAX),
+        with(|c| c.iotlb_entries = MAX_CACHE_ENTRIES + 1),
+        with(|c| c.psc_entries = u32::MAX),
+        with(|c| c.context_cache_entries = MAX_CACHE_ENTRIES + 1),
+        with(|c| c.iotlb_ways = 0),
+        with(|c| c.iotlb_ways = MAX_IOTLB_WAYS + 1),
+        with(|c| c.iotlb_ways = u32::MAX),
+    ] {
+        let e = bad.unwrap_err();
+        assert!(matches!(e, Error::BadConfig(_)), "{e:?}");
+        assert_eq!(e.code(), "ERR_VTD_CONFIG");
+    }
+    let max = with(|c| {
+        c.iotlb_entries = MAX_CACHE_ENTRIES;
+        c.iotlb_ways = MAX_IOTLB_WAYS;
+        c.psc_entries = MAX_CACHE_ENTRIES;
+        c.context_cache_entries = MAX_CACHE_ENTRIES;
+    })
+    .unwrap();
+    assert_eq!(max.cache_capacity(), (MAX_CACHE_ENTRIES as usize, MAX_CACHE_ENTRIES as usize, MAX_CACHE_ENTRIES as usize));
+    let off = with(|c| {
+        c.iotlb_entries = 0;
+        c.psc_entries = 0;
+        c.context_cache_entries = 0;
+    })
+    .unwrap();
+    assert_eq!(off.cache_capacity(), (0, 0, 0));
+}
+
 /// The unit QEMU 7.2 emulates with `-device intel-iommu,intremap=on,caching-mode=on` (legacy mode,
 /// aw-bits 39, under TCG): CAP and ECAP as a Linux 7.3 guest read them, field by field.
 #[test]
