@@ -16,7 +16,8 @@ import { CACHE_ENTRIES_MAX, FDT_SIZE_MAX, IOTLB_WAYS_MAX, READ_MAX } from '../di
 
 const [mode, seedArg, runsArg] = process.argv.slice(2);
 const seed = Number(seedArg), runs = Number(runsArg);
-const addonPath = new URL('../native/iommu_liveupdate.node', import.meta.url).pathname;
+// The bare addon as the generated loader gives it, before ts/native.ts wraps it.
+const addonPath = new URL('../native/index.cjs', import.meta.url).pathname;
 const CODES = new Set(NATIVE_ERROR_CODES);
 const MEM_SIZE = 64n << 20n; // pool memories: small, so no generated mapping can grow large
 
