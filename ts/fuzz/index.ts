@@ -82,21 +82,12 @@ export interface FlowStats {
   commandsPerSecond: number;
 }
 
-/** What {@link fuzz} returns. */
-export interface FuzzResult {
+/** What {@link fuzz} returns: the totals over every flow, and each flow's share. */
+export interface FuzzResult extends FlowStats {
   /** Each flow fuzzed (both unless `world.flow` chose one). */
   flows: { rfc?: FlowStats; luo?: FlowStats };
   ok: boolean;
   seed: number;
-  /** Runs done (including shrinking runs). */
-  runs: number;
-  /** Operations model-checked (`effective`: those that made at least one syscall), syscalls compared, and live updates (kexecs) done. */
-  commands: number;
-  effective: number;
-  syscalls: number;
-  kexecs: number;
-  elapsedMs: number;
-  commandsPerSecond: number;
   failure?: FuzzFailure;
   /** fast-check's own report. */
   details: fc.RunDetails<[number, Iterable<fc.Command<Rig, Rig>>]>;
