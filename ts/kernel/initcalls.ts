@@ -2,8 +2,10 @@
 // core knows none of them; the host boots a kernel with this list.
 import { guestmemfsInit } from './guestmemfs/init.js';
 import type { Guestmemfs } from './guestmemfs/guestmemfs.js';
-import { intelIommuInit, type IntelIommu } from './intel-iommu/iommu.js';
+import { intelIommuInit } from './intel-iommu/init.js';
+import type { IntelIommu } from './intel-iommu/iommu.js';
 import { intelLiveupdateOps } from './intel-iommu/liveupdate.js';
+import { intelKhoNotifier } from './intel-iommu/serialise.js';
 import { IommuLiveupdate } from './iommu_liveupdate.js';
 import { iommufdLiveupdateInit } from './iommufd/liveupdate.js';
 import { iommufdInit, type Iommufd } from './iommufd/init.js';
@@ -66,7 +68,7 @@ export const linuxInitcalls: Initcalls<Subsystems> = (svc, hw, incoming) => {
   if (incoming) svc.phase('iommufd-restore', { mappings: restoredAreas(iommufd.persisted), tablePages: adopted(intel).tablePages });
   // KEXEC_KHO_DUMP runs in registration order: iommufd decides what is persistent, the Intel
   // driver serialises those domains, guestmemfs freezes last. ABORT runs in reverse.
-  svc.kho.notifiers.push(iommufd.persisted, intel);
+  svc.kho.notifiers.push(iommufd.persisted, intelKhoNotifier(intel));
   if (guestmemfs) svc.kho.notifiers.push({ dump: (w, kho) => guestmemfs.khoDump(w, kho), abort: () => guestmemfs.khoAbort() });
   // late_initcall: LUO (its KHO subtree and /dev/liveupdate), then the file handlers.
   const luo = liveupdateInit(svc, svc.kho, incoming?.child('LUO'));
