@@ -140,7 +140,10 @@ export class IntelIommu implements IommuOps {
       this.svc.log('DMAR: translation disabled for kexec');
       return;
     }
-    for (const [sid, d] of [...this.attached]) if (!d.persistentId) this.blockDevice(sid);
+    // Kept: devices of a persistent domain (RFC) and devices the iommu FLB preserved (LUO,
+    // `__maybe_clean_unpreserved_context_entries`).
+    const lu = this.svc.iommu.liveupdate;
+    for (const [sid, d] of [...this.attached]) if (!d.persistentId && !lu?.isPreservedDevice(sid)) this.blockDevice(sid);
     // A context table allocated after DUMP (a first attach on a new bus) is handed over too: the
     // root table the next kernel adopts points at it.
     for (const ctx of this.contextTables.values()) if (!this.memory.isPreserved(ctx)) this.memory.preserve(ctx, 0);

@@ -98,7 +98,8 @@ export function intelKhoDump(intel: IntelIommu, w: FdtWriter, kho: Kho): void {
   w.property('root-table', le.u64(intel.rootEntry));
   const tables = [intel.rootEntry, ...intel.contextTables.values()];
   w.property('mem', le.mem(tables.map((addr) => ({ addr, len: 4096n }))));
-  for (const t of tables) kho.preserve(t, 0);
+  // A LUO kexec writes this node too: tables the iommu FLB preserved already keep its marks.
+  for (const t of tables) if (!intel.memory.isPreserved(t)) kho.preserve(t, 0);
   w.beginNode('domains');
   intel.persistentDomains().forEach((d, i) => {
     kho.inject('intel-iommu:domain');

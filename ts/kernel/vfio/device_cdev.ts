@@ -199,7 +199,9 @@ export function vfioPciInit(svc: KernelServices): VfioDevice[] {
   for (const dev of devices) svc.chrdevs.register({ path: `/dev/vfio/devices/${dev.name}`, mode: 0o600, open: (_task, flags) => new VfioDeviceFile(svc, dev, flags) });
   // pci_device_shutdown with kexec_in_progress.
   svc.onShutdown((handover) => {
-    for (const d of devices) if (!handover || !svc.iommu.getDomainForDev(d.sid)?.persistentId) d.setBusMaster(false);
+    // A device preserved through LUO keeps its bus mastering too (the series skips its reset).
+    const kept = (sid: number) => !!svc.iommu.getDomainForDev(sid)?.persistentId || !!svc.iommu.liveupdate?.isPreservedDevice(sid);
+    for (const d of devices) if (!handover || !kept(d.sid)) d.setBusMaster(false);
   });
   return devices;
 }
