@@ -15,6 +15,7 @@ import { liveupdateEarlyInit, liveupdateLateInit, type Luo } from './liveupdate/
 import { memfdLuoInit } from './liveupdate/memfd_luo.js';
 import type { PhaseWork } from './phase-cost.js';
 import { vfioPciInit, type VfioDevice } from './vfio/device_cdev.js';
+import { vfioPciLiveupdateInit } from './vfio/liveupdate.js';
 
 /** What the initcalls booted (a kernel exposes each as its own property). */
 export interface Subsystems {
@@ -70,6 +71,7 @@ export const linuxInitcalls: Initcalls<Subsystems> = (svc, hw, incoming) => {
   // vfio-pci binds every function (iommu_probe_device first); iommufd registers /dev/iommu and
   // offers what the previous kernel persisted.
   const vfioDevices = vfioPciInit(svc);
+  vfioPciLiveupdateInit(svc, vfioDevices);
   const iommufd = iommufdInit(svc, { guestmemfs }, incoming?.child('iommufd'));
   if (incoming) svc.phase('iommufd-restore', { mappings: restoredAreas(iommufd.persisted), tablePages: adopted(intel).tablePages });
   // KEXEC_KHO_DUMP runs in registration order: iommufd decides what is persistent, the Intel
