@@ -1,11 +1,26 @@
-// A VMM's side of a live-updatable VM, as user space builds it through the uAPI: guest RAM in a
-// guestmemfs file, a persistent iommufd (IOMMU_OPTION_PERSISTENT) with one IOAS mapping that RAM,
-// and VFIO devices bound and attached to it. For live-update tests, benchmarks and the CLI; every
+// A VMM's side of a live-updatable VM, as user space builds it through the uAPI. The RFC flow:
+// guest RAM in a guestmemfs file, a persistent iommufd (IOMMU_OPTION_PERSISTENT) with one IOAS
+// mapping that RAM, and VFIO devices bound and attached to it. The upstream (LUO) flow: guest RAM
+// in a sealed memfd, an HWPT marked for preservation, a session preserving memfd, iommufd and
+// devices, and their retrieval after the kexec. For live-update tests, benchmarks and the CLI; every
 // step is an ordinary syscall of the VMM process, so nothing here reaches into the kernel.
 import { Host } from './host.js';
 import type { Process } from './kernel/index.js';
 import {
+  F_ADD_SEALS,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
   IOMMU_DESTROY,
+  IOMMU_HWPT_ALLOC,
+  IOMMU_HWPT_LU_SET_PRESERVE,
+  IOMMU_IOAS_MAP_FILE,
+  LIVEUPDATE_IOCTL_CREATE_SESSION,
+  LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
+  LIVEUPDATE_SESSION_FINISH,
+  LIVEUPDATE_SESSION_PRESERVE_FD,
+  LIVEUPDATE_SESSION_RETRIEVE_FD,
+  MFD_ALLOW_SEALING,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FIXED_IOVA,
@@ -174,4 +189,159 @@ export function claimPersistentIommufd(p: Process, persistentId: number): number
   } finally {
     p.close(f);
   }
+}
+
+// ---- the upstream flow (LUO): sealed memfd guest RAM, a preserved HWPT, a session --------------
+
+/** Options of {@link createLuoVm}. */
+export interface LuoVmOptions {
+  /** Guest RAM bytes: a memfd (MFD_ALLOW_SEALING) sealed F_SEAL_SEAL|GROW|SHRINK before it is mapped. */
+  ram: bigint;
+  /** IOVA of guest RAM (default {@link GUEST_RAM_IOVA}). */
+  iova?: bigint;
+  /** N of each /dev/vfio/devices/vfioN to bind and attach to the VM's HWPT, in order (default [0]). */
+  devices?: number[];
+  /** IOMMU_HWPT_LU_SET_PRESERVE's `hwpt_token` (default 1). */
+  hwptToken?: number;
+}
+
+/** A device of a LUO VM: its cdev, bound to the VM's iommufd and attached to its HWPT. */
+export interface LuoVmDevice {
+  vfio: number;
+  fd: number;
+  devId: number;
+}
+
+/** What {@link createLuoVm} (or {@link retrieveLuoVm}) built. */
+export interface LuoVm {
+  process: Process;
+  /** The memfd of guest RAM, and where the VMM maps it. */
+  memfd: number;
+  va: bigint;
+  size: bigint;
+  iova: bigint;
+  iommufd: number;
+  ioasId: number;
+  /** The HWPT the devices are attached to (marked for preservation). */
+  hwptId: number;
+  hwptToken: number;
+  devices: LuoVmDevice[];
+}
+
+/** The LUO tokens a VM's files are preserved under in its session. */
+export interface LuoVmTokens {
+  memfd: bigint;
+  iommufd: bigint;
+  /** One per device, in the order of {@link LuoVm.devices}. */
+  devices: bigint[];
+}
+
+/** What {@link preserveLuoVm} opened: keep both fds open until the kexec (closing the session unpreserves). */
+export interface LuoVmSession {
+  /** The session's name (RETRIEVE_SESSION finds it by name after the kexec). */
+  name: string;
+  /** /dev/liveupdate (one opener at a time) and the session fd. */
+  liveupdate: number;
+  session: number;
+  tokens: LuoVmTokens;
+  /** What the next kernel's VMM needs besides the tokens: guest RAM size and IOVA, the devices' N. */
+  size: bigint;
+  iova: bigint;
+  vfio: number[];
+}
+
+/**
+ * Builds a VM for the upstream flow in `vmm` (or a new process of `host`'s kernel): guest RAM as a
+ * sealed memfd (`memfd_create(MFD_ALLOW_SEALING)`, ftruncate, `F_ADD_SEALS` SEAL|GROW|SHRINK,
+ * `mmap(MAP_SHARED)`), `open("/dev/iommu")`, IOMMU_IOAS_ALLOC, IOMMU_IOAS_MAP_FILE of all of it at
+ * `iova`, the first device's VFIO_DEVICE_BIND_IOMMUFD + IOMMU_HWPT_ALLOC, each device's bind and
+ * VFIO_DEVICE_ATTACH_IOMMUFD_PT to that HWPT, then IOMMU_HWPT_LU_SET_PRESERVE. Any failing syscall
+ * throws its SyscallError.
+ */
+export function createLuoVm(vmm: Host | Process, options: LuoVmOptions): LuoVm {
+  const p = vmm instanceof Host ? vmm.kernel.spawn() : vmm;
+  const size = options.ram;
+  const iova = options.iova ?? GUEST_RAM_IOVA;
+  const memfd = p.memfd_create('guest-ram', MFD_ALLOW_SEALING);
+  p.ftruncate(memfd, size);
+  p.fcntl(memfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK);
+  const va = p.mmap(null, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd);
+  const iommufd = p.open('/dev/iommu', O_RDWR);
+  const ioasId = Number(p.ioctl(iommufd, IOMMU_IOAS_ALLOC, {}).out_ioas_id);
+  const flags = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_FIXED_IOVA;
+  p.ioctl(iommufd, IOMMU_IOAS_MAP_FILE, { flags, ioas_id: ioasId, fd: memfd, start: 0n, length: size, iova });
+  const devices: LuoVmDevice[] = [];
+  let hwptId = 0;
+  for (const n of options.devices ?? [0]) {
+    const fd = p.open(`/dev/vfio/devices/vfio${n}`, O_RDWR);
+    const devId = Number(p.ioctl(fd, VFIO_DEVICE_BIND_IOMMUFD, { iommufd }).out_devid);
+    if (!hwptId) hwptId = Number(p.ioctl(iommufd, IOMMU_HWPT_ALLOC, { dev_id: devId, pt_id: ioasId }).out_hwpt_id);
+    p.ioctl(fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: hwptId });
+    devices.push({ vfio: n, fd, devId });
+  }
+  const hwptToken = options.hwptToken ?? 1;
+  if (hwptId) p.ioctl(iommufd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwptId, hwpt_token: hwptToken });
+  return { process: p, memfd, va, size, iova, iommufd, ioasId, hwptId, hwptToken, devices };
+}
+
+/**
+ * Preserves `vm` for the next kernel: opens /dev/liveupdate, LIVEUPDATE_IOCTL_CREATE_SESSION
+ * `name` (reusing the /dev/liveupdate fd of a VM {@link retrieveLuoVm} got back), IOMMU_HWPT_LU_SET_PRESERVE
+ * of its HWPT again (token {@link LuoVm.hwptToken}, or 1), then LIVEUPDATE_SESSION_PRESERVE_FD of the memfd (token 1), the iommufd (2) and each
+ * device (3, 4, ...), in the order the checks need. Both fds stay open: the kexec takes them along.
+ */
+export function preserveLuoVm(vm: LuoVm, name = 'vm'): LuoVmSession {
+  const p = vm.process;
+  // One opener of /dev/liveupdate at a time: a VM retrieved in this kernel has it open already.
+  const liveupdate = 'liveupdate' in vm ? (vm as RetrievedLuoVm).liveupdate : p.open('/dev/liveupdate', O_RDWR);
+  const session = Number(p.ioctl(liveupdate, LIVEUPDATE_IOCTL_CREATE_SESSION, { name }).fd);
+  // (Re-)mark the HWPT: a retrieved one is not marked until its VMM says so again.
+  p.ioctl(vm.iommufd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: vm.hwptId, hwpt_token: vm.hwptToken || 1 });
+  const tokens: LuoVmTokens = { memfd: 1n, iommufd: 2n, devices: vm.devices.map((_, i) => BigInt(3 + i)) };
+  p.ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: vm.memfd, token: tokens.memfd });
+  p.ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: vm.iommufd, token: tokens.iommufd });
+  vm.devices.forEach((d, i) => p.ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: d.fd, token: tokens.devices[i]! }));
+  return { name, liveupdate, session, tokens, size: vm.size, iova: vm.iova, vfio: vm.devices.map((d) => d.vfio) };
+}
+
+/** A VM {@link retrieveLuoVm} got back, with its session still open until {@link finishLuoVm}. */
+export interface RetrievedLuoVm extends LuoVm {
+  liveupdate: number;
+  session: number;
+}
+
+/**
+ * After the kexec, the VMM's side in `vmm` (or a new process of `host`'s kernel): opens
+ * /dev/liveupdate, LIVEUPDATE_IOCTL_RETRIEVE_SESSION by name, LIVEUPDATE_SESSION_RETRIEVE_FD of the
+ * memfd (mapped again), of the iommufd (its restored IOAS is id 1, its HWPT id 2) and of each
+ * device (a fresh, unbound cdev). With `reattach` (default true) {@link reattachLuoVm}, with
+ * `finish` (default true) {@link finishLuoVm}.
+ */
+export function retrieveLuoVm(vmm: Host | Process, saved: LuoVmSession, opts: { reattach?: boolean; finish?: boolean } = {}): RetrievedLuoVm {
+  const p = vmm instanceof Host ? vmm.kernel.spawn() : vmm;
+  const liveupdate = p.open('/dev/liveupdate', O_RDWR);
+  const session = Number(p.ioctl(liveupdate, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, { name: saved.name }).fd);
+  const get = (token: bigint) => Number(p.ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, { token }).fd);
+  const memfd = get(saved.tokens.memfd);
+  const va = p.mmap(null, saved.size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd);
+  const iommufd = get(saved.tokens.iommufd);
+  const devices = saved.vfio.map((vfio, i) => ({ vfio, fd: get(saved.tokens.devices[i]!), devId: 0 }));
+  const vm: RetrievedLuoVm = { process: p, memfd, va, size: saved.size, iova: saved.iova, iommufd, ioasId: 1, hwptId: 2, hwptToken: 0, devices, liveupdate, session };
+  if (opts.reattach ?? true) reattachLuoVm(vm);
+  if (opts.finish ?? true) finishLuoVm(vm);
+  return vm;
+}
+
+/** Each retrieved device: VFIO_DEVICE_BIND_IOMMUFD to the retrieved iommufd, ATTACH_IOMMUFD_PT to its restored HWPT. */
+export function reattachLuoVm(vm: LuoVm): void {
+  const p = vm.process;
+  for (const d of vm.devices) {
+    d.devId = Number(p.ioctl(d.fd, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: vm.iommufd }).out_devid);
+    p.ioctl(d.fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: vm.hwptId });
+  }
+}
+
+/** LIVEUPDATE_SESSION_FINISH: the session lets go of its files; the VM owns them as ordinary ones. */
+export function finishLuoVm(vm: RetrievedLuoVm): void {
+  vm.process.ioctl(vm.session, LIVEUPDATE_SESSION_FINISH, {});
 }

@@ -4,7 +4,6 @@
 import type { IommuUnit, PageTable } from '../../hw/iommu.js';
 import { Gather } from '../../hw/iommu.js';
 import type { PhysicalMemory } from '../../hw/memory.js';
-import type { FdtWriter } from '../../fdt/index.js';
 import { errno, KernelError } from '../../uapi/errno.js';
 import {
   IOMMU_HW_INFO_TYPE_DEFAULT,
@@ -14,18 +13,17 @@ import {
   iommu_hw_info_vtd,
 } from '../../uapi/iommufd.js';
 import type { IommuCap, IommuDomain, IommuHwInfo, IommuOps, IommuProt, ResvRegion } from '../iommu.js';
-import { le, type Kho, type KhoNode } from '../kho/kho.js';
 import type { KernelServices } from '../services.js';
 
 /** `IOAPIC_RANGE_START`..`IOAPIC_RANGE_END`: reserved as IOMMU_RESV_MSI for every device. */
 export const IOAPIC_RANGE_START = 0xfee0_0000n;
 export const IOAPIC_RANGE_END = 0xfeef_ffffn;
 /** Domain IDs 0 and 1 are reserved (`FLPT_DEFAULT_DID`, `IDA_START_DID`). */
-const IDA_START_DID = 2;
+export const IDA_START_DID = 2;
 
 /** GSTS.TES. */
-const GSTS_TES = 1 << 31;
-const sidName = (sid: number): string =>
+export const GSTS_TES = 1 << 31;
+export const sidName = (sid: number): string =>
   `${(sid >> 8).toString(16).padStart(2, '0')}:${((sid >> 3) & 0x1f).toString(16).padStart(2, '0')}.${sid & 7}`;
 const bit = (v: bigint, n: number): boolean => ((v >> BigInt(n)) & 1n) === 1n;
 const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_PHYSMEM_NOMEM';
@@ -34,15 +32,16 @@ const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_
 export class IntelIommu implements IommuOps {
   rootEntry: bigint = 0n;
   readonly contextTables = new Map<number, bigint>();
-  private readonly domainIds = new Set<number>();
+  /** @internal */
+  readonly domainIds = new Set<number>();
   readonly cap: bigint;
   readonly ecap: bigint;
   /** Which domain each requester is attached to. */
-  private readonly attached = new Map<number, DmarDomain>();
+  readonly attached = new Map<number, DmarDomain>();
   /** Every live domain (persistent ones are serialised at KHO DUMP). */
   readonly domains = new Set<DmarDomain>();
   /** Requesters still attached to a domain the previous kernel handed over, not yet re-bound. */
-  private readonly restoredAttach = new Set<number>();
+  readonly restoredAttach = new Set<number>();
   /** Domains adopted from KHO, by their node index under /intel-iommu/domains. */
   readonly restored = new Map<number, DmarDomain>();
   /** `struct device_domain_info` of each probed requester, as far as modelled. */
@@ -50,10 +49,15 @@ export class IntelIommu implements IommuOps {
 
   readonly memory: PhysicalMemory;
 
+  /**
+   * `adopt`: reads a handover (the RFC's `/intel-iommu` node, or the LUO FLB) and returns the root
+   * table the unit still translates through, or null for none; a KernelError means the handover
+   * is not trusted: everything it adopted is dropped and the unit starts afresh.
+   */
   constructor(
     readonly svc: KernelServices,
     readonly unit: IommuUnit,
-    khoNode?: KhoNode,
+    adopt?: (intel: IntelIommu) => bigint | null,
   ) {
     const memory = (this.memory = svc.memory);
     const regs = unit.registers();
@@ -61,12 +65,9 @@ export class IntelIommu implements IommuOps {
     this.ecap = regs.ecap;
     svc.log(`DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap ${this.cap.toString(16)} ecap ${this.ecap.toString(16)}`);
     let root: bigint | null = null;
-    if (!khoNode && svc.kho.incoming?.child('iommufd')) {
-      svc.log('DMAR: the handover has persisted iommufds but no /intel-iommu state: domains not adopted, devices blocked');
-    }
-    if (khoNode) {
+    if (adopt) {
       try {
-        root = this.restore(khoNode);
+        root = adopt(this);
       } catch (e) {
         svc.log(`DMAR: KHO state not adopted: ${e instanceof KernelError ? e.detail : String(e)}`);
         this.restored.clear();
@@ -97,80 +98,14 @@ export class IntelIommu implements IommuOps {
     svc.log('DMAR: Intel(R) Virtualization Technology for Directed I/O');
   }
 
-  /**
-   * Re-hydration from `/intel-iommu`: the hardware must still translate through the handed-over
-   * root table; context tables and page tables are reused in place, DIDs reclaimed, and each
-   * device keeps its context entry if it still points at its domain. Returns the root table.
-   */
-  private restore(node: KhoNode): bigint {
-    if (node.string('compatible') !== 'intel-iommu-v0') errno('EINVAL', 'unknown compatible');
-    const root = node.u64('root-table');
-    const regs = this.unit.registers();
-    if (!(regs.gsts & GSTS_TES) || (regs.rtaddr & ~0xfffn) !== root) errno('EINVAL', 'the unit does not translate through the handed-over root table');
-    for (const m of node.mem('mem')) if (!this.preservedRange(m.addr, m.len)) errno('EINVAL', `table page 0x${m.addr.toString(16)} was not preserved`);
-    const rootTable = this.table(root);
-    for (let bus = 0; bus < 256; bus++) {
-      const re = rootTable[2 * bus]!;
-      if (!(re & 1n)) continue;
-      const ctx = re & 0x000f_ffff_ffff_f000n;
-      if (!this.preservedRange(ctx, 4096n)) errno('EINVAL', `context table of bus ${bus} was not preserved`);
-      this.contextTables.set(bus, ctx);
-    }
-    const keep = new Set<number>();
-    for (const d of node.child('domains')?.children() ?? []) {
-      const index = d.id();
-      const pgd = d.u64('pgd');
-      const levels = d.u32('agaw') + 2;
-      const did = d.u32('did');
-      if (levels !== this.levels) errno('EINVAL', `${d.path}: agaw ${levels - 2} is not the unit's`);
-      if (did !== 0 && (did < IDA_START_DID || did >= this.ndoms || this.domainIds.has(did))) errno('EINVAL', `${d.path}: bad did ${did}`);
-      const pages = d.mem('mem');
-      if (!pages.some((m) => m.addr === pgd)) errno('EINVAL', `${d.path}: pgd not among its pages`);
-      if (pages.some((m) => m.len !== 4096n || m.addr % 4096n !== 0n || m.addr + 4096n > this.memory.size)) errno('EINVAL', `${d.path}: bad mem entry`);
-      if (!this.memory.isAllocatedMany(BigUint64Array.from(pages, (m) => m.addr), 4096n)) errno('EINVAL', `${d.path}: a table page was not preserved`);
-      const domain = new DmarDomain(this, this.unit.adoptPageTable(pgd, levels));
-      domain.persistentId = Number(d.u64('persistent_id'));
-      domain.handedOver = new Set(pages.map((m) => m.addr));
-      for (const dev of d.child('devices')?.children() ?? []) {
-        const sid = (dev.u8('bus') << 8) | dev.u8('devfn');
-        const ce = this.contextTables.get(sid >> 8);
-        const lo = ce === undefined ? 0n : this.memory.readU64(ce + 16n * BigInt(sid & 0xff));
-        const hi = ce === undefined ? 0n : this.memory.readU64(ce + 16n * BigInt(sid & 0xff) + 8n);
-        if (!(lo & 1n) || (lo & 0x000f_ffff_ffff_f000n) !== pgd || Number((hi >> 8n) & 0xffffn) !== did) {
-          this.svc.log(`DMAR: ${sidName(sid)}: context entry does not point at restored domain ${index}; left blocked`);
-          continue;
-        }
-        domain.adoptDevice(sid, did);
-        this.attached.set(sid, domain);
-        this.restoredAttach.add(sid);
-        keep.add(sid);
-      }
-      if (did !== 0 && domain.devices.size) this.domainIds.add(did);
-      this.restored.set(index, domain);
-      this.svc.log(`DMAR: restored persistent domain ${index} (persistent id ${domain.persistentId}, did ${domain.did}, ${domain.devices.size} devices, ${pages.length} table pages)`);
-    }
-    // Any other live context entry belongs to no adopted domain: block it now.
-    this.rootEntry = root;
-    for (const [bus, ctx] of this.contextTables) {
-      const entries = this.table(ctx);
-      for (let devfn = 0; devfn < 256; devfn++) {
-        const sid = (bus << 8) | devfn;
-        if (keep.has(sid) || !(entries[2 * devfn]! & 1n)) continue;
-        this.svc.log(`DMAR: ${sidName(sid)}: its context entry belongs to no handed-over domain: not adopted, blocked`);
-        this.clearContext(sid);
-      }
-    }
-    return root;
-  }
-
   /** A root or context table's 512 little-endian words, read in one go. */
-  private table(pa: bigint): bigint[] {
+  table(pa: bigint): bigint[] {
     const b = this.memory.read(pa, 4096);
     const v = new DataView(b.buffer, b.byteOffset, 4096);
     return Array.from({ length: 512 }, (_, i) => v.getBigUint64(8 * i, true));
   }
 
-  private preservedRange(pa: bigint, len: bigint): boolean {
+  preservedRange(pa: bigint, len: bigint): boolean {
     return pa % 4096n === 0n && len > 0n && pa + len <= this.memory.size && this.memory.isAllocated(pa, len);
   }
 
@@ -194,44 +129,6 @@ export class IntelIommu implements IommuOps {
     return [...this.domains].filter((d) => d.persistentId !== 0).sort((a, b) => a.serial - b.serial);
   }
 
-  /** KEXEC_KHO_DUMP: `/intel-iommu` with the root table and every persistent domain. */
-  dump(w: FdtWriter, kho: Kho): void {
-    kho.inject('intel-iommu:dump');
-    w.beginNode('intel-iommu');
-    w.propertyString('compatible', 'intel-iommu-v0');
-    w.property('root-table', le.u64(this.rootEntry));
-    const tables = [this.rootEntry, ...this.contextTables.values()];
-    w.property('mem', le.mem(tables.map((addr) => ({ addr, len: 4096n }))));
-    for (const t of tables) kho.preserve(t, 0);
-    w.beginNode('domains');
-    this.persistentDomains().forEach((d, i) => {
-      kho.inject('intel-iommu:domain');
-      const table = d.pt.tablePages();
-      const pages = [...table];
-      w.beginNode(String(i));
-      w.property('mem', le.mem(pages.map((addr) => ({ addr, len: 4096n }))));
-      w.property('persistent_id', le.u64(BigInt(d.persistentId)));
-      w.property('pgd', le.u64(d.pt.pgd));
-      w.property('agaw', le.u32(d.pt.levels - 2));
-      w.property('did', le.u32(d.did));
-      w.beginNode('devices');
-      [...d.devices].sort((a, b) => a - b).forEach((sid, j) => {
-        w.beginNode(String(j));
-        w.property('bus', new Uint8Array([sid >> 8]));
-        w.property('devfn', new Uint8Array([sid & 0xff]));
-        w.endNode();
-      });
-      w.endNode();
-      w.endNode();
-      kho.preserveMany(table);
-    });
-    w.endNode();
-    w.endNode();
-  }
-
-  /** KEXEC_KHO_ABORT: nothing beyond the marks KHO undoes. */
-  abort(): void {}
-
   /**
    * `intel_iommu_shutdown` at kexec. With a KHO handover translation stays on and every device
    * outside a persistent domain loses its context entry (RFC patch 03, with the flushes);
@@ -243,7 +140,10 @@ export class IntelIommu implements IommuOps {
       this.svc.log('DMAR: translation disabled for kexec');
       return;
     }
-    for (const [sid, d] of [...this.attached]) if (!d.persistentId) this.blockDevice(sid);
+    // Kept: devices of a persistent domain (RFC) and devices the iommu FLB preserved (LUO,
+    // `__maybe_clean_unpreserved_context_entries`).
+    const lu = this.svc.iommu.liveupdate;
+    for (const [sid, d] of [...this.attached]) if (!d.persistentId && !lu?.isPreservedDevice(sid)) this.blockDevice(sid);
     // A context table allocated after DUMP (a first attach on a new bus) is handed over too: the
     // root table the next kernel adopts points at it.
     for (const ctx of this.contextTables.values()) if (!this.memory.isPreserved(ctx)) this.memory.preserve(ctx, 0);
@@ -379,7 +279,7 @@ export class IntelIommu implements IommuOps {
   }
 
   /** `domain_context_clear_one` + `intel_context_flush_no_pasid`. */
-  private clearContext(sid: number): void {
+  clearContext(sid: number): void {
     const ctx = this.contextAddr(sid >> 8, false);
     if (ctx === undefined) return;
     const ce = ctx + 16n * BigInt(sid & 0xff);
@@ -582,15 +482,4 @@ export class DmarDomain implements IommuDomain {
     this.pt.destroy(gather);
     this.sync(gather);
   }
-}
-
-/**
- * The driver's init (`intel_iommu_init`): adopts or builds the unit's tables, registers with the
- * IOMMU core (`iommu_device_register`) and for the kexec shutdown.
- */
-export function intelIommuInit(svc: KernelServices, unit: IommuUnit, khoNode?: KhoNode): IntelIommu {
-  const intel = new IntelIommu(svc, unit, khoNode);
-  svc.iommu.deviceRegister(intel);
-  svc.onShutdown((handover) => intel.shutdown(handover));
-  return intel;
 }

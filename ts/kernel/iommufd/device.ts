@@ -199,6 +199,9 @@ export function deviceDetach(idev: IommufdDevice, pasid = 0): void {
 
 /** `iommufd_device_bind`: a DEVICE object; the device is claimed for DMA (blocked). */
 export function deviceBind(ictx: IommufdCtx, sid: number, name: string): IommufdDevice {
+  // A device the previous kernel preserved is owned by its restored iommufd until FINISH.
+  const claimed = ictx.iommufd.svc.iommu.liveupdate?.claimed;
+  if (claimed?.has(sid) && claimed.get(sid) !== ictx) errno('EBUSY', 'the device is owned by a preserved iommufd until its session finishes');
   const idev = new IommufdDevice(ictx, sid, name);
   ictx.reserve(idev);
   ictx.finalize(idev);

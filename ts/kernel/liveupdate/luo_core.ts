@@ -266,11 +266,11 @@ class LuoDeviceFile extends File {
 }
 
 /**
- * `liveupdate_early_init` + `luo_late_startup` + `liveupdate_ioctl_init`: LUO on this kernel if
- * the command line enables it (`liveupdate=on`) and KHO is on (`kho=on`); it attaches to
- * `svc.liveupdate`, registers /dev/liveupdate (crw------- root) and the KHO subtree.
+ * `liveupdate_early_init`: LUO on this kernel if the command line enables it (`liveupdate=on`)
+ * and KHO is on (`kho=on`); the incoming state is read now (before the IOMMU driver, which reads
+ * its FLB at init) and LUO attaches to `svc.liveupdate`.
  */
-export function liveupdateInit(svc: KernelServices, kho: Kho, incoming: KhoNode | undefined): Luo | null {
+export function liveupdateEarlyInit(svc: KernelServices, incoming: KhoNode | undefined): Luo | null {
   if (!cmdlineBool(svc.cmdline, 'liveupdate')) return null;
   if (!cmdlineBool(svc.cmdline, 'kho')) {
     svc.log('luo: Disabling liveupdate because KHO is disabled');
@@ -286,7 +286,18 @@ export function liveupdateInit(svc: KernelServices, kho: Kho, incoming: KhoNode 
     return null;
   }
   svc.liveupdate.attach(luo);
+  return luo;
+}
+
+/** `luo_late_startup` + `liveupdate_ioctl_init`: /dev/liveupdate (crw------- root) and the KHO subtree. */
+export function liveupdateLateInit(svc: KernelServices, kho: Kho, luo: Luo): void {
   svc.chrdevs.register({ path: '/dev/liveupdate', mode: 0o600, open: () => luo.open() });
   kho.notifiers.push({ dump: (w) => luo.khoDump(w), abort: () => {} });
+}
+
+/** Both stages at once (a kernel with nothing to restore in between). */
+export function liveupdateInit(svc: KernelServices, kho: Kho, incoming: KhoNode | undefined): Luo | null {
+  const luo = liveupdateEarlyInit(svc, incoming);
+  if (luo) liveupdateLateInit(svc, kho, luo);
   return luo;
 }

@@ -311,6 +311,7 @@ export class LuoFileSet {
       throw e;
     }
     f.file = args.file!;
+    f.privateData = args.privateData;
     f.retrieveStatus = 'ok';
     this.reg.preserved.set(this.reg.idOf(f.fh, f.file), f.file);
     // One reference stays with LUO until finish, one goes to the caller.

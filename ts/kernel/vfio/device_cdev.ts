@@ -20,6 +20,8 @@ export interface VfioDevice {
   boundBy: VfioDeviceFile | null;
   /** PCI_COMMAND_MASTER of the function. */
   setBusMaster(on: boolean): void;
+  /** Whether the previous kernel's live update still holds it (open: EBUSY); set by vfio/liveupdate.ts. */
+  liveupdateHeld: (() => boolean) | null;
 }
 
 function putU32(u: Uaccess, ptr: bigint, v: number): void {
@@ -48,6 +50,16 @@ export class VfioDeviceFile extends File {
   /** `df->access_granted`. */
   get bound(): boolean {
     return this.idev !== null;
+  }
+
+  /** `device->iommufd_device`, while bound. */
+  get iommufdDevice(): IommufdDevice | null {
+    return this.idev;
+  }
+
+  /** `device->iommufd_attached`. */
+  get iommufdAttached(): boolean {
+    return this.attached;
   }
 
   ioctl(task: Task, request: number, u: Uaccess, arg: bigint): number {
@@ -194,12 +206,19 @@ export function vfioPciInit(svc: KernelServices): VfioDevice[] {
   const devices = svc.pci.map((d, i): VfioDevice => {
     svc.iommu.probeDevice(d.sid, { ats: d.ats });
     svc.log(`vfio-pci ${d.bdf}: registered as /dev/vfio/devices/vfio${i}`);
-    return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null, setBusMaster: (on) => d.setBusMaster(on) };
+    return { name: `vfio${i}`, bdf: d.bdf, sid: d.sid, boundBy: null, setBusMaster: (on) => d.setBusMaster(on), liveupdateHeld: null };
   });
-  for (const dev of devices) svc.chrdevs.register({ path: `/dev/vfio/devices/${dev.name}`, mode: 0o600, open: (_task, flags) => new VfioDeviceFile(svc, dev, flags) });
+  for (const dev of devices) svc.chrdevs.register({ path: `/dev/vfio/devices/${dev.name}`, mode: 0o600, open: (_task, flags) => {
+        // A preserved device is reachable through RETRIEVE_FD only, until its session finishes.
+        if (dev.liveupdateHeld?.()) errno('EBUSY', `${dev.bdf} is preserved by a live update: RETRIEVE_FD it`);
+        return new VfioDeviceFile(svc, dev, flags);
+      },
+    });
   // pci_device_shutdown with kexec_in_progress.
   svc.onShutdown((handover) => {
-    for (const d of devices) if (!handover || !svc.iommu.getDomainForDev(d.sid)?.persistentId) d.setBusMaster(false);
+    // A device preserved through LUO keeps its bus mastering too (the series skips its reset).
+    const kept = (sid: number) => !!svc.iommu.getDomainForDev(sid)?.persistentId || !!svc.iommu.liveupdate?.isPreservedDevice(sid);
+    for (const d of devices) if (!handover || !kept(d.sid)) d.setBusMaster(false);
   });
   return devices;
 }
