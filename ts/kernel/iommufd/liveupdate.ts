@@ -24,7 +24,7 @@ import type { LiveupdateFileHandler, LiveupdateFileOpArgs, LiveupdateSession } f
 import { PAGE_SIZE } from '../mm.js';
 import { IommufdFile } from './main.js';
 import { IoptPages } from './pages.js';
-import { HwptPaging, Ioas, RestoredAttach, type IommufdDevice, type IommufdSubsystem } from './private.js';
+import { abandonRestoredHwpts, HwptPaging, Ioas, RestoredAttach, type IommufdDevice, type IommufdSubsystem } from './private.js';
 
 /** `IOMMUFD_LUO_COMPATIBLE`. */
 export const IOMMUFD_LUO_COMPATIBLE = 'iommufd-v1';
@@ -185,13 +185,7 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
             }
           }
         } catch (e) {
-          for (const obj of ictx.objects.values()) {
-            if (obj instanceof HwptPaging) {
-              obj.ioas.iopt.forgetDomain(obj.domain);
-              obj.inIopt = false;
-              obj.ownsDomain = false;
-            }
-          }
+          abandonRestoredHwpts(ictx);
           ictx.put();
           throw e;
         }

@@ -24,7 +24,7 @@ import { le, type Kho, type KhoNode, type KhoNotifier } from '../kho/kho.js';
 import { RunList } from '../mm.js';
 import { IommufdFile } from './main.js';
 import { IoptPages } from './pages.js';
-import { HwptPaging, Ioas, RestoredAttach, type IommufdCtx, type IommufdSubsystem } from './private.js';
+import { abandonRestoredHwpts, HwptPaging, Ioas, RestoredAttach, type IommufdCtx, type IommufdSubsystem } from './private.js';
 
 /**
  * In an IOAS's `domains`: a domain an unclaimed context lost (the kernel that handed it over did
@@ -264,13 +264,7 @@ export class PersistedIommufds implements KhoNotifier {
     } catch (e) {
       // All or nothing: the half-built context goes without touching the restored domains (they
       // keep translating), and the record stays claimable.
-      for (const obj of ictx.objects.values()) {
-        if (obj instanceof HwptPaging) {
-          obj.ioas.iopt.forgetDomain(obj.domain);
-          obj.inIopt = false;
-          obj.ownsDomain = false;
-        }
-      }
+      abandonRestoredHwpts(ictx);
       iommufd.persistent.delete(pid);
       ictx.persistentId = 0;
       ictx.put();

@@ -201,3 +201,17 @@ export class IommufdDevice extends IommufdObject {
     // Unbind: the caller detached first; the group returns to its (blocking) default.
   }
 }
+
+/**
+ * A context half-built over restored domains is dropped without touching them: each HWPT lets go
+ * of its domain (no unmap, no free), so the domains keep translating for whoever adopts them next.
+ */
+export function abandonRestoredHwpts(ictx: IommufdCtx): void {
+  for (const obj of ictx.objects.values()) {
+    if (obj instanceof HwptPaging) {
+      obj.ioas.iopt.forgetDomain(obj.domain);
+      obj.inIopt = false;
+      obj.ownsDomain = false;
+    }
+  }
+}
