@@ -118,6 +118,17 @@ describe('the upstream flow with continuous DMA (createLuoVm, preserveLuoVm, ret
     expect(host.kernel.dmesg().some((l) => l.includes('DMAR: liveupdate: restored 1 preserved domains, 1 devices still attached'))).toBe(true);
   });
 
+  it('a 64 GiB host: the domain records above 4 GiB come back whole (iommufd_hwpt_lu.reclaimed is byte 12 of 13, after domain_data)', () => {
+    const host = Host.boot({ memory: 64n << 30n, cmdline: 'kho=on liveupdate=on', devices: [{ bdf: BDF0 }] });
+    const vm = createLuoVm(host, { ram: RAM, iova: IOVA, devices: [0] });
+    vm.process.memWrite(vm.va, GUEST);
+    const saved = preserveLuoVm(vm, 'vm');
+    host.kexec();
+    const r = retrieveLuoVm(host, saved);
+    expect(host.device(BDF0).dma.read(IOVA, GUEST.length)).toEqual(GUEST);
+    expect(r.process.memRead(r.va, GUEST.length)).toEqual(GUEST);
+  });
+
   it('a second live update after the first works the same way', () => {
     const { host, r, t0 } = run();
     const saved = preserveLuoVm(r, 'vm2');
