@@ -125,7 +125,7 @@ export function liveupdateReport(liveupdate) {
   const luoRows = [
     ...lu.sizes.map((s) => {
       const l = luoOf(s);
-      const head = `LUO blackout, ${group3(l.n)} × 4 KiB mappings (${luSizeLabel(l).replace(/^[^(]*\(/, '(')}: kexec_file_load + reboot → RETRIEVE_SESSION + RETRIEVE_FD (memfd, iommufd, device) → BIND + ATTACH → FINISH; median of ${l.blackoutRuns.length} (best ${msec(l.blackoutBest)}); preparation before it (session, SET_PRESERVE, PRESERVE_FD ×3) ${msec(l.prepare)}`;
+      const head = `LUO blackout, ${group3(l.n)} × 4 KiB mappings ${luSizeLabel(l).replace(/^[^(]*/, '')}: kexec_file_load + reboot → RETRIEVE_SESSION + RETRIEVE_FD (memfd, iommufd, device) → BIND + ATTACH → FINISH; median of ${l.blackoutRuns.length} (best ${msec(l.blackoutBest)}); preparation before it (session, SET_PRESERVE, PRESERVE_FD ×3) ${msec(l.prepare)}`;
       if (l.n === luo1k.n) return [head, msec(l.blackout), '—', 'info (the base of the LUO ratios)', '—'];
       return [`${head}; ratio = ÷ the 1,024-mapping LUO blackout`, msec(l.blackout), ratio(l.blackout / luo1k.blackout), 'info', '—'];
     }),
