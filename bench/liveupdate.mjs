@@ -24,6 +24,27 @@
 // For reference, also the replay as ONE IOAS_MAP of N × 4 KiB (what a VMM replaying one region
 // would do).
 //
+// The upstream flow (LUO) beside it, interleaved update by update with the RFC flow at each size
+// (same rounds, same traffic on/off, the order of the two swapped every round): a fresh Host.boot
+// with `kho=on liveupdate=on`, guest RAM as a sealed memfd mapped with ONE IOMMU_IOAS_MAP_FILE into
+// an IOAS with HUGE_PAGES=0 (set before the map; the memfd's 2 MiB folios would otherwise give
+// 2 MiB IOPTEs), the device attached to a HWPT marked with IOMMU_HWPT_LU_SET_PRESERVE
+// (createLuoVm). Per update, untimed preparation while the guest runs: preserveLuoVm (session,
+// SET_PRESERVE, PRESERVE_FD of memfd, iommufd and device), reported on its own. LUO blackout = from
+// kexec_file_load + reboot(LINUX_REBOOT_CMD_KEXEC) (liveupdate_reboot: serialise, freeze, KHO
+// finalise; shutdown, scrub, the next kernel's boot, which re-attaches the preserved domain in
+// early boot) until the VMM's new process has retrieved the session (memfd mapped again,
+// iommufd, device), bound + attached the device to the restored HWPT and FINISHed. Every update is
+// checked: same pgd and the same table pages, and device DMA written and read back through the
+// retrieved memfd at the first, middle and last page.
+//
+// LUO host memory: BENCH_LUO_HOST_GIB (default 4). On a host above 4 GiB the retrieve fails
+// (ENOENT "the domain of HWPT token 1 was not restored": the iommufd-v1 handler's serialisation
+// writes the `reclaimed` byte at offset 12 of the 13-byte hwpt record, inside the u64 domain
+// address at 8..15, so a domain record above 4 GiB comes back truncated). A 4 GiB host cannot hold
+// 4 GiB of guest RAM, so its largest size is 917,504 mappings (3.5 GiB), measured in place of 1M
+// and interleaved with the RFC's 1M updates; with BENCH_LUO_HOST_GIB=64 (once fixed) it is 1M.
+//
 // BENCH_QUICK=1: fewer updates, no 1M replay (extrapolated ×10.49 from 100k, said in the row).
 // BENCH_LIVEUPDATE_REPLAY_1M=0: skip the 1M replay run (same extrapolation).
 import {
@@ -44,7 +65,12 @@ import {
   VFIO_DEVICE_BIND_IOMMUFD,
   claimPersistentIommufd,
   createGuestRam,
+  createLuoVm,
   createPersistentVm,
+  finishLuoVm,
+  preserveLuoVm,
+  reattachLuoVm,
+  retrieveLuoVm,
 } from '../dist/index.js';
 
 const quick = process.env.BENCH_QUICK === '1';
@@ -63,6 +89,13 @@ const IOVA = 1n << 32n;
 const KHO_DT_MAX = 10 << 20;
 const MAP_RW = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
 const TRAFFIC_PAGES_PER_STEP = 4;
+const LUO_CMDLINE = 'kho=on liveupdate=on';
+const LUO_HOST_MEMORY = BigInt(process.env.BENCH_LUO_HOST_GIB ?? 4) * GIB;
+/** The LUO size run at `n`: n, or the largest multiple of 128 MiB of guest RAM leaving 512 MiB of the LUO host. */
+const luoSize = (n) => {
+  const fit = Number((LUO_HOST_MEMORY - (512n << 20n)) / (128n << 20n)) * 32768;
+  return Math.min(n, fit);
+};
 const started = hr();
 
 const median = (a) => {
@@ -84,7 +117,7 @@ const SIZES = [
   { n: 1 << 10, warm: 3, plain: quick ? 5 : 9, traffic: quick ? 2 : 3 },
   { n: 10 << 10, warm: 1, plain: quick ? 5 : 9, traffic: quick ? 2 : 3 },
   { n: 100 << 10, warm: 1, plain: quick ? 3 : 5, traffic: quick ? 1 : 2 },
-  { n: 1 << 20, warm: 0, plain: quick ? 1 : 3, traffic: quick ? 1 : 2 },
+  { n: 1 << 20, warm: 0, plain: quick ? 1 : 5, traffic: quick ? 1 : 2 },
 ];
 
 /** A host with a guestmemfs file of `n` 4 KiB pages, every 2 MiB of it touched (blocks allocated). */
@@ -121,6 +154,162 @@ function phaseDeltas(host, from) {
     iommufdRestore: restore - iommu, // parse /iommufd + verifyDomain + re-taking file pins
     bootRest: boot - restore,
   };
+}
+
+// ---- LUO: one world per size --------------------------------------------------------------------
+
+/** A timeline entry's wall ns, or null if the phase is not in `tl`. */
+const wallOf = (tl, phase) => {
+  const e = tl.find((x) => x.phase === phase);
+  return e ? e.wallMs * 1e6 : null;
+};
+
+/**
+ * The upstream flow at `n` mappings on its own host: createLuoVm (sealed memfd, HUGE_PAGES=0,
+ * one IOAS_MAP_FILE, HWPT marked), then `update(withDma)` per live update and `result()`.
+ */
+function luoWorld(n) {
+  gc();
+  const tSetup = hr();
+  const host = Host.boot({ memory: LUO_HOST_MEMORY, seed: 1n, cmdline: LUO_CMDLINE, devices: [{ bdf: BDF }] });
+  const len = BigInt(n) * KIB4;
+  let vm = createLuoVm(host, { ram: len, iova: IOVA, hugePages: false });
+  // Every 2 MiB of guest RAM touched through the VMM's mapping (the guest has run).
+  const one = Uint8Array.of(1);
+  for (let off = 0n; off < len; off += MIB2) vm.process.memWrite(vm.va + off, one);
+  const sid = host.device(BDF).sid;
+  const dom0 = host.kernel.intel.domainOf(sid);
+  const pgd = dom0.pt.pgd;
+  const pages0 = [...dom0.pt.tablePages()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  {
+    const steps = dom0.pt.walk(IOVA + len - KIB4);
+    check(steps[steps.length - 1].level === 1, 'LUO: HUGE_PAGES=0 must map 4 KiB PTEs');
+  }
+  const setupNs = Number(hr() - tSetup);
+  log(`N=${n} (LUO, ${Number(LUO_HOST_MEMORY / GIB)} GiB host): setup ${fmtMs(setupNs)}; ${pages0.length} table pages`);
+  const traffic = host.dmaTraffic({ bdf: BDF, iova: IOVA, length: len, pagesPerStep: TRAFFIC_PAGES_PER_STEP });
+  traffic.stop();
+  const stepsBefore = traffic.steps.length;
+  const plain = [];
+  const withTraffic = [];
+  const prepare = [];
+  const phases = [];
+  const probe = [0n, (len / 2n) & ~(KIB4 - 1n), len - KIB4];
+  let k = 0;
+  let dmaChecks = 0;
+
+  const update = (withDma, r, total) => {
+    traffic.stopped = !withDma;
+    gc();
+    // Preparation while the guest runs (not in the blackout).
+    const tp0 = hr();
+    const saved = preserveLuoVm(vm, `vm${k++}`);
+    const tp1 = hr();
+    const p = vm.process;
+    const tl0 = host.timeline.length;
+    gc();
+    host.phase('vmm-reboot'); // a mark on the host's timeline where the blackout starts
+    const t0 = hr();
+    p.kexecFileLoad({});
+    p.reboot(LINUX_REBOOT_CMD_KEXEC);
+    const t1 = hr();
+    const got = retrieveLuoVm(host, saved, { reattach: false, finish: false });
+    const t2 = hr();
+    reattachLuoVm(got);
+    const t3 = hr();
+    finishLuoVm(got);
+    const t4 = hr();
+    host.phase('vmm-reattach'); // DMA through the re-attached device (traffic, if on)
+    vm = got;
+    // The same tables, and the device's DMA lands in the retrieved memfd both ways.
+    const dom = host.kernel.intel.domainOf(sid);
+    check(dom && dom.pt.pgd === pgd, 'LUO: the device must be back on the preserved pgd');
+    const pages = [...dom.pt.tablePages()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    check(pages.length === pages0.length && pages.every((x, i) => x === pages0[i]), 'LUO: the same page-table pages must come back');
+    const dma = host.device(BDF).dma;
+    for (const off of probe) {
+      // The probe's bytes are put back after, so the traffic generator's own checks still hold.
+      const orig = dma.read(IOVA + off, 4096);
+      const tag = new TextEncoder().encode(`luo ${k} @${off}`);
+      dma.write(IOVA + off, tag);
+      const back = vm.process.memRead(vm.va + off, tag.length);
+      check(back.every((x, i) => x === tag[i]), `LUO: DMA write at +0x${off.toString(16)} not seen through the retrieved memfd`);
+      const cpu = new TextEncoder().encode(`cpu ${k} @${off}`);
+      vm.process.memWrite(vm.va + off + 2048n, cpu);
+      const dmaBack = dma.read(IOVA + off + 2048n, cpu.length);
+      check(dmaBack.every((x, i) => x === cpu[i]), `LUO: DMA read at +0x${(off + 2048n).toString(16)} does not see the VMM's write`);
+      dma.write(IOVA + off, orig);
+      dmaChecks++;
+    }
+    const tl = host.timeline.slice(tl0);
+    const mark = wallOf(tl, 'vmm-reboot');
+    const khoDump = wallOf(tl, 'kho-dump');
+    const shutdown = wallOf(tl, 'shutdown');
+    const jump = wallOf(tl, 'jump');
+    const early = wallOf(tl, 'early-boot');
+    const iommu = wallOf(tl, 'iommu-init');
+    const boot = wallOf(tl, 'boot');
+    check(shutdown !== null && jump !== null && early !== null && iommu !== null && boot !== null, 'LUO: timeline lacks a kexec phase');
+    const ph = {
+      reboot: Number(t1 - t0), // kexec_file_load + reboot until the next kernel is up
+      // kexec_file_load + liveupdate_reboot (serialise the sessions, freeze, KHO finalise: its DUMP)
+      luoReboot: khoDump !== null ? khoDump - mark : shutdown - mark,
+      shutdown: khoDump !== null ? shutdown - khoDump : 0, // the old kernel's shutdown (DMAR blocks the unpreserved devices)
+      scrub: jump - shutdown,
+      khoIngest: early - jump,
+      iommuInit: iommu - early, // VT-d init + the preserved domain re-attached in early boot
+      bootRest: boot - iommu, // the other initcalls (iommufd, vfio, ...) up to init
+      retrieve: Number(t2 - t1), // new process: /dev/liveupdate, RETRIEVE_SESSION, RETRIEVE_FD x3, mmap of the memfd
+      reattach: Number(t3 - t2), // BIND_IOMMUFD + ATTACH_IOMMUFD_PT to the restored HWPT
+      finish: Number(t4 - t3),
+    };
+    const ns = Number(t4 - t0);
+    if (r !== undefined) prepare.push(Number(tp1 - tp0));
+    if (withDma) withTraffic.push(ns);
+    else if (r !== undefined) {
+      plain.push(ns);
+      phases.push(ph);
+    }
+    if (r !== undefined)
+      log(
+        `N=${n} LUO update ${r + 1}/${total}${withDma ? ' (traffic)' : ''}: prepare ${fmtMs(Number(tp1 - tp0))}; blackout ${fmtMs(ns)} = reboot ${fmtMs(ph.reboot)} ` +
+          `(liveupdate_reboot ${fmtMs(ph.luoReboot)}, shutdown ${fmtMs(ph.shutdown)}, scrub ${fmtMs(ph.scrub)}, iommu-init ${fmtMs(ph.iommuInit)}) + retrieve ${fmtMs(ph.retrieve)} + re-attach ${fmtMs(ph.reattach)} + finish ${fmtMs(ph.finish)}`,
+      );
+  };
+
+  const result = () => {
+    traffic.stop();
+    const steps = traffic.steps.slice(stepsBefore);
+    const t = {
+      updates: withTraffic.length,
+      steps: steps.length,
+      pagesWritten: steps.reduce((a, s) => a + s.pagesWritten, 0),
+      pagesVerified: steps.reduce((a, s) => a + s.pagesVerified, 0),
+      faults: steps.reduce((a, s) => a + s.faults.length, 0),
+      mismatches: steps.reduce((a, s) => a + s.mismatches.length, 0),
+    };
+    if (withTraffic.length) check(t.pagesVerified > 0, 'LUO: traffic verified no page');
+    return {
+      n,
+      hostMemory: Number(LUO_HOST_MEMORY),
+      cmdline: LUO_CMDLINE,
+      mappedBytes: Number(len),
+      tablePages: pages0.length,
+      blackout: median(plain),
+      blackoutBest: Math.min(...plain),
+      blackoutRuns: plain,
+      blackoutTraffic: withTraffic.length ? median(withTraffic) : null,
+      blackoutTrafficRuns: withTraffic,
+      prepare: median(prepare),
+      prepareRuns: prepare,
+      phases: Object.fromEntries(Object.keys(phases[0]).map((key) => [key, median(phases.map((x) => x[key]))])),
+      traffic: t,
+      dmaChecks,
+      generations: host.kernel.generation,
+      setupNs,
+    };
+  };
+  return { update, result };
 }
 
 // ---- KHO: blackout at each N -------------------------------------------------------------------
@@ -210,14 +399,23 @@ for (const cfg of SIZES) {
     return [Number(t4 - t0), ph];
   };
 
-  for (let r = 0; r < cfg.warm; r++) update(false);
-  // Alternate plain / traffic while both have runs left, then the rest plain.
+  // ---- The LUO world at this size (its own host), updated in the same rounds -----------------
+  const luo = luoWorld(luoSize(n));
+
+  for (let r = 0; r < cfg.warm; r++) {
+    update(false);
+    luo.update(false);
+  }
+  // Alternate plain / traffic while both have runs left, then the rest plain. Each round updates
+  // both flows, the RFC first on even rounds and LUO first on odd ones.
   const total = cfg.plain + cfg.traffic;
   let nPlain = 0;
   let nTraffic = 0;
   for (let r = 0; r < total; r++) {
     const withDma = nTraffic < cfg.traffic && (r & 1 || nPlain >= cfg.plain);
+    if (r & 1) luo.update(withDma, r, total);
     const [ns, ph] = update(withDma);
+    if (!(r & 1)) luo.update(withDma, r, total);
     if (withDma) {
       withTraffic.push(ns);
       nTraffic++;
@@ -261,10 +459,15 @@ for (const cfg of SIZES) {
     traffic: t,
     generations: host.kernel.generation,
     setupNs,
+    luo: luo.result(),
   };
   log(
     `N=${n}: blackout median ${fmtMs(res.blackout)} (${plain.length} runs, best ${fmtMs(res.blackoutBest)}); with traffic ${fmtMs(res.blackoutTraffic)} ` +
       `(${withTraffic.length} runs: ${t.pagesWritten} pages written, ${t.pagesVerified} verified, ${t.faults} faults, ${t.mismatches} mismatches)`,
+  );
+  log(
+    `N=${n}: LUO (N=${res.luo.n}) blackout median ${fmtMs(res.luo.blackout)} (${res.luo.blackoutRuns.length} runs, best ${fmtMs(res.luo.blackoutBest)}), ` +
+      `preparation ${fmtMs(res.luo.prepare)}; with traffic ${fmtMs(res.luo.blackoutTraffic)}; LUO ÷ RFC ${(res.luo.blackout / res.blackout).toFixed(2)}`,
   );
   sizes.push(res);
 }
@@ -329,6 +532,12 @@ const results = {
   traffic: trafficTotals,
   replay: replayRes,
   ratio1Mto1k: byN.get(1 << 20).blackout / byN.get(1 << 10).blackout,
+  luo: {
+    hostMemory: Number(LUO_HOST_MEMORY),
+    largestN: byN.get(1 << 20).luo.n,
+    ratioLargestTo1k: byN.get(1 << 20).luo.blackout / byN.get(1 << 10).luo.blackout,
+    traffic: Object.fromEntries(['updates', 'pagesWritten', 'pagesVerified', 'faults', 'mismatches'].map((key) => [key, sizes.reduce((a, x) => a + x.luo.traffic[key], 0)])),
+  },
   speedupVsReplay1M: replayRes.perPage1M.value / byN.get(1 << 20).blackout,
   wallNs: Number(hr() - started),
 };

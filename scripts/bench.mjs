@@ -20,10 +20,28 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { liveupdateReport } from '../bench/liveupdate-report.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const quick = process.env.BENCH_QUICK === '1';
 const log = (msg) => process.stderr.write(`[bench] ${msg}\n`);
+
+const USAGE = `usage: node scripts/bench.mjs [--only liveupdate]
+  (no option)        the whole bench (addon + dist/ build, criterion, JS, memory, kernel, live update, FDT)
+  --only liveupdate  only dist/ (tsc) and bench/liveupdate.mjs: prints the live-update section (the RFC and
+                     LUO blackouts side by side) and writes bench/results/liveupdate.{md,json}
+environment: BENCH_QUICK=1, BENCH_KERNEL_FULL_UNMAP=0, BENCH_LIVEUPDATE_REPLAY_1M=0, BENCH_LUO_HOST_GIB (default 4)`;
+const argv = process.argv.slice(2);
+if (argv.includes('--help') || argv.includes('-h')) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+const onlyAt = argv.findIndex((a) => a === '--only' || a.startsWith('--only='));
+const only = onlyAt < 0 ? null : argv[onlyAt].startsWith('--only=') ? argv[onlyAt].slice(7) : argv[onlyAt + 1];
+if (only !== null && only !== 'liveupdate') {
+  process.stderr.write(`${USAGE}\n`);
+  process.exit(2);
+}
 const BATCH = 4096;
 const MIB = 1024 * 1024;
 
@@ -78,6 +96,26 @@ function sourceDigest() {
 const started = Date.now();
 const load = os.loadavg();
 const digestBefore = sourceDigest();
+
+if (only === 'liveupdate') {
+  run('npx', ['--no', '--', 'tsc', '-p', 'tsconfig.build.json']);
+  const lu = lastJson(run(process.execPath, ['--expose-gc', 'bench/liveupdate.mjs'], { capture: true }), 'bench/liveupdate.mjs');
+  const rep = liveupdateReport(lu);
+  const when = new Date(started).toISOString();
+  const md = [
+    `# iommu-liveupdate bench (live update only) — ${when}`,
+    '',
+    `node ${process.version} · ${os.cpus()[0]?.model ?? 'unknown'} · nproc ${os.availableParallelism?.() ?? os.cpus().length} · load avg at start ${load.map((x) => x.toFixed(2)).join(' ')}${quick ? ' · BENCH_QUICK' : ''} · ${Math.round((Date.now() - started) / 1000)} s`,
+    '',
+    rep.md,
+    '',
+  ].join('\n');
+  mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+  writeFileSync(join(root, 'bench', 'results', 'liveupdate.md'), md);
+  writeFileSync(join(root, 'bench', 'results', 'liveupdate.json'), `${JSON.stringify({ date: when, quick, loadavgAtStart: load, liveupdate: lu, sideBySide: rep.sideBySide }, null, 2)}\n`);
+  process.stdout.write(`\n${md}`);
+  process.exit(0);
+}
 
 // (a) Fresh addon and dist/.
 run(process.execPath, ['scripts/build-native.mjs']);
@@ -306,104 +344,9 @@ const kernelRows = [
   ],
 ];
 
-// Live-update rows (bench/liveupdate.mjs): medians of the updates without DMA traffic unless a
-// row says otherwise; every time is wall time of the simulator.
-const lu = liveupdate;
-const luAt = (n) => {
-  const s = lu.sizes.find((x) => x.n === n);
-  if (!s) die(`bench/liveupdate.mjs reported no N=${n}`);
-  return s;
-};
-const lu1k = luAt(1024);
-const lu1m = luAt(1 << 20);
-const luBlack = (s) => s.blackout;
-const luPct = (x) => {
-  const pct = (100 * x) / lu1m.blackout;
-  return `${pct >= 10 ? pct.toFixed(1) : pct.toPrecision(2)}% of the blackout`;
-};
-const bytesB = (b) => `${group3(b)} B`;
-const lph = lu1m.phases;
-const lr = lu.replay;
-const lrPer1m = lr.perPage1M;
-const lrPer100k = lr.perPage100k;
-const luSpeedup = lrPer1m.value / luBlack(lu1m);
-const luIdealPerGiB = 513; // 512 pages of 4 KiB PTEs + 1 page of PDEs per GiB
-const luSizeLabel = (s) => `${group3(s.n)} × 4 KiB mappings (${s.mappedBytes >= 2 ** 30 ? `${s.mappedBytes / 2 ** 30} GiB` : `${s.mappedBytes / 2 ** 20} MiB`}, ${group3(s.tablePages)} table pages)`;
-const luRows = [
-  ...lu.sizes.map((s) => {
-    const r = luBlack(s) / luBlack(lu1k);
-    const head = `blackout, ${luSizeLabel(s)}: write '1' to /sys/kernel/kho/active → kexec → claim → BIND + ATTACH; median of ${s.blackoutRuns.length} updates (best ${msec(s.blackoutBest)})`;
-    if (s.n === lu1k.n) return [head, msec(luBlack(s)), '—', 'info (the base of the ratios below)', '—'];
-    if (s.n === lu1m.n) return [`${head}; ratio = ÷ the 1,024-mapping blackout`, msec(luBlack(s)), ratio(r), '≤ 2× (tables kept, not rebuilt)', met(r <= 2)];
-    return [`${head}; ratio = ÷ the 1,024-mapping blackout`, msec(luBlack(s)), ratio(r), 'info', '—'];
-  }),
-  [`1M phase: KHO activation (DUMP: serialise, preserve ${group3(lu1m.preservedPages)} pages + the carve-out; ${luPct(lph.kho)})`, msec(lph.kho), '—', 'info', '—'],
-  [
-    `1M phase: kexec jump, kexec_file_load + reboot to the next kernel up (${luPct(lph.kexec)}): old kernel's shutdown ${msec(lph.shutdown)}, scrub ${msec(lph.scrub)}, KHO blob ingest ${msec(lph.khoIngest)}, guestmemfs + VT-d adoption ${msec(lph.iommuInit)}, iommufd restore (verifies every handed-over PTE against guestmemfs) ${msec(lph.iommufdRestore)}, rest of boot ${msec(lph.bootRest)}`,
-    msec(lph.kexec),
-    '—',
-    'info',
-    '—',
-  ],
-  [`1M phase: claim, a new process reads /sys/kernel/iommufd_persisted/1/iommufd (${luPct(lph.claim)})`, msec(lph.claim), '—', 'info', '—'],
-  [`1M phase: re-bind, open vfio0 + VFIO_DEVICE_BIND_IOMMUFD + VFIO_DEVICE_ATTACH_IOMMUFD_PT to the restored HWPT (${luPct(lph.rebind)})`, msec(lph.rebind), '—', 'info', '—'],
-  [
-    `blackout with DMA running, 1,048,576 mappings: \`host.dmaTraffic\` over the whole window, ${lu.trafficPagesPerStep} pages written + ${lu.trafficPagesPerStep} re-read between every lifecycle phase; median of ${lu1m.blackoutTrafficRuns.length}; ratio = ÷ without traffic (1,024 mappings: ${msec(lu1k.blackoutTraffic)}, ${ratio(lu1k.blackoutTraffic / lu1k.blackout)})`,
-    msec(lu1m.blackoutTraffic),
-    ratio(lu1m.blackoutTraffic / lu1m.blackout),
-    'info',
-    '—',
-  ],
-  [
-    `DMA faults / byte mismatches over the ${lu.traffic.updates} updates with traffic (all sizes; ${group3(lu.traffic.pagesWritten)} pages written, ${group3(lu.traffic.pagesVerified)} re-read and verified, some across several kexecs)`,
-    `${lu.traffic.faults} / ${lu.traffic.mismatches}`,
-    '—',
-    '0 / 0',
-    met(lu.traffic.faults === 0 && lu.traffic.mismatches === 0),
-  ],
-  [
-    `replay baseline, 1,048,576 mappings: fresh host with the same guest RAM in guestmemfs; open /dev/iommu, IOAS_ALLOC, HUGE_PAGES=0, BIND, ATTACH, then every mapping re-created as its own 4 KiB IOAS_MAP (FIXED_IOVA; ${
-      lrPer1m.extrapolated
-        ? `NOT measured: extrapolated ×${(lrPer1m.n / lrPer100k.n).toFixed(2)} from the 102,400-ioctl median (BENCH_QUICK or BENCH_LIVEUPDATE_REPLAY_1M=0)`
-        : `1 run, ${((lrPer1m.value / lrPer1m.n) / 1e3).toFixed(1)} µs per ioctl; the 102,400 median ×${(lrPer1m.n / lrPer100k.n).toFixed(2)} would be ${msec((lrPer100k.median * lrPer1m.n) / lrPer100k.n)}`
-    }); no kexec or boot counted; ratio = replay ÷ KHO blackout at 1M`,
-    msec(lrPer1m.value),
-    ratio(luSpeedup),
-    'KHO ≥ 100× faster',
-    met(luSpeedup >= 100),
-  ],
-  [
-    `replay baseline, 102,400 mappings as 102,400 × 4 KiB IOAS_MAP (same setup; median of ${lrPer100k.runs.length}, ${((lrPer100k.median / lrPer100k.n) / 1e3).toFixed(1)} µs per ioctl); ratio = ÷ KHO blackout at 102,400`,
-    msec(lrPer100k.median),
-    ratio(lrPer100k.median / luBlack(luAt(lrPer100k.n))),
-    'info',
-    '—',
-  ],
-  [
-    `replay as ONE IOAS_MAP of 1,048,576 × 4 KiB (4 GiB, HUGE_PAGES=0: the same 1,048,576 PTEs; what a VMM replaying one RAM region issues) + the same setup; median of ${lr.single1M.runs.length}; ratio = ÷ KHO blackout at 1M`,
-    msec(lr.single1M.median),
-    ratio(lr.single1M.median / luBlack(lu1m)),
-    'info',
-    '—',
-  ],
-  [
-    `KHO blob (/sys/kernel/kho/dt) at 1,048,576 mappings (${lu.sizes
-      .filter((s) => s.n !== lu1m.n)
-      .map((s) => `${group3(s.n)}: ${bytesB(s.blobBytes)}`)
-      .join('; ')}); grows with the table pages listed in /intel-iommu/domains/0/mem`,
-    bytesB(lu1m.blobBytes),
-    '—',
-    'info',
-    '—',
-  ],
-  [
-    `preserved pages per mapped GiB at 1,048,576 mappings (host.memory.preserved() after activation, outside the ${group3(lu1m.preservedCarveoutPages)}-page guestmemfs carve-out: ${group3(lu1m.preservedPages)} pages, of which ${group3(lu1m.tablePages)} page-table pages); ratio = ÷ ideal ${luIdealPerGiB} (512 PTE pages + 1 PDE page per GiB)`,
-    group3(lu1m.preservedPagesPerGiB),
-    ratio(lu1m.preservedPagesPerGiB / luIdealPerGiB),
-    'info',
-    '—',
-  ],
-];
+// Live-update rows and the RFC / LUO side-by-side table: bench/liveupdate-report.mjs.
+const luReport = liveupdateReport(liveupdate);
+const luRows = luReport.rows;
 
 // FDT rows. MB/s = 10^6 bytes per second of the blob's totalsize; ours and vm-fdt: criterion
 // median; libfdt: median of the C harness's clock_gettime runs.
@@ -481,13 +424,7 @@ const md = [
   `| ${fdtHeader.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
   ...kernelRows.map((r) => `| ${r.join(' | ')} |`),
   '',
-  '## Live update: blackout',
-  '',
-  `bench/liveupdate.mjs, one process: per size a fresh Host.boot (64 GiB, \`${lu.cmdline}\`, one device), a guestmemfs file of N × 4 KiB mapped with ONE IOAS_MAP into a persistent IOAS (IOMMU_OPTION PERSISTENT on the iommufd, HUGE_PAGES=0 on the IOAS) with the device attached, so its domain holds N 4 KiB PTEs; then chained live updates (gen k → k+1), each checked to come back on the same pgd and table pages. Blackout = wall time from writing '1' to /sys/kernel/kho/active until the VMM's new process holds the restored iommufd (read from /sys/kernel/iommufd_persisted/1/iommufd) with the device bound and attached to the restored HWPT. DMA never stops; updates with traffic alternate with the ones timed without (the blackout). Replay baseline: a fresh host, same guest RAM, the VMM re-creating the mappings with IOAS_MAP; it leaves out the kexec and boot that the KHO blackout includes.`,
-  '',
-  `| ${fdtHeader.join(' | ')} |`,
-  `| ${fdtHeader.map((h, i) => (i === 1 || i === 2 ? '---:' : '---')).join(' | ')} |`,
-  ...luRows.map((r) => `| ${r.join(' | ')} |`),
+  luReport.md,
   '',
   '## FDT',
   '',
@@ -510,7 +447,7 @@ writeFileSync(
       napi,
       memory: { ...memory, idealBytes: ideal, limitBytes: memLimit },
       kernel: { ...kernel, rows: kernelRows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })) },
-      liveupdate: { ...liveupdate, rows: luRows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })) },
+      liveupdate: { ...liveupdate, sideBySide: luReport.sideBySide, luoRows: luReport.luoRows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })), rows: luRows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })) },
       rows: rows.map(([benchmark, value, r, target, ok]) => ({ benchmark, value, ratio: r, target, met: ok })),
       fdt: {
         criterion: fdtNative,

@@ -203,6 +203,8 @@ export interface LuoVmOptions {
   devices?: number[];
   /** IOMMU_HWPT_LU_SET_PRESERVE's `hwpt_token` (default 1). */
   hwptToken?: number;
+  /** Allow IOMMU superpages (default true); false sets IOMMU_OPTION_HUGE_PAGES = 0 on the IOAS before the MAP_FILE: 4 KiB IOPTEs only. */
+  hugePages?: boolean;
 }
 
 /** A device of a LUO VM: its cdev, bound to the VM's iommufd and attached to its HWPT. */
@@ -253,7 +255,7 @@ export interface LuoVmSession {
 /**
  * Builds a VM for the upstream flow in `vmm` (or a new process of `host`'s kernel): guest RAM as a
  * sealed memfd (`memfd_create(MFD_ALLOW_SEALING)`, ftruncate, `F_ADD_SEALS` SEAL|GROW|SHRINK,
- * `mmap(MAP_SHARED)`), `open("/dev/iommu")`, IOMMU_IOAS_ALLOC, IOMMU_IOAS_MAP_FILE of all of it at
+ * `mmap(MAP_SHARED)`), `open("/dev/iommu")`, IOMMU_IOAS_ALLOC, HUGE_PAGES if asked, IOMMU_IOAS_MAP_FILE of all of it at
  * `iova`, the first device's VFIO_DEVICE_BIND_IOMMUFD + IOMMU_HWPT_ALLOC, each device's bind and
  * VFIO_DEVICE_ATTACH_IOMMUFD_PT to that HWPT, then IOMMU_HWPT_LU_SET_PRESERVE. Any failing syscall
  * throws its SyscallError.
@@ -268,6 +270,7 @@ export function createLuoVm(vmm: Host | Process, options: LuoVmOptions): LuoVm {
   const va = p.mmap(null, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd);
   const iommufd = p.open('/dev/iommu', O_RDWR);
   const ioasId = Number(p.ioctl(iommufd, IOMMU_IOAS_ALLOC, {}).out_ioas_id);
+  if (options.hugePages === false) p.ioctl(iommufd, IOMMU_OPTION, { option_id: IOMMU_OPTION_HUGE_PAGES, op: IOMMU_OPTION_OP_SET, object_id: ioasId, val64: 0n });
   const flags = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_FIXED_IOVA;
   p.ioctl(iommufd, IOMMU_IOAS_MAP_FILE, { flags, ioas_id: ioasId, fd: memfd, start: 0n, length: size, iova });
   const devices: LuoVmDevice[] = [];
