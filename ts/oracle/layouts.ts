@@ -1,6 +1,7 @@
 // The guest driver's struct table (oracle/guest/uapi_layouts.h), generated from the simulator's
 // uAPI. Each field carries a static assertion against the real kernel headers, so the lab build
 // fails if one of our layouts differs from Linux's in name, offset, size or struct size.
+import { SERIES_IOCTLS } from '../uapi/iommufd.js';
 import { UAPI_IOCTLS } from '../uapi/ioctl.js';
 import { isByteArray, type Field } from '../uapi/struct.js';
 
@@ -19,6 +20,7 @@ export function uapiLayoutsHeader(): string {
   ];
   const rows: string[] = [];
   for (const { name, layout } of UAPI_IOCTLS.values()) {
+    if (SERIES_IOCTLS.has(name)) continue; // not in the lab kernel's headers
     const s = `struct ${layout.name}`;
     out.push(`static_assert(sizeof(${s}) == ${layout.size}, "${layout.name} size");`);
     const fields = layout.fields.map((f) => {

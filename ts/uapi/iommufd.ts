@@ -46,6 +46,8 @@ export const IOMMU_IOAS_NOIOMMU_GET_PA: IoctlRequest<typeof iommu_ioas_noiommu_g
  * takes the next free number, 0x96 (README, "The upstream flow").
  */
 export const IOMMUFD_CMD_HWPT_LU_SET_PRESERVE = 0x96;
+/** The ioctls of posted series that Linux 7.3's headers do not have (the oracle lab's guest cannot name them). */
+export const SERIES_IOCTLS: ReadonlySet<string> = new Set(['IOMMU_HWPT_LU_SET_PRESERVE']);
 
 /** `enum iommufd_ioas_map_flags` (MAP, MAP_FILE and COPY). */
 export const IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0;
