@@ -120,7 +120,7 @@ export function liveupdateReport(liveupdate) {
     return `${pct >= 10 ? pct.toFixed(1) : pct.toPrecision(2)}% of the blackout`;
   };
   const luoLimit = luoCut
-    ? `LUO on a ${luoHostGiB} GiB host (the iommufd-v1 handler's record truncates a domain address above 4 GiB, so RETRIEVE_FD of the iommufd fails ENOENT on a bigger host), so its largest size is ${group3(luoTop.n)} mappings, not ${group3(lu1m.n)}`
+    ? `LUO on a ${luoHostGiB} GiB host (BENCH_LUO_HOST_GIB), which holds ${group3(luoTop.n)} mappings at most, not ${group3(lu1m.n)}`
     : `LUO on a ${luoHostGiB} GiB host`;
   const luoRows = [
     ...lu.sizes.map((s) => {

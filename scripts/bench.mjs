@@ -30,7 +30,7 @@ const USAGE = `usage: node scripts/bench.mjs [--only liveupdate]
   (no option)        the whole bench (addon + dist/ build, criterion, JS, memory, kernel, live update, FDT)
   --only liveupdate  only dist/ (tsc) and bench/liveupdate.mjs: prints the live-update section (the RFC and
                      LUO blackouts side by side) and writes bench/results/liveupdate.{md,json}
-environment: BENCH_QUICK=1, BENCH_KERNEL_FULL_UNMAP=0, BENCH_LIVEUPDATE_REPLAY_1M=0, BENCH_LUO_HOST_GIB (default 4)`;
+environment: BENCH_QUICK=1, BENCH_KERNEL_FULL_UNMAP=0, BENCH_LIVEUPDATE_REPLAY_1M=0, BENCH_LUO_HOST_GIB (default 64)`;
 const argv = process.argv.slice(2);
 if (argv.includes('--help') || argv.includes('-h')) {
   process.stdout.write(`${USAGE}\n`);
