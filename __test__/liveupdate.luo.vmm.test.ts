@@ -253,3 +253,18 @@ describe('PRESERVE_FD of a VFIO cdev (vfio-pci-v1)', () => {
     host.kernel.spawn().open('/dev/vfio/devices/vfio0', O_RDWR);
   });
 });
+
+describe('several VMs on a large host', () => {
+  it('domain state above 4 GiB crosses whole: iommufd_lu keeps all 64 bits of domain_data (reclaimed is the byte after it)', () => {
+    // On a 64 GiB host the IOMMU core's domain records land above 4 GiB; `reclaimed` was once
+    // written over byte 4 of domain_data, and RETRIEVE_FD of the iommufd then found no domain.
+    const host = Host.boot({ memory: 64n << 30n, cmdline: 'kho=on liveupdate=on', devices: [{ bdf: BDF0 }, { bdf: BDF1 }] });
+    const saved = [0, 1].map((v) => preserveLuoVm(createLuoVm(host, { ram: RAM, iova: IOVA, devices: [v], hwptToken: v + 1, name: `vm${v}-ram` }), `vm${v}`, { closeDevice: true }));
+    host.kexec();
+    // Each VMM opens /dev/liveupdate in turn (one opener at a time), takes its session and closes it.
+    const vms = saved.map((s) => retrieveLuoVm(host, s, { closeDevice: true }));
+    expect(vms.map((r) => r.liveupdate)).toEqual([-1, -1]);
+    expect(host.kernel.dmesg().some((l) => l.includes('restored 2 preserved domains, 2 devices still attached'))).toBe(true);
+    for (const bdf of [BDF0, BDF1]) expect(host.device(bdf).busMaster).toBe(true);
+  });
+});

@@ -92,7 +92,7 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
             done.push(h);
             v.setUint32(4 + i * HWPT_LU_SIZE, h.luToken, true);
             v.setBigUint64(8 + i * HWPT_LU_SIZE, domainData, true);
-            b[12 + i * HWPT_LU_SIZE] = 0; // reclaimed
+            b[16 + i * HWPT_LU_SIZE] = 0; // reclaimed (after the u64 at 8: packed, 4 + 13i + 12)
           });
           v.setBigUint64(areasAt, BigInt(areas.length), true);
           areas.forEach(({ i, a }, k) => {
