@@ -25,7 +25,6 @@ import {
 } from '../../index.js';
 import { formatBytes, hex, plural } from '../units.js';
 import { deviceSlice, GUEST_IOVA, HOST_BUFFER, HOST_IOVA, VMM_RESERVED, type ProgressFn, type ScenarioConfig } from './config.js';
-import { setUpLuo } from './setup-luo.js';
 
 export type DeviceKind = 'nvme' | 'nic';
 
@@ -91,7 +90,6 @@ export function vmDevice(host: Host, c: ScenarioConfig, vm: string, d: number, v
 
 /** Boots the host and sets up every VM and the host's own device. */
 export function setUp(c: ScenarioConfig, progress: ProgressFn): ScenarioHost {
-  if (c.flow === 'luo') return setUpLuo(c, progress);
   const bdfs = scenarioBdfs(c);
   const nDev = bdfs.length;
   progress(`booting a ${formatBytes(c.hostMemory)} host with a ${formatBytes(c.carveOut)} guestmemfs carve-out and ${plural(nDev, 'device')}`);
