@@ -14,7 +14,12 @@ import {
   PHASE_COSTS,
   PHASE_NS,
   WORK_FIELDS,
+  createLuoVm,
   createPersistentVm,
+  finishLuoVm,
+  preserveLuoVm,
+  reattachLuoVm,
+  retrieveLuoVm,
   type CostConstants,
   type PhaseWork,
   type TimelineEntry,
@@ -173,5 +178,55 @@ describe('the phase cost model', () => {
     host.phase('luo-freeze', 0, { files: 2 });
     expect(host.timeline.length).toBe(n + 1);
     expect(host.timeline[n]!.costNs).toBe(BigInt(DEFAULT_COSTS.luoFreezeNs + 2 * DEFAULT_COSTS.luoFileNs));
+  });
+
+  describe('the upstream (LUO) flow', () => {
+    /** A LUO host with one VM over `ram` of sealed memfd, preserved, kexec'd, retrieved, re-attached and finished. */
+    function luoUpdate(ram: bigint, costModel?: Partial<CostConstants>): Host {
+      const host = Host.boot({ memory: 4n * GiB, cmdline: 'kho=on liveupdate=on', devices: [{ bdf: BDF0 }], costModel });
+      const saved = preserveLuoVm(createLuoVm(host, { ram, devices: [0] }), 'vm');
+      host.phase('luo-preserve');
+      host.kexec();
+      const r = retrieveLuoVm(host, saved, { reattach: false, finish: false });
+      reattachLuoVm(r);
+      host.phase('vmm-reattach', undefined, { devicesAttached: r.devices.length });
+      finishLuoVm(r);
+      return host;
+    }
+    const luoPhases = (host: Host) => host.timeline.slice(host.timeline.findIndex((e) => e.phase === 'luo-preserve') + 1);
+    const one = (host: Host, phase: string) => luoPhases(host).find((e) => e.phase === phase)!;
+    /** The LUO blackout (README): from the start of luo-serialise (end of luo-preserve) to the end of the last luo-finish. */
+    const luoBlackout = (host: Host) => luoPhases(host).at(-1)!.simNs - host.timeline.find((e) => e.phase === 'luo-preserve')!.simNs;
+
+    it('the kernel reports serialise, freeze and KHO finalise at the reboot, retrieve and finish in the next kernel, with their work', () => {
+      const host = luoUpdate(64n * MiB);
+      expect(luoPhases(host).map((e) => e.phase)).toEqual([
+        'luo-serialise', 'luo-freeze', 'kho-finalise', 'shutdown', 'jump', 'early-boot', 'iommu-init', 'iommufd-restore', 'boot',
+        'luo-retrieve', 'luo-retrieve', 'luo-retrieve', 'luo-retrieve', 'vmm-reattach', 'luo-finish',
+      ]);
+      expect(one(host, 'luo-serialise').work).toEqual({ sessions: 1 });
+      // memfd, iommufd, one device; the memfd's 64 MiB are 32 folios of 2 MiB.
+      expect(one(host, 'luo-freeze').work).toEqual({ files: 3, folios: 32 });
+      expect(one(host, 'kho-finalise').work.preservedBlocks).toBeGreaterThan(32);
+      const retrieved = luoPhases(host).filter((e) => e.phase === 'luo-retrieve').map((e) => e.work);
+      expect(retrieved).toEqual([{ sessions: 1 }, { files: 1, folios: 32 }, { files: 1, folios: 0 }, { files: 1, folios: 0 }]);
+      expect(one(host, 'luo-finish').work).toEqual({ sessions: 1, files: 3 });
+      expect(host.timeline.some((e) => e.phase === 'kho-dump')).toBe(false);
+    });
+
+    it('the blackout grows with the work: more memfd folios preserved, longer freeze, finalise and retrieve', () => {
+      const small = luoUpdate(64n * MiB);
+      const large = luoUpdate(1n * GiB);
+      expect(one(large, 'luo-freeze').work.folios).toBe(512);
+      for (const phase of ['luo-freeze', 'kho-finalise']) expect(one(large, phase).costNs).toBeGreaterThan(one(small, phase).costNs);
+      const memfd = (h: Host) => luoPhases(h).filter((e) => e.phase === 'luo-retrieve')[1]!;
+      expect(memfd(large).costNs - memfd(small).costNs).toBe(BigInt((512 - 32) * DEFAULT_COSTS.folioRestoreNs));
+      const luoCost = (h: Host) => luoPhases(h).filter((e) => e.phase.startsWith('luo-') || e.phase === 'kho-finalise').reduce((n, e) => n + e.costNs, 0n);
+      expect(luoCost(large)).toBeGreaterThan(luoCost(small));
+      // The whole blackout too, once the memory the next kernel reclaims is held out of it: on one
+      // host, preserving more leaves less to reclaim in early-boot, which outweighs the folios.
+      expect(luoBlackout(luoUpdate(1n * GiB, { reclaimNsPerGiB: 0 }))).toBeGreaterThan(luoBlackout(luoUpdate(64n * MiB, { reclaimNsPerGiB: 0 })));
+      expect(luoBlackout(large)).toBeLessThan(luoBlackout(small));
+    });
   });
 });

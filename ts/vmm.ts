@@ -205,6 +205,8 @@ export interface LuoVmOptions {
   hwptToken?: number;
   /** Allow IOMMU superpages (default true); false sets IOMMU_OPTION_HUGE_PAGES = 0 on the IOAS before the MAP_FILE: 4 KiB IOPTEs only. */
   hugePages?: boolean;
+  /** The memfd's name (default `guest-ram`; /proc shows `memfd:NAME`). */
+  name?: string;
 }
 
 /** A device of a LUO VM: its cdev, bound to the VM's iommufd and attached to its HWPT. */
@@ -238,11 +240,11 @@ export interface LuoVmTokens {
   devices: bigint[];
 }
 
-/** What {@link preserveLuoVm} opened: keep both fds open until the kexec (closing the session unpreserves). */
+/** What {@link preserveLuoVm} opened: keep the session fd open until the kexec (closing it unpreserves). */
 export interface LuoVmSession {
   /** The session's name (RETRIEVE_SESSION finds it by name after the kexec). */
   name: string;
-  /** /dev/liveupdate (one opener at a time) and the session fd. */
+  /** /dev/liveupdate (one opener at a time; -1 once closed with `closeDevice`) and the session fd. */
   liveupdate: number;
   session: number;
   tokens: LuoVmTokens;
@@ -250,6 +252,8 @@ export interface LuoVmSession {
   size: bigint;
   iova: bigint;
   vfio: number[];
+  /** The HWPT's `hwpt_token` (unique on the host: the next kernel restores domains by it), marked again at the next update. */
+  hwptToken: number;
 }
 
 /**
@@ -264,7 +268,7 @@ export function createLuoVm(vmm: Host | Process, options: LuoVmOptions): LuoVm {
   const p = vmm instanceof Host ? vmm.kernel.spawn() : vmm;
   const size = options.ram;
   const iova = options.iova ?? GUEST_RAM_IOVA;
-  const memfd = p.memfd_create('guest-ram', MFD_ALLOW_SEALING);
+  const memfd = p.memfd_create(options.name ?? 'guest-ram', MFD_ALLOW_SEALING);
   p.ftruncate(memfd, size);
   p.fcntl(memfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK);
   const va = p.mmap(null, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd);
@@ -287,28 +291,47 @@ export function createLuoVm(vmm: Host | Process, options: LuoVmOptions): LuoVm {
   return { process: p, memfd, va, size, iova, iommufd, ioasId, hwptId, hwptToken, devices };
 }
 
+/** Options of {@link preserveLuoVm} and {@link retrieveLuoVm}. */
+export interface LuoDeviceOptions {
+  /**
+   * Close /dev/liveupdate once the session is created (or retrieved), default false. It has one
+   * opener at a time, so VMMs of several VMs each open it, take their session and close it; the
+   * session fd lives on by itself.
+   */
+  closeDevice?: boolean;
+}
+
 /**
  * Preserves `vm` for the next kernel: opens /dev/liveupdate, LIVEUPDATE_IOCTL_CREATE_SESSION
- * `name` (reusing the /dev/liveupdate fd of a VM {@link retrieveLuoVm} got back), IOMMU_HWPT_LU_SET_PRESERVE
+ * `name` (reusing the /dev/liveupdate fd of a VM {@link retrieveLuoVm} got back, if still open), IOMMU_HWPT_LU_SET_PRESERVE
  * of its HWPT again (token {@link LuoVm.hwptToken}, or 1), then LIVEUPDATE_SESSION_PRESERVE_FD of the memfd (token 1), the iommufd (2) and each
- * device (3, 4, ...), in the order the checks need. Both fds stay open: the kexec takes them along.
+ * device (3, 4, ...), in the order the checks need. The fds stay open (/dev/liveupdate unless
+ * `closeDevice`): the kexec takes the session along.
  */
-export function preserveLuoVm(vm: LuoVm, name = 'vm'): LuoVmSession {
+export function preserveLuoVm(vm: LuoVm, name = 'vm', opts: LuoDeviceOptions = {}): LuoVmSession {
   const p = vm.process;
-  // One opener of /dev/liveupdate at a time: a VM retrieved in this kernel has it open already.
-  const liveupdate = 'liveupdate' in vm ? (vm as RetrievedLuoVm).liveupdate : p.open('/dev/liveupdate', O_RDWR);
+  // One opener of /dev/liveupdate at a time: a VM retrieved in this kernel may have it open already.
+  const kept = 'liveupdate' in vm ? (vm as RetrievedLuoVm).liveupdate : -1;
+  let liveupdate = kept >= 0 ? kept : p.open('/dev/liveupdate', O_RDWR);
   const session = Number(p.ioctl(liveupdate, LIVEUPDATE_IOCTL_CREATE_SESSION, { name }).fd);
+  if (opts.closeDevice) {
+    p.close(liveupdate);
+    liveupdate = -1;
+    if ('liveupdate' in vm) (vm as RetrievedLuoVm).liveupdate = -1;
+  }
   // (Re-)mark the HWPT: a retrieved one is not marked until its VMM says so again.
-  p.ioctl(vm.iommufd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: vm.hwptId, hwpt_token: vm.hwptToken || 1 });
+  const hwptToken = vm.hwptToken || 1;
+  p.ioctl(vm.iommufd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: vm.hwptId, hwpt_token: hwptToken });
   const tokens: LuoVmTokens = { memfd: 1n, iommufd: 2n, devices: vm.devices.map((_, i) => BigInt(3 + i)) };
   p.ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: vm.memfd, token: tokens.memfd });
   p.ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: vm.iommufd, token: tokens.iommufd });
   vm.devices.forEach((d, i) => p.ioctl(session, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: d.fd, token: tokens.devices[i]! }));
-  return { name, liveupdate, session, tokens, size: vm.size, iova: vm.iova, vfio: vm.devices.map((d) => d.vfio) };
+  return { name, liveupdate, session, tokens, size: vm.size, iova: vm.iova, vfio: vm.devices.map((d) => d.vfio), hwptToken };
 }
 
 /** A VM {@link retrieveLuoVm} got back, with its session still open until {@link finishLuoVm}. */
 export interface RetrievedLuoVm extends LuoVm {
+  /** Its /dev/liveupdate fd, or -1 (closed: `closeDevice`). */
   liveupdate: number;
   session: number;
 }
@@ -320,10 +343,18 @@ export interface RetrievedLuoVm extends LuoVm {
  * device (a fresh, unbound cdev). With `reattach` (default true) {@link reattachLuoVm}, with
  * `finish` (default true) {@link finishLuoVm}.
  */
-export function retrieveLuoVm(vmm: Host | Process, saved: LuoVmSession, opts: { reattach?: boolean; finish?: boolean } = {}): RetrievedLuoVm {
+export function retrieveLuoVm(vmm: Host | Process, saved: LuoVmSession, opts: { reattach?: boolean; finish?: boolean } & LuoDeviceOptions = {}): RetrievedLuoVm {
   const p = vmm instanceof Host ? vmm.kernel.spawn() : vmm;
-  const liveupdate = p.open('/dev/liveupdate', O_RDWR);
-  const session = Number(p.ioctl(liveupdate, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, { name: saved.name }).fd);
+  let liveupdate = p.open('/dev/liveupdate', O_RDWR);
+  let session: number;
+  try {
+    session = Number(p.ioctl(liveupdate, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, { name: saved.name }).fd);
+  } finally {
+    if (opts.closeDevice) {
+      p.close(liveupdate);
+      liveupdate = -1;
+    }
+  }
   const get = (token: bigint) => Number(p.ioctl(session, LIVEUPDATE_SESSION_RETRIEVE_FD, { token }).fd);
   const memfd = get(saved.tokens.memfd);
   const va = p.mmap(null, saved.size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd);

@@ -64,6 +64,8 @@ export interface KhoSummary {
   iommufds: KhoIommufd[];
   intel: { rootTable: bigint; tables: MemRange[]; domains: KhoDomain[] } | null;
   guestmemfs: { base: bigint; nblocks: bigint; mem: MemRange[] } | null;
+  /** The upstream flow's `LUO` node: where `struct luo_ser` is (`preserved-data`) and its size (`blob-size`). */
+  luo: { preservedData: bigint; blobSize: bigint } | null;
   /** Top-level nodes this reader does not know. */
   unknown: string[];
   preserved: PreservedRange[];
@@ -204,7 +206,9 @@ export function summariseKho(blob: Uint8Array): KhoSummary {
     guestmemfs = { base: gmNode.u64('base'), nblocks: gmNode.u64('nblocks'), mem: gmNode.mem('mem') };
     for (const m of guestmemfs.mem) preserved.push({ owner: 'guestmemfs carve-out', ...m });
   }
-  for (const c of root.children()) if (!['iommufd', 'intel-iommu', 'guestmemfs'].includes(c.node.name)) unknown.push(c.node.name);
+  const luoNode = root.child('LUO');
+  const luo = luoNode ? { preservedData: luoNode.u64('preserved-data'), blobSize: luoNode.u64('blob-size') } : null;
+  for (const c of root.children()) if (!['iommufd', 'intel-iommu', 'guestmemfs', 'LUO'].includes(c.node.name)) unknown.push(c.node.name);
 
   const allIoases = iommufds.flatMap((c) => c.ioases);
   const allAreas = allIoases.flatMap((i) => i.areas);
@@ -216,6 +220,7 @@ export function summariseKho(blob: Uint8Array): KhoSummary {
     iommufds,
     intel,
     guestmemfs,
+    luo,
     unknown,
     preserved,
     totals: {

@@ -9,7 +9,8 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { checkCostConstants, decodeFdt, FdtError, fdtToDts, version, type CostConstants } from '../index.js';
 import { KhoFormatError, summariseKho, type KhoSummary } from './kho-summary.js';
 import { renderReport } from './report.js';
-import { checkConfig, DEFAULT_CONFIG, fitMemory, HOST_OWN, simulate, type PageSize, type ScenarioConfig } from './scenario/index.js';
+import { checkConfig, DEFAULT_CONFIG, fitMemory, HOST_OWN, simulate, type Flow, type PageSize, type ScenarioConfig } from './scenario/index.js';
+import { compareRuns, renderComparison } from './scenario/compare.js';
 import { COLOUR, PLAIN, renderKho, renderSummary, verdictLine } from './text.js';
 import { formatBytes, parseCount, parseSize, parseU64, plural, sizeArg } from './units.js';
 
@@ -111,6 +112,7 @@ function writeOutput(flag: string, file: string, path: string, data: string | Ui
 }
 
 interface SimulateFlags {
+  flow: Flow | 'both';
   vms: number;
   guestMem: bigint;
   hostMem?: bigint;
@@ -156,13 +158,14 @@ function costModelFile(file: string | undefined): Partial<CostConstants> | undef
 }
 
 function runSimulate(f: SimulateFlags): void {
-  const asked: ScenarioConfig = { ...DEFAULT_CONFIG, vms: f.vms, guestMem: f.guestMem, devicesPerVm: f.devices, pageSize: f.pageSize, kexecs: f.kexecs, seed: f.seed, kho: f.kho };
+  const asked: ScenarioConfig = { ...DEFAULT_CONFIG, flow: f.flow === 'both' ? 'rfc' : f.flow, vms: f.vms, guestMem: f.guestMem, devicesPerVm: f.devices, pageSize: f.pageSize, kexecs: f.kexecs, seed: f.seed, kho: f.kho };
   const why = checkConfig(asked);
   if (why) throw new UsageError(why);
   const memory = fitMemory(asked, { hostMemory: f.hostMem, carveOut: f.guestmemfs });
   if ('error' in memory) throw new UsageError(memory.error);
   const config: ScenarioConfig = { ...asked, hostMemory: memory.hostMemory, carveOut: memory.carveOut, costModel: costModelFile(f.costModel) };
   if (!f.kho && f.dumpKho !== undefined) throw new UsageError('--dump-kho needs KHO: drop --no-kho');
+  if (f.flow === 'both' && (f.report !== undefined || f.dumpKho !== undefined)) throw new UsageError(`${f.report !== undefined ? '--report' : '--dump-kho'} takes one flow's run: use --flow rfc or --flow luo`);
   const report = outputPath('--report', f.report);
   const dump = outputPath('--dump-kho', f.dumpKho);
   if (report !== undefined && report === dump) throw new UsageError(`--report and --dump-kho both name ${report}: give each its own file`);
@@ -173,6 +176,22 @@ function runSimulate(f: SimulateFlags): void {
   };
   if (memory.note) log(`note: ${memory.note}`);
   const progress = new Progress(process.stderr, !json && !quiet && process.stderr.isTTY === true);
+  const style = !json && process.stdout.isTTY && !process.env.NO_COLOR && process.env.TERM !== 'dumb' ? COLOUR : PLAIN;
+  if (f.flow === 'both') {
+    // The same workload through each flow, each on a fresh host.
+    const runs = (['rfc', 'luo'] as const).map((flow) => {
+      try {
+        return simulate({ ...config, flow }, (msg) => progress.update(`${flow}: ${msg}`)).result;
+      } finally {
+        progress.clear();
+      }
+    });
+    const cmp = compareRuns(runs[0]!, runs[1]!);
+    if (json) process.stdout.write(`${JSON.stringify({ schemaVersion: 1, command: 'simulate', tool: 'iommu-liveupdate', version, flow: 'both', verdict: cmp.verdict, comparison: cmp, runs: { rfc: runs[0], luo: runs[1] } }, null, 2)}\n`);
+    else process.stdout.write(renderComparison(cmp, runs, style, quiet));
+    process.exitCode = cmp.verdict === 'pass' ? 0 : 1;
+    return;
+  }
   let run;
   try {
     run = simulate(config, progress.update);
@@ -180,7 +199,6 @@ function runSimulate(f: SimulateFlags): void {
     progress.clear();
   }
   const { result, blobs } = run;
-  const style = !json && process.stdout.isTTY && !process.env.NO_COLOR && process.env.TERM !== 'dumb' ? COLOUR : PLAIN;
   if (json) {
     const { schemaVersion, command, ...rest } = result;
     process.stdout.write(`${JSON.stringify({ schemaVersion, command, tool: 'iommu-liveupdate', version, ...rest }, null, 2)}\n`);
@@ -245,6 +263,7 @@ function program(): Command {
     .description(
       `Boot a host (${formatBytes(d.hostMemory)} unless --host-mem) with a guestmemfs carve-out (${formatBytes(d.carveOut)} unless --guestmemfs), start VMs whose guest RAM is a guestmemfs file mapped into a persistent iommufd and whose assigned devices do continuous DMA, add one device in a non-persistent iommufd, live-update the host (KHO, kexec, re-claim, re-attach) and check that DMA survived. Exit code 0 if every check passed, 1 if one failed, 2 for bad flags.`,
     )
+    .addOption(new Option('--flow <flow>', 'the live update: rfc (guestmemfs, persistent iommufds, KHO DUMP, sysfs re-claim), luo (kho=on liveupdate=on: sealed memfds, preserved HWPTs, a LUO session per VM), or both (the same workload through each, side by side)').choices(['rfc', 'luo', 'both']).default('rfc'))
     .addOption(new Option('--vms <n>', 'number of VMs').argParser(count('--vms')).default(d.vms))
     .addOption(new Option('--guest-mem <size>', 'guest RAM per VM, a multiple of 2M (4G, 512M, ...)').argParser(size('--guest-mem')).default(d.guestMem, '4G'))
     .addOption(new Option('--host-mem <size>', `host RAM (default: ${sizeArg(d.hostMemory)}, or the carve-out + ${sizeArg(HOST_OWN)} for the host's own when that is more)`).argParser(size('--host-mem')))

@@ -147,7 +147,7 @@ function dmaSvg(r: SimulationResult): string {
   // Over the bars: the live updates' windows and the kexecs.
   for (const u of r.updates) {
     const a = cx(u.blackout.fromIndex), b = cx(u.blackout.toIndex + 1);
-    parts.push(`<rect class="blackout" data-update="${u.index}" x="${a.toFixed(1)}" y="${top - 4}" width="${(b - a).toFixed(1)}" height="${lanesH}"><title>live update ${u.index}: kho-dump … vmm-reattach</title></rect>`);
+    parts.push(`<rect class="blackout" data-update="${u.index}" x="${a.toFixed(1)}" y="${top - 4}" width="${(b - a).toFixed(1)}" height="${lanesH}"><title>live update ${u.index}: ${esc(u.blackout.from)} … ${esc(u.blackout.to)}</title></rect>`);
     const label = b - a > 300 ? `live update ${u.index}: ${formatBytes(u.dma.bytes)} moved ${u.dma.countWindow.label}, ${u.blackout.simMs.toFixed(0)} ms blackout` : b - a > 60 ? `update ${u.index}` : String(u.index);
     parts.push(`<text class="blackout-label" x="${((a + b) / 2).toFixed(1)}" y="${top - 9}" text-anchor="middle">${esc(label)}</text>`);
   }
@@ -235,12 +235,12 @@ export function renderReport(r: SimulationResult): string {
 <style>${CSS}</style></head>
 <body>
 <h1>Live update with DMA persistence</h1>
-<p class="sub">${esc(`${formatBytes(c.hostMemoryBytes)} host, ${formatBytes(c.guestmemfsBytes)} guestmemfs carve-out; ${plural(c.vms, 'VM')} × ${formatBytes(c.guestMemBytes)} (${c.pageSize} IOMMU pages), ${plural(c.devicesPerVm, 'device')} each + 1 non-persistent; ${plural(c.kexecs, 'live update')}; seed ${c.seed}`)}</p>
+<p class="sub">${esc(`${r.flow === 'luo' ? 'Upstream flow (LUO, kho=on liveupdate=on): guest RAM in sealed memfds, one LUO session per VM; ' : ''}${formatBytes(c.hostMemoryBytes)} host, ${formatBytes(c.guestmemfsBytes)} guestmemfs carve-out; ${plural(c.vms, 'VM')} × ${formatBytes(c.guestMemBytes)} (${c.pageSize} IOMMU pages), ${plural(c.devicesPerVm, 'device')} each + 1 non-persistent; ${plural(c.kexecs, 'live update')}; seed ${c.seed}`)}</p>
 <p><span id="verdict" class="verdict ${r.verdict}">${r.verdict === 'pass' ? 'PASS' : 'FAIL'}: ${r.checks.filter((x) => x.ok).length} of ${plural(r.checks.length, 'check')} passed</span></p>
 <div class="cards">${cards.map(([k, v]) => `<div class="card"><b>${esc(v!)}</b><span>${esc(k!)}</span></div>`).join('')}</div>
 
 <h2>Lifecycle timeline</h2>
-<p class="sub">Each bar is one phase on the simulated clock (modelled phase costs; colour = kernel generation). The shaded band is the blackout: from the end of <code>kho-dump</code> to the end of <code>vmm-reattach</code>.</p>
+<p class="sub">Each bar is one phase on the simulated clock (modelled phase costs; colour = kernel generation). The shaded band is the blackout: from the end of <code>${esc(r.updates[0]?.blackout.from ?? 'kho-dump')}</code> to the end of <code>${esc(r.updates[0]?.blackout.to ?? 'vmm-reattach')}</code>.</p>
 ${timelineSvg(r)}
 
 <h2>DMA per device across the update</h2>
@@ -259,7 +259,7 @@ ${tableHtml(
 
 ${tableHtml(
   'updates',
-  'Live updates (DMA counts: during each update, kho-dump → vmm-reattach)',
+  `Live updates (DMA counts: during each update, ${r.updates[0]?.blackout.from ?? 'kho-dump'} → ${r.updates[0]?.blackout.to ?? 'vmm-reattach'})`,
   ['update', 'generation', 'KHO blob', 'mappings', 'domains', 'page-table pages', 'preserved', 'blackout sim', 'blackout wall', 'DMA transactions', 'DMA bytes', 'faults'],
   r.updates.map((u) => [u.index, `${u.fromGeneration} → ${u.toGeneration}`, `${group(u.kho.blobBytes)} B`, u.kho.mappings, u.kho.domains, group(u.kho.pageTablePages), formatBytes(u.kho.preservedBytes, { exact: true }), `${u.blackout.simMs.toFixed(1)} ms`, `${u.blackout.wallMs.toFixed(1)} ms`, group(u.dma.transactions), formatBytes(u.dma.bytes), group(u.dma.faults)]),
   [true, false, true, true, true, true, true, true, true, true, true, true],

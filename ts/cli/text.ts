@@ -41,7 +41,8 @@ export function verdictLine(r: SimulationResult, style: Style): string {
   const failed = r.checks.filter((c) => !c.ok).length;
   const updates = plural(r.updates.length, 'live update');
   if (r.verdict === 'pass') {
-    return `${style.ok('PASS')}: ${plural(persistent.length, 'persistent device')} kept DMA going through ${updates} with no fault or mismatch; ${others.length === 1 ? 'the non-persistent device was' : `${plural(others.length, 'non-persistent device')} were`} blocked from shutdown on`;
+    const [kept, other] = r.flow === 'luo' ? ['preserved', 'unpreserved'] : ['persistent', 'non-persistent'];
+    return `${style.ok('PASS')}: ${plural(persistent.length, `${kept} device`)} kept DMA going through ${updates} with no fault or mismatch; ${others.length === 1 ? `the ${other} device was` : `${plural(others.length, `${other} device`)} were`} blocked from shutdown on`;
   }
   return `${style.bad('FAIL')}: ${failed} of ${plural(r.checks.length, 'check')} failed across ${updates}`;
 }
@@ -51,7 +52,14 @@ function updateLines(u: UpdateResult, r: SimulationResult): string[] {
   const persistent = r.devices.filter((d) => d.persistent).length;
   const faults = updateFaults(u, r.devices);
   const head = `live update ${u.index}: generation ${u.fromGeneration} → ${u.toGeneration}`;
-  const handover = k.blobBytes
+  const l = u.luo;
+  const handover = l
+    ? [
+        `  preserved   ${plural(l.sessions, 'session')}: ${plural(l.files, 'file')} (${plural(l.memfds, 'sealed memfd')} of ${plural(l.folios, 'folio')}, ${plural(l.iommufds, 'iommufd')}, ${plural(l.devices, 'VFIO device')})`,
+        `              ${plural(l.hwpts, 'preserved HWPT')}: ${plural(k.mappings, 'mapping')} (${formatBytes(k.mappedBytes)}), ${plural(k.domains, 'domain')} with ${plural(k.pageTablePages, 'page-table page')} adopted in early boot`,
+        `  KHO blob    ${plural(k.blobBytes, 'byte')} (kho-v1 with the LUO node), finalised over ${formatBytes(k.preservedBytes, { exact: true })} in ${plural(k.preservedRanges, 'preserved block')}`,
+      ]
+    : k.blobBytes
     ? [
         `  preserved   ${plural(k.mappings, 'mapping')} (${formatBytes(k.mappedBytes)}) in ${plural(k.ioases, 'IOAS', 'IOASes')} of ${plural(k.iommufds, 'persistent iommufd')}`,
         `              ${plural(k.domains, 'domain')}: ${plural(k.pageTablePages, 'page-table page')} (+ ${plural(k.rootContextPages, 'root/context table page')})`,
@@ -78,12 +86,15 @@ function updateLines(u: UpdateResult, r: SimulationResult): string[] {
 export function renderSummary(r: SimulationResult, style: Style): string {
   const c = r.config;
   const out: string[] = [];
-  out.push(`iommu-liveupdate simulate: ${formatBytes(c.hostMemoryBytes)} host, ${formatBytes(c.guestmemfsBytes)} guestmemfs carve-out, seed ${c.seed}`);
+  const luo = r.flow === 'luo';
+  if (luo) out.push(`iommu-liveupdate simulate --flow luo: ${formatBytes(c.hostMemoryBytes)} host (kho=on liveupdate=on), guest RAM in sealed memfds, seed ${c.seed}`);
+  else out.push(`iommu-liveupdate simulate: ${formatBytes(c.hostMemoryBytes)} host, ${formatBytes(c.guestmemfsBytes)} guestmemfs carve-out, seed ${c.seed}`);
   for (const vm of r.vms) {
     const devs = r.devices.filter((d) => d.vm === vm.name).map((d) => `${d.bdf} ${d.kind}`);
-    out.push(`  ${vm.name}  ${formatBytes(vm.guestMemBytes)} at IOVA ${vm.iova}, ${vm.iommuPageSize === '4k' ? '4 KiB' : '2 MiB'} pages, persistent iommufd ${vm.persistentId}: ${devs.join(', ')}`);
+    const crosses = luo ? `${vm.file} in LUO session ${vm.session}` : `persistent iommufd ${vm.persistentId}`;
+    out.push(`  ${vm.name}  ${formatBytes(vm.guestMemBytes)} at IOVA ${vm.iova}, ${vm.iommuPageSize === '4k' ? '4 KiB' : '2 MiB'} pages, ${crosses}: ${devs.join(', ')}`);
   }
-  for (const d of r.devices.filter((x) => !x.persistent)) out.push(`  host ${formatBytes(d.window.bytes)} of anonymous memory at IOVA ${d.window.iova}, non-persistent iommufd: ${d.bdf} ${d.kind}`);
+  for (const d of r.devices.filter((x) => !x.persistent)) out.push(`  host ${formatBytes(d.window.bytes)} of anonymous memory at IOVA ${d.window.iova}, ${luo ? 'an iommufd no session preserves' : 'non-persistent iommufd'}: ${d.bdf} ${d.kind}`);
   out.push('');
   out.push(...updateLines(r.updates[0]!, r));
   if (r.updates.length > 1) {
@@ -116,7 +127,7 @@ export function renderSummary(r: SimulationResult, style: Style): string {
         d.bdf,
         d.vm ?? 'host',
         d.kind,
-        d.persistent ? 'persistent' : 'non-persistent',
+        luo ? (d.persistent ? 'preserved' : 'not preserved') : d.persistent ? 'persistent' : 'non-persistent',
         group(d.transactions),
         formatBytes(d.bytes),
         group(d.faults),
@@ -167,6 +178,7 @@ export function renderKho(s: KhoSummary): string {
     const g = s.guestmemfs;
     out.push('', `guestmemfs (guestmemfs-v0): base ${hex(g.base)}, ${plural(g.nblocks, 'block')} of 2 MiB (${formatBytes(g.nblocks * 2n * 1024n * 1024n)})`);
   }
+  if (s.luo) out.push('', `LUO (upstream live update): struct luo_ser at ${hex(s.luo.preservedData)} (preserved-data), ${plural(s.luo.blobSize, 'byte')} (blob-size); the sessions and their files are reached from there`);
   if (s.unknown.length) out.push('', `other nodes: ${s.unknown.join(', ')}`);
   return out.join('\n') + '\n';
 }

@@ -28,6 +28,11 @@ export interface LiveupdateFileOpArgs {
   privateData: unknown;
   /** retrieve: the task of RETRIEVE_FD (`current`), absent for an in-kernel retrieval. */
   task?: Task;
+  /**
+   * Set by freeze or retrieve for the phase cost model (not in the kernel's struct): memfd folios
+   * the handler's state covers at freeze, or restored at retrieve.
+   */
+  folios?: number;
 }
 
 /**

@@ -5,8 +5,16 @@ import type { CostConstants } from '../../index.js';
 import { formatBytes, plural, sizeArg } from '../units.js';
 
 export type PageSize = '4k' | '2m' | 'mixed';
+/**
+ * Which live update runs: `rfc`, the 2024 RFC's (guestmemfs, persistent iommufds, KHO DUMP
+ * through sysfs, re-claim through sysfs), or `luo`, the upstream one booted `kho=on
+ * liveupdate=on` (sealed memfd guest RAM, preserved HWPTs, a LUO session per VM).
+ */
+export type Flow = 'rfc' | 'luo';
 
 export interface ScenarioConfig {
+  /** The live-update flow (default `rfc`). */
+  flow?: Flow;
   /** Host RAM. */
   hostMemory: bigint;
   /** `guestmemfs=` carve-out. */

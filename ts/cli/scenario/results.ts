@@ -3,7 +3,7 @@
 import { protName, type KhoSummary } from '../kho-summary.js';
 import type { CostConstants, PhaseWork } from '../../index.js';
 import { hex } from '../units.js';
-import { GUEST_IOVA, type PageSize, type ScenarioConfig } from './config.js';
+import { GUEST_IOVA, type Flow, type PageSize, type ScenarioConfig } from './config.js';
 import type { DevState, DeviceKind, VmState } from './setup.js';
 
 export type { DeviceKind } from './setup.js';
@@ -62,7 +62,10 @@ export interface DeviceResult {
 
 export interface VmResult {
   name: string;
-  persistentId: number;
+  /** The RFC flow's persistent iommufd id; null in the LUO flow, where {@link VmResult.session} crosses. */
+  persistentId: number | null;
+  /** LUO flow: the session that carries the VM (memfd token 1, iommufd 2, devices 3, 4, ...). */
+  session?: string;
   ioasId: number;
   guestMemBytes: number;
   iova: string;
@@ -88,13 +91,30 @@ export interface UpdateResult {
     preservedRanges: number;
   };
   /**
-   * From the end of the last phase before the jump (`kho-dump`) to the end of `vmm-reattach`;
-   * `phases` are the phases it spans (timeline entries fromIndex + 1 … toIndex): what each cost
-   * on the simulated clock and the work it reported.
+   * RFC flow: from the end of the last phase before the jump (`kho-dump`) to the end of
+   * `vmm-reattach`. LUO flow: from the end of `luo-preserve` (the VMMs' PRESERVE_FDs, guests
+   * still running), i.e. the start of the reboot's `luo-serialise`, to the end of the last
+   * `luo-finish`. `phases` are the phases it spans (timeline entries fromIndex + 1 … toIndex):
+   * what each cost on the simulated clock and the work it reported.
    */
-  blackout: { from: string; to: 'vmm-reattach'; simNs: number; simMs: number; wallMs: number; fromIndex: number; toIndex: number; phases: PhaseCost[] };
+  blackout: { from: string; to: string; simNs: number; simMs: number; wallMs: number; fromIndex: number; toIndex: number; phases: PhaseCost[] };
+  /** LUO flow: what crossed in the sessions (the KHO counts above are then the HWPTs' and KHO's finalisation's). */
+  luo?: LuoHandover;
   /** Counted during this update: the blackout's steps. */
   dma: { countWindow: CountWindow; transactions: number; bytes: number; faults: number; byDevice: { bdf: string; transactions: number; bytes: number; faults: number }[] };
+}
+
+/** What a LUO live update handed over: its sessions and their files. */
+export interface LuoHandover {
+  sessions: number;
+  files: number;
+  memfds: number;
+  /** Folios of the preserved memfds (luo-freeze's work). */
+  folios: number;
+  iommufds: number;
+  /** HWPTs marked with IOMMU_HWPT_LU_SET_PRESERVE. */
+  hwpts: number;
+  devices: number;
 }
 
 /** One phase on the simulated clock: what the cost model made of the work it reported. */
@@ -115,6 +135,8 @@ export interface KhoTables {
   domains: { index: number; persistentId: number; did: number; pgd: string; levels: number; devices: string[]; tablePages: number }[];
   areas: { iommufd: number; ioas: number; area: number; iova: string; last: string; bytes: number; prot: string; segments: { ino: number; offset: string; bytes: number }[] }[];
   preserved: { owner: string; ranges: number; bytes: number; first: string }[];
+  /** LUO flow: the `LUO` node (`preserved-data`: struct luo_ser's address, `blob-size`). */
+  luo?: { preservedData: string; blobSize: number };
 }
 
 export interface Check {
@@ -126,6 +148,8 @@ export interface Check {
 export interface SimulationResult {
   schemaVersion: 1;
   command: 'simulate';
+  /** The live-update flow that ran. */
+  flow: Flow;
   config: {
     hostMemoryBytes: number;
     guestmemfsBytes: number;
@@ -174,9 +198,10 @@ export function simulationResult(c: ScenarioConfig, r: RunRecord): SimulationRes
   return {
     schemaVersion: 1,
     command: 'simulate',
+    flow: c.flow ?? 'rfc',
     config: {
       hostMemoryBytes: Number(c.hostMemory),
-      guestmemfsBytes: Number(c.carveOut),
+      guestmemfsBytes: c.flow === 'luo' ? 0 : Number(c.carveOut),
       vms: c.vms,
       guestMemBytes: Number(c.guestMem),
       devicesPerVm: c.devicesPerVm,
@@ -192,6 +217,7 @@ export function simulationResult(c: ScenarioConfig, r: RunRecord): SimulationRes
     vms: r.vms.map((v) => ({
       name: v.name,
       persistentId: v.persistentId,
+      ...(v.luo ? { session: v.name } : {}),
       ioasId: v.ioasId,
       guestMemBytes: Number(c.guestMem),
       iova: hex(GUEST_IOVA),
@@ -217,6 +243,7 @@ export function updateResult(
   fromIndex: number,
   toIndex: number,
   devs: DevState[],
+  luo?: { kho: Partial<UpdateResult['kho']>; handover: LuoHandover },
 ): UpdateResult {
   const from = timeline[fromIndex]!, to = timeline[toIndex]!;
   const byDevice = devs.map((d) => {
@@ -244,8 +271,10 @@ export function updateResult(
       rootContextPages: s?.totals.rootContextPages ?? 0,
       preservedBytes: Number(s?.totals.preservedBytes ?? 0n),
       preservedRanges: s?.totals.preservedRanges ?? 0,
+      ...luo?.kho,
     },
-    blackout: { from: from.phase, to: 'vmm-reattach', simNs, simMs: simNs / 1e6, wallMs: round(to.wallMs - from.wallMs), fromIndex, toIndex, phases: timeline.slice(fromIndex + 1, toIndex + 1).map(phaseCost) },
+    ...(luo ? { luo: luo.handover } : {}),
+    blackout: { from: from.phase, to: to.phase, simNs, simMs: simNs / 1e6, wallMs: round(to.wallMs - from.wallMs), fromIndex, toIndex, phases: timeline.slice(fromIndex + 1, toIndex + 1).map(phaseCost) },
     dma: {
       countWindow: { label: duringUpdate(index), fromIndex, toIndex },
       transactions: byDevice.reduce((n, d) => n + d.transactions, 0),
@@ -357,6 +386,7 @@ function khoTables(s: KhoSummary, blobBytes: number, blobPa: bigint | null): Kho
       ),
     ),
     preserved: [...owners].map(([owner, o]) => ({ owner, ranges: o.ranges, bytes: Number(o.bytes), first: hex(o.first) })),
+    ...(s.luo ? { luo: { preservedData: hex(s.luo.preservedData), blobSize: Number(s.luo.blobSize) } } : {}),
   };
 }
 

@@ -25,29 +25,45 @@ import { deviceResult, simulationResult, updateResult, WHOLE_RUN, type Check, ty
 import { setUp, type ScenarioHost, type VmState } from './setup.js';
 
 
-type CheckFn = (name: string, ok: boolean, detail: string) => void;
+export type CheckFn = (name: string, ok: boolean, detail: string) => void;
 
-/** Runs the scenario; returns the whole account, checks included (never throws for a failed check). */
-export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { result: SimulationResult; blobs: Uint8Array[] } {
+/** What a run of either flow returns: the account, and every KHO blob in order. */
+export interface SimulationRun {
+  result: SimulationResult;
+  blobs: Uint8Array[];
+}
+
+/**
+ * Reports every lifecycle phase as it ends (the kernel calls host.phase from inside kexec and
+ * the LUO ioctls), prefixed by the update under way; `guestIo` runs DMA bursts of the guests.
+ */
+export function instrument(s: ScenarioHost, progress: ProgressFn) {
+  const host = s.host;
+  const io = { label: '', guestIo: (n: number, what: string) => {} };
+  const phase = host.phase.bind(host);
+  host.phase = (name: string, generation?: number, work?: PhaseWork) => {
+    if (name !== 'guest-io') progress(`${io.label}${name} (generation ${generation ?? host.kernel.generation})`);
+    phase(name, generation, work);
+  };
+  io.guestIo = (n: number, what: string) => {
+    for (let i = 0; i < n; i++) {
+      progress(`${what}: DMA burst ${i + 1}/${n} on ${plural(s.devs.length, 'device')}`);
+      host.phase('guest-io');
+    }
+  };
+  return io;
+}
+
+/** Runs the scenario through the RFC flow; returns the whole account, checks included (never throws for a failed check). */
+export function simulateRfc(c: ScenarioConfig, progress: ProgressFn = () => {}): SimulationRun {
   const wall0 = performance.now();
   const checks: Check[] = [];
   const check: CheckFn = (name, ok, detail) => checks.push({ name, ok, detail });
 
   const s = setUp(c, progress);
   const { host, vms, devs } = s;
-  // Report every lifecycle phase as it ends (the kernel calls host.phase from inside kexec).
-  let updateLabel = '';
-  const phase = host.phase.bind(host);
-  host.phase = (name: string, generation?: number, work?: PhaseWork) => {
-    if (name !== 'guest-io') progress(`${updateLabel}${name} (generation ${generation ?? host.kernel.generation})`);
-    phase(name, generation, work);
-  };
-  const guestIo = (n: number, what: string) => {
-    for (let i = 0; i < n; i++) {
-      progress(`${what}: DMA burst ${i + 1}/${n} on ${plural(devs.length, 'device')}`);
-      host.phase('guest-io');
-    }
-  };
+  const io = instrument(s, progress);
+  const guestIo = io.guestIo;
   guestIo(c.ioTicksBefore, 'guests running');
 
   const updates: UpdateResult[] = [];
@@ -55,7 +71,7 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
   const summaries: KhoSummary[] = [];
   let firstBlobPa: bigint | null = null;
   for (let u = 1; u <= c.kexecs; u++) {
-    updateLabel = `live update ${u}/${c.kexecs}: `;
+    io.label = `live update ${u}/${c.kexecs}: `;
     const fromGeneration = host.kernel.generation;
     let summary: KhoSummary | null = null;
     let blob: Uint8Array | null = null;
@@ -67,9 +83,9 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
       blobs.push(blob);
       summary = summariseKho(blob);
       summaries.push(summary);
-      progress(`${updateLabel}KHO blob ${plural(blob.length, 'byte')}: ${plural(summary.totals.areas, 'mapping')}, ${plural(summary.totals.pageTablePages, 'page-table page')}; kexec`);
+      progress(`${io.label}KHO blob ${plural(blob.length, 'byte')}: ${plural(summary.totals.areas, 'mapping')}, ${plural(summary.totals.pageTablePages, 'page-table page')}; kexec`);
     } else {
-      progress(`${updateLabel}kexec without KHO (negative control)`);
+      progress(`${io.label}kexec without KHO (negative control)`);
     }
     // The blackout starts with the last phase before the jump: kho-dump, when KHO is used.
     const fromIndex = host.timeline.length - 1;
@@ -82,7 +98,7 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
     s.init.mount('guestmemfs', '/mnt/guestmemfs');
     let devicesAttached = 0;
     for (const vm of vms) {
-      progress(`${updateLabel}${vm.name}: claiming persisted iommufd ${vm.persistentId}, re-binding ${plural(vm.devices.length, 'device')}`);
+      progress(`${io.label}${vm.name}: claiming persisted iommufd ${vm.persistentId}, re-binding ${plural(vm.devices.length, 'device')}`);
       devicesAttached += reclaimVm(s, gen, c, u, vm, summary, check);
     }
     host.phase('vmm-reattach', undefined, { devicesAttached });
@@ -90,7 +106,7 @@ export function simulate(c: ScenarioConfig, progress: ProgressFn = () => {}): { 
     const rejected = gen.dmesg().filter((l) => /not adopted|not restored|ignoring the handover/.test(l));
     if (rejected.length) check(`update ${u}: next kernel adopts every persistent domain`, false, rejected.map((l) => l.replace(/^\[[^\]]*\]\s*/, '')).join('; '));
     updates.push(updateResult(u, fromGeneration, gen.generation, blob, summary, host.timeline, fromIndex, toIndex, devs));
-    updateLabel = '';
+    io.label = '';
     guestIo(c.ioTicksAfter, u < c.kexecs ? `after live update ${u}` : 'after the live update');
   }
 
@@ -112,7 +128,7 @@ function reclaimVm(s: ScenarioHost, gen: Kernel, c: ScenarioConfig, u: number, v
   const vmm = gen.spawn();
   let fd: number;
   try {
-    fd = claimPersistentIommufd(vmm, vm.persistentId);
+    fd = claimPersistentIommufd(vmm, vm.persistentId!);
   } catch (e) {
     check(`update ${u}: ${vm.name} re-claims iommufd ${vm.persistentId}`, false, errorText(e));
     return 0;
@@ -176,7 +192,7 @@ function reclaimVm(s: ScenarioHost, gen: Kernel, c: ScenarioConfig, u: number, v
  * without a fault or a mismatch; the host's own was clean until shutdown and blocked from then
  * on, by the IOMMU too (one translation asked of it directly, bypassing bus mastering).
  */
-function judgeDevices(host: Host, devices: DeviceResult[], updates: UpdateResult[], check: CheckFn): void {
+export function judgeDevices(host: Host, devices: DeviceResult[], updates: UpdateResult[], check: CheckFn): void {
   for (const d of devices) {
     const steps = d.steps;
     if (d.persistent) {
@@ -218,7 +234,7 @@ function shortBdf(bdf: string): string {
  * The device's legacy context entry as the unit sees it (root table → context table), read
  * straight from host memory: present bit, SLPTPTR and DID.
  */
-function contextEntry(host: Host, bdf: string): { present: boolean; slptptr: bigint; did: number } {
+export function contextEntry(host: Host, bdf: string): { present: boolean; slptptr: bigint; did: number } {
   const sid = host.device(bdf).sid;
   const mem = host.memory;
   const root = mem.readU64((host.iommu.registers().rtaddr & ADDR) + 16n * BigInt(sid >> 8));
@@ -230,10 +246,10 @@ function contextEntry(host: Host, bdf: string): { present: boolean; slptptr: big
 }
 const ADDR = 0x000f_ffff_ffff_f000n;
 
-function equal(a: Uint8Array, b: Uint8Array): boolean {
+export function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-function errorText(e: unknown): string {
+export function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }

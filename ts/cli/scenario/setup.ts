@@ -19,6 +19,8 @@ import {
   createGuestRam,
   createPersistentVm,
   type DmaTraffic,
+  type LuoVm,
+  type LuoVmSession,
   type Process,
 } from '../../index.js';
 import { formatBytes, hex, plural } from '../units.js';
@@ -28,13 +30,16 @@ export type DeviceKind = 'nvme' | 'nic';
 
 export interface VmState {
   name: string;
-  persistentId: number;
+  /** The RFC flow's persistent iommufd id; null in the LUO flow (a session crosses instead). */
+  persistentId: number | null;
   ioasId: number;
   pageSize: '4k' | '2m';
   file: string;
   /** What the VMM wrote at the start of guest RAM before the first live update. */
   signature: Uint8Array;
   devices: DevState[];
+  /** The LUO flow's VM (its VMM's view, the retrieved one after an update) and the session that carries it. */
+  luo?: { vm: LuoVm; saved: LuoVmSession | null };
 }
 
 export interface DevState {
@@ -60,10 +65,33 @@ export interface ScenarioHost {
 
 const enc = new TextEncoder();
 
+/** What VM `name`'s VMM writes at the start of guest RAM before the first live update. */
+export const signatureOf = (name: string, c: ScenarioConfig): Uint8Array => enc.encode(`iommu-liveupdate ${name} guest RAM, written by its VMM before the first live update (seed ${c.seed})`);
+
+/** The devices of the scenario, one per PCI bus: the VMs' then the host's own. */
+export const scenarioBdfs = (c: ScenarioConfig): string[] => Array.from({ length: c.vms * c.devicesPerVm + 1 }, (_, i) => `0000:${(i + 1).toString(16).padStart(2, '0')}:00.0`);
+
+/** Device `d` of a VM: what it is and the slice of guest RAM it moves pages through. */
+export function vmDevice(host: Host, c: ScenarioConfig, vm: string, d: number, vfio: number, bdf: string): DevState {
+  const slice = deviceSlice(c);
+  const iova = GUEST_IOVA + VMM_RESERVED + BigInt(d) * slice;
+  return {
+    bdf,
+    vfio,
+    kind: d % 2 ? 'nic' : 'nvme',
+    vm,
+    persistent: true,
+    iova,
+    length: slice,
+    firstIndex: host.timeline.length,
+    traffic: host.dmaTraffic({ bdf, iova, length: slice, pagesPerStep: c.pagesPerStep }),
+  };
+}
+
 /** Boots the host and sets up every VM and the host's own device. */
 export function setUp(c: ScenarioConfig, progress: ProgressFn): ScenarioHost {
-  const nDev = c.vms * c.devicesPerVm + 1;
-  const bdfs = Array.from({ length: nDev }, (_, i) => `0000:${(i + 1).toString(16).padStart(2, '0')}:00.0`);
+  const bdfs = scenarioBdfs(c);
+  const nDev = bdfs.length;
   progress(`booting a ${formatBytes(c.hostMemory)} host with a ${formatBytes(c.carveOut)} guestmemfs carve-out and ${plural(nDev, 'device')}`);
   const host = Host.boot({ memory: c.hostMemory, seed: c.seed, guestmemfs: c.carveOut, devices: bdfs.map((bdf) => ({ bdf })), costModel: c.costModel });
   const init = host.kernel.spawn();
@@ -87,36 +115,24 @@ function setUpVm(host: Host, c: ScenarioConfig, v: number, bdfs: string[], progr
   const file = `/mnt/guestmemfs/${name}-ram`;
   progress(`${name}: guest RAM ${formatBytes(c.guestMem)} in ${file}`);
   const ram = createGuestRam(vmm, c.guestMem, file);
-  const signature = enc.encode(`iommu-liveupdate ${name} guest RAM, written by its VMM before the first live update (seed ${c.seed})`);
+  const signature = signatureOf(name, c);
   vmm.memWrite(ram.va, signature);
   progress(`${name}: IOAS_MAP ${formatBytes(c.guestMem)} at IOVA ${hex(GUEST_IOVA)} (${pageSize === '4k' ? '4 KiB' : '2 MiB'} IOMMU pages)`);
   // The devices one by one below, each with its own progress line (the first attach is the slow one).
   const pvm = createPersistentVm(vmm, { ram, hugePages: pageSize !== '4k', maps: [{ iova: GUEST_IOVA }], devices: [] });
   const vm: VmState = { name, persistentId: pvm.persistentId, ioasId: pvm.ioasId, pageSize, file, signature, devices: [] };
-  const slice = deviceSlice(c);
   for (let d = 0; d < c.devicesPerVm; d++) {
     const vfio = v * c.devicesPerVm + d;
     const bdf = bdfs[vfio]!;
     progress(`${name}: VFIO bind + attach ${bdf} (pins and maps ${formatBytes(c.guestMem)} on the first attach)`);
     attachVfioDevice(pvm, vfio);
-    const iova = GUEST_IOVA + VMM_RESERVED + BigInt(d) * slice;
-    vm.devices.push({
-      bdf,
-      vfio,
-      kind: d % 2 ? 'nic' : 'nvme',
-      vm: name,
-      persistent: true,
-      iova,
-      length: slice,
-      firstIndex: host.timeline.length,
-      traffic: host.dmaTraffic({ bdf, iova, length: slice, pagesPerStep: c.pagesPerStep }),
-    });
+    vm.devices.push(vmDevice(host, c, name, d, vfio, bdf));
   }
   return vm;
 }
 
 /** The host's own device: a userspace driver on anonymous memory, in a plain iommufd. */
-function setUpHostDevice(host: Host, c: ScenarioConfig, vfio: number, bdf: string, progress: ProgressFn): DevState {
+export function setUpHostDevice(host: Host, c: ScenarioConfig, vfio: number, bdf: string, progress: ProgressFn): DevState {
   progress(`host: ${bdf} in a non-persistent iommufd over ${formatBytes(HOST_BUFFER)} of anonymous memory`);
   const drv = host.kernel.spawn();
   const fd = drv.open('/dev/iommu', O_RDWR);

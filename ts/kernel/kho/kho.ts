@@ -241,15 +241,19 @@ export class Kho {
 
   /**
    * `echo 1 > /sys/kernel/kho/active`: DUMP; any failure runs ABORT and answers EINVAL/ENOMEM.
-   * EDEADLK from inside a DUMP/ABORT, a failure-injection hook or a phase observer.
+   * EDEADLK from inside a DUMP/ABORT, a failure-injection hook or a phase observer. The phase
+   * it reports is `kho-dump` (the RFC's sysfs DUMP), or `kho-finalise` when LUO's reboot
+   * finalises KHO: its work is then every block preserved for the next kernel (`kho_preserve_*`
+   * of every subsystem: memfd folios, the IOMMU's tables, LUO's own pages, the blob), which the
+   * finalisation serialises.
    */
-  activate(): void {
+  activate(phase: 'kho-dump' | 'kho-finalise' = 'kho-dump'): void {
     this.enter('DUMP');
     if (this.active) return;
     this.running = 'DUMP';
     try {
       this.dump();
-      this.kernel.phase('kho-dump', this.dumpWork());
+      this.kernel.phase(phase, phase === 'kho-dump' ? this.dumpWork() : this.finaliseWork());
     } finally {
       this.running = null;
     }
@@ -316,6 +320,13 @@ export class Kho {
   private dumpWork(): PhaseWork {
     const preservedBytes = this.marks.reduce((n, m) => n + 4096 * 2 ** m.order, 0);
     return { preservedBlocks: this.marks.length, preservedBytes, fdtBytes: this.blob?.length ?? 0 };
+  }
+
+  /** What a finalisation did: every preserved block of memory (the blob's own included) and the blob. */
+  private finaliseWork(): PhaseWork {
+    const blocks = this.kernel.memory.preserved();
+    const preservedBytes = blocks.reduce((n, b) => n + 4096 * 2 ** b.order, 0);
+    return { preservedBlocks: blocks.length, preservedBytes, fdtBytes: this.blob?.length ?? 0 };
   }
 
   private undo(): void {

@@ -16,6 +16,7 @@ import { offsetofend } from '../../uapi/struct.js';
 import { File, type Task, type Uaccess } from '../file.js';
 import { le, type Kho, type KhoNode } from '../kho/kho.js';
 import type { LiveupdateFileHandler, LiveupdateFlb, LiveupdateImpl, LiveupdateSession } from '../luo.js';
+import { LUO_PHASES } from '../phase-cost.js';
 import type { KernelServices } from '../services.js';
 import {
   checkIncoming,
@@ -45,7 +46,7 @@ function cmdlineBool(cmdline: string, key: string): boolean {
 /** The LUO of one kernel. */
 export class Luo implements LiveupdateImpl {
   readonly reg = new LuoRegistry();
-  readonly sessions = new Sessions(this.reg);
+  readonly sessions = new Sessions(this.reg, (name, work) => this.svc.phase(name, work));
   /** `luo_global.liveupdate_num`: live updates so far (what the previous kernel said). */
   readonly liveupdateNum: bigint;
   /** The outgoing `struct luo_ser` (a preserved page). */
@@ -171,17 +172,25 @@ export class Luo implements LiveupdateImpl {
    * answered while KHO had one, up to 6.19: "kho_finalize() may return libfdt errors"). Sessions
    * closed before this point are gone; incoming ones never retrieved are dropped (their memory
    * was not preserved again). Both are fault-injection sites (fail_function.ts).
+   *
+   * The phases it reports (the cost model's LUO_PHASES), once the sessions are serialised and
+   * before KHO's finalisation: `luo-serialise` (the sessions written: their records, file
+   * blocks and the FLBs), `luo-freeze` (every file's freeze callback; memfd counts its folios),
+   * then KHO reports `kho-finalise` with every preserved block. In the kernel each session's
+   * freeze runs inside its serialisation; the timeline has them as two phases, in that order.
+   * A reboot without sessions reports none (nothing is handed over).
    */
   reboot(): void {
     const mem = this.svc.memory;
     const pages: bigint[] = [];
     let sessionsPa = 0n;
     let finalizing = false;
+    const frozen = { files: 0, folios: 0 };
     const ser = this.sessions.serialize((entries) => {
       const w = writeBlockSet(mem, LUO_FILE_SER_SIZE, entries);
       pages.push(...w.pages);
       return { head: w.head, count: entries.length };
-    });
+    }, frozen);
     try {
       if (ser.length) {
         const w = writeBlockSet(mem, LUO_SESSION_SER_SIZE, ser);
@@ -194,13 +203,17 @@ export class Luo implements LiveupdateImpl {
       v.setBigUint64(0, sessionsPa, true);
       v.setBigUint64(8, flbsPa, true);
       mem.write(this.serPa + 16n, new Uint8Array(v.buffer));
+      if (ser.length) {
+        this.svc.phase(LUO_PHASES.serialise, { sessions: ser.length });
+        this.svc.phase(LUO_PHASES.freeze, frozen);
+      }
       // kho_finalize: the tree with the LUO subtree goes to the next kernel. With no session
       // there is nothing to hand over, and the kexec stays a plain one (the IOMMU is not kept).
       if (ser.length && !this.svc.kho.active) {
         finalizing = true;
         const injected = this.svc.failFunction.inject('kho_finalize');
         if (injected) errno(injected, 'kho_finalize (injected)');
-        this.svc.kho.activate();
+        this.svc.kho.activate(LUO_PHASES.finalise);
       }
     } catch (e) {
       for (const s of this.sessions.outgoing) s.files.unfreeze();
@@ -257,6 +270,7 @@ class LuoDeviceFile extends File {
       throw e;
     }
     task.installFd(file);
+    if (op.request === LIVEUPDATE_IOCTL_RETRIEVE_SESSION) this.luo.sessions.phase(LUO_PHASES.retrieve, { sessions: 1 });
     return 0;
   }
 

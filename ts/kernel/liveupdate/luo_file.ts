@@ -251,7 +251,7 @@ export class LuoFileSet {
   }
 
   /** `luo_file_freeze`: freeze each file in order; on a failure unfreeze those before it. Returns the `luo_file_ser` entries. */
-  freeze(): Uint8Array[] {
+  freeze(work?: { files: number; folios: number }): Uint8Array[] {
     const out: Uint8Array[] = [];
     for (let i = 0; i < this.files.length; i++) {
       const f = this.files[i]!;
@@ -270,7 +270,9 @@ export class LuoFileSet {
           throw e;
         }
         f.serializedData = args.serializedData;
+        if (work) work.folios += args.folios ?? 0;
       }
+      if (work) work.files++;
       const b = new Uint8Array(LUO_FILE_SER_SIZE);
       putCstr(b, 0, COMPAT_LEN, f.fh.compatible);
       const v = new DataView(b.buffer);
@@ -298,7 +300,7 @@ export class LuoFileSet {
   }
 
   /** `luo_retrieve_file`: the file of `token` (a new reference), retrieving it the first time. */
-  retrieve(token: bigint, task?: Task): File {
+  retrieve(token: bigint, task?: Task, work?: { files: number; folios: number }): File {
     const f = this.files.find((x) => x.token === token);
     if (!f) return errno('ENOENT', `no file with token ${token}`);
     if (f.retrieveStatus === 'ok') return f.file!.get();
@@ -313,13 +315,18 @@ export class LuoFileSet {
     f.file = args.file!;
     f.privateData = args.privateData;
     f.retrieveStatus = 'ok';
+    if (work) {
+      work.files++;
+      work.folios += args.folios ?? 0;
+    }
     this.reg.preserved.set(this.reg.idOf(f.fh, f.file), f.file);
     // One reference stays with LUO until finish, one goes to the caller.
     return f.file.get();
   }
 
   /** `luo_file_finish`: all can_finish first (EBUSY, nothing done), then finish each, newest first. */
-  finish(): void {
+  finish(): number {
+    const n = this.files.length;
     for (const f of this.files) {
       if (f.fh.ops.canFinish && !f.fh.ops.canFinish(opArgs(this.session, f))) errno('EBUSY', `file ${f.token} cannot finish yet`);
     }
@@ -332,6 +339,7 @@ export class LuoFileSet {
         f.file.put();
       }
     }
+    return n;
   }
 
   /** `liveupdate_get_token_outgoing`. */

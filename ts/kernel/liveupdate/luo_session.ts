@@ -16,6 +16,7 @@ import { O_RDWR } from '../../uapi/mman.js';
 import { offsetofend, type StructLayout } from '../../uapi/struct.js';
 import { File, type Task, type Uaccess } from '../file.js';
 import type { LiveupdateSession } from '../luo.js';
+import { LUO_PHASES, type PhaseWork } from '../phase-cost.js';
 import { cstr, LUO_SESSION_SER_SIZE, putCstr } from './abi.js';
 import { LuoFileSet, type LuoRegistry } from './luo_file.js';
 
@@ -43,7 +44,11 @@ export class Sessions {
   /** Set by a successful serialisation: the sessions are frozen for the jump. */
   frozen = false;
 
-  constructor(readonly reg: LuoRegistry) {}
+  constructor(
+    readonly reg: LuoRegistry,
+    /** Reports a phase of the live update with its work (`services.phase`): RETRIEVE_* and FINISH. */
+    readonly phase: (name: string, work: PhaseWork) => void = () => {},
+  ) {}
 
   /** `luo_session_create`: EINVAL for an empty or unterminated name, EEXIST for one in use. */
   create(name: Uint8Array): SessionFile {
@@ -83,13 +88,13 @@ export class Sessions {
    * `luo_session_serialize`: freezes each outgoing session's files and returns the
    * `luo_session_ser` entries; a failure unfreezes the sessions before it and is rethrown.
    */
-  serialize(writeFiles: (entries: Uint8Array[]) => { head: bigint; count: number }): Uint8Array[] {
+  serialize(writeFiles: (entries: Uint8Array[]) => { head: bigint; count: number }, work?: { files: number; folios: number }): Uint8Array[] {
     const out: Uint8Array[] = [];
     for (let i = 0; i < this.outgoing.length; i++) {
       const s = this.outgoing[i]!;
       let files: { head: bigint; count: number };
       try {
-        const entries = s.files.freeze();
+        const entries = s.files.freeze(work);
         try {
           files = entries.length ? writeFiles(entries) : { head: 0n, count: 0 };
         } catch (e) {
@@ -180,7 +185,8 @@ export class SessionFile extends File {
         return 0;
       case LIVEUPDATE_SESSION_RETRIEVE_FD: {
         cmd.fd = task.unusedFd();
-        const file = s.files.retrieve(cmd.token as bigint, task);
+        const work = { files: 0, folios: 0 };
+        const file = s.files.retrieve(cmd.token as bigint, task, work);
         try {
           respond();
         } catch (e) {
@@ -188,13 +194,17 @@ export class SessionFile extends File {
           throw e;
         }
         task.installFd(file);
+        // A file retrieved before is a new reference only: no work, no phase.
+        if (work.files) this.sessions.phase(LUO_PHASES.retrieve, work);
         return 0;
       }
-      case LIVEUPDATE_SESSION_FINISH:
+      case LIVEUPDATE_SESSION_FINISH: {
         if (cmd.reserved) errno('EINVAL', 'reserved must be 0');
-        s.files.finish();
+        const files = s.files.finish();
         respond();
+        this.sessions.phase(LUO_PHASES.finish, { sessions: 1, files });
         return 0;
+      }
       default: {
         if (cmd.reserved) errno('EINVAL', 'reserved must be 0');
         const name = new Uint8Array(NAME_LEN);

@@ -132,6 +132,7 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
         const v = new DataView(new ArrayBuffer(8));
         v.setBigUint64(0, (args.file as MemfdFile).pos, true);
         mem.write(args.serializedData, new Uint8Array(v.buffer));
+        args.folios = (args.privateData as Preserved).folios.length;
       },
 
       retrieve(args: LiveupdateFileOpArgs) {
@@ -147,6 +148,7 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
             file.obj.npages = Number((ser.size + 4095n) / 4096n);
             const { folios, pages } = readFolios(ser);
             for (const f of folios) file.obj.adopt(f.index, Number(f.pa >> 12n), f.order as 0 | 9);
+            args.folios = folios.length;
             for (const p of pages) khoRestoreFree(mem, p, PAGE);
           } catch (e) {
             file.put();
