@@ -53,6 +53,7 @@ function updateLines(u: UpdateResult, r: SimulationResult): string[] {
   const faults = updateFaults(u, r.devices);
   const head = `live update ${u.index}: generation ${u.fromGeneration} → ${u.toGeneration}`;
   const l = u.luo;
+  const [kept, other] = l ? ['preserved', 'unpreserved'] : ['persistent', 'non-persistent'];
   const handover = l
     ? [
         `  preserved   ${plural(l.sessions, 'session')}: ${plural(l.files, 'file')} (${plural(l.memfds, 'sealed memfd')} of ${plural(l.folios, 'folio')}, ${plural(l.iommufds, 'iommufd')}, ${plural(l.devices, 'VFIO device')})`,
@@ -78,7 +79,7 @@ function updateLines(u: UpdateResult, r: SimulationResult): string[] {
       .slice(1)
       .map((l) => `    ${l}`),
     `  DMA         ${u.dma.countWindow.label}: ${plural(u.dma.transactions, 'transaction')} (${formatBytes(u.dma.bytes)})`,
-    `  faults      ${u.dma.countWindow.label}: ${group(faults.persistent)} on ${plural(persistent, 'persistent device')}, ${group(faults.other)} on ${plural(r.devices.length - persistent, 'non-persistent device')} (blocked)`,
+    `  faults      ${u.dma.countWindow.label}: ${group(faults.persistent)} on ${plural(persistent, `${kept} device`)}, ${group(faults.other)} on ${plural(r.devices.length - persistent, `${other} device`)} (blocked)`,
   ];
 }
 
