@@ -94,6 +94,44 @@ describe('fuzz: random uAPI sequences agree with the reference model', () => {
     expect(log).toMatch(/RETRIEVE_SESSION "vm-a" -> ENOENT/);
   });
 
+  it('PRESERVE_FD of an iommufd and of VFIO cdevs (the iommu live-update series on): no reboot, close or unbind while one is preserved', () => {
+    const lines: string[] = [];
+    const ops: Op[] = [
+      { k: 'open', c: 0, persist: false },
+      { k: 'ioasAlloc', c: 0 },
+      { k: 'bind', d: 0, c: 0 },
+      { k: 'bind', d: 1, c: 0 },
+      { k: 'attach', d: 1, mode: 0, pick: 0 },
+      { k: 'luoCreate', name: 0 },
+      { k: 'luoPreserve', s: 0, src: 5, pick: 0, token: 0 }, // the iommufd: no marked HWPT, fine
+      { k: 'luoPreserve', s: 0, src: 5, pick: 0, token: 1 }, // again: EBUSY
+      { k: 'luoPreserve', s: 0, src: 6, pick: 0, token: 1 }, // bound, not attached: fine, no IOMMU state
+      { k: 'luoPreserve', s: 0, src: 6, pick: 0, token: 2 }, // again: EBUSY
+      { k: 'luoPreserve', s: 0, src: 6, pick: 1, token: 2 }, // attached to an unmarked HWPT: EINVAL
+      { k: 'luoReboot', inject: 0, nth: 1, err: 0, retry: false, rehydrate: 0 }, // skipped
+      { k: 'kexec', kho: false, rehydrate: 0, viaHwpt: false }, // skipped
+      { k: 'unbind', d: 0 }, // skipped
+      { k: 'close', c: 0 }, // skipped
+      { k: 'detach', d: 1 },
+      { k: 'luoPreserve', s: 0, src: 6, pick: 1, token: 2 }, // detached: fine
+      { k: 'check' },
+      { k: 'luoCloseSession', s: 0 }, // unpreserves all three
+      { k: 'unbind', d: 0 },
+      { k: 'luoCreate', name: 1 },
+      { k: 'luoPreserve', s: 0, src: 5, pick: 0, token: 0 },
+      { k: 'exit' }, // the session goes with the VMM: unpreserved
+      { k: 'luoReboot', inject: 0, nth: 1, err: 0, retry: false, rehydrate: 0 },
+    ];
+    const r = replay({ ...file(ops), world: { ...file(ops).world, flow: 'luo' } }, { log: (l) => lines.push(l) });
+    expect(r.error?.message).toBeUndefined();
+    const log = lines.join('\n');
+    expect(log.match(/PRESERVE_FD fd \d+ token 0x\w+ -> ok/g)!.length).toBe(4);
+    expect(log.match(/PRESERVE_FD fd \d+ token 0x\w+ -> EBUSY/g)!.length).toBe(2);
+    expect(log.match(/PRESERVE_FD fd \d+ token 0x\w+ -> EINVAL/g)!.length).toBe(1);
+    expect(log.match(/reboot\(LINUX_REBOOT_CMD_KEXEC\) -> ok/g)!.length).toBe(1);
+    expect(log).toMatch(/#13 unbind\(d=0\)\n#14 close\(c=0\)\n#15/);
+  });
+
   it('a budget weighted towards live updates (a kexec every ~25 commands)', () => {
     const r = fuzz({ runs: 40, seed: 20261125, maxCommands: 150, commands: { kexec: 5, vm: 4, claim: 2 } });
     if (!r.ok) throw new Error(`${r.failure!.message}\nreplay: ${JSON.stringify(r.failure!.replayFile)}`);

@@ -94,7 +94,7 @@ export type Op =
   /** LIVEUPDATE_IOCTL_CREATE_SESSION / RETRIEVE_SESSION of LUO_NAMES[name]. */
   | { k: 'luoCreate'; name: number }
   | { k: 'luoRetrieve'; name: number }
-  /** PRESERVE_FD into session `s` of LUO_TOKENS[token]: src 0 a memfd, 1 a session, 2 /dev/liveupdate, 3 a pipe, 4 a closed fd, 5 an RFC fd. */
+  /** PRESERVE_FD into session `s` of LUO_TOKENS[token]: src 0 a memfd, 1 a session, 2 /dev/liveupdate, 3 a pipe, 4 a closed fd, 5 an iommufd or guestmemfs fd, 6 a VFIO device fd. */
   | { k: 'luoPreserve'; s: number; src: number; pick: number; token: number }
   | { k: 'luoRetrieveFd'; s: number; token: number }
   | { k: 'luoFinish'; s: number }
@@ -317,7 +317,7 @@ export const OP_ARBITRARIES: { [K in OpKind]: fc.Arbitrary<Extract<Op, { k: K }>
   luoCloseDev: fc.constant({ k: 'luoCloseDev' as const }),
   luoCreate: fc.record({ k: fc.constant('luoCreate' as const), name: fc.oneof({ weight: 8, arbitrary: small(2) }, { weight: 1, arbitrary: fc.integer({ min: 3, max: 5 }) }) }),
   luoRetrieve: fc.record({ k: fc.constant('luoRetrieve' as const), name: fc.oneof({ weight: 8, arbitrary: small(2) }, { weight: 1, arbitrary: fc.integer({ min: 3, max: 5 }) }) }),
-  luoPreserve: fc.record({ k: fc.constant('luoPreserve' as const), s: small(3), src: fc.oneof({ weight: 12, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 5 }) }), pick: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
+  luoPreserve: fc.record({ k: fc.constant('luoPreserve' as const), s: small(3), src: fc.oneof({ weight: 12, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 2, arbitrary: fc.integer({ min: 5, max: 6 }) }), pick: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
   luoRetrieveFd: fc.record({ k: fc.constant('luoRetrieveFd' as const), s: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
   luoFinish: fc.record({ k: fc.constant('luoFinish' as const), s: small(3) }),
   luoGetName: fc.record({ k: fc.constant('luoGetName' as const), s: small(3) }),

@@ -118,14 +118,15 @@ export class Rig {
     this.verbose = opts.log;
     // The LUO world boots the upstream flow beside the RFC's (both share KHO and the hardware).
     const cmdline = `guestmemfs=${world.guestmemfsMiB}M${world.flow === 'luo' ? ' kho=on liveupdate=on' : ''}`;
-    // The model has the memfd handler only (LUO_FILE_MODELS): the kernel is built without the iommu
-    // live-update series, so an iommufd is a file no handler takes, as on plain 7.3.
+    // The kernel is built with the iommu live-update series (its iommufd-v1 and vfio-pci-v1 handlers
+    // beside memfd's). The model (LUO_FILE_MODELS) predicts PRESERVE_FD and unpreserve of an iommufd
+    // and a VFIO cdev exactly, but not what they carry across the reboot: the generator never
+    // reboots, closes or unbinds while one is preserved (model/luo-files.ts).
     const host = Host.boot({
       memory: world.memory,
       seed: hostSeed,
       cmdline,
       devices: world.devices.map((bdf) => ({ bdf })),
-      kconfig: { IOMMU_LIVEUPDATE: false },
     });
     const p = host.kernel.spawn();
     this.sys = { host, p: opts.wrapProcess ? opts.wrapProcess(p) : p };

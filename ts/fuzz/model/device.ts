@@ -283,6 +283,8 @@ export function* planUnbind(m: ModelState, i: number): Generator<Plan, void, voi
   const d = m.devices[i];
   if (!d || d.fd === null) return;
   if (d.bound && releaseExcluded(d.bound.ctx)) return;
+  // Preserved by LUO: closing the fd would leave the device bound under LUO's reference (not modelled).
+  if (m.luoHolds(d)) return;
   const fd = d.fd;
   yield {
     what: `close vfio${i} (unbind)`,

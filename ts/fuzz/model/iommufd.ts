@@ -67,6 +67,8 @@ export function* planClose(m: ModelState, c: number): Generator<Plan, void, void
   // describes it (what was serialised), and a domain freed after the DUMP is not adopted (see
   // domainFreed).
   if (releaseExcluded(ctx) && !m.devices.some((d) => d.bound?.ctx === ctx)) return;
+  // Preserved by LUO: closing the fd would leave the context alive under LUO's reference (not modelled).
+  if (m.luoHolds(ctx)) return;
   const fd = ctx.fd!;
   yield {
     what: `close iommufd ${fd}`,

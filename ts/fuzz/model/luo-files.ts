@@ -1,8 +1,12 @@
 // The LUO model's preserved files: a memfd's inode as the model knows it, sessions, what an fd is
 // to PRESERVE_FD, and one model per file handler (`struct liveupdate_file_handler`), looked up in
-// LUO_FILE_MODELS as LUO looks its handlers up. memfd (mm/memfd_luo.c, "memfd-v2") is the one
-// there today; the iommufd and VFIO cdev handlers plug in beside it: an FdTarget kind for their
-// fds, a LuoFileModel with what PRESERVE_FD takes, what crosses the reboot, what RETRIEVE_FD gives.
+// LUO_FILE_MODELS as LUO looks its handlers up: memfd (mm/memfd_luo.c, "memfd-v2"), and the iommu
+// live-update series' iommufd ("iommufd-v1", kernel/iommufd/liveupdate.ts) and VFIO cdev
+// ("vfio-pci-v1", kernel/vfio/liveupdate.ts) handlers as far as PRESERVE_FD and unpreserve go.
+// The generator never reboots with an iommufd or VFIO file preserved (LuoModel.planReboot), so
+// their serialize / retrieve are not modelled (they throw), and it never closes or unbinds one
+// while it is preserved (ModelState.luoHolds).
+import type { MCtx, MDevice } from './state.js';
 
 /** A memfd's shmem inode: what every fd and mapping of it sees. */
 export interface MShmem {
@@ -35,7 +39,7 @@ export interface MSession {
 }
 
 /** What an fd of the VMM is, as PRESERVE_FD sees it. */
-export type FdTarget = { kind: 'memfd'; obj: MShmem } | { kind: 'session' } | { kind: 'luodev' } | { kind: 'pipe' } | { kind: 'other' } | { kind: 'none' };
+export type FdTarget = { kind: 'memfd'; obj: MShmem } | { kind: 'iommufd'; obj: MCtx } | { kind: 'vfio'; obj: MDevice } | { kind: 'session' } | { kind: 'luodev' } | { kind: 'pipe' } | { kind: 'other' } | { kind: 'none' };
 
 /**
  * One handler's model (`struct liveupdate_file_handler`): which files it takes, the identity that
@@ -48,6 +52,8 @@ export interface LuoFileModel {
   id(t: FdTarget): unknown;
   preservedId(preserved: unknown): unknown;
   retrievedId(retrieved: unknown): unknown;
+  /** The handler's own `preserve` refusing the file (after LUO's checks), or null. */
+  preserveErr?(t: FdTarget): string | null;
   /** PRESERVE_FD succeeded: what LUO now holds. */
   preserve(t: FdTarget, s: MSession): unknown;
   unpreserve(obj: unknown): void;
@@ -94,5 +100,54 @@ const memfdModel: LuoFileModel = {
   target: (obj) => ({ kind: 'memfd', obj: obj as MShmem }),
 };
 
+const notModelled = (what: string) => (): never => {
+  throw new Error(`the LUO model does not carry a preserved ${what} across the reboot (the generator never reboots with one)`);
+};
+
+/**
+ * "iommufd-v1" (`iommufd_liveupdate_register_lufs`), PRESERVE_FD only. No `get_id`: the file is
+ * the identity (the context). Its preserve walks the HWPTs marked by IOMMU_HWPT_LU_SET_PRESERVE;
+ * the fuzzer never marks one, so it preserves nothing (no domain, no area) and cannot fail, and
+ * unpreserve has nothing to undo (no IOAS made immutable, nothing pinned).
+ */
+const iommufdModel: LuoFileModel = {
+  compatible: 'iommufd-v1',
+  canPreserve: (t) => t.kind === 'iommufd',
+  id: (t) => (t as { obj: MCtx }).obj,
+  preservedId: (p) => (p as { obj: MCtx }).obj,
+  retrievedId: (obj) => obj,
+  preserve: (t) => ({ obj: (t as { obj: MCtx }).obj }),
+  unpreserve() {},
+  pinned: () => 0,
+  serialize: notModelled('iommufd'),
+  retrieve: notModelled('iommufd'),
+  target: notModelled('iommufd'),
+};
+
+/**
+ * "vfio-pci-v1" (`vfio_pci_liveupdate_init`), PRESERVE_FD only. `get_id` is the device (a second
+ * file of it would be EBUSY too). The previous kernel never preserved a device here (no reboot
+ * with one preserved), so the "still owned by the previous kernel" EBUSY cannot happen; an
+ * attached device goes through `iommufd_device_preserve`, whose HWPT is never marked: EINVAL. An
+ * unbound or bound-but-unattached device preserves without IOMMU state.
+ */
+const vfioModel: LuoFileModel = {
+  compatible: 'vfio-pci-v1',
+  canPreserve: (t) => t.kind === 'vfio',
+  id: (t) => (t as { obj: MDevice }).obj,
+  preservedId: (p) => (p as { obj: MDevice }).obj,
+  retrievedId: (obj) => obj,
+  preserveErr: (t) => ((t as { obj: MDevice }).obj.attached ? 'EINVAL' : null),
+  preserve: (t) => ({ obj: (t as { obj: MDevice }).obj }),
+  unpreserve() {},
+  pinned: () => 0,
+  serialize: notModelled('VFIO device file'),
+  retrieve: notModelled('VFIO device file'),
+  target: notModelled('VFIO device file'),
+};
+
+/** Whether a handler model carries its files across the reboot (the generator reboots only then). */
+export const crossesReboot = (h: LuoFileModel): boolean => h === memfdModel;
+
 /** The handlers, in registration order (`luo_register_file_handler`): the first that takes a file preserves it. */
-export const LUO_FILE_MODELS: LuoFileModel[] = [memfdModel];
+export const LUO_FILE_MODELS: LuoFileModel[] = [memfdModel, iommufdModel, vfioModel];

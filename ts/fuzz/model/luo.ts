@@ -6,7 +6,9 @@
 // an injected failure with nothing changed), the next kernel's sessions (each retrieved once, its
 // files in any order, the same bytes, the seals of PRESERVE_FD), and what is left unretrieved
 // dropped at the next kexec. Preserved files go through a per-kind handler model
-// (LUO_FILE_MODELS, as LUO's file handlers): memfd today; iommufd and VFIO cdev plug in there.
+// (LUO_FILE_MODELS, as LUO's file handlers): memfd; iommufd and VFIO cdev (the iommu live-update
+// series) for PRESERVE_FD and unpreserve only: while one is preserved the generator neither reboots
+// nor closes / unbinds it (luo-files.ts).
 import {
   F_ADD_SEALS,
   F_GET_SEALS,
@@ -34,7 +36,7 @@ import {
 import { PAGE } from '../intervals.js';
 import type { Op } from '../ops.js';
 import { khoDump, jump, planAfterJump, planKho } from './liveupdate.js';
-import { LUO_FILE_MODELS, type FdTarget, type MSession, type MShmem } from './luo-files.js';
+import { crossesReboot, LUO_FILE_MODELS, type FdTarget, type MSession, type MShmem } from './luo-files.js';
 import { errs, hex, okAny, okv, pattern, type Alt, type ModelState, type Plan } from './state.js';
 
 export { LUO_FILE_MODELS, type FdTarget, type LuoFileModel, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
@@ -112,6 +114,12 @@ export class LuoModel {
     this.enabled = m.cfg.flow === 'luo';
     m.exitHooks.push(() => this.vmmGone());
     m.jumpHooks.push(() => this.nextKernel());
+    m.luoHolds = (o) => this.outgoing.some((s) => s.files.some((f) => f.handler.preservedId(f.obj) === o));
+  }
+
+  /** An outgoing session preserves a file whose handler model does not cross the reboot (iommufd, VFIO). */
+  private holdsUnrebootable(): boolean {
+    return this.outgoing.some((s) => s.files.some((f) => !crossesReboot(f.handler)));
   }
 
   /** The VMM's fds are gone (exit, kexec): sessions released, mappings gone. */
@@ -178,6 +186,10 @@ export class LuoModel {
     if (this.sessions.some((x) => x.fd === fd)) return { kind: 'session' };
     if (fd === this.dev) return { kind: 'luodev' };
     if (this.pipe?.includes(fd)) return { kind: 'pipe' };
+    const ctx = this.m.slots.find((c) => c && !c.dead && c.fd === fd);
+    if (ctx) return { kind: 'iommufd', obj: ctx };
+    const d = this.m.devices.find((x) => x.fd === fd);
+    if (d) return { kind: 'vfio', obj: d };
     return this.m.fds.has(fd) ? { kind: 'other' } : { kind: 'none' };
   }
 
@@ -360,7 +372,9 @@ export class LuoModel {
   /**
    * PRESERVE_FD in luo_preserve_file's order: an incoming session EINVAL, then a token in use
    * EEXIST, a bad fd EBADF, no handler ENOENT, preserved (or retrieved and not finished) EBUSY.
-   * src: 0 a memfd, 1 a session fd, 2 /dev/liveupdate, 3 a pipe, 4 a closed fd, 5 an fd of the RFC side.
+   * src: 0 a memfd, 1 a session fd, 2 /dev/liveupdate, 3 a pipe, 4 a closed fd, 5 an iommufd or
+   * guestmemfs fd of the RFC side, 6 a VFIO device fd. Then the handler's own preserve (VFIO: an
+   * attached device EINVAL, its HWPT not being marked).
    */
   *planPreserve(op: Extract<Op, { k: 'luoPreserve' }>): Generator<Plan, void, void> {
     const ss = this.sessionFor(op.s, false);
@@ -372,12 +386,14 @@ export class LuoModel {
       yield { what: 'pipe', run: (sy) => sy.p.pipe(), alts: [okv([r, w], () => { this.m.allocFd(); this.m.allocFd(); this.pipe = [r, w]; })] };
     }
     const rfc = [...this.m.slots.filter((c) => c && !c.dead).map((c) => c!.fd!), ...this.m.fileFds.filter((f) => f).map((f) => f!.fd)];
+    const devs = this.m.devices.flatMap((d) => (d.fd !== null ? [d.fd] : []));
     const fd =
       op.src === 0 ? (this.memfdAt(op.pick)?.fd ?? BAD_FD)
       : op.src === 1 ? this.sessionAt(op.pick)!.fd
       : op.src === 2 ? (this.dev ?? BAD_FD)
       : op.src === 3 ? this.pipe![op.pick % 2]!
       : op.src === 5 && rfc.length ? rfc[op.pick % rfc.length]!
+      : op.src === 6 && devs.length ? devs[op.pick % devs.length]!
       : BAD_FD;
     const token = LUO_TOKENS[op.token % LUO_TOKENS.length]!;
     const t = this.targetOf(fd);
@@ -388,6 +404,7 @@ export class LuoModel {
     else if (t.kind === 'none') alt = errs(['EBADF']);
     else if (!fh) alt = errs(['ENOENT']);
     else if (this.held(fh.id(t))) alt = errs(['EBUSY']);
+    else if (fh.preserveErr?.(t)) alt = errs([fh.preserveErr(t)!]);
     else alt = okAny(() => s.files.push({ token, handler: fh, obj: fh.preserve(t, s) }));
     yield { what: `ioctl ${ss.fd} LIVEUPDATE_SESSION_PRESERVE_FD fd ${fd} token ${hex(token)}`, run: (sy) => void sy.p.ioctl(ss.fd, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token }), alts: [alt] };
   }
@@ -476,6 +493,8 @@ export class LuoModel {
    */
   *planReboot(op: { kho: boolean; inject: number; nth: number; err: number; retry: boolean; rehydrate: number; viaHwpt: boolean }): Generator<Plan, void, void> {
     const m = this.m;
+    // The iommufd and VFIO handler models stop at PRESERVE_FD: no reboot while one is preserved.
+    if (this.holdsUnrebootable()) return;
     if (op.kho && !m.khoActive) yield* planKho(m, true);
     const site = LUO_SITES[op.inject % LUO_SITES.length]!;
     if (site) yield* this.planArm(site, op.nth, LUO_FAIL_ERRNOS[op.err % LUO_FAIL_ERRNOS.length]!);

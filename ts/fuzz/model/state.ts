@@ -321,6 +321,12 @@ export class ModelState {
   /** What other models do when the VMM exits (after its fds are gone) and at the jump of a kexec. */
   readonly exitHooks: (() => void)[] = [];
   readonly jumpHooks: (() => void)[] = [];
+  /**
+   * Whether LUO holds this iommufd or VFIO device file preserved in an outgoing session (model/luo.ts
+   * sets it): the generator then neither closes nor unbinds it (what LUO's reference keeps alive is
+   * not modelled on the RFC side).
+   */
+  luoHolds: (o: MCtx | MDevice) => boolean = () => false;
   constructor(cfg: WorldConfig = DEFAULT_WORLD) {
     this.cfg = cfg;
     this.devices = cfg.devices.map((bdf) => ({ bdf, maybe: null, fd: null, bound: null, xlate: { k: 'blocked' }, attached: false, staleRestore: false }));
