@@ -94,6 +94,18 @@ const luoSize = (n) => {
 };
 const started = hr();
 
+/** What a traffic generator's steps since a mark add up to, over `updates` updates with traffic. */
+function trafficSummary(steps, updates) {
+  return {
+    updates,
+    steps: steps.length,
+    pagesWritten: steps.reduce((a, s) => a + s.pagesWritten, 0),
+    pagesVerified: steps.reduce((a, s) => a + s.pagesVerified, 0),
+    faults: steps.reduce((a, s) => a + s.faults.length, 0),
+    mismatches: steps.reduce((a, s) => a + s.mismatches.length, 0),
+  };
+}
+
 const median = (a) => {
   const s = [...a].sort((x, y) => x - y);
   const m = s.length >> 1;
@@ -275,15 +287,7 @@ function luoWorld(n) {
 
   const result = () => {
     traffic.stop();
-    const steps = traffic.steps.slice(stepsBefore);
-    const t = {
-      updates: withTraffic.length,
-      steps: steps.length,
-      pagesWritten: steps.reduce((a, s) => a + s.pagesWritten, 0),
-      pagesVerified: steps.reduce((a, s) => a + s.pagesVerified, 0),
-      faults: steps.reduce((a, s) => a + s.faults.length, 0),
-      mismatches: steps.reduce((a, s) => a + s.mismatches.length, 0),
-    };
+    const t = trafficSummary(traffic.steps.slice(stepsBefore), withTraffic.length);
     if (withTraffic.length) check(t.pagesVerified > 0, 'LUO: traffic verified no page');
     return {
       n,
@@ -426,15 +430,7 @@ for (const cfg of SIZES) {
     );
   }
   traffic.stop();
-  const steps = traffic.steps.slice(stepsBefore);
-  const t = {
-    updates: cfg.traffic,
-    steps: steps.length,
-    pagesWritten: steps.reduce((a, s) => a + s.pagesWritten, 0),
-    pagesVerified: steps.reduce((a, s) => a + s.pagesVerified, 0),
-    faults: steps.reduce((a, s) => a + s.faults.length, 0),
-    mismatches: steps.reduce((a, s) => a + s.mismatches.length, 0),
-  };
+  const t = trafficSummary(traffic.steps.slice(stepsBefore), cfg.traffic);
   check(t.pagesVerified > 0, 'traffic verified no page');
   for (const k of ['updates', 'pagesWritten', 'pagesVerified', 'faults', 'mismatches']) trafficTotals[k] += t[k];
   const phaseMedians = Object.fromEntries(Object.keys(phases[0]).map((k) => [k, median(phases.map((x) => x[k]))]));
