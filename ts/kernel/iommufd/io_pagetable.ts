@@ -190,16 +190,26 @@ export class IoPagetable {
    * Returns the IOVA.
    */
   mapPages(list: PagesListElm[], length: bigint, iova: bigint | null, prot: { read: boolean; write: boolean }): bigint {
+    const first = list[0]!;
+    return this.mapPagesAt(list, this.mapIova(length, iova, first.startByte + first.pages.base), prot);
+  }
+
+  /**
+   * The checks of `iopt_alloc_area_pages` that come before any area exists: the IOVA a map of
+   * `length` bytes gets (automatic when `iova` is null, aligned like the user address `addr`).
+   * Nothing changes, so a caller may run them before it builds the pages (a failing MAP then
+   * unwinds nothing).
+   */
+  mapIova(length: bigint, iova: bigint | null, addr: bigint): bigint {
     if (this.luMapImmutable) errno('EBUSY', 'the IOAS of a preserved HWPT is immutable');
     if (length & (this.iovaAlignment - 1n) || length === 0n) errno('EINVAL', 'length not aligned to iova_alignment');
-    let dst: bigint;
-    if (iova === null) {
-      const first = list[0]!;
-      dst = this.allocIova(first.startByte + first.pages.base, length);
-    } else {
-      this.checkIova(iova, length);
-      dst = iova;
-    }
+    if (iova === null) return this.allocIova(addr, length);
+    this.checkIova(iova, length);
+    return iova;
+  }
+
+  /** {@link mapPages} at `dst`, which {@link mapIova} gave with nothing changed since. */
+  mapPagesAt(list: PagesListElm[], dst: bigint, prot: { read: boolean; write: boolean }): bigint {
     const created: IoptArea[] = [];
     try {
       let at = dst;

@@ -86,6 +86,9 @@ export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): 
   // iopt_alloc_user_pages: uptr + length must not wrap, then iopt_alloc_pages judges the length.
   if (uptr + length > ULONG_MAX) errno('EOVERFLOW', 'user_va + length overflows');
   if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
+  // iopt_alloc_area_pages's checks (EEXIST, ...) change nothing: run first, a failing MAP then
+  // has no pages to put back (building them cannot fail).
+  const dst = ioas.iopt.mapIova(length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, uptr);
   const start = uptr & ~(PAGE - 1n);
   const npages = Number((uptr + length - start + PAGE - 1n) / PAGE);
   const pages = new IoptPages(
@@ -98,7 +101,7 @@ export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): 
     files,
   );
   try {
-    cmd.iova = ioas.iopt.mapPages([{ pages, startByte: uptr - start, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
+    cmd.iova = ioas.iopt.mapPagesAt([{ pages, startByte: uptr - start, length }], dst, iommuProt(flags));
   } finally {
     pages.put();
   }
