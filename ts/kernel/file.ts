@@ -1,6 +1,6 @@
 // struct file and the user-memory accessors ioctl handlers use (copy_from_user / copy_to_user).
 import type { PhysicalMemory } from '../hw/memory.js';
-import { errno } from '../uapi/errno.js';
+import { errno, type KernelError } from '../uapi/errno.js';
 import { copyFields, fieldValue, readStruct, writeStruct, type StructFields, type StructLayout } from '../uapi/struct.js';
 import type { Cred } from './cred.js';
 import type { Backing, Mm } from './mm.js';
@@ -190,8 +190,12 @@ export abstract class File {
     if (--this.refs === 0) this.release();
   }
 
-  /** `unlocked_ioctl`: returns the syscall's value. */
-  ioctl(_task: Task, _request: number, _u: Uaccess, _arg: bigint): number {
+  /**
+   * `unlocked_ioctl`: returns the syscall's value, or a KernelError for `return -EXXX` (throwing
+   * it is the same, only slower: a failing ioctl that returns its error is one throw, the
+   * SyscallError's).
+   */
+  ioctl(_task: Task, _request: number, _u: Uaccess, _arg: bigint): number | KernelError {
     return errno('ENOTTY', 'no ioctls on this file');
   }
 

@@ -238,6 +238,7 @@ export class Process implements Task {
     try {
       file = this.fget(fd);
       ret = this.ioctlArg(file, request, arg, u);
+      if (ret instanceof KernelError) failed = ret;
     } catch (e) {
       failed = e;
     }
@@ -267,12 +268,12 @@ export class Process implements Task {
     const layout = UAPI_IOCTLS.get(request)?.layout;
     if (!layout) {
       u.addTemp(ARG_BASE, new Uint8Array(8));
-      file.ioctl(this, request, u, ARG_BASE);
-      return arg;
+      const ret = file.ioctl(this, request, u, ARG_BASE);
+      return ret instanceof KernelError ? ret : arg;
     }
     u.setStruct(this.structArg(layout, arg as Record<string, unknown>, u));
-    file.ioctl(this, request, u, ARG_BASE);
-    return arg;
+    const ret = file.ioctl(this, request, u, ARG_BASE);
+    return ret instanceof KernelError ? ret : arg;
   }
 
   /**
