@@ -121,9 +121,7 @@ function errorPrototype(proto: object, message: (this: never) => string): void {
  * is its first line unless {@link SyscallError.captureStackTraces} is set.
  */
 // The interface gives the class Error's members, which its prototype provides.
-// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export interface SyscallError extends Error {}
-// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class SyscallError {
   /**
    * Capture the JavaScript stack (`Error.stackTraceLimit` frames) into every SyscallError: for
@@ -160,9 +158,7 @@ export class SyscallError {
  * {@link SyscallError}; `detail` says which rule fired, for the message only. A `return -EXXX`
  * that unwinds: as cheap as a SyscallError (no stack, the message formatted when read).
  */
-// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export interface KernelError extends Error {}
-// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class KernelError {
   constructor(
     readonly code: ErrnoCode,
