@@ -6,7 +6,7 @@ import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import { UAPI_IOCTLS, type AnyIoctlRequest, type IoctlRequest, type IoctlResult, type UnknownFields } from '../uapi/ioctl.js';
 import { F_ADD_SEALS, F_GET_SEALS, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
-import { checkFieldValue, getBytes, getField, writeStruct, zeroValue, type Field, type StructFields, type StructIn, type StructLayout } from '../uapi/struct.js';
+import { checkFieldValue, getBytes, getField, writeStruct, zeroStruct, type Field, type StructFields, type StructIn, type StructLayout } from '../uapi/struct.js';
 import { ALL_CAPABILITIES } from './cred.js';
 import { ARG_BASE, File, Uaccess, type StructArg, type Task } from './file.js';
 import { MemfdFile, memfdCreate } from './memfd.js';
@@ -282,19 +282,19 @@ export class Process implements Task {
    */
   private structArg(layout: StructLayout, arg: Record<string, unknown>, u: Uaccess): ObjectArg {
     for (const key in arg) {
-      if (Object.hasOwn(arg, key) && !layout.byName.has(key)) throw invalidArgValue(`${layout.name} has no field ${key}`, TypeError);
+      if (!layout.byName.has(key) && Object.hasOwn(arg, key)) throw invalidArgValue(`${layout.name} has no field ${key}`, TypeError);
     }
     const sizeField = layout.fields[0]!;
     const size = arg[sizeField.name] === undefined ? layout.size : (checkFieldValue(layout, sizeField, arg[sizeField.name]) as number);
-    const vals: Record<string, number | bigint | Uint8Array | undefined> = {};
+    // Every field present, zero until given; of a union, only what is given (it is bytes, below).
+    const vals: Record<string, number | bigint | Uint8Array | undefined> = layout.hasUnion ? {} : { ...zeroStruct(layout) };
     let ptrs: PointerArgs | null = null;
     for (const f of layout.fields) {
       const v = f === sizeField ? size : arg[f.name];
       if (v === undefined) {
-        // An absent count next to an array is the array's length; a union member given elsewhere keeps its bytes.
+        // An absent count next to an array is the array's length.
         const arr = COUNT_OF[f.name];
         if (arr !== undefined && Array.isArray(arg[arr])) vals[f.name] = (arg[arr] as unknown[]).length;
-        else if (!layout.hasUnion) vals[f.name] = zeroValue(f);
         continue;
       }
       if (f.type === 'u64' && typeof v !== 'bigint') {

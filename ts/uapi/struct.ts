@@ -62,6 +62,10 @@ export interface StructLayout<N extends string = string, F extends readonly Stru
   readonly byName: ReadonlyMap<string, Field>;
   /** Whether two fields share bytes (an anonymous union): such a struct only exists as bytes. */
   readonly hasUnion: boolean;
+  /** Whether a field is an inline byte array. */
+  readonly hasByteArray: boolean;
+  /** Every field zero (see {@link zeroStruct}). */
+  readonly zero: Readonly<Record<string, number | bigint | Uint8Array>>;
   /** Type-level only (never set): the declaration. */
   readonly [structDecl]?: F;
 }
@@ -167,7 +171,8 @@ export function struct<const N extends string, const F extends readonly StructMe
   }
   const size = Math.ceil(offset / align) * align;
   const hasUnion = fields.some((entry) => 'union' in entry && entry.union.length > 1);
-  return { name, size, fields: out, byName: new Map(out.map((f) => [f.name, f])), hasUnion };
+  const zero = Object.fromEntries(out.map((f) => [f.name, zeroValue(f)]));
+  return { name, size, fields: out, byName: new Map(out.map((f) => [f.name, f])), hasUnion, hasByteArray: out.some((f) => f.byteArray), zero };
 }
 
 /** `offsetofend(struct, field)`. */
@@ -301,6 +306,15 @@ export function zeroValue(f: Field): number | bigint | Uint8Array {
 }
 
 /**
+ * `struct L` with every field zero, one object per layout: spread it (`{ ...zeroStruct(l) }`)
+ * for a struct of values whose shape is the layout's, as V8 copies an object of a known shape
+ * fastest. Shared: never write into it or its byte arrays.
+ */
+export function zeroStruct(layout: StructLayout): Readonly<Record<string, number | bigint | Uint8Array>> {
+  return layout.zero;
+}
+
+/**
  * `v` as the field holds it: what {@link setField} then {@link getField} would give back (a u32
  * wraps modulo 2^32, a u64 modulo 2^64, a byte array is a NUL-padded copy), without the bytes.
  */
@@ -323,12 +337,12 @@ export function fieldValue(f: Field, v: number | bigint | Uint8Array): number | 
   return out;
 }
 
-/** A copy of a struct held as values (`copy_struct_from_user` without bytes): byte arrays copied, absent fields zero. */
+/**
+ * A copy of a struct held as values (`copy_struct_from_user` without bytes), every field present
+ * (made from {@link zeroStruct}): byte arrays are copied.
+ */
 export function copyFields<L extends StructLayout>(layout: L, vals: Readonly<Record<string, number | bigint | Uint8Array | undefined>>): StructFields<L> {
-  const out: Record<string, number | bigint | Uint8Array> = {};
-  for (const f of layout.fields) {
-    const v = vals[f.name];
-    out[f.name] = v === undefined ? zeroValue(f) : f.byteArray ? (v as Uint8Array).slice() : v;
-  }
+  const out: Record<string, number | bigint | Uint8Array | undefined> = { ...vals };
+  if (layout.hasByteArray) for (const f of layout.fields) if (f.byteArray) out[f.name] = (out[f.name] as Uint8Array).slice();
   return out as StructFields<L>;
 }
