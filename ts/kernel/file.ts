@@ -1,7 +1,7 @@
 // struct file and the user-memory accessors ioctl handlers use (copy_from_user / copy_to_user).
 import type { PhysicalMemory } from '../hw/memory.js';
 import { errno, type KernelError } from '../uapi/errno.js';
-import { copyFields, fieldValue, readStruct, writeStruct, type StructFields, type StructLayout } from '../uapi/struct.js';
+import { copyFields, fieldValue, readStruct, writeStruct, zeroValue, type StructFields, type StructLayout } from '../uapi/struct.js';
 import type { Cred } from './cred.js';
 import type { Backing, Mm } from './mm.js';
 
@@ -142,10 +142,11 @@ export class Uaccess {
   respondStruct<L extends StructLayout>(ptr: bigint, layout: L, value: StructFields<L>, usize: number): void {
     const a = this.typed(ptr, layout, usize);
     if (a !== null) {
+      // The whole struct lands, a field the value lacks as zero (writeStruct's fresh bytes).
       const from = value as Record<string, number | bigint | Uint8Array | undefined>;
       for (const f of layout.fields) {
         const v = from[f.name];
-        if (v !== undefined) a.vals[f.name] = fieldValue(f, v);
+        a.vals[f.name] = v === undefined ? zeroValue(f) : fieldValue(f, v);
       }
       return;
     }

@@ -319,6 +319,7 @@ export function zeroStruct(layout: StructLayout): Readonly<Record<string, number
  * wraps modulo 2^32, a u64 modulo 2^64, a byte array is a NUL-padded copy), without the bytes.
  */
 export function fieldValue(f: Field, v: number | bigint | Uint8Array): number | bigint | Uint8Array {
+  if (v instanceof Uint8Array && !f.byteArray) throw new TypeError(`${f.name}: ${f.type} takes a number, not bytes`);
   switch (f.type) {
     case 'u64':
       return typeof v === 'bigint' && v >= 0n && v <= 0xffff_ffff_ffff_ffffn ? v : BigInt.asUintN(64, BigInt(v as number | bigint));
