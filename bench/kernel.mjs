@@ -1,6 +1,7 @@
 // The simulated kernel's syscall surface under `npm run bench`: iommufd IOAS_MAP / IOAS_UNMAP
 // through the TypeScript layer (ts/kernel/**) against the native page-table builder doing the
-// same PTE work, and DMA through the device API. Run as `node --expose-gc bench/kernel.mjs`.
+// same PTE work, DMA through the device API, and the cost of one syscall (issue 19's sequence of
+// small ioctls, failing ones included). Run as `node --expose-gc bench/kernel.mjs`.
 // Progress goes to stderr; stdout is ONE JSON object (times in ns).
 //
 // Every TS-vs-native comparison is measured in this process with the two variants interleaved
@@ -12,6 +13,7 @@
 import {
   Gather,
   Host,
+  IOMMU_DESTROY,
   IOMMU_IOAS_ALLOC,
   IOMMU_IOAS_MAP,
   IOMMU_IOAS_MAP_FIXED_IOVA,
@@ -22,6 +24,7 @@ import {
   IOMMU_OPTION_HUGE_PAGES,
   IOMMU_OPTION_OP_SET,
   MAP_ANONYMOUS,
+  MAP_FIXED,
   MAP_SHARED,
   O_RDWR,
   PROT_READ,
@@ -63,6 +66,122 @@ const fmtMs = (x) => `${(x / 1e6).toFixed(2)} ms`;
 function check(cond, what) {
   if (!cond) throw new Error(`kernel bench: ${what}`);
 }
+
+const results = {};
+
+// ---- (0) the syscall path: issue 19's sequence, errors included ----------------------------------
+
+/**
+ * open /dev/iommu, IOAS_ALLOC, IOAS_MAP of 64 KiB (no device), the same MAP again (EEXIST), a
+ * partial UNMAP (ENOENT), UNMAP, DESTROY, close: `rounds` rounds of `perRound` sequences, each
+ * call timed alone. Per kind, the median over rounds of: the round's mean without its slowest
+ * 0.5% of calls (`mean`: the scheduler of a shared host preempts a call now and then for
+ * milliseconds), its plain mean (`rawMean`), its median call (`median`). On its own host (1 GiB,
+ * no device, as the issue's), first: the later sections leave a heap whose collections it would pay.
+ */
+function syscallSequence(rounds, perRound, warm) {
+  const kinds = ['open', 'alloc', 'map', 'eexist', 'enoent', 'unmap', 'destroy', 'close'];
+  const p = Host.boot({ memory: GIB, devices: [] }).kernel.spawn();
+  const va = 0x10000000n;
+  const len = 0x10000n;
+  p.mmap(va, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED);
+  const flags = MAP_RW;
+  const t = kinds.map(() => new Float64Array(perRound));
+  const one = (i) => {
+    let a = now();
+    let b;
+    const fd = p.open('/dev/iommu', O_RDWR);
+    b = now();
+    t[0][i] = Number(b - a);
+    a = b;
+    const id = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id;
+    b = now();
+    t[1][i] = Number(b - a);
+    a = b;
+    const iova = p.ioctl(fd, IOMMU_IOAS_MAP, { ioas_id: id, flags, user_va: va, length: len, iova: 0x100000n }).iova;
+    b = now();
+    t[2][i] = Number(b - a);
+    a = b;
+    let code = null;
+    try {
+      p.ioctl(fd, IOMMU_IOAS_MAP, { ioas_id: id, flags, user_va: va, length: len, iova: 0x100000n });
+    } catch (e) {
+      code = e.code;
+    }
+    b = now();
+    t[3][i] = Number(b - a);
+    a = b;
+    check(code === 'EEXIST', `MAP again: ${code}, expected EEXIST`);
+    code = null;
+    try {
+      p.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: id, iova: 0x101000n, length: 0x1000n });
+    } catch (e) {
+      code = e.code;
+    }
+    b = now();
+    t[4][i] = Number(b - a);
+    a = b;
+    check(code === 'ENOENT', `partial UNMAP: ${code}, expected ENOENT`);
+    p.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: id, iova, length: len });
+    b = now();
+    t[5][i] = Number(b - a);
+    a = b;
+    p.ioctl(fd, IOMMU_DESTROY, { id });
+    b = now();
+    t[6][i] = Number(b - a);
+    a = b;
+    p.close(fd);
+    b = now();
+    t[7][i] = Number(b - a);
+  };
+  for (let i = 0; i < warm; i++) one(i % perRound);
+  const means = kinds.map(() => []);
+  const rawMeans = kinds.map(() => []);
+  const medians = kinds.map(() => []);
+  const keep = perRound - Math.ceil(perRound * 0.005);
+  const t0 = now();
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < perRound; i++) one(i);
+    kinds.forEach((_, k) => {
+      const sorted = Float64Array.from(t[k]).sort();
+      means[k].push(sorted.subarray(0, keep).reduce((x, y) => x + y, 0) / keep);
+      rawMeans[k].push(sorted.reduce((x, y) => x + y, 0) / perRound);
+      medians[k].push(sorted[perRound >> 1]);
+    });
+  }
+  const wallNs = Number(now() - t0);
+  p.exit();
+  const perKind = Object.fromEntries(kinds.map((k, i) => [k, { mean: median(means[i]), rawMean: median(rawMeans[i]), median: median(medians[i]) }]));
+  const ioctls = kinds.slice(1, 7);
+  const perIoctl = ioctls.reduce((s, k) => s + perKind[k].mean, 0) / ioctls.length;
+  const perIoctlMedian = ioctls.reduce((s, k) => s + perKind[k].median, 0) / ioctls.length;
+  const perIoctlRawMean = ioctls.reduce((s, k) => s + perKind[k].rawMean, 0) / ioctls.length;
+  const res = {
+    rounds,
+    perRound,
+    perKind,
+    /** ns per ioctl, mean over the 6 ioctls (open and close are not ioctls). */
+    perIoctl,
+    perIoctlMedian,
+    perIoctlRawMean,
+    ioctlsPerSec: 1e9 / perIoctl,
+    /** Each failing ioctl ÷ its success. */
+    eexistOverMap: perKind.eexist.mean / perKind.map.mean,
+    enoentOverUnmap: perKind.enoent.mean / perKind.unmap.mean,
+    /** The real Linux 7.3 under QEMU TCG on the same sequence (issue 19): ns per ioctl. */
+    tcgNsPerIoctl: 5500,
+    wallNs,
+  };
+  log(
+    `syscall sequence: ${fmtUs(perIoctl)} per ioctl (${Math.round(res.ioctlsPerSec).toLocaleString('en-US')} ioctls/s; median ${fmtUs(perIoctlMedian)}, untrimmed mean ${fmtUs(perIoctlRawMean)}); ` +
+      kinds.map((k) => `${k} ${(perKind[k].mean / 1e3).toFixed(2)}`).join(', ') +
+      ` µs; EEXIST ÷ MAP ${res.eexistOverMap.toFixed(2)}, ENOENT ÷ UNMAP ${res.enoentOverUnmap.toFixed(2)}`,
+  );
+  return res;
+}
+results.syscall = syscallSequence(quick ? 5 : 15, 1000, 3000);
+
+gc();
 
 // ---- the host: two devices, each attached to its own IOAS --------------------------------------
 
@@ -174,7 +293,6 @@ function interleave(name, rounds, warm, tsFn, nativeFn) {
   return res;
 }
 
-const results = {};
 
 // ---- (1) 1 GiB in 2 MiB superpages ---------------------------------------------------------------
 

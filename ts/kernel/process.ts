@@ -6,9 +6,9 @@ import { errno, KernelError, SyscallError } from '../uapi/errno.js';
 import { UAPI_IOCTLS, type AnyIoctlRequest, type IoctlRequest, type IoctlResult, type UnknownFields } from '../uapi/ioctl.js';
 import { F_ADD_SEALS, F_GET_SEALS, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_TYPE, O_ACCMODE, O_RDONLY, PROT_EXEC, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
 import type { Dirent, Stat } from '../uapi/stat.js';
-import { checkFieldValue, getBytes, getField, isByteArray, setField, type StructIn, type StructLayout } from '../uapi/struct.js';
+import { checkFieldValue, getBytes, getField, writeStruct, zeroStruct, type Field, type StructFields, type StructIn, type StructLayout } from '../uapi/struct.js';
 import { ALL_CAPABILITIES } from './cred.js';
-import { File, Uaccess, type Task } from './file.js';
+import { ARG_BASE, File, Uaccess, type StructArg, type Task } from './file.js';
 import { MemfdFile, memfdCreate } from './memfd.js';
 import { pipeFiles } from './pipe.js';
 import { MemObject, Mm, mmapPlace, PAGE_SIZE, type Backing, type PageRefs } from './mm.js';
@@ -16,11 +16,60 @@ import { internalError, isCallbackError } from './reentrancy.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 
-/** Which count field sizes an array pointer field (`allowed_iovas` ↔ `num_iovas`). */
+/** Which count field sizes an array pointer field (`allowed_iovas` ↔ `num_iovas`), and back. */
 const ARRAY_COUNT: Record<string, string> = { allowed_iovas: 'num_iovas' };
+const COUNT_OF: Record<string, string | undefined> = Object.fromEntries(Object.entries(ARRAY_COUNT).map(([a, c]) => [c, a]));
 
-/** Kernel-half addresses no process can map: where object arguments' buffers appear. */
-const ARG_BASE = 0xffff_8000_0000_0000n;
+/** The buffers the pointer fields of an object argument point at (only made when one does). */
+interface PointerArgs {
+  next: bigint;
+  /** The address each such field was given. */
+  addrs: Map<string, bigint>;
+  /** Arrays of `{ start, last }`: their buffer and bytes as sent, read back into the array. */
+  arrays: { buf: Uint8Array; orig: Uint8Array; arr: ({ start: bigint; last: bigint } | undefined)[] }[];
+}
+
+/** An object argument as Process holds it: the struct, and the buffers its pointer fields point at. */
+interface ObjectArg extends StructArg {
+  readonly ptrs: PointerArgs | null;
+}
+
+/** The ioctl's name for errors (`IOMMU_IOAS_MAP`), or its number. */
+function requestName(request: number): string {
+  return UAPI_IOCTLS.get(request)?.name ?? `0x${request.toString(16)}`;
+}
+
+/**
+ * The outputs land in the caller's object: each output field the kernel changed, or that the
+ * caller left out (the value it had is what was passed, or the address given for a buffer);
+ * changed ranges of an array argument are read back into it.
+ */
+function writeBack(arg: Record<string, unknown>, struct: ObjectArg): void {
+  const { layout, vals, bytes, ptrs } = struct;
+  const view = bytes === null ? null : new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (const f of layout.fields) {
+    if (!f.out) continue;
+    const given = arg[f.name];
+    if (f.byteArray) {
+      const b = view === null ? (vals[f.name] as Uint8Array) : getBytes(view, f);
+      const a = given === undefined ? null : (checkFieldValue(layout, f, given) as Uint8Array);
+      if (a === null || a.some((x, i) => x !== b[i])) arg[f.name] = b.slice();
+      continue;
+    }
+    const b = view === null ? vals[f.name] : getField(view, f);
+    const before = typeof given === 'object' && given !== null ? ptrs?.addrs.get(f.name) : given;
+    if (given === undefined || before !== b) arg[f.name] = b;
+  }
+  if (ptrs === null) return;
+  for (const a of ptrs.arrays) {
+    for (let i = 0; i < a.buf.length / 16; i++) {
+      const changed = a.buf.subarray(16 * i, 16 * i + 16).some((x, k) => x !== a.orig[16 * i + k]);
+      if (!changed) continue;
+      const dv = new DataView(a.buf.buffer, 16 * i, 16);
+      a.arr[i] = { start: dv.getBigUint64(0, true), last: dv.getBigUint64(8, true) };
+    }
+  }
+}
 
 /** An ioctl argument: a struct as an object, raw struct bytes, a user pointer, or NULL. */
 export type IoctlArg = Record<string, unknown> | Uint8Array | bigint | null | undefined;
@@ -65,6 +114,9 @@ export class Process implements Task {
   readonly rlimitMemlock: number;
   private readonly fds: (File | undefined)[] = [];
   private exited = false;
+  /** User memory for ioctl handlers, reused call after call (see {@link ioctl}). */
+  private readonly uaccess: Uaccess;
+  private uaccessBusy = false;
 
   constructor(
     readonly kernel: SyscallKernel,
@@ -75,6 +127,7 @@ export class Process implements Task {
     this.gid = opts.gid ?? this.uid;
     this.caps = new Set(opts.capabilities ?? (this.uid === 0 ? ALL_CAPABILITIES : []));
     this.rlimitMemlock = Number(opts.rlimitMemlock ?? 8 << 20);
+    this.uaccess = new Uaccess(this.mm, kernel.memory);
   }
 
   /** `capable(cap)`. */
@@ -105,18 +158,28 @@ export class Process implements Task {
    * internal code a caller might take for part of the API.
    */
   private syscall<T>(name: string, request: string | undefined, fn: () => T): T {
-    if (this.exited) throw new SyscallError('ESRCH', name, request, this.kernel.dead ? 'its kernel was replaced by kexec' : 'the process has exited');
-    const busy = this.kernel.reentrancy();
-    if (busy !== null) throw new SyscallError('EDEADLK', name, request, busy);
+    this.enter(name, request);
     try {
       return fn();
     } catch (e) {
-      if (e instanceof KernelError) throw new SyscallError(e.code, name, request, e.detail);
-      if (e instanceof SyscallError || isCallbackError(e) || /^ERR_INVALID_ARG_/.test(String((e as { code?: unknown } | null)?.code))) throw e;
-      const where = `${name}${request ? ` ${request}` : ''}`;
-      this.kernel.log(`BUG: unexpected error in ${where}: ${e instanceof Error ? e.message : String(e)}`);
-      throw internalError(e, where);
+      throw this.exitError(e, name, request);
     }
+  }
+
+  /** The syscall entry's refusals: a process that is gone (ESRCH), a call from inside a transition (EDEADLK). */
+  private enter(name: string, request: string | undefined): void {
+    if (this.exited) throw new SyscallError('ESRCH', name, request, this.kernel.dead ? 'its kernel was replaced by kexec' : 'the process has exited');
+    const busy = this.kernel.reentrancy();
+    if (busy !== null) throw new SyscallError('EDEADLK', name, request, busy);
+  }
+
+  /** What leaves the syscall for `e` thrown inside it (see {@link syscall}). */
+  private exitError(e: unknown, name: string, request: string | undefined): unknown {
+    if (e instanceof KernelError) return new SyscallError(e.code, name, request, e.detail);
+    if (e instanceof SyscallError || isCallbackError(e) || /^ERR_INVALID_ARG_/.test(String((e as { code?: unknown } | null)?.code))) return e;
+    const where = `${name}${request ? ` ${request}` : ''}`;
+    this.kernel.log(`BUG: unexpected error in ${where}: ${e instanceof Error ? e.message : String(e)}`);
+    return internalError(e, where);
   }
 
   /** @internal the lowest free fd now holds `file`. */
@@ -163,107 +226,117 @@ export class Process implements Task {
   /** Raw struct bytes, a user pointer or NULL, for any request: returns the syscall's value. */
   ioctl(fd: number, request: number, arg?: Uint8Array | bigint | null): number;
   ioctl(fd: number, request: number, arg?: IoctlArg): unknown {
-    const known = UAPI_IOCTLS.get(request);
-    return this.syscall('ioctl', known?.name ?? `0x${request.toString(16)}`, () => {
-      const file = this.fget(fd);
+    if (this.exited || this.kernel.reentrancy() !== null) this.enter('ioctl', requestName(request));
+    // One Uaccess per process, reset after every call; a fresh one if a call is still using it.
+    const own = !this.uaccessBusy;
+    const u = own ? this.uaccess : new Uaccess(this.mm, this.kernel.memory);
+    if (own) this.uaccessBusy = true;
+    let file: File | undefined;
+    let ret: unknown;
+    let failed: unknown = null;
+    // No finally and no rethrow on the way out: a failing ioctl is one catch and one throw.
+    try {
+      file = this.fget(fd);
+      ret = this.ioctlArg(file, request, arg, u);
+      if (ret instanceof KernelError) failed = ret;
+    } catch (e) {
+      failed = e;
+    }
+    file?.put();
+    const struct = u.reset() as ObjectArg | null;
+    if (own) this.uaccessBusy = false;
+    if (struct !== null) {
+      // The outputs land in the object, also when the call fails (IOVA_RANGES with EMSGSIZE).
       try {
-        if (arg === null || arg === undefined) return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory), 0n);
-        if (typeof arg === 'bigint') return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory), arg);
-        if (arg instanceof Uint8Array) return file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory, new Map([[ARG_BASE, arg]])), ARG_BASE);
-        if (typeof arg !== 'object') throw invalidArgType('ioctl argument must be an object, Uint8Array, bigint or null');
-        return this.ioctlObject(file, request, arg as Record<string, unknown>, known?.layout);
-      } finally {
-        file.put();
+        writeBack(arg as Record<string, unknown>, struct);
+      } catch (e) {
+        failed = e;
       }
-    });
+    }
+    if (failed !== null) throw this.exitError(failed, 'ioctl', requestName(request));
+    return ret;
   }
 
-  private ioctlObject(file: File, request: number, arg: Record<string, unknown>, layout: StructLayout | undefined): Record<string, unknown> {
+  private ioctlArg(file: File, request: number, arg: IoctlArg, u: Uaccess): unknown {
+    if (arg === null || arg === undefined) return file.ioctl(this, request, u, 0n);
+    if (typeof arg === 'bigint') return file.ioctl(this, request, u, arg);
+    if (arg instanceof Uint8Array) {
+      u.addTemp(ARG_BASE, arg);
+      return file.ioctl(this, request, u, ARG_BASE);
+    }
+    if (typeof arg !== 'object') throw invalidArgType('ioctl argument must be an object, Uint8Array, bigint or null');
+    const layout = UAPI_IOCTLS.get(request)?.layout;
     if (!layout) {
-      file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory, new Map([[ARG_BASE, new Uint8Array(8)]])), ARG_BASE);
-      return arg;
+      u.addTemp(ARG_BASE, new Uint8Array(8));
+      const ret = file.ioctl(this, request, u, ARG_BASE);
+      return ret instanceof KernelError ? ret : arg;
+    }
+    u.setStruct(this.structArg(layout, arg as Record<string, unknown>, u));
+    const ret = file.ioctl(this, request, u, ARG_BASE);
+    return ret instanceof KernelError ? ret : arg;
+  }
+
+  /**
+   * An object argument, checked against the struct (Node's argument errors, in field order) and
+   * held as the struct's values for the handler (see {@link StructArg}).
+   */
+  private structArg(layout: StructLayout, arg: Record<string, unknown>, u: Uaccess): ObjectArg {
+    for (const key in arg) {
+      if (!layout.byName.has(key) && Object.hasOwn(arg, key)) throw invalidArgValue(`${layout.name} has no field ${key}`, TypeError);
     }
     const sizeField = layout.fields[0]!;
-    for (const key of Object.keys(arg)) {
-      if (!layout.byName.has(key)) throw invalidArgValue(`${layout.name} has no field ${key}`, TypeError);
-    }
     const size = arg[sizeField.name] === undefined ? layout.size : (checkFieldValue(layout, sizeField, arg[sizeField.name]) as number);
-    const struct = new Uint8Array(Math.max(layout.size, Math.min(size, layout.size + PAGE_SIZE)));
-    const view = new DataView(struct.buffer);
-    const temps = new Map<bigint, Uint8Array>([[ARG_BASE, struct]]);
-    const arrays: { field: string; buf: Uint8Array; orig: Uint8Array; arr: { start: bigint; last: bigint }[] }[] = [];
-    let next = ARG_BASE + (1n << 32n);
+    // Every field present, zero until given; of a union, only what is given (it is bytes, below).
+    const vals: Record<string, number | bigint | Uint8Array | undefined> = layout.hasUnion ? {} : { ...zeroStruct(layout) };
+    let ptrs: PointerArgs | null = null;
     for (const f of layout.fields) {
-      let v = arg[f.name];
-      if (f.name === sizeField.name) v = size;
+      const v = f === sizeField ? size : arg[f.name];
       if (v === undefined) {
         // An absent count next to an array is the array's length.
-        const arrField = Object.keys(ARRAY_COUNT).find((k) => ARRAY_COUNT[k] === f.name && Array.isArray(arg[k]));
-        if (arrField) setField(view, f, (arg[arrField] as unknown[]).length);
+        const arr = COUNT_OF[f.name];
+        if (arr !== undefined && Array.isArray(arg[arr])) vals[f.name] = (arg[arr] as unknown[]).length;
         continue;
       }
       if (f.type === 'u64' && typeof v !== 'bigint') {
-        let buf: Uint8Array;
-        if (Array.isArray(v) && f.name in ARRAY_COUNT) {
-          const countField = layout.byName.get(ARRAY_COUNT[f.name]!)!;
-          const count = arg[countField.name] === undefined ? v.length : Number(arg[countField.name]);
-          buf = new Uint8Array(16 * Math.max(v.length, Number.isFinite(count) ? count : 0));
-          const dv = new DataView(buf.buffer);
-          v.forEach((r: { start?: unknown; last?: unknown } | undefined, i) => {
-            if (r === undefined) return;
-            if (typeof r?.start !== 'bigint' || typeof r?.last !== 'bigint') {
-              throw invalidArgType(`${layout.name}.${f.name}[${i}] must be { start: bigint, last: bigint }`);
-            }
-            dv.setBigUint64(16 * i, BigInt.asUintN(64, r.start), true);
-            dv.setBigUint64(16 * i + 8, BigInt.asUintN(64, r.last), true);
-          });
-          arrays.push({ field: f.name, buf, orig: buf.slice(), arr: v });
-        } else if (ArrayBuffer.isView(v)) {
-          buf = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-        } else {
-          checkFieldValue(layout, f, v);
-          continue;
-        }
-        temps.set(next, buf);
-        setField(view, f, buf.length ? next : 0n);
-        next += 1n << 32n;
+        ptrs ??= { next: ARG_BASE + (1n << 32n), addrs: new Map(), arrays: [] };
+        vals[f.name] = this.pointerArg(layout, f, v, arg, ptrs, u);
         continue;
       }
-      setField(view, f, checkFieldValue(layout, f, v));
+      vals[f.name] = checkFieldValue(layout, f, v);
     }
-    const before = struct.slice();
-    const writeBack = () => {
-      for (const f of layout.fields) {
-        if (!f.out) continue;
-        if (isByteArray(f)) {
-          // An inline byte array (a name) comes back as bytes.
-          const a = getBytes(new DataView(before.buffer), f);
-          const b = getBytes(view, f);
-          if (arg[f.name] === undefined || a.some((x, i) => x !== b[i])) arg[f.name] = b;
-          continue;
+    const struct: ObjectArg = { layout, vals, length: Math.max(layout.size, Math.min(size, layout.size + PAGE_SIZE)), bytes: null, ptrs };
+    // Members of a union share bytes: such a struct is bytes from the start.
+    if (layout.hasUnion) struct.bytes = writeStruct(layout, vals as Partial<StructFields<StructLayout>>, new Uint8Array(struct.length));
+    return struct;
+  }
+
+  /** A u64 field given as a buffer or an array of ranges: a kernel-side buffer the field points at. */
+  private pointerArg(layout: StructLayout, f: Field, v: unknown, arg: Record<string, unknown>, ptrs: PointerArgs, u: Uaccess): bigint {
+    let buf: Uint8Array;
+    if (Array.isArray(v) && f.name in ARRAY_COUNT) {
+      const countField = layout.byName.get(ARRAY_COUNT[f.name]!)!;
+      const count = arg[countField.name] === undefined ? v.length : Number(arg[countField.name]);
+      buf = new Uint8Array(16 * Math.max(v.length, Number.isFinite(count) ? count : 0));
+      const dv = new DataView(buf.buffer);
+      v.forEach((r: { start?: unknown; last?: unknown } | undefined, i) => {
+        if (r === undefined) return;
+        if (typeof r?.start !== 'bigint' || typeof r?.last !== 'bigint') {
+          throw invalidArgType(`${layout.name}.${f.name}[${i}] must be { start: bigint, last: bigint }`);
         }
-        const a = getField(new DataView(before.buffer), f);
-        const b = getField(view, f);
-        if (a !== b || arg[f.name] === undefined) arg[f.name] = b;
-      }
-      for (const a of arrays) {
-        for (let i = 0; i < a.buf.length / 16; i++) {
-          const changed = a.buf.subarray(16 * i, 16 * i + 16).some((x, k) => x !== a.orig[16 * i + k]);
-          if (!changed) continue;
-          const dv = new DataView(a.buf.buffer, 16 * i, 16);
-          a.arr[i] = { start: dv.getBigUint64(0, true), last: dv.getBigUint64(8, true) };
-        }
-      }
-    };
-    try {
-      file.ioctl(this, request, new Uaccess(this.mm, this.kernel.memory, temps), ARG_BASE);
-    } catch (e) {
-      // What the kernel wrote before failing stays written (IOVA_RANGES with EMSGSIZE).
-      writeBack();
-      throw e;
+        dv.setBigUint64(16 * i, BigInt.asUintN(64, r.start), true);
+        dv.setBigUint64(16 * i + 8, BigInt.asUintN(64, r.last), true);
+      });
+      ptrs.arrays.push({ buf, orig: buf.slice(), arr: v });
+    } else if (ArrayBuffer.isView(v)) {
+      buf = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    } else {
+      return checkFieldValue(layout, f, v) as bigint;
     }
-    writeBack();
-    return arg;
+    const addr = buf.length ? ptrs.next : 0n;
+    u.addTemp(ptrs.next, buf);
+    ptrs.next += 1n << 32n;
+    ptrs.addrs.set(f.name, addr);
+    return addr;
   }
 
   /** `mmap(addr, length, prot, flags, fd, offset)`: returns the address. */

@@ -85,35 +85,90 @@ const DESCRIPTION: Record<ErrnoCode, string> = {
   EADDRINUSE: 'address already in use',
 };
 
+/** `process.env` without assuming Node (the uAPI module is a leaf). */
+const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env ?? {};
+
+/**
+ * What the errno errors share. They are Errors by their prototype (`instanceof Error`,
+ * `util.inspect` and `String()` show them as errors) but are not built by the Error constructor:
+ * that captures a stack even at `Error.stackTraceLimit = 0` and costs more than a whole simulated
+ * syscall, and a fuzzer or a VMM's retry loop expects most of its errors. `message` is formatted
+ * when read; `stack` is the first line (`SyscallError: EEXIST: file exists, ioctl ...`) unless a
+ * stack was captured into the error. Both can be assigned, as an Error's can.
+ */
+function errorPrototype(proto: object, message: (this: never) => string): void {
+  Object.setPrototypeOf(proto, Error.prototype);
+  const own = (key: string) =>
+    function (this: object, value: unknown) {
+      Object.defineProperty(this, key, { value, writable: true, configurable: true });
+    };
+  Object.defineProperties(proto, {
+    message: { get: message, set: own('message'), configurable: true },
+    stack: {
+      get(this: Error) {
+        return `${this.name}: ${this.message}`;
+      },
+      set: own('stack'),
+      configurable: true,
+    },
+  });
+}
+
 /**
  * A failed simulated system call, shaped like Node's system errors: `code` is the errno name,
  * `errno` the negative number Node reports (`-2` for ENOENT), `syscall` the call, and `request`
- * the ioctl name or path when there is one.
+ * the ioctl name or path when there is one. Cheap to make (see `errorPrototype`): its `stack`
+ * is its first line unless {@link SyscallError.captureStackTraces} is set.
  */
-export class SyscallError extends Error {
+// The interface gives the class Error's members, which its prototype provides.
+export interface SyscallError extends Error {}
+export class SyscallError {
+  /**
+   * Capture the JavaScript stack (`Error.stackTraceLimit` frames) into every SyscallError: for
+   * debugging where a failing syscall was made. Default off; on when the environment has
+   * `IOMMU_LIVEUPDATE_STACKS=1`.
+   */
+  static captureStackTraces = env.IOMMU_LIVEUPDATE_STACKS === '1';
+
+  name = 'SyscallError';
   readonly errno: number;
+  readonly #detail: string | undefined;
   constructor(
     readonly code: ErrnoCode,
     readonly syscall: string,
     readonly request?: string,
     detail?: string,
   ) {
-    super(`${code}: ${DESCRIPTION[code]}, ${syscall}${request ? ` ${request}` : ''}${detail ? ` (${detail})` : ''}`);
-    this.name = 'SyscallError';
     this.errno = -ERRNO[code];
+    this.#detail = detail;
+    if (SyscallError.captureStackTraces) Error.captureStackTrace(this, SyscallError);
+  }
+
+  static {
+    errorPrototype(this.prototype, function (this: SyscallError) {
+      const { code, syscall, request } = this;
+      const detail = this.#detail;
+      return `${code}: ${DESCRIPTION[code]}, ${syscall}${request ? ` ${request}` : ''}${detail ? ` (${detail})` : ''}`;
+    } as (this: never) => string);
   }
 }
 
 /**
  * Thrown inside the simulated kernel: `-EINVAL` and friends. The syscall entry turns it into a
- * {@link SyscallError}; `detail` says which rule fired, for the message only.
+ * {@link SyscallError}; `detail` says which rule fired, for the message only. A `return -EXXX`
+ * that unwinds: as cheap as a SyscallError (no stack, the message formatted when read).
  */
-export class KernelError extends Error {
+export interface KernelError extends Error {}
+export class KernelError {
   constructor(
     readonly code: ErrnoCode,
     readonly detail?: string,
-  ) {
-    super(detail ? `${code} (${detail})` : code);
+  ) {}
+
+  static {
+    errorPrototype(this.prototype, function (this: KernelError) {
+      return this.detail ? `${this.code} (${this.detail})` : this.code;
+    } as (this: never) => string);
   }
 }
 

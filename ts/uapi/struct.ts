@@ -35,6 +35,8 @@ export interface Field {
   readonly out: boolean;
   /** Present on a u64 that is a user pointer: what it points at. */
   readonly pointee?: UserPointee;
+  /** An inline byte array (`__u8 name[N]`) rather than a scalar. */
+  readonly byteArray: boolean;
 }
 
 /** An anonymous `union { ... }` member of a struct: its fields share one offset. */
@@ -58,6 +60,12 @@ export interface StructLayout<N extends string = string, F extends readonly Stru
   readonly size: number;
   readonly fields: readonly Field[];
   readonly byName: ReadonlyMap<string, Field>;
+  /** Whether two fields share bytes (an anonymous union): such a struct only exists as bytes. */
+  readonly hasUnion: boolean;
+  /** Whether a field is an inline byte array. */
+  readonly hasByteArray: boolean;
+  /** Every field zero (see {@link zeroStruct}). */
+  readonly zero: Readonly<Record<string, number | bigint | Uint8Array>>;
   /** Type-level only (never set): the declaration. */
   readonly [structDecl]?: F;
 }
@@ -119,7 +127,7 @@ function arrayLength(type: FieldType): number | null {
 
 /** Whether `f` is an inline byte array (`__u8 name[N]`) rather than a scalar. */
 export function isByteArray(f: Field): boolean {
-  return arrayLength(f.type) !== null;
+  return f.byteArray;
 }
 
 /** `sizeof` and alignment of a field type. */
@@ -156,13 +164,15 @@ export function struct<const N extends string, const F extends readonly StructMe
     align = Math.max(align, a);
     for (const [raw, type, pointee] of members) {
       const isOut = raw.endsWith('>');
-      const field: Field = { name: isOut ? raw.slice(0, -1) : raw, type, offset, size: sizeAlign(type)[0], out: isOut };
+      const field: Field = { name: isOut ? raw.slice(0, -1) : raw, type, offset, size: sizeAlign(type)[0], out: isOut, byteArray: arrayLength(type) !== null };
       out.push(pointee === undefined ? field : { ...field, pointee });
     }
     offset += w;
   }
   const size = Math.ceil(offset / align) * align;
-  return { name, size, fields: out, byName: new Map(out.map((f) => [f.name, f])) };
+  const hasUnion = fields.some((entry) => 'union' in entry && entry.union.length > 1);
+  const zero = Object.fromEntries(out.map((f) => [f.name, zeroValue(f)]));
+  return { name, size, fields: out, byName: new Map(out.map((f) => [f.name, f])), hasUnion, hasByteArray: out.some((f) => f.byteArray), zero };
 }
 
 /** `offsetofend(struct, field)`. */
@@ -196,8 +206,8 @@ export function getBytes(view: DataView, f: Field): Uint8Array {
 
 /** Writes a field of a struct held in `buf` (little-endian); a byte array takes bytes (NUL-padded). */
 export function setField(view: DataView, f: Field, v: number | bigint | Uint8Array): void {
-  if (isByteArray(f) || v instanceof Uint8Array) {
-    if (!isByteArray(f) || !(v instanceof Uint8Array) || v.length > f.size) throw new TypeError(`${f.name}: ${f.type} takes at most ${f.size} bytes`);
+  if (f.byteArray || v instanceof Uint8Array) {
+    if (!f.byteArray || !(v instanceof Uint8Array) || v.length > f.size) throw new TypeError(`${f.name}: ${f.type} takes at most ${f.size} bytes`);
     const dst = new Uint8Array(view.buffer, view.byteOffset + f.offset, f.size);
     dst.fill(0);
     dst.set(v);
@@ -231,7 +241,7 @@ export function readStruct<L extends StructLayout>(layout: L, bytes: Uint8Array 
   const view = viewOf(bytes);
   if (view.byteLength < layout.size) throw new RangeError(`${layout.name}: ${view.byteLength} bytes, sizeof is ${layout.size}`);
   const out: Record<string, number | bigint | Uint8Array> = {};
-  for (const f of layout.fields) out[f.name] = isByteArray(f) ? getBytes(view, f) : getField(view, f);
+  for (const f of layout.fields) out[f.name] = f.byteArray ? getBytes(view, f) : getField(view, f);
   return out as StructFields<L>;
 }
 
@@ -266,7 +276,7 @@ const LIMIT: Record<Exclude<ScalarType, 'u64'>, [number, number]> = {
  * NUL-padded to it.
  */
 export function checkFieldValue(layout: StructLayout, f: Field, v: unknown): number | bigint | Uint8Array {
-  if (isByteArray(f)) {
+  if (f.byteArray) {
     const bytes = typeof v === 'string' ? new TextEncoder().encode(v) : v instanceof Uint8Array ? v : null;
     if (!bytes || bytes.length > f.size) {
       throw invalidArgType(`${layout.name}.${f.name} must be a Uint8Array or string of at most ${f.size} bytes`);
@@ -286,4 +296,54 @@ export function checkFieldValue(layout: StructLayout, f: Field, v: unknown): num
     throw invalidArgType(`${layout.name}.${f.name} must be an integer number in [${lo}, ${hi}] (${f.type})`);
   }
   return v;
+}
+
+// ---- The struct as values (an object argument held typed, see Uaccess) ----
+
+/** A field's value when its bytes are all zero. */
+export function zeroValue(f: Field): number | bigint | Uint8Array {
+  return f.byteArray ? new Uint8Array(f.size) : f.type === 'u64' ? 0n : 0;
+}
+
+/**
+ * `struct L` with every field zero, one object per layout: spread it (`{ ...zeroStruct(l) }`)
+ * for a struct of values whose shape is the layout's, as V8 copies an object of a known shape
+ * fastest. Shared: never write into it or its byte arrays.
+ */
+export function zeroStruct(layout: StructLayout): Readonly<Record<string, number | bigint | Uint8Array>> {
+  return layout.zero;
+}
+
+/**
+ * `v` as the field holds it: what {@link setField} then {@link getField} would give back (a u32
+ * wraps modulo 2^32, a u64 modulo 2^64, a byte array is a NUL-padded copy), without the bytes.
+ */
+export function fieldValue(f: Field, v: number | bigint | Uint8Array): number | bigint | Uint8Array {
+  if (v instanceof Uint8Array && !f.byteArray) throw new TypeError(`${f.name}: ${f.type} takes a number, not bytes`);
+  switch (f.type) {
+    case 'u64':
+      return typeof v === 'bigint' && v >= 0n && v <= 0xffff_ffff_ffff_ffffn ? v : BigInt.asUintN(64, BigInt(v as number | bigint));
+    case 'u32':
+      return typeof v === 'number' && v >>> 0 === v ? v : Number(v) >>> 0;
+    case 's32':
+      return typeof v === 'number' && (v | 0) === v ? v : Number(v) | 0;
+    case 'u16':
+      return typeof v === 'number' && (v & 0xffff) === v ? v : Number(v) & 0xffff;
+    case 'u8':
+      return typeof v === 'number' && (v & 0xff) === v ? v : Number(v) & 0xff;
+  }
+  if (!(v instanceof Uint8Array) || v.length > f.size) throw new TypeError(`${f.name}: ${f.type} takes at most ${f.size} bytes`);
+  const out = new Uint8Array(f.size);
+  out.set(v);
+  return out;
+}
+
+/**
+ * A copy of a struct held as values (`copy_struct_from_user` without bytes), every field present
+ * (made from {@link zeroStruct}): byte arrays are copied.
+ */
+export function copyFields<L extends StructLayout>(layout: L, vals: Readonly<Record<string, number | bigint | Uint8Array | undefined>>): StructFields<L> {
+  const out: Record<string, number | bigint | Uint8Array | undefined> = { ...vals };
+  if (layout.hasByteArray) for (const f of layout.fields) if (f.byteArray) out[f.name] = (out[f.name] as Uint8Array).slice();
+  return out as StructFields<L>;
 }

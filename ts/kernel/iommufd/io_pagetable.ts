@@ -1,6 +1,6 @@
 // struct io_pagetable (io_pagetable.c): areas, reserved and allowed IOVA ranges, the domains
 // every area is mirrored into, and the automatic IOVA allocator — with the kernel's check order.
-import { errno } from '../../uapi/errno.js';
+import { errno, KernelError } from '../../uapi/errno.js';
 import type { PinRecord } from '../guestmemfs/pins.js';
 import type { IommuDomain } from '../iommu.js';
 import { PAGE_SIZE, RunList } from '../mm.js';
@@ -128,13 +128,14 @@ export class IoPagetable {
     return lo;
   }
 
-  /** `iopt_check_iova` (FIXED_IOVA). */
-  checkIova(iova: bigint, length: bigint): void {
-    if (iova & (this.iovaAlignment - 1n)) errno('EINVAL', 'iova not aligned to iova_alignment');
+  /** `iopt_check_iova` (FIXED_IOVA): its error returned. */
+  checkIova(iova: bigint, length: bigint): KernelError | null {
+    if (iova & (this.iovaAlignment - 1n)) return new KernelError('EINVAL', 'iova not aligned to iova_alignment');
     const last = iova + length - 1n;
-    if (last > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
-    if (this.reservedIterFirst(iova, last)) errno('EINVAL', 'range intersects a reserved IOVA range');
-    if (this.areaIterFirst(iova, last)) errno('EEXIST', 'range is already mapped');
+    if (last > ULONG_MAX) return new KernelError('EOVERFLOW', 'iova + length overflows');
+    if (this.reservedIterFirst(iova, last)) return new KernelError('EINVAL', 'range intersects a reserved IOVA range');
+    if (this.areaIterFirst(iova, last)) return new KernelError('EEXIST', 'range is already mapped');
+    return null;
   }
 
   /** `iopt_alloc_iova`: first fit, lowest address, keeping `addr`'s alignment. */
@@ -190,16 +191,27 @@ export class IoPagetable {
    * Returns the IOVA.
    */
   mapPages(list: PagesListElm[], length: bigint, iova: bigint | null, prot: { read: boolean; write: boolean }): bigint {
-    if (this.luMapImmutable) errno('EBUSY', 'the IOAS of a preserved HWPT is immutable');
-    if (length & (this.iovaAlignment - 1n) || length === 0n) errno('EINVAL', 'length not aligned to iova_alignment');
-    let dst: bigint;
-    if (iova === null) {
-      const first = list[0]!;
-      dst = this.allocIova(first.startByte + first.pages.base, length);
-    } else {
-      this.checkIova(iova, length);
-      dst = iova;
-    }
+    const first = list[0]!;
+    const dst = this.mapIova(length, iova, first.startByte + first.pages.base);
+    if (dst instanceof KernelError) throw dst;
+    return this.mapPagesAt(list, dst, prot);
+  }
+
+  /**
+   * The checks of `iopt_alloc_area_pages` that come before any area exists: the IOVA a map of
+   * `length` bytes gets (automatic when `iova` is null, aligned like the user address `addr`).
+   * Nothing changes, so a caller may run them before it builds the pages (a failing MAP then
+   * unwinds nothing). Their error is returned.
+   */
+  mapIova(length: bigint, iova: bigint | null, addr: bigint): bigint | KernelError {
+    if (this.luMapImmutable) return new KernelError('EBUSY', 'the IOAS of a preserved HWPT is immutable');
+    if (length & (this.iovaAlignment - 1n) || length === 0n) return new KernelError('EINVAL', 'length not aligned to iova_alignment');
+    if (iova === null) return this.allocIova(addr, length);
+    return this.checkIova(iova, length) ?? iova;
+  }
+
+  /** {@link mapPages} at `dst`, which {@link mapIova} gave with nothing changed since. */
+  mapPagesAt(list: PagesListElm[], dst: bigint, prot: { read: boolean; write: boolean }): bigint {
     const created: IoptArea[] = [];
     try {
       let at = dst;
@@ -480,7 +492,8 @@ export class IoPagetable {
    * `pages` is consumed (its reference becomes the area's).
    */
   adoptArea(iova: bigint, pages: IoptPages, startByte: bigint, length: bigint, prot: { read: boolean; write: boolean }): IoptArea {
-    this.checkIova(iova, length);
+    const bad = this.checkIova(iova, length);
+    if (bad) throw bad;
     const pagesFirst = Number(startByte / PAGE);
     const pagesLast = Number((startByte + length - 1n) / PAGE);
     const area = new IoptArea(iova, iova + length - 1n, null, Number(startByte % PAGE), pagesFirst, pagesLast, prot);

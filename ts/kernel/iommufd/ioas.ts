@@ -1,7 +1,7 @@
 // struct iommufd_ioas's commands (drivers/iommu/iommufd/ioas.c): ALLOC, IOVA_RANGES,
 // ALLOW_IOVAS, MAP, MAP_FILE, COPY, UNMAP, CHANGE_PROCESS and NOIOMMU_GET_PA, and vfio_compat.c's
 // IOMMU_VFIO_IOAS. The struct itself is in private.ts.
-import { errno } from '../../uapi/errno.js';
+import { errno, KernelError } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import type { Task } from '../file.js';
 import type { GuestmemfsInode } from '../guestmemfs/guestmemfs.js';
@@ -20,8 +20,8 @@ const iommuProt = (flags: number) => ({ read: !!(flags & U.IOMMU_IOAS_MAP_READAB
 const MAP_FLAGS = U.IOMMU_IOAS_MAP_FIXED_IOVA | U.IOMMU_IOAS_MAP_WRITEABLE | U.IOMMU_IOAS_MAP_READABLE;
 
 /** IOMMU_IOAS_ALLOC (`iommufd_ioas_alloc_ioctl`). */
-export function ioasAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_alloc>): void {
-  if (ucmd.cmd.flags) errno('EOPNOTSUPP', 'flags must be 0');
+export function ioasAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_alloc>): void | KernelError {
+  if (ucmd.cmd.flags) return new KernelError('EOPNOTSUPP', 'flags must be 0');
   const ioas = new Ioas(ictx);
   ictx.reserve(ioas);
   ucmd.cmd.out_ioas_id = ioas.id;
@@ -36,10 +36,11 @@ export function ioasAlloc(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_alloc
 }
 
 /** IOMMU_IOAS_IOVA_RANGES (`iommufd_ioas_iova_ranges`). */
-export function ioasIovaRanges(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_iova_ranges>): void {
+export function ioasIovaRanges(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_iova_ranges>): void | KernelError {
   const { cmd, u } = ucmd;
-  if (cmd.__reserved) errno('EOPNOTSUPP', '__reserved must be 0');
-  const ioas = ictx.ioas(cmd.ioas_id);
+  if (cmd.__reserved) return new KernelError('EOPNOTSUPP', '__reserved must be 0');
+  const ioas = ictx.findIoas(cmd.ioas_id);
+  if (ioas instanceof KernelError) return ioas;
   const max = cmd.num_iovas;
   const ranges = cmd.allowed_iovas;
   let num = 0;
@@ -50,7 +51,7 @@ export function ioasIovaRanges(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_
   }
   cmd.num_iovas = num;
   ictx.respond(ucmd);
-  if (num > max) errno('EMSGSIZE', `${num} ranges, room for ${max}`);
+  if (num > max) return new KernelError('EMSGSIZE', `${num} ranges, room for ${max}`);
 }
 
 /** IOMMU_IOAS_ALLOW_IOVAS (`iommufd_ioas_allow_iovas`). */
@@ -71,21 +72,26 @@ export function ioasAllowIovas(ictx: IommufdCtx, { cmd, u }: Ucmd<typeof U.iommu
 }
 
 /** IOMMU_IOAS_MAP (`iommufd_ioas_map`). */
-export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): void {
+export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): void | KernelError {
   const { cmd, task } = ucmd;
   const flags = cmd.flags;
-  if (flags & ~MAP_FLAGS || cmd.__reserved) errno('EOPNOTSUPP', 'unknown flags or __reserved set');
+  if (flags & ~MAP_FLAGS || cmd.__reserved) return new KernelError('EOPNOTSUPP', 'unknown flags or __reserved set');
   const iova = cmd.iova;
   const length = cmd.length;
   const uptr = cmd.user_va;
-  if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
-  if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const ioas = ictx.ioas(cmd.ioas_id);
+  if (iova >= ULONG_MAX || length >= ULONG_MAX) return new KernelError('EOVERFLOW', 'iova or length too large');
+  if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) return new KernelError('EINVAL', 'neither READABLE nor WRITEABLE');
+  const ioas = ictx.findIoas(cmd.ioas_id);
+  if (ioas instanceof KernelError) return ioas;
   // RFC patch 12: a persistent context maps guestmemfs only (here: every VMA of the range).
   const files = ictx.persistentId ? persistentFiles(task, uptr, length) : [];
   // iopt_alloc_user_pages: uptr + length must not wrap, then iopt_alloc_pages judges the length.
-  if (uptr + length > ULONG_MAX) errno('EOVERFLOW', 'user_va + length overflows');
-  if (length === 0n || length > MAX_LENGTH) errno('EINVAL', 'bad length');
+  if (uptr + length > ULONG_MAX) return new KernelError('EOVERFLOW', 'user_va + length overflows');
+  if (length === 0n || length > MAX_LENGTH) return new KernelError('EINVAL', 'bad length');
+  // iopt_alloc_area_pages's checks (EEXIST, ...) change nothing: run first, a failing MAP then
+  // has no pages to put back (building them cannot fail).
+  const dst = ioas.iopt.mapIova(length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, uptr);
+  if (dst instanceof KernelError) return dst;
   const start = uptr & ~(PAGE - 1n);
   const npages = Number((uptr + length - start + PAGE - 1n) / PAGE);
   const pages = new IoptPages(
@@ -98,7 +104,7 @@ export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): 
     files,
   );
   try {
-    cmd.iova = ioas.iopt.mapPages([{ pages, startByte: uptr - start, length }], length, flags & U.IOMMU_IOAS_MAP_FIXED_IOVA ? iova : null, iommuProt(flags));
+    cmd.iova = ioas.iopt.mapPagesAt([{ pages, startByte: uptr - start, length }], dst, iommuProt(flags));
   } finally {
     pages.put();
   }
@@ -107,19 +113,20 @@ export function ioasMap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map>): 
 }
 
 /** IOMMU_IOAS_MAP_FILE (`iommufd_ioas_map_file`). */
-export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map_file>): void {
+export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map_file>): void | KernelError {
   const { cmd, task } = ucmd;
   const flags = cmd.flags;
-  if (flags & ~MAP_FLAGS) errno('EOPNOTSUPP', 'unknown flags');
+  if (flags & ~MAP_FLAGS) return new KernelError('EOPNOTSUPP', 'unknown flags');
   const iova = cmd.iova;
   const length = cmd.length;
   const fstart = cmd.start;
-  if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
-  if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const ioas = ictx.ioas(cmd.ioas_id);
+  if (iova >= ULONG_MAX || length >= ULONG_MAX) return new KernelError('EOVERFLOW', 'iova or length too large');
+  if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) return new KernelError('EINVAL', 'neither READABLE nor WRITEABLE');
+  const ioas = ictx.findIoas(cmd.ioas_id);
+  if (ioas instanceof KernelError) return ioas;
   // iopt_map_file_pages: the range is judged before the fd is looked up.
-  if (length === 0n) errno('EINVAL', 'zero length');
-  if (fstart + length - 1n > ULONG_MAX) errno('EOVERFLOW', 'start + length - 1 overflows');
+  if (length === 0n) return new KernelError('EINVAL', 'zero length');
+  if (fstart + length - 1n > ULONG_MAX) return new KernelError('EOVERFLOW', 'start + length - 1 overflows');
   const file = task.fget(cmd.fd);
   try {
     // Any file is taken: whether it can be pinned (shmem, within i_size) is only known when a
@@ -153,16 +160,17 @@ export function ioasMapFile(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_map
 }
 
 /** IOMMU_IOAS_COPY (`iommufd_ioas_copy`). */
-export function ioasCopy(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_copy>): void {
+export function ioasCopy(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_copy>): void | KernelError {
   const { cmd } = ucmd;
   const flags = cmd.flags;
-  if (flags & ~MAP_FLAGS) errno('EOPNOTSUPP', 'unknown flags');
+  if (flags & ~MAP_FLAGS) return new KernelError('EOPNOTSUPP', 'unknown flags');
   const length = cmd.length;
   const src = cmd.src_iova;
   const dst = cmd.dst_iova;
-  if (length >= ULONG_MAX || src >= ULONG_MAX || dst >= ULONG_MAX) errno('EOVERFLOW', 'length or iova too large');
-  if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) errno('EINVAL', 'neither READABLE nor WRITEABLE');
-  const srcIoas = ictx.ioas(cmd.src_ioas_id);
+  if (length >= ULONG_MAX || src >= ULONG_MAX || dst >= ULONG_MAX) return new KernelError('EOVERFLOW', 'length or iova too large');
+  if (!(flags & (U.IOMMU_IOAS_MAP_READABLE | U.IOMMU_IOAS_MAP_WRITEABLE))) return new KernelError('EINVAL', 'neither READABLE nor WRITEABLE');
+  const srcIoas = ictx.findIoas(cmd.src_ioas_id);
+  if (srcIoas instanceof KernelError) return srcIoas;
   const list = srcIoas.iopt.getPages(src, length);
   for (const e of list) e.pages.get();
   try {
@@ -175,24 +183,25 @@ export function ioasCopy(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_copy>)
 }
 
 /** IOMMU_IOAS_UNMAP (`iommufd_ioas_unmap`). */
-export function ioasUnmap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_unmap>): void {
+export function ioasUnmap(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_ioas_unmap>): void | KernelError {
   const { cmd } = ucmd;
-  const ioas = ictx.ioas(cmd.ioas_id);
+  const ioas = ictx.findIoas(cmd.ioas_id);
+  if (ioas instanceof KernelError) return ioas;
   const iova = cmd.iova;
   const length = cmd.length;
   let unmapped: bigint;
   // iopt_unmap_iova_range: a preserved HWPT's IOAS cannot change (EBUSY), unmap-all included.
-  if (ioas.iopt.luMapImmutable) errno('EBUSY', 'the IOAS of a preserved HWPT is immutable');
+  if (ioas.iopt.luMapImmutable) return new KernelError('EBUSY', 'the IOAS of a preserved HWPT is immutable');
   if (iova === 0n && length === U64_MAX) {
     unmapped = ioas.iopt.unmapRange(0n, ULONG_MAX).unmapped;
   } else {
-    if (iova >= ULONG_MAX || length >= ULONG_MAX) errno('EOVERFLOW', 'iova or length too large');
-    if (length === 0n) errno('EINVAL', 'zero length');
-    if (iova + length - 1n > ULONG_MAX) errno('EOVERFLOW', 'iova + length overflows');
+    if (iova >= ULONG_MAX || length >= ULONG_MAX) return new KernelError('EOVERFLOW', 'iova or length too large');
+    if (length === 0n) return new KernelError('EINVAL', 'zero length');
+    if (iova + length - 1n > ULONG_MAX) return new KernelError('EOVERFLOW', 'iova + length overflows');
     const r = ioas.iopt.unmapRange(iova, iova + length - 1n);
-    if (r.error) errno(r.error, r.error === 'ENOENT' ? 'splitting or truncating an area is not allowed' : 'area busy');
+    if (r.error) return new KernelError(r.error, r.error === 'ENOENT' ? 'splitting or truncating an area is not allowed' : 'area busy');
     unmapped = r.unmapped;
-    if (!unmapped) errno('ENOENT', 'nothing mapped in the range');
+    if (!unmapped) return new KernelError('ENOENT', 'nothing mapped in the range');
   }
   cmd.length = unmapped;
   ictx.respond(ucmd);

@@ -2,7 +2,7 @@
 // free, reused), the ioctl dispatcher with the size rules, and the command table; IOMMU_DESTROY and
 // IOMMU_OPTION are here as in main.c. The other commands are in the modules of the kernel's files
 // (ioas, hw_pagetable, device, eventq, viommu), which share private.ts and never import this.
-import { errno } from '../../uapi/errno.js';
+import { errno, KernelError } from '../../uapi/errno.js';
 import * as U from '../../uapi/iommufd.js';
 import type { IoctlRequest } from '../../uapi/ioc.js';
 import type { StructLayout } from '../../uapi/struct.js';
@@ -129,25 +129,24 @@ export class IommufdFile extends File implements IommufdCtx {
   // ---- dispatch ------------------------------------------------------------------------------
 
   /** `iommufd_fops_ioctl`. */
-  ioctl(task: Task, request: number, u: Uaccess, arg: bigint): number {
+  ioctl(task: Task, request: number, u: Uaccess, arg: bigint): number | KernelError {
     const nr = request & 0xff;
     const last = this.iommufd.svc.kconfig.IOMMU_LIVEUPDATE ? IOMMUFD_CMD_LAST : IOMMUFD_CMD_LAST_73;
     if (nr < U.IOMMUFD_CMD_BASE || nr > last) {
       // Outside the table: the VFIO type1 compatibility handler, which we do not model.
-      return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
+      return new KernelError('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
     }
     const userSize = u.getU32(arg);
     const op = IOCTL_OPS.get(request);
     // `op->ioctl_num != cmd` (another type byte, or direction and size bits): ENOIOCTLCMD, which
     // the ioctl syscall answers as ENOTTY.
-    if (!op) return errno('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
+    if (!op) return new KernelError('ENOTTY', `unknown iommufd ioctl 0x${request.toString(16)}`);
     // What KHO serialised must still be true at kexec: a persistent context is frozen meanwhile.
-    if (this.persistentId && this.iommufd.svc.kho.active && FROZEN_WHILE_KHO.has(op.name)) errno('EBUSY', 'a persistent iommufd is frozen while KHO is active');
-    if (userSize < op.minSize) errno('EINVAL', `size ${userSize} below ${op.minSize}`);
+    if (this.persistentId && this.iommufd.svc.kho.active && FROZEN_WHILE_KHO.has(op.name)) return new KernelError('EBUSY', 'a persistent iommufd is frozen while KHO is active');
+    if (userSize < op.minSize) return new KernelError('EINVAL', `size ${userSize} below ${op.minSize}`);
     const cmd = u.copyStruct(arg, op.layout, userSize);
     const ucmd: Ucmd = { task, u, ubuffer: arg, userSize, layout: op.layout, cmd };
-    op.execute(this, ucmd);
-    return 0;
+    return op.execute(this, ucmd) ?? 0;
   }
 
   /** `iommufd_ucmd_respond`: copies the whole struct back, up to the user's size. */
@@ -157,15 +156,26 @@ export class IommufdFile extends File implements IommufdCtx {
 
   /** The IOAS `id` names (`iommufd_get_ioas`). */
   ioas(id: number): Ioas {
-    return this.getObject<Ioas>(id, 'IOAS');
+    const ioas = this.findIoas(id);
+    if (ioas instanceof KernelError) throw ioas;
+    return ioas;
+  }
+
+  /** {@link ioas}, its ENOENT returned. */
+  findIoas(id: number): Ioas | KernelError {
+    const obj = this.objects.get(id);
+    return obj !== undefined && obj.type === 'IOAS' ? (obj as Ioas) : new KernelError('ENOENT', `no IOAS with id ${id}`);
   }
 }
 
 // ---- main.c commands -------------------------------------------------------------------------
 
 /** IOMMU_DESTROY (`iommufd_destroy`). */
-export function destroy(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_destroy>): void {
+export function destroy(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_destroy>): KernelError | undefined {
+  const obj = ictx.objects.get(cmd.id);
+  if (!obj) return new KernelError('ENOENT', `no object with id ${cmd.id}`);
   ictx.remove(cmd.id);
+  return undefined;
 }
 
 /** IOMMU_OPTION (`iommufd_option`). */

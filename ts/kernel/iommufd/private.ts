@@ -2,6 +2,7 @@
 // handlers see it, the subsystem state a ctx reaches, and the structs that refer to each other
 // (IOAS, paging HWPT, device). The handler modules (ioas, hw_pagetable, device, eventq, viommu)
 // import this, never main.ts; main.ts implements the ctx and dispatches to them.
+import type { KernelError } from '../../uapi/errno.js';
 import type { StructFields, StructLayout } from '../../uapi/struct.js';
 import type { Task, Uaccess } from '../file.js';
 import type { Guestmemfs } from '../guestmemfs/guestmemfs.js';
@@ -35,8 +36,8 @@ export interface Ucmd<L extends StructLayout = StructLayout> {
   cmd: StructFields<L>;
 }
 
-/** An ioctl handler (`op->execute`). */
-export type IommufdHandler<L extends StructLayout = StructLayout> = (ictx: IommufdCtx, ucmd: Ucmd<L>) => void;
+/** An ioctl handler (`op->execute`); it returns or throws a KernelError for `return -EXXX`. */
+export type IommufdHandler<L extends StructLayout = StructLayout> = (ictx: IommufdCtx, ucmd: Ucmd<L>) => void | KernelError;
 
 /** The state of the iommufd subsystem of one kernel that its contexts reach. */
 export interface IommufdSubsystem {
@@ -82,6 +83,8 @@ export interface IommufdCtx {
   respond<L extends StructLayout>(ucmd: Ucmd<L>): void;
   /** The IOAS `id` names (`iommufd_get_ioas`). */
   ioas(id: number): Ioas;
+  /** {@link ioas}, its ENOENT returned. */
+  findIoas(id: number): Ioas | KernelError;
   /** The file's reference count (`fget` / `fput` of the ctx's file). */
   get(): unknown;
   put(): void;
