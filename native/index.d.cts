@@ -133,6 +133,14 @@ export declare class NativePageTable {
    */
   verifyRuns(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, read: boolean, write: boolean): bigint | null
   /**
+   * Trust but verify in one walk: `vtd::PageTable::verify_handover` over runs given as
+   * `mapRuns` takes them (same checks) with `prots[i]` the run's permissions (1 read, 2 write,
+   * 3 both), against the table pages `handedOver`. Every entry is checked
+   * (`ERR_INVALID_ARG_VALUE`) before a table is read; garbage tables are findings, never
+   * errors.
+   */
+  verifyHandover(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, prots: Uint8Array, handedOver: BigUint64Array): HandoverAudit
+  /**
    * `vtd::PageTable::mapped_pages`: 4 KiB pages mapped by present leaves and every table
    * page reached, top first; `ERR_VTD_CORRUPT` for a table reached twice, beyond memory, or
    * past `maxTables` (a non-negative integer).
@@ -275,6 +283,20 @@ export declare function fdtMaxDepth(): number
 
 /** Renders a blob as DTS text (`dtc -I dtb -O dts`). */
 export declare function fdtToDts(blob: Uint8Array): string
+
+/** What `verifyHandover` found (`vtd::verify::HandoverAudit`). */
+export interface HandoverAudit {
+  /** The lowest expected page not translated onto its PA with exactly its run's permissions. */
+  mismatch?: bigint
+  /** Why the walk stopped (a table reached twice or beyond memory), in the VT-d model's words. */
+  corrupt?: string
+  /** The first table reached that was not handed over (not entered). */
+  foreignTable?: bigint
+  /** 4 KiB pages present leaves map (a 2 MiB leaf counts 512). */
+  pages: number
+  /** Table pages walked. */
+  tables: number
+}
 
 /** What `mappedPages` found. */
 export interface MappedPages {

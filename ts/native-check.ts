@@ -163,6 +163,7 @@ export const NATIVE_SPECS = {
       map: fn(iova, pa, ['size', u64], ['read', bool], ['write', bool], ['snoop', bool], ['gather', gather]),
       mapRuns: fn(...pfnRuns, ['read', bool], ['write', bool], ['snoop', bool], ['gather', gather]),
       verifyRuns: fn(...pfnRuns, ['read', bool], ['write', bool]),
+      verifyHandover: fn(...pfnRuns, ['prots', bytes], ['handedOver', typedArray('BigUint64Array')]),
       mappedPages: fn(['maxTables', int(0, Number.MAX_SAFE_INTEGER)]),
       unmap: fn(iova, ['size', u64], ['gather', gather]),
       iovaToPhys: fn(iova),
