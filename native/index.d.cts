@@ -99,6 +99,11 @@ export declare class NativeMemory {
   isPreserved(pa: bigint): boolean
   /** Every preservation mark. */
   preserved(): Array<PreservedBlock>
+  /**
+   * How many preservation marks there are and the frames they cover, without a JavaScript
+   * object per mark (KHO's finalisation counts them).
+   */
+  preservedSummary(): PreservedSummary
   /** A new kernel takes over: unpreserved memory is poisoned and freed. */
   scrub(): ScrubReport
   /** Re-seeds the allocator. */
@@ -389,6 +394,14 @@ export interface PreservedBlock {
   pa: bigint
   /** Order: 2^order frames. */
   order: number
+}
+
+/** What `preservedSummary` counts. */
+export interface PreservedSummary {
+  /** Preservation marks. */
+  blocks: number
+  /** Frames they cover. */
+  frames: number
 }
 
 /** The pinned register view. */

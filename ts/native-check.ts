@@ -123,6 +123,7 @@ export const NATIVE_SPECS = {
       unpreserve: fn(pa, order),
       isPreserved: fn(pa),
       preserved: fn(),
+      preservedSummary: fn(),
       scrub: fn(),
       reseed: fn(['seed', u64]),
       stats: fn(),

@@ -132,8 +132,9 @@ impl Walk<'_> {
         }
         self.out.tables += 1;
         if level == 1 {
-            self.out.pages += words.iter().map(|&w| slpte_present(w) as u64).sum::<u64>();
-            self.leaves(&words, base, perm, hw);
+            // A table whose 512 entries all matched an expected page is 512 present ones.
+            let matched = self.leaves(&words, base, perm, hw);
+            self.out.pages += if matched == 512 { 512 } else { words.iter().map(|&w| slpte_present(w) as u64).sum::<u64>() };
             return true;
         }
         let span = level_size(level);
@@ -167,8 +168,10 @@ impl Walk<'_> {
         });
     }
 
-    /// The 4 KiB leaves of an L1 table covering `[base, base + 2 MiB)`.
-    fn leaves(&mut self, words: &[u64; 512], base: u64, perm: u64, hw: bool) {
+    /// The 4 KiB leaves of an L1 table covering `[base, base + 2 MiB)`; returns how many
+    /// entries matched their expected page.
+    fn leaves(&mut self, words: &[u64; 512], base: u64, perm: u64, hw: bool) -> usize {
+        let mut matched = 0;
         let phys_max = haw_mask(self.haw);
         let cmp = (phys_max & !0xfff) | SL_R | SL_W | self.rsvd.table[1];
         self.pieces(base, base + level_size(2), |w, a, b, pa, want| {
@@ -195,9 +198,10 @@ impl Walk<'_> {
             match (k..n).find(|&k| ws[k] & cmp != expect + ((k as u64) << 12)) {
                 Some(k) => w.mismatch(a + ((k as u64) << 12)),
                 None if n < ((b - a) >> 12) as usize => w.mismatch(a + ((n as u64) << 12)),
-                None => {}
+                None => matched += n,
             }
         });
+        matched
     }
 }
 

@@ -337,9 +337,8 @@ export class Kho {
 
   /** What a finalisation did: every preserved block of memory (the blob's own included) and the blob. */
   private finaliseWork(): PhaseWork {
-    const blocks = this.kernel.memory.preserved();
-    const preservedBytes = blocks.reduce((n, b) => n + 4096 * 2 ** b.order, 0);
-    return { preservedBlocks: blocks.length, preservedBytes, fdtBytes: this.blob?.length ?? 0 };
+    const { blocks, frames } = this.kernel.memory.preservedSummary();
+    return { preservedBlocks: blocks, preservedBytes: 4096 * frames, fdtBytes: this.blob?.length ?? 0 };
   }
 
   /** Marks this DUMP set. */

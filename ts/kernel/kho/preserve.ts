@@ -36,9 +36,39 @@ export function khoRestoreFree(mem: PhysicalMemory, pa: bigint, size: number): v
   mem.free(pa, order(size));
 }
 
+/** Memory sizes by memory: a machine's never changes, and asking the addon costs a call. */
+const sizes = new WeakMap<PhysicalMemory, bigint>();
+const sizeOf = (mem: PhysicalMemory): bigint => {
+  let size = sizes.get(mem);
+  if (size === undefined) sizes.set(mem, (size = mem.size));
+  return size;
+};
+
 /** That `[pa, pa + len)` is page-aligned memory still allocated (what a preserved page is after the jump). */
 export function checkIncoming(mem: PhysicalMemory, pa: bigint, len: number, what: string): void {
-  if (pa === 0n || pa % BigInt(PAGE) !== 0n || pa + BigInt(len) > mem.size || !mem.isAllocated(pa, BigInt(Math.ceil(len / PAGE) * PAGE))) {
+  if (pa === 0n || pa % BigInt(PAGE) !== 0n || pa + BigInt(len) > sizeOf(mem) || !mem.isAllocated(pa, BigInt(Math.ceil(len / PAGE) * PAGE))) {
     errno('EINVAL', `${what} at 0x${pa.toString(16)} is not preserved memory`);
+  }
+}
+
+/**
+ * {@link checkIncoming} for blocks of 2^`orders[i]` pages at `pas[i]`, with one allocator query
+ * per order instead of one per block; the error names the first block that fails (`what(i)`).
+ */
+export function checkIncomingBlocks(mem: PhysicalMemory, pas: BigUint64Array, orders: Uint8Array, what: (i: number) => string): void {
+  const size = sizeOf(mem);
+  const byOrder = new Map<number, bigint[]>();
+  for (let i = 0; i < pas.length; i++) {
+    const pa = pas[i]!;
+    const len = 4096n << BigInt(orders[i]!);
+    if (pa === 0n || (pa & 0xfffn) !== 0n || pa + len > size) errno('EINVAL', `${what(i)} at 0x${pa.toString(16)} is not preserved memory`);
+    let list = byOrder.get(orders[i]!);
+    if (!list) byOrder.set(orders[i]!, (list = []));
+    list.push(pa);
+  }
+  for (const [o, list] of byOrder) {
+    if (mem.isAllocatedMany(BigUint64Array.from(list), 4096n << BigInt(o))) continue;
+    // Which one: the first in order (the rare path walks them one by one).
+    for (let i = 0; i < pas.length; i++) checkIncoming(mem, pas[i]!, PAGE << orders[i]!, what(i));
   }
 }

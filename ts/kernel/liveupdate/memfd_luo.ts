@@ -10,7 +10,7 @@ import type { LiveupdateFileHandler, LiveupdateFileOpArgs } from '../luo.js';
 import { MemfdFile, memfdCreate, F_ALL_SEALS } from '../memfd.js';
 import { HPAGE_PAGES, type MemObject } from '../mm.js';
 import type { KernelServices } from '../services.js';
-import { checkIncoming, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE, readVmalloc, writeVmalloc } from './abi.js';
+import { checkIncoming, checkIncomingBlocks, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE, readVmalloc, writeVmalloc } from './abi.js';
 
 /** `MEMFD_LUO_FH_COMPATIBLE`. */
 export const MEMFD_LUO_FH_COMPATIBLE = 'memfd-v2';
@@ -54,9 +54,10 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
       const order = span === HPAGE_PAGES && index % HPAGE_PAGES === 0 ? 9 : span === 1 ? 0 : -1;
       const pa = (f.w & PFN_MASK) << 12n;
       if (order < 0 || f.index >= BigInt(npages) || pa % (4096n << BigInt(order)) !== 0n) errno('EINVAL', `folio ${i} at index ${f.index} spans ${span} pages`);
-      checkIncoming(mem, pa, 4096 << order, `memfd folio ${i}`);
       return { pa, index, order };
     });
+    // Every folio still allocated: one allocator query per folio order, not one per folio.
+    checkIncomingBlocks(mem, BigUint64Array.from(folios, (f) => f.pa), Uint8Array.from(folios, (f) => f.order), (i) => `memfd folio ${i}`);
     return { folios, pages };
   };
 
