@@ -56,19 +56,19 @@ export function checkIncoming(mem: PhysicalMemory, pa: bigint, len: number, what
  * per order instead of one per block; the error names the first block that fails (`what(i)`).
  */
 export function checkIncomingBlocks(mem: PhysicalMemory, pas: BigUint64Array, orders: Uint8Array, what: (i: number) => string): void {
-  const size = sizeOf(mem);
-  const byOrder = new Map<number, bigint[]>();
+  // Plain numbers, no bigint a block: exact below 2^53, and any address above that is past the end anyway.
+  const size = Number(sizeOf(mem));
+  const count = new Uint32Array(256);
   for (let i = 0; i < pas.length; i++) {
-    const pa = pas[i]!;
-    const len = 4096n << BigInt(orders[i]!);
-    if (pa === 0n || (pa & 0xfffn) !== 0n || pa + len > size) errno('EINVAL', `${what(i)} at 0x${pa.toString(16)} is not preserved memory`);
-    let list = byOrder.get(orders[i]!);
-    if (!list) byOrder.set(orders[i]!, (list = []));
-    list.push(pa);
+    const pa = Number(pas[i]!);
+    if (pa === 0 || pa % PAGE !== 0 || pa + PAGE * 2 ** orders[i]! > size) errno('EINVAL', `${what(i)} at 0x${pas[i]!.toString(16)} is not preserved memory`);
+    count[orders[i]!]!++;
   }
-  for (const [o, list] of byOrder) {
-    if (mem.isAllocatedMany(BigUint64Array.from(list), 4096n << BigInt(o))) continue;
+  for (let o = 0; o < 256; o++) {
+    if (!count[o]) continue;
+    const same = count[o] === pas.length ? pas : pas.filter((_, i) => orders[i] === o);
+    if (mem.isAllocatedMany(same, BigInt(PAGE) << BigInt(o))) continue;
     // Which one: the first in order (the rare path walks them one by one).
-    for (let i = 0; i < pas.length; i++) checkIncoming(mem, pas[i]!, PAGE << orders[i]!, what(i));
+    for (let i = 0; i < pas.length; i++) checkIncoming(mem, pas[i]!, PAGE * 2 ** orders[i]!, what(i));
   }
 }
