@@ -59,8 +59,9 @@ export function checkIncomingBlocks(mem: PhysicalMemory, pas: BigUint64Array, or
   // Plain numbers, no bigint a block: exact below 2^53, and any address above that is past the end anyway.
   const size = Number(sizeOf(mem));
   const count = new Uint32Array(256);
+  const v = new DataView(pas.buffer, pas.byteOffset, pas.byteLength);
   for (let i = 0; i < pas.length; i++) {
-    const pa = Number(pas[i]!);
+    const pa = v.getUint32(8 * i, true) + v.getUint32(8 * i + 4, true) * 2 ** 32;
     if (pa === 0 || pa % PAGE !== 0 || pa + PAGE * 2 ** orders[i]! > size) errno('EINVAL', `${what(i)} at 0x${pas[i]!.toString(16)} is not preserved memory`);
     count[orders[i]!]!++;
   }

@@ -57,7 +57,10 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
       return { pa, index, order };
     });
     // Every folio still allocated: one allocator query per folio order, not one per folio.
-    checkIncomingBlocks(mem, BigUint64Array.from(folios, (f) => f.pa), Uint8Array.from(folios, (f) => f.order), (i) => `memfd folio ${i}`);
+    const pas = new BigUint64Array(folios.length);
+    const orders = new Uint8Array(folios.length);
+    folios.forEach((f, i) => ((pas[i] = f.pa), (orders[i] = f.order)));
+    checkIncomingBlocks(mem, pas, orders, (i) => `memfd folio ${i}`);
     return { folios, pages };
   };
 
