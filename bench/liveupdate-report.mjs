@@ -158,20 +158,31 @@ export function liveupdateReport(liveupdate) {
   ];
 
   // ---- Side by side: one row per size ----------------------------------------------------------
-  const sbsHeader = ['4 KiB mappings', 'RFC blackout (KHO activation → claim → re-bind)', 'LUO blackout (reboot → retrieve → re-attach → finish)', 'LUO ÷ RFC', 'LUO preparation (before the reboot)'];
+  const sbsHeader = [
+    '4 KiB mappings',
+    'RFC blackout (KHO activation → claim → re-bind)',
+    'LUO blackout (reboot → retrieve → re-attach → finish)',
+    'LUO ÷ RFC',
+    'LUO preparation (before the reboot)',
+    'RFC / LUO blackout CPU time (process.cpuUsage)',
+  ];
+  // CPU time, where the run measured it: the wall time on a shared machine also counts waiting for a core.
+  const cpu = (x) => (x?.blackoutCpu == null ? '—' : msec(x.blackoutCpu));
   const sideBySide = lu.sizes.map((s) => {
     const l = luoOf(s);
-    if (l.n === s.n) return [group3(s.n), msec(s.blackout), msec(l.blackout), ratio(l.blackout / s.blackout), msec(l.prepare)];
-    return [`${group3(s.n)} (LUO: ${group3(l.n)})`, msec(s.blackout), `${msec(l.blackout)} at ${group3(l.n)}`, `${ratio(l.blackout / s.blackout)} (not the same size)`, msec(l.prepare)];
+    if (l.n === s.n) return [group3(s.n), msec(s.blackout), msec(l.blackout), ratio(l.blackout / s.blackout), msec(l.prepare), `${cpu(s)} / ${cpu(l)}`];
+    return [`${group3(s.n)} (LUO: ${group3(l.n)})`, msec(s.blackout), `${msec(l.blackout)} at ${group3(l.n)}`, `${ratio(l.blackout / s.blackout)} (not the same size)`, msec(l.prepare), `${cpu(s)} / ${cpu(l)}`];
   });
   const scaleRfc = luBlack(lu1m) / luBlack(lu1k);
   const scaleLuo = luoTop.blackout / luo1k.blackout;
+  const cpuScale = (a, b) => (a?.blackoutCpu == null || b?.blackoutCpu == null ? '—' : ratio(a.blackoutCpu / b.blackoutCpu));
   sideBySide.push([
     'scaling: largest ÷ 1,024',
     `${ratio(scaleRfc)} (${group3(lu1m.n)} ÷ 1,024)`,
     `${ratio(scaleLuo)} (${group3(luoTop.n)} ÷ 1,024)`,
     '—',
     `${ratio(luoTop.prepare / luo1k.prepare)}`,
+    `${cpuScale(lu1m, lu1k)} / ${cpuScale(luoTop, luo1k)}`,
   ]);
 
   const tableOf = (header, rows) => [
