@@ -100,6 +100,41 @@ describe('PageTable.mappedPages', () => {
   });
 });
 
+describe('PageTable.verifyHandover', () => {
+  const prots = (p: number) => new Uint8Array(RUNS.n.length).fill(p);
+  const verify = (pt: ReturnType<typeof setup>['pt'], handed: BigUint64Array, p = 3) => pt.verifyHandover(f64(RUNS.iova), f64(RUNS.pa), f64(RUNS.n), prots(p), handed);
+
+  it('one walk: an exact table passes and is counted as mappedPages counts it', () => {
+    const { pt } = mapped();
+    const s = pt.mappedPages(100);
+    expect(verify(pt, s.tables)).toEqual({ mismatch: null, corrupt: null, foreignTable: null, pages: PAGES, tables: s.tables.length });
+    // read-only expected of a read-write table: the first page
+    expect(verify(pt, s.tables, 1).mismatch).toBe(0x1000n);
+  });
+
+  it('a table not handed over is not entered; a cycle stops the walk', () => {
+    const { mem, pt } = mapped();
+    const tables = pt.mappedPages(100).tables;
+    const l1 = pt.walk(0x200n << 12n).at(-1)!.ptePa & ~0xfffn;
+    const a = verify(pt, tables.filter((t) => t !== l1));
+    expect(a.foreignTable).toBe(l1);
+    expect(a.mismatch).toBe(0x200n << 12n);
+    expect(a.pages).toBe(PAGES - 512);
+    const l2 = pt.walk(0x20_0000n)[2]!;
+    mem.writeU64((l2.ptePa & ~0xfffn) + 8n * 300n, pt.pgd | 3n);
+    expect(verify(pt, tables).corrupt).toMatch(/corrupt page table: table 0x[0-9a-f]+ is reached twice/);
+  });
+
+  it('refuses bad arrays before reading a table', () => {
+    const { pt } = mapped();
+    const invalid = code('ERR_INVALID_ARG_VALUE');
+    expect(() => pt.verifyHandover(f64([1]), f64([1]), f64([1]), new Uint8Array([0]), u64([]))).toThrow(invalid);
+    expect(() => pt.verifyHandover(f64([1]), f64([1]), f64([1]), new Uint8Array([4]), u64([]))).toThrow(invalid);
+    expect(() => pt.verifyHandover(f64([1]), f64([1]), f64([1]), new Uint8Array([1, 1]), u64([]))).toThrow(invalid);
+    expect(() => pt.verifyHandover(f64([1.5]), f64([1]), f64([1]), new Uint8Array([1]), u64([]))).toThrow(invalid);
+  });
+});
+
 describe('PhysicalMemory.preserveMany / isAllocatedMany', () => {
   it('marks every block or none', () => {
     const { mem } = setup();

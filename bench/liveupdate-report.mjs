@@ -37,7 +37,7 @@ export function liveupdateReport(liveupdate) {
       const r = luBlack(s) / luBlack(lu1k);
       const head = `blackout, ${luSizeLabel(s)}: write '1' to /sys/kernel/kho/active → kexec → claim → BIND + ATTACH; median of ${s.blackoutRuns.length} updates (best ${msec(s.blackoutBest)})`;
       if (s.n === lu1k.n) return [head, msec(luBlack(s)), '—', 'info (the base of the ratios below)', '—'];
-      if (s.n === lu1m.n) return [`${head}; ratio = ÷ the 1,024-mapping blackout`, msec(luBlack(s)), ratio(r), '≤ 2× (tables kept, not rebuilt)', met(r <= 2)];
+      if (s.n === lu1m.n) return [`${head}; ratio = ÷ the 1,024-mapping blackout`, msec(luBlack(s)), ratio(r), '≤ 3× (tables kept and verified in one walk, not rebuilt)', met(r <= 3)];
       return [`${head}; ratio = ÷ the 1,024-mapping blackout`, msec(luBlack(s)), ratio(r), 'info', '—'];
     }),
     [`1M phase: KHO activation (DUMP: serialise, preserve ${group3(lu1m.preservedPages)} pages + the carve-out; ${luPct(lph.kho)})`, msec(lph.kho), '—', 'info', '—'],
@@ -72,8 +72,8 @@ export function liveupdateReport(liveupdate) {
       }); no kexec or boot counted; ratio = replay ÷ KHO blackout at 1M`,
       msec(lrPer1m.value),
       ratio(luSpeedup),
-      'KHO ≥ 100× faster',
-      met(luSpeedup >= 100),
+      'KHO ≥ 1,000× faster',
+      met(luSpeedup >= 1000),
     ],
     [
       `replay baseline, 102,400 mappings as 102,400 × 4 KiB IOAS_MAP (same setup; median of ${lrPer100k.runs.length}, ${((lrPer100k.median / lrPer100k.n) / 1e3).toFixed(1)} µs per ioctl); ratio = ÷ KHO blackout at 102,400`,
@@ -127,7 +127,9 @@ export function liveupdateReport(liveupdate) {
       const l = luoOf(s);
       const head = `LUO blackout, ${group3(l.n)} × 4 KiB mappings ${luSizeLabel(l).replace(/^[^(]*/, '')}: kexec_file_load + reboot → RETRIEVE_SESSION + RETRIEVE_FD (memfd, iommufd, device) → BIND + ATTACH → FINISH; median of ${l.blackoutRuns.length} (best ${msec(l.blackoutBest)}); preparation before it (session, SET_PRESERVE, PRESERVE_FD ×3) ${msec(l.prepare)}`;
       if (l.n === luo1k.n) return [head, msec(l.blackout), '—', 'info (the base of the LUO ratios)', '—'];
-      return [`${head}; ratio = ÷ the 1,024-mapping LUO blackout`, msec(l.blackout), ratio(l.blackout / luo1k.blackout), 'info', '—'];
+      const r = l.blackout / luo1k.blackout;
+      if (l.n === luoTop.n) return [`${head}; ratio = ÷ the 1,024-mapping LUO blackout`, msec(l.blackout), ratio(r), '≤ 3× (the preserved tables adopted, not rebuilt)', met(r <= 3)];
+      return [`${head}; ratio = ÷ the 1,024-mapping LUO blackout`, msec(l.blackout), ratio(r), 'info', '—'];
     }),
     [
       `LUO ${group3(luoTop.n)} phase: reboot, kexec_file_load + reboot(KEXEC) to the next kernel up (${luoPct(lp.reboot)}): liveupdate_reboot (serialise, freeze, KHO finalise) ${msec(lp.luoReboot)}, old kernel's shutdown ${msec(lp.shutdown)}, scrub ${msec(lp.scrub)}, KHO ingest ${msec(lp.khoIngest)}, VT-d init + the preserved domain re-attached ${msec(lp.iommuInit)}, rest of boot ${msec(lp.bootRest)}`,
@@ -156,20 +158,31 @@ export function liveupdateReport(liveupdate) {
   ];
 
   // ---- Side by side: one row per size ----------------------------------------------------------
-  const sbsHeader = ['4 KiB mappings', 'RFC blackout (KHO activation → claim → re-bind)', 'LUO blackout (reboot → retrieve → re-attach → finish)', 'LUO ÷ RFC', 'LUO preparation (before the reboot)'];
+  const sbsHeader = [
+    '4 KiB mappings',
+    'RFC blackout (KHO activation → claim → re-bind)',
+    'LUO blackout (reboot → retrieve → re-attach → finish)',
+    'LUO ÷ RFC',
+    'LUO preparation (before the reboot)',
+    'RFC / LUO blackout CPU time (process.cpuUsage)',
+  ];
+  // CPU time, where the run measured it: the wall time on a shared machine also counts waiting for a core.
+  const cpu = (x) => (x?.blackoutCpu == null ? '—' : msec(x.blackoutCpu));
   const sideBySide = lu.sizes.map((s) => {
     const l = luoOf(s);
-    if (l.n === s.n) return [group3(s.n), msec(s.blackout), msec(l.blackout), ratio(l.blackout / s.blackout), msec(l.prepare)];
-    return [`${group3(s.n)} (LUO: ${group3(l.n)})`, msec(s.blackout), `${msec(l.blackout)} at ${group3(l.n)}`, `${ratio(l.blackout / s.blackout)} (not the same size)`, msec(l.prepare)];
+    if (l.n === s.n) return [group3(s.n), msec(s.blackout), msec(l.blackout), ratio(l.blackout / s.blackout), msec(l.prepare), `${cpu(s)} / ${cpu(l)}`];
+    return [`${group3(s.n)} (LUO: ${group3(l.n)})`, msec(s.blackout), `${msec(l.blackout)} at ${group3(l.n)}`, `${ratio(l.blackout / s.blackout)} (not the same size)`, msec(l.prepare), `${cpu(s)} / ${cpu(l)}`];
   });
   const scaleRfc = luBlack(lu1m) / luBlack(lu1k);
   const scaleLuo = luoTop.blackout / luo1k.blackout;
+  const cpuScale = (a, b) => (a?.blackoutCpu == null || b?.blackoutCpu == null ? '—' : ratio(a.blackoutCpu / b.blackoutCpu));
   sideBySide.push([
     'scaling: largest ÷ 1,024',
     `${ratio(scaleRfc)} (${group3(lu1m.n)} ÷ 1,024)`,
     `${ratio(scaleLuo)} (${group3(luoTop.n)} ÷ 1,024)`,
     '—',
     `${ratio(luoTop.prepare / luo1k.prepare)}`,
+    `${cpuScale(lu1m, lu1k)} / ${cpuScale(luoTop, luo1k)}`,
   ]);
 
   const tableOf = (header, rows) => [

@@ -99,6 +99,11 @@ export declare class NativeMemory {
   isPreserved(pa: bigint): boolean
   /** Every preservation mark. */
   preserved(): Array<PreservedBlock>
+  /**
+   * How many preservation marks there are and the frames they cover, without a JavaScript
+   * object per mark (KHO's finalisation counts them).
+   */
+  preservedSummary(): PreservedSummary
   /** A new kernel takes over: unpreserved memory is poisoned and freed. */
   scrub(): ScrubReport
   /** Re-seeds the allocator. */
@@ -132,6 +137,14 @@ export declare class NativePageTable {
    * first page that does not (in run order). Garbage tables are mismatches, never errors.
    */
   verifyRuns(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, read: boolean, write: boolean): bigint | null
+  /**
+   * Trust but verify in one walk: `vtd::PageTable::verify_handover` over runs given as
+   * `mapRuns` takes them (same checks) with `prots[i]` the run's permissions (1 read, 2 write,
+   * 3 both), against the table pages `handedOver`. Every entry is checked
+   * (`ERR_INVALID_ARG_VALUE`) before a table is read; garbage tables are findings, never
+   * errors.
+   */
+  verifyHandover(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, prots: Uint8Array, handedOver: BigUint64Array): HandoverAudit
   /**
    * `vtd::PageTable::mapped_pages`: 4 KiB pages mapped by present leaves and every table
    * page reached, top first; `ERR_VTD_CORRUPT` for a table reached twice, beyond memory, or
@@ -276,6 +289,20 @@ export declare function fdtMaxDepth(): number
 /** Renders a blob as DTS text (`dtc -I dtb -O dts`). */
 export declare function fdtToDts(blob: Uint8Array): string
 
+/** What `verifyHandover` found (`vtd::verify::HandoverAudit`). */
+export interface HandoverAudit {
+  /** The lowest expected page not translated onto its PA with exactly its run's permissions. */
+  mismatch?: bigint
+  /** Why the walk stopped (a table reached twice or beyond memory), in the VT-d model's words. */
+  corrupt?: string
+  /** The first table reached that was not handed over (not entered). */
+  foreignTable?: bigint
+  /** 4 KiB pages present leaves map (a 2 MiB leaf counts 512). */
+  pages: number
+  /** Table pages walked. */
+  tables: number
+}
+
 /** What `mappedPages` found. */
 export interface MappedPages {
   /** 4 KiB pages mapped by present leaves (a 2 MiB leaf counts 512). */
@@ -367,6 +394,14 @@ export interface PreservedBlock {
   pa: bigint
   /** Order: 2^order frames. */
   order: number
+}
+
+/** What `preservedSummary` counts. */
+export interface PreservedSummary {
+  /** Preservation marks. */
+  blocks: number
+  /** Frames they cover. */
+  frames: number
 }
 
 /** The pinned register view. */

@@ -235,6 +235,15 @@ export interface Prot {
 }
 
 /** One entry read by a walk, top level first. */
+/** What {@link PageTable.verifyHandover} found. */
+export interface HandoverAudit {
+  mismatch: bigint | null;
+  corrupt: string | null;
+  foreignTable: bigint | null;
+  pages: number;
+  tables: number;
+}
+
 export interface WalkStep {
   level: number;
   ptePa: bigint;
@@ -309,6 +318,23 @@ export class PageTable {
     given(bool, prot.snoop, 'prot.snoop', false);
     const read = given(bool, prot.read, 'prot.read', false), write = given(bool, prot.write, 'prot.write', false);
     return this.native.verifyRuns(iovaPfns, paPfns, npages, read, write);
+  }
+
+  /**
+   * Trust but verify a table handed over across kexec in ONE native walk: {@link verifyRuns}
+   * and {@link mappedPages} at once, plus the handed-over check. Runs as {@link mapRuns} takes
+   * them, in any order, with `prots[i]` the run's permissions (1 read, 2 write, 3 both), and
+   * `handedOver` the table pages the previous kernel listed. `mismatch`: the lowest expected page
+   * not translated onto its PA with exactly its permissions; `foreignTable`: the first table
+   * reached that was not handed over (not entered); `corrupt`: why the walk stopped (a table
+   * reached twice or beyond memory; a mismatch past that point is not looked for); `pages`: the
+   * 4 KiB pages present leaves map, `tables` the table pages walked. The table maps exactly the
+   * runs iff all three are null and `pages` is the runs' page count. Bad arrays throw
+   * `ERR_INVALID_ARG_VALUE` before a table is read.
+   */
+  verifyHandover(iovaPfns: Float64Array, paPfns: Float64Array, npages: Float64Array, prots: Uint8Array, handedOver: BigUint64Array): HandoverAudit {
+    const a = this.native.verifyHandover(iovaPfns, paPfns, npages, prots, handedOver);
+    return { mismatch: a.mismatch ?? null, corrupt: a.corrupt ?? null, foreignTable: a.foreignTable ?? null, pages: a.pages, tables: a.tables };
   }
 
   /**

@@ -151,6 +151,11 @@ export class PhysicalMemory {
     return this.native.preserved();
   }
 
+  /** How many preservation marks there are and the 4 KiB frames they cover, in one call. */
+  preservedSummary(): { blocks: number; frames: number } {
+    return this.native.preservedSummary();
+  }
+
   /**
    * The next kernel takes over: frames outside preserved blocks read as poison and are free;
    * preserved blocks keep their bytes and stay allocated. The marks are consumed.

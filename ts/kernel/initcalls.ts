@@ -45,7 +45,7 @@ function adopted(intel: IntelIommu): PhaseWork {
   const lu = intel.svc.iommu.liveupdate;
   // The RFC's domains, and those the iommu FLB preserved (LUO).
   const domains = [...intel.restored.values(), ...((lu ? [...lu.restored.values()] : []) as DmarDomain[])];
-  return { domains: domains.length, tablePages: domains.reduce((n, d) => n + d.handedOver.size, 0), devicesAttached: domains.reduce((n, d) => n + d.devices.size, 0) };
+  return { domains: domains.length, tablePages: domains.reduce((n, d) => n + d.handedOverPages.length, 0), devicesAttached: domains.reduce((n, d) => n + d.devices.size, 0) };
 }
 
 /** IOAS areas iommufd verified and offers for claiming. */

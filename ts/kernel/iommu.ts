@@ -62,10 +62,17 @@ export interface IommuDomain {
 
   // ---- preservation (a domain the previous kernel handed over) -------------------------------
 
-  /** The first IOVA of the runs it does not map onto the given pages with `prot`, or null. */
-  verifyRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, prot: IommuProt): bigint | null;
-  /** How many pages it maps, and a table page of it the previous kernel did not hand over (or null). */
-  handedOverMapping(): { pages: number; foreignTable: bigint | null };
+  /**
+   * One walk of its tables: the first page of the runs (`prots[i]`: 1 read, 2 write, 3 both) it
+   * does not map so, why the walk stopped (a table reached twice), a table page the previous
+   * kernel did not hand over, and how many pages it maps.
+   */
+  verifyHandover(
+    iovaPfns: Float64Array,
+    paPfns: Float64Array,
+    counts: Float64Array,
+    prots: Uint8Array,
+  ): { mismatch: bigint | null; corrupt: string | null; foreignTable: bigint | null; pages: number };
 }
 
 /**

@@ -106,6 +106,15 @@ pub struct ScrubReport {
     pub free_frames: f64,
 }
 
+/// What `preservedSummary` counts.
+#[napi(object)]
+pub struct PreservedSummary {
+    /// Preservation marks.
+    pub blocks: f64,
+    /// Frames they cover.
+    pub frames: f64,
+}
+
 /// A preservation mark.
 #[napi(object)]
 pub struct PreservedBlock {
@@ -247,6 +256,15 @@ impl NativeMemory {
             .into_iter()
             .map(|(pa, order)| PreservedBlock { pa: BigInt::from(pa), order: order as u32 })
             .collect()
+    }
+
+    /// How many preservation marks there are and the frames they cover, without a JavaScript
+    /// object per mark (KHO's finalisation counts them).
+    #[napi(catch_unwind)]
+    pub fn preserved_summary(&self) -> PreservedSummary {
+        let marks = self.mem.borrow().preserved();
+        let frames: u64 = marks.iter().map(|&(_, order)| 1u64 << order).sum();
+        PreservedSummary { blocks: marks.len() as f64, frames: frames as f64 }
     }
 
     /// A new kernel takes over: unpreserved memory is poisoned and freed.

@@ -4,6 +4,7 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use vtd::verify::ExpectedRun;
 use vtd::{Gather, PageTable, Prot};
 
 use crate::arrays::u64_array;
@@ -66,6 +67,21 @@ pub struct MappedPages<'e> {
     pub pages: f64,
     /// Every table page reached, top first.
     pub tables: BigUint64ArraySlice<'e>,
+}
+
+/// What `verifyHandover` found (`vtd::verify::HandoverAudit`).
+#[napi(object)]
+pub struct HandoverAudit {
+    /// The lowest expected page not translated onto its PA with exactly its run's permissions.
+    pub mismatch: Option<BigInt>,
+    /// Why the walk stopped (a table reached twice or beyond memory), in the VT-d model's words.
+    pub corrupt: Option<String>,
+    /// The first table reached that was not handed over (not entered).
+    pub foreign_table: Option<BigInt>,
+    /// 4 KiB pages present leaves map (a 2 MiB leaf counts 512).
+    pub pages: f64,
+    /// Table pages walked.
+    pub tables: f64,
 }
 
 /// Checks runs given as three `Float64Array`s of 4 KiB page numbers and counts (`mapRuns`,
@@ -158,6 +174,34 @@ impl NativePageTable {
     pub fn verify_runs(&self, iova_pfns: &[f64], pa_pfns: &[f64], npages: &[f64], read: bool, write: bool) -> Result<Option<u64>, Code> {
         let runs = pfn_runs(iova_pfns, pa_pfns, npages)?;
         self.pt.verify_runs(&self.mem.borrow(), runs, prot(read, write, false)).map_err(vtd_err)
+    }
+
+    /// Trust but verify in one walk: `vtd::PageTable::verify_handover` over runs given as
+    /// `mapRuns` takes them (same checks) with `prots[i]` the run's permissions (1 read, 2 write,
+    /// 3 both), against the table pages `handedOver`. Every entry is checked
+    /// (`ERR_INVALID_ARG_VALUE`) before a table is read; garbage tables are findings, never
+    /// errors.
+    #[napi(catch_unwind)]
+    pub fn verify_handover(&self, iova_pfns: &[f64], pa_pfns: &[f64], npages: &[f64], prots: &[u8], handed_over: &[u64]) -> Result<HandoverAudit, Code> {
+        let runs = pfn_runs(iova_pfns, pa_pfns, npages)?;
+        if prots.len() != iova_pfns.len() {
+            return Err(invalid(format!("prots must have one entry per run ({}, {})", prots.len(), iova_pfns.len())));
+        }
+        if let Some(i) = prots.iter().position(|&p| !(1..=3).contains(&p)) {
+            return Err(invalid(format!("prots[{i}] = {} is not 1 (read), 2 (write) or 3 (both)", prots[i])));
+        }
+        let runs: Vec<ExpectedRun> = runs
+            .zip(prots)
+            .map(|((iova, pa, size), &p)| ExpectedRun { iova, pa, size, prot: prot(p & 1 != 0, p & 2 != 0, false) })
+            .collect();
+        let a = self.pt.verify_handover(&self.mem.borrow(), &runs, handed_over).map_err(vtd_err)?;
+        Ok(HandoverAudit {
+            mismatch: a.mismatch.map(BigInt::from),
+            corrupt: a.corrupt.map(|e| e.to_string()),
+            foreign_table: a.foreign_table.map(BigInt::from),
+            pages: a.pages as f64,
+            tables: a.tables as f64,
+        })
     }
 
     /// `vtd::PageTable::mapped_pages`: 4 KiB pages mapped by present leaves and every table

@@ -39,6 +39,7 @@ mod fault;
 mod pgtable;
 pub mod regs;
 mod unit;
+pub mod verify;
 
 pub use cache::CachedContext;
 pub use entry::{ContextEntry, RootEntry, SlpteRsvd, TranslationType};

@@ -187,19 +187,24 @@ export class Guestmemfs implements GuestmemfsSuper, SuperBlock {
   blockPfn(slot: number, i: number): number {
     let map = this.maps.get(slot);
     if (!map) {
-      map = Float64Array.from(this.dataBlocks(slot), (b) => Number(this.blockAddr(b) >> 12n));
+      map = this.dataBlocks(slot);
+      // Block b's first PFN, in plain numbers (the region's PFN plus 512 a block).
+      const basePfn = Number(this.base >> 12n);
+      for (let k = 0; k < map.length; k++) map[k] = basePfn + map[k]! * BLOCK_PAGES;
       this.maps.set(slot, map);
     }
     return map[i]!;
   }
 
-  /** The file's data block indices, read from its map block in one go. */
-  private dataBlocks(slot: number): number[] {
+  /** The file's data block indices, read from its map block in one go (no bigint per block). */
+  private dataBlocks(slot: number): Float64Array {
     const n = Math.min(this.fileBlocks(slot), MAP_ENTRIES);
-    if (!n) return [];
+    if (!n) return new Float64Array(0);
     const raw = this.memory.read(this.blockAddr(this.mapBlock(slot)), n * 8);
     const dv = new DataView(raw.buffer, raw.byteOffset, raw.length);
-    return Array.from({ length: n }, (_, k) => Number(dv.getBigUint64(k * 8, true)));
+    const out = new Float64Array(n);
+    for (let k = 0; k < n; k++) out[k] = dv.getUint32(k * 8, true) + dv.getUint32(k * 8 + 4, true) * 2 ** 32;
+    return out;
   }
 
   private setBit(block: number, on: boolean): void {
@@ -286,17 +291,19 @@ export class Guestmemfs implements GuestmemfsSuper, SuperBlock {
    * died with that kernel; nothing here can reach the block, so it is free again.
    */
   private reclaimOrphanBlocks(): void {
-    const owned = new Set<number>([0]);
+    // One flag a block (a map naming a block past the region sets nothing).
+    const owned = new Uint8Array(this.nblocks);
+    owned[0] = 1;
     for (const slot of this.index().used) {
       const map = this.mapBlock(slot);
       if (!map) continue;
-      owned.add(map);
-      for (const b of this.dataBlocks(slot)) owned.add(b);
+      owned[map] = 1;
+      for (const b of this.dataBlocks(slot)) owned[b] = 1;
     }
     const bm = this.bitmap();
     let n = 0;
     for (let b = 0; b < this.nblocks; b++) {
-      if (!((bm[b >> 3]! >> (b & 7)) & 1) || owned.has(b)) continue;
+      if (!((bm[b >> 3]! >> (b & 7)) & 1) || owned[b]) continue;
       this.setBit(b, false);
       n++;
     }

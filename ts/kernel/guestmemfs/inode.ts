@@ -64,11 +64,12 @@ export class GuestmemfsInode implements Backing {
   }
 
   runs(page: number, n: number, out: RunList, base: number): void {
+    // The size is read from the inode once, not once per block.
     if (page + n > this.npages) errno('EFAULT', 'beyond the end of the file (SIGBUS)');
     for (let off = 0; off < n; ) {
       const p = page + off;
       const len = Math.min(n - off, HPAGE_PAGES - (p % HPAGE_PAGES));
-      out.push(base + off, this.pfn(p, false), len);
+      out.push(base + off, this.fs.blockPfn(this.slot, Math.floor(p / HPAGE_PAGES)) + (p % HPAGE_PAGES), len);
       off += len;
     }
   }

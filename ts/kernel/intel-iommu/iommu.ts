@@ -1,7 +1,7 @@
 // The Intel VT-d driver in legacy mode (drivers/iommu/intel/iommu.c): root and context tables in
 // host memory, domain IDs, paging domains over the unit's second-level page tables, and the cache
 // invalidations Linux issues on attach, detach, map and unmap.
-import type { IommuUnit, PageTable } from '../../hw/iommu.js';
+import type { HandoverAudit, IommuUnit, PageTable } from '../../hw/iommu.js';
 import { Gather } from '../../hw/iommu.js';
 import type { PhysicalMemory } from '../../hw/memory.js';
 import { errno, KernelError } from '../../uapi/errno.js';
@@ -344,7 +344,7 @@ export class IntelIommu implements IommuOps {
 export class DmarDomain implements IommuDomain {
   readonly devices = new Set<number>();
   /** The table pages the previous kernel listed for it (restored domains only). */
-  handedOver: ReadonlySet<bigint> = new Set();
+  handedOverPages: BigUint64Array = new BigUint64Array(0);
   /** `domain->persistent_id` (RFC patch 04): the persistent iommufd it belongs to, or 0. */
   persistentId = 0;
   /** `domain->iopf_handler` is set: iommufd delivers its IO page faults to a fault queue. */
@@ -447,16 +447,9 @@ export class DmarDomain implements IommuDomain {
     return this.pt.iovaToPhys(iova);
   }
 
-  /** Checked natively: one walk per leaf table. */
-  verifyRuns(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, prot: IommuProt): bigint | null {
-    return this.pt.verifyRuns(iovaPfns, paPfns, counts, prot);
-  }
-
-  /** Of a restored domain: the pages it maps, and the first of its table pages not handed over. */
-  handedOverMapping(): { pages: number; foreignTable: bigint | null } {
-    const { pages, tables } = this.pt.mappedPages(this.handedOver.size);
-    for (const t of tables) if (!this.handedOver.has(t)) return { pages, foreignTable: t };
-    return { pages, foreignTable: null };
+  /** Checked natively in one walk against {@link handedOverPages}. */
+  verifyHandover(iovaPfns: Float64Array, paPfns: Float64Array, counts: Float64Array, prots: Uint8Array): HandoverAudit {
+    return this.pt.verifyHandover(iovaPfns, paPfns, counts, prots, this.handedOverPages);
   }
 
   /** Forgets a domain whose tables are not trusted, freeing none of them. */

@@ -22,7 +22,7 @@ export const DMAR_REG_BASE = 0xfed9_0000n;
 export function intelLiveupdateOps(intel: IntelIommu): IommuLiveupdateOps {
   const mem = intel.memory;
   const tables = () => [intel.rootEntry, ...intel.contextTables.values()];
-  const preserved = new Map<DmarDomain, bigint[]>();
+  const preserved = new Map<DmarDomain, BigUint64Array>();
   return {
     preserveHw() {
       for (const t of tables()) if (!mem.isPreserved(t)) mem.preserve(t, 0);
@@ -34,8 +34,9 @@ export function intelLiveupdateOps(intel: IntelIommu): IommuLiveupdateOps {
     preserveDomain(domain: object) {
       const d = domain as DmarDomain;
       if (!intel.domains.has(d)) errno('EOPNOTSUPP', 'not a VT-d paging domain');
-      const pages = [...d.pt.tablePages()];
-      for (const p of pages) mem.preserve(p, 0);
+      // One call for every table page (all or nothing), not one per page.
+      const pages = d.pt.tablePages();
+      mem.preserveMany(pages, 0);
       preserved.set(d, pages);
       return { top: d.pt.pgd, level: d.pt.levels, vasz: Number(d.apertureEnd.toString(2).length) };
     },
@@ -66,9 +67,9 @@ export function intelLiveupdateRestore(intel: IntelIommu, lu: IommuLiveupdate, i
     if (d.level !== intel.levels) errno('EINVAL', `preserved domain at 0x${d.pa.toString(16)}: level ${d.level} is not the unit's ${intel.levels}`);
     if (!intel.preservedRange(d.top, 4096n)) errno('EINVAL', `preserved domain: top table 0x${d.top.toString(16)} was not preserved`);
     const domain = new DmarDomain(intel, intel.unit.adoptPageTable(d.top, d.level));
-    const pages = [...domain.pt.tablePages()];
-    if (!mem.isAllocatedMany(BigUint64Array.from(pages), 4096n)) errno('EINVAL', `preserved domain at 0x${d.pa.toString(16)}: a table page was not preserved`);
-    domain.handedOver = new Set(pages);
+    const pages = domain.pt.tablePages();
+    if (!mem.isAllocatedMany(pages, 4096n)) errno('EINVAL', `preserved domain at 0x${d.pa.toString(16)}: a table page was not preserved`);
+    domain.handedOverPages = pages;
     byPa.set(d.pa, domain);
     tops.set(domain, d.top);
   }

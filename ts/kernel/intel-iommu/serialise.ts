@@ -19,6 +19,7 @@ export function intelKhoRestore(intel: IntelIommu, node: KhoNode): bigint {
   for (const m of node.mem('mem')) if (!intel.preservedRange(m.addr, m.len)) errno('EINVAL', `table page 0x${m.addr.toString(16)} was not preserved`);
   adoptContextTables(intel, root);
   const keep = new Set<number>();
+  const memSize = mem.size;
   for (const d of node.child('domains')?.children() ?? []) {
     const index = d.id();
     const pgd = d.u64('pgd');
@@ -26,13 +27,11 @@ export function intelKhoRestore(intel: IntelIommu, node: KhoNode): bigint {
     const did = d.u32('did');
     if (levels !== intel.levels) errno('EINVAL', `${d.path}: agaw ${levels - 2} is not the unit's`);
     if (did !== 0 && (did < IDA_START_DID || did >= intel.ndoms || intel.domainIds.has(did))) errno('EINVAL', `${d.path}: bad did ${did}`);
-    const pages = d.mem('mem');
-    if (!pages.some((m) => m.addr === pgd)) errno('EINVAL', `${d.path}: pgd not among its pages`);
-    if (pages.some((m) => m.len !== 4096n || m.addr % 4096n !== 0n || m.addr + 4096n > mem.size)) errno('EINVAL', `${d.path}: bad mem entry`);
-    if (!mem.isAllocatedMany(BigUint64Array.from(pages, (m) => m.addr), 4096n)) errno('EINVAL', `${d.path}: a table page was not preserved`);
+    const pages = tablePages(d, pgd, memSize);
+    if (!mem.isAllocatedMany(pages, 4096n)) errno('EINVAL', `${d.path}: a table page was not preserved`);
     const domain = new DmarDomain(intel, intel.unit.adoptPageTable(pgd, levels));
     domain.persistentId = Number(d.u64('persistent_id'));
-    domain.handedOver = new Set(pages.map((m) => m.addr));
+    domain.handedOverPages = pages;
     for (const dev of d.child('devices')?.children() ?? []) {
       const sid = (dev.u8('bus') << 8) | dev.u8('devfn');
       if (!adoptDevice(intel, domain, sid, pgd, did)) {
@@ -48,6 +47,28 @@ export function intelKhoRestore(intel: IntelIommu, node: KhoNode): bigint {
   intel.rootEntry = root;
   blockOthers(intel, keep);
   return root;
+}
+
+/**
+ * A domain's `mem` (`kho_mem[]`, one 4 KiB table page each) as page addresses, read straight from
+ * the property: no object per page. The pgd must be among them.
+ */
+function tablePages(d: KhoNode, pgd: bigint, memSize: bigint): BigUint64Array {
+  const raw = d.raw('mem');
+  if (raw.length % 16) errno('EINVAL', `${d.path}/mem: not kho_mem[]`);
+  const v = new DataView(raw.buffer, raw.byteOffset, raw.length);
+  const pages = new BigUint64Array(raw.length / 16);
+  let hasPgd = false;
+  let bad = false;
+  for (let i = 0; i < pages.length; i++) {
+    const addr = v.getBigUint64(16 * i, true);
+    pages[i] = addr;
+    hasPgd ||= addr === pgd;
+    bad ||= v.getBigUint64(16 * i + 8, true) !== 4096n || (addr & 0xfffn) !== 0n || addr + 4096n > memSize;
+  }
+  if (!hasPgd) errno('EINVAL', `${d.path}: pgd not among its pages`);
+  if (bad) errno('EINVAL', `${d.path}: bad mem entry`);
+  return pages;
 }
 
 /** The context tables the root table `root` points at, each of which must be preserved. */
@@ -104,9 +125,8 @@ export function intelKhoDump(intel: IntelIommu, w: FdtWriter, kho: Kho): void {
   intel.persistentDomains().forEach((d, i) => {
     kho.inject('intel-iommu:domain');
     const table = d.pt.tablePages();
-    const pages = [...table];
     w.beginNode(String(i));
-    w.property('mem', le.mem(pages.map((addr) => ({ addr, len: 4096n }))));
+    w.property('mem', le.pages(table));
     w.property('persistent_id', le.u64(BigInt(d.persistentId)));
     w.property('pgd', le.u64(d.pt.pgd));
     w.property('agaw', le.u32(d.pt.levels - 2));

@@ -21,7 +21,7 @@ import { HOLDER_PGDS, pinOwner, samePin, type HolderRecord, type PinRecord } fro
 import type { Task } from '../file.js';
 import type { IommuDomain } from '../iommu.js';
 import { le, type Kho, type KhoNode, type KhoNotifier } from '../kho/kho.js';
-import { RunList } from '../mm.js';
+import { HPAGE_PAGES, RunList } from '../mm.js';
 import { IommufdFile } from './main.js';
 import { IoptPages } from './pages.js';
 import { abandonRestoredHwpts, HwptPaging, Ioas, RestoredAttach, type IommufdCtx, type IommufdSubsystem } from './private.js';
@@ -419,36 +419,40 @@ function snapshot(pid: number, ictx: IommufdCtx, domainIndex: Map<IommuDomain, n
 /**
  * Trust but verify: `d` must map every page of `areas` onto the guestmemfs block the segment
  * names, with the area's permissions, and map nothing else, through tables that were all handed
- * over. The check is native (one walk per leaf table). Returns why not, or null.
+ * over. The check is ONE native walk of the tables (verifies and counts). Returns why not, or null.
  */
 function verifyDomain(d: IommuDomain, areas: PersistedArea[], gm: Guestmemfs): string | null {
+  const runs = new RunList();
+  // Where each area's runs end, for their permissions.
+  const ends: number[] = [];
   let expected = 0;
   for (const area of areas) {
-    const runs = new RunList();
     for (const s of area.segs) {
+      const inode = gm.inodeByIno(s.ino);
       const firstPage = Number(s.iova >> 12n);
-      const lastPage = Number((s.iova + s.len - 1n) >> 12n);
+      const n = Number((s.iova + s.len - 1n) >> 12n) - firstPage + 1;
       let filePage = Number(s.offset >> 12n);
-      expected += lastPage - firstPage + 1;
-      for (let page = firstPage; page <= lastPage; ) {
-        // A 2 MiB block is physically contiguous: one run per block piece.
-        const n = Math.min(lastPage - page + 1, 512 - (filePage & 511));
-        const pfn = gm.filePfn(s.ino, filePage);
-        if (pfn < 0) return `segment of inode ${s.ino} beyond its file`;
-        runs.append(page, pfn, n);
-        page += n;
-        filePage += n;
+      if (!inode || filePage + n > inode.npages) return `segment of inode ${s.ino} beyond its file`;
+      expected += n;
+      // A 2 MiB block is physically contiguous: one run per block piece.
+      for (let page = firstPage, end = firstPage + n; page < end; ) {
+        const k = Math.min(end - page, HPAGE_PAGES - (filePage % HPAGE_PAGES));
+        runs.append(page, gm.blockPfn(inode.slot, Math.floor(filePage / HPAGE_PAGES)) + (filePage % HPAGE_PAGES), k);
+        page += k;
+        filePage += k;
       }
     }
-    const bad = d.verifyRuns(runs.idx.subarray(0, runs.count), runs.pfn.subarray(0, runs.count), runs.len.subarray(0, runs.count), {
-      read: !!(area.prot & IOMMU_READ),
-      write: !!(area.prot & IOMMU_WRITE),
-    });
-    if (bad !== null) return `IOVA 0x${bad.toString(16)} does not map the file's block with the area's permissions`;
+    ends.push(runs.count);
   }
-  const { pages, foreignTable } = d.handedOverMapping();
-  if (foreignTable !== null) return `table 0x${foreignTable.toString(16)} was not handed over`;
-  if (pages !== expected) return `the page table maps ${pages} pages, the areas ${expected}`;
+  // IOMMU_READ and IOMMU_WRITE are the walk's read and write bits.
+  const prots = new Uint8Array(runs.count);
+  ends.forEach((end, k) => prots.fill(areas[k]!.prot & (IOMMU_READ | IOMMU_WRITE), k ? ends[k - 1] : 0, end));
+  const n = runs.count;
+  const a = d.verifyHandover(runs.idx.subarray(0, n), runs.pfn.subarray(0, n), runs.len.subarray(0, n), prots);
+  if (a.mismatch !== null) return `IOVA 0x${a.mismatch.toString(16)} does not map the file's block with the area's permissions`;
+  if (a.corrupt !== null) return a.corrupt;
+  if (a.foreignTable !== null) return `table 0x${a.foreignTable.toString(16)} was not handed over`;
+  if (a.pages !== expected) return `the page table maps ${a.pages} pages, the areas ${expected}`;
   return null;
 }
 

@@ -53,6 +53,16 @@ export const le = {
     new DataView(b.buffer).setUint32(0, v, true);
     return b;
   },
+  /** `struct kho_mem[]` of single 4 KiB pages, straight from their addresses. */
+  pages(pas: BigUint64Array): Uint8Array {
+    const b = new Uint8Array(16 * pas.length);
+    const v = new DataView(b.buffer);
+    for (let i = 0; i < pas.length; i++) {
+      v.setBigUint64(16 * i, pas[i]!, true);
+      v.setBigUint64(16 * i + 8, 4096n, true);
+    }
+    return b;
+  },
   /** `struct kho_mem { u64 addr; u64 len; }[]`. */
   mem(ranges: readonly { addr: bigint; len: bigint }[]): Uint8Array {
     const b = new Uint8Array(16 * ranges.length);
@@ -141,8 +151,9 @@ export class Kho {
   /** Where the blob lives in physical memory while active. */
   blobPa: bigint | null = null;
   private blobOrder = 0;
-  /** Preservation marks made during this DUMP, undone by ABORT. */
+  /** Preservation marks made during this DUMP, undone by ABORT: blocks one by one, and single pages by the batch. */
   private marks: { pa: bigint; order: number }[] = [];
+  private pageMarks: BigUint64Array[] = [];
   /** Injected failures (tests): `fail(site)` true makes that site fail with ENOMEM. */
   failPoint: FailPoint | null = null;
   /** The DUMP or ABORT in progress (the RFC's `kho_out.lock` is held), or null. */
@@ -224,7 +235,8 @@ export class Kho {
   preserveMany(pas: BigUint64Array): void {
     this.inject('kho:preserve');
     this.kernel.memory.preserveMany(pas, 0);
-    for (const pa of pas) this.marks.push({ pa, order: 0 });
+    // Kept as the batch it came in (an array of thousands of table pages, not an object each).
+    this.pageMarks.push(pas.slice());
   }
 
   /** Preserves an arbitrary page-aligned range as naturally aligned blocks. */
@@ -292,7 +304,7 @@ export class Kho {
     }
     this.active = true;
     this.kernel.sysfs.attr('/sys/kernel/kho/dt', 0o400, { show: () => this.blob! });
-    this.kernel.log(`KHO: serialised ${this.blob.length} bytes at 0x${this.blobPa.toString(16)}, ${this.marks.length} preserved blocks`);
+    this.kernel.log(`KHO: serialised ${this.blob.length} bytes at 0x${this.blobPa.toString(16)}, ${this.markCount()} preserved blocks`);
   }
 
   /**
@@ -304,7 +316,7 @@ export class Kho {
     if (!this.active) return;
     this.running = 'ABORT';
     try {
-      const work: PhaseWork = { preservedBlocks: this.marks.length };
+      const work: PhaseWork = { preservedBlocks: this.markCount() };
       for (const n of [...this.notifiers].reverse()) n.abort();
       this.undo();
       this.active = false;
@@ -318,19 +330,26 @@ export class Kho {
 
   /** What a DUMP did: the marks it set (the blob's own included) and the blob it serialised. */
   private dumpWork(): PhaseWork {
-    const preservedBytes = this.marks.reduce((n, m) => n + 4096 * 2 ** m.order, 0);
-    return { preservedBlocks: this.marks.length, preservedBytes, fdtBytes: this.blob?.length ?? 0 };
+    const pages = this.pageMarks.reduce((n, b) => n + b.length, 0);
+    const preservedBytes = this.marks.reduce((n, m) => n + 4096 * 2 ** m.order, 4096 * pages);
+    return { preservedBlocks: this.marks.length + pages, preservedBytes, fdtBytes: this.blob?.length ?? 0 };
   }
 
   /** What a finalisation did: every preserved block of memory (the blob's own included) and the blob. */
   private finaliseWork(): PhaseWork {
-    const blocks = this.kernel.memory.preserved();
-    const preservedBytes = blocks.reduce((n, b) => n + 4096 * 2 ** b.order, 0);
-    return { preservedBlocks: blocks.length, preservedBytes, fdtBytes: this.blob?.length ?? 0 };
+    const { blocks, frames } = this.kernel.memory.preservedSummary();
+    return { preservedBlocks: blocks, preservedBytes: 4096 * frames, fdtBytes: this.blob?.length ?? 0 };
+  }
+
+  /** Marks this DUMP set. */
+  private markCount(): number {
+    return this.pageMarks.reduce((n, b) => n + b.length, this.marks.length);
   }
 
   private undo(): void {
-    for (const m of this.marks.reverse()) {
+    const pages = this.pageMarks.reverse().flatMap((b) => Array.from(b.reverse(), (pa) => ({ pa, order: 0 })));
+    this.pageMarks = [];
+    for (const m of [...this.marks.reverse(), ...pages]) {
       try {
         this.kernel.memory.unpreserve(m.pa, m.order);
       } catch {

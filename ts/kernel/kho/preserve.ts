@@ -36,9 +36,40 @@ export function khoRestoreFree(mem: PhysicalMemory, pa: bigint, size: number): v
   mem.free(pa, order(size));
 }
 
+/** Memory sizes by memory: a machine's never changes, and asking the addon costs a call. */
+const sizes = new WeakMap<PhysicalMemory, bigint>();
+const sizeOf = (mem: PhysicalMemory): bigint => {
+  let size = sizes.get(mem);
+  if (size === undefined) sizes.set(mem, (size = mem.size));
+  return size;
+};
+
 /** That `[pa, pa + len)` is page-aligned memory still allocated (what a preserved page is after the jump). */
 export function checkIncoming(mem: PhysicalMemory, pa: bigint, len: number, what: string): void {
-  if (pa === 0n || pa % BigInt(PAGE) !== 0n || pa + BigInt(len) > mem.size || !mem.isAllocated(pa, BigInt(Math.ceil(len / PAGE) * PAGE))) {
+  if (pa === 0n || pa % BigInt(PAGE) !== 0n || pa + BigInt(len) > sizeOf(mem) || !mem.isAllocated(pa, BigInt(Math.ceil(len / PAGE) * PAGE))) {
     errno('EINVAL', `${what} at 0x${pa.toString(16)} is not preserved memory`);
+  }
+}
+
+/**
+ * {@link checkIncoming} for blocks of 2^`orders[i]` pages at `pas[i]`, with one allocator query
+ * per order instead of one per block; the error names the first block that fails (`what(i)`).
+ */
+export function checkIncomingBlocks(mem: PhysicalMemory, pas: BigUint64Array, orders: Uint8Array, what: (i: number) => string): void {
+  // Plain numbers, no bigint a block: exact below 2^53, and any address above that is past the end anyway.
+  const size = Number(sizeOf(mem));
+  const count = new Uint32Array(256);
+  const v = new DataView(pas.buffer, pas.byteOffset, pas.byteLength);
+  for (let i = 0; i < pas.length; i++) {
+    const pa = v.getUint32(8 * i, true) + v.getUint32(8 * i + 4, true) * 2 ** 32;
+    if (pa === 0 || pa % PAGE !== 0 || pa + PAGE * 2 ** orders[i]! > size) errno('EINVAL', `${what(i)} at 0x${pas[i]!.toString(16)} is not preserved memory`);
+    count[orders[i]!]!++;
+  }
+  for (let o = 0; o < 256; o++) {
+    if (!count[o]) continue;
+    const same = count[o] === pas.length ? pas : pas.filter((_, i) => orders[i] === o);
+    if (mem.isAllocatedMany(same, BigInt(PAGE) << BigInt(o))) continue;
+    // Which one: the first in order (the rare path walks them one by one).
+    for (let i = 0; i < pas.length; i++) checkIncoming(mem, pas[i]!, PAGE * 2 ** orders[i]!, what(i));
   }
 }

@@ -10,7 +10,7 @@ import type { LiveupdateFileHandler, LiveupdateFileOpArgs } from '../luo.js';
 import { MemfdFile, memfdCreate, F_ALL_SEALS } from '../memfd.js';
 import { HPAGE_PAGES, type MemObject } from '../mm.js';
 import type { KernelServices } from '../services.js';
-import { checkIncoming, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE, readVmalloc, writeVmalloc } from './abi.js';
+import { checkIncoming, checkIncomingBlocks, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE, readVmalloc, writeVmalloc } from './abi.js';
 
 /** `MEMFD_LUO_FH_COMPATIBLE`. */
 export const MEMFD_LUO_FH_COMPATIBLE = 'memfd-v2';
@@ -21,7 +21,6 @@ const MEMFD_LUO_FOLIO_UPTODATE = 2n;
 /** `struct memfd_luo_ser { u64 pos; u64 size; u32 seals; u32 flags; u64 nr_folios; struct kho_vmalloc folios; }`. */
 const SER_SIZE = 48;
 const FOLIO_SER = 16;
-const PFN_MASK = (1n << 52n) - 1n;
 
 interface Preserved {
   folios: { pfn: number; order: number }[];
@@ -41,22 +40,30 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
 
   /** The folio array of a preserved memfd (and the vmalloc pages holding it). */
   const readFolios = (ser: ReturnType<typeof readSer>) => {
-    if (ser.nrFolios === 0n) return { folios: [] as { pa: bigint; index: number; order: number }[], pages: [] as bigint[] };
+    if (ser.nrFolios === 0n) return { folios: [] as { pa: bigint; pfn: number; index: number; order: number }[], pages: [] as bigint[] };
     const npages = Number((ser.size + 4095n) / 4096n);
     if (ser.nrFolios > BigInt(npages)) errno('EINVAL', `${ser.nrFolios} folios for ${npages} pages`);
     const { bytes, pages } = readVmalloc(mem, ser.vmalloc, Number(ser.nrFolios) * FOLIO_SER);
     const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-    const raw = [...Array(Number(ser.nrFolios)).keys()].map((i) => ({ w: v.getBigUint64(i * FOLIO_SER, true), index: v.getBigUint64(i * FOLIO_SER + 8, true) }));
-    const folios = raw.map((f, i) => {
-      const index = Number(f.index);
+    // Plain numbers, no bigint per folio: a PFN has 52 bits, an index past 2^53 is past EOF anyway.
+    const n = Number(ser.nrFolios);
+    const indexOf = (i: number) => v.getUint32(i * FOLIO_SER + 8, true) + v.getUint32(i * FOLIO_SER + 12, true) * 2 ** 32;
+    const folios: { pa: bigint; pfn: number; index: number; order: number }[] = [];
+    for (let i = 0; i < n; i++) {
+      const index = indexOf(i);
       // A folio spans to the next one's index (preserve allocated every page), the last to EOF.
-      const span = (i + 1 < raw.length ? Number(raw[i + 1]!.index) : npages) - index;
+      const span = (i + 1 < n ? indexOf(i + 1) : npages) - index;
       const order = span === HPAGE_PAGES && index % HPAGE_PAGES === 0 ? 9 : span === 1 ? 0 : -1;
-      const pa = (f.w & PFN_MASK) << 12n;
-      if (order < 0 || f.index >= BigInt(npages) || pa % (4096n << BigInt(order)) !== 0n) errno('EINVAL', `folio ${i} at index ${f.index} spans ${span} pages`);
-      checkIncoming(mem, pa, 4096 << order, `memfd folio ${i}`);
-      return { pa, index, order };
-    });
+      // pfn:52, flags:12 — the PFN is the low 32 bits and 20 more.
+      const pfn = v.getUint32(i * FOLIO_SER, true) + (v.getUint32(i * FOLIO_SER + 4, true) & 0xf_ffff) * 2 ** 32;
+      if (order < 0 || index >= npages || pfn % 2 ** order !== 0) errno('EINVAL', `folio ${i} at index ${v.getBigUint64(i * FOLIO_SER + 8, true)} spans ${span} pages`);
+      folios.push({ pa: BigInt(pfn) << 12n, pfn, index, order });
+    }
+    // Every folio still allocated: one allocator query per folio order, not one per folio.
+    const pas = new BigUint64Array(folios.length);
+    const orders = new Uint8Array(folios.length);
+    folios.forEach((f, i) => ((pas[i] = f.pa), (orders[i] = f.order)));
+    checkIncomingBlocks(mem, pas, orders, (i) => `memfd folio ${i}`);
     return { folios, pages };
   };
 
@@ -147,7 +154,7 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
             file.obj.isize = ser.size;
             file.obj.npages = Number((ser.size + 4095n) / 4096n);
             const { folios, pages } = readFolios(ser);
-            for (const f of folios) file.obj.adopt(f.index, Number(f.pa >> 12n), f.order as 0 | 9);
+            for (const f of folios) file.obj.adopt(f.index, f.pfn, f.order as 0 | 9);
             args.folios = folios.length;
             for (const p of pages) khoRestoreFree(mem, p, PAGE);
           } catch (e) {
