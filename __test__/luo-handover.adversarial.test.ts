@@ -95,7 +95,9 @@ function handedOver(host: Host): Region[] {
   return out;
 }
 
-type Corruption = { region: number; offset: number } & ({ k: 'byte'; xor: number } | { k: 'u64'; value: { k: 'other'; region: number; delta: number } | { k: 'any'; v: bigint } });
+/** A region by index (modulo their number) or by name (its first). */
+type RegionRef = number | string;
+type Corruption = { region: RegionRef; offset: number } & ({ k: 'byte'; xor: number } | { k: 'u64'; value: { k: 'other'; region: RegionRef; delta: number } | { k: 'any'; v: bigint } });
 
 function build() {
   const host = Host.boot({ memory: 1n << 30n, cmdline: 'kho=on liveupdate=on', devices: BDFS.map((bdf) => ({ bdf })) });
@@ -166,14 +168,14 @@ function corruptedUpdate(c: Corruption | null) {
     if (e.phase !== 'jump' || regions.length) return;
     regions = handedOver(host);
     if (!c) return;
-    const r = regions[c.region % regions.length]!;
+    const region = (ref: RegionRef) => (typeof ref === 'string' ? regions.find((x) => x.name === ref)! : regions[ref % regions.length]!);
+    const r = region(c.region);
     if (c.k === 'byte') {
       const at = r.pa + BigInt(c.offset % r.len);
       host.memory.write(at, Uint8Array.of(host.memory.read(at, 1)[0]! ^ (c.xor % 255 || 1)));
     } else {
       const at = r.pa + BigInt(8 * (c.offset % Math.max(1, Math.floor(r.len / 8))));
-      const o = regions[c.value.k === 'other' ? c.value.region % regions.length : 0]!;
-      const v = c.value.k === 'any' ? c.value.v : BigInt.asUintN(64, o.pa + BigInt(c.value.delta));
+      const v = c.value.k === 'any' ? c.value.v : BigInt.asUintN(64, region(c.value.region).pa + BigInt(c.value.delta));
       host.memory.writeU64(at, v);
     }
     applied = r.name;
@@ -213,6 +215,17 @@ describe('LUO handover corrupted at the jump', () => {
     expect(r.lost.filter((x) => !x.startsWith(BDFS[2]!))).toEqual([]);
     expect(r.lost.some((x) => x.startsWith(BDFS[2]!))).toBe(true);
     expect(r.log).not.toMatch(/BUG:/);
+  });
+
+  it('the iommu FLB names LUO’s session block as its device-object page: restored once (by the FLB), the sessions refused, nothing freed twice', () => {
+    // The FLB is retrieved in early boot and keeps its pages until FINISH; the session block was
+    // freed a second time at FINISH before each restore took its page.
+    const r = corruptedUpdate({ region: 'iommu-liveupdate FLB', offset: 3, k: 'u64', value: { k: 'other', region: 'luo_session_ser', delta: 0 } });
+    expect(r.applied).toBe('iommu-liveupdate FLB');
+    expect(r.log).toMatch(/luo: failed to deserialize sessions: luo sessions block at 0x[0-9a-f]+ was restored already/);
+    expect(r.log).not.toMatch(/BUG:/);
+    expect(r.reattached).toEqual([]);
+    expect(r.widenedAfter).toEqual([]);
   });
 
   it('one corrupted word or byte anywhere in it (fast-check): no crash, no BUG, no device widened at boot or after the re-attach', () => {

@@ -54,6 +54,7 @@ export const POISON = 0x6b;
 export class PhysicalMemory {
   /** @internal the addon object, shared with units and page tables. */
   readonly native: NativeMemory;
+  private _generation = 0;
 
   constructor(options: PhysicalMemoryOptions) {
     const { size, seed } = memoryConfig(options, 'options');
@@ -161,7 +162,13 @@ export class PhysicalMemory {
    * preserved blocks keep their bytes and stay allocated. The marks are consumed.
    */
   scrub(): ScrubReport {
+    this._generation++;
     return this.native.scrub();
+  }
+
+  /** How many times a next kernel took this memory over ({@link scrub}): the kernel generation it serves. */
+  get generation(): number {
+    return this._generation;
   }
 
   /** Re-seeds the frame allocator. */

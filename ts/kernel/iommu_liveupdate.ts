@@ -11,7 +11,7 @@
 // Domains are opaque here (the core file iommu.ts holds their type and this object).
 import type { PhysicalMemory } from '../hw/memory.js';
 import { errno, KernelError } from '../uapi/errno.js';
-import { checkIncoming, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE } from './kho/preserve.js';
+import { khoAllocPreserve, khoRestore, khoRestoreFree, khoUnpreserveFree, PAGE } from './kho/preserve.js';
 import type { Liveupdate, LiveupdateFileHandler, LiveupdateFlb, LiveupdateFlbOpArgs } from './luo.js';
 
 export const IOMMU_LUO_FLB_COMPATIBLE = 'iommu-liveupdate';
@@ -139,7 +139,7 @@ export class IommuLiveupdate {
 
   /** Next kernel: reads and checks every array (the kernel BUG()s on a bad one; here: EINVAL). */
   private flbRetrieve(a: LiveupdateFlbOpArgs): void {
-    checkIncoming(this.mem, a.data, FLB_SER_SIZE, 'iommu_flb_ser');
+    khoRestore(this.mem, a.data, FLB_SER_SIZE, 'iommu_flb_ser');
     const v = new DataView(this.mem.read(a.data, FLB_SER_SIZE).buffer);
     if (v.getBigUint64(0, true) !== IOMMU_LUO_FLB_VERSION) errno('EINVAL', 'iommu FLB version mismatch');
     const inc: IommuIncoming = { hws: [], domains: [], devices: [], pages: [a.data] };
@@ -147,7 +147,7 @@ export class IommuLiveupdate {
       if (head === 0n) errno('EINVAL', `iommu FLB: no ${k} array`);
       for (let pa = head, n = 0; pa !== 0n; n++) {
         if (n > 4096 || inc.pages.includes(pa)) errno('EINVAL', `iommu FLB: the ${k} chain is corrupted`);
-        checkIncoming(this.mem, pa, PAGE, `iommu ${k} array`);
+        khoRestore(this.mem, pa, PAGE, `iommu ${k} array`);
         inc.pages.push(pa);
         const b = this.mem.read(pa, PAGE);
         const d = new DataView(b.buffer);

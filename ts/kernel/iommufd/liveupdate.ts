@@ -19,7 +19,7 @@ import { F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK, O_RDWR } from '../../uapi/mman
 import type { File } from '../file.js';
 import type { IommuDomain } from '../iommu.js';
 import type { IommuLiveupdate } from '../iommu_liveupdate.js';
-import { checkIncoming, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree } from '../kho/preserve.js';
+import { checkIncoming, khoAllocPreserve, khoRestore, khoRestoreFree, khoUnpreserveFree } from '../kho/preserve.js';
 import type { LiveupdateFileHandler, LiveupdateFileOpArgs, LiveupdateSession } from '../luo.js';
 import { PAGE_SIZE } from '../mm.js';
 import { IommufdFile } from './main.js';
@@ -135,7 +135,7 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
         checkIncoming(mem, pa, areasAt + 8, 'iommufd_lu');
         const nAreas = Number(new DataView(mem.read(pa + BigInt(areasAt), 8).buffer).getBigUint64(0, true));
         const size = areasAt + 8 + nAreas * AREA_SIZE;
-        checkIncoming(mem, pa, size, 'iommufd_lu areas');
+        khoRestore(mem, pa, size, 'iommufd_lu areas');
         const b = mem.read(pa, size);
         const v = new DataView(b.buffer);
         const hwptsSer = Array.from({ length: nr }, (_, i) => ({ token: v.getUint32(4 + i * HWPT_LU_SIZE, true), domainData: v.getBigUint64(8 + i * HWPT_LU_SIZE, true) }));

@@ -34,6 +34,45 @@ export function khoUnpreserveFree(mem: PhysicalMemory, pa: bigint, size: number)
 /** `kho_restore_free`: the incoming kernel is done with what the previous one preserved. */
 export function khoRestoreFree(mem: PhysicalMemory, pa: bigint, size: number): void {
   mem.free(pa, order(size));
+  const pages = restoredPages(mem);
+  for (let i = 0, n = Math.ceil(size / PAGE); i < n && pages.size; i++) pages.delete(Number(pa) + i * PAGE);
+}
+
+/**
+ * The pages this kernel has restored (`kho_restore_folio` / `_pages`), by memory: KHO clears a
+ * preserved page's magic as it restores it, so a second restore of the same page fails instead
+ * of handing one page to two owners (a corrupted handover naming it twice). Kept per kernel
+ * generation of the memory: a page restored and kept may be preserved again for the next one.
+ */
+const restored = new WeakMap<PhysicalMemory, { generation: number; pages: Set<number> }>();
+function restoredPages(mem: PhysicalMemory): Set<number> {
+  let r = restored.get(mem);
+  if (r === undefined || r.generation !== mem.generation) restored.set(mem, (r = { generation: mem.generation, pages: new Set() }));
+  return r.pages;
+}
+
+/** `kho_restore_pages`: {@link checkIncoming}, then the pages are this kernel's (a second restore is EINVAL). */
+export function khoRestore(mem: PhysicalMemory, pa: bigint, size: number, what: string): void {
+  checkIncoming(mem, pa, size, what);
+  const pages = restoredPages(mem);
+  for (let i = 0, n = Math.ceil(size / PAGE); i < n; i++) pages.add(Number(pa) + i * PAGE);
+}
+
+/** {@link khoRestore} of blocks of 2^`orders[i]` pages at `pas[i]` ({@link checkIncomingBlocks} first). */
+export function khoRestoreBlocks(mem: PhysicalMemory, pas: BigUint64Array, orders: Uint8Array, what: (i: number) => string): void {
+  checkIncomingBlocks(mem, pas, orders, what);
+  const pages = restoredPages(mem);
+  const taken: number[] = [];
+  for (let i = 0; i < pas.length; i++) {
+    for (let k = 0, pa = Number(pas[i]!), n = 2 ** orders[i]!; k < n; k++) {
+      if (pages.has(pa + k * PAGE)) {
+        for (const t of taken) pages.delete(t);
+        errno('EINVAL', `${what(i)} at 0x${pas[i]!.toString(16)} was restored already`);
+      }
+      pages.add(pa + k * PAGE);
+      taken.push(pa + k * PAGE);
+    }
+  }
 }
 
 /** Memory sizes by memory: a machine's never changes, and asking the addon costs a call. */
@@ -44,11 +83,17 @@ const sizeOf = (mem: PhysicalMemory): bigint => {
   return size;
 };
 
-/** That `[pa, pa + len)` is page-aligned memory still allocated (what a preserved page is after the jump). */
+/**
+ * That `[pa, pa + len)` is page-aligned memory still allocated (what a preserved page is after the
+ * jump) and not restored yet ({@link khoRestore}).
+ */
 export function checkIncoming(mem: PhysicalMemory, pa: bigint, len: number, what: string): void {
   if (pa === 0n || pa % BigInt(PAGE) !== 0n || pa + BigInt(len) > sizeOf(mem) || !mem.isAllocated(pa, BigInt(Math.ceil(len / PAGE) * PAGE))) {
     errno('EINVAL', `${what} at 0x${pa.toString(16)} is not preserved memory`);
   }
+  const pages = restoredPages(mem);
+  if (pages.size === 0) return;
+  for (let i = 0, n = Math.ceil(len / PAGE); i < n; i++) if (pages.has(Number(pa) + i * PAGE)) errno('EINVAL', `${what} at 0x${pa.toString(16)} was restored already`);
 }
 
 /**

@@ -9,7 +9,7 @@ import { errno } from '../../uapi/errno.js';
 import { checkIncoming, khoAllocPreserve, khoUnpreserveFree, PAGE } from '../kho/preserve.js';
 
 // The KHO memory calls live with KHO (the iommu core uses them too); LUO's modules take them here.
-export { checkIncoming, checkIncomingBlocks, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE } from '../kho/preserve.js';
+export { checkIncoming, checkIncomingBlocks, khoAllocPreserve, khoRestore, khoRestoreBlocks, khoRestoreFree, khoUnpreserveFree, PAGE } from '../kho/preserve.js';
 /** `LUO_KHO_ENTRY_NAME`: the KHO subtree. */
 export const LUO_KHO_ENTRY_NAME = 'LUO';
 /** `LUO_ABI_COMPATIBLE` (Linux 7.3). */

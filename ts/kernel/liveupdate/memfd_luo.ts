@@ -10,7 +10,7 @@ import type { LiveupdateFileHandler, LiveupdateFileOpArgs } from '../luo.js';
 import { MemfdFile, memfdCreate, F_ALL_SEALS } from '../memfd.js';
 import { HPAGE_PAGES, type MemObject } from '../mm.js';
 import type { KernelServices } from '../services.js';
-import { checkIncoming, checkIncomingBlocks, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE, readVmalloc, writeVmalloc } from './abi.js';
+import { khoAllocPreserve, khoRestore, khoRestoreBlocks, khoRestoreFree, khoUnpreserveFree, PAGE, readVmalloc, writeVmalloc } from './abi.js';
 
 /** `MEMFD_LUO_FH_COMPATIBLE`. */
 export const MEMFD_LUO_FH_COMPATIBLE = 'memfd-v2';
@@ -32,7 +32,7 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
   const mem = svc.memory;
 
   const readSer = (pa: bigint) => {
-    checkIncoming(mem, pa, SER_SIZE, 'memfd_luo_ser');
+    khoRestore(mem, pa, SER_SIZE, 'memfd_luo_ser');
     const b = mem.read(pa, SER_SIZE);
     const v = new DataView(b.buffer);
     return { pos: v.getBigUint64(0, true), size: v.getBigUint64(8, true), seals: v.getUint32(16, true), nrFolios: v.getBigUint64(24, true), vmalloc: b.slice(32, 48) };
@@ -63,7 +63,7 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
     const pas = new BigUint64Array(folios.length);
     const orders = new Uint8Array(folios.length);
     folios.forEach((f, i) => ((pas[i] = f.pa), (orders[i] = f.order)));
-    checkIncomingBlocks(mem, pas, orders, (i) => `memfd folio ${i}`);
+    khoRestoreBlocks(mem, pas, orders, (i) => `memfd folio ${i}`);
     return { folios, pages };
   };
 

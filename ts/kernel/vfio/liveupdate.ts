@@ -16,7 +16,7 @@ import { O_RDWR } from '../../uapi/mman.js';
 import type { File } from '../file.js';
 import type { IommuLiveupdate } from '../iommu_liveupdate.js';
 import { iommufdDevicePreserve } from '../iommufd/liveupdate.js';
-import { checkIncoming, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree, PAGE } from '../kho/preserve.js';
+import { khoAllocPreserve, khoRestore, khoRestoreFree, khoUnpreserveFree, PAGE } from '../kho/preserve.js';
 import type { LiveupdateFileHandler, LiveupdateFlb } from '../luo.js';
 import type { KernelServices } from '../services.js';
 import { VfioDeviceFile, type VfioDevice } from './device_cdev.js';
@@ -48,7 +48,7 @@ export class PciLiveupdate {
       },
       retrieve: (a) => {
         const mem = this.svc.memory;
-        checkIncoming(mem, a.data, PAGE, 'pci liveupdate page');
+        khoRestore(mem, a.data, PAGE, 'pci liveupdate page');
         const v = new DataView(mem.read(a.data, PAGE).buffer);
         const n = Number(v.getBigUint64(0, true));
         if (n > MAX_DEVS) errno('EINVAL', `${n} preserved PCI functions in one page`);
@@ -141,7 +141,7 @@ export function vfioPciLuoHandler(svc: KernelServices, devices: VfioDevice[], pc
       },
 
       retrieve(args) {
-        checkIncoming(mem, args.serializedData, SER_SIZE, 'vfio_pci_core_device_ser');
+        khoRestore(mem, args.serializedData, SER_SIZE, 'vfio_pci_core_device_ser');
         const v = new DataView(mem.read(args.serializedData, SER_SIZE).buffer);
         const sid = v.getUint16(0, true);
         const dev = devices.find((d) => d.sid === sid) ?? errno('ENOENT', `no vfio-pci function ${sid.toString(16)}`);
