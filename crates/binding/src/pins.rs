@@ -1,0 +1,356 @@
+//! Pin and area bookkeeping (the `iopt` crate) of one kernel: page pin counts by PFN, the folio
+//! tables of its shmem objects and the pinned runs of its `iopt_pages`, all in one object so that
+//! pinning a whole area (fault-in, pin counts, run list) is one call, and its map batch another.
+//! Objects are named by small integer handles; page numbers cross as numbers (below 2^53).
+//! Failures a syscall reports come back as a status (0, or one of the `STATUS_*` errnos below);
+//! bad arguments and unknown handles throw.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use iopt::{Error as IoptError, Folios, FrameSource, PagesRuns, PinCounts, Run};
+
+use crate::error::{err, invalid, mem_err, out_of_range, Code};
+use crate::memory::{NativeMemory, SharedMem};
+
+/// EFAULT: a page beyond the end of its object.
+const STATUS_EFAULT: i32 = 1;
+/// ENOMEM: no frame left in host memory.
+const STATUS_ENOMEM: i32 = 2;
+/// EINVAL: a folio adopted at a wrong or taken index.
+const STATUS_EINVAL: i32 = 3;
+
+fn status(e: IoptError) -> i32 {
+    match e {
+        IoptError::Fault => STATUS_EFAULT,
+        IoptError::NoMem => STATUS_ENOMEM,
+        IoptError::Inval => STATUS_EINVAL,
+    }
+}
+
+/// The largest page number or count: where an f64 stops being an exact integer.
+const PAGE_MAX: f64 = 9_007_199_254_740_991.0;
+
+fn page_arg(v: f64, name: &str) -> Result<u64, Code> {
+    if v.fract() != 0.0 || !(0.0..=PAGE_MAX).contains(&v) {
+        return Err(out_of_range(name, ">= 0 && <= 2 ** 53 - 1 (an integer)", v));
+    }
+    Ok(v as u64)
+}
+
+/// Frames `[pfn, pfn + n)`, which must lie in the memory: pin counts are kept for its frames only.
+fn frames_arg(mem: &SharedMem, pfn: f64, n: f64) -> Result<(u64, u64), Code> {
+    let (pfn, n) = (page_arg(pfn, "pfn")?, page_arg(n, "n")?);
+    let frames = mem.borrow().size() >> 12;
+    if pfn + n > frames {
+        return Err(out_of_range("pfn + n", &format!("<= {frames} (the memory's frames)"), pfn + n));
+    }
+    Ok((pfn, n))
+}
+
+/// Frames for fault-in, zeroed, from the kernel's memory; borrowed only when a chunk is empty.
+struct Frames<'a>(&'a SharedMem);
+
+impl FrameSource for Frames<'_> {
+    fn alloc(&mut self, order: u8) -> std::result::Result<u64, IoptError> {
+        // Any allocator failure is "no such block free" to the kernel.
+        self.0.borrow_mut().alloc(order, true).map(|pa| pa >> 12).map_err(|_| IoptError::NoMem)
+    }
+}
+
+/// Objects by handle, handles reused after removal.
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Slab<T> {
+    fn new() -> Self {
+        Slab { items: Vec::new(), free: Vec::new() }
+    }
+
+    fn insert(&mut self, v: T) -> u32 {
+        if let Some(h) = self.free.pop() {
+            self.items[h as usize] = Some(v);
+            return h;
+        }
+        self.items.push(Some(v));
+        (self.items.len() - 1) as u32
+    }
+
+    fn get(&mut self, h: u32, what: &str) -> Result<&mut T, Code> {
+        self.items.get_mut(h as usize).and_then(Option::as_mut).ok_or_else(|| invalid(format!("no {what} with handle {h}")))
+    }
+
+    fn remove(&mut self, h: u32, what: &str) -> Result<T, Code> {
+        let v = self.items.get_mut(h as usize).and_then(Option::take).ok_or_else(|| invalid(format!("no {what} with handle {h}")))?;
+        self.free.push(h);
+        Ok(v)
+    }
+}
+
+fn f64_array<'e>(env: &'e Env, data: &[f64]) -> Result<Float64ArraySlice<'e>, Code> {
+    Float64ArraySlice::copy_from(env, data).map_err(|e| err("ERR_NATIVE_ALLOCATION", format!("cannot create a JavaScript array: {}", e.reason)))
+}
+
+// napi-derive reads a literal `&mut [T]` argument as a class reference; through an alias it
+// takes the zero-copy typed-array path.
+type F64Out<'a> = &'a mut [f64];
+
+/// One kernel's page pin counts, shmem folio tables and `iopt_pages` run lists.
+#[napi]
+pub struct NativePins {
+    mem: SharedMem,
+    counts: PinCounts,
+    shmem: Slab<Folios>,
+    pages: Slab<PagesRuns>,
+    /// Scratch for the runs of one pin.
+    got: Vec<Run>,
+}
+
+impl NativePins {
+    /// Frees the folios nobody pins; returns the pinned ones as `(pfn, order)` pairs, which the
+    /// caller frees when their last pin goes.
+    fn release(&self, folios: &[(u64, u8)]) -> Result<Vec<f64>, Code> {
+        let mut pinned = Vec::new();
+        for &(pfn, order) in folios {
+            if self.counts.count_range(pfn, 1 << order) == 0 {
+                self.mem.borrow_mut().free_order(pfn << 12, order).map_err(mem_err)?;
+            } else {
+                pinned.extend([pfn as f64, order as f64]);
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+#[napi]
+impl NativePins {
+    /// Empty bookkeeping over `mem`.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(mem: &NativeMemory) -> Self {
+        NativePins { mem: mem.mem.clone(), counts: PinCounts::new(), shmem: Slab::new(), pages: Slab::new(), got: Vec::new() }
+    }
+
+    /// Sum of all pin counts.
+    #[napi(getter, catch_unwind)]
+    pub fn total(&self) -> f64 {
+        self.counts.total() as f64
+    }
+
+    /// Pins `n` pages from `pfn`.
+    #[napi(catch_unwind)]
+    pub fn pin(&mut self, pfn: f64, n: f64) -> Result<(), Code> {
+        let (pfn, n) = frames_arg(&self.mem, pfn, n)?;
+        self.counts.pin(pfn, n);
+        Ok(())
+    }
+
+    /// Unpins `n` pages from `pfn`.
+    #[napi(catch_unwind)]
+    pub fn unpin(&mut self, pfn: f64, n: f64) -> Result<(), Code> {
+        let (pfn, n) = frames_arg(&self.mem, pfn, n)?;
+        self.counts.unpin(pfn, n);
+        Ok(())
+    }
+
+    /// Pin count of the page at `pfn`.
+    #[napi(catch_unwind)]
+    pub fn count(&self, pfn: f64) -> Result<f64, Code> {
+        Ok(self.counts.count(page_arg(pfn, "pfn")?) as f64)
+    }
+
+    /// Sum of the pin counts of `[pfn, pfn + n)`.
+    #[napi(catch_unwind)]
+    pub fn count_range(&self, pfn: f64, n: f64) -> Result<f64, Code> {
+        let (pfn, n) = frames_arg(&self.mem, pfn, n)?;
+        Ok(self.counts.count_range(pfn, n) as f64)
+    }
+
+    /// A new empty shmem object of `npages` pages (2 MiB folios where they fit when `huge`).
+    #[napi(catch_unwind)]
+    pub fn shmem_create(&mut self, npages: f64, huge: bool) -> Result<u32, Code> {
+        let npages = page_arg(npages, "npages")?;
+        Ok(self.shmem.insert(Folios::new(npages, huge)))
+    }
+
+    /// Sets the object's size in pages without dropping any (`shmemTruncate` shrinks).
+    #[napi(catch_unwind)]
+    pub fn shmem_set_size(&mut self, h: u32, npages: f64) -> Result<(), Code> {
+        let npages = page_arg(npages, "npages")?;
+        self.shmem.get(h, "shmem object")?.set_npages(npages);
+        Ok(())
+    }
+
+    /// Pages the object holds.
+    #[napi(catch_unwind)]
+    pub fn shmem_resident(&mut self, h: u32) -> Result<f64, Code> {
+        Ok(self.shmem.get(h, "shmem object")?.resident() as f64)
+    }
+
+    /// PFN of page `page` (allocated when `alloc`; 0 if absent), or minus a status.
+    #[napi(catch_unwind)]
+    pub fn shmem_pfn(&mut self, h: u32, page: f64, alloc: bool) -> Result<f64, Code> {
+        let page = page_arg(page, "page")?;
+        let f = self.shmem.get(h, "shmem object")?;
+        Ok(match f.pfn(page, alloc, &mut Frames(&self.mem)) {
+            Ok(pfn) => pfn as f64,
+            Err(e) => -status(e) as f64,
+        })
+    }
+
+    /// `(index, pfn, len)` triples of the runs behind pages `[page, page + n)` (faulted in), run
+    /// indices from `base`; or the status.
+    #[napi(catch_unwind)]
+    pub fn shmem_runs<'e>(&mut self, env: &'e Env, h: u32, page: f64, n: f64, base: f64) -> Result<Either<Float64ArraySlice<'e>, i32>, Code> {
+        let (page, n, base) = (page_arg(page, "page")?, page_arg(n, "n")?, page_arg(base, "base")?);
+        let f = self.shmem.get(h, "shmem object")?;
+        let mut runs = Vec::new();
+        if let Err(e) = f.runs(page, n, base, &mut Frames(&self.mem), &mut runs) {
+            return Ok(Either::B(status(e)));
+        }
+        let flat: Vec<f64> = runs.iter().flat_map(|r| [r.idx as f64, r.pfn as f64, r.len as f64]).collect();
+        Ok(Either::A(f64_array(env, &flat)?))
+    }
+
+    /// `(index, pfn, order)` triples of the object's folios in index order (every page allocated
+    /// first when `alloc`), or the status.
+    #[napi(catch_unwind)]
+    pub fn shmem_folios<'e>(&mut self, env: &'e Env, h: u32, alloc: bool) -> Result<Either<Float64ArraySlice<'e>, i32>, Code> {
+        let f = self.shmem.get(h, "shmem object")?;
+        match f.folios(alloc, &mut Frames(&self.mem)) {
+            Err(e) => Ok(Either::B(status(e))),
+            Ok(folios) => {
+                let flat: Vec<f64> = folios.iter().flat_map(|f| [f.index as f64, f.pfn as f64, f.order as f64]).collect();
+                Ok(Either::A(f64_array(env, &flat)?))
+            }
+        }
+    }
+
+    /// Puts a preserved folio at page `index`; a status.
+    #[napi(catch_unwind)]
+    pub fn shmem_adopt(&mut self, h: u32, index: f64, pfn: f64, order: u32) -> Result<i32, Code> {
+        let (index, pfn) = (page_arg(index, "index")?, page_arg(pfn, "pfn")?);
+        let order = u8::try_from(order).unwrap_or(u8::MAX);
+        Ok(self.shmem.get(h, "shmem object")?.adopt(index, pfn, order).err().map_or(0, status))
+    }
+
+    /// Whether any page the object holds is pinned.
+    #[napi(catch_unwind)]
+    pub fn shmem_any_pinned(&mut self, h: u32) -> Result<bool, Code> {
+        let f = self.shmem.get(h, "shmem object")?;
+        let folios = f.folios(false, &mut Frames(&self.mem)).map_err(|_| err("ERR_INTERNAL_ASSERTION", "folios without alloc failed"))?;
+        Ok(folios.iter().any(|f| self.counts.count_range(f.pfn, 1 << f.order) != 0))
+    }
+
+    /// Drops the pages at and beyond `npages` (ftruncate down). Returns the `(pfn, order)` pairs
+    /// of the folios dropped while pinned: the caller frees them when their last pin goes.
+    #[napi(catch_unwind)]
+    pub fn shmem_truncate<'e>(&mut self, env: &'e Env, h: u32, npages: f64) -> Result<Float64ArraySlice<'e>, Code> {
+        let npages = page_arg(npages, "npages")?;
+        let counts = &self.counts;
+        let t = self.shmem.get(h, "shmem object")?.truncate(npages, |pfn, n| counts.count_range(pfn, n) != 0);
+        if let Some((pfn, n)) = t.zero {
+            self.mem.borrow_mut().fill_range(pfn << 12, n << 12, 0).map_err(mem_err)?;
+        }
+        if let Some((pfn, n)) = t.free {
+            self.mem.borrow_mut().free(pfn << 12, n << 12).map_err(mem_err)?;
+        }
+        let pinned = self.release(&t.release)?;
+        f64_array(env, &pinned)
+    }
+
+    /// The object's last user went: its folios are freed (the handle with them). Returns the
+    /// `(pfn, order)` pairs still pinned, which the caller frees when their last pin goes.
+    #[napi(catch_unwind)]
+    pub fn shmem_release<'e>(&mut self, env: &'e Env, h: u32) -> Result<Float64ArraySlice<'e>, Code> {
+        let folios = self.shmem.remove(h, "shmem object")?.take_all();
+        let pinned = self.release(&folios)?;
+        f64_array(env, &pinned)
+    }
+
+    /// A new `iopt_pages` with nothing pinned.
+    #[napi(catch_unwind)]
+    pub fn pages_create(&mut self) -> u32 {
+        self.pages.insert(PagesRuns::new())
+    }
+
+    /// Forgets an `iopt_pages`, which must have nothing pinned.
+    #[napi(catch_unwind)]
+    pub fn pages_destroy(&mut self, h: u32) -> Result<(), Code> {
+        if self.pages.get(h, "iopt_pages")?.npinned() != 0 {
+            return Err(err("ERR_INTERNAL_ASSERTION", "iopt_pages released while pinned"));
+        }
+        self.pages.remove(h, "iopt_pages").map(drop)
+    }
+
+    /// `(first, last)` pairs of the pieces of `[first, last]` no user pins yet.
+    #[napi(catch_unwind)]
+    pub fn pages_holes<'e>(&mut self, env: &'e Env, h: u32, first: f64, last: f64) -> Result<Float64ArraySlice<'e>, Code> {
+        let (first, last) = (page_arg(first, "first")?, page_arg(last, "last")?);
+        let holes = self.pages.get(h, "iopt_pages")?.holes(first, last);
+        let flat: Vec<f64> = holes.iter().flat_map(|&(a, b)| [a as f64, b as f64]).collect();
+        f64_array(env, &flat)
+    }
+
+    /// One more user of page indices `[first, last]`: the holes (see `pagesHoles`) are given as
+    /// `(index, handle, start, n)` quadruples in index order: `n` pages from page `start` of the
+    /// shmem object `handle` (faulted in), or with handle -1 the PFNs `start` onwards. All or
+    /// nothing: a status, and on failure nothing pinned.
+    #[napi(catch_unwind)]
+    pub fn pages_pin(&mut self, h: u32, first: f64, last: f64, segs: &[f64]) -> Result<i32, Code> {
+        let (first, last) = (page_arg(first, "first")?, page_arg(last, "last")?);
+        if !segs.len().is_multiple_of(4) {
+            return Err(invalid(format!("segs must hold (index, handle, start, n) quadruples (length {})", segs.len())));
+        }
+        self.pages.get(h, "iopt_pages")?;
+        let mut got = std::mem::take(&mut self.got);
+        got.clear();
+        for q in segs.chunks_exact(4) {
+            let (idx, start, n) = (page_arg(q[0], "index")?, page_arg(q[2], "start")?, page_arg(q[3], "n")?);
+            if q[1] == -1.0 {
+                let (pfn, n) = frames_arg(&self.mem, q[2], q[3])?;
+                got.push(Run { idx, pfn, len: n });
+                continue;
+            }
+            let handle = u32::try_from(page_arg(q[1], "handle")?).map_err(|_| invalid("no shmem object with that handle"))?;
+            if let Err(e) = self.shmem.get(handle, "shmem object")?.runs(start, n, idx, &mut Frames(&self.mem), &mut got) {
+                self.got = got;
+                return Ok(status(e));
+            }
+        }
+        let pages = self.pages.get(h, "iopt_pages")?;
+        pages.pin(first, last, &got, &mut self.counts);
+        self.got = got;
+        Ok(0)
+    }
+
+    /// One user of `[first, last]` fewer; returns how many pages lost their pin.
+    #[napi(catch_unwind)]
+    pub fn pages_unpin(&mut self, h: u32, first: f64, last: f64) -> Result<f64, Code> {
+        let (first, last) = (page_arg(first, "first")?, page_arg(last, "last")?);
+        Ok(self.pages.get(h, "iopt_pages")?.unpin(first, last, &mut self.counts) as f64)
+    }
+
+    /// Writes the map batch of pinned page indices `[first, last]` at IOVA page `iovaPfn` onwards
+    /// (one entry per run, or per page when `small`) into `iovaPfns`, `pfns` and `npages`, as
+    /// `mapRuns` takes it. Returns the entries; if more than the arrays hold, writes nothing.
+    #[napi(catch_unwind)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn pages_batch(&mut self, h: u32, first: f64, last: f64, iova_pfn: f64, small: bool, iova_pfns: F64Out, pfns: F64Out, npages: F64Out) -> Result<f64, Code> {
+        let (first, last, iova_pfn) = (page_arg(first, "first")?, page_arg(last, "last")?, page_arg(iova_pfn, "iovaPfn")?);
+        let pages = self.pages.get(h, "iopt_pages")?;
+        let need = pages.batch_len(first, last, small);
+        let cap = iova_pfns.len().min(pfns.len()).min(npages.len()) as u64;
+        if need <= cap {
+            let mut k = 0;
+            pages.batch(first, last, iova_pfn, small, |a, p, n| {
+                iova_pfns[k] = a as f64;
+                pfns[k] = p as f64;
+                npages[k] = n as f64;
+                k += 1;
+            });
+        }
+        Ok(need as f64)
+    }
+}
