@@ -43,7 +43,7 @@ fn frames_arg(mem: &SharedMem, pfn: f64, n: f64) -> Result<(u64, u64), Code> {
     let (pfn, n) = (page_arg(pfn, "pfn")?, page_arg(n, "n")?);
     let frames = mem.borrow().size() >> 12;
     if pfn + n > frames {
-        return Err(out_of_range("pfn + n", &format!("<= {frames} (the memory's frames)"), pfn + n));
+        return Err(err("ERR_PHYSMEM_RANGE", format!("frames [{pfn}, {}) beyond the memory's {frames}", pfn + n)));
     }
     Ok((pfn, n))
 }
@@ -239,7 +239,8 @@ impl NativePins {
     #[napi(catch_unwind)]
     pub fn shmem_any_pinned(&mut self, h: u32) -> Result<bool, Code> {
         let f = self.shmem.get(h, "shmem object")?;
-        let folios = f.folios(false, &mut Frames(&self.mem)).map_err(|_| err("ERR_INTERNAL_ASSERTION", "folios without alloc failed"))?;
+        // Without `alloc` nothing is allocated: it cannot fail.
+        let folios = f.folios(false, &mut Frames(&self.mem)).unwrap_or_default();
         Ok(folios.iter().any(|f| self.counts.count_range(f.pfn, 1 << f.order) != 0))
     }
 
@@ -279,7 +280,7 @@ impl NativePins {
     #[napi(catch_unwind)]
     pub fn pages_destroy(&mut self, h: u32) -> Result<(), Code> {
         if self.pages.get(h, "iopt_pages")?.npinned() != 0 {
-            return Err(err("ERR_INTERNAL_ASSERTION", "iopt_pages released while pinned"));
+            return Err(invalid(format!("iopt_pages {h} released while pinned")));
         }
         self.pages.remove(h, "iopt_pages").map(drop)
     }
