@@ -3,7 +3,8 @@
 //! pinning a whole area (fault-in, pin counts, run list) is one call, and its map batch another.
 //! Objects are named by small integer handles; page numbers cross as numbers (below 2^53).
 //! Failures a syscall reports come back as a status (0, or one of the `STATUS_*` errnos below);
-//! bad arguments and unknown handles throw.
+//! bad arguments and unknown handles throw. The native bytes it holds (folio tables, counters,
+//! run lists) are reported to V8 as they change, as a memory's are.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -12,6 +13,7 @@ use iopt::{Error as IoptError, Folios, FrameSource, PagesRuns, PinCounts, Run};
 
 use crate::error::{err, invalid, mem_err, out_of_range, Code};
 use crate::memory::{NativeMemory, SharedMem};
+use crate::node_api::External;
 
 /// EFAULT: a page beyond the end of its object.
 const STATUS_EFAULT: i32 = 1;
@@ -82,6 +84,11 @@ impl<T> Slab<T> {
         self.items.get_mut(h as usize).and_then(Option::as_mut).ok_or_else(|| invalid(format!("no {what} with handle {h}")))
     }
 
+    /// Heap bytes of the slots themselves.
+    fn slot_bytes(&self) -> u64 {
+        (self.items.capacity() * std::mem::size_of::<Option<T>>() + self.free.capacity() * 4) as u64
+    }
+
     fn remove(&mut self, h: u32, what: &str) -> Result<T, Code> {
         let v = self.items.get_mut(h as usize).and_then(Option::take).ok_or_else(|| invalid(format!("no {what} with handle {h}")))?;
         self.free.push(h);
@@ -106,9 +113,34 @@ pub struct NativePins {
     pages: Slab<PagesRuns>,
     /// Scratch for the runs of one pin.
     got: Vec<Run>,
+    /// Heap bytes of the shmem objects' and iopt_pages' own data, kept up to date by every call
+    /// that changes one; reported to V8 with the rest (see `report`).
+    obj_bytes: u64,
+    external: External,
 }
 
 impl NativePins {
+    /// Tells V8 the native bytes held now.
+    fn report(&self) {
+        let fixed = std::mem::size_of::<Self>() as u64
+            + self.counts.heap_bytes()
+            + self.shmem.slot_bytes()
+            + self.pages.slot_bytes()
+            + (self.got.capacity() * std::mem::size_of::<Run>()) as u64;
+        self.external.set(fixed + self.obj_bytes);
+    }
+
+    /// Runs `op` on shmem object `h` (with the memory and the pin counts), keeping the bytes
+    /// reported in step.
+    fn with_shmem<R>(&mut self, h: u32, op: impl FnOnce(&mut Folios, &SharedMem, &PinCounts) -> R) -> Result<R, Code> {
+        let f = self.shmem.get(h, "shmem object")?;
+        let before = f.heap_bytes();
+        let r = op(f, &self.mem, &self.counts);
+        self.obj_bytes = self.obj_bytes + f.heap_bytes() - before;
+        self.report();
+        Ok(r)
+    }
+
     /// Frees the folios nobody pins; returns the pinned ones as `(pfn, order)` pairs, which the
     /// caller frees when their last pin goes.
     fn release(&self, folios: &[(u64, u8)]) -> Result<Vec<f64>, Code> {
@@ -128,8 +160,11 @@ impl NativePins {
 impl NativePins {
     /// Empty bookkeeping over `mem`.
     #[napi(constructor, catch_unwind)]
-    pub fn new(mem: &NativeMemory) -> Self {
-        NativePins { mem: mem.mem.clone(), counts: PinCounts::new(), shmem: Slab::new(), pages: Slab::new(), got: Vec::new() }
+    pub fn new(env: Env, mem: &NativeMemory) -> Self {
+        let external = External::new(&env, 0);
+        let pins = NativePins { mem: mem.mem.clone(), counts: PinCounts::new(), shmem: Slab::new(), pages: Slab::new(), got: Vec::new(), obj_bytes: 0, external };
+        pins.report();
+        pins
     }
 
     /// Sum of all pin counts.
@@ -143,6 +178,7 @@ impl NativePins {
     pub fn pin(&mut self, pfn: f64, n: f64) -> Result<(), Code> {
         let (pfn, n) = frames_arg(&self.mem, pfn, n)?;
         self.counts.pin(pfn, n);
+        self.report();
         Ok(())
     }
 
@@ -171,7 +207,9 @@ impl NativePins {
     #[napi(catch_unwind)]
     pub fn shmem_create(&mut self, npages: f64, huge: bool) -> Result<u32, Code> {
         let npages = page_arg(npages, "npages")?;
-        Ok(self.shmem.insert(Folios::new(npages, huge)))
+        let h = self.shmem.insert(Folios::new(npages, huge));
+        self.report();
+        Ok(h)
     }
 
     /// Sets the object's size in pages without dropping any (`shmemTruncate` shrinks).
@@ -192,8 +230,7 @@ impl NativePins {
     #[napi(catch_unwind)]
     pub fn shmem_pfn(&mut self, h: u32, page: f64, alloc: bool) -> Result<f64, Code> {
         let page = page_arg(page, "page")?;
-        let f = self.shmem.get(h, "shmem object")?;
-        Ok(match f.pfn(page, alloc, &mut Frames(&self.mem)) {
+        self.with_shmem(h, |f, mem, _| match f.pfn(page, alloc, &mut Frames(mem)) {
             Ok(pfn) => pfn as f64,
             Err(e) => -status(e) as f64,
         })
@@ -204,9 +241,8 @@ impl NativePins {
     #[napi(catch_unwind)]
     pub fn shmem_runs<'e>(&mut self, env: &'e Env, h: u32, page: f64, n: f64, base: f64) -> Result<Either<Float64ArraySlice<'e>, i32>, Code> {
         let (page, n, base) = (page_arg(page, "page")?, page_arg(n, "n")?, page_arg(base, "base")?);
-        let f = self.shmem.get(h, "shmem object")?;
         let mut runs = Vec::new();
-        if let Err(e) = f.runs(page, n, base, &mut Frames(&self.mem), &mut runs) {
+        if let Err(e) = self.with_shmem(h, |f, mem, _| f.runs(page, n, base, &mut Frames(mem), &mut runs))? {
             return Ok(Either::B(status(e)));
         }
         let flat: Vec<f64> = runs.iter().flat_map(|r| [r.idx as f64, r.pfn as f64, r.len as f64]).collect();
@@ -217,8 +253,7 @@ impl NativePins {
     /// first when `alloc`), or the status.
     #[napi(catch_unwind)]
     pub fn shmem_folios<'e>(&mut self, env: &'e Env, h: u32, alloc: bool) -> Result<Either<Float64ArraySlice<'e>, i32>, Code> {
-        let f = self.shmem.get(h, "shmem object")?;
-        match f.folios(alloc, &mut Frames(&self.mem)) {
+        match self.with_shmem(h, |f, mem, _| f.folios(alloc, &mut Frames(mem)))? {
             Err(e) => Ok(Either::B(status(e))),
             Ok(folios) => {
                 let flat: Vec<f64> = folios.iter().flat_map(|f| [f.index as f64, f.pfn as f64, f.order as f64]).collect();
@@ -232,7 +267,7 @@ impl NativePins {
     pub fn shmem_adopt(&mut self, h: u32, index: f64, pfn: f64, order: u32) -> Result<i32, Code> {
         let (index, pfn) = (page_arg(index, "index")?, page_arg(pfn, "pfn")?);
         let order = u8::try_from(order).unwrap_or(u8::MAX);
-        Ok(self.shmem.get(h, "shmem object")?.adopt(index, pfn, order).err().map_or(0, status))
+        self.with_shmem(h, |f, _, _| f.adopt(index, pfn, order).err().map_or(0, status))
     }
 
     /// Whether any page the object holds is pinned.
@@ -249,8 +284,7 @@ impl NativePins {
     #[napi(catch_unwind)]
     pub fn shmem_truncate<'e>(&mut self, env: &'e Env, h: u32, npages: f64) -> Result<Float64ArraySlice<'e>, Code> {
         let npages = page_arg(npages, "npages")?;
-        let counts = &self.counts;
-        let t = self.shmem.get(h, "shmem object")?.truncate(npages, |pfn, n| counts.count_range(pfn, n) != 0);
+        let t = self.with_shmem(h, |f, _, counts| f.truncate(npages, |pfn, n| counts.count_range(pfn, n) != 0))?;
         if let Some((pfn, n)) = t.zero {
             self.mem.borrow_mut().fill_range(pfn << 12, n << 12, 0).map_err(mem_err)?;
         }
@@ -265,7 +299,10 @@ impl NativePins {
     /// `(pfn, order)` pairs still pinned, which the caller frees when their last pin goes.
     #[napi(catch_unwind)]
     pub fn shmem_release<'e>(&mut self, env: &'e Env, h: u32) -> Result<Float64ArraySlice<'e>, Code> {
-        let folios = self.shmem.remove(h, "shmem object")?.take_all();
+        let mut f = self.shmem.remove(h, "shmem object")?;
+        self.obj_bytes -= f.heap_bytes();
+        let folios = f.take_all();
+        self.report();
         let pinned = self.release(&folios)?;
         f64_array(env, &pinned)
     }
@@ -273,7 +310,9 @@ impl NativePins {
     /// A new `iopt_pages` with nothing pinned.
     #[napi(catch_unwind)]
     pub fn pages_create(&mut self) -> u32 {
-        self.pages.insert(PagesRuns::new())
+        let h = self.pages.insert(PagesRuns::new());
+        self.report();
+        h
     }
 
     /// Forgets an `iopt_pages`, which must have nothing pinned.
@@ -282,7 +321,9 @@ impl NativePins {
         if self.pages.get(h, "iopt_pages")?.npinned() != 0 {
             return Err(invalid(format!("iopt_pages {h} released while pinned")));
         }
-        self.pages.remove(h, "iopt_pages").map(drop)
+        self.obj_bytes -= self.pages.remove(h, "iopt_pages")?.heap_bytes();
+        self.report();
+        Ok(())
     }
 
     /// `(first, last)` pairs of the pieces of `[first, last]` no user pins yet.
@@ -315,14 +356,17 @@ impl NativePins {
                 continue;
             }
             let handle = u32::try_from(page_arg(q[1], "handle")?).map_err(|_| invalid("no shmem object with that handle"))?;
-            if let Err(e) = self.shmem.get(handle, "shmem object")?.runs(start, n, idx, &mut Frames(&self.mem), &mut got) {
+            if let Err(e) = self.with_shmem(handle, |f, mem, _| f.runs(start, n, idx, &mut Frames(mem), &mut got))? {
                 self.got = got;
                 return Ok(status(e));
             }
         }
         let pages = self.pages.get(h, "iopt_pages")?;
+        let before = pages.heap_bytes();
         pages.pin(first, last, &got, &mut self.counts);
+        self.obj_bytes = self.obj_bytes + pages.heap_bytes() - before;
         self.got = got;
+        self.report();
         Ok(0)
     }
 
@@ -330,7 +374,12 @@ impl NativePins {
     #[napi(catch_unwind)]
     pub fn pages_unpin(&mut self, h: u32, first: f64, last: f64) -> Result<f64, Code> {
         let (first, last) = (page_arg(first, "first")?, page_arg(last, "last")?);
-        Ok(self.pages.get(h, "iopt_pages")?.unpin(first, last, &mut self.counts) as f64)
+        let pages = self.pages.get(h, "iopt_pages")?;
+        let before = pages.heap_bytes();
+        let dropped = pages.unpin(first, last, &mut self.counts);
+        self.obj_bytes = self.obj_bytes + pages.heap_bytes() - before;
+        self.report();
+        Ok(dropped as f64)
     }
 
     /// Writes the map batch of pinned page indices `[first, last]` at IOVA page `iovaPfn` onwards

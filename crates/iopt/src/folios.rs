@@ -48,12 +48,14 @@ pub struct Folios {
     npages: u64,
     huge: bool,
     resident: u64,
+    /// Chunks of small pages (a PFN array each).
+    small: u64,
 }
 
 impl Folios {
     /// An empty object of `npages` pages; `huge`: 2 MiB folios where they fit.
     pub fn new(npages: u64, huge: bool) -> Self {
-        Folios { chunks: BTreeMap::new(), npages, huge, resident: 0 }
+        Folios { chunks: BTreeMap::new(), npages, huge, resident: 0, small: 0 }
     }
 
     /// Size in pages.
@@ -71,6 +73,12 @@ impl Folios {
         self.resident
     }
 
+    /// Heap bytes held (what the binding reports to V8): a tree node's share per chunk, and a
+    /// PFN array per chunk of small pages.
+    pub fn heap_bytes(&self) -> u64 {
+        self.chunks.len() as u64 * 32 + self.small * HPAGE_PAGES * 8
+    }
+
     fn populate(&mut self, ci: u64, src: &mut impl FrameSource) -> Result<&mut Chunk, Error> {
         let c = if self.huge && (ci + 1) * HPAGE_PAGES <= self.npages {
             match src.alloc(HPAGE_ORDER) {
@@ -85,6 +93,9 @@ impl Folios {
         } else {
             small()
         };
+        if let Chunk::Small(_) = c {
+            self.small += 1;
+        }
         Ok(self.chunks.entry(ci).or_insert(c))
     }
 
@@ -226,7 +237,11 @@ impl Folios {
             self.resident += HPAGE_PAGES;
             return Ok(());
         }
-        match self.chunks.entry(ci).or_insert_with(small) {
+        let small_count = &mut self.small;
+        match self.chunks.entry(ci).or_insert_with(|| {
+            *small_count += 1;
+            small()
+        }) {
             Chunk::Small(pfns) if pfns[(index % HPAGE_PAGES) as usize] == 0 => pfns[(index % HPAGE_PAGES) as usize] = pfn,
             _ => return Err(Error::Inval),
         }
@@ -241,6 +256,7 @@ impl Folios {
             release(c, 0, &mut out);
         }
         self.resident = 0;
+        self.small = 0;
         out
     }
 
@@ -253,7 +269,10 @@ impl Folios {
         for (_, c) in self.chunks.split_off(&keep) {
             self.resident -= match &c {
                 Chunk::Huge(_) => HPAGE_PAGES,
-                Chunk::Small(pfns) => pfns.iter().filter(|&&p| p != 0).count() as u64,
+                Chunk::Small(pfns) => {
+                    self.small -= 1;
+                    pfns.iter().filter(|&&p| p != 0).count() as u64
+                }
             };
             release(c, 0, &mut t.release);
         }
@@ -270,6 +289,7 @@ impl Folios {
                         }
                         t.free = Some((base + tail, HPAGE_PAGES - tail));
                         self.resident -= HPAGE_PAGES - tail;
+                        self.small += 1;
                         *c = Chunk::Small(pfns);
                     }
                     Chunk::Small(pfns) => {
@@ -363,6 +383,7 @@ mod tests {
         assert_eq!(t.zero, Some((1024 + 88, 512 - 88)));
         assert_eq!(t.release.len(), 76);
         assert_eq!(f.resident(), 1024);
+        assert_eq!(f.heap_bytes(), 2 * 32); // the split chunk went with the second truncation
         assert_eq!(f.take_all(), vec![(512, 9), (1024, 9)]);
         assert_eq!(f.resident(), 0);
     }
@@ -391,5 +412,6 @@ mod tests {
         assert_eq!(f.adopt(3, 8192, 0), Ok(()));
         assert_eq!(f.adopt(3, 8193, 0), Err(Error::Inval));
         assert_eq!(f.resident(), 513);
+        assert_eq!(f.heap_bytes(), 2 * 32 + 4096);
     }
 }

@@ -25,6 +25,11 @@ impl PagesRuns {
         Self::default()
     }
 
+    /// Heap bytes held (what the binding reports to V8).
+    pub fn heap_bytes(&self) -> u64 {
+        (self.runs.capacity() * std::mem::size_of::<Run>() + self.spans.capacity() * std::mem::size_of::<Span>()) as u64
+    }
+
     /// Pages pinned (`pages->npinned`).
     pub fn npinned(&self) -> u64 {
         self.npinned

@@ -48,6 +48,8 @@ pub struct PinCounts {
     dense: Vec<Option<Box<Group>>>,
     sparse: HashMap<u64, Box<Group>, BuildHasherDefault<ChunkHasher>>,
     total: i64,
+    /// Heap bytes of the groups and per-page counters.
+    bytes: u64,
 }
 
 fn new_group() -> Box<Group> {
@@ -62,6 +64,11 @@ impl PinCounts {
     /// Sum of all pin counts (a page pinned twice counts twice).
     pub fn total(&self) -> i64 {
         self.total
+    }
+
+    /// Heap bytes held (what the binding reports to V8).
+    pub fn heap_bytes(&self) -> u64 {
+        self.bytes + self.dense.capacity() as u64 * 8
     }
 
     /// Pins `n` pages from `pfn`.
@@ -85,13 +92,18 @@ impl PinCounts {
     }
 
     fn group_mut(&mut self, gi: u64) -> &mut Group {
+        let bytes = &mut self.bytes;
+        let make = || {
+            *bytes += std::mem::size_of::<Group>() as u64;
+            new_group()
+        };
         if gi >= DENSE_GROUPS {
-            return self.sparse.entry(gi).or_insert_with(new_group);
+            return self.sparse.entry(gi).or_insert_with(make);
         }
         if self.dense.len() <= gi as usize {
             self.dense.resize_with(gi as usize + 1, || None);
         }
-        self.dense[gi as usize].get_or_insert_with(new_group)
+        self.dense[gi as usize].get_or_insert_with(make)
     }
 
     fn chunk(&self, ci: u64) -> Option<&Chunk> {
@@ -132,6 +144,7 @@ impl PinCounts {
         while p < end {
             // One group lookup, then every chunk of the run inside that group.
             let gi = p / (HPAGE_PAGES * GROUP_CHUNKS);
+            let mut boxes = 0;
             let g = self.group_mut(gi);
             let group_end = end.min((gi + 1) * HPAGE_PAGES * GROUP_CHUNKS);
             while p < group_end {
@@ -142,13 +155,17 @@ impl PinCounts {
                 if len == HPAGE_PAGES {
                     c.whole += delta;
                 } else {
-                    let pins = c.pins.get_or_insert_with(|| Box::new([0; HPAGE_PAGES as usize]));
+                    let pins = c.pins.get_or_insert_with(|| {
+                        boxes += 1;
+                        Box::new([0; HPAGE_PAGES as usize])
+                    });
                     for x in &mut pins[off as usize..(off + len) as usize] {
                         *x += delta;
                     }
                 }
                 p += len;
             }
+            self.bytes += boxes * HPAGE_PAGES * 4;
         }
     }
 }
@@ -167,6 +184,7 @@ mod tests {
         assert_eq!(c.count(1536), 0);
         assert_eq!(c.count_range(1000, 600), 512 + 4);
         assert_eq!(c.total(), 516);
+        assert_eq!(c.heap_bytes() - c.dense.capacity() as u64 * 8, std::mem::size_of::<Group>() as u64 + 2048);
         c.unpin(1024, 512);
         assert_eq!(c.count(1024), 0);
         assert_eq!(c.count(1033), 1);
