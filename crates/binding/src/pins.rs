@@ -348,14 +348,16 @@ impl NativePins {
         self.pages.get(h, "iopt_pages")?;
         let mut got = std::mem::take(&mut self.got);
         got.clear();
+        // The array's contents: ERR_INVALID_ARG_VALUE (a range error is for an argument itself).
+        let seg = |v: f64, name: &str| page_arg(v, name).map_err(|_| invalid(format!("segs: {name} {v} is not an integer in [0, 2 ** 53 - 1]")));
         for q in segs.chunks_exact(4) {
-            let (idx, start, n) = (page_arg(q[0], "index")?, page_arg(q[2], "start")?, page_arg(q[3], "n")?);
+            let (idx, start, n) = (seg(q[0], "index")?, seg(q[2], "start")?, seg(q[3], "n")?);
             if q[1] == -1.0 {
                 let (pfn, n) = frames_arg(&self.mem, q[2], q[3])?;
                 got.push(Run { idx, pfn, len: n });
                 continue;
             }
-            let handle = u32::try_from(page_arg(q[1], "handle")?).map_err(|_| invalid("no shmem object with that handle"))?;
+            let handle = u32::try_from(seg(q[1], "handle")?).map_err(|_| invalid(format!("segs: no shmem object with handle {}", q[1])))?;
             if let Err(e) = self.with_shmem(handle, |f, mem, _| f.runs(start, n, idx, &mut Frames(mem), &mut got))? {
                 self.got = got;
                 return Ok(status(e));
