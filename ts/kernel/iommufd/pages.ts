@@ -85,8 +85,8 @@ const segs = new Segments();
 /** `struct iopt_pages`. */
 export class IoptPages {
   private kref = 1;
-  /** Its run list and windows in `refs.native`. */
-  private readonly handle: number;
+  /** Its run list and windows in `refs.native`; made at the first pin (-1 until then). */
+  private handle = -1;
   /** Pages pinned by this object (`pages->npinned`). */
   npinned = 0;
 
@@ -102,7 +102,6 @@ export class IoptPages {
     /** guestmemfs files a persistent context maps through these pages, by page-index window. */
     readonly files: readonly PagesFile[] = [],
   ) {
-    this.handle = refs.native.pagesCreate();
     // A file map holds the file (`pages->file = get_file(file)`).
     if (source.type === 'file') {
       source.obj?.get();
@@ -118,7 +117,7 @@ export class IoptPages {
   put(): void {
     if (--this.kref > 0) return;
     if (this.npinned !== 0) throw new Error('iopt_pages released while pinned');
-    this.refs.native.pagesDestroy(this.handle);
+    if (this.handle >= 0) this.refs.native.pagesDestroy(this.handle);
     if (this.source.type === 'file') {
       this.source.obj?.put();
       this.source.file?.put();
@@ -130,6 +129,7 @@ export class IoptPages {
    * resolved and pinned. All or nothing (EFAULT, ENOMEM).
    */
   pin(first: number, last: number): void {
+    if (this.handle < 0) this.handle = this.refs.native.pagesCreate();
     segs.count = 0;
     let charged = 0;
     try {
@@ -157,6 +157,7 @@ export class IoptPages {
 
   /** Drops one user of `[first, last]`; pages nobody uses any more are unpinned. */
   unpin(first: number, last: number): void {
+    if (this.handle < 0) return; // never pinned
     const dropped = this.refs.native.pagesUnpin(this.handle, first, last);
     if (dropped === 0) return;
     this.npinned -= dropped;
@@ -170,6 +171,10 @@ export class IoptPages {
    */
   batch(first: number, last: number, iovaPfn: number, small: boolean, out: RunList): void {
     const pins = this.refs.native;
+    if (this.handle < 0) {
+      out.count = 0;
+      return;
+    }
     let n = pins.pagesBatch(this.handle, first, last, iovaPfn, small, out.idx, out.pfn, out.len);
     if (n > out.idx.length) {
       out.count = 0;
