@@ -23,18 +23,15 @@ impl Hasher for ChunkHasher {
     }
 }
 
-#[derive(Default)]
-struct Chunk {
-    /// Pins of the whole 2 MiB chunk.
-    whole: i32,
-    /// Per-page pins on top, once a run covered part of the chunk.
-    pins: Option<Box<[i32; HPAGE_PAGES as usize]>>,
-}
-
-/// Chunks per group: a group covers 1 GiB of PFNs, one hash lookup per GiB walked.
+/// Chunks per group: a group covers 1 GiB of PFNs, one lookup per GiB walked.
 const GROUP_CHUNKS: u64 = 512;
 
-type Group = [Chunk; GROUP_CHUNKS as usize];
+/// The counts of 1 GiB of PFNs: the whole-chunk counters packed together (2 KiB, so pinning whole
+/// 2 MiB runs touches few cache lines), per-page counters only for chunks a run covered in part.
+struct Group {
+    whole: [i32; GROUP_CHUNKS as usize],
+    pins: [Option<Box<[i32; HPAGE_PAGES as usize]>>; GROUP_CHUNKS as usize],
+}
 
 /// Groups indexed directly: the first 4 TiB of PFNs (a pointer per GiB, grown as pinned);
 /// PFNs beyond are hashed.
@@ -53,7 +50,7 @@ pub struct PinCounts {
 }
 
 fn new_group() -> Box<Group> {
-    Box::new(std::array::from_fn(|_| Chunk::default()))
+    Box::new(Group { whole: [0; GROUP_CHUNKS as usize], pins: std::array::from_fn(|_| None) })
 }
 
 impl PinCounts {
@@ -106,15 +103,17 @@ impl PinCounts {
         self.dense[gi as usize].get_or_insert_with(make)
     }
 
-    fn chunk(&self, ci: u64) -> Option<&Chunk> {
-        self.group(ci / GROUP_CHUNKS).map(|g| &g[(ci % GROUP_CHUNKS) as usize])
+    /// The whole-chunk count and the per-page counts of chunk `ci`.
+    fn chunk(&self, ci: u64) -> Option<(i32, Option<&[i32; HPAGE_PAGES as usize]>)> {
+        let i = (ci % GROUP_CHUNKS) as usize;
+        self.group(ci / GROUP_CHUNKS).map(|g| (g.whole[i], g.pins[i].as_deref()))
     }
 
     /// Pin count of the page at `pfn`.
     pub fn count(&self, pfn: u64) -> i64 {
         match self.chunk(pfn / HPAGE_PAGES) {
             None => 0,
-            Some(c) => c.whole as i64 + c.pins.as_ref().map_or(0, |p| p[(pfn % HPAGE_PAGES) as usize] as i64),
+            Some((whole, pins)) => whole as i64 + pins.map_or(0, |p| p[(pfn % HPAGE_PAGES) as usize] as i64),
         }
     }
 
@@ -127,9 +126,9 @@ impl PinCounts {
             let ci = p / HPAGE_PAGES;
             let off = p % HPAGE_PAGES;
             let len = (end - p).min(HPAGE_PAGES - off);
-            if let Some(c) = self.chunk(ci) {
-                sum += c.whole as i64 * len as i64;
-                if let Some(pins) = &c.pins {
+            if let Some((whole, pins)) = self.chunk(ci) {
+                sum += whole as i64 * len as i64;
+                if let Some(pins) = pins {
                     sum += pins[off as usize..(off + len) as usize].iter().map(|&x| x as i64).sum::<i64>();
                 }
             }
@@ -151,11 +150,11 @@ impl PinCounts {
                 let ci = p / HPAGE_PAGES;
                 let off = p % HPAGE_PAGES;
                 let len = (group_end - p).min(HPAGE_PAGES - off);
-                let c = &mut g[(ci % GROUP_CHUNKS) as usize];
+                let i = (ci % GROUP_CHUNKS) as usize;
                 if len == HPAGE_PAGES {
-                    c.whole += delta;
+                    g.whole[i] += delta;
                 } else {
-                    let pins = c.pins.get_or_insert_with(|| {
+                    let pins = g.pins[i].get_or_insert_with(|| {
                         boxes += 1;
                         Box::new([0; HPAGE_PAGES as usize])
                     });
