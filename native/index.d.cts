@@ -196,20 +196,20 @@ export declare class NativePins {
    * `(pfn, order)` pairs still pinned, which the caller frees when their last pin goes.
    */
   shmemRelease(h: number): Float64Array
-  /** A new `iopt_pages` with nothing pinned. */
-  pagesCreate(): number
-  /** Forgets an `iopt_pages`, which must have nothing pinned. */
-  pagesDestroy(h: number): void
   /** `(first, last)` pairs of the pieces of `[first, last]` no user pins yet. */
   pagesHoles(h: number, first: number, last: number): Float64Array
   /**
-   * One more user of page indices `[first, last]`: the holes (see `pagesHoles`) are given as
-   * `(index, handle, start, n)` quadruples in index order: `n` pages from page `start` of the
-   * shmem object `handle` (faulted in), or with handle -1 the PFNs `start` onwards. All or
-   * nothing: a status, and on failure nothing pinned.
+   * One more user of page indices `[first, last]` of `iopt_pages` `h` (-1: a new one, with
+   * nothing pinned yet). The holes (see `pagesHoles`) are given as `(index, handle, start, n)`
+   * quadruples in index order: `n` pages from page `start` of the shmem object `handle`
+   * (faulted in), or with handle -1 the PFNs `start` onwards. All or nothing: returns the
+   * `iopt_pages`' handle, or minus a status with nothing pinned (and no new handle).
    */
   pagesPin(h: number, first: number, last: number, segs: Float64Array): number
-  /** One user of `[first, last]` fewer; returns how many pages lost their pin. */
+  /**
+   * One user of `[first, last]` fewer; returns how many pages lost their pin. An `iopt_pages`
+   * left with nothing pinned is forgotten (its handle with it): the next pin makes a new one.
+   */
   pagesUnpin(h: number, first: number, last: number): number
   /**
    * Writes the map batch of pinned page indices `[first, last]` at IOVA page `iovaPfn` onwards

@@ -307,25 +307,6 @@ impl NativePins {
         f64_array(env, &pinned)
     }
 
-    /// A new `iopt_pages` with nothing pinned.
-    #[napi(catch_unwind)]
-    pub fn pages_create(&mut self) -> u32 {
-        let h = self.pages.insert(PagesRuns::new());
-        self.report();
-        h
-    }
-
-    /// Forgets an `iopt_pages`, which must have nothing pinned.
-    #[napi(catch_unwind)]
-    pub fn pages_destroy(&mut self, h: u32) -> Result<(), Code> {
-        if self.pages.get(h, "iopt_pages")?.npinned() != 0 {
-            return Err(invalid(format!("iopt_pages {h} released while pinned")));
-        }
-        self.obj_bytes -= self.pages.remove(h, "iopt_pages")?.heap_bytes();
-        self.report();
-        Ok(())
-    }
-
     /// `(first, last)` pairs of the pieces of `[first, last]` no user pins yet.
     #[napi(catch_unwind)]
     pub fn pages_holes<'e>(&mut self, env: &'e Env, h: u32, first: f64, last: f64) -> Result<Float64ArraySlice<'e>, Code> {
@@ -335,17 +316,20 @@ impl NativePins {
         f64_array(env, &flat)
     }
 
-    /// One more user of page indices `[first, last]`: the holes (see `pagesHoles`) are given as
-    /// `(index, handle, start, n)` quadruples in index order: `n` pages from page `start` of the
-    /// shmem object `handle` (faulted in), or with handle -1 the PFNs `start` onwards. All or
-    /// nothing: a status, and on failure nothing pinned.
+    /// One more user of page indices `[first, last]` of `iopt_pages` `h` (-1: a new one, with
+    /// nothing pinned yet). The holes (see `pagesHoles`) are given as `(index, handle, start, n)`
+    /// quadruples in index order: `n` pages from page `start` of the shmem object `handle`
+    /// (faulted in), or with handle -1 the PFNs `start` onwards. All or nothing: returns the
+    /// `iopt_pages`' handle, or minus a status with nothing pinned (and no new handle).
     #[napi(catch_unwind)]
-    pub fn pages_pin(&mut self, h: u32, first: f64, last: f64, segs: &[f64]) -> Result<i32, Code> {
+    pub fn pages_pin(&mut self, h: i32, first: f64, last: f64, segs: &[f64]) -> Result<i32, Code> {
         let (first, last) = (page_arg(first, "first")?, page_arg(last, "last")?);
         if !segs.len().is_multiple_of(4) {
             return Err(invalid(format!("segs must hold (index, handle, start, n) quadruples (length {})", segs.len())));
         }
-        self.pages.get(h, "iopt_pages")?;
+        if h < -1 || (h >= 0 && self.pages.get(h as u32, "iopt_pages").is_err()) {
+            return Err(invalid(format!("no iopt_pages with handle {h}")));
+        }
         let mut got = std::mem::take(&mut self.got);
         got.clear();
         // The array's contents: ERR_INVALID_ARG_VALUE (a range error is for an argument itself).
@@ -360,26 +344,32 @@ impl NativePins {
             let handle = u32::try_from(seg(q[1], "handle")?).map_err(|_| invalid(format!("segs: no shmem object with handle {}", q[1])))?;
             if let Err(e) = self.with_shmem(handle, |f, mem, _| f.runs(start, n, idx, &mut Frames(mem), &mut got))? {
                 self.got = got;
-                return Ok(status(e));
+                return Ok(-status(e));
             }
         }
+        let h = if h < 0 { self.pages.insert(PagesRuns::new()) } else { h as u32 };
         let pages = self.pages.get(h, "iopt_pages")?;
         let before = pages.heap_bytes();
         pages.pin(first, last, &got, &mut self.counts);
         self.obj_bytes = self.obj_bytes + pages.heap_bytes() - before;
         self.got = got;
         self.report();
-        Ok(0)
+        Ok(h as i32)
     }
 
-    /// One user of `[first, last]` fewer; returns how many pages lost their pin.
+    /// One user of `[first, last]` fewer; returns how many pages lost their pin. An `iopt_pages`
+    /// left with nothing pinned is forgotten (its handle with it): the next pin makes a new one.
     #[napi(catch_unwind)]
     pub fn pages_unpin(&mut self, h: u32, first: f64, last: f64) -> Result<f64, Code> {
         let (first, last) = (page_arg(first, "first")?, page_arg(last, "last")?);
         let pages = self.pages.get(h, "iopt_pages")?;
         let before = pages.heap_bytes();
         let dropped = pages.unpin(first, last, &mut self.counts);
-        self.obj_bytes = self.obj_bytes + pages.heap_bytes() - before;
+        let (after, empty) = (pages.heap_bytes(), pages.npinned() == 0);
+        self.obj_bytes = self.obj_bytes + after - before;
+        if empty {
+            self.obj_bytes -= self.pages.remove(h, "iopt_pages")?.heap_bytes();
+        }
         self.report();
         Ok(dropped as f64)
     }

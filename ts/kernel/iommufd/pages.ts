@@ -85,7 +85,7 @@ const segs = new Segments();
 /** `struct iopt_pages`. */
 export class IoptPages {
   private kref = 1;
-  /** Its run list and windows in `refs.native`; made at the first pin (-1 until then). */
+  /** Its run list and windows in `refs.native` while anything is pinned, else -1. */
   private handle = -1;
   /** Pages pinned by this object (`pages->npinned`). */
   npinned = 0;
@@ -117,7 +117,6 @@ export class IoptPages {
   put(): void {
     if (--this.kref > 0) return;
     if (this.npinned !== 0) throw new Error('iopt_pages released while pinned');
-    if (this.handle >= 0) this.refs.native.pagesDestroy(this.handle);
     if (this.source.type === 'file') {
       this.source.obj?.put();
       this.source.file?.put();
@@ -129,7 +128,6 @@ export class IoptPages {
    * resolved and pinned. All or nothing (EFAULT, ENOMEM).
    */
   pin(first: number, last: number): void {
-    if (this.handle < 0) this.handle = this.refs.native.pagesCreate();
     segs.count = 0;
     let charged = 0;
     try {
@@ -147,7 +145,9 @@ export class IoptPages {
           this.resolve(holes[i]!, n, segs);
         }
       }
-      checkStatus(this.refs.native.pagesPin(this.handle, first, last, segs.view()));
+      const h = this.refs.native.pagesPin(this.handle, first, last, segs.view());
+      if (h < 0) checkStatus(-h);
+      this.handle = h;
     } catch (e) {
       if (charged) this.account.uncharge(charged);
       throw e;
@@ -161,6 +161,8 @@ export class IoptPages {
     const dropped = this.refs.native.pagesUnpin(this.handle, first, last);
     if (dropped === 0) return;
     this.npinned -= dropped;
+    // Nothing pinned: the native side forgot the run list.
+    if (this.npinned === 0) this.handle = -1;
     this.account.uncharge(dropped);
     this.refs.reap();
   }
