@@ -6,6 +6,8 @@
 //! bad arguments and unknown handles throw. The native bytes it holds (folio tables, counters,
 //! run lists) are reported to V8 as they change, as a memory's are.
 
+use std::collections::HashMap;
+
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -60,39 +62,39 @@ impl FrameSource for Frames<'_> {
     }
 }
 
-/// Objects by handle, handles reused after removal.
+/// Objects by handle. Handles are not reused (until the 32-bit count wraps), so a stale one
+/// fails instead of reaching another object.
 struct Slab<T> {
-    items: Vec<Option<T>>,
-    free: Vec<u32>,
+    items: HashMap<u32, T>,
+    next: u32,
 }
 
 impl<T> Slab<T> {
     fn new() -> Self {
-        Slab { items: Vec::new(), free: Vec::new() }
+        Slab { items: HashMap::new(), next: 0 }
     }
 
     fn insert(&mut self, v: T) -> u32 {
-        if let Some(h) = self.free.pop() {
-            self.items[h as usize] = Some(v);
-            return h;
+        while self.items.contains_key(&self.next) || self.next > i32::MAX as u32 {
+            self.next = if self.next >= i32::MAX as u32 { 0 } else { self.next + 1 };
         }
-        self.items.push(Some(v));
-        (self.items.len() - 1) as u32
+        let h = self.next;
+        self.items.insert(h, v);
+        self.next = h.wrapping_add(1);
+        h
     }
 
     fn get(&mut self, h: u32, what: &str) -> Result<&mut T, Code> {
-        self.items.get_mut(h as usize).and_then(Option::as_mut).ok_or_else(|| invalid(format!("no {what} with handle {h}")))
+        self.items.get_mut(&h).ok_or_else(|| invalid(format!("no {what} with handle {h}")))
     }
 
-    /// Heap bytes of the slots themselves.
+    /// Heap bytes of the table itself.
     fn slot_bytes(&self) -> u64 {
-        (self.items.capacity() * std::mem::size_of::<Option<T>>() + self.free.capacity() * 4) as u64
+        (self.items.capacity() * (std::mem::size_of::<(u32, T)>() + 1)) as u64
     }
 
     fn remove(&mut self, h: u32, what: &str) -> Result<T, Code> {
-        let v = self.items.get_mut(h as usize).and_then(Option::take).ok_or_else(|| invalid(format!("no {what} with handle {h}")))?;
-        self.free.push(h);
-        Ok(v)
+        self.items.remove(&h).ok_or_else(|| invalid(format!("no {what} with handle {h}")))
     }
 }
 
