@@ -11,6 +11,8 @@
 // all 262,144 4 KiB areas (it is linear in the areas; about a second).
 // BENCH_KERNEL_BEFORE=<path of another tree's dist/index.js>: the MAP+UNMAP rows also run that
 // tree's kernel (its own Host, same configuration) in the same rounds: before/after side by side.
+// That tree loads the addon beside its dist (its ../native/), which must match its
+// ts/native-check.ts table (its own build, or this addon with this tree's native-check.ts).
 import {
   Gather,
   Host,
