@@ -10,6 +10,10 @@
 //
 // BENCH_QUICK=1: fewer rounds. BENCH_KERNEL_FULL_UNMAP=0: skip timing the single IOAS_UNMAP of
 // all 262,144 4 KiB areas (it is linear in the areas; about a second).
+// BENCH_KERNEL_BEFORE=<path of another tree's dist/index.js>: the MAP+UNMAP rows also run that
+// tree's kernel (its own Host, same configuration) in the same rounds: before/after side by side.
+// That tree loads the addon beside its dist (its ../native/), which must match its
+// ts/native-check.ts table (its own build, or this addon with this tree's native-check.ts).
 import {
   Gather,
   Host,
@@ -36,6 +40,7 @@ import {
 import { BATCH, Rng } from './common.mjs';
 
 const quick = process.env.BENCH_QUICK === '1';
+const beforeModule = process.env.BENCH_KERNEL_BEFORE ? await import(process.env.BENCH_KERNEL_BEFORE) : null;
 const fullUnmap = process.env.BENCH_KERNEL_FULL_UNMAP !== '0';
 const now = process.hrtime.bigint;
 const log = (msg) => process.stderr.write(`[kernel] ${msg}\n`);
@@ -218,6 +223,34 @@ const buf1g = touchedBuffer(GIB);
 
 const ioasMap = (ioas_id, user_va, iova, length) => proc.ioctl(iommufd, IOMMU_IOAS_MAP, { flags: MAP_RW, ioas_id, user_va, length, iova });
 const ioasUnmap = (ioas_id, iova, length) => proc.ioctl(iommufd, IOMMU_IOAS_UNMAP, { ioas_id, iova, length }).length;
+const main = { map: ioasMap, unmap: ioasUnmap, buf1g };
+
+/**
+ * The before tree's world (BENCH_KERNEL_BEFORE): its own 16 GiB host with the same two devices,
+ * IOASes and touched 1 GiB buffer, through that tree's uAPI (same constants, same calls).
+ */
+function beforeWorld(m) {
+  const h = m.Host.boot({ memory: 16n * GIB, seed: 1n, devices: [{ bdf: '0000:01:00.0' }, { bdf: '0000:02:00.0' }] });
+  const p = h.kernel.spawn();
+  const fd = p.open('/dev/iommu', m.O_RDWR);
+  const attach = (i, huge) => {
+    const dev = p.open(`/dev/vfio/devices/vfio${i}`, m.O_RDWR);
+    p.ioctl(dev, m.VFIO_DEVICE_BIND_IOMMUFD, { flags: 0, iommufd: fd });
+    const ioas = p.ioctl(fd, m.IOMMU_IOAS_ALLOC, {}).out_ioas_id;
+    if (!huge) p.ioctl(fd, m.IOMMU_OPTION, { option_id: m.IOMMU_OPTION_HUGE_PAGES, op: m.IOMMU_OPTION_OP_SET, object_id: ioas, val64: 0n });
+    p.ioctl(dev, m.VFIO_DEVICE_ATTACH_IOMMUFD_PT, { flags: 0, pt_id: ioas });
+    return ioas;
+  };
+  const ioasA = attach(0, true);
+  const ioasB = attach(1, false);
+  const va = p.mmap(null, GIB, m.PROT_READ | m.PROT_WRITE, m.MAP_SHARED | m.MAP_ANONYMOUS);
+  for (let off = 0n; off < GIB; off += MIB2) p.memWrite(va + off, Uint8Array.of(1));
+  const map = (ioas_id, user_va, iova, length) => p.ioctl(fd, m.IOMMU_IOAS_MAP, { flags: MAP_RW, ioas_id, user_va, length, iova });
+  const unmap = (ioas_id, iova, length) => p.ioctl(fd, m.IOMMU_IOAS_UNMAP, { ioas_id, iova, length }).length;
+  return { map, unmap, buf1g: va, ioasA, ioasB };
+}
+const before = beforeModule && beforeWorld(beforeModule);
+if (before) log(`before tree: ${process.env.BENCH_KERNEL_BEFORE}`);
 
 /** The leaf level `pt` maps `iova` with (2 = 2 MiB superpage, 1 = 4 KiB PTE). */
 const leafLevel = (pt, iova) => {
@@ -242,12 +275,12 @@ function nativeMapUnmap(pt, runs, did, prot) {
   return [tMap, tUnmap];
 }
 
-function tsMapUnmap(ioas) {
+function tsMapUnmap(ioas, w = main) {
   let t0 = now();
-  ioasMap(ioas, buf1g, IOVA_1G, GIB);
+  w.map(ioas, w.buf1g, IOVA_1G, GIB);
   const tMap = Number(now() - t0);
   t0 = now();
-  const len = ioasUnmap(ioas, IOVA_1G, GIB);
+  const len = w.unmap(ioas, IOVA_1G, GIB);
   const tUnmap = Number(now() - t0);
   sink ^= len;
   return [tMap, tUnmap];
@@ -255,30 +288,26 @@ function tsMapUnmap(ioas) {
 
 /**
  * Runs `rounds` rounds of TS then native (or native then TS, alternating), after `warm` rounds
- * that are not kept. Returns per-variant medians of map, unmap and map+unmap.
+ * that are not kept. Returns per-variant medians of map, unmap and map+unmap. With `beforeFn`
+ * (BENCH_KERNEL_BEFORE) the before tree's kernel runs in every round too, the three in rotating
+ * order, and `before` holds its medians.
  */
-function interleave(name, rounds, warm, tsFn, nativeFn) {
+function interleave(name, rounds, warm, tsFn, nativeFn, beforeFn = null) {
   const ts = { map: [], unmap: [], total: [] };
   const nat = { map: [], unmap: [], total: [] };
+  const bef = { map: [], unmap: [], total: [] };
   const keep = (acc, [m, u]) => {
     acc.map.push(m);
     acc.unmap.push(u);
     acc.total.push(m + u);
   };
+  const variants = beforeFn ? [[ts, tsFn], [nat, nativeFn], [bef, beforeFn]] : [[ts, tsFn], [nat, nativeFn]];
   const t0 = now();
   for (let r = 0; r < warm + rounds; r++) {
-    let a;
-    let b;
-    if (r & 1) {
-      b = nativeFn();
-      a = tsFn();
-    } else {
-      a = tsFn();
-      b = nativeFn();
-    }
-    if (r >= warm) {
-      keep(ts, a);
-      keep(nat, b);
+    for (let k = 0; k < variants.length; k++) {
+      const [acc, fn] = variants[(r + k) % variants.length];
+      const got = fn();
+      if (r >= warm) keep(acc, got);
     }
   }
   const med = (acc) => ({ map: median(acc.map), unmap: median(acc.unmap), total: median(acc.total), best: Math.min(...acc.total) });
@@ -290,6 +319,11 @@ function interleave(name, rounds, warm, tsFn, nativeFn) {
     `${name}: TS ${fmtUs(res.ts.total)} (map ${fmtUs(res.ts.map)}, unmap ${fmtUs(res.ts.unmap)}) vs native ${fmtUs(res.native.total)} ` +
       `(map ${fmtUs(res.native.map)}, unmap+sync ${fmtUs(res.native.unmap)}): ${res.ratio.toFixed(2)}× (${rounds} rounds, ${(res.wallNs / 1e9).toFixed(1)} s)`,
   );
+  if (beforeFn) {
+    res.before = med(bef);
+    res.beforeRatio = res.before.total / res.native.total;
+    log(`${name}: before tree ${fmtUs(res.before.total)} (map ${fmtUs(res.before.map)}, unmap ${fmtUs(res.before.unmap)}): ${res.beforeRatio.toFixed(2)}× native`);
+  }
   return res;
 }
 
@@ -326,8 +360,13 @@ function interleave(name, rounds, warm, tsFn, nativeFn) {
   log(`2 MiB: ${HUGE_1G} runs, ${contiguous} physically adjacent pairs, ${nativePt.tablePages().length} table pages each`);
 
   gc();
-  results.huge = interleave('IOAS_MAP+UNMAP 1 GiB (2 MiB)', quick ? 100 : 400, 50, () => tsMapUnmap(ioasA), () =>
-    nativeMapUnmap(nativePt, runs, DID_NATIVE_2M, prot),
+  results.huge = interleave(
+    'IOAS_MAP+UNMAP 1 GiB (2 MiB)',
+    quick ? 100 : 400,
+    50,
+    () => tsMapUnmap(ioasA),
+    () => nativeMapUnmap(nativePt, runs, DID_NATIVE_2M, prot),
+    before && (() => tsMapUnmap(before.ioasA, before)),
   );
   results.huge.runs = HUGE_1G;
   results.huge.adjacentPairs = contiguous;
@@ -369,8 +408,13 @@ const prot4k = { read: true, write: true, snoop: domB.snoop };
   log(`4 KiB: ${PAGES_1G} runs of one page, ${tablePages} table pages each while mapped`);
 
   gc();
-  results.small = interleave('IOAS_MAP+UNMAP 1 GiB (4 KiB, HUGE_PAGES=0)', quick ? 7 : 21, 3, () => tsMapUnmap(ioasB), () =>
-    nativeMapUnmap(nativePt4k, runs4k, DID_NATIVE_4K, prot4k),
+  results.small = interleave(
+    'IOAS_MAP+UNMAP 1 GiB (4 KiB, HUGE_PAGES=0)',
+    quick ? 7 : 21,
+    3,
+    () => tsMapUnmap(ioasB),
+    () => nativeMapUnmap(nativePt4k, runs4k, DID_NATIVE_4K, prot4k),
+    before && (() => tsMapUnmap(before.ioasB, before)),
   );
   results.small.runs = PAGES_1G;
 }

@@ -839,6 +839,7 @@ module.exports.NativeFdtWriter = nativeBinding.NativeFdtWriter
 module.exports.NativeGather = nativeBinding.NativeGather
 module.exports.NativeMemory = nativeBinding.NativeMemory
 module.exports.NativePageTable = nativeBinding.NativePageTable
+module.exports.NativePins = nativeBinding.NativePins
 module.exports.NativeUnit = nativeBinding.NativeUnit
 module.exports.fdtCheck = nativeBinding.fdtCheck
 module.exports.fdtDecode = nativeBinding.fdtDecode

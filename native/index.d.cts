@@ -163,6 +163,75 @@ export declare class NativePageTable {
   destroy(gather: NativeGather): void
 }
 
+/** One kernel's page pin counts, shmem folio tables and `iopt_pages` run lists. */
+export declare class NativePins {
+  /** Empty bookkeeping over `mem`. */
+  constructor(mem: NativeMemory)
+  /** Sum of all pin counts. */
+  get total(): number
+  /** Pins `n` pages from `pfn`. */
+  pin(pfn: number, n: number): void
+  /** Unpins `n` pages from `pfn`. */
+  unpin(pfn: number, n: number): void
+  /** Pin count of the page at `pfn`. */
+  count(pfn: number): number
+  /** Sum of the pin counts of `[pfn, pfn + n)`. */
+  countRange(pfn: number, n: number): number
+  /** A new empty shmem object of `npages` pages (2 MiB folios where they fit when `huge`). */
+  shmemCreate(npages: number, huge: boolean): number
+  /** Sets the object's size in pages without dropping any (`shmemTruncate` shrinks). */
+  shmemSetSize(h: number, npages: number): void
+  /** Pages the object holds. */
+  shmemResident(h: number): number
+  /** PFN of page `page` (allocated when `alloc`; 0 if absent), or minus a status. */
+  shmemPfn(h: number, page: number, alloc: boolean): number
+  /**
+   * `(index, pfn, len)` triples of the runs behind pages `[page, page + n)` (faulted in), run
+   * indices from `base`; or the status.
+   */
+  shmemRuns(h: number, page: number, n: number, base: number): Float64Array | number
+  /**
+   * `(index, pfn, order)` triples of the object's folios in index order (every page allocated
+   * first when `alloc`), or the status.
+   */
+  shmemFolios(h: number, alloc: boolean): Float64Array | number
+  /** Puts a preserved folio at page `index`; a status. */
+  shmemAdopt(h: number, index: number, pfn: number, order: number): number
+  /** Whether any page the object holds is pinned. */
+  shmemAnyPinned(h: number): boolean
+  /**
+   * Drops the pages at and beyond `npages` (ftruncate down). Returns the `(pfn, order)` pairs
+   * of the folios dropped while pinned: the caller frees them when their last pin goes.
+   */
+  shmemTruncate(h: number, npages: number): Float64Array
+  /**
+   * The object's last user went: its folios are freed (the handle with them). Returns the
+   * `(pfn, order)` pairs still pinned, which the caller frees when their last pin goes.
+   */
+  shmemRelease(h: number): Float64Array
+  /** `(first, last)` pairs of the pieces of `[first, last]` no user pins yet. */
+  pagesHoles(h: number, first: number, last: number): Float64Array
+  /**
+   * One more user of page indices `[first, last]` of `iopt_pages` `h` (-1: a new one, with
+   * nothing pinned yet). The holes (see `pagesHoles`) are given as `(index, handle, start, n)`
+   * quadruples in index order: `n` pages from page `start` of the shmem object `handle`
+   * (faulted in), or with handle -1 the PFNs `start` onwards. All or nothing: returns the
+   * `iopt_pages`' handle, or minus a status with nothing pinned (and no new handle).
+   */
+  pagesPin(h: number, first: number, last: number, segs: Float64Array): number
+  /**
+   * One user of `[first, last]` fewer; returns how many pages lost their pin. An `iopt_pages`
+   * left with nothing pinned is forgotten (its handle with it): the next pin makes a new one.
+   */
+  pagesUnpin(h: number, first: number, last: number): number
+  /**
+   * Writes the map batch of pinned page indices `[first, last]` at IOVA page `iovaPfn` onwards
+   * (one entry per run, or per page when `small`) into `iovaPfns`, `pfns` and `npages`, as
+   * `mapRuns` takes it. Returns the entries; if more than the arrays hold, writes nothing.
+   */
+  pagesBatch(h: number, first: number, last: number, iovaPfn: number, small: boolean, iovaPfns: F64Out, pfns: F64Out, npages: F64Out): number
+}
+
 /** A VT-d DMA-remapping unit over a memory. */
 export declare class NativeUnit {
   /** A unit with translation disabled. */

@@ -98,6 +98,11 @@ const validate = ['validate', oneOf(['structural', 'dtc', 'strict'])] as const;
 const writerOptions = [layout, ['maxSize', optional(int(0, FDT_SIZE_MAX))], ['noNameDedup', bool], ['bootCpuidPhys', u32]] as const;
 const khoNames = [['compatible', str], ['memoryMapProp', str], ['subtreeProp', str]] as const;
 const memory = instance('NativeMemory'), gather = instance('NativeGather');
+const pageNo = int(0, Number.MAX_SAFE_INTEGER);
+const pfn = ['pfn', pageNo] as const;
+const count = ['n', pageNo] as const;
+const handle = ['h', u32] as const;
+const window = [['first', pageNo], ['last', pageNo]] as const;
 
 /** Every entry point of crates/binding with its parameters, in order. */
 export const NATIVE_SPECS = {
@@ -171,6 +176,30 @@ export const NATIVE_SPECS = {
       walk: fn(iova),
       tablePages: fn(),
       destroy: fn(['gather', gather]),
+    },
+  },
+  NativePins: {
+    new: fn(['mem', memory]),
+    members: {
+      total: GETTER,
+      pin: fn(pfn, count),
+      unpin: fn(pfn, count),
+      count: fn(pfn),
+      countRange: fn(pfn, count),
+      shmemCreate: fn(['npages', pageNo], ['huge', bool]),
+      shmemSetSize: fn(handle, ['npages', pageNo]),
+      shmemResident: fn(handle),
+      shmemPfn: fn(handle, ['page', pageNo], ['alloc', bool]),
+      shmemRuns: fn(handle, ['page', pageNo], count, ['base', pageNo]),
+      shmemFolios: fn(handle, ['alloc', bool]),
+      shmemAdopt: fn(handle, ['index', pageNo], pfn, order),
+      shmemAnyPinned: fn(handle),
+      shmemTruncate: fn(handle, ['npages', pageNo]),
+      shmemRelease: fn(handle),
+      pagesHoles: fn(handle, ...window),
+      pagesPin: fn(['h', int(-1, 0x7fff_ffff)], ...window, ['segs', typedArray('Float64Array')]),
+      pagesUnpin: fn(handle, ...window),
+      pagesBatch: fn(handle, ...window, ['iovaPfn', pageNo], ['small', bool], ...pfnRuns),
     },
   },
   NativeFdtWriter: {

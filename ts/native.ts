@@ -20,6 +20,7 @@ export type NativeUnit = Binding.NativeUnit;
 export type NativeGather = Binding.NativeGather;
 export type NativePageTable = Binding.NativePageTable;
 export type NativeFdtWriter = Binding.NativeFdtWriter;
+export type NativePins = Binding.NativePins;
 export type NativeMemoryStats = Binding.MemoryStats;
 export type NativeScrubReport = Binding.ScrubReport;
 export type NativeUnitOptions = Binding.UnitOptions;

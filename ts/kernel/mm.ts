@@ -1,19 +1,20 @@
 // Process memory: shmem-like backing objects filled from the page allocator on first touch, VMAs,
-// pin_user_pages, and the per-page pin counts the selftests check (MD_CHECK_REFS).
+// pin_user_pages; the per-page pin counts the selftests check (MD_CHECK_REFS) are in pins.ts.
+// Folio tables live in the native core (pins.ts): faulting in and pinning a range is one call.
 //
 // Page numbers are plain numbers (PFNs < 2^40, user page indices < 2^45): the hot paths (pinning
 // 1 GiB, building a map batch) must not allocate a BigInt per page.
 import type { PhysicalMemory } from '../hw/memory.js';
 import { errno } from '../uapi/errno.js';
 import { MAP_FIXED, MAP_FIXED_NOREPLACE, PROT_READ, PROT_WRITE } from '../uapi/mman.js';
+import { checkStatus, type PageRefs, type Segments } from './pins.js';
+
+export { PageRefs, Segments } from './pins.js';
 
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 4096;
 /** Pages per PMD-sized folio (2 MiB). */
 export const HPAGE_PAGES = 512;
-const HPAGE_ORDER = 9;
-
-const isNomem = (e: unknown): boolean => (e as { code?: string }).code === 'ERR_PHYSMEM_NOMEM';
 
 /**
  * A growable list of physically contiguous runs (index, pfn, count) in typed arrays: how pages
@@ -65,106 +66,6 @@ export class RunList {
 
 const EMPTY = new Float64Array(0);
 
-/**
- * `struct page` pin counts, by PFN. A run covering a whole 2 MiB-aligned PFN chunk bumps one
- * counter; partial runs count per page. Frames whose owner went away while pinned are freed by
- * the last unpin ("pinned frames stay put").
- */
-export class PageRefs {
-  private readonly chunks = new Map<number, { whole: number; pins: Int32Array | null }>();
-  /** Released while pinned: first pfn → its order and how to free it when the last pin goes. */
-  private readonly orphans = new Map<number, { order: number; free: () => void }>();
-  /** Sum of all pin counts (a page pinned twice counts twice). */
-  total = 0;
-
-  constructor(private readonly memory: PhysicalMemory) {}
-
-  /** Pins `n` pages from `pfn`. */
-  pin(pfn: number, n: number): void {
-    this.total += n;
-    this.walk(pfn, n, 1);
-  }
-
-  /** Unpins `n` pages from `pfn`; frees orphaned blocks that reach zero. */
-  unpin(pfn: number, n: number): void {
-    this.total -= n;
-    this.walk(pfn, n, -1);
-    if (this.orphans.size === 0) return;
-    for (const [start, o] of [...this.orphans]) {
-      const span = 1 << o.order;
-      if (start < pfn + n && start + span > pfn && this.countRange(start, span) === 0) {
-        this.orphans.delete(start);
-        o.free();
-      }
-    }
-  }
-
-  /** Pin count of the page at `pfn`. */
-  count(pfn: number): number {
-    const c = this.chunks.get(Math.floor(pfn / HPAGE_PAGES));
-    if (!c) return 0;
-    return c.whole + (c.pins ? c.pins[pfn % HPAGE_PAGES]! : 0);
-  }
-
-  /**
-   * Frees `[pfn, pfn + 2^order)` now if nothing pins it, else when the last pin goes; `free`
-   * (default: back to the page allocator) says how. A pinned 4 KiB page of a 2 MiB block keeps
-   * the whole block, as a compound page does.
-   */
-  release(pfn: number, order: number, free: () => void = () => this.memory.free(BigInt(pfn) << 12n, order)): void {
-    if (this.countRange(pfn, 1 << order) === 0) free();
-    else this.orphans.set(pfn, { order, free });
-  }
-
-  /** Whether any page of `[pfn, pfn + n)` is pinned. */
-  pinned(pfn: number, n: number): boolean {
-    return this.countRange(pfn, n) !== 0;
-  }
-
-  private countRange(pfn: number, n: number): number {
-    let sum = 0;
-    for (let p = pfn; p < pfn + n; p++) {
-      const c = this.chunks.get(Math.floor(p / HPAGE_PAGES));
-      if (!c) {
-        p += HPAGE_PAGES - 1 - (p % HPAGE_PAGES);
-        continue;
-      }
-      sum += this.count(p);
-    }
-    return sum;
-  }
-
-  private walk(pfn: number, n: number, delta: number): void {
-    let p = pfn;
-    const end = pfn + n;
-    while (p < end) {
-      const ci = Math.floor(p / HPAGE_PAGES);
-      const off = p - ci * HPAGE_PAGES;
-      const len = Math.min(end - p, HPAGE_PAGES - off);
-      let c = this.chunks.get(ci);
-      if (!c) {
-        c = { whole: 0, pins: null };
-        this.chunks.set(ci, c);
-      }
-      // Entries stay once created: pin counts are hot, the map only grows with pinned memory.
-      if (len === HPAGE_PAGES) c.whole += delta;
-      else {
-        c.pins ??= new Int32Array(HPAGE_PAGES);
-        for (let i = off; i < off + len; i++) c.pins[i]! += delta;
-      }
-      p += len;
-    }
-  }
-}
-
-/** One 2 MiB slice of a backing object: a huge folio, or up to 512 small pages. */
-interface Chunk {
-  /** PFN of the huge folio, or -1. */
-  huge: number;
-  /** PFNs of small pages (0 = not present; PFN 0 is never allocated). */
-  pfns: Float64Array | null;
-}
-
 /** What a VMA or an iopt_pages maps: the pages of a shmem object or a guestmemfs file. */
 export interface Backing {
   /** Size in pages; pages at or past it are beyond EOF (SIGBUS: EFAULT). */
@@ -186,13 +87,14 @@ export interface Backing {
 /**
  * The pages behind a shared mapping (shmem / memfd inode): allocated on first touch, zeroed,
  * as 2 MiB folios where a whole aligned 2 MiB of the object exists (shmem `huge=within_size`),
- * else 4 KiB pages. Freed when the last user (VMA, fd) lets go.
+ * else 4 KiB pages. Freed when the last user (VMA, fd) lets go. The folio table is native
+ * (`shmem`, a handle in the kernel's pin bookkeeping).
  */
 export class MemObject implements Backing {
-  private readonly chunks: (Chunk | undefined)[] = [];
+  /** Its folio table in `refs.native`. */
+  readonly shmem: number;
   private users = 1;
-  /** Pages currently allocated. */
-  resident = 0;
+  private size: number;
   /** i_size in bytes when it backs a memfd (ftruncate and write set it). */
   isize?: bigint;
   /** `shmem_inode_info.seals` (F_SEAL_*) when it backs a memfd. */
@@ -203,12 +105,30 @@ export class MemObject implements Backing {
   writableMaps = 0;
 
   constructor(
-    private readonly memory: PhysicalMemory,
+    _memory: PhysicalMemory,
     private readonly refs: PageRefs,
     /** Size in pages. */
-    public npages: number,
+    npages: number,
     readonly huge = true,
-  ) {}
+  ) {
+    this.size = npages;
+    this.shmem = refs.native.shmemCreate(npages, huge);
+  }
+
+  /** Size in pages; growing keeps every page ({@link MemObject.truncate} shrinks). */
+  get npages(): number {
+    return this.size;
+  }
+
+  set npages(n: number) {
+    this.refs.native.shmemSetSize(this.shmem, n);
+    this.size = n;
+  }
+
+  /** Pages currently allocated. */
+  get resident(): number {
+    return this.refs.native.shmemResident(this.shmem);
+  }
 
   get(): this {
     this.users++;
@@ -217,28 +137,14 @@ export class MemObject implements Backing {
 
   put(): void {
     if (--this.users > 0) return;
-    for (let ci = 0; ci < this.chunks.length; ci++) this.freeChunk(ci);
-    this.chunks.length = 0;
+    this.refs.orphan(this.refs.native.shmemRelease(this.shmem));
   }
 
   /** PFN of object page `page`, allocating it (zeroed) when `alloc`; 0 if absent. */
   pfn(page: number, alloc: boolean): number {
-    if (page >= this.npages) errno('EFAULT', 'beyond the end of the object (SIGBUS)');
-    const ci = Math.floor(page / HPAGE_PAGES);
-    let c = this.chunks[ci];
-    if (!c) {
-      if (!alloc) return 0;
-      c = this.populate(ci);
-    }
-    if (c.huge >= 0) return c.huge + (page % HPAGE_PAGES);
-    const i = page % HPAGE_PAGES;
-    let pfn = c.pfns![i]!;
-    if (pfn === 0 && alloc) {
-      pfn = this.allocPage(0);
-      c.pfns![i] = pfn;
-      this.resident++;
-    }
-    return pfn;
+    const r = this.refs.native.shmemPfn(this.shmem, page, alloc);
+    if (r < 0) checkStatus(-r);
+    return r;
   }
 
   /**
@@ -246,18 +152,9 @@ export class MemObject implements Backing {
    * allocating what is absent; run indices are `base` + the offset in the range.
    */
   runs(page: number, n: number, out: RunList, base: number): void {
-    if (page + n > this.npages) errno('EFAULT', 'beyond the end of the object (SIGBUS)');
-    let off = 0;
-    while (off < n) {
-      const p = page + off;
-      const ci = Math.floor(p / HPAGE_PAGES);
-      const c = this.chunks[ci] ?? this.populate(ci);
-      const inChunk = p - ci * HPAGE_PAGES;
-      const len = Math.min(n - off, HPAGE_PAGES - inChunk);
-      if (c.huge >= 0) out.push(base + off, c.huge + inChunk, len);
-      else for (let k = 0; k < len; k++) out.push(base + off + k, this.pfn(p + k, true), 1);
-      off += len;
-    }
+    const r = this.refs.native.shmemRuns(this.shmem, page, n, base);
+    if (typeof r === 'number') return checkStatus(r);
+    for (let i = 0; i < r.length; i += 3) out.push(r[i]!, r[i + 1]!, r[i + 2]!);
   }
 
   mapWritable(delta: number): void {
@@ -266,8 +163,7 @@ export class MemObject implements Backing {
 
   /** Whether any resident page is pinned (`memfd_wait_for_pins` finds extra references). */
   anyPinned(): boolean {
-    for (const f of this.folios(false)) if (this.refs.pinned(f.pfn, 1 << f.order)) return true;
-    return false;
+    return this.refs.native.shmemAnyPinned(this.shmem);
   }
 
   /**
@@ -275,28 +171,13 @@ export class MemObject implements Backing {
    * With `alloc` every page is allocated first (`memfd_pin_folios` fills the holes).
    */
   folios(alloc: boolean): { index: number; pfn: number; order: number }[] {
-    const out: { index: number; pfn: number; order: number }[] = [];
-    for (let ci = 0; ci * HPAGE_PAGES < this.npages; ci++) {
-      let c = this.chunks[ci];
-      if (!c) {
-        if (!alloc) continue;
-        c = this.populate(ci);
-      }
-      if (c.huge >= 0) {
-        out.push({ index: ci * HPAGE_PAGES, pfn: c.huge, order: HPAGE_ORDER });
-        continue;
-      }
-      const end = Math.min(HPAGE_PAGES, this.npages - ci * HPAGE_PAGES);
-      for (let i = 0; i < end; i++) {
-        let pfn = c.pfns![i]!;
-        if (pfn === 0 && alloc) {
-          pfn = this.allocPage(0);
-          c.pfns![i] = pfn;
-          this.resident++;
-        }
-        if (pfn !== 0) out.push({ index: ci * HPAGE_PAGES + i, pfn, order: 0 });
-      }
+    const r = this.refs.native.shmemFolios(this.shmem, alloc);
+    if (typeof r === 'number') {
+      checkStatus(r);
+      return [];
     }
+    const out: { index: number; pfn: number; order: number }[] = [];
+    for (let i = 0; i < r.length; i += 3) out.push({ index: r[i]!, pfn: r[i + 1]!, order: r[i + 2]! });
     return out;
   }
 
@@ -305,95 +186,34 @@ export class MemObject implements Backing {
    * (`shmem_add_to_page_cache` of a restored folio): order 9 only at a 2 MiB-aligned index.
    */
   adopt(index: number, pfn: number, order: 0 | 9): void {
-    if (index + (1 << order) > this.npages) errno('EINVAL', 'folio beyond the end of the object');
-    const ci = Math.floor(index / HPAGE_PAGES);
-    if (order === HPAGE_ORDER) {
-      if (index % HPAGE_PAGES !== 0 || this.chunks[ci]) errno('EINVAL', 'misplaced huge folio');
-      this.chunks[ci] = { huge: pfn, pfns: null };
-      this.resident += HPAGE_PAGES;
-      return;
-    }
-    let c = this.chunks[ci];
-    if (!c) this.chunks[ci] = c = { huge: -1, pfns: new Float64Array(HPAGE_PAGES) };
-    if (c.huge >= 0 || c.pfns![index % HPAGE_PAGES] !== 0) errno('EINVAL', 'two folios at one index');
-    c.pfns![index % HPAGE_PAGES] = pfn;
-    this.resident++;
+    checkStatus(this.refs.native.shmemAdopt(this.shmem, index, pfn, order));
   }
 
-  /** Drops pages at and beyond `npages` (ftruncate down). */
+  /**
+   * Drops pages at and beyond `npages` (ftruncate down): shmem_undo_range, a huge folio split
+   * first (a pinned one cannot split and keeps its pages, zeroed past the end), so growing the
+   * file again does not show the old bytes.
+   */
   truncate(npages: number): void {
-    const keep = Math.ceil(npages / HPAGE_PAGES);
-    for (let ci = keep; ci < this.chunks.length; ci++) this.freeChunk(ci);
-    this.chunks.length = Math.min(this.chunks.length, keep);
-    // shmem_undo_range: the pages past the new end in the last chunk go too, a huge folio split
-    // first (truncate_inode_partial_folio; a pinned one cannot split and keeps its pages, zeroed).
-    // Otherwise growing the file again would show the old bytes.
-    const tail = npages % HPAGE_PAGES;
-    const c = tail ? this.chunks[keep - 1] : undefined;
-    if (c && c.huge >= 0) {
-      if (this.refs.pinned(c.huge, HPAGE_PAGES)) {
-        this.memory.write(BigInt(c.huge + tail) << 12n, new Uint8Array((HPAGE_PAGES - tail) * PAGE_SIZE));
-      } else {
-        const pfns = new Float64Array(HPAGE_PAGES);
-        for (let i = 0; i < tail; i++) pfns[i] = c.huge + i;
-        this.memory.freeRange(BigInt(c.huge + tail) << 12n, BigInt(HPAGE_PAGES - tail) << 12n);
-        this.resident -= HPAGE_PAGES - tail;
-        this.chunks[keep - 1] = { huge: -1, pfns };
-      }
-    } else if (c) {
-      for (let i = tail; i < HPAGE_PAGES; i++) {
-        const pfn = c.pfns![i]!;
-        if (pfn === 0) continue;
-        this.refs.release(pfn, 0);
-        c.pfns![i] = 0;
-        this.resident--;
-      }
-    }
-    this.npages = npages;
-  }
-
-  private populate(ci: number): Chunk {
-    let c: Chunk;
-    if (this.huge && (ci + 1) * HPAGE_PAGES <= this.npages) {
-      try {
-        c = { huge: this.allocPage(HPAGE_ORDER), pfns: null };
-        this.resident += HPAGE_PAGES;
-      } catch (e) {
-        if (!isNomem(e)) throw e;
-        c = { huge: -1, pfns: new Float64Array(HPAGE_PAGES) };
-      }
-    } else {
-      c = { huge: -1, pfns: new Float64Array(HPAGE_PAGES) };
-    }
-    this.chunks[ci] = c;
-    return c;
-  }
-
-  private allocPage(order: number): number {
-    try {
-      return Number(this.memory.alloc(order, { zero: true }) >> 12n);
-    } catch (e) {
-      if (isNomem(e)) errno('ENOMEM', 'out of host memory');
-      throw e;
-    }
-  }
-
-  private freeChunk(ci: number): void {
-    const c = this.chunks[ci];
-    if (!c) return;
-    this.chunks[ci] = undefined;
-    if (c.huge >= 0) {
-      this.resident -= HPAGE_PAGES;
-      this.refs.release(c.huge, HPAGE_ORDER);
-      return;
-    }
-    for (const pfn of c.pfns!) {
-      if (pfn === 0) continue;
-      this.resident--;
-      this.refs.release(pfn, 0);
-    }
+    this.refs.orphan(this.refs.native.shmemTruncate(this.shmem, npages));
+    this.size = npages;
   }
 }
+
+/**
+ * Appends what pins object pages `[page, page + n)` of `obj` to `out` from index `base`: a
+ * shmem range faults in natively; another object (a guestmemfs file) gives its PFN runs here.
+ */
+export function backingSegments(obj: Backing, page: number, n: number, out: Segments, base: number): void {
+  if (obj instanceof MemObject) return out.push(base, obj.shmem, page, n);
+  const runs = fileRuns;
+  runs.count = 0;
+  obj.runs(page, n, runs, base);
+  for (let i = 0; i < runs.count; i++) out.push(runs.idx[i]!, -1, runs.pfn[i]!, runs.len[i]!);
+}
+
+/** Scratch for the runs of a non-shmem object. */
+const fileRuns = new RunList();
 
 /** A mapping of a process address space (`struct vm_area_struct`), in pages. */
 export interface Vma {
@@ -509,11 +329,11 @@ export class Mm {
   }
 
   /**
-   * `pin_user_pages`: faults in and resolves `[page, page + n)`, appending its physically
-   * contiguous runs to `out` (indices `base` + offset). EFAULT if a page is unmapped, or not
-   * writable when `write` (FOLL_WRITE), or not readable.
+   * `pin_user_pages`: what faults in and resolves `[page, page + n)`, appended to `out` (indices
+   * `base` + offset) for the native pin. EFAULT if a page is unmapped, or not writable when
+   * `write` (FOLL_WRITE), or not readable.
    */
-  gup(page: number, n: number, write: boolean, out: RunList, base: number): void {
+  gup(page: number, n: number, write: boolean, out: Segments, base: number): void {
     if (!this.alive) errno('EFAULT', 'the mm is gone');
     // Check the whole range first so that a failure pins nothing.
     for (let p = page; p < page + n; ) {
@@ -526,7 +346,7 @@ export class Mm {
     while (p < page + n) {
       const v = this.find(p)!;
       const len = Math.min(v.end, page + n) - p;
-      v.obj.runs(v.pgoff + (p - v.start), len, out, base + (p - page));
+      backingSegments(v.obj, v.pgoff + (p - v.start), len, out, base + (p - page));
       p += len;
     }
   }

@@ -21,6 +21,7 @@
 //! - `memory`: `NativeMemory` over `physmem::PhysMem`, and the `Rc` its units and page tables share;
 //! - `unit`: `NativeUnit` over `vtd::Unit` (registers, DMA translation, faults, caches);
 //! - `pagetable`: `NativePageTable` and `NativeGather` over `vtd::PageTable` and `vtd::Gather`;
+//! - `pins`: `NativePins` over `iopt`: a kernel's page pin counts, shmem folios and `iopt_pages` runs;
 //! - `devicetree`: `NativeFdtWriter` and the one-call-per-tree `fdt*` functions over `fdt`;
 //! - `node_api`: the Node-API version the module declares, and native bytes reported to V8;
 //! - `arrays`: V8-owned arrays out, zero-copy typed arrays in;
@@ -33,6 +34,7 @@ mod error;
 mod memory;
 mod node_api;
 mod pagetable;
+mod pins;
 mod unit;
 
 pub use devicetree::{
@@ -43,6 +45,7 @@ pub use error::Code;
 pub use memory::{MemoryStats, NativeMemory, PreservedBlock, ScrubReport};
 pub use node_api::{native_module_api_version, node_api_module_get_api_version_v1};
 pub use pagetable::{MappedPages, NativeGather, NativePageTable, WalkStep};
+pub use pins::NativePins;
 pub use unit::{CacheOccupancy, Fault, NativeUnit, Registers, UnitOptions, UnitStats};
 
 use napi_derive::napi;

@@ -1,10 +1,13 @@
 // struct iopt_pages: the pages behind one MAP (or MAP_FILE), shared by refcount with the areas
 // COPY makes. Pages are pinned lazily, per window of page indices in use by a filled area, and
-// each page is pinned once however many areas and domains use it (pages.c).
+// each page is pinned once however many areas and domains use it (pages.c). The run list and the
+// windows are native (pins.ts): pinning an area is one call (after the accounting and the VMA
+// checks here), and so is its map batch.
 import { errno } from '../../uapi/errno.js';
 import type { File } from '../file.js';
 import type { PinRecord } from '../guestmemfs/pins.js';
-import { HPAGE_PAGES, PAGE_SIZE, RunList, type Backing, type Mm, type PageRefs } from '../mm.js';
+import { backingSegments, PAGE_SIZE, Segments, type Backing, type Mm, type PageRefs, type RunList } from '../mm.js';
+import { checkStatus } from '../pins.js';
 
 const PAGE = BigInt(PAGE_SIZE);
 
@@ -76,22 +79,14 @@ export interface PagesFile {
   filePage: number;
 }
 
-/** A window of page indices pinned `users` times (one per filled area covering it). */
-interface Span {
-  first: number;
-  last: number;
-  users: number;
-}
-
-/** Scratch for pinning holes next to what is already pinned. */
-const holeRuns = new RunList();
+/** Scratch for what one pin resolves. */
+const segs = new Segments();
 
 /** `struct iopt_pages`. */
 export class IoptPages {
   private kref = 1;
-  private spans: Span[] = [];
-  /** Pinned physically contiguous runs, sorted by page index. */
-  private runs = new RunList();
+  /** Its run list and windows in `refs.native` while anything is pinned, else -1. */
+  private handle = -1;
   /** Pages pinned by this object (`pages->npinned`). */
   npinned = 0;
 
@@ -128,106 +123,71 @@ export class IoptPages {
     }
   }
 
-  /** Pins page indices `[first, last]` for one more user. All or nothing (EFAULT, ENOMEM). */
+  /**
+   * Pins page indices `[first, last]` for one more user: the pages nobody pins yet are charged,
+   * resolved and pinned. All or nothing (EFAULT, ENOMEM).
+   */
   pin(first: number, last: number): void {
-    if (this.spans.length === 0) return this.pinFresh(first, last);
-    // Pin the holes of [first, last] nobody pins yet, before touching any count.
-    const holes: [number, number][] = [];
-    let cur = first;
-    for (const s of this.spans) {
-      if (s.last < cur) continue;
-      if (s.first > last) break;
-      if (s.first > cur) holes.push([cur, s.first - 1]);
-      cur = s.last + 1;
-      if (cur > last) break;
-    }
-    if (cur <= last) holes.push([cur, last]);
-    const got = holeRuns;
-    got.count = 0;
+    segs.count = 0;
     let charged = 0;
     try {
-      for (const [a, b] of holes) {
-        this.account.charge(b - a + 1);
-        charged += b - a + 1;
-        this.resolve(a, b - a + 1, got);
+      if (this.npinned === 0) {
+        // Nothing pinned yet: the whole window is the one hole.
+        this.account.charge(last - first + 1);
+        charged = last - first + 1;
+        this.resolve(first, last - first + 1, segs);
+      } else {
+        const holes = this.refs.native.pagesHoles(this.handle, first, last);
+        for (let i = 0; i < holes.length; i += 2) {
+          const n = holes[i + 1]! - holes[i]! + 1;
+          this.account.charge(n);
+          charged += n;
+          this.resolve(holes[i]!, n, segs);
+        }
       }
+      const h = this.refs.native.pagesPin(this.handle, first, last, segs.view());
+      if (h < 0) checkStatus(-h);
+      this.handle = h;
     } catch (e) {
       if (charged) this.account.uncharge(charged);
       throw e;
     }
-    for (let i = 0; i < got.count; i++) {
-      this.refs.pin(got.pfn[i]!, got.len[i]!);
-      this.insertRun(got.idx[i]!, got.pfn[i]!, got.len[i]!);
-    }
     this.npinned += charged;
-    this.addSpan(first, last);
-  }
-
-  /** `pin` when nothing is pinned yet: runs land in order straight in the run list. */
-  private pinFresh(first: number, last: number): void {
-    const n = last - first + 1;
-    this.account.charge(n);
-    const runs = this.runs;
-    runs.reserve(Math.min(n, Math.ceil(n / HPAGE_PAGES) + 2));
-    try {
-      this.resolve(first, n, runs);
-    } catch (e) {
-      runs.count = 0;
-      this.account.uncharge(n);
-      throw e;
-    }
-    for (let i = 0; i < runs.count; i++) this.refs.pin(runs.pfn[i]!, runs.len[i]!);
-    this.npinned += n;
-    this.spans.push({ first, last, users: 1 });
   }
 
   /** Drops one user of `[first, last]`; pages nobody uses any more are unpinned. */
   unpin(first: number, last: number): void {
-    const only = this.spans.length === 1 ? this.spans[0]! : undefined;
-    if (only && only.first === first && only.last === last && only.users === 1) {
-      // The common case: the one area using these pages goes away.
-      this.spans.length = 0;
-      this.dropRuns(first, last);
-      return;
-    }
-    this.split(first);
-    this.split(last + 1);
-    const keep: Span[] = [];
-    for (const s of this.spans) {
-      if (s.first >= first && s.last <= last && --s.users === 0) {
-        this.dropRuns(s.first, s.last);
-        continue;
-      }
-      keep.push(s);
-    }
-    this.spans = this.merge(keep);
+    if (this.handle < 0) return; // never pinned
+    const dropped = this.refs.native.pagesUnpin(this.handle, first, last);
+    if (dropped === 0) return;
+    this.npinned -= dropped;
+    // Nothing pinned: the native side forgot the run list.
+    if (this.npinned === 0) this.handle = -1;
+    this.account.uncharge(dropped);
+    this.refs.reap();
   }
 
   /**
-   * Appends the map batch of page indices `[first, last]` (which must be pinned), placed at IOVA
-   * page `iovaPfn` onwards, to `out`: one entry per run, or per page when `small`.
+   * Fills `out` with the map batch of page indices `[first, last]` (which must be pinned), placed
+   * at IOVA page `iovaPfn` onwards: one entry per run, or per page when `small`.
    */
   batch(first: number, last: number, iovaPfn: number, small: boolean, out: RunList): void {
-    const { idx, pfn, len } = this.runs;
-    let lo = 0;
-    let hi = this.runs.count;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (idx[mid]! + len[mid]! <= first) lo = mid + 1;
-      else hi = mid;
+    const pins = this.refs.native;
+    if (this.handle < 0) {
+      out.count = 0;
+      return;
     }
-    for (let i = lo; i < this.runs.count && idx[i]! <= last; i++) {
-      const a = idx[i]! > first ? idx[i]! : first;
-      const end = idx[i]! + len[i]! - 1;
-      const b = end < last ? end : last;
-      const p = pfn[i]! + (a - idx[i]!);
-      const at = iovaPfn + (a - first);
-      if (small) for (let k = 0; k <= b - a; k++) out.append(at + k, p + k, 1);
-      else out.append(at, p, b - a + 1);
+    let n = pins.pagesBatch(this.handle, first, last, iovaPfn, small, out.idx, out.pfn, out.len);
+    if (n > out.idx.length) {
+      out.count = 0;
+      out.reserve(n);
+      n = pins.pagesBatch(this.handle, first, last, iovaPfn, small, out.idx, out.pfn, out.len);
     }
+    out.count = n;
   }
 
-  private resolve(first: number, n: number, out: RunList): void {
+  /** Appends what pins page indices `[first, first + n)` to `out`. */
+  private resolve(first: number, n: number, out: Segments): void {
     const s = this.source;
     if (s.type === 'user') s.mm.gup(s.page + first, n, this.writable, out, first);
     else {
@@ -236,105 +196,7 @@ export class IoptPages {
       if (!s.obj) errno('EINVAL', 'not a shmem file');
       const end = s.page + first + n;
       if ((s.obj.isize !== undefined && BigInt(end) * PAGE > s.obj.isize) || end > s.obj.npages) errno('EINVAL', 'beyond the end of the file');
-      s.obj.runs(s.page + first, n, out, first);
+      backingSegments(s.obj, s.page + first, n, out, first);
     }
-  }
-
-  /** Inserts a run at its place by index (pins next to existing ones). */
-  private insertRun(idx: number, pfn: number, n: number): void {
-    const r = this.runs;
-    const k = r.count;
-    if (k === 0 || r.idx[k - 1]! < idx) return r.push(idx, pfn, n);
-    let lo = 0;
-    let hi = k;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (r.idx[mid]! < idx) lo = mid + 1;
-      else hi = mid;
-    }
-    r.reserve(k + 1);
-    r.idx.copyWithin(lo + 1, lo, k);
-    r.pfn.copyWithin(lo + 1, lo, k);
-    r.len.copyWithin(lo + 1, lo, k);
-    r.idx[lo] = idx;
-    r.pfn[lo] = pfn;
-    r.len[lo] = n;
-    r.count = k + 1;
-  }
-
-  /** Unpins and forgets the runs inside `[first, last]`, splitting runs at the edges. */
-  private dropRuns(first: number, last: number): void {
-    const r = this.runs;
-    const k = r.count;
-    let dropped = 0;
-    if (k && first <= r.idx[0]! && last >= r.idx[k - 1]! + r.len[k - 1]! - 1) {
-      // Everything goes: no splitting, no copies.
-      for (let i = 0; i < k; i++) {
-        this.refs.unpin(r.pfn[i]!, r.len[i]!);
-        dropped += r.len[i]!;
-      }
-      r.count = 0;
-    } else {
-      const next = new RunList();
-      next.reserve(k + 1);
-      for (let i = 0; i < k; i++) {
-        const a = r.idx[i]!;
-        const b = a + r.len[i]! - 1;
-        const p = r.pfn[i]!;
-        if (b < first || a > last) {
-          next.push(a, p, b - a + 1);
-          continue;
-        }
-        const lo = Math.max(a, first);
-        const hi = Math.min(b, last);
-        this.refs.unpin(p + (lo - a), hi - lo + 1);
-        dropped += hi - lo + 1;
-        if (a < lo) next.push(a, p, lo - a);
-        if (hi < b) next.push(hi + 1, p + (hi + 1 - a), b - hi);
-      }
-      this.runs = next;
-    }
-    this.npinned -= dropped;
-    if (dropped) this.account.uncharge(dropped);
-  }
-
-  private addSpan(first: number, last: number): void {
-    this.split(first);
-    this.split(last + 1);
-    const out: Span[] = [];
-    let cur = first;
-    for (const s of this.spans) {
-      if (s.last < first || s.first > last) {
-        out.push(s);
-        continue;
-      }
-      if (s.first > cur) out.push({ first: cur, last: s.first - 1, users: 1 });
-      s.users++;
-      out.push(s);
-      cur = s.last + 1;
-    }
-    if (cur <= last) out.push({ first: cur, last, users: 1 });
-    out.sort((x, y) => x.first - y.first);
-    this.spans = this.merge(out);
-  }
-
-  private split(at: number): void {
-    for (let i = 0; i < this.spans.length; i++) {
-      const s = this.spans[i]!;
-      if (s.first < at && at <= s.last) {
-        this.spans.splice(i, 1, { first: s.first, last: at - 1, users: s.users }, { first: at, last: s.last, users: s.users });
-        return;
-      }
-    }
-  }
-
-  private merge(spans: Span[]): Span[] {
-    const out: Span[] = [];
-    for (const s of spans) {
-      const prev = out[out.length - 1];
-      if (prev && prev.last + 1 === s.first && prev.users === s.users) prev.last = s.last;
-      else out.push({ ...s });
-    }
-    return out;
   }
 }
