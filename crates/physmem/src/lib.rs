@@ -10,7 +10,7 @@
 //! back (its contents are its fill again), so [`Stats::host_bytes`] returns to 0 once no frame
 //! holds data.
 //!
-//! Frames live flat, as QEMU's RAM blocks: one sparse memfd mapping of the whole memory, so a
+//! Frames live flat, as QEMU's RAM blocks: one sparse anonymous mapping of the whole memory, so a
 //! physical address plus a base is a host pointer and a page-table read is one load; dropped
 //! frames are punched out of it. A memory is mapped flat up to [`FLAT_MAX`] (16 TiB), while the
 //! flat memories of the process together reserve at most [`FLAT_BUDGET`] (64 TiB) of address
@@ -304,13 +304,26 @@ impl PhysMem {
     }
 
     /// The hardware's view of a 64-bit read: `None` when `pa` lies beyond memory (a DMA read
-    /// error), the word otherwise. `pa` must be 8-byte aligned; low bits are ignored.
-    #[inline]
+    /// error), the word otherwise. `pa` must be 8-byte aligned; low bits are ignored. On a flat
+    /// memory a word never written may map the host's zero page (no memory), unlike
+    /// [`read_u64`](Self::read_u64), which reads only frames that hold data.
+    #[inline(always)]
     pub fn dma_read_u64(&self, pa: u64) -> Option<u64> {
         if pa >= self.size {
             return None;
         }
-        Some(self.load_u64(pa & !7))
+        // A walk's one load: a non-zero word of a flat memory needs no residency check.
+        let word = self.store.word(pa & !7);
+        if word != 0 {
+            return Some(word);
+        }
+        Some(self.load_u64_cold(pa & !7))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn load_u64_cold(&self, pa: u64) -> u64 {
+        self.load_u64(pa)
     }
 
     #[inline]

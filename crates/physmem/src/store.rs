@@ -1,4 +1,4 @@
-//! Frame storage: flat (one sparse memfd mapping, [`flat`]) whenever the host can map the memory,
+//! Frame storage: flat (one sparse host mapping, [`flat`]) whenever the host can map the memory,
 //! else the radix index ([`radix`]). The kind is chosen when the first frame is written and the
 //! storage is released with the last one, so an empty store holds neither memory nor address
 //! space, and a memory refused a flat mapping may get one later.
@@ -56,6 +56,16 @@ impl FrameStore {
             Kind::Flat(s) => s.get(fn_),
             Kind::Radix(s) => s.get(fn_),
             Kind::Empty => None,
+        }
+    }
+
+    /// The non-zero little-endian word at the 8-byte aligned `pa` of a flat store, else 0 (then
+    /// ask [`get`](Self::get)). `pa` must be below the memory size.
+    #[inline(always)]
+    pub(crate) fn word(&self, pa: u64) -> u64 {
+        match &self.kind {
+            Kind::Flat(s) => s.word(pa),
+            _ => 0,
         }
     }
 

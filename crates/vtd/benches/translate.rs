@@ -52,6 +52,7 @@ impl Rng {
 struct Rig {
     mem: PhysMem,
     unit: Unit,
+    pgd: u64,
 }
 
 impl Rig {
@@ -70,7 +71,7 @@ impl Rig {
         mem.write_u64(ctx + 16 * (SID & 0xff) as u64 + 8, ce.hi).unwrap();
         unit.set_root_table(root);
         unit.enable_translation(true);
-        Rig { mem, unit }
+        Rig { mem, unit, pgd: pt.pgd() }
     }
 
     /// Translates `iovas` once, checks every result against the linear mapping, and returns
@@ -89,7 +90,19 @@ impl Rig {
 
     fn bench(&mut self, g: &mut BenchmarkGroup<'_, WallTime>, id: &str, iovas: &[u64]) {
         let mut out = vec![0u64; iovas.len()];
-        let Rig { mem, unit } = self;
+        let Rig { mem, unit, .. } = self;
+        // On a shared machine: the median of many short rounds, as bench/walk_flat.c reports.
+        if let Some(rounds) = std::env::var("VTD_BENCH_ROUNDS").ok().and_then(|r| r.parse::<usize>().ok()) {
+            let mut t: Vec<f64> = (0..rounds)
+                .map(|_| {
+                    let t0 = std::time::Instant::now();
+                    black_box(unit.translate_batch(mem, SID, black_box(iovas), &mut out, false, None));
+                    t0.elapsed().as_nanos() as f64 / iovas.len() as f64
+                })
+                .collect();
+            t.sort_by(f64::total_cmp);
+            eprintln!("translate/{id}: median of {rounds} rounds: {:.2} ns per translation", t[rounds / 2]);
+        }
         g.bench_function(id, |b| {
             b.iter(|| black_box(unit.translate_batch(mem, SID, black_box(iovas), &mut out, false, None)))
         });
@@ -100,6 +113,39 @@ impl Rig {
 fn random_iovas(seed: u64, n: usize) -> Vec<u64> {
     let mut rng = Rng(seed);
     (0..n).map(|_| (IOVA + rng.below(GIB)) & !7).collect()
+}
+
+/// Writes what bench/walk_flat.c walks: the pgd, the table pages (pa + 4096 bytes each), the
+/// IOVAs and their translations, all little-endian u64 (`VTD_WALK_DUMP=<file>`).
+fn dump_walk(rig: &Rig, iovas: &[u64], file: &std::path::Path) {
+    fn tables(mem: &PhysMem, pa: u64, level: u32, out: &mut Vec<u64>) {
+        out.push(pa);
+        let mut words = [0u64; 512];
+        mem.read_u64s(pa, &mut words).unwrap();
+        for pte in words {
+            // Present (R or W) and not a leaf (PS, bit 7) above the last level: a table.
+            if level > 1 && pte & 3 != 0 && pte & 0x80 == 0 {
+                tables(mem, pte & 0x000f_ffff_ffff_f000, level - 1, out);
+            }
+        }
+    }
+    let mut pages = Vec::new();
+    tables(&rig.mem, rig.pgd, 4, &mut pages);
+    let mut w: Vec<u64> = vec![rig.pgd, pages.len() as u64, iovas.len() as u64];
+    let mut bytes = Vec::new();
+    for &pa in &pages {
+        let mut page = [0u64; 512];
+        rig.mem.read_u64s(pa, &mut page).unwrap();
+        w.push(pa);
+        w.extend(page);
+    }
+    w.extend(iovas);
+    w.extend(iovas.iter().map(|&iova| iova - IOVA + PA_4K));
+    for x in w {
+        bytes.extend(x.to_le_bytes());
+    }
+    std::fs::write(file, bytes).unwrap();
+    eprintln!("translate/walk_4level: {} table pages and {} IOVAs written to {}", pages.len(), iovas.len(), file.display());
 }
 
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
@@ -137,6 +183,9 @@ fn translate(c: &mut Criterion) {
         rig.check(&iovas);
         let (misses, walks, psc) = rig.check(&iovas);
         assert_eq!((misses, walks, psc), (BATCH as u64, BATCH as u64, 0));
+        if let Some(file) = std::env::var_os("VTD_WALK_DUMP") {
+            dump_walk(&rig, &iovas, std::path::Path::new(&file));
+        }
         rig.bench(&mut g, "walk_4level", &iovas);
     }
 

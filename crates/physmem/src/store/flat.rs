@@ -1,18 +1,20 @@
-//! Flat frame storage, as QEMU's RAM blocks: the whole memory is one sparse host mapping of a
-//! memfd, so frame `n` lives at `base + n * 4096` and a page-table read is one load. Only pages
-//! written cost host memory (a memfd page is allocated on first write); a dropped frame's page is
-//! punched out of the memfd (`MADV_REMOVE`), so it reads as zero and costs nothing again.
+//! Flat frame storage, as QEMU's RAM blocks: the whole memory is one sparse anonymous host
+//! mapping, so frame `n` lives at `base + n * 4096` and a page-table read is one load. Only pages
+//! written cost host memory; a dropped frame's page is given back (`MADV_DONTNEED`), so it reads
+//! as zero and costs nothing again. Reading a page never written maps the kernel's shared zero
+//! page, which costs no memory either (a memfd would allocate a page on such a read, which is why
+//! the mapping is anonymous: guest RAM cannot be handed to another process by fd yet).
 //!
-//! A residency bitmap (one bit per frame, in a sparse anonymous mapping) says which frames hold
-//! data, since a frame without data reads as its fill, not as zero, and must not be touched (a
-//! read fault on a memfd hole allocates a page). The bitmap's own pages are given back when their
-//! last bit clears; a count per bitmap page lets range operations skip untouched parts.
+//! A residency bitmap (one bit per frame, in a second sparse mapping) says which frames hold
+//! data, since a frame without data reads as its fill, not as zero. The hot read
+//! ([`FlatStore::word`]) skips it: a non-zero word can only come from a frame that holds data,
+//! so only a zero word needs the bitmap. The bitmap's pages are given back when their last bit
+//! clears; a count per bitmap page lets range operations skip untouched parts.
 //!
-//! The mapping reserves address space, not memory (`MAP_NORESERVE`; a memfd's pages are charged
-//! when written, so strict overcommit does not refuse it either). Address space is finite (128
-//! TiB per process on x86-64, shared with V8), so a memory is mapped flat only up to [`FLAT_MAX`](crate::FLAT_MAX)
-//! and while every live flat memory together stays within [`FLAT_BUDGET`](crate::FLAT_BUDGET); the mapping exists
-//! only while a frame holds data.
+//! The mappings reserve address space, not memory (`MAP_NORESERVE`). Address space is finite
+//! (128 TiB per process on x86-64, shared with V8), so a memory is mapped flat only up to
+//! [`FLAT_MAX`](crate::FLAT_MAX) and while every live flat memory together stays within
+//! [`FLAT_BUDGET`](crate::FLAT_BUDGET); the mappings exist only while a frame holds data.
 use super::Frame;
 use crate::{FLAT_BUDGET, FLAT_MAX, FRAME_SHIFT};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,9 +27,9 @@ const PAGE_SHIFT: u32 = 15;
 static RESERVED: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) struct FlatStore {
-    /// `frames * 4096` bytes of a memfd, shared.
+    /// `frames * 4096` bytes.
     base: *mut u8,
-    /// One bit per frame, private anonymous.
+    /// One bit per frame.
     bits: *mut u64,
     data_len: usize,
     bits_len: usize,
@@ -38,28 +40,12 @@ pub(crate) struct FlatStore {
     resident: u64,
 }
 
-/// A mapping of `len` bytes: of a new memfd of that size when `memfd`, else anonymous.
-fn map(len: usize, memfd: bool) -> Option<*mut u8> {
-    // SAFETY: plain syscalls on our own new fd and mapping; every failure is checked.
+/// A private anonymous mapping of `len` bytes that reserves no memory.
+fn map(len: usize) -> Option<*mut u8> {
+    // SAFETY: a new mapping of our own; failure is checked.
     unsafe {
-        let (fd, flags) = if memfd {
-            let fd = libc::memfd_create(c"physmem".as_ptr(), libc::MFD_CLOEXEC);
-            if fd < 0 {
-                return None;
-            }
-            if libc::ftruncate(fd, len as libc::off_t) != 0 {
-                libc::close(fd);
-                return None;
-            }
-            (fd, libc::MAP_SHARED)
-        } else {
-            (-1, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
-        };
-        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags | libc::MAP_NORESERVE, fd, 0);
-        if fd >= 0 {
-            // The mapping keeps the file alive.
-            libc::close(fd);
-        }
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0);
         if p == libc::MAP_FAILED {
             return None;
         }
@@ -71,7 +57,7 @@ fn map(len: usize, memfd: bool) -> Option<*mut u8> {
 
 impl FlatStore {
     /// A flat store for `frames` frames, or `None` if the host will not map it (too large, over
-    /// the budget, pages not 4 KiB, or mmap/memfd refused): the caller falls back to the radix.
+    /// the budget, pages not 4 KiB, or mmap refused): the caller falls back to the radix.
     pub(crate) fn new(frames: u64) -> Option<Self> {
         if frames > FLAT_MAX >> FRAME_SHIFT || unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != 4096 {
             return None;
@@ -84,11 +70,11 @@ impl FlatStore {
             RESERVED.fetch_sub(va, Ordering::Relaxed);
             return None;
         }
-        let Some(base) = map(data_len, true) else {
+        let Some(base) = map(data_len) else {
             RESERVED.fetch_sub(va, Ordering::Relaxed);
             return None;
         };
-        let Some(bits) = map(bits_len, false) else {
+        let Some(bits) = map(bits_len) else {
             // SAFETY: our mapping, unused.
             unsafe { libc::munmap(base.cast(), data_len) };
             RESERVED.fetch_sub(va, Ordering::Relaxed);
@@ -120,12 +106,24 @@ impl FlatStore {
         }
     }
 
+    /// The little-endian word at the 8-byte aligned `pa` if it is not zero, else 0, without the
+    /// bitmap: a frame without data reads as zero here (so 0 says nothing; ask [`get`]).
+    /// Reading a page never written maps the zero page, which costs no memory.
+    ///
+    /// [`get`]: FlatStore::get
+    #[inline(always)]
+    pub(crate) fn word(&self, pa: u64) -> u64 {
+        debug_assert!(pa >> FRAME_SHIFT < self.counts.len() as u64 * PAGE_FRAMES && pa % 8 == 0);
+        // SAFETY: inside the mapping (the callers check the range), aligned.
+        u64::from_le(unsafe { self.base.add(pa as usize).cast::<u64>().read() })
+    }
+
     /// The frame's bytes for writing, filled with `init()` first if it held no data.
     #[inline]
     pub(crate) fn get_mut(&mut self, fn_: u64, init: impl FnOnce() -> u8) -> &mut Frame {
         debug_assert!(fn_ < self.counts.len() as u64 * PAGE_FRAMES);
         // SAFETY: as in `get`; `&mut self` makes the frame's bytes exclusively ours. A frame
-        // without data is a hole of the memfd, so it reads as zero until written.
+        // without data was never written or was given back, so it reads as zero.
         unsafe {
             let word = &mut *self.bits.add((fn_ >> 6) as usize);
             let frame = self.base.add((fn_ << FRAME_SHIFT) as usize);
@@ -147,8 +145,8 @@ impl FlatStore {
     /// Gives back the data pages of frames `[lo, hi)` (they read as zero again).
     fn punch(&self, lo: u64, hi: u64) {
         if lo < hi {
-            // SAFETY: inside our shared mapping; MADV_REMOVE frees the memfd's pages.
-            unsafe { libc::madvise(self.base.add((lo << FRAME_SHIFT) as usize).cast(), ((hi - lo) << FRAME_SHIFT) as usize, libc::MADV_REMOVE) };
+            // SAFETY: inside our private anonymous mapping; its pages read as zero afterwards.
+            unsafe { libc::madvise(self.base.add((lo << FRAME_SHIFT) as usize).cast(), ((hi - lo) << FRAME_SHIFT) as usize, libc::MADV_DONTNEED) };
         }
     }
 

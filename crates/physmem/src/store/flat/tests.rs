@@ -1,6 +1,6 @@
 use super::*;
 
-/// Whether the host holds the data page of frame `fn_` (mincore sees a memfd's page cache).
+/// Whether the host maps a page for frame `fn_`.
 fn in_core(s: &FlatStore, fn_: u64) -> bool {
     let mut v = 0u8;
     // SAFETY: one page inside our mapping.
@@ -21,10 +21,10 @@ fn a_written_frame_is_resident_and_a_dropped_one_gives_its_page_back() {
     assert_eq!(s.host_bytes(), 2 * 4096 + 8192 * 4, "the frame and one bitmap page");
     assert_eq!(s.remove_range(0, 1 << 28), 1);
     assert!(s.get(5).is_none());
-    assert!(!in_core(&s, 5), "punched out of the memfd");
+    assert!(!in_core(&s, 5), "given back");
     assert_eq!((s.resident(), s.pages), (0, 0));
     s.get_mut(5, || 0);
-    assert_eq!(s.get(5).unwrap()[0], 0, "a punched frame reads as zero before its fill is written");
+    assert_eq!(s.get(5).unwrap()[0], 0, "a given-back frame reads as zero before its fill is written");
 }
 
 #[test]
