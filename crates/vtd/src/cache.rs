@@ -70,6 +70,12 @@ impl SetAssoc {
         }
     }
 
+    /// Whether no entry is valid (one test instead of one per kind).
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.counts == [0; 4]
+    }
+
     #[inline(always)]
     pub(crate) fn lookup(&mut self, key: u64) -> Option<(u64, u8)> {
         if self.tags.is_empty() {

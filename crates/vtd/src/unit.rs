@@ -141,6 +141,8 @@ pub struct Unit {
     cap: u64,
     ecap: u64,
     haw: u32,
+    /// `slpte_addr`'s mask for `haw`, computed once for the walk.
+    addr_mask: u64,
     rsvd: SlpteRsvd,
     gsts: u32,
     rtaddr: u64,
@@ -224,6 +226,7 @@ impl Unit {
             cap,
             ecap,
             haw,
+            addr_mask: slpte_addr(!0, haw),
             gsts: 0,
             rtaddr: 0,
             root: 0,

@@ -113,7 +113,7 @@ impl FlatStore {
     /// [`get`]: FlatStore::get
     #[inline(always)]
     pub(crate) fn word(&self, pa: u64) -> u64 {
-        debug_assert!(pa >> FRAME_SHIFT < self.counts.len() as u64 * PAGE_FRAMES && pa % 8 == 0);
+        debug_assert!(pa >> FRAME_SHIFT < self.counts.len() as u64 * PAGE_FRAMES && pa.is_multiple_of(8));
         // SAFETY: inside the mapping (the callers check the range), aligned.
         u64::from_le(unsafe { self.base.add(pa as usize).cast::<u64>().read() })
     }

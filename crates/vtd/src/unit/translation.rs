@@ -155,8 +155,8 @@ impl Unit {
             self.fault(sid, iova, FaultReason::AddrBeyondMgaw, write, ctx.fpd);
             return Err(FaultReason::AddrBeyondMgaw);
         }
-        // IOTLB: one probe per page size that has entries.
-        for kind in 0..3 {
+        // IOTLB: one probe per page size that has entries (none at all: one test).
+        for kind in 0..if self.iotlb.is_empty() { 0 } else { 3 } {
             if self.iotlb.counts[kind] == 0 {
                 continue;
             }
@@ -192,7 +192,7 @@ impl Unit {
         let mut level = ctx.levels;
         let mut table = ctx.slptptr;
         let mut perm = (SL_R | SL_W) as u8;
-        for l in 2..=ctx.levels {
+        for l in 2..=if self.psc.is_empty() { 0 } else { ctx.levels } {
             let kind = (l - 2) as usize;
             if self.psc.counts[kind] == 0 {
                 continue;
@@ -219,7 +219,8 @@ impl Unit {
             if pte & self.rsvd.mask(pte, level) != 0 {
                 return Err(FaultReason::PagingEntryRsvd);
             }
-            let addr = slpte_addr(pte, self.haw);
+            // slpte_addr with the unit's mask computed once.
+            let addr = pte & self.addr_mask;
             if slpte_is_leaf(pte, level) {
                 let last = addr + (level_size(level) - 1);
                 if !(addr > INTERRUPT_LAST || last < INTERRUPT_FIRST) {
