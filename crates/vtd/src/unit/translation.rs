@@ -208,6 +208,8 @@ impl Unit {
                 break;
             }
         }
+        // Disjoint borrows: what the loop reads stays in registers across the PSC insert.
+        let (rsvd, addr_mask, psc) = (&self.rsvd, self.addr_mask, &mut self.psc);
         loop {
             let Some(pte) = mem.dma_read_u64(table + 8 * level_index(iova, level)) else {
                 return Err(if level == ctx.levels { FaultReason::ContextEntryInv } else { FaultReason::PagingEntryInv });
@@ -216,11 +218,11 @@ impl Unit {
             if pte as u8 & need == 0 {
                 return Err(deny);
             }
-            if pte & self.rsvd.mask(pte, level) != 0 {
+            if pte & rsvd.mask(pte, level) != 0 {
                 return Err(FaultReason::PagingEntryRsvd);
             }
             // slpte_addr with the unit's mask computed once.
-            let addr = pte & self.addr_mask;
+            let addr = pte & addr_mask;
             if slpte_is_leaf(pte, level) {
                 let last = addr + (level_size(level) - 1);
                 if !(addr > INTERRUPT_LAST || last < INTERRUPT_FIRST) {
@@ -228,7 +230,7 @@ impl Unit {
                 }
                 return Ok((addr, level, perm));
             }
-            self.psc.insert(key(ctx.did, level - 2, iova >> level_shift(level)), addr, perm);
+            psc.insert(key(ctx.did, level - 2, iova >> level_shift(level)), addr, perm);
             table = addr;
             level -= 1;
         }
