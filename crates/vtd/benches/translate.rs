@@ -1,11 +1,11 @@
 //! Native benchmarks of the VT-d model's hot paths: DMA translation (IOTLB hit, full walk,
 //! walk resumed from the paging-structure cache, a realistic mostly-miss batch) and the kernel
-//! side's map/unmap of 1 GiB.
+//! side's map/unmap of 1 GiB, and DMA bandwidth (1 MiB reads and writes).
 //!
 //! Run with `cargo bench -p vtd --bench translate`. Criterion writes
 //! `target/criterion/<group>/<function>/new/estimates.json`; `mean.point_estimate` is ns per
 //! iteration (one iteration = one 4096-entry batch for `translate/*`, one map or unmap of 1 GiB
-//! for `map/*` and `unmap/*`). The ids are stable: scripts read them.
+//! for `map/*` and `unmap/*`, one 1 MiB transfer for `dma/*`). The ids are stable: scripts read them.
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -214,6 +214,35 @@ fn translate(c: &mut Criterion) {
     g.finish();
 }
 
+/// DMA bandwidth: 1 MiB reads and writes through the default unit, each at the next MiB of the
+/// mapped GiB (so frames are copied, not just translated), after one pass wrote them all.
+fn dma(c: &mut Criterion) {
+    const MIB: usize = 1 << 20;
+    let mut g = group(c, "dma");
+    g.throughput(Throughput::Bytes(MIB as u64));
+    let mut rig = Rig::new(UnitConfig::default());
+    let data = vec![0x5au8; MIB];
+    for k in 0..(GIB as usize / MIB) {
+        rig.unit.dma_write(&mut rig.mem, SID, IOVA + (k * MIB) as u64, &data).unwrap().unwrap();
+    }
+    let mut buf = vec![0u8; MIB];
+    let mut k = 0u64;
+    let Rig { mem, unit, .. } = &mut rig;
+    g.bench_function("read_1m", |b| {
+        b.iter(|| {
+            k = (k + 1) % (GIB / MIB as u64);
+            unit.dma_read(mem, SID, IOVA + k * MIB as u64, &mut buf).unwrap().unwrap();
+        })
+    });
+    g.bench_function("write_1m", |b| {
+        b.iter(|| {
+            k = (k + 1) % (GIB / MIB as u64);
+            unit.dma_write(mem, SID, IOVA + k * MIB as u64, &data).unwrap().unwrap();
+        })
+    });
+    g.finish();
+}
+
 /// A fresh memory with an empty 4-level table, built from the default unit's page-table config.
 fn fresh_table() -> (PhysMem, PageTable, Gather) {
     let unit = Unit::new(UnitConfig::default()).unwrap();
@@ -272,5 +301,5 @@ fn map_unmap(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, translate, map_unmap);
+criterion_group!(benches, translate, map_unmap, dma);
 criterion_main!(benches);

@@ -5,13 +5,13 @@
 //! page, which costs no memory either (a memfd would allocate a page on such a read, which is why
 //! the mapping is anonymous: guest RAM cannot be handed to another process by fd yet).
 //!
-//! A residency bitmap (one bit per frame, in a second sparse mapping) says which frames hold
+//! A residency bitmap (one bit per frame, in 4 KiB leaves made on demand) says which frames hold
 //! data, since a frame without data reads as its fill, not as zero. The hot read
 //! ([`FlatStore::word`]) skips it: a non-zero word can only come from a frame that holds data,
-//! so only a zero word needs the bitmap. The bitmap's pages are given back when their last bit
-//! clears; a count per bitmap page lets range operations skip untouched parts.
+//! so only a zero word needs the bitmap. A leaf goes when its last bit clears; leaves are heap
+//! blocks, not pages of a mapping, so a new memory reuses freed ones without page faults.
 //!
-//! The mappings reserve address space, not memory (`MAP_NORESERVE`). Address space is finite
+//! The mapping reserves address space, not memory (`MAP_NORESERVE`). Address space is finite
 //! (128 TiB per process on x86-64, shared with V8), so a memory is mapped flat only up to
 //! [`FLAT_MAX`](crate::FLAT_MAX) and while every live flat memory together stays within
 //! [`FLAT_BUDGET`](crate::FLAT_BUDGET); the mappings exist only while a frame holds data.
@@ -19,7 +19,7 @@ use super::Frame;
 use crate::{FLAT_BUDGET, FLAT_MAX, FRAME_SHIFT};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Frames per bitmap page (4096 bytes of bits).
+/// Frames per bitmap leaf (4096 bytes of bits).
 const PAGE_FRAMES: u64 = 4096 * 8;
 const PAGE_SHIFT: u32 = 15;
 
@@ -29,16 +29,17 @@ static RESERVED: AtomicU64 = AtomicU64::new(0);
 pub(crate) struct FlatStore {
     /// `frames * 4096` bytes.
     base: *mut u8,
-    /// One bit per frame.
-    bits: *mut u64,
     data_len: usize,
-    bits_len: usize,
-    /// Set bits per bitmap page.
+    /// One bit per frame, in leaves of `PAGE_FRAMES` frames; `None` while no bit is set.
+    leaves: Vec<Option<Box<Leaf>>>,
+    /// Set bits per leaf.
     counts: Vec<u32>,
-    /// Bitmap pages with a set bit (resident).
+    /// Leaves that exist.
     pages: u64,
     resident: u64,
 }
+
+type Leaf = [u64; (PAGE_FRAMES / 64) as usize];
 
 /// A private anonymous mapping of `len` bytes that reserves no memory.
 fn map(len: usize) -> Option<*mut u8> {
@@ -64,8 +65,7 @@ impl FlatStore {
         }
         let data_len = (frames << FRAME_SHIFT) as usize;
         let pages = frames.div_ceil(PAGE_FRAMES);
-        let bits_len = (pages * 4096) as usize;
-        let va = (data_len + bits_len) as u64;
+        let va = data_len as u64;
         if RESERVED.fetch_add(va, Ordering::Relaxed) + va > FLAT_BUDGET {
             RESERVED.fetch_sub(va, Ordering::Relaxed);
             return None;
@@ -74,36 +74,37 @@ impl FlatStore {
             RESERVED.fetch_sub(va, Ordering::Relaxed);
             return None;
         };
-        let Some(bits) = map(bits_len) else {
-            // SAFETY: our mapping, unused.
-            unsafe { libc::munmap(base.cast(), data_len) };
-            RESERVED.fetch_sub(va, Ordering::Relaxed);
-            return None;
-        };
-        Some(FlatStore { base, bits: bits.cast(), data_len, bits_len, counts: vec![0; pages as usize], pages: 0, resident: 0 })
+        let leaves = (0..pages).map(|_| None).collect();
+        Some(FlatStore { base, data_len, leaves, counts: vec![0; pages as usize], pages: 0, resident: 0 })
     }
 
     pub(crate) fn resident(&self) -> u64 {
         self.resident
     }
 
-    /// Host bytes held: written frames, bitmap pages with a set bit, and the page counts.
+    /// Host bytes held: written frames, bitmap leaves, and the leaf table and counts.
     pub(crate) fn host_bytes(&self) -> u64 {
-        (self.resident + self.pages) * 4096 + self.counts.capacity() as u64 * 4
+        (self.resident + self.pages) * 4096 + self.counts.capacity() as u64 * (4 + 8)
+    }
+
+    /// The bitmap word of frame `fn_`, 0 where no leaf exists.
+    #[inline(always)]
+    fn bits(&self, fn_: u64) -> u64 {
+        match &self.leaves[(fn_ >> PAGE_SHIFT) as usize] {
+            Some(leaf) => leaf[(fn_ >> 6) as usize % leaf.len()],
+            None => 0,
+        }
     }
 
     /// The frame's bytes, or `None` if it holds no data. `fn_` must be below the frame count.
     #[inline(always)]
     pub(crate) fn get(&self, fn_: u64) -> Option<&Frame> {
         debug_assert!(fn_ < self.counts.len() as u64 * PAGE_FRAMES);
-        // SAFETY: `fn_` is inside both mappings (the callers check the range); the bit is read
-        // first so a frame without data is never touched.
-        unsafe {
-            if *self.bits.add((fn_ >> 6) as usize) >> (fn_ & 63) & 1 == 0 {
-                return None;
-            }
-            Some(&*self.base.add((fn_ << FRAME_SHIFT) as usize).cast::<Frame>())
+        if self.bits(fn_) >> (fn_ & 63) & 1 == 0 {
+            return None;
         }
+        // SAFETY: `fn_` is inside the mapping (the callers check the range).
+        Some(unsafe { &*self.base.add((fn_ << FRAME_SHIFT) as usize).cast::<Frame>() })
     }
 
     /// The little-endian word at the 8-byte aligned `pa` if it is not zero, else 0, without the
@@ -125,13 +126,17 @@ impl FlatStore {
         // SAFETY: as in `get`; `&mut self` makes the frame's bytes exclusively ours. A frame
         // without data was never written or was given back, so it reads as zero.
         unsafe {
-            let word = &mut *self.bits.add((fn_ >> 6) as usize);
             let frame = self.base.add((fn_ << FRAME_SHIFT) as usize);
+            let page = (fn_ >> PAGE_SHIFT) as usize;
+            let leaf = self.leaves[page].get_or_insert_with(|| {
+                self.pages += 1;
+                // All-zero bits: an empty leaf.
+                Box::new_zeroed().assume_init()
+            });
+            let word = &mut leaf[(fn_ >> 6) as usize % (PAGE_FRAMES / 64) as usize];
             if *word >> (fn_ & 63) & 1 == 0 {
                 *word |= 1 << (fn_ & 63);
-                let count = &mut self.counts[(fn_ >> PAGE_SHIFT) as usize];
-                self.pages += (*count == 0) as u64;
-                *count += 1;
+                self.counts[page] += 1;
                 self.resident += 1;
                 let byte = init();
                 if byte != 0 {
@@ -150,26 +155,22 @@ impl FlatStore {
         }
     }
 
-    /// Gives back bitmap pages `[lo, hi)`, whose bits are all clear.
-    fn drop_bit_pages(&self, lo: u64, hi: u64) {
-        if lo < hi {
-            // SAFETY: inside our private anonymous mapping; its pages read as zero afterwards.
-            unsafe { libc::madvise(self.bits.cast::<u8>().add(lo as usize * 4096).cast(), ((hi - lo) * 4096) as usize, libc::MADV_DONTNEED) };
-        }
-    }
-
-    /// Clears the bits `mask` of word `wi` on bitmap page `page`; returns the bits that were set.
+    /// Clears the bits `mask` of word `wi`, whose leaf exists; returns the bits that were set.
+    /// The leaf goes with its last bit.
     fn clear(&mut self, wi: u64, mask: u64) -> u64 {
-        // SAFETY: `wi` is inside the bitmap, on a page with set bits (so it is resident).
-        let word = unsafe { &mut *self.bits.add(wi as usize) };
+        let page = (wi >> (PAGE_SHIFT - 6)) as usize;
+        let leaf = self.leaves[page].as_deref_mut().expect("a leaf with set bits");
+        let word = &mut leaf[wi as usize % leaf.len()];
         let hit = *word & mask;
         *word &= !mask;
         let n = hit.count_ones();
         if n > 0 {
-            let count = &mut self.counts[(wi >> (PAGE_SHIFT - 6)) as usize];
-            *count -= n;
-            self.pages -= (*count == 0) as u64;
+            self.counts[page] -= n;
             self.resident -= n as u64;
+            if self.counts[page] == 0 {
+                self.leaves[page] = None;
+                self.pages -= 1;
+            }
         }
         hit
     }
@@ -180,7 +181,6 @@ impl FlatStore {
         let end = start.saturating_add(n).min(self.counts.len() as u64 * PAGE_FRAMES);
         let before = self.resident;
         let (mut lo, mut hi) = (u64::MAX, 0);
-        let mut emptied = Runs::default();
         let mut f = start;
         while f < end {
             let page = f >> PAGE_SHIFT;
@@ -189,7 +189,7 @@ impl FlatStore {
                 f = page_end;
                 continue;
             }
-            while f < page_end {
+            while f < page_end && self.counts[page as usize] > 0 {
                 let wi = f >> 6;
                 let (a, b) = (f & 63, (page_end - (wi << 6)).min(64));
                 let hit = self.clear(wi, (u64::MAX >> (64 - (b - a))) << a);
@@ -199,11 +199,8 @@ impl FlatStore {
                 }
                 f = (wi << 6) + b;
             }
-            if self.counts[page as usize] == 0 {
-                emptied.add(page, |l, h| self.drop_bit_pages(l, h));
-            }
+            f = page_end;
         }
-        emptied.flush(|l, h| self.drop_bit_pages(l, h));
         self.punch(lo, hi);
         before - self.resident
     }
@@ -213,14 +210,13 @@ impl FlatStore {
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) -> u64 {
         let before = self.resident;
         let mut punch = Runs::default();
-        let mut emptied = Runs::default();
         for page in 0..self.counts.len() as u64 {
             if self.counts[page as usize] == 0 {
                 continue;
             }
             for wi in page << (PAGE_SHIFT - 6)..(page + 1) << (PAGE_SHIFT - 6) {
-                // SAFETY: inside the bitmap, on a resident page.
-                let mut w = unsafe { *self.bits.add(wi as usize) };
+                // The leaf may have gone with its last bit.
+                let mut w = self.bits(wi << 6);
                 while w != 0 {
                     let f = (wi << 6) + w.trailing_zeros() as u64;
                     w &= w - 1;
@@ -232,32 +228,17 @@ impl FlatStore {
                     }
                 }
             }
-            if self.counts[page as usize] == 0 {
-                emptied.add(page, |l, h| self.drop_bit_pages(l, h));
-            }
         }
         punch.flush(|l, h| self.punch(l, h));
-        emptied.flush(|l, h| self.drop_bit_pages(l, h));
         before - self.resident
     }
 }
 
-/// A pending `[lo, hi)` run of pages or frames, handed to `done` when it can grow no more.
+/// A pending `[lo, hi)` run of frames, handed to `done` when it can grow no more.
 #[derive(Default)]
 struct Runs(Option<(u64, u64)>);
 
 impl Runs {
-    /// Adds `x`, flushing the run first unless `x` continues it.
-    fn add(&mut self, x: u64, done: impl FnOnce(u64, u64)) {
-        match self.0 {
-            Some((lo, hi)) if hi == x => self.0 = Some((lo, x + 1)),
-            _ => {
-                self.flush(done);
-                self.0 = Some((x, x + 1));
-            }
-        }
-    }
-
     /// Extends the run to end after `x` (what lies between holds no data).
     fn extend(&mut self, x: u64) {
         self.0 = Some((self.0.map_or(x, |(lo, _)| lo), x + 1));
@@ -275,9 +256,8 @@ impl Drop for FlatStore {
         // SAFETY: our mappings; nothing borrows them past `self`.
         unsafe {
             libc::munmap(self.base.cast(), self.data_len);
-            libc::munmap(self.bits.cast(), self.bits_len);
         }
-        RESERVED.fetch_sub((self.data_len + self.bits_len) as u64, Ordering::Relaxed);
+        RESERVED.fetch_sub(self.data_len as u64, Ordering::Relaxed);
     }
 }
 
