@@ -14,7 +14,7 @@
 //! The mapping reserves address space, not memory (`MAP_NORESERVE`). Address space is finite
 //! (128 TiB per process on x86-64, shared with V8), so a memory is mapped flat only up to
 //! [`FLAT_MAX`](crate::FLAT_MAX) and while every live flat memory together stays within
-//! [`FLAT_BUDGET`](crate::FLAT_BUDGET); the mappings exist only while a frame holds data.
+//! [`FLAT_BUDGET`](crate::FLAT_BUDGET); the mapping exists only while a frame holds data.
 use super::Frame;
 use crate::{FLAT_BUDGET, FLAT_MAX, FRAME_SHIFT};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const PAGE_FRAMES: u64 = 4096 * 8;
 const PAGE_SHIFT: u32 = 15;
 
-/// Address space reserved by live flat memories (data and bitmap mappings).
+/// Address space reserved by live flat memories (their data mappings).
 static RESERVED: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) struct FlatStore {
@@ -253,7 +253,7 @@ impl Runs {
 
 impl Drop for FlatStore {
     fn drop(&mut self) {
-        // SAFETY: our mappings; nothing borrows them past `self`.
+        // SAFETY: our mapping; nothing borrows them past `self`.
         unsafe {
             libc::munmap(self.base.cast(), self.data_len);
         }
