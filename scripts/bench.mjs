@@ -1,5 +1,6 @@
 // `npm run bench`: builds the addon and dist/, runs the criterion benches of the native core
-// (crates/vtd/benches/translate.rs), the JS-side measurements (bench/napi.mjs), the memory
+// (crates/vtd/benches/translate.rs; its walk_4level tables also go to bench/walk_flat.c, a flat C
+// walk over the same bytes, compiled with cc: the walk's floor), the JS-side measurements (bench/napi.mjs), the memory
 // scenario (bench/memory.mjs, in a fresh process) and the simulated kernel's iommufd / VFIO
 // syscall path against the native page-table builder, plus device DMA (bench/kernel.mjs, in a
 // fresh process), the live update's blackout across kexec with KHO at 1k–1M 4 KiB mappings against
