@@ -143,7 +143,8 @@ pub struct Unit {
     haw: u32,
     /// `slpte_addr`'s mask for `haw`, computed once for the walk.
     addr_mask: u64,
-    rsvd: SlpteRsvd,
+    /// The reserved-bit masks of second-level PTEs by `slpte_kind` (`SlpteRsvd::by_kind`).
+    rsvd_by_kind: [u64; 16],
     gsts: u32,
     rtaddr: u64,
     root: u64,
@@ -217,7 +218,7 @@ impl Unit {
             | (config.mhmv as u64) << 20;
         let haw = config.address_width.min(52);
         Ok(Unit {
-            rsvd: SlpteRsvd::new(haw, config.snoop_control, config.stale_tm),
+            rsvd_by_kind: SlpteRsvd::new(haw, config.snoop_control, config.stale_tm).by_kind(),
             iotlb: SetAssoc::new(config.iotlb_entries, config.iotlb_ways),
             psc: SetAssoc::new(config.psc_entries, 4),
             ctx: ContextCache::new(config.context_cache_entries),
