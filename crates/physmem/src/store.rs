@@ -7,6 +7,8 @@ mod radix;
 
 use crate::FRAME_SIZE;
 use flat::FlatStore;
+#[cfg(test)]
+pub(crate) use flat::BUDGET_LOCK;
 use radix::RadixStore;
 
 pub(crate) type Frame = [u8; FRAME_SIZE as usize];

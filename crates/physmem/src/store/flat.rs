@@ -261,5 +261,10 @@ impl Drop for FlatStore {
     }
 }
 
+/// Held by tests that fill the budget and by tests that need a flat memory (tests run in
+/// parallel threads of one process, which share the budget).
+#[cfg(test)]
+pub(crate) static BUDGET_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[cfg(test)]
 mod tests;

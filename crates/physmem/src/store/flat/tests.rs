@@ -11,6 +11,7 @@ fn in_core(s: &FlatStore, fn_: u64) -> bool {
 
 #[test]
 fn a_written_frame_is_resident_and_a_dropped_one_gives_its_page_back() {
+    let _budget = BUDGET_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = FlatStore::new(1 << 28).expect("a 1 TiB flat mapping");
     assert_eq!(s.host_bytes(), 8192 * 12, "only the leaf table and counts");
     assert!(s.get(5).is_none());
@@ -29,6 +30,7 @@ fn a_written_frame_is_resident_and_a_dropped_one_gives_its_page_back() {
 
 #[test]
 fn range_operations_drop_exactly_the_frames_in_range() {
+    let _budget = BUDGET_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = FlatStore::new(1 << 20).unwrap();
     // Two words, two bitmap pages, and frames far apart.
     let frames = [10u64, 11, 63, 64, 600, 32_767, 32_768, 300_000];
@@ -58,6 +60,7 @@ fn range_operations_drop_exactly_the_frames_in_range() {
 
 #[test]
 fn the_address_space_budget_is_kept() {
+    let _budget = BUDGET_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     assert!(FlatStore::new((FLAT_MAX >> FRAME_SHIFT) + 1).is_none(), "larger than FLAT_MAX");
     // 16 TiB reservations: at most four fit the 64 TiB budget.
     let stores: Vec<_> = (0..5).map_while(|_| FlatStore::new(FLAT_MAX >> FRAME_SHIFT)).collect();
