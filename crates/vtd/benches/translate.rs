@@ -6,6 +6,9 @@
 //! `target/criterion/<group>/<function>/new/estimates.json`; `mean.point_estimate` is ns per
 //! iteration (one iteration = one 4096-entry batch for `translate/*`, one map or unmap of 1 GiB
 //! for `map/*` and `unmap/*`, one 1 MiB transfer for `dma/*`). The ids are stable: scripts read them.
+//! `VTD_WALK_DUMP=<file>` writes walk_4level's tables and IOVAs for bench/walk_flat.c;
+//! `VTD_BENCH_ROUNDS=<n>` also prints each `translate/*` scenario's median of n timed batches
+//! (steadier than criterion's samples on a loaded machine).
 use std::hint::black_box;
 use std::time::Duration;
 
