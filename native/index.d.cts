@@ -397,8 +397,8 @@ export interface MemoryStats {
   /** Frames covered by preservation marks. */
   framesPreserved: number
   /**
-   * Host bytes of frame storage (resident frames, their index and lookup cache); 0 when no
-   * frame holds data.
+   * Host bytes of frame storage (resident frames and the residency bitmap's pages, or the
+   * radix index of a memory too large to map flat); 0 when no frame holds data.
    */
   hostBytes: number
   /** Host bytes (estimated) of allocator, fill and preservation bookkeeping. */

@@ -1,5 +1,6 @@
 // `npm run bench`: builds the addon and dist/, runs the criterion benches of the native core
-// (crates/vtd/benches/translate.rs), the JS-side measurements (bench/napi.mjs), the memory
+// (crates/vtd/benches/translate.rs; its walk_4level tables also go to bench/walk_flat.c, a flat C
+// walk over the same bytes, compiled with cc: the walk's floor), the JS-side measurements (bench/napi.mjs), the memory
 // scenario (bench/memory.mjs, in a fresh process) and the simulated kernel's iommufd / VFIO
 // syscall path against the native page-table builder, plus device DMA (bench/kernel.mjs, in a
 // fresh process), the live update's blackout across kexec with KHO at 1k–1M 4 KiB mappings against
@@ -124,7 +125,11 @@ run('npx', ['--no', '--', 'tsc', '-p', 'tsconfig.build.json']);
 // (b) Native core under criterion; read back median ns per iteration of this run.
 const cargo = process.env.CARGO || 'cargo';
 const criterionStart = Date.now();
-run(cargo, ['bench', '-p', 'vtd', '--bench', 'translate', '--', '--noplot', ...(quick ? ['--quick'] : [])]);
+// The walk_4level scenario also dumps its table pages and IOVAs for the flat C walk (bench/walk_flat.c).
+const walkDir = mkdtempSync(join(os.tmpdir(), 'walk-bench-'));
+run(cargo, ['bench', '-p', 'vtd', '--bench', 'translate', '--', '--noplot', ...(quick ? ['--quick'] : [])], {
+  env: { ...process.env, VTD_WALK_DUMP: join(walkDir, 'walk.bin') },
+});
 const criterionDir = join(resolve(root, process.env.CARGO_TARGET_DIR || 'target'), 'criterion');
 function readEstimates(id) {
   const file = join(criterionDir, id, 'new', 'estimates.json');
@@ -152,6 +157,18 @@ for (const id of [
 ]) {
   native[id] = readEstimates(id);
 }
+
+// The floor: a flat C walk over the same table bytes, run right after criterion.
+const walkFlat = (() => {
+  const bin = join(walkDir, 'walk_flat');
+  const cmd = ['cc', '-O2', 'bench/walk_flat.c', '-o', bin];
+  log(`$ ${cmd.join(' ')}`);
+  const res = spawnSync(cmd[0], cmd.slice(1), { cwd: root, stdio: ['ignore', 2, 'pipe'], encoding: 'utf8' });
+  if (res.error || res.status !== 0) die(`cc bench/walk_flat.c failed (it needs a C compiler: apt-get install -y build-essential): ${res.error?.message ?? res.stderr}`);
+  const out = lastJson(run(bin, [join(walkDir, 'walk.bin'), quick ? '200' : '2000'], { capture: true }), 'bench/walk_flat.c');
+  rmSync(walkDir, { recursive: true, force: true });
+  return out;
+})();
 
 // (b2) FDT: our encoder / checker / decoder and vm-fdt under criterion (crates/fdt/benches/fdt.rs),
 // then Debian's libfdt on the same trees (bench/fdt_libfdt.c, our C harness linking -lfdt).
@@ -250,15 +267,16 @@ const mu = napi.mapUnmap;
 // the table pages (they are written), so the touched frames beyond them are added, not all of it.
 const otherTouched = Math.max(0, memory.framesResident - memory.tablePages) * 4096;
 const ideal = memory.tableBytes + otherTouched;
-const memLimit = 1.1 * ideal + 20 * MIB;
+const memLimit = 1.2 * ideal + 20 * MIB;
+const cWalk = walkFlat.median_ns_per_walk;
 
 const rows = [
-  ['native IOTLB-hit translation (translate/iotlb_hit ÷ 4096)', ns(hit), '—', '≤ 5 ns', met(hit <= 5)],
-  ['native 4-level walk on a miss, IOTLB+PSC off (translate/walk_4level ÷ 4096)', ns(w4), '—', '≤ 25 ns', met(w4 <= 25)],
+  ['native IOTLB-hit translation (translate/iotlb_hit ÷ 4096)', ns(hit), '—', '≤ 4 ns', met(hit <= 4)],
+  [`native 4-level walk on a miss, IOTLB+PSC off (translate/walk_4level ÷ 4096); ratio = ÷ a flat C walk over the same ${walkFlat.tablePages} table pages (bench/walk_flat.c, cc -O2, median of ${walkFlat.rounds} runs: ${ns(cWalk)} ns)`, ns(w4), ratio(w4 / cWalk), '≤ 2× the C walk', met(w4 / cWalk <= 2)],
   ['native walk with PSC, IOTLB off (translate/walk_psc ÷ 4096); ratio = walk_4level ÷ this', ns(psc), ratio(w4 / psc), 'info', '—'],
   ['native mixed batch 4096, default unit (translate/batch_4096_mixed ÷ 4096)', ns(mixed), '—', 'info (N-API baseline)', '—'],
-  ['N-API batch 4096 `unit.translate`, IOTLB-hit; ratio = native ÷ N-API', ns(nb.iotlb_hit.ns), ratio(hit / nb.iotlb_hit.ns), '≥ 0.8× native', met(hit / nb.iotlb_hit.ns >= 0.8)],
-  ['N-API batch 4096 `unit.translate`, mixed; ratio = native ÷ N-API', ns(nb.batch_4096_mixed.ns), ratio(mixed / nb.batch_4096_mixed.ns), '≥ 0.8× native', met(mixed / nb.batch_4096_mixed.ns >= 0.8)],
+  ['N-API batch 4096 `unit.translate`, IOTLB-hit; ratio = native ÷ N-API', ns(nb.iotlb_hit.ns), ratio(hit / nb.iotlb_hit.ns), '≥ 0.9× native', met(hit / nb.iotlb_hit.ns >= 0.9)],
+  ['N-API batch 4096 `unit.translate`, mixed; ratio = native ÷ N-API', ns(nb.batch_4096_mixed.ns), ratio(mixed / nb.batch_4096_mixed.ns), '≥ 0.9× native', met(mixed / nb.batch_4096_mixed.ns >= 0.9)],
   ['N-API batch 4096 `unit.translate`, walk_4level; ratio = native ÷ N-API', ns(nb.walk_4level.ns), ratio(w4 / nb.walk_4level.ns), 'info', '—'],
   ['N-API `unit.translateOne` per call, IOTLB-hit IOVAs; ratio = ÷ N-API batch per element', ns(one.iotlb_hit.ns), ratio(one.iotlb_hit.ns / nb.iotlb_hit.ns), 'info', '—'],
   ['N-API `unit.translateOne` per call, mixed IOVAs; ratio = ÷ N-API batch per element', ns(one.batch_4096_mixed.ns), ratio(one.batch_4096_mixed.ns / nb.batch_4096_mixed.ns), 'info', '—'],
@@ -271,8 +289,8 @@ const rows = [
   ['N-API `pt.map` 1 GiB as 4K PTEs; ratio = native ÷ N-API', nsMs(mu['1g_4k'].map), ratio(native['map/1g_4k'].mean / mu['1g_4k'].map), 'info', '—'],
   ['N-API `pt.unmap` + `iotlbSync` 1 GiB of 4K PTEs; ratio = native ÷ N-API', nsMs(mu['1g_4k'].unmap), ratio(native['unmap/1g_4k'].mean / mu['1g_4k'].unmap), 'info', '—'],
   [`memory, 1 TiB host + 4 GiB as 4K: ideal = ${memory.tablePages} table pages + ${Math.round(otherTouched / 4096)} other touched frames`, mib(ideal), '—', 'info', '—'],
-  ['memory: host RSS growth (fresh process); ratio = ÷ ideal', mib(memory.rssGrowth), ratio(memory.rssGrowth / ideal), `≤ 1.1 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.rssGrowth <= memLimit)],
-  ['memory: `mem.stats().hostBytes`; ratio = ÷ ideal', mib(memory.hostBytes), ratio(memory.hostBytes / ideal), `≤ 1.1 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.hostBytes <= memLimit)],
+  ['memory: host RSS growth (fresh process); ratio = ÷ ideal', mib(memory.rssGrowth), ratio(memory.rssGrowth / ideal), `≤ 1.2 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.rssGrowth <= memLimit)],
+  ['memory: `mem.stats().hostBytes`; ratio = ÷ ideal', mib(memory.hostBytes), ratio(memory.hostBytes / ideal), `≤ 1.2 × ideal + 20 MiB (${mib(memLimit)})`, met(memory.hostBytes <= memLimit)],
 ];
 
 // Kernel rows: TS layer and native baseline interleaved round by round in one process (bench/kernel.mjs);

@@ -48,7 +48,7 @@ export const POISON = 0x6b;
  * to a memory, its units and their page tables, the garbage collector frees it — from the
  * collection itself where Node allows it (`nativeFinalizers === 'gc'`), so even a loop that never
  * yields gets it back — and V8 is told what the storage costs, so it collects in time.
- * `stats().hostBytes` is that storage: resident frames, their index and lookup cache (0 when no
+ * `stats().hostBytes` is that storage: resident frames and the residency bitmap's pages (0 when no
  * frame holds data); `metadataBytes` is the allocator's and fills' bookkeeping.
  */
 export class PhysicalMemory {

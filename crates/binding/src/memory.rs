@@ -84,8 +84,8 @@ pub struct MemoryStats {
     pub frames_resident: f64,
     /// Frames covered by preservation marks.
     pub frames_preserved: f64,
-    /// Host bytes of frame storage (resident frames, their index and lookup cache); 0 when no
-    /// frame holds data.
+    /// Host bytes of frame storage (resident frames and the residency bitmap's pages, or the
+    /// radix index of a memory too large to map flat); 0 when no frame holds data.
     pub host_bytes: f64,
     /// Host bytes (estimated) of allocator, fill and preservation bookkeeping.
     pub metadata_bytes: f64,

@@ -10,6 +10,14 @@
 //! back (its contents are its fill again), so [`Stats::host_bytes`] returns to 0 once no frame
 //! holds data.
 //!
+//! Frames live flat, as QEMU's RAM blocks: one sparse anonymous mapping of the whole memory, so a
+//! physical address plus a base is a host pointer and a page-table read is one load; dropped
+//! frames are punched out of it. A memory is mapped flat up to [`FLAT_MAX`] (16 TiB), while the
+//! flat memories of the process together reserve at most [`FLAT_BUDGET`] (64 TiB) of address
+//! space (x86-64 gives a process 128 TiB);
+//! beyond either limit, or if the host refuses the mapping, frames live in a radix index instead
+//! (same behaviour, a slower lookup). [`PhysMem::is_flat`] says which.
+//!
 //! ```
 //! use physmem::{PhysMem, Config};
 //! let mut mem = PhysMem::new(Config { size: 1 << 40, seed: 1 }).unwrap();
@@ -39,6 +47,12 @@ pub const FRAME_SHIFT: u32 = 12;
 pub const FRAME_SIZE: u64 = 1 << FRAME_SHIFT;
 /// The largest configurable memory size: 2^52 bytes, the VT-d output-address limit.
 pub const MAX_SIZE: u64 = 1 << 52;
+/// The largest memory whose frames live in one flat host mapping: 16 TiB (see the crate
+/// documentation; larger memories work, with a slower frame lookup).
+pub const FLAT_MAX: u64 = 1 << 44;
+/// Address space the flat memories of one process may reserve at once: 64 TiB, half of what
+/// x86-64 gives a process, so V8 and the rest of the process keep the other half.
+pub const FLAT_BUDGET: u64 = 1 << 46;
 /// The largest allocation order (2^18 frames = 1 GiB).
 pub const MAX_ORDER: u8 = 18;
 /// The byte every scrubbed or freed frame reads as. Linux's `POISON_FREE`; as a VT-d PTE the
@@ -80,9 +94,9 @@ pub struct Stats {
     pub frames_resident: u64,
     /// Frames covered by preservation marks.
     pub frames_preserved: u64,
-    /// Host bytes of frame storage: resident frames, the sparse index above them and its lookup
-    /// cache. Exactly 0 when no frame holds data (a new memory, or once every written frame was
-    /// freed, scrubbed or filled whole).
+    /// Host bytes of frame storage: resident frames and what finds them (the residency bitmap's
+    /// touched pages, or the radix index and its lookup cache). Exactly 0 when no frame holds
+    /// data (a new memory, or once every written frame was freed, scrubbed or filled whole).
     pub host_bytes: u64,
     /// Host bytes (estimated) of the bookkeeping that follows fragmentation, not data: free and
     /// reserved extents, fill extents and preservation marks. Small and bounded by the number of
@@ -290,13 +304,26 @@ impl PhysMem {
     }
 
     /// The hardware's view of a 64-bit read: `None` when `pa` lies beyond memory (a DMA read
-    /// error), the word otherwise. `pa` must be 8-byte aligned; low bits are ignored.
-    #[inline]
+    /// error), the word otherwise. `pa` must be 8-byte aligned; low bits are ignored. On a flat
+    /// memory a word never written may map the host's zero page (no memory), unlike
+    /// [`read_u64`](Self::read_u64), which reads only frames that hold data.
+    #[inline(always)]
     pub fn dma_read_u64(&self, pa: u64) -> Option<u64> {
         if pa >= self.size {
             return None;
         }
-        Some(self.load_u64(pa & !7))
+        // A walk's one load: a non-zero word of a flat memory needs no residency check.
+        let word = self.store.word(pa & !7);
+        if word != 0 {
+            return Some(word);
+        }
+        Some(self.load_u64_cold(pa & !7))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn load_u64_cold(&self, pa: u64) -> u64 {
+        self.load_u64(pa)
     }
 
     #[inline]
@@ -516,6 +543,12 @@ impl PhysMem {
     /// [`Stats::host_bytes`] in O(1): the host memory the frames' storage holds right now.
     pub fn host_bytes(&self) -> u64 {
         self.store.host_bytes()
+    }
+
+    /// Whether the frames live in a flat host mapping now (see the crate documentation); false
+    /// while no frame holds data.
+    pub fn is_flat(&self) -> bool {
+        self.store.is_flat()
     }
 
     /// [`Stats::metadata_bytes`] in O(1).

@@ -380,3 +380,29 @@ fn scrub_releases_storage_of_everything_not_preserved() {
     assert_eq!(m.stats().host_bytes, 0, "nothing preserved: nothing kept");
     assert_eq!(m.read_u64(lose).unwrap(), 0x6b6b_6b6b_6b6b_6b6b);
 }
+
+#[test]
+fn flat_up_to_flat_max_and_dma_reads_see_fills_data_and_zero_words() {
+    let _budget = crate::store::BUDGET_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut m = mem(1 << 40);
+    assert!(!m.is_flat(), "no storage before the first write");
+    let pa = m.alloc(0, true).unwrap();
+    m.write_u64(pa, 7).unwrap();
+    assert!(m.is_flat());
+    // A resident frame's zero word, its data, a freed frame's poison, a filled frame's byte.
+    assert_eq!(m.dma_read_u64(pa + 8), Some(0));
+    assert_eq!(m.dma_read_u64(pa), Some(7));
+    let other = m.alloc(0, false).unwrap();
+    m.write_u64(other, 1).unwrap();
+    m.free(other, FRAME_SIZE).unwrap();
+    assert_eq!(m.dma_read_u64(other), Some(u64::from_ne_bytes([POISON; 8])));
+    m.fill_range(other, FRAME_SIZE, 0x5a).unwrap();
+    assert_eq!(m.dma_read_u64(other + 64), Some(0x5a5a_5a5a_5a5a_5a5a));
+    assert_eq!(m.dma_read_u64(1 << 39), Some(0), "never written: the cold-boot fill");
+    m.free(pa, FRAME_SIZE).unwrap();
+    assert!(!m.is_flat() && m.host_bytes() == 0, "the mapping goes with the last frame");
+    let mut big = mem(FLAT_MAX * 2);
+    big.write_u64(FLAT_MAX, 1).unwrap();
+    assert!(!big.is_flat(), "larger than FLAT_MAX: the radix index");
+    assert_eq!(big.dma_read_u64(FLAT_MAX), Some(1));
+}

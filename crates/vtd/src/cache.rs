@@ -70,6 +70,12 @@ impl SetAssoc {
         }
     }
 
+    /// Whether no entry is valid (one test instead of one per kind).
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.counts == [0; 4]
+    }
+
     #[inline(always)]
     pub(crate) fn lookup(&mut self, key: u64) -> Option<(u64, u8)> {
         if self.tags.is_empty() {
@@ -83,11 +89,15 @@ impl SetAssoc {
         Some((self.vals[i], self.perms[i]))
     }
 
-    #[inline]
+    /// Inserts or refreshes `key`; a no-op (inlined, so no call) when the cache is disabled.
+    #[inline(always)]
     pub(crate) fn insert(&mut self, key: u64, val: u64, perm: u8) {
-        if self.tags.is_empty() {
-            return;
+        if !self.tags.is_empty() {
+            self.insert_entry(key, val, perm);
         }
+    }
+
+    fn insert_entry(&mut self, key: u64, val: u64, perm: u8) {
         let base = self.set_base(key);
         // The key's own way if present (never duplicate a key), else the first empty way, else
         // the least recently used one.

@@ -171,6 +171,17 @@ pub const fn slpte_is_leaf(pte: u64, level: u32) -> bool {
     level == 1 || (pte & SL_PS != 0 && (level == 2 || level == 3))
 }
 
+/// `level` and the PS bit of `pte` as one index below 16: what [`SlpteRsvd::by_kind`] and
+/// [`SLPTE_LEAF_KINDS`] are indexed by.
+#[inline]
+pub const fn slpte_kind(pte: u64, level: u32) -> usize {
+    ((level as usize) << 1 | ((pte & SL_PS) != 0) as usize) & 15
+}
+
+/// The kinds (see [`slpte_kind`]) that are leaves: level 1, and PS=1 at levels 2 and 3; as
+/// [`slpte_is_leaf`], one bit per kind.
+pub const SLPTE_LEAF_KINDS: u16 = 1 << 2 | 1 << 3 | 1 << 5 | 1 << 7;
+
 /// The address field of a second-level PTE (`VTD_PT_BASE_ADDR_MASK(aw)`).
 #[inline]
 pub const fn slpte_addr(pte: u64, haw: u32) -> u64 {
@@ -207,6 +218,18 @@ impl SlpteRsvd {
         }
     }
 
+    /// Both masks by `slpte_kind(pte, level)`, so a walk indexes instead of branching.
+    pub const fn by_kind(&self) -> [u64; 16] {
+        let mut m = [!0u64; 16];
+        let mut level = 0;
+        while level < 6 {
+            m[level << 1] = self.table[level];
+            m[level << 1 | 1] = if level == 2 || level == 3 { self.large[level] } else { self.table[level] };
+            level += 1;
+        }
+        m
+    }
+
     /// The mask that applies to `pte` at `level`.
     #[inline]
     pub const fn mask(&self, pte: u64, level: u32) -> u64 {
@@ -221,6 +244,18 @@ impl SlpteRsvd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_index_the_masks_and_leaves_as_the_branches_do() {
+        let r = SlpteRsvd::new(48, false, false);
+        let m = r.by_kind();
+        for level in 1..=5 {
+            for pte in [0x1003u64, 0x1083] {
+                assert_eq!(m[slpte_kind(pte, level)], r.mask(pte, level), "level {level} pte {pte:#x}");
+                assert_eq!(SLPTE_LEAF_KINDS >> slpte_kind(pte, level) & 1 == 1, slpte_is_leaf(pte, level));
+            }
+        }
+    }
 
     #[test]
     fn masks_match_the_reference_numbers() {

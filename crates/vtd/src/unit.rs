@@ -141,7 +141,10 @@ pub struct Unit {
     cap: u64,
     ecap: u64,
     haw: u32,
-    rsvd: SlpteRsvd,
+    /// `slpte_addr`'s mask for `haw`, computed once for the walk.
+    addr_mask: u64,
+    /// The reserved-bit masks of second-level PTEs by `slpte_kind` (`SlpteRsvd::by_kind`).
+    rsvd_by_kind: [u64; 16],
     gsts: u32,
     rtaddr: u64,
     root: u64,
@@ -215,7 +218,7 @@ impl Unit {
             | (config.mhmv as u64) << 20;
         let haw = config.address_width.min(52);
         Ok(Unit {
-            rsvd: SlpteRsvd::new(haw, config.snoop_control, config.stale_tm),
+            rsvd_by_kind: SlpteRsvd::new(haw, config.snoop_control, config.stale_tm).by_kind(),
             iotlb: SetAssoc::new(config.iotlb_entries, config.iotlb_ways),
             psc: SetAssoc::new(config.psc_entries, 4),
             ctx: ContextCache::new(config.context_cache_entries),
@@ -224,6 +227,7 @@ impl Unit {
             cap,
             ecap,
             haw,
+            addr_mask: slpte_addr(!0, haw),
             gsts: 0,
             rtaddr: 0,
             root: 0,

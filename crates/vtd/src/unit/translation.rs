@@ -155,8 +155,8 @@ impl Unit {
             self.fault(sid, iova, FaultReason::AddrBeyondMgaw, write, ctx.fpd);
             return Err(FaultReason::AddrBeyondMgaw);
         }
-        // IOTLB: one probe per page size that has entries.
-        for kind in 0..3 {
+        // IOTLB: one probe per page size that has entries (none at all: one test).
+        for kind in 0..if self.iotlb.is_empty() { 0 } else { 3 } {
             if self.iotlb.counts[kind] == 0 {
                 continue;
             }
@@ -192,7 +192,7 @@ impl Unit {
         let mut level = ctx.levels;
         let mut table = ctx.slptptr;
         let mut perm = (SL_R | SL_W) as u8;
-        for l in 2..=ctx.levels {
+        for l in 2..=if self.psc.is_empty() { 0 } else { ctx.levels } {
             let kind = (l - 2) as usize;
             if self.psc.counts[kind] == 0 {
                 continue;
@@ -208,28 +208,35 @@ impl Unit {
                 break;
             }
         }
+        // Disjoint borrows: what the loop reads stays in registers across the PSC insert.
+        let (rsvd, addr_mask, psc) = (&self.rsvd_by_kind, self.addr_mask, &mut self.psc);
+        let mut shift = level_shift(level);
         loop {
-            let Some(pte) = mem.dma_read_u64(table + 8 * level_index(iova, level)) else {
+            let Some(pte) = mem.dma_read_u64(table + 8 * ((iova >> shift) & 0x1ff)) else {
                 return Err(if level == ctx.levels { FaultReason::ContextEntryInv } else { FaultReason::PagingEntryInv });
             };
             perm &= (pte & (SL_R | SL_W)) as u8;
             if pte as u8 & need == 0 {
                 return Err(deny);
             }
-            if pte & self.rsvd.mask(pte, level) != 0 {
+            // rsvd.mask and slpte_is_leaf by table, without branches on the level.
+            let kind = slpte_kind(pte, level);
+            if pte & rsvd[kind] != 0 {
                 return Err(FaultReason::PagingEntryRsvd);
             }
-            let addr = slpte_addr(pte, self.haw);
-            if slpte_is_leaf(pte, level) {
+            // slpte_addr with the unit's mask computed once.
+            let addr = pte & addr_mask;
+            if SLPTE_LEAF_KINDS >> kind & 1 != 0 {
                 let last = addr + (level_size(level) - 1);
                 if !(addr > INTERRUPT_LAST || last < INTERRUPT_FIRST) {
                     return Err(FaultReason::InterruptAddr);
                 }
                 return Ok((addr, level, perm));
             }
-            self.psc.insert(key(ctx.did, level - 2, iova >> level_shift(level)), addr, perm);
+            psc.insert(key(ctx.did, level - 2, iova >> shift), addr, perm);
             table = addr;
             level -= 1;
+            shift -= 9;
         }
     }
 }
