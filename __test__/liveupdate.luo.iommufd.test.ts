@@ -88,6 +88,27 @@ describe('IOMMU_HWPT_LU_SET_PRESERVE', () => {
 });
 
 describe('PRESERVE_FD of an iommufd (iommufd-v1)', () => {
+  it('EBUSY for IOMMU_HWPT_LU_SET_PRESERVE once the iommufd is preserved (its HWPT set is serialised), until unpreserve', () => {
+    const { p, fd, ioas, devId, hwpt } = setup();
+    const other = p.ioctl(fd, IOMMU_HWPT_ALLOC, { dev_id: devId, pt_id: ioas }).out_hwpt_id as number;
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwpt, hwpt_token: 1 });
+    const lu = p.open('/dev/liveupdate', O_RDWR);
+    const s = p.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 's' }).fd as number;
+    p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n });
+    // Neither a new HWPT, nor the marked one again, nor a bad id after the lookup.
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: other, hwpt_token: 3 }), 'EBUSY');
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwpt, hwpt_token: 4 }), 'EBUSY');
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: 99, hwpt_token: 3 }), 'ENOENT');
+    p.close(s);
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: other, hwpt_token: 3 });
+    // A failed PRESERVE_FD leaves it markable.
+    const anon = p.mmap(null, MiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    p.ioctl(fd, IOMMU_IOAS_MAP, { flags: RW, ioas_id: ioas, user_va: anon, length: MiB, iova: 1n << 32n });
+    const t = p.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 't' }).fd as number;
+    expectErrno(() => p.ioctl(t, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n }), 'EINVAL');
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: other, hwpt_token: 5 });
+  });
+
   it('freezes the IOAS of a preserved HWPT (MAP, COPY, UNMAP: EBUSY) until the session closes', () => {
     const { p, fd, ioas, hwpt } = setup();
     const m = memfd(p);

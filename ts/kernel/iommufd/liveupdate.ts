@@ -22,6 +22,7 @@ import type { IommuLiveupdate } from '../iommu_liveupdate.js';
 import { checkIncoming, khoAllocPreserve, khoRestoreFree, khoUnpreserveFree } from '../kho/preserve.js';
 import type { LiveupdateFileHandler, LiveupdateFileOpArgs, LiveupdateSession } from '../luo.js';
 import { PAGE_SIZE } from '../mm.js';
+import { luPreservedCtxs } from './hw_pagetable.js';
 import { IommufdFile } from './main.js';
 import { IoptPages } from './pages.js';
 import { abandonRestoredHwpts, HwptPaging, Ioas, RestoredAttach, type IommufdDevice, type IommufdSubsystem } from './private.js';
@@ -114,6 +115,7 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
         }
         args.serializedData = ser;
         args.privateData = { hwpts, size } satisfies Preserved;
+        luPreservedCtxs.add(ictx);
       },
 
       unpreserve(args: LiveupdateFileOpArgs) {
@@ -121,6 +123,7 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
         for (const h of p.hwpts) lu.unpreserveDomain(h.domain);
         khoUnpreserveFree(mem, args.serializedData, p.size);
         setIoasMutable(args.file as IommufdFile);
+        luPreservedCtxs.delete(args.file as IommufdFile);
       },
 
       // "No-Op; everything should be made read-only" at PRESERVE_FD already.
