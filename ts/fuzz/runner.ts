@@ -85,6 +85,8 @@ export interface FuzzCounters {
   effective: number;
   syscalls: number;
   kexecs: number;
+  /** Tagged syscalls (Plan.tag) by tag and outcome ('ok', an errno or 'fault'). */
+  coverage?: Record<string, number>;
 }
 
 export interface RigOptions {
@@ -155,6 +157,10 @@ export class Rig {
       const alt = plan.alts.find((a) => matches(a, obs));
       if (!alt) throw this.divergence(step, op, plan.what, plan.alts.map(formatAlt).join(' | '), formatObs(obs));
       alt.then?.(obs);
+      if (plan.tag && this.counters.coverage) {
+        const k = `${plan.tag} ${obs.t === 'ok' ? 'ok' : obs.t === 'err' ? obs.code : 'fault'}`;
+        this.counters.coverage[k] = (this.counters.coverage[k] ?? 0) + 1;
+      }
     }
   }
 

@@ -75,6 +75,8 @@ export function mapPages(
   w: boolean,
   allocAddr: bigint,
 ): Outcome<bigint> | { errs: readonly string[] } {
+  // iopt_map_pages: a preserved HWPT's IOAS is immutable.
+  if (io.luFrozen) return { err: 'EBUSY' };
   const align = m.alignOf(ctx, io);
   if (length & (align - 1n) || length === 0n) return { err: 'EINVAL' };
   let dst: bigint;
@@ -159,6 +161,7 @@ export function* planMap(m: ModelState, op: Extract<Op, { k: 'map' }>): Generato
     what: `IOMMU_IOAS_MAP ioas ${id} va ${hex(va)} len ${hex(length)} ${op.fixed ? `FIXED ${hex(iova)}` : 'auto'} ${op.r ? 'R' : ''}${op.w ? 'W' : ''}`,
     run: (s) => s.p.ioctl(ctx.fd!, IOMMU_IOAS_MAP, { flags, ioas_id: id, user_va: va, length, iova }).iova,
     alts: outcomeAlts(o, { frozen: m.frozen(ctx), persistErr }),
+    tag: io?.luFrozen ? 'IOAS_MAP frozen' : undefined,
   };
 }
 
@@ -211,6 +214,7 @@ export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>): 
     what: `IOMMU_IOAS_MAP_FILE ioas ${id} fd ${fd} start ${hex(start)} len ${hex(length)} ${op.fixed ? `FIXED ${hex(iova)}` : 'auto'} ${op.r ? 'R' : ''}${op.w ? 'W' : ''}`,
     run: (s) => s.p.ioctl(ctx.fd!, IOMMU_IOAS_MAP_FILE, { flags, ioas_id: id, fd, start, length, iova }).iova,
     alts,
+    tag: io?.luFrozen ? 'IOAS_MAP_FILE frozen' : undefined,
   };
 }
 
@@ -266,6 +270,7 @@ export function* planCopy(m: ModelState, op: Extract<Op, { k: 'copy' }>): Genera
     what: `IOMMU_IOAS_COPY ioas ${srcId} ${hex(srcIova)} len ${hex(length)} -> ioas ${dstId} ${op.fixed ? `FIXED ${hex(dstIova)}` : 'auto'} ${op.r ? 'R' : ''}${op.w ? 'W' : ''}`,
     run: (s) => s.p.ioctl(ctx.fd!, IOMMU_IOAS_COPY, { flags, dst_ioas_id: dstId, src_ioas_id: srcId, src_iova: srcIova, length, dst_iova: dstIova }).dst_iova,
     alts: outcomeAlts(o, { frozen: m.frozen(ctx), persistErr: null }),
+    tag: dst?.luFrozen ? 'IOAS_COPY frozen' : undefined,
   };
 }
 
@@ -294,6 +299,7 @@ export function* planUnmap(m: ModelState, op: Extract<Op, { k: 'unmap' }>): Gene
   // Reference §4.2.
   const alts = ((): Alt[] => {
     if (!io) return [errs(['ENOENT'])];
+    if (io.luFrozen) return [errs(['EBUSY'])];
     const all = r.iova === 0n && r.length === U64_MAX;
     let start = 0n;
     let last = ULONG_MAX;
@@ -326,7 +332,7 @@ export function* planUnmap(m: ModelState, op: Extract<Op, { k: 'unmap' }>): Gene
     if (!all && unmapped === 0n) return [errs(['ENOENT'])];
     return [okv(unmapped, commit)];
   })();
-  yield { what, run, alts: m.frozen(ctx) ? [errs(['EBUSY', ...alts.flatMap((x) => x.err ?? [])])] : alts };
+  yield { what, run, alts: m.frozen(ctx) ? [errs(['EBUSY', ...alts.flatMap((x) => x.err ?? [])])] : alts, tag: io?.luFrozen ? 'IOAS_UNMAP frozen' : undefined };
 }
 
 export function* planAllow(m: ModelState, op: Extract<Op, { k: 'allow' }>): Generator<Plan, void, void> {

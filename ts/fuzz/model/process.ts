@@ -59,6 +59,7 @@ export function* planSetup(m: ModelState): Generator<Plan, void, void> {
 /** The VMM exits (its fds, mappings and devices go) and a new one is set up. */
 export function* planExit(m: ModelState): Generator<Plan, void, void> {
   if (m.slots.some((c) => c && !c.dead && releaseExcluded(c)) || m.devices.some((d) => d.fd !== null && releaseExcluded(d.bound?.ctx))) return;
+  if (m.luoExitBlocked()) return;
   yield {
     what: 'exit the VMM',
     run: (s) => s.p.exit(),

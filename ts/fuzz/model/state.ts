@@ -139,6 +139,8 @@ export interface MIoas {
   id: number;
   areas: MArea[];
   allowed: Range[];
+  /** The IOAS of an HWPT preserved by a preserved iommufd (`lu_map_immutable`): MAP, COPY into it, UNMAP are EBUSY. */
+  luFrozen?: boolean;
 }
 export interface MHwpt {
   t: 'hwpt';
@@ -151,6 +153,12 @@ export interface MHwpt {
   uncertain?: boolean;
   /** Not adopted: a number and a place, no object (MCtx.gone). */
   gone?: boolean;
+  /** IOMMU_HWPT_LU_SET_PRESERVE's token: marked for the LUO live update. */
+  luToken?: number;
+  /** Not automatic (RETRIEVE_FD of a preserved iommufd makes user HWPTs): it outlives its last device. */
+  manual?: boolean;
+  /** Rebuilt by RETRIEVE_FD over a preserved domain, until its file finishes. */
+  luRestored?: boolean;
 }
 export interface MDevObj {
   t: 'dev';
@@ -247,6 +255,8 @@ export interface Plan {
   what: string;
   run: (sys: Sys) => unknown;
   alts: Alt[];
+  /** Counted with its outcome in the run's coverage (the upstream flow's commands). */
+  tag?: string;
 }
 
 /** The system under test: the host and the VMM process (replaced at exit and kexec). */
@@ -327,6 +337,18 @@ export class ModelState {
    * not modelled on the RFC side).
    */
   luoHolds: (o: MCtx | MDevice) => boolean = () => false;
+  /**
+   * Whether device `d`'s attachment must stay as it is (model/luo.ts): preserved by VFIO in an
+   * outgoing session, or attached to an HWPT its preserved iommufd serialised (detaching would free
+   * a preserved domain). The generator then neither attaches, detaches nor unbinds it.
+   */
+  luoPinned: (d: MDevice) => boolean = () => false;
+  /** The errno of opening device `i`'s node (EBUSY while the previous kernel's PCI FLB holds it). */
+  luoOpenErr: (i: number) => string | null = () => null;
+  /** The errno of binding device `i` to `ctx` (EBUSY while a restored iommufd owns it). */
+  luoBindErr: (i: number, ctx: MCtx) => string | null = () => null;
+  /** Whether the VMM's exit would leave state the model does not follow (model/luo.ts). */
+  luoExitBlocked: () => boolean = () => false;
   constructor(cfg: WorldConfig = DEFAULT_WORLD) {
     this.cfg = cfg;
     this.devices = cfg.devices.map((bdf) => ({ bdf, maybe: null, fd: null, bound: null, xlate: { k: 'blocked' }, attached: false, staleRestore: false }));

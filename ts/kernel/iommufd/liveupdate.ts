@@ -69,6 +69,8 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
       canPreserve: (_h, file: File) => file instanceof IommufdFile,
 
       preserve(args: LiveupdateFileOpArgs) {
+        const injected = svc.failFunction.inject('iommufd_liveupdate_preserve');
+        if (injected) errno(injected, 'iommufd preserve (injected)');
         const ictx = args.file as IommufdFile;
         const hwpts = markedHwpts(ictx);
         const done: HwptPaging[] = [];
@@ -239,6 +241,7 @@ export function iommufdLiveupdateInit(iommufd: IommufdSubsystem): void {
   const lu = iommufd.svc.iommu.liveupdate;
   if (!iommufd.svc.liveupdate.enabled || !lu) return;
   const fh = iommufdLuoHandler(iommufd, lu);
+  lu.failFunction = (fn) => iommufd.svc.failFunction.inject(fn);
   iommufd.svc.liveupdate.registerFileHandler(fh);
   lu.registerFlb(fh);
 }
