@@ -17,12 +17,16 @@ import {
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
+  IOMMU_OPTION,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_PERSISTENT,
   LIVEUPDATE_IOCTL_CREATE_SESSION,
   LIVEUPDATE_SESSION_PRESERVE_FD,
   MAP_ANONYMOUS,
   MAP_SHARED,
   MFD_ALLOW_SEALING,
   O_RDWR,
+  O_WRONLY,
   PROT_READ,
   PROT_WRITE,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
@@ -166,6 +170,29 @@ describe('PRESERVE_FD of an iommufd (iommufd-v1)', () => {
     p.ioctl(b, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: m, token: 1n });
     expectErrno(() => p.ioctl(a, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n }), 'ENOENT');
     p.ioctl(b, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n });
+  });
+
+  it('EBUSY for a persistent iommufd (the RFC flow) with a marked HWPT: KHO hands its domains over already', () => {
+    const host = Host.boot({ memory: 1n << 30n, cmdline: 'kho=on liveupdate=on', devices: [{ bdf: '0000:01:00.0' }] });
+    const p = host.kernel.spawn();
+    const fd = p.open('/dev/iommu', O_RDWR);
+    p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_PERSISTENT, op: IOMMU_OPTION_OP_SET, val64: 1n });
+    const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
+    p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+    const hwpt = p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas }).pt_id as number;
+    const lu = p.open('/dev/liveupdate', O_RDWR);
+    const s = p.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 's' }).fd as number;
+    // Without a marked HWPT it preserves (nothing of the IOMMU).
+    p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 1n });
+    p.close(s);
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwpt, hwpt_token: 1 });
+    const lu2 = p.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 't' }).fd as number;
+    expectErrno(() => p.ioctl(lu2, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 1n }), 'EBUSY');
+    // KHO's DUMP then serialises it as before (its domain's tables preserved once).
+    const kho = p.open('/sys/kernel/kho/active', O_WRONLY);
+    p.write(kho, '1');
+    expect(host.kernel.dmesg().join('\n')).not.toMatch(/internal error/);
   });
 
   it('an iommufd with no preserved HWPT preserves nothing of the IOMMU', () => {

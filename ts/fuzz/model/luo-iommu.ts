@@ -36,7 +36,8 @@ export function freeSlot(env: LuoEnv): number {
  * HWPTs: each IOAS frozen, then every area checked (only a memfd sealed SEAL|GROW|SHRINK at map
  * time and preserved in the same session passes; the fuzzer maps no LUO memfd into an IOAS, so
  * any area is EINVAL: anonymous or guestmemfs memory, or the VMM's unsealed memfd); a failure
- * leaves every IOAS mutable. Unpreserve makes every IOAS of the context mutable again.
+ * leaves every IOAS mutable. A persistent (RFC) context with a marked HWPT is EBUSY: its domains
+ * are handed over through KHO already. Unpreserve makes every IOAS of the context mutable again.
  */
 const iommufdModel: LuoFileModel = {
   compatible: 'iommufd-v1',
@@ -44,7 +45,13 @@ const iommufdModel: LuoFileModel = {
   id: (t) => (t as { obj: MCtx }).obj,
   preservedId: (p) => (p as IommufdPreserved).obj,
   retrievedId: (obj) => obj,
-  preserveErr: (t) => (markedHwpts((t as { obj: MCtx }).obj).some((h) => h.ioas.areas.length > 0) ? 'EINVAL' : null),
+  preserveErr(t) {
+    const ctx = (t as { obj: MCtx }).obj;
+    const marked = markedHwpts(ctx);
+    // A persistent iommufd's domains go through KHO's /iommufd already.
+    if (marked.length && ctx.pid > 0) return 'EBUSY';
+    return marked.some((h) => h.ioas.areas.length > 0) ? 'EINVAL' : null;
+  },
   preserve(t): IommufdPreserved {
     const ctx = (t as { obj: MCtx }).obj;
     const hwpts = markedHwpts(ctx);

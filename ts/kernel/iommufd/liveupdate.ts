@@ -73,6 +73,9 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
         if (injected) errno(injected, 'iommufd preserve (injected)');
         const ictx = args.file as IommufdFile;
         const hwpts = markedHwpts(ictx);
+        // A persistent iommufd (the RFC's IOMMU_OPTION PERSISTENT) hands its domains over through
+        // KHO's /iommufd already: the same domain preserved twice (iommu_preserve_domain's EBUSY).
+        if (hwpts.length && ictx.persistentId) errno('EBUSY', 'a persistent iommufd hands its domains over through KHO');
         const done: HwptPaging[] = [];
         let ser = 0n;
         let size = 0;
