@@ -100,14 +100,16 @@ export type Op =
    * the iommu FLB's, iommufd's or VFIO's preserve armed first to fail with LUO_FAIL_ERRNOS[err].
    */
   | { k: 'luoPreserve'; s: number; src: number; pick: number; token: number; inject?: number; err?: number }
+  /** IOMMU_IOAS_MAP_FILE of memfd `m` (its first `lenPg` pages, 0: all) into an IOAS of slot `c`, automatic IOVA. */
+  | { k: 'mfdMapFile'; c: number; ioas: number; m: number; lenPg: number }
   /** IOMMU_HWPT_LU_SET_PRESERVE on slot `c`: the `pick`-th HWPT (3: an IOAS id or a bad one), token 1 + token. */
   | { k: 'luoMark'; c: number; pick: number; token: number }
   /**
-   * A VM the upstream flow preserves, as one step: context slot `c` (not persistent), a new empty
-   * IOAS, device `d` bound and attached, its HWPT marked (token 1 + token), a session, PRESERVE_FD
-   * of the iommufd and (if `dev`) of the device. Each syscall is planned like the single operations.
+   * A VM the upstream flow preserves, as one step: context slot `c` (not persistent), a new IOAS
+   * (with `mem`, a sealed memfd of 4 pages mapped into it), device `d` bound and attached, its HWPT
+   * marked (token 1 + token), a session, PRESERVE_FD of the memfd, the iommufd and (if `dev`) the device. Each syscall is planned like the single operations.
    */
-  | { k: 'luoVm'; c: number; d: number; token: number; dev: boolean }
+  | { k: 'luoVm'; c: number; d: number; token: number; dev: boolean; mem: boolean }
   | { k: 'luoRetrieveFd'; s: number; token: number }
   | { k: 'luoFinish'; s: number }
   | { k: 'luoGetName'; s: number }
@@ -177,12 +179,13 @@ export const DEFAULT_WEIGHTS: Required<CommandWeights> = {
   luoCloseSession: 0.05,
   luoMark: 0.05,
   luoVm: 0,
+  mfdMapFile: 0.05,
   // Without LUO it is a plain kexec whose failure sites are never reached: the RFC's kexec covers it.
   luoReboot: 0,
 };
 
 /** The upstream flow's kinds. */
-export const LUO_KINDS: readonly OpKind[] = ['mfdCreate', 'mfdClose', 'mfdTruncate', 'mfdSeal', 'mfdMmap', 'mfdPoke', 'mfdPeek', 'luoOpen', 'luoCloseDev', 'luoCreate', 'luoRetrieve', 'luoPreserve', 'luoRetrieveFd', 'luoFinish', 'luoGetName', 'luoCloseSession', 'luoMark', 'luoVm', 'luoReboot'];
+export const LUO_KINDS: readonly OpKind[] = ['mfdCreate', 'mfdClose', 'mfdTruncate', 'mfdSeal', 'mfdMmap', 'mfdPoke', 'mfdPeek', 'luoOpen', 'luoCloseDev', 'luoCreate', 'luoRetrieve', 'luoPreserve', 'luoRetrieveFd', 'luoFinish', 'luoGetName', 'luoCloseSession', 'luoMark', 'luoVm', 'mfdMapFile', 'luoReboot'];
 
 /**
  * The mix of the LUO world (`flow: 'luo'`): mostly memfds and sessions, a reboot every ~80
@@ -214,6 +217,7 @@ export const LUO_WEIGHTS: Required<CommandWeights> = {
   luoCloseSession: 1,
   luoMark: 1,
   luoVm: 1,
+  mfdMapFile: 1,
   luoReboot: 1,
 };
 
@@ -343,7 +347,8 @@ export const OP_ARBITRARIES: { [K in OpKind]: fc.Arbitrary<Extract<Op, { k: K }>
     err: small(5),
   }),
   luoMark: fc.record({ k: fc.constant('luoMark' as const), c: ctxSlot, pick: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }), token: small(2) }),
-  luoVm: fc.record({ k: fc.constant('luoVm' as const), c: ctxSlot, d: dev, token: small(2), dev: mostly(true, 3) }),
+  luoVm: fc.record({ k: fc.constant('luoVm' as const), c: ctxSlot, d: dev, token: small(2), dev: mostly(true, 3), mem: mostly(true, 2) }),
+  mfdMapFile: fc.record({ k: fc.constant('mfdMapFile' as const), c: ctxSlot, ioas: ioasPick, m: small(3), lenPg: small(4) }),
   luoRetrieveFd: fc.record({ k: fc.constant('luoRetrieveFd' as const), s: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
   luoFinish: fc.record({ k: fc.constant('luoFinish' as const), s: small(3) }),
   luoGetName: fc.record({ k: fc.constant('luoGetName' as const), s: small(3) }),

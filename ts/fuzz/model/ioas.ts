@@ -165,7 +165,8 @@ export function* planMap(m: ModelState, op: Extract<Op, { k: 'map' }>): Generato
   };
 }
 
-export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>): Generator<Plan, void, void> {
+/** MAP_FILE; `luo` names a LUO memfd of the VMM instead of op.file (its seals recorded in the area). */
+export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>, luo?: { fd: number; file: MFile; seals: number }): Generator<Plan, void, void> {
   const ctx = m.ctxOfSlot(op.c);
   if (!ctx) return;
   const id = m.ioasIdFor(ctx, op.ioas);
@@ -173,7 +174,10 @@ export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>): 
   let fd: number;
   let file: MFile | null = null;
   let other = false;
-  if (op.file <= 2) {
+  if (luo) {
+    fd = luo.fd;
+    file = luo.file;
+  } else if (op.file <= 2) {
     const s = m.fileFds[op.file];
     if (s) {
       fd = s.fd;
@@ -198,7 +202,7 @@ export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>): 
     if (length === 0n) return { err: 'EINVAL' };
     if (!file && !other) return { err: 'EBADF' };
     // Any other file maps like a file past its end: it fails (EINVAL) only when pinned.
-    const pages: MPages = { id: m.nextPages++, kind: 'file', base: start, file, writable: op.w, res: new Map() };
+    const pages: MPages = { id: m.nextPages++, kind: 'file', base: start, file, writable: op.w, res: new Map(), mapSeals: luo?.seals };
     const segs = ctx.pid && file?.kind === 'gm' ? [{ iova: 0n, inode: file as MInode, off: start, len: length }] : null;
     return mapPages(m, ctx, io, [{ pages, off: 0n, len: length, segs }], length, op.fixed ? iova : null, op.r, op.w, start);
   })();

@@ -3,18 +3,35 @@
 // what it sees of the world (LuoEnv, the next kernel's FLBs), and memfd's (mm/memfd_luo.c,
 // "memfd-v2"). The iommu live-update series' handlers are in luo-iommu.ts, which lists them all
 // (LUO_FILE_MODELS).
-import type { MCtx, MDevice, MHwpt, ModelState } from './state.js';
+import { CHUNK_PAGES, type MCtx, type MDevice, type MFile, type MHwpt, type ModelState } from './state.js';
 
-/** A memfd's shmem inode: what every fd and mapping of it sees. */
-export interface MShmem {
-  seals: number;
-  npages: number;
-  /** Bytes written, by page (absent pages read as zeros). */
-  data: Map<number, Uint8Array>;
+/**
+ * A memfd's shmem inode: what every fd and mapping of it sees. Its bytes are the model's memory
+ * (ModelState.mem) under page ids `base + page`, so that an IOAS mapping it (MAP_FILE) and a
+ * device's DMA see the same bytes as the VMM's loads and stores.
+ */
+export class MShmem implements MFile {
+  readonly kind = 'memfd';
   /** The outgoing session preserving it (size frozen, every page pinned). */
-  preservedIn: MSession | null;
+  preservedIn: MSession | null = null;
   /** Shared mappings that may write (`i_mmap_writable`). */
-  writableMaps: number;
+  writableMaps = 0;
+  constructor(
+    /** Page id of page 0 (two 2 MiB chunks: room for the largest LUO_SIZES). */
+    readonly base: number,
+    public seals: number,
+    public npages: number,
+  ) {}
+  pageId(fp: number): number | null {
+    return fp < this.npages ? this.base + fp : null;
+  }
+}
+
+/** A new memfd inode in the model's memory. */
+export function newShmem(m: ModelState, seals: number, npages = 0): MShmem {
+  const c = m.chunk();
+  m.chunk();
+  return new MShmem(c * CHUNK_PAGES, seals, npages);
 }
 
 /** A preserved file: outgoing, the live object; incoming, what crossed and, once retrieved, the new object. */
@@ -47,6 +64,8 @@ export interface LuoEnv {
   preservedIn(id: unknown, s: MSession): boolean;
   /** The outgoing preserved file whose id is `id`, if any. */
   outgoingFile(id: unknown): MLuoFile | undefined;
+  /** At the jump: what the file preserved under `id` serialised (files serialise in preservation order). */
+  serOf(id: unknown): unknown;
 }
 
 /** The previous kernel's FLBs as the next kernel holds them (vfio/liveupdate.ts, iommu_liveupdate.ts). */
@@ -94,12 +113,6 @@ export interface LuoFileModel {
   finish?(file: MLuoFile, env: LuoEnv): void;
 }
 
-interface MemfdSer {
-  seals: number;
-  npages: number;
-  data: Map<number, Uint8Array>;
-}
-
 const memfdModel: LuoFileModel = {
   compatible: 'memfd-v2',
   canPreserve: (t) => t.kind === 'memfd',
@@ -116,14 +129,17 @@ const memfdModel: LuoFileModel = {
     (p as { obj: MShmem }).obj.preservedIn = null;
   },
   pinned: (p) => (p as { obj: MShmem }).obj.npages,
-  serialize(p): MemfdSer {
+  /** The next kernel's inode, made now: its folios are the preserved ones (the bytes at the reboot). */
+  serialize(p, _f, env): MShmem {
     const { obj, seals } = p as { obj: MShmem; seals: number };
-    return { seals, npages: obj.npages, data: new Map([...obj.data].map(([k, v]) => [k, v.slice()])) };
+    const next = newShmem(env.m, seals, obj.npages);
+    for (let pg = 0; pg < obj.npages; pg++) {
+      const b = env.m.mem.get(obj.base + pg);
+      if (b) env.m.mem.set(next.base + pg, b.slice());
+    }
+    return next;
   },
-  retrieve(ser): MShmem {
-    const z = ser as MemfdSer;
-    return { seals: z.seals, npages: z.npages, data: new Map([...z.data].map(([k, v]) => [k, v.slice()])), preservedIn: null, writableMaps: 0 };
-  },
+  retrieve: (ser) => ser,
   // planRetrieveFd adds the VMM's memfd fd.
   install() {},
 };

@@ -6,8 +6,11 @@
 // RETRIEVE_FD until the PCI FLB finishes; a restored device keeps translating through its restored
 // domain and is owned by the restored iommufd until the iommu FLB finishes), with their
 // can_finish and finish. LUO_FILE_MODELS lists every handler model in registration order.
-import { MEMFD_MODEL, type FdTarget, type LuoEnv, type LuoFileModel, type MLuoFile, type MSession } from './luo-files.js';
-import { CTX_SLOTS, MCtx, type MDevice, type MHwpt, type MIoas } from './state.js';
+import { F_SEAL_GROW, F_SEAL_SEAL, F_SEAL_SHRINK } from '../../index.js';
+import { PAGE } from '../intervals.js';
+import { MEMFD_MODEL, MShmem, type FdTarget, type LuoEnv, type LuoFileModel, type MLuoFile, type MSession } from './luo-files.js';
+import { pageSpan, syncPins } from './mm.js';
+import { CTX_SLOTS, MCtx, type MDevice, type MHwpt, type MIoas, type MPages } from './state.js';
 
 /** What PRESERVE_FD of an iommufd made: the context and its marked HWPTs (object-id order). */
 export interface IommufdPreserved {
@@ -20,6 +23,14 @@ export interface VfioPreserved {
   obj: MDevice;
   hwpt: MHwpt | null;
 }
+
+/** What crosses the reboot for an iommufd: the context RETRIEVE_FD builds, and the tokens of the memfds its areas map. */
+interface IommufdSer {
+  ctx: MCtx;
+  memfds: bigint[];
+}
+
+const REQ_SEALS = F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK;
 
 /** The marked HWPTs of `ctx`, in object-id order (`xa_for_each`). */
 export const markedHwpts = (ctx: MCtx): MHwpt[] => ctx.hwpts().filter((h) => h.luToken !== undefined);
@@ -45,12 +56,20 @@ const iommufdModel: LuoFileModel = {
   id: (t) => (t as { obj: MCtx }).obj,
   preservedId: (p) => (p as IommufdPreserved).obj,
   retrievedId: (obj) => obj,
-  preserveErr(t) {
+  preserveErr(t, s, env) {
     const ctx = (t as { obj: MCtx }).obj;
     const marked = markedHwpts(ctx);
     // A persistent iommufd's domains go through KHO's /iommufd already.
     if (marked.length && ctx.pid > 0) return 'EBUSY';
-    return marked.some((h) => h.ioas.areas.length > 0) ? 'EINVAL' : null;
+    // check_iopt_pages_preserved, HWPT by HWPT, area by area (in IOVA order).
+    for (const h of marked) {
+      for (const a of h.ioas.areas) {
+        const f = a.pages.file;
+        if (a.pages.kind !== 'file' || !(f instanceof MShmem) || ((a.pages.mapSeals ?? 0) & REQ_SEALS) !== REQ_SEALS) return 'EINVAL';
+        if (!env.preservedIn(f, s)) return 'ENOENT';
+      }
+    }
+    return null;
   },
   preserve(t): IommufdPreserved {
     const ctx = (t as { obj: MCtx }).obj;
@@ -62,24 +81,47 @@ const iommufdModel: LuoFileModel = {
     for (const io of (p as IommufdPreserved).obj.ioases()) io.luFrozen = false;
   },
   pinned: () => 0,
-  /** The domains the next kernel's driver restores, as the context RETRIEVE_FD will build (not yet the VMM's). */
-  serialize(p, _f, env): MCtx {
+  /**
+   * The domains the next kernel's driver restores, as the context RETRIEVE_FD will build (not yet
+   * the VMM's): each area over the next kernel's inode of its memfd (the preserved folios, which
+   * the restored domain maps, so its pages are resolved already), and the memfd's token.
+   */
+  serialize(p, _f, env): IommufdSer {
     const ctx = new MCtx(env.m.nextCtx++);
+    const memfds: bigint[] = [];
     (p as IommufdPreserved).hwpts.forEach((old, k) => {
       const io: MIoas = { t: 'ioas', id: 2 * k + 1, areas: [], allowed: [] };
       const h: MHwpt = { t: 'hwpt', id: 2 * k + 2, ioas: io, devs: new Set(), restored: true, manual: true, luRestored: true };
+      for (const a of old.ioas.areas) {
+        const mf = env.outgoingFile(a.pages.file)!;
+        const file = env.serOf(a.pages.file) as MShmem;
+        const offset = a.pages.base + a.off;
+        const first = offset & ~(PAGE - 1n);
+        const pages: MPages = { id: env.m.nextPages++, kind: 'file', base: first, file, writable: a.w, res: new Map(), mapSeals: REQ_SEALS };
+        const off = offset - first;
+        const [f, l] = pageSpan(pages, off, a.last - a.start + 1n);
+        for (let pg = f; pg <= l; pg++) pages.res.set(pg, file.pageId(pg)!);
+        io.areas.push({ start: a.start, last: a.last, pages, off, r: a.r, w: a.w, segs: null });
+        memfds.push(mf.token);
+      }
       ctx.objs.set(io.id, io);
       ctx.objs.set(h.id, h);
       env.flb.domains.set(old, { h, ctx });
     });
     env.flb.iommuFiles++;
-    return ctx;
+    return { ctx, memfds };
   },
   retrievable: (f, env) => f.retrieved === undefined && freeSlot(env) >= 0,
-  retrieve(ser, _s, env): MCtx {
-    const ctx = ser as MCtx;
+  retrieve(ser, s, env): MCtx {
+    const { ctx, memfds } = ser as IommufdSer;
     const m = env.m;
+    // liveupdate_get_file_incoming: each memfd an area maps is retrieved now if it was not yet.
+    for (const token of memfds) {
+      const f = s.files.find((x) => x.token === token)!;
+      if (f.retrieved === undefined) f.retrieved = f.handler.retrieve(f.ser, s, env);
+    }
     m.ctxs.push(ctx);
+    syncPins(m);
     // Every device still on one of its restored domains is this iommufd's now.
     m.devices.forEach((d, i) => {
       if (d.xlate.k === 'hwpt' && d.xlate.ctx === ctx) env.flb.claimed.set(i, ctx);

@@ -19,7 +19,8 @@ import {
 } from '../../index.js';
 import { PAGE } from '../intervals.js';
 import type { Op } from '../ops.js';
-import type { MShmem } from './luo-files.js';
+import { newShmem, type MShmem } from './luo-files.js';
+import { allPages, readPage, writePage } from './mm.js';
 import { errs, hex, okAny, okv, pattern, type Alt, type ModelState, type Plan } from './state.js';
 
 export const F_ALL_SEALS = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC;
@@ -45,6 +46,18 @@ export class LuoMemfds {
 
   constructor(private readonly m: ModelState) {}
 
+  /** An IOAS area maps `obj` (IOMMU_IOAS_MAP_FILE). */
+  private inIoas(obj: MShmem): boolean {
+    for (const p of allPages(this.m)) if (p.file === obj) return true;
+    return false;
+  }
+
+  /** An IOAS with a domain pins some of its pages. */
+  private pinnedByIoas(obj: MShmem): boolean {
+    for (const p of allPages(this.m)) if (p.file === obj && p.res.size) return true;
+    return false;
+  }
+
   /** The VMM's fds and mappings are gone (exit, kexec). */
   gone(): void {
     for (const w of this.wins) if (w?.counted) w.obj.writableMaps--;
@@ -60,7 +73,7 @@ export class LuoMemfds {
       run: (s) => s.p.memfd_create('luo', seal ? MFD_ALLOW_SEALING : 0),
       alts: [okv(fd, () => {
         this.m.allocFd();
-        this.memfds.push({ fd, obj: { seals: seal ? 0 : F_SEAL_SEAL, npages: 0, data: new Map(), preservedIn: null, writableMaps: 0 } });
+        this.memfds.push({ fd, obj: newShmem(this.m, seal ? 0 : F_SEAL_SEAL) });
       })],
     };
   }
@@ -80,13 +93,15 @@ export class LuoMemfds {
     const mf = this.at(pick);
     if (!mf) return;
     const { obj } = mf;
+    // An IOAS maps it: what a shrink does to pinned or mapped pages is not followed.
+    if (this.inIoas(obj)) return;
     const np = LUO_SIZES[sizeIdx % LUO_SIZES.length]!;
     let alt: Alt;
     if ((np < obj.npages && obj.seals & F_SEAL_SHRINK) || (np > obj.npages && obj.seals & F_SEAL_GROW)) alt = errs(['EPERM']);
     else if (np !== obj.npages && obj.preservedIn) alt = errs(['EPERM']);
     else
       alt = okAny(() => {
-        for (const k of [...obj.data.keys()]) if (k >= np) obj.data.delete(k);
+        for (let pg = np; pg < obj.npages; pg++) this.m.mem.delete(obj.base + pg);
         obj.npages = np;
       });
     yield { what: `ftruncate ${mf.fd} ${np} pages`, run: (s) => s.p.ftruncate(mf.fd, BigInt(np) * PAGE), alts: [alt] };
@@ -105,7 +120,7 @@ export class LuoMemfds {
       // F_SEAL_EXEC on an executable memfd (every one made here) implies the write seals.
       if (seals & F_SEAL_EXEC) seals |= F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
       // mapping_deny_writable, then memfd_wait_for_pins (a preserved memfd's pages are pinned).
-      if (seals & F_SEAL_WRITE && !(obj.seals & F_SEAL_WRITE) && (obj.writableMaps > 0 || (obj.preservedIn && obj.npages > 0))) alt = errs(['EBUSY']);
+      if (seals & F_SEAL_WRITE && !(obj.seals & F_SEAL_WRITE) && (obj.writableMaps > 0 || (obj.preservedIn && obj.npages > 0) || this.pinnedByIoas(obj))) alt = errs(['EBUSY']);
       else alt = okv(0, () => (obj.seals |= seals));
     }
     const arg = LUO_SEALS[sealIdx % LUO_SEALS.length]!;
@@ -145,7 +160,7 @@ export class LuoMemfds {
     const va = VA_LUO + BigInt(w) * WIN_STRIDE + BigInt(pg) * PAGE + BigInt(off);
     const reach = win !== null && pg < WIN_PAGES && pg < win.obj.npages;
     if (op.k === 'mfdPeek') {
-      const got = reach ? (win!.obj.data.get(pg)?.slice(off, off + n) ?? new Uint8Array(n)) : null;
+      const got = reach ? readPage(this.m, win!.obj.base + pg, off, n) : null;
       yield { what: `memRead ${hex(va)} +${n}`, run: (s) => s.p.memRead(va, n), alts: [got ? okv(got) : errs(['EFAULT'])] };
       return;
     }
@@ -155,9 +170,7 @@ export class LuoMemfds {
       what: `memWrite ${hex(va)} +${n}`,
       run: (s) => s.p.memWrite(va, data),
       alts: [ok ? okAny(() => {
-        let p = win!.obj.data.get(pg);
-        if (!p) win!.obj.data.set(pg, (p = new Uint8Array(4096)));
-        p.set(data, off);
+        writePage(this.m, win!.obj.base + pg, off, data);
       }) : errs(['EFAULT'])],
     };
   }

@@ -37,6 +37,7 @@ import {
 import { PAGE } from '../intervals.js';
 import type { Op } from '../ops.js';
 import { planAttachTo, planBind } from './device.js';
+import { planMapFile } from './ioas.js';
 import { planIoasAlloc, planOpen } from './iommufd.js';
 import { khoDump, jump, planAfterJump, planKho } from './liveupdate.js';
 import { copyAttr, freshAttr, injectAt, LUO_FAIL_ERRNOS, planArm, shouldFail, type FaultAttr } from './luo-fail.js';
@@ -47,6 +48,7 @@ import { errs, hex, okAny, okv, pattern, type Alt, type MCtx, type MDevice, type
 
 export { LUO_FAIL_ERRNOS } from './luo-fail.js';
 export { F_ALL_SEALS, LUO_SEALS, LUO_SIZES, VA_LUO, WIN_PAGES, WINDOWS } from './luo-memfd.js';
+import { LUO_SEALS, LUO_SIZES } from './luo-memfd.js';
 export { type FdTarget, type LuoFileModel, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
 export { LUO_FILE_MODELS } from './luo-iommu.js';
 
@@ -84,6 +86,8 @@ export class LuoModel {
   /** The next kernel's view of the previous one's FLBs. */
   flb = freshFlbs();
   private readonly env: LuoEnv;
+  /** At the jump: what each preserved file (by its id) serialised. */
+  private readonly serialised = new Map<unknown, unknown>();
 
   constructor(private readonly m: ModelState) {
     this.enabled = m.cfg.flow === 'luo';
@@ -96,6 +100,7 @@ export class LuoModel {
       },
       preservedIn: (id, s) => !s.incoming && s.files.some((f) => f.handler.preservedId(f.obj) === id),
       outgoingFile: (id) => this.outgoingFile(id),
+      serOf: (id) => this.serialised.get(id),
     };
     m.exitHooks.push(() => this.vmmGone());
     m.jumpHooks.push(() => this.nextKernel());
@@ -104,6 +109,8 @@ export class LuoModel {
     m.luoOpenErr = (i) => (this.flb.pciHeld.has(i) ? 'EBUSY' : null);
     m.luoBindErr = (i, ctx) => (this.flb.claimed.has(i) && this.flb.claimed.get(i) !== ctx ? 'EBUSY' : null);
     m.luoExitBlocked = () => this.exitBlocked();
+    m.luoIommuState = () =>
+      this.outgoing.some((s) => s.files.some((f) => (f.handler === IOMMUFD_MODEL && (f.obj as IommufdPreserved).hwpts.length > 0) || (f.handler === VFIO_MODEL && (f.obj as VfioPreserved).hwpt)));
   }
 
   private outgoingFile(id: unknown): MLuoFile | undefined {
@@ -176,12 +183,18 @@ export class LuoModel {
     this.vmmGone();
     // The FLBs the previous kernel serialised; what it left unretrieved or unfinished is dropped.
     this.flb = freshFlbs();
+    const ser = (f: MLuoFile): unknown => {
+      const z = f.handler.serialize(f.obj, f, this.env);
+      this.serialised.set(f.handler.preservedId(f.obj), z);
+      return z;
+    };
     this.incoming = this.outgoing.map((s) => ({
       name: s.name,
       incoming: true,
       retrieved: false,
-      files: s.files.map((f) => ({ token: f.token, handler: f.handler, obj: null, ser: f.handler.serialize(f.obj, f, this.env) })),
+      files: s.files.map((f) => ({ token: f.token, handler: f.handler, obj: null, ser: ser(f) })),
     }));
+    this.serialised.clear();
     this.outgoing = [];
     this.fa = freshAttr();
     this.loaded = false;
@@ -341,6 +354,8 @@ export class LuoModel {
     const s = ss.s;
     const t = this.targetOf(fd);
     const fh = LUO_FILE_MODELS.find((h) => h.canPreserve(t));
+    // The RFC's KHO is active: LUO's IOMMU state would share the VT-d tables with its handover (ModelState.luoIommuState).
+    if (this.m.khoActive && (fh === IOMMUFD_MODEL || fh === VFIO_MODEL)) return;
     const fa = copyAttr(this.fa);
     const withFa = (a: Alt): Alt => ({ ...a, then: (o) => { this.fa = fa; a.then?.(o); } });
     let alt: Alt;
@@ -530,6 +545,22 @@ export class LuoModel {
     yield* planIoasAlloc(m, op.c);
     const io = ctx.ioases().at(-1);
     if (!io) return;
+    // Guest RAM: a memfd of 4 pages, a word written, sealed SHRINK|GROW then SEAL, mapped into the IOAS.
+    let ram: { fd: number; obj: MShmem } | undefined;
+    if (op.mem) {
+      const n = this.mfd.memfds.length;
+      yield* this.mfd.planCreate(true);
+      ram = this.mfd.memfds[n];
+      if (!ram) return;
+      const k = this.mfd.memfds.length - 1;
+      yield* this.mfd.planTruncate(k, LUO_SIZES.indexOf(4));
+      yield* this.mfd.planMmap(k, 0, true);
+      yield* this.mfd.planAccess({ k: 'mfdPoke', w: 0, pg: 1, off: 8 * op.token, words: 1, val: op.c + 7 * op.d });
+      yield* this.mfd.planSeal(k, LUO_SEALS.indexOf(F_SEAL_SHRINK | F_SEAL_GROW));
+      yield* this.mfd.planSeal(k, LUO_SEALS.indexOf(F_SEAL_SEAL));
+      const at = { kind: 0, idx: 0, dPg: 0, dB: 0 };
+      yield* planMapFile(m, { k: 'mapFile', c: op.c, ioas: ctx.ioases().indexOf(io), file: 6, startPg: 0, lenPg: 4, fixed: false, at, r: true, w: true }, { fd: ram.fd, file: ram.obj, seals: ram.obj.seals });
+    }
     if (!d.bound) yield* planBind(m, op.d, op.c);
     if (d.bound?.ctx !== ctx) return;
     yield* planAttachTo(m, op.d, io.id);
@@ -543,6 +574,7 @@ export class LuoModel {
     }
     if (!ss) return;
     const free = (): bigint => LUO_TOKENS.find((t) => !ss!.s.files.some((f) => f.token === t)) ?? LUO_TOKENS[0]!;
+    if (ram && this.mfd.memfds.includes(ram)) yield* this.planPreserveFd(ss, ram.fd, free());
     yield* this.planPreserveFd(ss, ctx.fd!, free());
     if (op.dev && d.fd !== null) yield* this.planPreserveFd(ss, d.fd, free());
   }
@@ -595,6 +627,13 @@ export class LuoModel {
         return yield* this.planMark(op.c, op.pick, op.token);
       case 'luoVm':
         return yield* this.planLuoVm(op);
+      case 'mfdMapFile': {
+        const mf = this.mfd.at(op.m);
+        if (!mf) return;
+        const at = { kind: 0, idx: 0, dPg: 0, dB: 0 };
+        const mapOp = { k: 'mapFile' as const, c: op.c, ioas: op.ioas, file: 6, startPg: 0, lenPg: op.lenPg || mf.obj.npages, fixed: false, at, r: true, w: true };
+        return yield* planMapFile(this.m, mapOp, { fd: mf.fd, file: mf.obj, seals: mf.obj.seals });
+      }
       default:
         return;
     }

@@ -114,6 +114,8 @@ export interface MPages {
   writable: boolean;
   /** Resolved (pinned) pages: page number (VA page or file page) → backing page id. */
   res: Map<number, number>;
+  /** A LUO memfd's seals when it was mapped (IOMMU_IOAS_MAP_FILE records them for the live update). */
+  mapSeals?: number;
 }
 
 /** A guestmemfs segment a persistent area maps (what is serialised and pinned). */
@@ -347,6 +349,12 @@ export class ModelState {
   luoOpenErr: (i: number) => string | null = () => null;
   /** The errno of binding device `i` to `ctx` (EBUSY while a restored iommufd owns it). */
   luoBindErr: (i: number, ctx: MCtx) => string | null = () => null;
+  /**
+   * Whether LUO holds IOMMU state (a preserved domain or device) in an outgoing session: the RFC's
+   * KHO activation then is not generated (both preserve the VT-d root and context tables, and
+   * LUO's unpreserve would take them from the RFC's handover; the simulator keeps one owner).
+   */
+  luoIommuState: () => boolean = () => false;
   /** Whether the VMM's exit would leave state the model does not follow (model/luo.ts). */
   luoExitBlocked: () => boolean = () => false;
   constructor(cfg: WorldConfig = DEFAULT_WORLD) {
