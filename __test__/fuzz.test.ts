@@ -138,6 +138,39 @@ describe('fuzz: random uAPI sequences agree with the reference model', () => {
     expect(log).toMatch(/VFIO_DEVICE_ATTACH_IOMMUFD_PT vfio0 pt_id 2 -> ok 2/);
   });
 
+  it('a marked HWPT whose IOAS maps a sealed, preserved memfd: the device reads its bytes through the restored domain, RETRIEVE_FD of the iommufd retrieves the memfd', () => {
+    const lines: string[] = [];
+    const ops: Op[] = [
+      { k: 'luoVm', c: 0, d: 0, token: 1, dev: true, mem: true }, // memfd token 1, iommufd 2, device 3
+      { k: 'luoReboot', inject: 0, nth: 1, err: 0, retry: false, rehydrate: 0 },
+      { k: 'dmaRead', d: 0, where: 0, idx: 0, off: 4096, words: 2 }, // the word written before the reboot
+      { k: 'dmaWrite', d: 0, where: 0, idx: 0, off: 8192, words: 1, val: 5 },
+      { k: 'luoRetrieve', name: 0 },
+      { k: 'luoRetrieveFd', s: 0, token: 1 }, // the iommufd: its area over the memfd, pinned
+      { k: 'luoRetrieveFd', s: 0, token: 0 }, // the memfd, retrieved already: the same file
+      { k: 'mfdMmap', m: 0, w: 0, write: false },
+      { k: 'mfdPeek', w: 0, pg: 2, off: 0, words: 1 }, // the device's write
+      { k: 'luoRetrieveFd', s: 0, token: 2 },
+      { k: 'bind', d: 0, c: 0 },
+      { k: 'luoFinish', s: 0 }, // not re-attached yet: EBUSY
+      { k: 'attach', d: 0, mode: 1, pick: 0 },
+      { k: 'luoFinish', s: 0 },
+      { k: 'unmap', c: 0, ioas: 0, shape: 5, pick: 0, pick2: 0, dPg: 0, lenPg: 1, at: { kind: 0, idx: 0, dPg: 0, dB: 0 } }, // mutable again
+      { k: 'check' },
+    ];
+    const r = replay({ ...file(ops), world: { ...file(ops).world, flow: 'luo' } }, { log: (l) => lines.push(l) });
+    expect(r.error?.message).toBeUndefined();
+    const log = lines.join('\n');
+    expect(log).toMatch(/IOMMU_IOAS_MAP_FILE ioas 1 fd \d+ start 0x0 len 0x4000 auto RW -> ok/);
+    const poked = /memWrite 0x70001008 \+8 -> ok/.test(log);
+    expect(poked).toBe(true);
+    const read = log.match(/DMA read 0000:01:00.0 0x\w+ \+16 -> ok <(\w+)>/)![1]!;
+    expect(read.slice(16)).not.toBe('0000000000000000');
+    expect(log).toMatch(/memRead 0x70002000 \+8 -> ok <(?!0000000000000000)\w+>/);
+    expect(log.match(/LIVEUPDATE_SESSION_FINISH -> (\w+)/g)!.map((x) => x.split(' -> ')[1])).toEqual(['EBUSY', 'ok']);
+    expect(log).toMatch(/IOMMU_IOAS_UNMAP ioas 1 iova 0x0 len 0xffffffffffffffff -> ok 0x4000/);
+  });
+
   it('the iommu live-update series\' files across reboots, with failures injected at their preserve and freeze sites', () => {
     const r = fuzz({ runs: 40, seed: 20261207, maxCommands: 200, world: { flow: 'luo' }, commands: { luoVm: 4, luoReboot: 3, luoMark: 2 } });
     if (!r.ok) throw new Error(`${r.failure!.message}\nreplay: ${JSON.stringify(r.failure!.replayFile)}`);
@@ -150,6 +183,8 @@ describe('fuzz: random uAPI sequences agree with the reference model', () => {
     expect(n(/^FINISH iommufd\/vfio ok$/)).toBeGreaterThan(0);
     expect(n(/^HWPT_LU_SET_PRESERVE (EBUSY|ENOENT)$/)).toBeGreaterThan(0);
     expect(n(/^IOAS_\w+ frozen EBUSY$/)).toBeGreaterThan(0);
+    expect(n(/^reboot with .*domain.*\+memfd ok$/)).toBeGreaterThan(0);
+    expect(n(/^DMA read \(LUO domain\) ok$/)).toBeGreaterThan(0);
     expect(n(/^PRESERVE_FD (iommufd|vfio)\S* (ENOSPC|ENOMEM|EIO|EAGAIN|EPERM)$/)).toBeGreaterThan(0);
   });
 
