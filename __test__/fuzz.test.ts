@@ -171,6 +171,13 @@ describe('fuzz: random uAPI sequences agree with the reference model', () => {
     expect(log).toMatch(/IOMMU_IOAS_UNMAP ioas 1 iova 0x0 len 0xffffffffffffffff -> ok 0x4000/);
   });
 
+  it('the VMM\'s exit finishes a retrieved session while its device is still bound (found by a campaign: the model unbound first)', () => {
+    const ops = [{"k": "luoCreate", "name": 1}, {"k": "luoVm", "c": 2, "d": 0, "token": 0, "dev": true, "mem": true}, {"k": "luoReboot", "inject": 0, "nth": 4, "err": 0, "retry": false, "rehydrate": 2, "retrieve": false}, {"k": "luoRetrieve", "name": 1}, {"k": "luoVm", "c": 1, "d": 1, "token": 0, "dev": true, "mem": false}, {"k": "luoRetrieveFd", "s": 0, "token": 1}, {"k": "luoCloseSession", "s": 3}, {"k": "luoRetrieveFd", "s": 0, "token": 2}, {"k": "luoVm", "c": 0, "d": 0, "token": 0, "dev": true, "mem": true}, {"k": "exit"}, {"k": "luoRetrieve", "name": 1}] as Op[];
+    const r = replay({ ...file(ops), world: { ...file(ops).world, flow: 'luo' } });
+    expect(r.error?.message).toBeUndefined();
+    expect(r.steps).toBe(11);
+  });
+
   it('the iommu live-update series\' files across reboots, with failures injected at their preserve and freeze sites', () => {
     const r = fuzz({ runs: 40, seed: 20261207, maxCommands: 200, world: { flow: 'luo' }, commands: { luoVm: 4, luoReboot: 3, luoMark: 2 } });
     if (!r.ok) throw new Error(`${r.failure!.message}\nreplay: ${JSON.stringify(r.failure!.replayFile)}`);

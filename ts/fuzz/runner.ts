@@ -121,9 +121,7 @@ export class Rig {
     // The LUO world boots the upstream flow beside the RFC's (both share KHO and the hardware).
     const cmdline = `guestmemfs=${world.guestmemfsMiB}M${world.flow === 'luo' ? ' kho=on liveupdate=on' : ''}`;
     // The kernel is built with the iommu live-update series (its iommufd-v1 and vfio-pci-v1 handlers
-    // beside memfd's). The model (LUO_FILE_MODELS) predicts PRESERVE_FD and unpreserve of an iommufd
-    // and a VFIO cdev exactly, but not what they carry across the reboot: the generator never
-    // reboots, closes or unbinds while one is preserved (model/luo-files.ts).
+    // beside memfd's), which the model follows across the reboot (model/luo-iommu.ts).
     const host = Host.boot({
       memory: world.memory,
       seed: hostSeed,

@@ -5,6 +5,10 @@
 // (LUO_FILE_MODELS).
 import { CHUNK_PAGES, type MCtx, type MDevice, type MFile, type MHwpt, type ModelState } from './state.js';
 
+/** Session names an operation picks: three good ones, the longest good one, empty, 64 bytes without a NUL. */
+export const LUO_NAMES: readonly (string | Uint8Array)[] = ['vm-a', 'vm-b', 'vm-c', 'L'.repeat(63), '', new Uint8Array(64).fill(0x78)];
+export const LUO_TOKENS: readonly bigint[] = [1n, 2n, 3n, 0xffff_ffff_ffff_ffffn];
+
 /**
  * A memfd's shmem inode: what every fd and mapping of it sees. Its bytes are the model's memory
  * (ModelState.mem) under page ids `base + page`, so that an IOAS mapping it (MAP_FILE) and a

@@ -24,13 +24,10 @@ import { allPages, readPage, writePage } from './mm.js';
 import { errs, hex, okAny, okv, pattern, type Alt, type ModelState, type Plan } from './state.js';
 
 export const F_ALL_SEALS = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC;
-/** Session names an operation picks: three good ones, the longest good one, empty, 64 bytes without a NUL. */
 /** Seal sets F_ADD_SEALS tries (0x40 is no seal: EINVAL). */
 export const LUO_SEALS: readonly number[] = [F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE, F_SEAL_EXEC, F_SEAL_SHRINK | F_SEAL_GROW, 0, 0x40];
 /** memfd sizes ftruncate tries, in pages (512: one 2 MiB folio). */
 export const LUO_SIZES: readonly number[] = [0, 1, 2, 3, 4, 16, 17, 512, 513];
-/** The failure sites (kernel/fail_function.ts INJECTABLE) a reboot operation arms: 1, 2. */
-/** The sites a PRESERVE_FD operation arms (its `inject` 1..3): the iommu FLB's, iommufd's and VFIO's preserve. */
 /** The VMM maps memfd windows here: window w at VA_LUO + w * WIN_STRIDE, WIN_PAGES long. */
 export const VA_LUO = 0x7000_0000n;
 export const WINDOWS = 3;

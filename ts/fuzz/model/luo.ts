@@ -11,14 +11,7 @@
 // IOAS, restored domains, can_finish and the PCI and iommu FLBs; failures injected at the freeze,
 // finalise and preserve sites (luo-fail.ts).
 import {
-  F_ADD_SEALS,
   F_GET_SEALS,
-  F_SEAL_EXEC,
-  F_SEAL_FUTURE_WRITE,
-  F_SEAL_GROW,
-  F_SEAL_SEAL,
-  F_SEAL_SHRINK,
-  F_SEAL_WRITE,
   IOMMU_HWPT_LU_SET_PRESERVE,
   LIVEUPDATE_IOCTL_CREATE_SESSION,
   LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
@@ -27,34 +20,27 @@ import {
   LIVEUPDATE_SESSION_PRESERVE_FD,
   LIVEUPDATE_SESSION_RETRIEVE_FD,
   LINUX_REBOOT_CMD_KEXEC,
-  MAP_FIXED,
-  MAP_SHARED,
-  MFD_ALLOW_SEALING,
   O_RDWR,
-  PROT_READ,
-  PROT_WRITE,
 } from '../../index.js';
-import { PAGE } from '../intervals.js';
 import type { Op } from '../ops.js';
 import { planAttachTo, planBind } from './device.js';
 import { planMapFile } from './ioas.js';
-import { planIoasAlloc, planOpen } from './iommufd.js';
 import { khoDump, jump, planAfterJump, planKho } from './liveupdate.js';
 import { copyAttr, freshAttr, injectAt, LUO_FAIL_ERRNOS, planArm, shouldFail, type FaultAttr } from './luo-fail.js';
 import { LuoMemfds } from './luo-memfd.js';
-import { MEMFD_MODEL, type FdTarget, type LuoEnv, type LuoFlbs, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
+import { planLuoVm } from './luo-vm.js';
+import { LUO_NAMES, LUO_TOKENS, MEMFD_MODEL, type FdTarget, type LuoEnv, type LuoFlbs, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
 import { isIommuFile, IOMMUFD_MODEL, LUO_FILE_MODELS, markedHwpts, VFIO_MODEL, type IommufdPreserved, type VfioPreserved } from './luo-iommu.js';
-import { errs, hex, okAny, okv, pattern, type Alt, type MCtx, type MDevice, type ModelState, type Plan } from './state.js';
+import { errs, hex, okAny, okv, type Alt, type MCtx, type MDevice, type ModelState, type Plan } from './state.js';
 
 export { LUO_FAIL_ERRNOS } from './luo-fail.js';
 export { F_ALL_SEALS, LUO_SEALS, LUO_SIZES, VA_LUO, WIN_PAGES, WINDOWS } from './luo-memfd.js';
-import { LUO_SEALS, LUO_SIZES } from './luo-memfd.js';
-export { type FdTarget, type LuoFileModel, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
+export { LUO_NAMES, LUO_TOKENS, type FdTarget, type LuoFileModel, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
 export { LUO_FILE_MODELS } from './luo-iommu.js';
 
-export const LUO_NAMES: readonly (string | Uint8Array)[] = ['vm-a', 'vm-b', 'vm-c', 'L'.repeat(63), '', new Uint8Array(64).fill(0x78)];
-export const LUO_TOKENS: readonly bigint[] = [1n, 2n, 3n, 0xffff_ffff_ffff_ffffn];
+/** The failure sites (kernel/fail_function.ts INJECTABLE) a reboot operation arms: 1, 2. */
 export const LUO_SITES = ['', 'luo_file_freeze_one', 'kho_finalize'] as const;
+/** The sites a PRESERVE_FD operation arms (its `inject` 1..3): the iommu FLB's, iommufd's and VFIO's preserve. */
 export const LUO_PRESERVE_SITES = ['', 'iommu_liveupdate_flb_preserve', 'iommufd_liveupdate_preserve', 'vfio_pci_liveupdate_preserve'] as const;
 /** An fd no one holds (EBADF). */
 const BAD_FD = 999;
@@ -89,7 +75,7 @@ export class LuoModel {
   /** At the jump: what each preserved file (by its id) serialised. */
   private readonly serialised = new Map<unknown, unknown>();
 
-  constructor(private readonly m: ModelState) {
+  constructor(readonly m: ModelState) {
     this.enabled = m.cfg.flow === 'luo';
     this.mfd = new LuoMemfds(m);
     const self = this;
@@ -102,6 +88,11 @@ export class LuoModel {
       outgoingFile: (id) => this.outgoingFile(id),
       serOf: (id) => this.serialised.get(id),
     };
+    // The sessions close with the VMM, while what they finish with (bound devices) is still there.
+    m.exitFirstHooks.push(() => {
+      for (const { s } of this.sessions) this.release(s);
+      this.sessions = [];
+    });
     m.exitHooks.push(() => this.vmmGone());
     m.jumpHooks.push(() => this.nextKernel());
     m.luoHolds = (o) => this.held(o);
@@ -534,50 +525,7 @@ export class LuoModel {
     yield { what: `IOMMU_HWPT_LU_SET_PRESERVE hwpt ${id} token ${tok}`, run: (s) => void s.p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: id, hwpt_token: tok }), alts: [alt], tag: 'HWPT_LU_SET_PRESERVE' };
   }
 
-  /** `luoVm`: context, a new empty IOAS, the device bound and attached, its HWPT marked, a session, PRESERVE_FD of both. */
-  *planLuoVm(op: Extract<Op, { k: 'luoVm' }>): Generator<Plan, void, void> {
-    const m = this.m;
-    if (!this.enabled) return;
-    if (!m.ctxOfSlot(op.c)) yield* planOpen(m, op.c, false);
-    const ctx = m.ctxOfSlot(op.c);
-    const d = m.devices[op.d];
-    if (!ctx || !d) return;
-    yield* planIoasAlloc(m, op.c);
-    const io = ctx.ioases().at(-1);
-    if (!io) return;
-    // Guest RAM: a memfd of 4 pages, a word written, sealed SHRINK|GROW then SEAL, mapped into the IOAS.
-    let ram: { fd: number; obj: MShmem } | undefined;
-    if (op.mem) {
-      const n = this.mfd.memfds.length;
-      yield* this.mfd.planCreate(true);
-      ram = this.mfd.memfds[n];
-      if (!ram) return;
-      const k = this.mfd.memfds.length - 1;
-      yield* this.mfd.planTruncate(k, LUO_SIZES.indexOf(4));
-      yield* this.mfd.planMmap(k, 0, true);
-      yield* this.mfd.planAccess({ k: 'mfdPoke', w: 0, pg: 1, off: 8 * op.token, words: 1, val: op.c + 7 * op.d });
-      yield* this.mfd.planSeal(k, LUO_SEALS.indexOf(F_SEAL_SHRINK | F_SEAL_GROW));
-      yield* this.mfd.planSeal(k, LUO_SEALS.indexOf(F_SEAL_SEAL));
-      const at = { kind: 0, idx: 0, dPg: 0, dB: 0 };
-      yield* planMapFile(m, { k: 'mapFile', c: op.c, ioas: ctx.ioases().indexOf(io), file: 6, startPg: 0, lenPg: 4, fixed: false, at, r: true, w: true }, { fd: ram.fd, file: ram.obj, seals: ram.obj.seals });
-    }
-    if (!d.bound) yield* planBind(m, op.d, op.c);
-    if (d.bound?.ctx !== ctx) return;
-    yield* planAttachTo(m, op.d, io.id);
-    if (!d.attached || d.xlate.k !== 'hwpt' || d.xlate.h.ioas !== io) return;
-    const h = d.xlate.h;
-    yield* this.planMark(op.c, ctx.hwpts().indexOf(h), op.token);
-    let ss = this.sessions.find((x) => !x.s.incoming);
-    if (!ss) {
-      yield* this.planSessionIoctl(false, this.outgoing.length);
-      ss = this.sessions.find((x) => !x.s.incoming);
-    }
-    if (!ss) return;
-    const free = (): bigint => LUO_TOKENS.find((t) => !ss!.s.files.some((f) => f.token === t)) ?? LUO_TOKENS[0]!;
-    if (ram && this.mfd.memfds.includes(ram)) yield* this.planPreserveFd(ss, ram.fd, free());
-    yield* this.planPreserveFd(ss, ctx.fd!, free());
-    if (op.dev && d.fd !== null) yield* this.planPreserveFd(ss, d.fd, free());
-  }
+
 
   /** The deep check's LUO part: every memfd's seals, every session's name. */
   *planCheck(): Generator<Plan, void, void> {
@@ -626,7 +574,7 @@ export class LuoModel {
       case 'luoMark':
         return yield* this.planMark(op.c, op.pick, op.token);
       case 'luoVm':
-        return yield* this.planLuoVm(op);
+        return this.enabled ? yield* planLuoVm(this, op) : undefined;
       case 'mfdMapFile': {
         const mf = this.mfd.at(op.m);
         if (!mf) return;

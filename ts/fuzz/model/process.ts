@@ -64,6 +64,7 @@ export function* planExit(m: ModelState): Generator<Plan, void, void> {
     what: 'exit the VMM',
     run: (s) => s.p.exit(),
     alts: [okAny(() => {
+      for (const h of m.exitFirstHooks) h();
       for (let i = 0; i < m.devices.length; i++) if (m.devices[i]!.fd !== null) unbindEffects(m, i);
       for (const ctx of m.slots) {
         if (!ctx || ctx.dead) continue;

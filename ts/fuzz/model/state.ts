@@ -332,6 +332,8 @@ export class ModelState {
   gmChunks = new Set<number>();
   /** What other models do when the VMM exits (after its fds are gone) and at the jump of a kexec. */
   readonly exitHooks: (() => void)[] = [];
+  /** What other models do when the VMM exits, before its devices and contexts go (LUO's sessions: finish reads them). */
+  readonly exitFirstHooks: (() => void)[] = [];
   readonly jumpHooks: (() => void)[] = [];
   /**
    * Whether LUO holds this iommufd or VFIO device file preserved in an outgoing session (model/luo.ts
