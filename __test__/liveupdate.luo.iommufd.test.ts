@@ -195,6 +195,31 @@ describe('PRESERVE_FD of an iommufd (iommufd-v1)', () => {
     expect(host.kernel.dmesg().join('\n')).not.toMatch(/internal error/);
   });
 
+  it('a failure injected at the iommu FLB\'s or the handler\'s preserve fails PRESERVE_FD and leaves nothing preserved (the IOAS mutable)', () => {
+    for (const site of ['iommu_liveupdate_flb_preserve', 'iommufd_liveupdate_preserve']) {
+      const { p, fd, ioas, hwpt } = setup();
+      const m = memfd(p);
+      p.ioctl(fd, IOMMU_IOAS_MAP_FILE, { flags: RW, ioas_id: ioas, fd: m, start: 0n, length: 2n * MiB, iova: 1n << 32n });
+      p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwpt, hwpt_token: 1 });
+      const s = session(p);
+      p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: m, token: 1n });
+      const put = (path: string, v: string) => {
+        const f = p.open(`/sys/kernel/debug/fail_function/${path}`, O_WRONLY);
+        p.write(f, v);
+        p.close(f);
+      };
+      put('inject', site);
+      put(`${site}/retval`, '0xfffffffffffffff4'); // -ENOMEM
+      put('probability', '100');
+      expectErrno(() => p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n }), 'ENOMEM');
+      // Nothing preserved: the IOAS is mutable, the token free, and the next try (times ran out) works.
+      p.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: ioas, iova: 1n << 32n, length: 2n * MiB });
+      p.ioctl(fd, IOMMU_IOAS_MAP_FILE, { flags: RW, ioas_id: ioas, fd: m, start: 0n, length: 2n * MiB, iova: 1n << 32n });
+      p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n });
+      expectErrno(() => p.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: ioas, iova: 1n << 32n, length: 2n * MiB }), 'EBUSY');
+    }
+  });
+
   it('an iommufd with no preserved HWPT preserves nothing of the IOMMU', () => {
     const { p, fd, ioas } = setup();
     const anon = p.mmap(null, MiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
