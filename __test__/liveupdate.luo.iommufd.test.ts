@@ -7,6 +7,7 @@ import {
   F_SEAL_SEAL,
   F_SEAL_SHRINK,
   Host,
+  IOMMU_DESTROY,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_LU_SET_PRESERVE,
   IOMMU_IOAS_ALLOC,
@@ -31,6 +32,7 @@ import {
   PROT_WRITE,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_DEVICE_DETACH_IOMMUFD_PT,
   type Process,
 } from '../ts/index.js';
 import { expectErrno } from './helpers.js';
@@ -218,6 +220,27 @@ describe('PRESERVE_FD of an iommufd (iommufd-v1)', () => {
       p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n });
       expectErrno(() => p.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: ioas, iova: 1n << 32n, length: 2n * MiB }), 'EBUSY');
     }
+  });
+
+  it('holds each preserved HWPT: its last device may leave, IOMMU_DESTROY is EBUSY, and an automatic one goes at unpreserve', () => {
+    const host = Host.boot({ memory: 1n << 30n, cmdline: 'kho=on liveupdate=on', devices: [{ bdf: '0000:01:00.0' }] });
+    const p = host.kernel.spawn();
+    const fd = p.open('/dev/iommu', O_RDWR);
+    const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
+    p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+    const auto = p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas }).pt_id as number;
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: auto, hwpt_token: 1 });
+    const s = session(p);
+    p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 1n });
+    // Detaching the last device used to free the preserved domain (an internal error).
+    p.ioctl(dev, VFIO_DEVICE_DETACH_IOMMUFD_PT, {});
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: auto }), 'EBUSY');
+    p.close(s);
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: auto }), 'ENOENT');
+    // The IOAS has no domain left: it can go.
+    p.ioctl(fd, IOMMU_DESTROY, { id: ioas });
+    expect(host.kernel.dmesg().join('\n')).not.toMatch(/BUG/);
   });
 
   it('an iommufd with no preserved HWPT preserves nothing of the IOMMU', () => {

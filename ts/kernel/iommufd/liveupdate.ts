@@ -121,14 +121,23 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
         args.serializedData = ser;
         args.privateData = { hwpts, size } satisfies Preserved;
         luPreservedCtxs.add(ictx);
+        // Each preserved HWPT is held until unpreserve: its last device leaving (an automatic
+        // HWPT) or IOMMU_DESTROY must not free a domain whose tables are preserved.
+        for (const h of hwpts) h.users++;
       },
 
       unpreserve(args: LiveupdateFileOpArgs) {
         const p = args.privateData as Preserved;
+        const ictx = args.file as IommufdFile;
         for (const h of p.hwpts) lu.unpreserveDomain(h.domain);
         khoUnpreserveFree(mem, args.serializedData, p.size);
-        setIoasMutable(args.file as IommufdFile);
-        luPreservedCtxs.delete(args.file as IommufdFile);
+        setIoasMutable(ictx);
+        luPreservedCtxs.delete(ictx);
+        // An automatic HWPT whose devices all left while it was preserved goes now.
+        for (const h of p.hwpts) {
+          h.users--;
+          if (h.autoDomain) ictx.tryDestroy(h);
+        }
       },
 
       // "No-Op; everything should be made read-only" at PRESERVE_FD already.
