@@ -171,7 +171,7 @@ export function detachEffects(m: ModelState, i: number): void {
     // Automatic (and restored) HWPTs are destroyed with their last device, unless another device
     // still translates through the restored domain (it holds a reference); LUO's are user HWPTs.
     const others = m.devices.some((o, j) => j !== i && o.xlate.k === 'hwpt' && o.xlate.h === h);
-    if (h.devs.size === 0 && !others && !h.manual) {
+    if (h.devs.size === 0 && !others && !h.manual && !m.luoHoldsHwpt(h)) {
       ctx.objs.delete(h.id);
       domainFreed(m, h);
     }

@@ -77,8 +77,15 @@ const iommufdModel: LuoFileModel = {
     for (const h of hwpts) h.ioas.luFrozen = true;
     return { obj: ctx, hwpts };
   },
-  unpreserve(p) {
-    for (const io of (p as IommufdPreserved).obj.ioases()) io.luFrozen = false;
+  unpreserve(p, env) {
+    const { obj: ctx, hwpts } = p as IommufdPreserved;
+    for (const io of ctx.ioases()) io.luFrozen = false;
+    // An automatic HWPT whose devices all left while it was held goes now.
+    for (const h of hwpts) {
+      if (h.manual || h.devs.size || env.m.devices.some((d) => d.xlate.k === 'hwpt' && d.xlate.h === h) || ctx.objs.get(h.id) !== h) continue;
+      ctx.objs.delete(h.id);
+      syncPins(env.m);
+    }
   },
   pinned: () => 0,
   /**

@@ -31,7 +31,7 @@ import { LuoMemfds } from './luo-memfd.js';
 import { planLuoVm } from './luo-vm.js';
 import { LUO_NAMES, LUO_TOKENS, MEMFD_MODEL, type FdTarget, type LuoEnv, type LuoFlbs, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
 import { isIommuFile, IOMMUFD_MODEL, LUO_FILE_MODELS, markedHwpts, VFIO_MODEL, type IommufdPreserved, type VfioPreserved } from './luo-iommu.js';
-import { errs, hex, okAny, okv, type Alt, type MCtx, type MDevice, type ModelState, type Plan } from './state.js';
+import { errs, hex, okAny, okv, type Alt, type MCtx, type MDevice, type MHwpt, type ModelState, type Plan } from './state.js';
 
 export { LUO_FAIL_ERRNOS } from './luo-fail.js';
 export { F_ALL_SEALS, LUO_SEALS, LUO_SIZES, VA_LUO, WIN_PAGES, WINDOWS } from './luo-memfd.js';
@@ -97,6 +97,7 @@ export class LuoModel {
     m.jumpHooks.push(() => this.nextKernel());
     m.luoHolds = (o) => this.held(o);
     m.luoPinned = (d) => this.pinned(d);
+    m.luoHoldsHwpt = (h) => this.holdsHwpt(h);
     m.luoOpenErr = (i) => (this.flb.pciHeld.has(i) ? 'EBUSY' : null);
     m.luoBindErr = (i, ctx) => (this.flb.claimed.has(i) && this.flb.claimed.get(i) !== ctx ? 'EBUSY' : null);
     m.luoExitBlocked = () => this.exitBlocked();
@@ -109,16 +110,14 @@ export class LuoModel {
     return undefined;
   }
 
-  /** Preserved in an outgoing session by VFIO, or attached to an HWPT a preserved iommufd serialised. */
+  /** Preserved in an outgoing session by VFIO. */
   private pinned(d: MDevice): boolean {
-    if (this.outgoingFile(d)) return true;
-    return this.onPreservedHwpt(d);
+    return !!this.outgoingFile(d);
   }
 
-  private onPreservedHwpt(d: MDevice): boolean {
-    if (!d.attached || d.xlate.k !== 'hwpt') return false;
-    const f = this.outgoingFile(d.xlate.ctx);
-    return !!f && (f.obj as IommufdPreserved).hwpts.includes(d.xlate.h);
+  /** An HWPT an outgoing preserved iommufd serialised (it holds it until unpreserve). */
+  private holdsHwpt(h: MHwpt): boolean {
+    return this.outgoing.some((s) => s.files.some((f) => f.handler === IOMMUFD_MODEL && (f.obj as IommufdPreserved).hwpts.includes(h)));
   }
 
   /**
@@ -149,13 +148,8 @@ export class LuoModel {
     return s.files.every((f) => !f.handler.canFinish || f.handler.canFinish(f, this.env));
   }
 
-  /**
-   * The VMM's exit would leave what the model does not follow: a device detached from an HWPT a
-   * preserved iommufd serialised (its domain freed while preserved), or an iommufd or VFIO file LUO
-   * keeps alive after the exit (its session cannot finish).
-   */
+  /** The VMM's exit would leave what the model does not follow: an iommufd or VFIO file LUO keeps alive after the exit (its session cannot finish). */
   private exitBlocked(): boolean {
-    if (this.m.devices.some((d) => this.onPreservedHwpt(d))) return true;
     return this.incoming.some((s) => s.files.some((f) => f.retrieved !== undefined && isIommuFile(f)) && (!this.sessions.some((x) => x.s === s) || !this.canFinish(s)));
   }
 

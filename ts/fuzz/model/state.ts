@@ -343,10 +343,12 @@ export class ModelState {
   luoHolds: (o: MCtx | MDevice) => boolean = () => false;
   /**
    * Whether device `d`'s attachment must stay as it is (model/luo.ts): preserved by VFIO in an
-   * outgoing session, or attached to an HWPT its preserved iommufd serialised (detaching would free
-   * a preserved domain). The generator then neither attaches, detaches nor unbinds it.
+   * outgoing session (the IOMMU state it serialised would no longer be its context entry's). The
+   * generator then neither attaches, detaches nor unbinds it.
    */
   luoPinned: (d: MDevice) => boolean = () => false;
+  /** Whether a preserved iommufd holds HWPT `h` (it outlives its last device; IOMMU_DESTROY is EBUSY). */
+  luoHoldsHwpt: (h: MHwpt) => boolean = () => false;
   /** The errno of opening device `i`'s node (EBUSY while the previous kernel's PCI FLB holds it). */
   luoOpenErr: (i: number) => string | null = () => null;
   /** The errno of binding device `i` to `ctx` (EBUSY while a restored iommufd owns it). */
