@@ -107,9 +107,10 @@ export type Op =
   /**
    * A VM the upstream flow preserves, as one step: context slot `c` (not persistent), a new IOAS
    * (with `mem`, a sealed memfd of 4 pages mapped into it), device `d` bound and attached, its HWPT
-   * marked (token 1 + token), a session, PRESERVE_FD of the memfd, the iommufd and (if `dev`) the device. Each syscall is planned like the single operations.
+   * marked (token 1 + token), a session, PRESERVE_FD of the memfd, the iommufd and (if `dev`) the device;
+   * `flaw` 1 maps the memfd before F_SEAL_SEAL (iommufd EINVAL), 2 does not preserve it (ENOENT). Each syscall is planned like the single operations.
    */
-  | { k: 'luoVm'; c: number; d: number; token: number; dev: boolean; mem: boolean }
+  | { k: 'luoVm'; c: number; d: number; token: number; dev: boolean; mem: boolean; flaw?: number }
   | { k: 'luoRetrieveFd'; s: number; token: number }
   | { k: 'luoFinish'; s: number }
   | { k: 'luoGetName'; s: number }
@@ -347,7 +348,7 @@ export const OP_ARBITRARIES: { [K in OpKind]: fc.Arbitrary<Extract<Op, { k: K }>
     err: small(5),
   }),
   luoMark: fc.record({ k: fc.constant('luoMark' as const), c: ctxSlot, pick: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }), token: small(2) }),
-  luoVm: fc.record({ k: fc.constant('luoVm' as const), c: ctxSlot, d: dev, token: small(2), dev: mostly(true, 3), mem: mostly(true, 2) }),
+  luoVm: fc.record({ k: fc.constant('luoVm' as const), c: ctxSlot, d: dev, token: small(2), dev: mostly(true, 3), mem: mostly(true, 2), flaw: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 2 }) }) }),
   mfdMapFile: fc.record({ k: fc.constant('mfdMapFile' as const), c: ctxSlot, ioas: ioasPick, m: small(3), lenPg: small(4) }),
   luoRetrieveFd: fc.record({ k: fc.constant('luoRetrieveFd' as const), s: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
   luoFinish: fc.record({ k: fc.constant('luoFinish' as const), s: small(3) }),

@@ -42,9 +42,10 @@ export function* planLuoVm(luo: LuoVmHost, op: Extract<Op, { k: 'luoVm' }>): Gen
     yield* luo.mfd.planMmap(k, 0, true);
     yield* luo.mfd.planAccess({ k: 'mfdPoke', w: 0, pg: 1, off: 8 * op.token, words: 1, val: op.c + 7 * op.d });
     yield* luo.mfd.planSeal(k, LUO_SEALS.indexOf(F_SEAL_SHRINK | F_SEAL_GROW));
-    yield* luo.mfd.planSeal(k, LUO_SEALS.indexOf(F_SEAL_SEAL));
+    if (op.flaw !== 1) yield* luo.mfd.planSeal(k, LUO_SEALS.indexOf(F_SEAL_SEAL));
     const at = { kind: 0, idx: 0, dPg: 0, dB: 0 };
     yield* planMapFile(m, { k: 'mapFile', c: op.c, ioas: ctx.ioases().indexOf(io), file: 6, startPg: 0, lenPg: 4, fixed: false, at, r: true, w: true }, { fd: ram.fd, file: ram.obj, seals: ram.obj.seals });
+    if (op.flaw === 1) yield* luo.mfd.planSeal(k, LUO_SEALS.indexOf(F_SEAL_SEAL));
   }
   if (!d.bound) yield* planBind(m, op.d, op.c);
   if (d.bound?.ctx !== ctx) return;
@@ -59,7 +60,7 @@ export function* planLuoVm(luo: LuoVmHost, op: Extract<Op, { k: 'luoVm' }>): Gen
   }
   if (!ss) return;
   const free = (): bigint => LUO_TOKENS.find((t) => !ss!.s.files.some((f) => f.token === t)) ?? LUO_TOKENS[0]!;
-  if (ram && luo.mfd.memfds.includes(ram)) yield* luo.planPreserveFd(ss, ram.fd, free());
+  if (ram && luo.mfd.memfds.includes(ram) && op.flaw !== 2) yield* luo.planPreserveFd(ss, ram.fd, free());
   yield* luo.planPreserveFd(ss, ctx.fd!, free());
   if (op.dev && d.fd !== null) yield* luo.planPreserveFd(ss, d.fd, free());
 }
