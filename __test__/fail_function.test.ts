@@ -51,7 +51,7 @@ function arm(p: Process, fn: string, err: number, interval = 1): void {
 describe('fail_function', () => {
   it('lists the injectable functions; inject, !name, blanks; retval bounds; knobs', () => {
     const p = Host.boot({ memory: 1n << 30n }).kernel.spawn();
-    expect(get(p, `${FF}/injectable`)).toBe('luo_file_freeze_one\tERRNO\nkho_finalize\tERRNO\n');
+    expect(get(p, `${FF}/injectable`)).toBe('luo_file_freeze_one\tERRNO\nkho_finalize\tERRNO\niommu_liveupdate_flb_preserve\tERRNO\niommufd_liveupdate_preserve\tERRNO\nvfio_pci_liveupdate_preserve\tERRNO\n');
     expect(get(p, `${FF}/probability`)).toBe('0\n');
     expect(get(p, `${FF}/times`)).toBe('1\n');
     expectErrno(() => put(p, `${FF}/inject`, 'schedule'), 'EINVAL', 'write');

@@ -94,42 +94,105 @@ describe('fuzz: random uAPI sequences agree with the reference model', () => {
     expect(log).toMatch(/RETRIEVE_SESSION "vm-a" -> ENOENT/);
   });
 
-  it('PRESERVE_FD of an iommufd and of VFIO cdevs (the iommu live-update series on): no reboot, close or unbind while one is preserved', () => {
+  it('an iommufd with a marked HWPT and its attached device across a reboot: frozen IOAS, restored domain, RETRIEVE_FD, the FLBs\' EBUSY, can_finish', () => {
     const lines: string[] = [];
     const ops: Op[] = [
       { k: 'open', c: 0, persist: false },
       { k: 'ioasAlloc', c: 0 },
       { k: 'bind', d: 0, c: 0 },
-      { k: 'bind', d: 1, c: 0 },
-      { k: 'attach', d: 1, mode: 0, pick: 0 },
+      { k: 'attach', d: 0, mode: 0, pick: 0 }, // its automatic HWPT 3
+      { k: 'luoMark', c: 0, pick: 0, token: 0 }, // ok
+      { k: 'luoMark', c: 0, pick: 3, token: 0 }, // the IOAS: ENOENT
       { k: 'luoCreate', name: 0 },
-      { k: 'luoPreserve', s: 0, src: 5, pick: 0, token: 0 }, // the iommufd: no marked HWPT, fine
-      { k: 'luoPreserve', s: 0, src: 5, pick: 0, token: 1 }, // again: EBUSY
-      { k: 'luoPreserve', s: 0, src: 6, pick: 0, token: 1 }, // bound, not attached: fine, no IOMMU state
-      { k: 'luoPreserve', s: 0, src: 6, pick: 0, token: 2 }, // again: EBUSY
-      { k: 'luoPreserve', s: 0, src: 6, pick: 1, token: 2 }, // attached to an unmarked HWPT: EINVAL
-      { k: 'luoReboot', inject: 0, nth: 1, err: 0, retry: false, rehydrate: 0 }, // skipped
-      { k: 'kexec', kho: false, rehydrate: 0, viaHwpt: false }, // skipped
-      { k: 'unbind', d: 0 }, // skipped
-      { k: 'close', c: 0 }, // skipped
-      { k: 'detach', d: 1 },
-      { k: 'luoPreserve', s: 0, src: 6, pick: 1, token: 2 }, // detached: fine
-      { k: 'check' },
-      { k: 'luoCloseSession', s: 0 }, // unpreserves all three
-      { k: 'unbind', d: 0 },
-      { k: 'luoCreate', name: 1 },
-      { k: 'luoPreserve', s: 0, src: 5, pick: 0, token: 0 },
-      { k: 'exit' }, // the session goes with the VMM: unpreserved
+      { k: 'luoPreserve', s: 0, src: 5, pick: 0, token: 0 }, // the iommufd: its domain preserved
+      { k: 'luoMark', c: 0, pick: 0, token: 1 }, // preserved: EBUSY
+      { k: 'unmap', c: 0, ioas: 0, shape: 5, pick: 0, pick2: 0, dPg: 0, lenPg: 1, at: { kind: 0, idx: 0, dPg: 0, dB: 0 } }, // frozen: EBUSY
+      { k: 'destroy', c: 0, id: 3 }, // attached, and held by the preserved iommufd: EBUSY
+      { k: 'luoPreserve', s: 0, src: 6, pick: 0, token: 1 }, // the device with its IOMMU state
       { k: 'luoReboot', inject: 0, nth: 1, err: 0, retry: false, rehydrate: 0 },
+      { k: 'dmaRead', d: 0, where: 1, idx: 1, off: 0, words: 1 }, // through the restored (empty) domain: 0x6
+      { k: 'open', c: 0, persist: false },
+      { k: 'bind', d: 0, c: 0 }, // its node: EBUSY (the PCI FLB holds it)
+      { k: 'luoRetrieve', name: 0 },
+      { k: 'luoRetrieveFd', s: 0, token: 1 }, // the device, unbound
+      { k: 'luoFinish', s: 0 }, // the iommufd not retrieved: EBUSY
+      { k: 'bind', d: 0, c: 0 }, // owned by the preserved iommufd: EBUSY
+      { k: 'luoRetrieveFd', s: 0, token: 0 }, // the iommufd, in slot 1: IOAS 1, HWPT 2
+      { k: 'bind', d: 0, c: 1 },
+      { k: 'luoFinish', s: 0 }, // the device still on its restored domain: EBUSY
+      { k: 'attach', d: 0, mode: 1, pick: 0 }, // HWPT 2
+      { k: 'luoFinish', s: 0 },
+      { k: 'check' },
     ];
     const r = replay({ ...file(ops), world: { ...file(ops).world, flow: 'luo' } }, { log: (l) => lines.push(l) });
     expect(r.error?.message).toBeUndefined();
     const log = lines.join('\n');
-    expect(log.match(/PRESERVE_FD fd \d+ token 0x\w+ -> ok/g)!.length).toBe(4);
-    expect(log.match(/PRESERVE_FD fd \d+ token 0x\w+ -> EBUSY/g)!.length).toBe(2);
-    expect(log.match(/PRESERVE_FD fd \d+ token 0x\w+ -> EINVAL/g)!.length).toBe(1);
-    expect(log.match(/reboot\(LINUX_REBOOT_CMD_KEXEC\) -> ok/g)!.length).toBe(1);
-    expect(log).toMatch(/#13 unbind\(d=0\)\n#14 close\(c=0\)\n#15/);
+    expect(log.match(/IOMMU_HWPT_LU_SET_PRESERVE hwpt \d+ token \d -> (\w+)/g)!.map((x) => x.split(' -> ')[1])).toEqual(['ok', 'ENOENT', 'EBUSY']);
+    expect(log).toMatch(/IOMMU_IOAS_UNMAP ioas 1 .* -> EBUSY/);
+    expect(log).toMatch(/IOMMU_DESTROY id 3 -> EBUSY/);
+    expect(log).toMatch(/reboot\(LINUX_REBOOT_CMD_KEXEC\) -> ok/);
+    expect(log).toMatch(/DMA read 0000:01:00.0 0x1000 \+8 -> DMA fault reason 0x6/);
+    expect(log).toMatch(/open \/dev\/vfio\/devices\/vfio0 -> EBUSY/);
+    expect(log.match(/LIVEUPDATE_SESSION_FINISH -> (\w+)/g)!.map((x) => x.split(' -> ')[1])).toEqual(['EBUSY', 'EBUSY', 'ok']);
+    expect(log).toMatch(/VFIO_DEVICE_BIND_IOMMUFD vfio0 iommufd 4 -> EBUSY/);
+    expect(log).toMatch(/VFIO_DEVICE_ATTACH_IOMMUFD_PT vfio0 pt_id 2 -> ok 2/);
+  });
+
+  it('a marked HWPT whose IOAS maps a sealed, preserved memfd: the device reads its bytes through the restored domain, RETRIEVE_FD of the iommufd retrieves the memfd', () => {
+    const lines: string[] = [];
+    const ops: Op[] = [
+      { k: 'luoVm', c: 0, d: 0, token: 1, dev: true, mem: true }, // memfd token 1, iommufd 2, device 3
+      { k: 'luoReboot', inject: 0, nth: 1, err: 0, retry: false, rehydrate: 0 },
+      { k: 'dmaRead', d: 0, where: 0, idx: 0, off: 4096, words: 2 }, // the word written before the reboot
+      { k: 'dmaWrite', d: 0, where: 0, idx: 0, off: 8192, words: 1, val: 5 },
+      { k: 'luoRetrieve', name: 0 },
+      { k: 'luoRetrieveFd', s: 0, token: 1 }, // the iommufd: its area over the memfd, pinned
+      { k: 'luoRetrieveFd', s: 0, token: 0 }, // the memfd, retrieved already: the same file
+      { k: 'mfdMmap', m: 0, w: 0, write: false },
+      { k: 'mfdPeek', w: 0, pg: 2, off: 0, words: 1 }, // the device's write
+      { k: 'luoRetrieveFd', s: 0, token: 2 },
+      { k: 'bind', d: 0, c: 0 },
+      { k: 'luoFinish', s: 0 }, // not re-attached yet: EBUSY
+      { k: 'attach', d: 0, mode: 1, pick: 0 },
+      { k: 'luoFinish', s: 0 },
+      { k: 'unmap', c: 0, ioas: 0, shape: 5, pick: 0, pick2: 0, dPg: 0, lenPg: 1, at: { kind: 0, idx: 0, dPg: 0, dB: 0 } }, // mutable again
+      { k: 'check' },
+    ];
+    const r = replay({ ...file(ops), world: { ...file(ops).world, flow: 'luo' } }, { log: (l) => lines.push(l) });
+    expect(r.error?.message).toBeUndefined();
+    const log = lines.join('\n');
+    expect(log).toMatch(/IOMMU_IOAS_MAP_FILE ioas 1 fd \d+ start 0x0 len 0x4000 auto RW -> ok/);
+    const poked = /memWrite 0x70001008 \+8 -> ok/.test(log);
+    expect(poked).toBe(true);
+    const read = log.match(/DMA read 0000:01:00.0 0x\w+ \+16 -> ok <(\w+)>/)![1]!;
+    expect(read.slice(16)).not.toBe('0000000000000000');
+    expect(log).toMatch(/memRead 0x70002000 \+8 -> ok <(?!0000000000000000)\w+>/);
+    expect(log.match(/LIVEUPDATE_SESSION_FINISH -> (\w+)/g)!.map((x) => x.split(' -> ')[1])).toEqual(['EBUSY', 'ok']);
+    expect(log).toMatch(/IOMMU_IOAS_UNMAP ioas 1 iova 0x0 len 0xffffffffffffffff -> ok 0x4000/);
+  });
+
+  it('the VMM\'s exit finishes a retrieved session while its device is still bound (found by a campaign: the model unbound first)', () => {
+    const ops = [{"k": "luoCreate", "name": 1}, {"k": "luoVm", "c": 2, "d": 0, "token": 0, "dev": true, "mem": true}, {"k": "luoReboot", "inject": 0, "nth": 4, "err": 0, "retry": false, "rehydrate": 2, "retrieve": false}, {"k": "luoRetrieve", "name": 1}, {"k": "luoVm", "c": 1, "d": 1, "token": 0, "dev": true, "mem": false}, {"k": "luoRetrieveFd", "s": 0, "token": 1}, {"k": "luoCloseSession", "s": 3}, {"k": "luoRetrieveFd", "s": 0, "token": 2}, {"k": "luoVm", "c": 0, "d": 0, "token": 0, "dev": true, "mem": true}, {"k": "exit"}, {"k": "luoRetrieve", "name": 1}] as Op[];
+    const r = replay({ ...file(ops), world: { ...file(ops).world, flow: 'luo' } });
+    expect(r.error?.message).toBeUndefined();
+    expect(r.steps).toBe(11);
+  });
+
+  it('the iommu live-update series\' files across reboots, with failures injected at their preserve and freeze sites', () => {
+    const r = fuzz({ runs: 40, seed: 20261207, maxCommands: 200, world: { flow: 'luo' }, commands: { luoVm: 4, luoReboot: 3, luoMark: 2 } });
+    if (!r.ok) throw new Error(`${r.failure!.message}\nreplay: ${JSON.stringify(r.failure!.replayFile)}`);
+    const c = r.coverage;
+    const n = (re: RegExp) => Object.entries(c).filter(([k]) => re.test(k)).reduce((a, [, v]) => a + v, 0);
+    expect(n(/^reboot with iommufd\+vfio\+domain\+device-on-domain.* ok$/)).toBeGreaterThan(0);
+    expect(n(/^reboot with .* E\w+$/)).toBeGreaterThan(0);
+    expect(n(/^RETRIEVE_FD iommufd-v1 ok$/)).toBeGreaterThan(0);
+    expect(n(/^RETRIEVE_FD vfio-pci-v1 ok$/)).toBeGreaterThan(0);
+    expect(n(/^FINISH iommufd\/vfio ok$/)).toBeGreaterThan(0);
+    expect(n(/^HWPT_LU_SET_PRESERVE (EBUSY|ENOENT)$/)).toBeGreaterThan(0);
+    expect(n(/^IOAS_\w+ frozen EBUSY$/)).toBeGreaterThan(0);
+    expect(n(/^reboot with .*domain.*\+memfd ok$/)).toBeGreaterThan(0);
+    expect(n(/^DMA read \(LUO domain\) ok$/)).toBeGreaterThan(0);
+    expect(n(/^PRESERVE_FD (iommufd|vfio)\S* (ENOSPC|ENOMEM|EIO|EAGAIN|EPERM)$/)).toBeGreaterThan(0);
   });
 
   it('a budget weighted towards live updates (a kexec every ~25 commands)', () => {

@@ -7,6 +7,7 @@ import {
   F_SEAL_SEAL,
   F_SEAL_SHRINK,
   Host,
+  IOMMU_DESTROY,
   IOMMU_HWPT_ALLOC,
   IOMMU_HWPT_LU_SET_PRESERVE,
   IOMMU_IOAS_ALLOC,
@@ -17,16 +18,21 @@ import {
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IOMMU_IOAS_UNMAP,
+  IOMMU_OPTION,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_PERSISTENT,
   LIVEUPDATE_IOCTL_CREATE_SESSION,
   LIVEUPDATE_SESSION_PRESERVE_FD,
   MAP_ANONYMOUS,
   MAP_SHARED,
   MFD_ALLOW_SEALING,
   O_RDWR,
+  O_WRONLY,
   PROT_READ,
   PROT_WRITE,
   VFIO_DEVICE_ATTACH_IOMMUFD_PT,
   VFIO_DEVICE_BIND_IOMMUFD,
+  VFIO_DEVICE_DETACH_IOMMUFD_PT,
   type Process,
 } from '../ts/index.js';
 import { expectErrno } from './helpers.js';
@@ -88,6 +94,27 @@ describe('IOMMU_HWPT_LU_SET_PRESERVE', () => {
 });
 
 describe('PRESERVE_FD of an iommufd (iommufd-v1)', () => {
+  it('EBUSY for IOMMU_HWPT_LU_SET_PRESERVE once the iommufd is preserved (its HWPT set is serialised), until unpreserve', () => {
+    const { p, fd, ioas, devId, hwpt } = setup();
+    const other = p.ioctl(fd, IOMMU_HWPT_ALLOC, { dev_id: devId, pt_id: ioas }).out_hwpt_id as number;
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwpt, hwpt_token: 1 });
+    const lu = p.open('/dev/liveupdate', O_RDWR);
+    const s = p.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 's' }).fd as number;
+    p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n });
+    // Neither a new HWPT, nor the marked one again, nor a bad id after the lookup.
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: other, hwpt_token: 3 }), 'EBUSY');
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwpt, hwpt_token: 4 }), 'EBUSY');
+    expectErrno(() => p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: 99, hwpt_token: 3 }), 'ENOENT');
+    p.close(s);
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: other, hwpt_token: 3 });
+    // A failed PRESERVE_FD leaves it markable.
+    const anon = p.mmap(null, MiB, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    p.ioctl(fd, IOMMU_IOAS_MAP, { flags: RW, ioas_id: ioas, user_va: anon, length: MiB, iova: 1n << 32n });
+    const t = p.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 't' }).fd as number;
+    expectErrno(() => p.ioctl(t, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n }), 'EINVAL');
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: other, hwpt_token: 5 });
+  });
+
   it('freezes the IOAS of a preserved HWPT (MAP, COPY, UNMAP: EBUSY) until the session closes', () => {
     const { p, fd, ioas, hwpt } = setup();
     const m = memfd(p);
@@ -145,6 +172,75 @@ describe('PRESERVE_FD of an iommufd (iommufd-v1)', () => {
     p.ioctl(b, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: m, token: 1n });
     expectErrno(() => p.ioctl(a, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n }), 'ENOENT');
     p.ioctl(b, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n });
+  });
+
+  it('EBUSY for a persistent iommufd (the RFC flow) with a marked HWPT: KHO hands its domains over already', () => {
+    const host = Host.boot({ memory: 1n << 30n, cmdline: 'kho=on liveupdate=on', devices: [{ bdf: '0000:01:00.0' }] });
+    const p = host.kernel.spawn();
+    const fd = p.open('/dev/iommu', O_RDWR);
+    p.ioctl(fd, IOMMU_OPTION, { option_id: IOMMU_OPTION_PERSISTENT, op: IOMMU_OPTION_OP_SET, val64: 1n });
+    const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
+    p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+    const hwpt = p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas }).pt_id as number;
+    const lu = p.open('/dev/liveupdate', O_RDWR);
+    const s = p.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 's' }).fd as number;
+    // Without a marked HWPT it preserves (nothing of the IOMMU).
+    p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 1n });
+    p.close(s);
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwpt, hwpt_token: 1 });
+    const lu2 = p.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 't' }).fd as number;
+    expectErrno(() => p.ioctl(lu2, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 1n }), 'EBUSY');
+    // KHO's DUMP then serialises it as before (its domain's tables preserved once).
+    const kho = p.open('/sys/kernel/kho/active', O_WRONLY);
+    p.write(kho, '1');
+    expect(host.kernel.dmesg().join('\n')).not.toMatch(/internal error/);
+  });
+
+  it('a failure injected at the iommu FLB\'s or the handler\'s preserve fails PRESERVE_FD and leaves nothing preserved (the IOAS mutable)', () => {
+    for (const site of ['iommu_liveupdate_flb_preserve', 'iommufd_liveupdate_preserve']) {
+      const { p, fd, ioas, hwpt } = setup();
+      const m = memfd(p);
+      p.ioctl(fd, IOMMU_IOAS_MAP_FILE, { flags: RW, ioas_id: ioas, fd: m, start: 0n, length: 2n * MiB, iova: 1n << 32n });
+      p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: hwpt, hwpt_token: 1 });
+      const s = session(p);
+      p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: m, token: 1n });
+      const put = (path: string, v: string) => {
+        const f = p.open(`/sys/kernel/debug/fail_function/${path}`, O_WRONLY);
+        p.write(f, v);
+        p.close(f);
+      };
+      put('inject', site);
+      put(`${site}/retval`, '0xfffffffffffffff4'); // -ENOMEM
+      put('probability', '100');
+      expectErrno(() => p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n }), 'ENOMEM');
+      // Nothing preserved: the IOAS is mutable, the token free, and the next try (times ran out) works.
+      p.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: ioas, iova: 1n << 32n, length: 2n * MiB });
+      p.ioctl(fd, IOMMU_IOAS_MAP_FILE, { flags: RW, ioas_id: ioas, fd: m, start: 0n, length: 2n * MiB, iova: 1n << 32n });
+      p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 2n });
+      expectErrno(() => p.ioctl(fd, IOMMU_IOAS_UNMAP, { ioas_id: ioas, iova: 1n << 32n, length: 2n * MiB }), 'EBUSY');
+    }
+  });
+
+  it('holds each preserved HWPT: its last device may leave, IOMMU_DESTROY is EBUSY, and an automatic one goes at unpreserve', () => {
+    const host = Host.boot({ memory: 1n << 30n, cmdline: 'kho=on liveupdate=on', devices: [{ bdf: '0000:01:00.0' }] });
+    const p = host.kernel.spawn();
+    const fd = p.open('/dev/iommu', O_RDWR);
+    const ioas = p.ioctl(fd, IOMMU_IOAS_ALLOC, {}).out_ioas_id as number;
+    const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
+    p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: fd });
+    const auto = p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: ioas }).pt_id as number;
+    p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: auto, hwpt_token: 1 });
+    const s = session(p);
+    p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token: 1n });
+    // Detaching the last device used to free the preserved domain (an internal error).
+    p.ioctl(dev, VFIO_DEVICE_DETACH_IOMMUFD_PT, {});
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: auto }), 'EBUSY');
+    p.close(s);
+    expectErrno(() => p.ioctl(fd, IOMMU_DESTROY, { id: auto }), 'ENOENT');
+    // The IOAS has no domain left: it can go.
+    p.ioctl(fd, IOMMU_DESTROY, { id: ioas });
+    expect(host.kernel.dmesg().join('\n')).not.toMatch(/BUG/);
   });
 
   it('an iommufd with no preserved HWPT preserves nothing of the IOMMU', () => {

@@ -225,11 +225,11 @@ describe('PRESERVE_FD of a VFIO cdev (vfio-pci-v1)', () => {
     expectErrno(() => p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: vm.devices[0]!.fd, token: 3n }), 'ENOENT');
   });
 
-  it('EINVAL for a device whose domain was not preserved (HWPT marked after its iommufd was preserved)', () => {
+  it('EINVAL for a device on an HWPT its preserved iommufd did not mark (marking it now is EBUSY: the HWPT set is serialised)', () => {
     const host = boot();
     const vm = createLuoVm(host, { ram: RAM, iova: IOVA, devices: [] });
     const p = vm.process;
-    // A device attached to a second HWPT, marked only after PRESERVE_FD of the iommufd.
+    // A device attached to a second HWPT, which cannot be marked once the iommufd is preserved.
     const dev = p.open('/dev/vfio/devices/vfio0', O_RDWR);
     const devId = Number(p.ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: vm.iommufd }).out_devid);
     p.ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: vm.ioasId });
@@ -238,7 +238,7 @@ describe('PRESERVE_FD of a VFIO cdev (vfio-pci-v1)', () => {
     const s = Number(p.ioctl(p.open('/dev/liveupdate', O_RDWR), LIVEUPDATE_IOCTL_CREATE_SESSION, { name: 's' }).fd);
     p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: vm.memfd, token: 1n });
     p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: vm.iommufd, token: 2n });
-    p.ioctl(vm.iommufd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: auto, hwpt_token: 9 });
+    expectErrno(() => p.ioctl(vm.iommufd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: auto, hwpt_token: 9 }), 'EBUSY');
     expectErrno(() => p.ioctl(s, LIVEUPDATE_SESSION_PRESERVE_FD, { fd: dev, token: 3n }), 'EINVAL');
   });
 

@@ -80,6 +80,8 @@ export interface FlowStats {
   elapsedMs: number;
   /** Model-checked commands per second on this flow. */
   commandsPerSecond: number;
+  /** The upstream flow's tagged syscalls by outcome, e.g. `preserve:iommufd-v1 EINVAL`. */
+  coverage: Record<string, number>;
 }
 
 /** What {@link fuzz} returns: the totals over every flow, and each flow's share. */
@@ -129,14 +131,22 @@ export function fuzz(opts: FuzzOptions = {}): FuzzResult {
     kexecs: sum('kexecs'),
     elapsedMs: sum('elapsedMs'),
     commandsPerSecond: sum('commands') / (sum('elapsedMs') / 1000),
+    coverage: mergeCoverage(rfc.coverage, luo.coverage),
     flows: { rfc: rfc.flows.rfc, luo: luo.flows.luo },
   };
+}
+
+/** Sums coverage counts. */
+export function mergeCoverage(...cs: Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const c of cs) for (const [k, n] of Object.entries(c)) out[k] = (out[k] ?? 0) + n;
+  return out;
 }
 
 function fuzzFlow(opts: FuzzOptions, flow: 'rfc' | 'luo', runs: number): FuzzResult {
   const world: WorldConfig = { ...DEFAULT_WORLD, ...opts.world, flow };
   const invariants = opts.invariants === undefined ? [] : Array.isArray(opts.invariants) ? opts.invariants : [opts.invariants];
-  const counters: FuzzCounters = { commands: 0, effective: 0, syscalls: 0, kexecs: 0 };
+  const counters: FuzzCounters = { commands: 0, effective: 0, syscalls: 0, kexecs: 0, coverage: {} };
   const cmd = fc.commands([opArbitrary(opts.commands, weightsOf(flow)).map((op) => new FuzzCommand(op))], { maxCommands: opts.maxCommands ?? 200, size: 'max' });
   const property = fc.property(fc.integer({ min: 0, max: 0x7fff_ffff }), cmd, (hostSeed, cmds) => {
     const rig = new Rig(world, hostSeed, { counters, invariants });
@@ -188,6 +198,7 @@ function fuzzFlow(opts: FuzzOptions, flow: 'rfc' | 'luo', runs: number): FuzzRes
     kexecs: counters.kexecs,
     elapsedMs,
     commandsPerSecond: counters.commands / (elapsedMs / 1000),
+    coverage: counters.coverage!,
   };
   return { ok: !details.failed, seed: details.seed, ...stats, failure, details, flows: { [flow]: stats } };
 }

@@ -94,8 +94,23 @@ export type Op =
   /** LIVEUPDATE_IOCTL_CREATE_SESSION / RETRIEVE_SESSION of LUO_NAMES[name]. */
   | { k: 'luoCreate'; name: number }
   | { k: 'luoRetrieve'; name: number }
-  /** PRESERVE_FD into session `s` of LUO_TOKENS[token]: src 0 a memfd, 1 a session, 2 /dev/liveupdate, 3 a pipe, 4 a closed fd, 5 an iommufd or guestmemfs fd, 6 a VFIO device fd. */
-  | { k: 'luoPreserve'; s: number; src: number; pick: number; token: number }
+  /**
+   * PRESERVE_FD into session `s` of LUO_TOKENS[token]: src 0 a memfd, 1 a session, 2 /dev/liveupdate,
+   * 3 a pipe, 4 a closed fd, 5 an iommufd or guestmemfs fd, 6 a VFIO device fd; with `inject` 1..3
+   * the iommu FLB's, iommufd's or VFIO's preserve armed first to fail with LUO_FAIL_ERRNOS[err].
+   */
+  | { k: 'luoPreserve'; s: number; src: number; pick: number; token: number; inject?: number; err?: number }
+  /** IOMMU_IOAS_MAP_FILE of memfd `m` (its first `lenPg` pages, 0: all) into an IOAS of slot `c`, automatic IOVA. */
+  | { k: 'mfdMapFile'; c: number; ioas: number; m: number; lenPg: number }
+  /** IOMMU_HWPT_LU_SET_PRESERVE on slot `c`: the `pick`-th HWPT (3: an IOAS id or a bad one), token 1 + token. */
+  | { k: 'luoMark'; c: number; pick: number; token: number }
+  /**
+   * A VM the upstream flow preserves, as one step: context slot `c` (not persistent), a new IOAS
+   * (with `mem`, a sealed memfd of 4 pages mapped into it), device `d` bound and attached, its HWPT
+   * marked (token 1 + token), a session, PRESERVE_FD of the memfd, the iommufd and (if `dev`) the device;
+   * `flaw` 1 maps the memfd before F_SEAL_SEAL (iommufd EINVAL), 2 does not preserve it (ENOENT). Each syscall is planned like the single operations.
+   */
+  | { k: 'luoVm'; c: number; d: number; token: number; dev: boolean; mem: boolean; flaw?: number }
   | { k: 'luoRetrieveFd'; s: number; token: number }
   | { k: 'luoFinish'; s: number }
   | { k: 'luoGetName'; s: number }
@@ -105,7 +120,7 @@ export type Op =
    * The reboot with a failure injected: `inject` 0 none, 1 the nth next luo_file_freeze_one, 2
    * kho_finalize (nth 1: this reboot's), returning LUO_FAIL_ERRNOS[err]; retried once if `retry`.
    */
-  | { k: 'luoReboot'; inject: number; nth: number; err: number; retry: boolean; rehydrate: number };
+  | { k: 'luoReboot'; inject: number; nth: number; err: number; retry: boolean; rehydrate: number; retrieve?: boolean };
 
 export type OpKind = Op['k'];
 
@@ -163,12 +178,15 @@ export const DEFAULT_WEIGHTS: Required<CommandWeights> = {
   luoFinish: 0.05,
   luoGetName: 0.05,
   luoCloseSession: 0.05,
+  luoMark: 0.05,
+  luoVm: 0,
+  mfdMapFile: 0.05,
   // Without LUO it is a plain kexec whose failure sites are never reached: the RFC's kexec covers it.
   luoReboot: 0,
 };
 
 /** The upstream flow's kinds. */
-export const LUO_KINDS: readonly OpKind[] = ['mfdCreate', 'mfdClose', 'mfdTruncate', 'mfdSeal', 'mfdMmap', 'mfdPoke', 'mfdPeek', 'luoOpen', 'luoCloseDev', 'luoCreate', 'luoRetrieve', 'luoPreserve', 'luoRetrieveFd', 'luoFinish', 'luoGetName', 'luoCloseSession', 'luoReboot'];
+export const LUO_KINDS: readonly OpKind[] = ['mfdCreate', 'mfdClose', 'mfdTruncate', 'mfdSeal', 'mfdMmap', 'mfdPoke', 'mfdPeek', 'luoOpen', 'luoCloseDev', 'luoCreate', 'luoRetrieve', 'luoPreserve', 'luoRetrieveFd', 'luoFinish', 'luoGetName', 'luoCloseSession', 'luoMark', 'luoVm', 'mfdMapFile', 'luoReboot'];
 
 /**
  * The mix of the LUO world (`flow: 'luo'`): mostly memfds and sessions, a reboot every ~80
@@ -198,6 +216,9 @@ export const LUO_WEIGHTS: Required<CommandWeights> = {
   luoFinish: 1.5,
   luoGetName: 1,
   luoCloseSession: 1,
+  luoMark: 1,
+  luoVm: 1,
+  mfdMapFile: 1,
   luoReboot: 1,
 };
 
@@ -317,7 +338,18 @@ export const OP_ARBITRARIES: { [K in OpKind]: fc.Arbitrary<Extract<Op, { k: K }>
   luoCloseDev: fc.constant({ k: 'luoCloseDev' as const }),
   luoCreate: fc.record({ k: fc.constant('luoCreate' as const), name: fc.oneof({ weight: 8, arbitrary: small(2) }, { weight: 1, arbitrary: fc.integer({ min: 3, max: 5 }) }) }),
   luoRetrieve: fc.record({ k: fc.constant('luoRetrieve' as const), name: fc.oneof({ weight: 8, arbitrary: small(2) }, { weight: 1, arbitrary: fc.integer({ min: 3, max: 5 }) }) }),
-  luoPreserve: fc.record({ k: fc.constant('luoPreserve' as const), s: small(3), src: fc.oneof({ weight: 12, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 2, arbitrary: fc.integer({ min: 5, max: 6 }) }), pick: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
+  luoPreserve: fc.record({
+    k: fc.constant('luoPreserve' as const),
+    s: small(3),
+    src: fc.oneof({ weight: 12, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 3, arbitrary: fc.integer({ min: 5, max: 6 }) }),
+    pick: small(3),
+    token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }),
+    inject: fc.oneof({ weight: 8, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 3 }) }),
+    err: small(5),
+  }),
+  luoMark: fc.record({ k: fc.constant('luoMark' as const), c: ctxSlot, pick: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }), token: small(2) }),
+  luoVm: fc.record({ k: fc.constant('luoVm' as const), c: ctxSlot, d: dev, token: small(2), dev: mostly(true, 3), mem: mostly(true, 2), flaw: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 2 }) }) }),
+  mfdMapFile: fc.record({ k: fc.constant('mfdMapFile' as const), c: ctxSlot, ioas: ioasPick, m: small(3), lenPg: small(4) }),
   luoRetrieveFd: fc.record({ k: fc.constant('luoRetrieveFd' as const), s: small(3), token: fc.oneof({ weight: 6, arbitrary: small(2) }, { weight: 1, arbitrary: fc.constant(3) }) }),
   luoFinish: fc.record({ k: fc.constant('luoFinish' as const), s: small(3) }),
   luoGetName: fc.record({ k: fc.constant('luoGetName' as const), s: small(3) }),
@@ -329,6 +361,7 @@ export const OP_ARBITRARIES: { [K in OpKind]: fc.Arbitrary<Extract<Op, { k: K }>
     err: small(5),
     retry: mostly(false, 2),
     rehydrate: fc.oneof({ weight: 3, arbitrary: fc.constant(2) }, { weight: 1, arbitrary: small(1) }),
+    retrieve: bool,
   }),
 };
 

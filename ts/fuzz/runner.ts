@@ -85,6 +85,8 @@ export interface FuzzCounters {
   effective: number;
   syscalls: number;
   kexecs: number;
+  /** Tagged syscalls (Plan.tag) by tag and outcome ('ok', an errno or 'fault'). */
+  coverage?: Record<string, number>;
 }
 
 export interface RigOptions {
@@ -119,9 +121,7 @@ export class Rig {
     // The LUO world boots the upstream flow beside the RFC's (both share KHO and the hardware).
     const cmdline = `guestmemfs=${world.guestmemfsMiB}M${world.flow === 'luo' ? ' kho=on liveupdate=on' : ''}`;
     // The kernel is built with the iommu live-update series (its iommufd-v1 and vfio-pci-v1 handlers
-    // beside memfd's). The model (LUO_FILE_MODELS) predicts PRESERVE_FD and unpreserve of an iommufd
-    // and a VFIO cdev exactly, but not what they carry across the reboot: the generator never
-    // reboots, closes or unbinds while one is preserved (model/luo-files.ts).
+    // beside memfd's), which the model follows across the reboot (model/luo-iommu.ts).
     const host = Host.boot({
       memory: world.memory,
       seed: hostSeed,
@@ -155,6 +155,10 @@ export class Rig {
       const alt = plan.alts.find((a) => matches(a, obs));
       if (!alt) throw this.divergence(step, op, plan.what, plan.alts.map(formatAlt).join(' | '), formatObs(obs));
       alt.then?.(obs);
+      if (plan.tag && this.counters.coverage) {
+        const k = `${plan.tag} ${obs.t === 'ok' ? 'ok' : obs.t === 'err' ? obs.code : 'fault'}`;
+        this.counters.coverage[k] = (this.counters.coverage[k] ?? 0) + 1;
+      }
     }
   }
 

@@ -11,12 +11,15 @@
 // The simulator's injectable functions are its failure sites of the live update (Linux 7.3 marks
 // none of them ALLOW_ERROR_INJECTION; a test kernel would): `luo_file_freeze_one` (one file's
 // freeze in `liveupdate_reboot`) and `kho_finalize` (the KHO tree's finalisation at that reboot,
-// the step Linux 6.19 had and 7.3's stateless KHO dropped; this simulator still builds its tree there).
+// the step Linux 6.19 had and 7.3's stateless KHO dropped; this simulator still builds its tree there),
+// and the iommu live-update series' preserve steps at PRESERVE_FD: `iommu_liveupdate_flb_preserve`
+// (the IOMMU core's FLB, with the first preserved iommufd), `iommufd_liveupdate_preserve` and
+// `vfio_pci_liveupdate_preserve` (the two file handlers' preserve).
 import { ERRNO, errno, type ErrnoCode } from '../uapi/errno.js';
 import type { Sysfs } from './sysfs/sysfs.js';
 
 /** `ALLOW_ERROR_INJECTION(name, ERRNO)`: the functions a site may fail, and their error type. */
-export const INJECTABLE: readonly string[] = ['luo_file_freeze_one', 'kho_finalize'];
+export const INJECTABLE: readonly string[] = ['luo_file_freeze_one', 'kho_finalize', 'iommu_liveupdate_flb_preserve', 'iommufd_liveupdate_preserve', 'vfio_pci_liveupdate_preserve'];
 
 const DIR = '/sys/kernel/debug/fail_function';
 const MAX_ERRNO = 4095n;

@@ -10,7 +10,7 @@
 //
 // Domains are opaque here (the core file iommu.ts holds their type and this object).
 import type { PhysicalMemory } from '../hw/memory.js';
-import { errno, KernelError } from '../uapi/errno.js';
+import { errno, KernelError, type ErrnoCode } from '../uapi/errno.js';
 import { khoAllocPreserve, khoRestore, khoRestoreFree, khoUnpreserveFree, PAGE } from './kho/preserve.js';
 import type { Liveupdate, LiveupdateFileHandler, LiveupdateFlb, LiveupdateFlbOpArgs } from './luo.js';
 
@@ -82,6 +82,8 @@ export class IommuLiveupdate {
    */
   readonly claimed = new Map<number, unknown>();
   private incomingCache: IommuIncoming | null | undefined;
+  /** The fault-injection kprobe (kernel/fail_function.ts) at a site's entry: its errno, or null. */
+  failFunction: (fn: string) => ErrnoCode | null = () => null;
 
   readonly flb: LiveupdateFlb = {
     compatible: IOMMU_LUO_FLB_COMPATIBLE,
@@ -112,6 +114,8 @@ export class IommuLiveupdate {
   // ---- the FLB -------------------------------------------------------------------------------
 
   private flbPreserve(a: LiveupdateFlbOpArgs): void {
+    const injected = this.failFunction('iommu_liveupdate_flb_preserve');
+    if (injected) errno(injected, 'iommu FLB preserve (injected)');
     const ser = khoAllocPreserve(this.mem, FLB_SER_SIZE);
     const out: Outgoing = { ser, chains: { hw: [], domain: [], device: [] }, counts: { hw: 0, domain: 0, device: 0 }, domains: new Map(), devices: new Map(), hw: null };
     try {

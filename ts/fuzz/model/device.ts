@@ -117,10 +117,12 @@ export function* planOpenDev(m: ModelState, i: number): Generator<Plan, void, vo
   const d = m.devices[i]!;
   if (d.fd !== null) return;
   const fd = m.peekFd();
+  const held = m.luoOpenErr(i);
   yield {
     what: `open /dev/vfio/devices/vfio${i}`,
     run: (s) => s.p.open(`/dev/vfio/devices/vfio${i}`, O_RDWR),
-    alts: [okv(fd, () => {
+    tag: held ? 'open vfio (preserved)' : undefined,
+    alts: [held ? errs([held]) : okv(fd, () => {
       m.allocFd();
       d.fd = fd;
     })],
@@ -132,10 +134,16 @@ export function* planBind(m: ModelState, i: number, c: number): Generator<Plan, 
   const ctx = m.ctxOfSlot(c);
   if (!d || !ctx) return;
   yield* planOpenDev(m, i);
+  if (d.fd === null) return;
   const what = `VFIO_DEVICE_BIND_IOMMUFD vfio${i} iommufd ${ctx.fd}`;
   const run = (s: Sys) => s.p.ioctl(d.fd!, VFIO_DEVICE_BIND_IOMMUFD, { iommufd: ctx.fd! }).out_devid;
   if (d.bound) {
     yield { what, run, alts: [errs(['EINVAL'])] };
+    return;
+  }
+  const claimed = m.luoBindErr(i, ctx);
+  if (claimed) {
+    yield { what, run, alts: [errs([claimed])], tag: 'VFIO_DEVICE_BIND (owned by a restored iommufd)' };
     return;
   }
   const id = ctx.lowestFreeId();
@@ -161,9 +169,9 @@ export function detachEffects(m: ModelState, i: number): void {
     const { h, ctx } = d.xlate;
     h.devs.delete(i);
     // Automatic (and restored) HWPTs are destroyed with their last device, unless another device
-    // still translates through the restored domain (it holds a reference).
+    // still translates through the restored domain (it holds a reference); LUO's are user HWPTs.
     const others = m.devices.some((o, j) => j !== i && o.xlate.k === 'hwpt' && o.xlate.h === h);
-    if (h.devs.size === 0 && !others) {
+    if (h.devs.size === 0 && !others && !h.manual && !m.luoHoldsHwpt(h)) {
       ctx.objs.delete(h.id);
       domainFreed(m, h);
     }
@@ -192,6 +200,7 @@ export function* planAttach(m: ModelState, i: number, mode: number, pick: number
 
 export function* planAttachTo(m: ModelState, i: number, id: number, want?: number): Generator<Plan, void, void> {
   const d = m.devices[i]!;
+  if (m.luoPinned(d)) return;
   const ctx = d.bound!.ctx;
   const o = ctx.objs.get(id);
   const alts = ((): Alt[] => {
@@ -199,7 +208,7 @@ export function* planAttachTo(m: ModelState, i: number, id: number, want?: numbe
     if (o.t === 'dev') return [errs(['EINVAL'])];
     let target: MHwpt | null = o.t === 'hwpt' ? o : null;
     const io = o.t === 'hwpt' ? o.ioas : o;
-    if (!target) target = ctx.hwpts().find((h) => h.ioas === io) ?? null; // the IOAS's automatic HWPT
+    if (!target) target = ctx.hwpts().find((h) => h.ioas === io && !h.manual) ?? null; // the IOAS's automatic HWPT
     const cur = d.xlate.k === 'hwpt' && d.attached ? d.xlate.h : null;
     if (target && cur === target) return [okv(target.id)];
     // Reservations the attach makes in the IOAS (device.c, io_pagetable.c; reference §4.6).
@@ -248,13 +257,14 @@ export function* planAttachTo(m: ModelState, i: number, id: number, want?: numbe
     what: `VFIO_DEVICE_ATTACH_IOMMUFD_PT vfio${i} pt_id ${id}`,
     run: (s) => s.p.ioctl(d.fd!, VFIO_DEVICE_ATTACH_IOMMUFD_PT, { pt_id: id }).pt_id,
     alts: final,
+    tag: !d.attached && d.xlate.k === 'hwpt' && d.xlate.h.manual ? 'ATTACH (restored by LUO)' : undefined,
   };
   yield* planProbes(m);
 }
 
 export function* planDetach(m: ModelState, i: number): Generator<Plan, void, void> {
   const d = m.devices[i];
-  if (!d || d.fd === null) return;
+  if (!d || d.fd === null || m.luoPinned(d)) return;
   const what = `VFIO_DEVICE_DETACH_IOMMUFD_PT vfio${i}`;
   const run = (s: Sys) => s.p.ioctl(d.fd!, VFIO_DEVICE_DETACH_IOMMUFD_PT, {}) && 0;
   if (!d.bound) {
@@ -284,7 +294,7 @@ export function* planUnbind(m: ModelState, i: number): Generator<Plan, void, voi
   if (!d || d.fd === null) return;
   if (d.bound && releaseExcluded(d.bound.ctx)) return;
   // Preserved by LUO: closing the fd would leave the device bound under LUO's reference (not modelled).
-  if (m.luoHolds(d)) return;
+  if (m.luoHolds(d) || m.luoPinned(d)) return;
   const fd = d.fd;
   yield {
     what: `close vfio${i} (unbind)`,
@@ -329,7 +339,7 @@ export function* planDma(m: ModelState, op: Extract<Op, { k: 'dmaRead' | 'dmaWri
   const iova = dmaIova(m, d, op.where, op.idx, op.off, op.words);
   const bdf = d.bdf;
   if (op.k === 'dmaRead') {
-    yield { what: `DMA read ${bdf} ${hex(iova)} +${n}`, run: (s) => s.host.device(bdf).dma.read(iova, n), alts: [dmaExpect(m, d, iova, n, false)] };
+    yield { what: `DMA read ${bdf} ${hex(iova)} +${n}`, run: (s) => s.host.device(bdf).dma.read(iova, n), alts: [dmaExpect(m, d, iova, n, false)], tag: d.xlate.k === 'hwpt' && d.xlate.h.manual ? 'DMA read (LUO domain)' : undefined };
     return;
   }
   // A device in an unspecified state writes nowhere the model could follow: no writes then.

@@ -75,6 +75,8 @@ export function mapPages(
   w: boolean,
   allocAddr: bigint,
 ): Outcome<bigint> | { errs: readonly string[] } {
+  // iopt_map_pages: a preserved HWPT's IOAS is immutable.
+  if (io.luFrozen) return { err: 'EBUSY' };
   const align = m.alignOf(ctx, io);
   if (length & (align - 1n) || length === 0n) return { err: 'EINVAL' };
   let dst: bigint;
@@ -159,10 +161,12 @@ export function* planMap(m: ModelState, op: Extract<Op, { k: 'map' }>): Generato
     what: `IOMMU_IOAS_MAP ioas ${id} va ${hex(va)} len ${hex(length)} ${op.fixed ? `FIXED ${hex(iova)}` : 'auto'} ${op.r ? 'R' : ''}${op.w ? 'W' : ''}`,
     run: (s) => s.p.ioctl(ctx.fd!, IOMMU_IOAS_MAP, { flags, ioas_id: id, user_va: va, length, iova }).iova,
     alts: outcomeAlts(o, { frozen: m.frozen(ctx), persistErr }),
+    tag: io?.luFrozen ? 'IOAS_MAP frozen' : undefined,
   };
 }
 
-export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>): Generator<Plan, void, void> {
+/** MAP_FILE; `luo` names a LUO memfd of the VMM instead of op.file (its seals recorded in the area). */
+export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>, luo?: { fd: number; file: MFile; seals: number }): Generator<Plan, void, void> {
   const ctx = m.ctxOfSlot(op.c);
   if (!ctx) return;
   const id = m.ioasIdFor(ctx, op.ioas);
@@ -170,7 +174,10 @@ export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>): 
   let fd: number;
   let file: MFile | null = null;
   let other = false;
-  if (op.file <= 2) {
+  if (luo) {
+    fd = luo.fd;
+    file = luo.file;
+  } else if (op.file <= 2) {
     const s = m.fileFds[op.file];
     if (s) {
       fd = s.fd;
@@ -195,7 +202,7 @@ export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>): 
     if (length === 0n) return { err: 'EINVAL' };
     if (!file && !other) return { err: 'EBADF' };
     // Any other file maps like a file past its end: it fails (EINVAL) only when pinned.
-    const pages: MPages = { id: m.nextPages++, kind: 'file', base: start, file, writable: op.w, res: new Map() };
+    const pages: MPages = { id: m.nextPages++, kind: 'file', base: start, file, writable: op.w, res: new Map(), mapSeals: luo?.seals };
     const segs = ctx.pid && file?.kind === 'gm' ? [{ iova: 0n, inode: file as MInode, off: start, len: length }] : null;
     return mapPages(m, ctx, io, [{ pages, off: 0n, len: length, segs }], length, op.fixed ? iova : null, op.r, op.w, start);
   })();
@@ -211,6 +218,7 @@ export function* planMapFile(m: ModelState, op: Extract<Op, { k: 'mapFile' }>): 
     what: `IOMMU_IOAS_MAP_FILE ioas ${id} fd ${fd} start ${hex(start)} len ${hex(length)} ${op.fixed ? `FIXED ${hex(iova)}` : 'auto'} ${op.r ? 'R' : ''}${op.w ? 'W' : ''}`,
     run: (s) => s.p.ioctl(ctx.fd!, IOMMU_IOAS_MAP_FILE, { flags, ioas_id: id, fd, start, length, iova }).iova,
     alts,
+    tag: io?.luFrozen ? 'IOAS_MAP_FILE frozen' : undefined,
   };
 }
 
@@ -266,6 +274,7 @@ export function* planCopy(m: ModelState, op: Extract<Op, { k: 'copy' }>): Genera
     what: `IOMMU_IOAS_COPY ioas ${srcId} ${hex(srcIova)} len ${hex(length)} -> ioas ${dstId} ${op.fixed ? `FIXED ${hex(dstIova)}` : 'auto'} ${op.r ? 'R' : ''}${op.w ? 'W' : ''}`,
     run: (s) => s.p.ioctl(ctx.fd!, IOMMU_IOAS_COPY, { flags, dst_ioas_id: dstId, src_ioas_id: srcId, src_iova: srcIova, length, dst_iova: dstIova }).dst_iova,
     alts: outcomeAlts(o, { frozen: m.frozen(ctx), persistErr: null }),
+    tag: dst?.luFrozen ? 'IOAS_COPY frozen' : undefined,
   };
 }
 
@@ -294,6 +303,7 @@ export function* planUnmap(m: ModelState, op: Extract<Op, { k: 'unmap' }>): Gene
   // Reference §4.2.
   const alts = ((): Alt[] => {
     if (!io) return [errs(['ENOENT'])];
+    if (io.luFrozen) return [errs(['EBUSY'])];
     const all = r.iova === 0n && r.length === U64_MAX;
     let start = 0n;
     let last = ULONG_MAX;
@@ -326,7 +336,7 @@ export function* planUnmap(m: ModelState, op: Extract<Op, { k: 'unmap' }>): Gene
     if (!all && unmapped === 0n) return [errs(['ENOENT'])];
     return [okv(unmapped, commit)];
   })();
-  yield { what, run, alts: m.frozen(ctx) ? [errs(['EBUSY', ...alts.flatMap((x) => x.err ?? [])])] : alts };
+  yield { what, run, alts: m.frozen(ctx) ? [errs(['EBUSY', ...alts.flatMap((x) => x.err ?? [])])] : alts, tag: io?.luFrozen ? 'IOAS_UNMAP frozen' : undefined };
 }
 
 export function* planAllow(m: ModelState, op: Extract<Op, { k: 'allow' }>): Generator<Plan, void, void> {

@@ -134,7 +134,7 @@ export function* planDestroy(m: ModelState, c: number, id: number): Generator<Pl
       })];
     }
     // A device attached here, or still on the restored domain behind it, holds the HWPT.
-    if (o.devs.size || m.devices.some((d) => d.xlate.k === 'hwpt' && d.xlate.h === o)) return [errs(['EBUSY'])];
+    if (o.devs.size || m.devices.some((d) => d.xlate.k === 'hwpt' && d.xlate.h === o) || m.luoHoldsHwpt(o)) return [errs(['EBUSY'])];
     return [okAny(() => {
       ctx.objs.delete(id);
       domainFreed(m, o);

@@ -112,6 +112,7 @@ export function handoverPlan(m: ModelState): HandoverPlan {
 
 export function* planKho(m: ModelState, on: boolean): Generator<Plan, void, void> {
   if (on && m.khoActive) return; // a second '1' while active: not specified, not exercised
+  if (on && m.luoIommuState()) return;
   const fd = m.peekFd();
   yield { what: 'open /sys/kernel/kho/active', run: (s) => s.p.open('/sys/kernel/kho/active', O_WRONLY), alts: [okv(fd, () => m.allocFd())] };
   yield {

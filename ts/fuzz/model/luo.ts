@@ -6,18 +6,13 @@
 // an injected failure with nothing changed), the next kernel's sessions (each retrieved once, its
 // files in any order, the same bytes, the seals of PRESERVE_FD), and what is left unretrieved
 // dropped at the next kexec. Preserved files go through a per-kind handler model
-// (LUO_FILE_MODELS, as LUO's file handlers): memfd; iommufd and VFIO cdev (the iommu live-update
-// series) for PRESERVE_FD and unpreserve only: while one is preserved the generator neither reboots
-// nor closes / unbinds it (luo-files.ts).
+// (LUO_FILE_MODELS, as LUO's file handlers): memfd (luo-files.ts); iommufd and VFIO cdev (the iommu
+// live-update series, luo-iommu.ts) across the reboot, with IOMMU_HWPT_LU_SET_PRESERVE, the frozen
+// IOAS, restored domains, can_finish and the PCI and iommu FLBs; failures injected at the freeze,
+// finalise and preserve sites (luo-fail.ts).
 import {
-  F_ADD_SEALS,
   F_GET_SEALS,
-  F_SEAL_EXEC,
-  F_SEAL_FUTURE_WRITE,
-  F_SEAL_GROW,
-  F_SEAL_SEAL,
-  F_SEAL_SHRINK,
-  F_SEAL_WRITE,
+  IOMMU_HWPT_LU_SET_PRESERVE,
   LIVEUPDATE_IOCTL_CREATE_SESSION,
   LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
   LIVEUPDATE_SESSION_FINISH,
@@ -25,66 +20,32 @@ import {
   LIVEUPDATE_SESSION_PRESERVE_FD,
   LIVEUPDATE_SESSION_RETRIEVE_FD,
   LINUX_REBOOT_CMD_KEXEC,
-  MAP_FIXED,
-  MAP_SHARED,
-  MFD_ALLOW_SEALING,
   O_RDWR,
-  O_WRONLY,
-  PROT_READ,
-  PROT_WRITE,
 } from '../../index.js';
-import { PAGE } from '../intervals.js';
 import type { Op } from '../ops.js';
+import { planAttachTo, planBind } from './device.js';
+import { planMapFile } from './ioas.js';
 import { khoDump, jump, planAfterJump, planKho } from './liveupdate.js';
-import { crossesReboot, LUO_FILE_MODELS, type FdTarget, type MSession, type MShmem } from './luo-files.js';
-import { errs, hex, okAny, okv, pattern, type Alt, type ModelState, type Plan } from './state.js';
+import { copyAttr, freshAttr, injectAt, LUO_FAIL_ERRNOS, planArm, shouldFail, type FaultAttr } from './luo-fail.js';
+import { LuoMemfds } from './luo-memfd.js';
+import { planLuoVm } from './luo-vm.js';
+import { LUO_NAMES, LUO_TOKENS, MEMFD_MODEL, type FdTarget, type LuoEnv, type LuoFlbs, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
+import { isIommuFile, IOMMUFD_MODEL, LUO_FILE_MODELS, markedHwpts, VFIO_MODEL, type IommufdPreserved, type VfioPreserved } from './luo-iommu.js';
+import { errs, hex, okAny, okv, type Alt, type MCtx, type MDevice, type MHwpt, type ModelState, type Plan } from './state.js';
 
-export { LUO_FILE_MODELS, type FdTarget, type LuoFileModel, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
+export { LUO_FAIL_ERRNOS } from './luo-fail.js';
+export { F_ALL_SEALS, LUO_SEALS, LUO_SIZES, VA_LUO, WIN_PAGES, WINDOWS } from './luo-memfd.js';
+export { LUO_NAMES, LUO_TOKENS, type FdTarget, type LuoFileModel, type MLuoFile, type MSession, type MShmem } from './luo-files.js';
+export { LUO_FILE_MODELS } from './luo-iommu.js';
 
-export const F_ALL_SEALS = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC;
-/** Session names an operation picks: three good ones, the longest good one, empty, 64 bytes without a NUL. */
-export const LUO_NAMES: readonly (string | Uint8Array)[] = ['vm-a', 'vm-b', 'vm-c', 'L'.repeat(63), '', new Uint8Array(64).fill(0x78)];
-export const LUO_TOKENS: readonly bigint[] = [1n, 2n, 3n, 0xffff_ffff_ffff_ffffn];
-/** Seal sets F_ADD_SEALS tries (0x40 is no seal: EINVAL). */
-export const LUO_SEALS: readonly number[] = [F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_FUTURE_WRITE, F_SEAL_EXEC, F_SEAL_SHRINK | F_SEAL_GROW, 0, 0x40];
-/** memfd sizes ftruncate tries, in pages (512: one 2 MiB folio). */
-export const LUO_SIZES: readonly number[] = [0, 1, 2, 3, 4, 16, 17, 512, 513];
-/** The errnos an injected failure returns. */
-export const LUO_FAIL_ERRNOS: readonly string[] = ['ENOSPC', 'ENOMEM', 'EIO', 'EBUSY', 'EAGAIN', 'EPERM'];
-const ERRNO_NR: Record<string, number> = { ENOSPC: 28, ENOMEM: 12, EIO: 5, EBUSY: 16, EAGAIN: 11, EPERM: 1 };
 /** The failure sites (kernel/fail_function.ts INJECTABLE) a reboot operation arms: 1, 2. */
 export const LUO_SITES = ['', 'luo_file_freeze_one', 'kho_finalize'] as const;
-const FF = '/sys/kernel/debug/fail_function';
-
-/** The VMM maps memfd windows here: window w at VA_LUO + w * WIN_STRIDE, WIN_PAGES long. */
-export const VA_LUO = 0x7000_0000n;
-export const WINDOWS = 3;
-export const WIN_PAGES = 16;
-const WIN_STRIDE = 64n * PAGE;
-const MAX_MEMFDS = 4;
+/** The sites a PRESERVE_FD operation arms (its `inject` 1..3): the iommu FLB's, iommufd's and VFIO's preserve. */
+export const LUO_PRESERVE_SITES = ['', 'iommu_liveupdate_flb_preserve', 'iommufd_liveupdate_preserve', 'vfio_pci_liveupdate_preserve'] as const;
 /** An fd no one holds (EBADF). */
 const BAD_FD = 999;
 
-/** `fei_fault_attr` and the injected functions (kernel/fail_function.ts), as the model tracks them. */
-interface FaultAttr {
-  probability: bigint;
-  interval: bigint;
-  times: number;
-  count: bigint;
-  injected: Map<string, string>;
-}
-const freshAttr = (): FaultAttr => ({ probability: 0n, interval: 1n, times: 1, count: 0n, injected: new Map() });
-
-/** `should_fail` on a copy: whether the call fails (and the attr after it). */
-function shouldFail(a: FaultAttr): boolean {
-  if (a.probability === 0n || a.times === 0) return false;
-  if (a.interval > 1n) {
-    a.count++;
-    if (a.count % a.interval !== 0n) return false;
-  }
-  if (a.times !== -1) a.times--;
-  return true;
-}
+const freshFlbs = (): LuoFlbs => ({ pciHeld: new Set(), pciFiles: 0, iommuFiles: 0, claimed: new Map(), domains: new Map() });
 
 const nameBytes = (n: string | Uint8Array): Uint8Array => (typeof n === 'string' ? new TextEncoder().encode(n) : n);
 /** The name as the kernel keys it (up to the NUL, or all 64 bytes). */
@@ -93,7 +54,6 @@ const nameKey = (n: string | Uint8Array): string => {
   const z = b.indexOf(0);
   return new TextDecoder().decode(z < 0 ? b : b.subarray(0, z));
 };
-const sealName = (v: number) => `0x${v.toString(16)}`;
 
 /** The LUO side of a fuzzed host, beside the RFC model it shares the VMM and the kernel with. */
 export class LuoModel {
@@ -104,32 +64,101 @@ export class LuoModel {
   // The VMM's fds and mappings.
   dev: number | null = null;
   sessions: { fd: number; s: MSession }[] = [];
-  memfds: { fd: number; obj: MShmem }[] = [];
-  wins: ({ obj: MShmem; write: boolean; counted: boolean } | null)[] = [];
+  readonly mfd: LuoMemfds;
   pipe: [number, number] | null = null;
   /** The kexec image is loaded (a failed reboot keeps it). */
   private loaded = false;
 
-  constructor(private readonly m: ModelState) {
+  /** The next kernel's view of the previous one's FLBs. */
+  flb = freshFlbs();
+  private readonly env: LuoEnv;
+  /** At the jump: what each preserved file (by its id) serialised. */
+  private readonly serialised = new Map<unknown, unknown>();
+
+  constructor(readonly m: ModelState) {
     this.enabled = m.cfg.flow === 'luo';
+    this.mfd = new LuoMemfds(m);
+    const self = this;
+    this.env = {
+      m,
+      get flb() {
+        return self.flb;
+      },
+      preservedIn: (id, s) => !s.incoming && s.files.some((f) => f.handler.preservedId(f.obj) === id),
+      outgoingFile: (id) => this.outgoingFile(id),
+      serOf: (id) => this.serialised.get(id),
+    };
+    // The sessions close with the VMM, while what they finish with (bound devices) is still there.
+    m.exitFirstHooks.push(() => {
+      for (const { s } of this.sessions) this.release(s);
+      this.sessions = [];
+    });
     m.exitHooks.push(() => this.vmmGone());
     m.jumpHooks.push(() => this.nextKernel());
-    m.luoHolds = (o) => this.outgoing.some((s) => s.files.some((f) => f.handler.preservedId(f.obj) === o));
+    m.luoHolds = (o) => this.held(o);
+    m.luoPinned = (d) => this.pinned(d);
+    m.luoHoldsHwpt = (h) => this.holdsHwpt(h);
+    m.luoOpenErr = (i) => (this.flb.pciHeld.has(i) ? 'EBUSY' : null);
+    m.luoBindErr = (i, ctx) => (this.flb.claimed.has(i) && this.flb.claimed.get(i) !== ctx ? 'EBUSY' : null);
+    m.luoExitBlocked = () => this.exitBlocked();
+    m.luoIommuState = () =>
+      this.outgoing.some((s) => s.files.some((f) => (f.handler === IOMMUFD_MODEL && (f.obj as IommufdPreserved).hwpts.length > 0) || (f.handler === VFIO_MODEL && (f.obj as VfioPreserved).hwpt)));
   }
 
-  /** An outgoing session preserves a file whose handler model does not cross the reboot (iommufd, VFIO). */
-  private holdsUnrebootable(): boolean {
-    return this.outgoing.some((s) => s.files.some((f) => !crossesReboot(f.handler)));
+  private outgoingFile(id: unknown): MLuoFile | undefined {
+    for (const s of this.outgoing) for (const f of s.files) if (f.handler.preservedId(f.obj) === id) return f;
+    return undefined;
+  }
+
+  /** Preserved in an outgoing session by VFIO. */
+  private pinned(d: MDevice): boolean {
+    return !!this.outgoingFile(d);
+  }
+
+  /** An HWPT an outgoing preserved iommufd serialised (it holds it until unpreserve). */
+  private holdsHwpt(h: MHwpt): boolean {
+    return this.outgoing.some((s) => s.files.some((f) => f.handler === IOMMUFD_MODEL && (f.obj as IommufdPreserved).hwpts.includes(h)));
+  }
+
+  /**
+   * A reboot the model does not follow: an iommufd handed over twice (LUO and the RFC's persistent
+   * iommufds), or the IOMMU unit's state preserved by LUO (a device with IOMMU state) while the
+   * RFC's handover has domains too (the driver adopts one of the two).
+   */
+  private rebootExcluded(): boolean {
+    const files = this.outgoing.flatMap((s) => s.files);
+    if (files.some((f) => f.handler === IOMMUFD_MODEL && (f.obj as IommufdPreserved).obj.pid > 0)) return true;
+    const unit = files.some((f) => f.handler === VFIO_MODEL && (f.obj as VfioPreserved).hwpt);
+    return unit && (this.m.liveCtxs().some((c) => c.pid > 0) || !!this.m.snapshot?.length);
+  }
+
+  /** What a reboot hands over, for the coverage: the iommu files and whether a domain and a device's IOMMU state go. */
+  private rebootTag(): string | undefined {
+    const files = this.outgoing.flatMap((s) => s.files);
+    const fd = files.filter((f) => f.handler === IOMMUFD_MODEL);
+    const vf = files.filter((f) => f.handler === VFIO_MODEL);
+    if (!fd.length && !vf.length) return undefined;
+    const hw = fd.some((f) => (f.obj as IommufdPreserved).hwpts.length) ? '+domain' : '';
+    const dev = vf.some((f) => (f.obj as VfioPreserved).hwpt) ? '+device-on-domain' : '';
+    return `reboot with ${fd.length ? 'iommufd' : ''}${fd.length && vf.length ? '+' : ''}${vf.length ? 'vfio' : ''}${hw}${dev}${files.length > fd.length + vf.length ? '+memfd' : ''}`;
+  }
+
+  /** An incoming session that cannot finish now. */
+  private canFinish(s: MSession): boolean {
+    return s.files.every((f) => !f.handler.canFinish || f.handler.canFinish(f, this.env));
+  }
+
+  /** The VMM's exit would leave what the model does not follow: an iommufd or VFIO file LUO keeps alive after the exit (its session cannot finish). */
+  private exitBlocked(): boolean {
+    return this.incoming.some((s) => s.files.some((f) => f.retrieved !== undefined && isIommuFile(f)) && (!this.sessions.some((x) => x.s === s) || !this.canFinish(s)));
   }
 
   /** The VMM's fds are gone (exit, kexec): sessions released, mappings gone. */
   private vmmGone(): void {
     for (const { s } of this.sessions) this.release(s);
-    for (const w of this.wins) if (w?.counted) w.obj.writableMaps--;
+    this.mfd.gone();
     this.dev = null;
     this.sessions = [];
-    this.memfds = [];
-    this.wins = [];
     this.pipe = null;
   }
 
@@ -137,31 +166,44 @@ export class LuoModel {
   private nextKernel(): void {
     this.sessions = []; // their sessions were serialised, not released
     this.vmmGone();
+    // The FLBs the previous kernel serialised; what it left unretrieved or unfinished is dropped.
+    this.flb = freshFlbs();
+    const ser = (f: MLuoFile): unknown => {
+      const z = f.handler.serialize(f.obj, f, this.env);
+      this.serialised.set(f.handler.preservedId(f.obj), z);
+      return z;
+    };
     this.incoming = this.outgoing.map((s) => ({
       name: s.name,
       incoming: true,
       retrieved: false,
-      files: s.files.map((f) => ({ token: f.token, handler: f.handler, obj: null, ser: f.handler.serialize(f.obj, f) })),
+      files: s.files.map((f) => ({ token: f.token, handler: f.handler, obj: null, ser: ser(f) })),
     }));
+    this.serialised.clear();
     this.outgoing = [];
     this.fa = freshAttr();
     this.loaded = false;
   }
 
-  /** `luo_session_release`: an outgoing session unpreserves its files; an incoming one finishes and goes. */
+  /**
+   * `luo_session_release`: an outgoing session unpreserves its files; an incoming one finishes and
+   * goes, unless a file cannot finish: then LUO keeps it (and its files) until the next update.
+   */
   private release(s: MSession): void {
     if (s.incoming) {
+      if (!this.canFinish(s)) return;
       this.finish(s);
       this.incoming = this.incoming.filter((x) => x !== s);
     } else {
-      for (const f of [...s.files].reverse()) f.handler.unpreserve(f.obj);
+      for (const f of [...s.files].reverse()) f.handler.unpreserve(f.obj, this.env);
       s.files = [];
       this.outgoing = this.outgoing.filter((x) => x !== s);
     }
   }
 
-  /** `luo_file_finish`: LUO lets go of every file (what was never retrieved is freed). */
+  /** `luo_file_finish`: each file finishes, newest first; LUO lets go of it (what was never retrieved is freed). */
   private finish(s: MSession): void {
+    for (const f of [...s.files].reverse()) f.handler.finish?.(f, this.env);
     s.files = [];
   }
 
@@ -181,7 +223,7 @@ export class LuoModel {
 
   /** What fd `fd` of the VMM is. */
   private targetOf(fd: number): FdTarget {
-    const mf = this.memfds.find((x) => x.fd === fd);
+    const mf = this.mfd.memfds.find((x) => x.fd === fd);
     if (mf) return { kind: 'memfd', obj: mf.obj };
     if (this.sessions.some((x) => x.fd === fd)) return { kind: 'session' };
     if (fd === this.dev) return { kind: 'luodev' };
@@ -193,119 +235,8 @@ export class LuoModel {
     return this.m.fds.has(fd) ? { kind: 'other' } : { kind: 'none' };
   }
 
-  // ---- memfds ----
-
-  *planCreate(seal: boolean): Generator<Plan, void, void> {
-    if (this.memfds.length >= MAX_MEMFDS) return;
-    const fd = this.m.peekFd();
-    yield {
-      what: `memfd_create luo${seal ? ' MFD_ALLOW_SEALING' : ''}`,
-      run: (s) => s.p.memfd_create('luo', seal ? MFD_ALLOW_SEALING : 0),
-      alts: [okv(fd, () => {
-        this.m.allocFd();
-        this.memfds.push({ fd, obj: { seals: seal ? 0 : F_SEAL_SEAL, npages: 0, data: new Map(), preservedIn: null, writableMaps: 0 } });
-      })],
-    };
-  }
-
-  private memfdAt(pick: number) {
-    return this.memfds.length ? this.memfds[pick % this.memfds.length]! : null;
-  }
-
   *planClose(fd: number, what: string, then: () => void): Generator<Plan, void, void> {
     yield { what: `close ${fd} (${what})`, run: (s) => s.p.close(fd), alts: [okAny(() => { this.m.freeFd(fd); then(); })] };
-  }
-
-  *planMemfdClose(pick: number): Generator<Plan, void, void> {
-    const mf = this.memfdAt(pick);
-    if (mf) yield* this.planClose(mf.fd, 'memfd', () => (this.memfds = this.memfds.filter((x) => x !== mf)));
-  }
-
-  /** ftruncate (whole pages): the seals, then LUO's freeze (shmem_setattr). */
-  *planTruncate(pick: number, sizeIdx: number): Generator<Plan, void, void> {
-    const mf = this.memfdAt(pick);
-    if (!mf) return;
-    const { obj } = mf;
-    const np = LUO_SIZES[sizeIdx % LUO_SIZES.length]!;
-    let alt: Alt;
-    if ((np < obj.npages && obj.seals & F_SEAL_SHRINK) || (np > obj.npages && obj.seals & F_SEAL_GROW)) alt = errs(['EPERM']);
-    else if (np !== obj.npages && obj.preservedIn) alt = errs(['EPERM']);
-    else
-      alt = okAny(() => {
-        for (const k of [...obj.data.keys()]) if (k >= np) obj.data.delete(k);
-        obj.npages = np;
-      });
-    yield { what: `ftruncate ${mf.fd} ${np} pages`, run: (s) => s.p.ftruncate(mf.fd, BigInt(np) * PAGE), alts: [alt] };
-  }
-
-  /** F_ADD_SEALS in memfd_add_seals' order, then F_GET_SEALS. */
-  *planSeal(pick: number, sealIdx: number): Generator<Plan, void, void> {
-    const mf = this.memfdAt(pick);
-    if (!mf) return;
-    const { obj } = mf;
-    let seals = LUO_SEALS[sealIdx % LUO_SEALS.length]!;
-    let alt: Alt;
-    if (seals & ~F_ALL_SEALS) alt = errs(['EINVAL']);
-    else if (obj.seals & F_SEAL_SEAL) alt = errs(['EPERM']);
-    else {
-      // F_SEAL_EXEC on an executable memfd (every one made here) implies the write seals.
-      if (seals & F_SEAL_EXEC) seals |= F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
-      // mapping_deny_writable, then memfd_wait_for_pins (a preserved memfd's pages are pinned).
-      if (seals & F_SEAL_WRITE && !(obj.seals & F_SEAL_WRITE) && (obj.writableMaps > 0 || (obj.preservedIn && obj.npages > 0))) alt = errs(['EBUSY']);
-      else alt = okv(0, () => (obj.seals |= seals));
-    }
-    const arg = LUO_SEALS[sealIdx % LUO_SEALS.length]!;
-    yield { what: `fcntl ${mf.fd} F_ADD_SEALS ${sealName(arg)}`, run: (s) => s.p.fcntl(mf.fd, F_ADD_SEALS, arg), alts: [alt] };
-    yield { what: `fcntl ${mf.fd} F_GET_SEALS`, run: (s) => s.p.fcntl(mf.fd, F_GET_SEALS), alts: [okv(obj.seals)] };
-  }
-
-  /** mmap MAP_SHARED|MAP_FIXED of WIN_PAGES at window `w` (replacing what was there). */
-  *planMmap(pick: number, w: number, write: boolean): Generator<Plan, void, void> {
-    const mf = this.memfdAt(pick);
-    if (!mf) return;
-    const { obj } = mf;
-    const va = VA_LUO + BigInt(w % WINDOWS) * WIN_STRIDE;
-    const writeSealed = (obj.seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0;
-    const alt =
-      write && writeSealed
-        ? errs(['EPERM'])
-        : okv(va, () => {
-            const old = this.wins[w % WINDOWS];
-            if (old?.counted) old.obj.writableMaps--;
-            // VM_SHARED | VM_MAYWRITE: counted unless write-sealed (memfd_check_seals_mmap clears VM_MAYWRITE).
-            const counted = !writeSealed;
-            if (counted) obj.writableMaps++;
-            this.wins[w % WINDOWS] = { obj, write, counted };
-          });
-    const prot = PROT_READ | (write ? PROT_WRITE : 0);
-    yield { what: `mmap memfd ${mf.fd} at ${hex(va)}${write ? ' RW' : ' R'}`, run: (s) => s.p.mmap(va, BigInt(WIN_PAGES) * PAGE, prot, MAP_SHARED | MAP_FIXED, mf.fd), alts: [alt] };
-  }
-
-  /** The VMM's load or store in a window: a page beyond the window or the file is EFAULT (SIGBUS). */
-  *planAccess(op: Extract<Op, { k: 'mfdPoke' | 'mfdPeek' }>): Generator<Plan, void, void> {
-    const w = op.w % WINDOWS;
-    const win = this.wins[w] ?? null;
-    const pg = op.pg % (WIN_PAGES + 4);
-    const n = op.words * 8;
-    const off = Math.min(op.off & ~7 & 0xfff, 4096 - n);
-    const va = VA_LUO + BigInt(w) * WIN_STRIDE + BigInt(pg) * PAGE + BigInt(off);
-    const reach = win !== null && pg < WIN_PAGES && pg < win.obj.npages;
-    if (op.k === 'mfdPeek') {
-      const got = reach ? (win!.obj.data.get(pg)?.slice(off, off + n) ?? new Uint8Array(n)) : null;
-      yield { what: `memRead ${hex(va)} +${n}`, run: (s) => s.p.memRead(va, n), alts: [got ? okv(got) : errs(['EFAULT'])] };
-      return;
-    }
-    const data = pattern(op.val, n);
-    const ok = reach && win!.write;
-    yield {
-      what: `memWrite ${hex(va)} +${n}`,
-      run: (s) => s.p.memWrite(va, data),
-      alts: [ok ? okAny(() => {
-        let p = win!.obj.data.get(pg);
-        if (!p) win!.obj.data.set(pg, (p = new Uint8Array(4096)));
-        p.set(data, off);
-      }) : errs(['EFAULT'])],
-    };
   }
 
   // ---- /dev/liveupdate and sessions ----
@@ -373,13 +304,12 @@ export class LuoModel {
    * PRESERVE_FD in luo_preserve_file's order: an incoming session EINVAL, then a token in use
    * EEXIST, a bad fd EBADF, no handler ENOENT, preserved (or retrieved and not finished) EBUSY.
    * src: 0 a memfd, 1 a session fd, 2 /dev/liveupdate, 3 a pipe, 4 a closed fd, 5 an iommufd or
-   * guestmemfs fd of the RFC side, 6 a VFIO device fd. Then the handler's own preserve (VFIO: an
-   * attached device EINVAL, its HWPT not being marked).
+   * guestmemfs fd of the RFC side, 6 a VFIO device fd. With `inject` 1..3 a preserve site is armed
+   * first (LUO_PRESERVE_SITES, its next call failing with LUO_FAIL_ERRNOS[err]).
    */
   *planPreserve(op: Extract<Op, { k: 'luoPreserve' }>): Generator<Plan, void, void> {
     const ss = this.sessionFor(op.s, false);
     if (!ss) return;
-    const s = ss.s;
     if (op.src === 3 && !this.pipe) {
       const r = this.m.peekFd();
       const w = this.m.peekFd(r);
@@ -388,33 +318,63 @@ export class LuoModel {
     const rfc = [...this.m.slots.filter((c) => c && !c.dead).map((c) => c!.fd!), ...this.m.fileFds.filter((f) => f).map((f) => f!.fd)];
     const devs = this.m.devices.flatMap((d) => (d.fd !== null ? [d.fd] : []));
     const fd =
-      op.src === 0 ? (this.memfdAt(op.pick)?.fd ?? BAD_FD)
+      op.src === 0 ? (this.mfd.at(op.pick)?.fd ?? BAD_FD)
       : op.src === 1 ? this.sessionAt(op.pick)!.fd
       : op.src === 2 ? (this.dev ?? BAD_FD)
       : op.src === 3 ? this.pipe![op.pick % 2]!
       : op.src === 5 && rfc.length ? rfc[op.pick % rfc.length]!
       : op.src === 6 && devs.length ? devs[op.pick % devs.length]!
       : BAD_FD;
-    const token = LUO_TOKENS[op.token % LUO_TOKENS.length]!;
+    const site = LUO_PRESERVE_SITES[(op.inject ?? 0) % LUO_PRESERVE_SITES.length]!;
+    if (site) yield* planArm(this.m, () => this.fa, site, 1, LUO_FAIL_ERRNOS[(op.err ?? 0) % LUO_FAIL_ERRNOS.length]!);
+    yield* this.planPreserveFd(ss, fd, LUO_TOKENS[op.token % LUO_TOKENS.length]!);
+  }
+
+  /**
+   * PRESERVE_FD of `fd` under `token`: LUO's checks, then the FLBs' preserve on their first file
+   * (the iommu FLB with the first iommufd: a failure site), the handler's preserve (its failure
+   * site at entry, then its own refusal); any failure leaves nothing preserved.
+   */
+  *planPreserveFd(ss: { fd: number; s: MSession }, fd: number, token: bigint): Generator<Plan, void, void> {
+    const s = ss.s;
     const t = this.targetOf(fd);
     const fh = LUO_FILE_MODELS.find((h) => h.canPreserve(t));
+    // The RFC's KHO is active: LUO's IOMMU state would share the VT-d tables with its handover (ModelState.luoIommuState).
+    if (this.m.khoActive && (fh === IOMMUFD_MODEL || fh === VFIO_MODEL)) return;
+    const fa = copyAttr(this.fa);
+    const withFa = (a: Alt): Alt => ({ ...a, then: (o) => { this.fa = fa; a.then?.(o); } });
     let alt: Alt;
     if (s.incoming) alt = errs(['EINVAL']);
     else if (s.files.some((f) => f.token === token)) alt = errs(['EEXIST']);
     else if (t.kind === 'none') alt = errs(['EBADF']);
     else if (!fh) alt = errs(['ENOENT']);
     else if (this.held(fh.id(t))) alt = errs(['EBUSY']);
-    else if (fh.preserveErr?.(t)) alt = errs([fh.preserveErr(t)!]);
-    else alt = okAny(() => s.files.push({ token, handler: fh, obj: fh.preserve(t, s) }));
-    yield { what: `ioctl ${ss.fd} LIVEUPDATE_SESSION_PRESERVE_FD fd ${fd} token ${hex(token)}`, run: (sy) => void sy.p.ioctl(ss.fd, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token }), alts: [alt] };
+    else {
+      const firstIommufd = fh === IOMMUFD_MODEL && !this.outgoing.some((x) => x.files.some((f) => f.handler === IOMMUFD_MODEL));
+      const injected =
+        (firstIommufd ? injectAt(fa, 'iommu_liveupdate_flb_preserve') : null) ??
+        (fh === IOMMUFD_MODEL ? injectAt(fa, 'iommufd_liveupdate_preserve') : fh === VFIO_MODEL ? injectAt(fa, 'vfio_pci_liveupdate_preserve') : null);
+      const own = injected ?? fh.preserveErr?.(t, s, this.env) ?? null;
+      alt = withFa(own ? errs([own]) : okAny(() => s.files.push({ token, handler: fh, obj: fh.preserve(t, s, this.env) })));
+    }
+    const tag = `PRESERVE_FD ${fh?.compatible ?? t.kind}${fh === IOMMUFD_MODEL && markedHwpts((t as { obj: MCtx }).obj).length ? '+marked' : fh === VFIO_MODEL && (t as { obj: MDevice }).obj.attached ? '+attached' : ''}`;
+    yield { what: `ioctl ${ss.fd} LIVEUPDATE_SESSION_PRESERVE_FD fd ${fd} token ${hex(token)}`, run: (sy) => void sy.p.ioctl(ss.fd, LIVEUPDATE_SESSION_PRESERVE_FD, { fd, token }), alts: [alt], tag };
   }
 
-  /** RETRIEVE_FD: an outgoing session EINVAL; a token not there (or finished) ENOENT; again: the same file. */
+  /**
+   * RETRIEVE_FD: an outgoing session EINVAL; a token not there (or finished) ENOENT; again: the
+   * same file (memfds; an iommufd or VFIO file is retrieved once, into a free context slot).
+   */
   *planRetrieveFd(pick: number, tokenIdx: number): Generator<Plan, void, void> {
     const ss = this.sessionFor(pick, true);
     if (!ss) return;
     const token = LUO_TOKENS[tokenIdx % LUO_TOKENS.length]!;
     const f = ss.s.incoming ? ss.s.files.find((x) => x.token === token) : undefined;
+    if (f?.handler.retrievable && !f.handler.retrievable(f, this.env)) return;
+    yield* this.planRetrieveFile(ss, token, f);
+  }
+
+  private *planRetrieveFile(ss: { fd: number; s: MSession }, token: bigint, f: MLuoFile | undefined): Generator<Plan, void, void> {
     const fd = this.m.peekFd();
     const alt = !ss.s.incoming
       ? errs(['EINVAL'])
@@ -422,19 +382,24 @@ export class LuoModel {
         ? errs(['ENOENT'])
         : okv(fd, () => {
             this.m.allocFd();
-            if (f.retrieved === undefined) f.retrieved = f.handler.retrieve(f.ser, ss.s);
-            const t = f.handler.target(f.retrieved);
-            if (t.kind === 'memfd') this.memfds.push({ fd, obj: t.obj });
+            if (f.retrieved === undefined) f.retrieved = f.handler.retrieve(f.ser, ss.s, this.env);
+            if (f.handler === MEMFD_MODEL) this.mfd.memfds.push({ fd, obj: f.retrieved as MShmem });
+            else f.handler.install(f.retrieved, fd, this.env);
           });
-    yield { what: `ioctl ${ss.fd} LIVEUPDATE_SESSION_RETRIEVE_FD token ${hex(token)}`, run: (s) => s.p.ioctl(ss.fd, LIVEUPDATE_SESSION_RETRIEVE_FD, { token }).fd, alts: [alt] };
+    const tag = `RETRIEVE_FD ${f?.handler.compatible ?? '-'}${f?.retrieved !== undefined ? ' again' : ''}`;
+    yield { what: `ioctl ${ss.fd} LIVEUPDATE_SESSION_RETRIEVE_FD token ${hex(token)}`, run: (s) => s.p.ioctl(ss.fd, LIVEUPDATE_SESSION_RETRIEVE_FD, { token }).fd, alts: [alt], tag };
   }
 
-  /** FINISH: an outgoing session EINVAL; else every file finishes (memfd has no can_finish). */
+  /** FINISH: an outgoing session EINVAL; EBUSY (nothing done) while a file's can_finish refuses; else every file finishes. */
   *planFinish(pick: number): Generator<Plan, void, void> {
     const ss = this.sessionFor(pick, true);
-    if (!ss) return;
-    const alt = ss.s.incoming ? okAny(() => this.finish(ss.s)) : errs(['EINVAL']);
-    yield { what: `ioctl ${ss.fd} LIVEUPDATE_SESSION_FINISH`, run: (s) => void s.p.ioctl(ss.fd, LIVEUPDATE_SESSION_FINISH, {}), alts: [alt] };
+    if (ss) yield* this.planFinishSession(ss);
+  }
+
+  private *planFinishSession(ss: { fd: number; s: MSession }): Generator<Plan, void, void> {
+    const alt = !ss.s.incoming ? errs(['EINVAL']) : this.canFinish(ss.s) ? okAny(() => this.finish(ss.s)) : errs(['EBUSY']);
+    const tag = `FINISH ${ss.s.files.some(isIommuFile) ? 'iommufd/vfio' : 'memfd'}`;
+    yield { what: `ioctl ${ss.fd} LIVEUPDATE_SESSION_FINISH`, run: (s) => void s.p.ioctl(ss.fd, LIVEUPDATE_SESSION_FINISH, {}), alts: [alt], tag };
   }
 
   *planGetName(ss: { fd: number; s: MSession }): Generator<Plan, void, void> {
@@ -450,35 +415,12 @@ export class LuoModel {
 
   // ---- the reboot ----
 
-  private *planWrite(path: string, value: string, then: () => void): Generator<Plan, void, void> {
-    const fd = this.m.peekFd();
-    yield { what: `open ${path}`, run: (s) => s.p.open(path, O_WRONLY), alts: [okv(fd, () => this.m.allocFd())] };
-    yield { what: `write ${JSON.stringify(value)} > ${path}`, run: (s) => s.p.write(fd, value), alts: [okv(value.length, then)] };
-    yield { what: `close ${fd}`, run: (s) => s.p.close(fd), alts: [okAny(() => this.m.freeFd(fd))] };
-  }
-
-  /**
-   * Arms one failure site so that its `nth` next call fails with `err`: only it injected,
-   * probability 100, interval count + nth (count goes on from earlier failures), times 1.
-   */
-  private *planArm(site: string, nth: number, err: string): Generator<Plan, void, void> {
-    const fa = this.fa;
-    yield* this.planWrite(`${FF}/inject`, '\n', () => fa.injected.clear());
-    yield* this.planWrite(`${FF}/inject`, site, () => fa.injected.set(site, 'EINVAL'));
-    const retval = `0x${((1n << 64n) - BigInt(ERRNO_NR[err]!)).toString(16)}`;
-    yield* this.planWrite(`${FF}/${site}/retval`, retval, () => fa.injected.set(site, err));
-    yield* this.planWrite(`${FF}/probability`, '100', () => (fa.probability = 100n));
-    const interval = fa.count + BigInt(nth);
-    yield* this.planWrite(`${FF}/interval`, String(interval), () => (fa.interval = interval));
-    yield* this.planWrite(`${FF}/times`, '1', () => (fa.times = 1));
-  }
-
   /**
    * What reboot does now: every preserved file's luo_file_freeze_one (each a should_fail when
    * injected), then, with sessions and KHO not active yet, kho_finalize (EAGAIN when it fails).
    */
   private predictReboot(): { err: string | null; fa: FaultAttr } {
-    const fa: FaultAttr = { ...this.fa, injected: new Map(this.fa.injected) };
+    const fa = copyAttr(this.fa);
     if (!this.enabled) return { err: null, fa };
     const freeze = fa.injected.get('luo_file_freeze_one');
     if (freeze) for (const s of this.outgoing) for (const _f of s.files) if (shouldFail(fa)) return { err: freeze, fa };
@@ -491,13 +433,12 @@ export class LuoModel {
    * if `kho` (the RFC's way), a failure site armed if `inject`, kexec_file_load, reboot; a failed
    * reboot changes nothing (and is retried if `retry`); then the next kernel and a new VMM.
    */
-  *planReboot(op: { kho: boolean; inject: number; nth: number; err: number; retry: boolean; rehydrate: number; viaHwpt: boolean }): Generator<Plan, void, void> {
+  *planReboot(op: { kho: boolean; inject: number; nth: number; err: number; retry: boolean; rehydrate: number; viaHwpt: boolean; retrieve?: boolean }): Generator<Plan, void, void> {
     const m = this.m;
-    // The iommufd and VFIO handler models stop at PRESERVE_FD: no reboot while one is preserved.
-    if (this.holdsUnrebootable()) return;
+    if (this.rebootExcluded()) return;
     if (op.kho && !m.khoActive) yield* planKho(m, true);
     const site = LUO_SITES[op.inject % LUO_SITES.length]!;
-    if (site) yield* this.planArm(site, op.nth, LUO_FAIL_ERRNOS[op.err % LUO_FAIL_ERRNOS.length]!);
+    if (site) yield* planArm(m, () => this.fa, site, op.nth, LUO_FAIL_ERRNOS[op.err % LUO_FAIL_ERRNOS.length]!);
     if (!this.loaded) yield { what: 'kexec_file_load', run: (s) => s.p.kexecFileLoad({}), alts: [okAny(() => (this.loaded = true))] };
     for (let attempt = 0; attempt < (op.retry ? 2 : 1); attempt++) {
       const k0 = m.kexecs;
@@ -509,14 +450,80 @@ export class LuoModel {
             if (this.outgoing.length && !m.khoActive) khoDump(m);
             jump(m);
           });
-      yield { what: `reboot(LINUX_REBOOT_CMD_KEXEC)${err ? ` (expect ${err})` : ''}`, run: (s) => s.p.reboot(LINUX_REBOOT_CMD_KEXEC), alts: [alt] };
-      if (m.kexecs !== k0) return yield* planAfterJump(m, op.rehydrate, op.viaHwpt);
+      yield { what: `reboot(LINUX_REBOOT_CMD_KEXEC)${err ? ` (expect ${err})` : ''}`, run: (s) => s.p.reboot(LINUX_REBOOT_CMD_KEXEC), alts: [alt], tag: this.rebootTag() };
+      if (m.kexecs !== k0) {
+        yield* planAfterJump(m, op.rehydrate, op.viaHwpt);
+        if (op.retrieve) yield* this.planRehydrate(op.rehydrate);
+        return;
+      }
     }
   }
 
+  /**
+   * The VMM takes its preserved state back: every incoming session retrieved and each of its files
+   * (level ≥ 1); then (level 2) each retrieved device bound to the iommufd that owns it (or the
+   * first context), attached again to the HWPT it is restored on, and every session finished.
+   */
+  private *planRehydrate(level: number): Generator<Plan, void, void> {
+    if (level < 1) return;
+    for (const s of this.incoming) {
+      if (s.retrieved) continue;
+      const idx = LUO_NAMES.findIndex((n) => nameKey(n) === s.name);
+      if (idx >= 0) yield* this.planSessionIoctl(true, idx);
+    }
+    for (const ss of this.sessions.filter((x) => x.s.incoming)) {
+      for (const f of ss.s.files) if (f.retrieved === undefined && (!f.handler.retrievable || f.handler.retrievable(f, this.env))) yield* this.planRetrieveFile(ss, f.token, f);
+    }
+    if (level < 2) return;
+    const m = this.m;
+    const todo = m.devices.flatMap((d, i) => (d.fd !== null && !d.bound && this.retrievedDevice(d) ? [i] : []));
+    for (const i of todo) {
+      const d = m.devices[i]!;
+      const owner = this.flb.claimed.get(i) ?? m.slots.find((c) => c && !c.dead) ?? null;
+      if (owner?.slot === null || owner?.slot === undefined) continue;
+      yield* planBind(m, i, owner.slot);
+      if (d.bound && !d.attached && d.xlate.k === 'hwpt' && d.xlate.ctx === d.bound.ctx) yield* planAttachTo(m, i, d.xlate.h.id);
+    }
+    for (const ss of this.sessions.filter((x) => x.s.incoming)) yield* this.planFinishSession(ss);
+  }
+
+  private retrievedDevice(d: MDevice): boolean {
+    return this.incoming.some((s) => s.files.some((f) => f.handler === VFIO_MODEL && f.retrieved === d));
+  }
+
+  // ---- the iommu live-update series ----
+
+  /**
+   * IOMMU_HWPT_LU_SET_PRESERVE (ENOTTY without LUO): ENOENT for an id that is not a paging HWPT,
+   * EBUSY once the iommufd is preserved (its HWPT set was serialised), EADDRINUSE for a token
+   * another marked HWPT of the context has; marking again replaces the token.
+   */
+  *planMark(c: number, pick: number, token: number): Generator<Plan, void, void> {
+    const ctx = this.m.ctxOfSlot(c);
+    if (!ctx) return;
+    const hs = ctx.hwpts();
+    const io = ctx.ioases();
+    const id = pick < 3 && hs.length ? hs[pick % hs.length]!.id : io.length && pick % 2 ? io[0]!.id : 99;
+    const h = hs.find((x) => x.id === id);
+    const tok = 1 + token;
+    const alt = !this.enabled
+      ? errs(['ENOTTY'])
+      : !h
+        ? errs(['ENOENT'])
+        : this.outgoingFile(ctx)
+          ? errs(['EBUSY'])
+          : hs.some((x) => x !== h && x.luToken === tok)
+            ? errs(['EADDRINUSE'])
+            : okAny(() => (h.luToken = tok));
+    const fd = ctx.fd!;
+    yield { what: `IOMMU_HWPT_LU_SET_PRESERVE hwpt ${id} token ${tok}`, run: (s) => void s.p.ioctl(fd, IOMMU_HWPT_LU_SET_PRESERVE, { hwpt_id: id, hwpt_token: tok }), alts: [alt], tag: 'HWPT_LU_SET_PRESERVE' };
+  }
+
+
+
   /** The deep check's LUO part: every memfd's seals, every session's name. */
   *planCheck(): Generator<Plan, void, void> {
-    for (const mf of this.memfds) yield { what: `fcntl ${mf.fd} F_GET_SEALS`, run: (s) => s.p.fcntl(mf.fd, F_GET_SEALS), alts: [okv(mf.obj.seals)] };
+    for (const mf of this.mfd.memfds) yield { what: `fcntl ${mf.fd} F_GET_SEALS`, run: (s) => s.p.fcntl(mf.fd, F_GET_SEALS), alts: [okv(mf.obj.seals)] };
     for (const ss of this.sessions) yield* this.planGetName(ss);
   }
 
@@ -524,18 +531,18 @@ export class LuoModel {
   *plan(op: Op): Generator<Plan, void, void> {
     switch (op.k) {
       case 'mfdCreate':
-        return yield* this.planCreate(op.seal);
+        return yield* this.mfd.planCreate(op.seal);
       case 'mfdClose':
-        return yield* this.planMemfdClose(op.m);
+        return yield* this.mfd.planMemfdClose(op.m);
       case 'mfdTruncate':
-        return yield* this.planTruncate(op.m, op.size);
+        return yield* this.mfd.planTruncate(op.m, op.size);
       case 'mfdSeal':
-        return yield* this.planSeal(op.m, op.seals);
+        return yield* this.mfd.planSeal(op.m, op.seals);
       case 'mfdMmap':
-        return yield* this.planMmap(op.m, op.w, op.write);
+        return yield* this.mfd.planMmap(op.m, op.w, op.write);
       case 'mfdPoke':
       case 'mfdPeek':
-        return yield* this.planAccess(op);
+        return yield* this.mfd.planAccess(op);
       case 'luoOpen':
         return yield* this.planOpen();
       case 'luoCloseDev':
@@ -558,6 +565,17 @@ export class LuoModel {
         return yield* this.planCloseSession(op.s);
       case 'luoReboot':
         return yield* this.planReboot({ ...op, kho: false, viaHwpt: false });
+      case 'luoMark':
+        return yield* this.planMark(op.c, op.pick, op.token);
+      case 'luoVm':
+        return this.enabled ? yield* planLuoVm(this, op) : undefined;
+      case 'mfdMapFile': {
+        const mf = this.mfd.at(op.m);
+        if (!mf) return;
+        const at = { kind: 0, idx: 0, dPg: 0, dB: 0 };
+        const mapOp = { k: 'mapFile' as const, c: op.c, ioas: op.ioas, file: 6, startPg: 0, lenPg: op.lenPg || mf.obj.npages, fixed: false, at, r: true, w: true };
+        return yield* planMapFile(this.m, mapOp, { fd: mf.fd, file: mf.obj, seals: mf.obj.seals });
+      }
       default:
         return;
     }

@@ -59,10 +59,12 @@ export function* planSetup(m: ModelState): Generator<Plan, void, void> {
 /** The VMM exits (its fds, mappings and devices go) and a new one is set up. */
 export function* planExit(m: ModelState): Generator<Plan, void, void> {
   if (m.slots.some((c) => c && !c.dead && releaseExcluded(c)) || m.devices.some((d) => d.fd !== null && releaseExcluded(d.bound?.ctx))) return;
+  if (m.luoExitBlocked()) return;
   yield {
     what: 'exit the VMM',
     run: (s) => s.p.exit(),
     alts: [okAny(() => {
+      for (const h of m.exitFirstHooks) h();
       for (let i = 0; i < m.devices.length; i++) if (m.devices[i]!.fd !== null) unbindEffects(m, i);
       for (const ctx of m.slots) {
         if (!ctx || ctx.dead) continue;

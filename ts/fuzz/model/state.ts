@@ -114,6 +114,8 @@ export interface MPages {
   writable: boolean;
   /** Resolved (pinned) pages: page number (VA page or file page) → backing page id. */
   res: Map<number, number>;
+  /** A LUO memfd's seals when it was mapped (IOMMU_IOAS_MAP_FILE records them for the live update). */
+  mapSeals?: number;
 }
 
 /** A guestmemfs segment a persistent area maps (what is serialised and pinned). */
@@ -139,6 +141,8 @@ export interface MIoas {
   id: number;
   areas: MArea[];
   allowed: Range[];
+  /** The IOAS of an HWPT preserved by a preserved iommufd (`lu_map_immutable`): MAP, COPY into it, UNMAP are EBUSY. */
+  luFrozen?: boolean;
 }
 export interface MHwpt {
   t: 'hwpt';
@@ -151,6 +155,12 @@ export interface MHwpt {
   uncertain?: boolean;
   /** Not adopted: a number and a place, no object (MCtx.gone). */
   gone?: boolean;
+  /** IOMMU_HWPT_LU_SET_PRESERVE's token: marked for the LUO live update. */
+  luToken?: number;
+  /** Not automatic (RETRIEVE_FD of a preserved iommufd makes user HWPTs): it outlives its last device. */
+  manual?: boolean;
+  /** Rebuilt by RETRIEVE_FD over a preserved domain, until its file finishes. */
+  luRestored?: boolean;
 }
 export interface MDevObj {
   t: 'dev';
@@ -247,6 +257,8 @@ export interface Plan {
   what: string;
   run: (sys: Sys) => unknown;
   alts: Alt[];
+  /** Counted with its outcome in the run's coverage (the upstream flow's commands). */
+  tag?: string;
 }
 
 /** The system under test: the host and the VMM process (replaced at exit and kexec). */
@@ -320,6 +332,8 @@ export class ModelState {
   gmChunks = new Set<number>();
   /** What other models do when the VMM exits (after its fds are gone) and at the jump of a kexec. */
   readonly exitHooks: (() => void)[] = [];
+  /** What other models do when the VMM exits, before its devices and contexts go (LUO's sessions: finish reads them). */
+  readonly exitFirstHooks: (() => void)[] = [];
   readonly jumpHooks: (() => void)[] = [];
   /**
    * Whether LUO holds this iommufd or VFIO device file preserved in an outgoing session (model/luo.ts
@@ -327,6 +341,26 @@ export class ModelState {
    * not modelled on the RFC side).
    */
   luoHolds: (o: MCtx | MDevice) => boolean = () => false;
+  /**
+   * Whether device `d`'s attachment must stay as it is (model/luo.ts): preserved by VFIO in an
+   * outgoing session (the IOMMU state it serialised would no longer be its context entry's). The
+   * generator then neither attaches, detaches nor unbinds it.
+   */
+  luoPinned: (d: MDevice) => boolean = () => false;
+  /** Whether a preserved iommufd holds HWPT `h` (it outlives its last device; IOMMU_DESTROY is EBUSY). */
+  luoHoldsHwpt: (h: MHwpt) => boolean = () => false;
+  /** The errno of opening device `i`'s node (EBUSY while the previous kernel's PCI FLB holds it). */
+  luoOpenErr: (i: number) => string | null = () => null;
+  /** The errno of binding device `i` to `ctx` (EBUSY while a restored iommufd owns it). */
+  luoBindErr: (i: number, ctx: MCtx) => string | null = () => null;
+  /**
+   * Whether LUO holds IOMMU state (a preserved domain or device) in an outgoing session: the RFC's
+   * KHO activation then is not generated (both preserve the VT-d root and context tables, and
+   * LUO's unpreserve would take them from the RFC's handover; the simulator keeps one owner).
+   */
+  luoIommuState: () => boolean = () => false;
+  /** Whether the VMM's exit would leave state the model does not follow (model/luo.ts). */
+  luoExitBlocked: () => boolean = () => false;
   constructor(cfg: WorldConfig = DEFAULT_WORLD) {
     this.cfg = cfg;
     this.devices = cfg.devices.map((bdf) => ({ bdf, maybe: null, fd: null, bound: null, xlate: { k: 'blocked' }, attached: false, staleRestore: false }));

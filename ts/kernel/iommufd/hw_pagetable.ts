@@ -142,15 +142,24 @@ export function hwptInvalidate(ictx: IommufdCtx, ucmd: Ucmd<typeof U.iommu_hwpt_
 }
 
 /**
+ * The iommufds preserved in an outgoing LUO session (the iommufd-v1 handler's preserve adds,
+ * its unpreserve removes): their set of marked HWPTs was serialised and their IOASes frozen.
+ */
+export const luPreservedCtxs = new WeakSet<IommufdCtx>();
+
+/**
  * IOMMU_HWPT_LU_SET_PRESERVE (`iommufd_hwpt_lu_set_preserve`, iommu live-update series patch
  * 10): marks a paging HWPT to be preserved with the iommufd, under a token unique among the
  * context's marked HWPTs (EADDRINUSE). Marking again replaces the token. Without live update
  * (`CONFIG_IOMMU_LIVEUPDATE` off, here: no `liveupdate=on`) the stub answers ENOTTY, after the
- * size rules as for every table entry.
+ * size rules as for every table entry. Once the iommufd is preserved (PRESERVE_FD serialised
+ * `iommufd_lu` and froze the marked HWPTs' IOASes), a new mark or token could not reach the next
+ * kernel: EBUSY, as the frozen IOAS answers, until the session unpreserves it.
  */
 export function hwptLuSetPreserve(ictx: IommufdCtx, { cmd }: Ucmd<typeof U.iommu_hwpt_lu_set_preserve>): void {
   if (!ictx.iommufd.svc.liveupdate.enabled) errno('ENOTTY', 'live update is not enabled');
   const target = ictx.getObject<HwptPaging>(cmd.hwpt_id, 'HWPT_PAGING');
+  if (luPreservedCtxs.has(ictx)) errno('EBUSY', 'the iommufd is preserved: its HWPT set was serialised');
   for (const obj of ictx.objects.values()) {
     if (obj instanceof HwptPaging && obj !== target && obj.luPreserve && obj.luToken === cmd.hwpt_token) errno('EADDRINUSE', `token ${cmd.hwpt_token} marks HWPT ${obj.id} already`);
   }

@@ -22,6 +22,7 @@ import type { IommuLiveupdate } from '../iommu_liveupdate.js';
 import { checkIncoming, khoAllocPreserve, khoRestore, khoRestoreFree, khoUnpreserveFree } from '../kho/preserve.js';
 import type { LiveupdateFileHandler, LiveupdateFileOpArgs, LiveupdateSession } from '../luo.js';
 import { PAGE_SIZE } from '../mm.js';
+import { luPreservedCtxs } from './hw_pagetable.js';
 import { IommufdFile } from './main.js';
 import { IoptPages } from './pages.js';
 import { abandonRestoredHwpts, HwptPaging, Ioas, RestoredAttach, type IommufdDevice, type IommufdSubsystem } from './private.js';
@@ -68,8 +69,13 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
       canPreserve: (_h, file: File) => file instanceof IommufdFile,
 
       preserve(args: LiveupdateFileOpArgs) {
+        const injected = svc.failFunction.inject('iommufd_liveupdate_preserve');
+        if (injected) errno(injected, 'iommufd preserve (injected)');
         const ictx = args.file as IommufdFile;
         const hwpts = markedHwpts(ictx);
+        // A persistent iommufd (the RFC's IOMMU_OPTION PERSISTENT) hands its domains over through
+        // KHO's /iommufd already: the same domain preserved twice (iommu_preserve_domain's EBUSY).
+        if (hwpts.length && ictx.persistentId) errno('EBUSY', 'a persistent iommufd hands its domains over through KHO');
         const done: HwptPaging[] = [];
         let ser = 0n;
         let size = 0;
@@ -114,13 +120,24 @@ export function iommufdLuoHandler(iommufd: IommufdSubsystem, lu: IommuLiveupdate
         }
         args.serializedData = ser;
         args.privateData = { hwpts, size } satisfies Preserved;
+        luPreservedCtxs.add(ictx);
+        // Each preserved HWPT is held until unpreserve: its last device leaving (an automatic
+        // HWPT) or IOMMU_DESTROY must not free a domain whose tables are preserved.
+        for (const h of hwpts) h.users++;
       },
 
       unpreserve(args: LiveupdateFileOpArgs) {
         const p = args.privateData as Preserved;
+        const ictx = args.file as IommufdFile;
         for (const h of p.hwpts) lu.unpreserveDomain(h.domain);
         khoUnpreserveFree(mem, args.serializedData, p.size);
-        setIoasMutable(args.file as IommufdFile);
+        setIoasMutable(ictx);
+        luPreservedCtxs.delete(ictx);
+        // An automatic HWPT whose devices all left while it was preserved goes now.
+        for (const h of p.hwpts) {
+          h.users--;
+          if (h.autoDomain) ictx.tryDestroy(h);
+        }
       },
 
       // "No-Op; everything should be made read-only" at PRESERVE_FD already.
@@ -236,6 +253,7 @@ export function iommufdLiveupdateInit(iommufd: IommufdSubsystem): void {
   const lu = iommufd.svc.iommu.liveupdate;
   if (!iommufd.svc.liveupdate.enabled || !lu) return;
   const fh = iommufdLuoHandler(iommufd, lu);
+  lu.failFunction = (fn) => iommufd.svc.failFunction.inject(fn);
   iommufd.svc.liveupdate.registerFileHandler(fh);
   lu.registerFlb(fh);
 }

@@ -104,6 +104,8 @@ export function vfioPciLuoHandler(svc: KernelServices, devices: VfioDevice[], pc
       getId: (file: File) => (file as VfioDeviceFile).device,
 
       preserve(args) {
+        const injected = svc.failFunction.inject('vfio_pci_liveupdate_preserve');
+        if (injected) errno(injected, 'vfio-pci preserve (injected)');
         const df = args.file as VfioDeviceFile;
         const sid = df.device.sid;
         if (pci.incoming.has(sid)) errno('EBUSY', 'the device is still owned by the previous kernel\'s session');
