@@ -94,7 +94,7 @@ export interface RigOptions {
   invariants?: Invariant[];
   /** Every operation and syscall, as it runs. */
   log?: (line: string) => void;
-  /** Wraps the VMM process before setup (the oracle records its syscalls as a sequence). */
+  /** Wraps each VMM process, the first before setup (the oracle records its syscalls as a sequence). */
   wrapProcess?: (p: Process) => Process;
 }
 
@@ -128,8 +128,18 @@ export class Rig {
       cmdline,
       devices: world.devices.map((bdf) => ({ bdf })),
     });
-    const p = host.kernel.spawn();
-    this.sys = { host, p: opts.wrapProcess ? opts.wrapProcess(p) : p };
+    // A VMM spawned later (after a kexec) is wrapped too.
+    const wrap = opts.wrapProcess ?? ((q: Process) => q);
+    let vmm = wrap(host.kernel.spawn());
+    this.sys = {
+      host,
+      get p() {
+        return vmm;
+      },
+      set p(q: Process) {
+        vmm = wrap(q);
+      },
+    };
     this.model = new Model(world);
     this.runPlans(this.model.planSetup(), { k: 'check' }, -1);
   }

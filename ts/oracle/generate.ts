@@ -3,9 +3,10 @@
 // upstream Linux has is drawn (no guestmemfs, KHO, kexec or persistent iommufd), and no device DMA
 // (QEMU's edu is slow and masks addresses to 28 bits: DMA is covered by hand-written sequences).
 import fc from 'fast-check';
-import { DEFAULT_WEIGHTS, opArbitrary, type CommandWeights, type Op } from '../fuzz/ops.js';
+import { DEFAULT_WEIGHTS, LUO_KINDS, opArbitrary, type CommandWeights, type Op } from '../fuzz/ops.js';
 import { Rig } from '../fuzz/runner.js';
 import type { Process } from '../kernel/process.js';
+import { F_ADD_SEALS, F_GET_SEALS } from '../uapi/mman.js';
 import { UAPI_IOCTLS } from '../uapi/ioctl.js';
 import { isByteArray } from '../uapi/struct.js';
 import type { Sequence, Step } from './sequence.js';
@@ -22,6 +23,19 @@ export const UPSTREAM_WEIGHTS: CommandWeights = {
   open: 6,
   ioasAlloc: 5,
   cpuWrite: 3,
+};
+
+/**
+ * The upstream flow's mix (`--generate-luo`): memfds, seals, /dev/liveupdate, sessions, PRESERVE_FD
+ * of every kind of fd, the reboot, RETRIEVE and FINISH in the next kernel, beside a little of the
+ * upstream iommufd mix. A reboot with KHO activated by userspace (the RFC's sysfs) or a failure
+ * injected writes files the lab does not have: such sequences are dropped.
+ */
+export const LUO_UPSTREAM_WEIGHTS: CommandWeights = {
+  ...(Object.fromEntries(Object.entries(UPSTREAM_WEIGHTS).map(([k, w]) => [k, (w ?? 0) / 4])) as CommandWeights),
+  ...Object.fromEntries(LUO_KINDS.map((k) => [k, 3])),
+  luoPreserve: 6,
+  luoReboot: 1,
 };
 
 /** A recorded call the format cannot express: the sequence is dropped. */
@@ -82,6 +96,35 @@ function recording(p: Process, steps: Step[]): Process {
             push('peek', [hex(va), String(len)]);
             return orig.call(target, va, len);
           };
+        case 'fcntl':
+          // F_ADD_SEALS is `add_seals`; F_GET_SEALS (the model reads back what it predicted) is not recorded.
+          return (fd: number, cmd: number, arg = 0) => {
+            if (cmd === F_ADD_SEALS) push('add_seals', [fdWord(fd), hex(arg)]);
+            else if (cmd !== F_GET_SEALS) throw new Unrepresentable(`fcntl ${cmd}`);
+            return orig.call(target, fd, cmd, arg);
+          };
+        case 'pipe':
+          return () => {
+            const i = steps.length;
+            push('pipe', []);
+            const [r, w] = orig.call(target) as [number, number];
+            const label = `f${n++}`;
+            (steps[i] as { label?: string }).label = label;
+            labels.set(r, label);
+            labels.set(w, `${label}.w`);
+            return [r, w];
+          };
+        case 'kexecFileLoad':
+          // Part of the format's `kexec` (kexec_file_load of the running kernel, then the reboot).
+          return orig.bind(target);
+        case 'reboot':
+          return (cmd: number) => {
+            push('kexec', []);
+            const r = orig.call(target, cmd);
+            // The next kernel: the driver goes on in a fresh process, every fd gone.
+            labels.clear();
+            return r;
+          };
         case 'ioctl':
           return (fd: number, request: number, arg: unknown) => {
             const io = UAPI_IOCTLS.get(request);
@@ -94,15 +137,27 @@ function recording(p: Process, steps: Step[]): Process {
               }
               if (Array.isArray(v)) return `${k}=[${v.map((r: { start: bigint; last: bigint }) => `${hex(r.start)}:${hex(r.last)}`).join(',')}]`;
               if (v instanceof Uint8Array) return `${k}=buf(${v.length})`;
-              if ((k === 'iommufd' || k === 'fd') && typeof v === 'number') return `${k}=${labels.has(v) ? `$${labels.get(v)}` : fdWord(v)}`;
+              if ((k === 'iommufd' || k === 'fd') && typeof v === 'number') {
+                // An output-only fd (CREATE_SESSION's) goes in as the caller's number; the kernel ignores it.
+                if (f?.out) return `${k}=${hex(v)}`;
+                return `${k}=${labels.has(v) ? `$${labels.get(v)}` : fdWord(v)}`;
+              }
               if (typeof v === 'bigint' || typeof v === 'number') return `${k}=${typeof v === 'number' && v < 0 ? String(v) : hex(v)}`;
               throw new Unrepresentable(`field ${k}`);
             });
             // An absent count beside an array is the array's length (Process.ioctl's object rule).
             const a = arg as Record<string, unknown>;
             if (Array.isArray(a.allowed_iovas) && a.num_iovas === undefined) words.push(`num_iovas=${a.allowed_iovas.length}`);
+            const i = steps.length;
             push('ioctl', [fdWord(fd), io.name, ...words]);
-            return orig.call(target, fd, request, arg);
+            const r = orig.call(target, fd, request, arg) as Record<string, unknown>;
+            // A new fd in the struct (a session, a retrieved file): `$label.fd` from now on.
+            if (io.layout.byName.get('fd')?.out && typeof r.fd === 'number' && r.fd >= 0) {
+              const label = `f${n++}`;
+              (steps[i] as { label?: string }).label = label;
+              labels.set(r.fd, `${label}.fd`);
+            }
+            return r;
           };
         case 'mount':
           // guestmemfs setup of the fuzz world: nothing upstream; no generated command uses it.
@@ -121,13 +176,17 @@ function recording(p: Process, steps: Step[]): Process {
   return new Proxy(p, handler);
 }
 
-/** Labels are fd references (`$f0`); the recorded fd numbers are the simulator's, so rewrite. */
+/**
+ * Labels are fd references (`$f0`, a pipe's write end `$f0.w`, an fd an ioctl returned
+ * `$f0.fd`); the recorded fd numbers are the simulator's, so rewrite.
+ */
 function fdRefs(steps: Step[]): Step[] {
   const labelled = new Set(steps.flatMap((s) => (s.label ? [s.label] : [])));
+  const isRef = (a: string) => labelled.has(a.replace(/\.(w|fd)$/, ''));
   return steps.map((s) => ({
     ...s,
     args: s.args.map((a, i) => {
-      if (labelled.has(a) && (i === 0 || (s.op === 'mmap' && i === 3))) return `$${a}`;
+      if (isRef(a) && (i === 0 || (s.op === 'mmap' && i === 3))) return `$${a}`;
       return a;
     }),
   }));
@@ -152,19 +211,27 @@ function upstreamOnly(op: Op): Op {
   }
 }
 
+/** An op of the LUO mix: a reboot neither activates KHO through the RFC's sysfs nor injects a failure. */
+function luoOnly(op: Op): Op {
+  return op.k === 'luoReboot' ? { ...op, inject: 0 } : upstreamOnly(op);
+}
+
 /**
  * `count` sequences of up to `maxCommands` fuzz commands each, from `seed`, recorded on a
- * simulated host shaped like the lab (one device at 00:01.0).
+ * simulated host shaped like the lab (one device at 00:01.0); `flow: 'luo'` draws the LUO mix
+ * ({@link LUO_UPSTREAM_WEIGHTS}) on a host booted with `kho=on liveupdate=on`.
  */
-export function generateSequences(opts: { seed: number; count: number; maxCommands?: number; prefix?: string }): Sequence[] {
-  const { seed, count, maxCommands = 48, prefix = 'gen' } = opts;
-  const cmds = fc.sample(fc.array(opArbitrary(UPSTREAM_WEIGHTS), { minLength: Math.min(16, maxCommands), maxLength: maxCommands, size: 'max' }), { seed, numRuns: count });
+export function generateSequences(opts: { seed: number; count: number; maxCommands?: number; prefix?: string; flow?: 'rfc' | 'luo' }): Sequence[] {
+  const { seed, count, maxCommands = 48, prefix = 'gen', flow = 'rfc' } = opts;
+  const weights = flow === 'luo' ? LUO_UPSTREAM_WEIGHTS : UPSTREAM_WEIGHTS;
+  const only = flow === 'luo' ? luoOnly : upstreamOnly;
+  const cmds = fc.sample(fc.array(opArbitrary(weights), { minLength: Math.min(16, maxCommands), maxLength: maxCommands, size: 'max' }), { seed, numRuns: count });
   const out: Sequence[] = [];
   cmds.forEach((ops, i) => {
     const steps: Step[] = [];
     try {
-      const rig = new Rig({ memory: 2n << 30n, guestmemfsMiB: 8, devices: ['0000:00:01.0'] }, seed + i, { wrapProcess: (p) => recording(p, steps) });
-      for (const op of ops) rig.run(upstreamOnly(op));
+      const rig = new Rig({ memory: 2n << 30n, guestmemfsMiB: 8, devices: ['0000:00:01.0'], flow }, seed + i, { wrapProcess: (p) => recording(p, steps) });
+      for (const op of ops) rig.run(only(op));
     } catch (e) {
       if (e instanceof Unrepresentable) return;
       throw e;
