@@ -4,10 +4,11 @@
 // (QEMU's edu is slow and masks addresses to 28 bits: DMA is covered by hand-written sequences).
 import fc from 'fast-check';
 import { DEFAULT_WEIGHTS, LUO_KINDS, opArbitrary, type CommandWeights, type Op } from '../fuzz/ops.js';
-import { Rig } from '../fuzz/runner.js';
+import { FuzzDivergence, Rig } from '../fuzz/runner.js';
 import type { Process } from '../kernel/process.js';
 import { F_ADD_SEALS, F_GET_SEALS } from '../uapi/mman.js';
 import { UAPI_IOCTLS } from '../uapi/ioctl.js';
+import { SERIES_IOCTLS } from '../uapi/iommufd.js';
 import { isByteArray } from '../uapi/struct.js';
 import type { Sequence, Step } from './sequence.js';
 
@@ -36,15 +37,28 @@ export const LUO_UPSTREAM_WEIGHTS: CommandWeights = {
   ...Object.fromEntries(LUO_KINDS.map((k) => [k, 3])),
   luoPreserve: 6,
   luoReboot: 1,
+  // IOMMU_HWPT_LU_SET_PRESERVE is the series' (SERIES_IOCTLS): the lab kernel does not have it.
+  luoMark: 0,
+  luoVm: 0,
 };
 
 /** A recorded call the format cannot express: the sequence is dropped. */
-class Unrepresentable extends Error {}
+class Unrepresentable extends Error {
+  override readonly name = 'Unrepresentable';
+}
+
+/** `e` is (the fuzz runner's report of) an {@link Unrepresentable} call. */
+const unrepresentable = (e: unknown) => e instanceof Unrepresentable || (e instanceof FuzzDivergence && e.observed.startsWith('threw Unrepresentable:'));
 
 const hex = (v: bigint | number) => (typeof v === 'number' && v < 0 ? `-${(-v).toString(16).replace(/^/, '0x')}` : `0x${BigInt(v).toString(16)}`);
 
-/** Wraps a process so that each syscall the model makes is also a step. */
-function recording(p: Process, steps: Step[]): Process {
+/**
+ * Wraps a process so that each syscall the model makes is also a step. `tag` (the sequence's
+ * own) is appended to every LUO session name of 1..48 bytes: the lab runs the whole corpus in one
+ * kernel, so a session an earlier sequence left preserved across its kexec must not be found by
+ * a later one (the simulator runs each sequence on a fresh host).
+ */
+function recording(p: Process, steps: Step[], tag = ''): Process {
   const labels = new Map<number, string>();
   let n = 0;
   // An fd the VMM never opened (the model's "closed fd") is 999 on both sides: EBADF, whatever
@@ -128,12 +142,15 @@ function recording(p: Process, steps: Step[]): Process {
         case 'ioctl':
           return (fd: number, request: number, arg: unknown) => {
             const io = UAPI_IOCTLS.get(request);
-            if (!io || arg === null || typeof arg !== 'object' || arg instanceof Uint8Array) throw new Unrepresentable(`ioctl 0x${request.toString(16)}`);
+            if (!io || SERIES_IOCTLS.has(io.name) || arg === null || typeof arg !== 'object' || arg instanceof Uint8Array) throw new Unrepresentable(`ioctl 0x${request.toString(16)}`);
             const words = Object.entries(arg as Record<string, unknown>).map(([k, v]) => {
               const f = io.layout.byName.get(k);
               if (f && isByteArray(f)) {
                 if (typeof v !== 'string' && !(v instanceof Uint8Array)) throw new Unrepresentable(`field ${k}`);
-                return `${k}=hex(${Buffer.from(typeof v === 'string' ? new TextEncoder().encode(v) : v).toString('hex')})`;
+                let bytes = Buffer.from(typeof v === 'string' ? new TextEncoder().encode(v) : v);
+                const len = bytes.indexOf(0) < 0 ? bytes.length : bytes.indexOf(0);
+                if (k === 'name' && io.name.startsWith('LIVEUPDATE_') && len >= 1 && len <= 48) bytes = Buffer.concat([bytes.subarray(0, len), Buffer.from(tag), bytes.subarray(len)]);
+                return `${k}=hex(${bytes.toString('hex')})`;
               }
               if (Array.isArray(v)) return `${k}=[${v.map((r: { start: bigint; last: bigint }) => `${hex(r.start)}:${hex(r.last)}`).join(',')}]`;
               if (v instanceof Uint8Array) return `${k}=buf(${v.length})`;
@@ -211,9 +228,9 @@ function upstreamOnly(op: Op): Op {
   }
 }
 
-/** An op of the LUO mix: a reboot neither activates KHO through the RFC's sysfs nor injects a failure. */
+/** An op of the LUO mix: no failure injected (the lab has no fail_function). */
 function luoOnly(op: Op): Op {
-  return op.k === 'luoReboot' ? { ...op, inject: 0 } : upstreamOnly(op);
+  return op.k === 'luoReboot' || op.k === 'luoPreserve' ? { ...op, inject: 0 } : upstreamOnly(op);
 }
 
 /**
@@ -230,10 +247,10 @@ export function generateSequences(opts: { seed: number; count: number; maxComman
   cmds.forEach((ops, i) => {
     const steps: Step[] = [];
     try {
-      const rig = new Rig({ memory: 2n << 30n, guestmemfsMiB: 8, devices: ['0000:00:01.0'], flow }, seed + i, { wrapProcess: (p) => recording(p, steps) });
+      const rig = new Rig({ memory: 2n << 30n, guestmemfsMiB: 8, devices: ['0000:00:01.0'], flow }, seed + i, { wrapProcess: (p) => recording(p, steps, flow === 'luo' ? `@${seed}.${i}` : '') });
       for (const op of ops) rig.run(only(op));
     } catch (e) {
-      if (e instanceof Unrepresentable) return;
+      if (unrepresentable(e)) return;
       throw e;
     }
     if (steps.length > 0) out.push({ name: `${prefix}.s${seed}.${i}`, steps: fdRefs(steps) });
