@@ -34,44 +34,82 @@ export function khoUnpreserveFree(mem: PhysicalMemory, pa: bigint, size: number)
 /** `kho_restore_free`: the incoming kernel is done with what the previous one preserved. */
 export function khoRestoreFree(mem: PhysicalMemory, pa: bigint, size: number): void {
   mem.free(pa, order(size));
-  const pages = restoredPages(mem);
-  for (let i = 0, n = Math.ceil(size / PAGE); i < n && pages.size; i++) pages.delete(Number(pa) + i * PAGE);
+  const l = ledger(mem);
+  if (l.pages.size || l.huge.size) walk(Number(pa) / PAGE, Math.ceil(size / PAGE), (p) => void l.pages.delete(p), (b) => void l.huge.delete(b));
 }
+
+/** Pages in a 2 MiB block: a block restored whole (a folio) is one entry of the ledger. */
+const HUGE = 512;
 
 /**
  * The pages this kernel has restored (`kho_restore_folio` / `_pages`), by memory: KHO clears a
  * preserved page's magic as it restores it, so a second restore of the same page fails instead
  * of handing one page to two owners (a corrupted handover naming it twice). Kept per kernel
- * generation of the memory: a page restored and kept may be preserved again for the next one.
+ * generation of the memory (a page restored and kept may be preserved again for the next one);
+ * whole 2 MiB blocks are one entry each, `touched` the blocks holding a page restored alone.
  */
-const restored = new WeakMap<PhysicalMemory, { generation: number; pages: Set<number> }>();
-function restoredPages(mem: PhysicalMemory): Set<number> {
-  let r = restored.get(mem);
-  if (r === undefined || r.generation !== mem.generation) restored.set(mem, (r = { generation: mem.generation, pages: new Set() }));
-  return r.pages;
+interface Ledger {
+  generation: number;
+  pages: Set<number>;
+  huge: Set<number>;
+  touched: Set<number>;
+}
+const ledgers = new WeakMap<PhysicalMemory, Ledger>();
+function ledger(mem: PhysicalMemory): Ledger {
+  let l = ledgers.get(mem);
+  if (l === undefined || l.generation !== mem.generation) ledgers.set(mem, (l = { generation: mem.generation, pages: new Set(), huge: new Set(), touched: new Set() }));
+  return l;
+}
+
+/** Each page of `[pfn, pfn + n)` given to `page`, except whole aligned 2 MiB blocks, given to `block`; stops at a true. */
+function walk(pfn: number, n: number, page: (p: number) => boolean | void, block: (b: number) => boolean | void): boolean {
+  for (let p = pfn; p < pfn + n; ) {
+    if (p % HUGE === 0 && p + HUGE <= pfn + n) {
+      if (block(p / HUGE)) return true;
+      p += HUGE;
+    } else if (page(p++)) return true;
+  }
+  return false;
+}
+
+/** Whether a page of `[pfn, pfn + n)` was restored already. */
+function restoredAlready(l: Ledger, pfn: number, n: number): boolean {
+  if (!l.pages.size && !l.huge.size) return false;
+  return walk(
+    pfn,
+    n,
+    (p) => l.pages.has(p) || l.huge.has(Math.floor(p / HUGE)),
+    (b) => l.huge.has(b) || l.touched.has(b),
+  );
+}
+
+function take(l: Ledger, pfn: number, n: number): void {
+  walk(
+    pfn,
+    n,
+    (p) => void (l.pages.add(p), l.touched.add(Math.floor(p / HUGE))),
+    (b) => void l.huge.add(b),
+  );
 }
 
 /** `kho_restore_pages`: {@link checkIncoming}, then the pages are this kernel's (a second restore is EINVAL). */
 export function khoRestore(mem: PhysicalMemory, pa: bigint, size: number, what: string): void {
   checkIncoming(mem, pa, size, what);
-  const pages = restoredPages(mem);
-  for (let i = 0, n = Math.ceil(size / PAGE); i < n; i++) pages.add(Number(pa) + i * PAGE);
+  take(ledger(mem), Number(pa) / PAGE, Math.ceil(size / PAGE));
 }
 
 /** {@link khoRestore} of blocks of 2^`orders[i]` pages at `pas[i]` ({@link checkIncomingBlocks} first). */
 export function khoRestoreBlocks(mem: PhysicalMemory, pas: BigUint64Array, orders: Uint8Array, what: (i: number) => string): void {
   checkIncomingBlocks(mem, pas, orders, what);
-  const pages = restoredPages(mem);
-  const taken: number[] = [];
+  const l = ledger(mem);
   for (let i = 0; i < pas.length; i++) {
-    for (let k = 0, pa = Number(pas[i]!), n = 2 ** orders[i]!; k < n; k++) {
-      if (pages.has(pa + k * PAGE)) {
-        for (const t of taken) pages.delete(t);
-        errno('EINVAL', `${what(i)} at 0x${pas[i]!.toString(16)} was restored already`);
-      }
-      pages.add(pa + k * PAGE);
-      taken.push(pa + k * PAGE);
+    const pfn = Number(pas[i]!) / PAGE;
+    const n = 2 ** orders[i]!;
+    if (restoredAlready(l, pfn, n)) {
+      for (let k = 0; k < i; k++) walk(Number(pas[k]!) / PAGE, 2 ** orders[k]!, (p) => void l.pages.delete(p), (b) => void l.huge.delete(b));
+      errno('EINVAL', `${what(i)} at 0x${pas[i]!.toString(16)} was restored already`);
     }
+    take(l, pfn, n);
   }
 }
 
@@ -91,9 +129,7 @@ export function checkIncoming(mem: PhysicalMemory, pa: bigint, len: number, what
   if (pa === 0n || pa % BigInt(PAGE) !== 0n || pa + BigInt(len) > sizeOf(mem) || !mem.isAllocated(pa, BigInt(Math.ceil(len / PAGE) * PAGE))) {
     errno('EINVAL', `${what} at 0x${pa.toString(16)} is not preserved memory`);
   }
-  const pages = restoredPages(mem);
-  if (pages.size === 0) return;
-  for (let i = 0, n = Math.ceil(len / PAGE); i < n; i++) if (pages.has(Number(pa) + i * PAGE)) errno('EINVAL', `${what} at 0x${pa.toString(16)} was restored already`);
+  if (restoredAlready(ledger(mem), Number(pa) / PAGE, Math.ceil(len / PAGE))) errno('EINVAL', `${what} at 0x${pa.toString(16)} was restored already`);
 }
 
 /**
