@@ -34,6 +34,7 @@ import {
   type LuoVmSession,
 } from '../ts/index.js';
 import { translations, widened } from '../ts/fuzz/handover.js';
+import { COMPAT_LEN, LUO_FILE_SER_SIZE, LUO_FLB_SER_SIZE, LUO_SER_SIZE, LUO_SESSION_SER_SIZE } from '../ts/kernel/liveupdate/abi.js';
 
 const MiB = 1n << 20n;
 const PAGE = 4096n;
@@ -65,25 +66,24 @@ function handedOver(host: Host): Region[] {
   const luo = decodeFdt(mem.read(kho.blobPa!, kho.blob!.length)).children.find((n) => n.name === 'LUO')!;
   const prop = luo.properties.find((p) => p.name === 'preserved-data')!.value;
   const ser = new DataView(prop.buffer, prop.byteOffset, 8).getBigUint64(0, true);
-  const out: Region[] = [{ name: 'luo_ser', pa: ser, len: 32 }];
+  const out: Region[] = [{ name: 'luo_ser', pa: ser, len: LUO_SER_SIZE }];
+  const cstr = (pa: bigint) => new TextDecoder().decode(mem.read(pa, COMPAT_LEN)).replace(/\0.*$/s, '');
   const blocks = (head: bigint, entry: number, name: string, each: (e: bigint) => void) => {
     for (let pa = head; pa !== 0n; pa = u64(pa)) {
       out.push({ name, pa, len: 16 + Number(u64(pa + 8n)) * entry });
       for (let i = 0n; i < u64(pa + 8n); i++) each(pa + 16n + i * BigInt(entry));
     }
   };
-  blocks(u64(ser + 16n), 80, 'luo_session_ser', (s) =>
-    blocks(u64(s + 64n), 64, 'luo_file_ser', (f) => {
-      const compat = new TextDecoder().decode(mem.read(f, 48)).replace(/\0.*$/s, '');
-      out.push({ name: `${compat} data`, pa: u64(f + 48n), len: 32 });
-    }),
+  // luo_session_ser: name[64], then the file set's head; luo_file_ser: compatible, then data.
+  blocks(u64(ser + 16n), LUO_SESSION_SER_SIZE, 'luo_session_ser', (s) =>
+    blocks(u64(s + 64n), LUO_FILE_SER_SIZE, 'luo_file_ser', (f) => out.push({ name: `${cstr(f)} data`, pa: u64(f + BigInt(COMPAT_LEN)), len: 32 })),
   );
   const flbs = u64(ser + 24n);
-  out.push({ name: 'luo_flb_header_ser', pa: flbs, len: 16 + Number(u64(flbs + 8n)) * 64 });
+  out.push({ name: 'luo_flb_header_ser', pa: flbs, len: 16 + Number(u64(flbs + 8n)) * LUO_FLB_SER_SIZE });
   for (let i = 0n; i < u64(flbs + 8n); i++) {
-    const f = flbs + 16n + i * 64n;
-    const name = new TextDecoder().decode(mem.read(f, 48)).replace(/\0.*$/s, '');
-    const data = u64(f + 48n);
+    const f = flbs + 16n + i * BigInt(LUO_FLB_SER_SIZE);
+    const name = cstr(f);
+    const data = u64(f + BigInt(COMPAT_LEN));
     out.push({ name: `${name} FLB`, pa: data, len: 32 });
     if (name === 'iommu-liveupdate') {
       // The hw, domain and device object chains: {next, count} then the objects.

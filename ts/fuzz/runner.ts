@@ -25,8 +25,10 @@ export class FuzzDivergence extends Error {
     readonly syscall: string,
     readonly expected: string,
     readonly observed: string,
+    /** What the syscall threw, when it threw (a bug of the simulator, or of a process wrapper). */
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, cause === undefined ? undefined : { cause });
     this.name = 'FuzzDivergence';
   }
 }
@@ -156,7 +158,7 @@ export class Rig {
       try {
         obs = observe(this.sys, plan);
       } catch (e) {
-        throw this.divergence(step, op, plan.what, plan.alts.map(formatAlt).join(' | '), `threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+        throw this.divergence(step, op, plan.what, plan.alts.map(formatAlt).join(' | '), `threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, e);
       }
       const line = `${plan.what} -> ${formatObs(obs)}`;
       if (this.trail.length >= 12) this.trail.shift();
@@ -172,11 +174,11 @@ export class Rig {
     }
   }
 
-  private divergence(step: number, op: Op, what: string, expected: string, observed: string): FuzzDivergence {
+  private divergence(step: number, op: Op, what: string, expected: string, observed: string, cause?: unknown): FuzzDivergence {
     const msg =
       `divergence at step ${step} ${formatOp(op)}\n  syscall:  ${what}\n  expected: ${expected}\n  observed: ${observed}\n` +
       `  recent syscalls:\n${this.trail.map((l) => `    ${l}`).join('\n')}`;
-    return new FuzzDivergence(msg, step, op, what, expected, observed);
+    return new FuzzDivergence(msg, step, op, what, expected, observed, cause);
   }
 
   /** Runs one operation and the per-operation invariants (none once a corrupted handover ran). */

@@ -43,12 +43,10 @@ export const LUO_UPSTREAM_WEIGHTS: CommandWeights = {
 };
 
 /** A recorded call the format cannot express: the sequence is dropped. */
-class Unrepresentable extends Error {
-  override readonly name = 'Unrepresentable';
-}
+class Unrepresentable extends Error {}
 
 /** `e` is (the fuzz runner's report of) an {@link Unrepresentable} call. */
-const unrepresentable = (e: unknown) => e instanceof Unrepresentable || (e instanceof FuzzDivergence && e.observed.startsWith('threw Unrepresentable:'));
+const unrepresentable = (e: unknown) => e instanceof Unrepresentable || (e instanceof FuzzDivergence && e.cause instanceof Unrepresentable);
 
 const hex = (v: bigint | number) => (typeof v === 'number' && v < 0 ? `-${(-v).toString(16).replace(/^/, '0x')}` : `0x${BigInt(v).toString(16)}`);
 
