@@ -141,6 +141,48 @@ impl std::fmt::Debug for PhysMem {
     }
 }
 
+/// A source of the hardware's 64-bit reads ([`PhysMem::dma_read_u64`]): the memory itself, or
+/// its [`FlatReader`] for a burst of reads (a batch of page walks) on a flat memory.
+pub trait DmaRead {
+    /// `None` when `pa` lies beyond memory (a DMA read error), the word otherwise. `pa` must
+    /// be 8-byte aligned (the memory itself ignores low bits).
+    fn dma_read_u64(&self, pa: u64) -> Option<u64>;
+}
+
+impl DmaRead for PhysMem {
+    #[inline(always)]
+    fn dma_read_u64(&self, pa: u64) -> Option<u64> {
+        PhysMem::dma_read_u64(self, pa)
+    }
+}
+
+/// What [`PhysMem::flat_reader`] returns: `dma_read_u64` as a compare and one load, with the
+/// memory's size and flat base in registers.
+#[derive(Clone, Copy)]
+pub struct FlatReader<'a> {
+    mem: &'a PhysMem,
+    base: *const u8,
+    size: u64,
+}
+
+impl DmaRead for FlatReader<'_> {
+    #[inline(always)]
+    fn dma_read_u64(&self, pa: u64) -> Option<u64> {
+        if pa >= self.size {
+            return None;
+        }
+        // The walk's addresses are aligned (a table plus 8 × an index): no mask on its chain.
+        debug_assert!(pa.is_multiple_of(8));
+        // SAFETY: a flat base maps all `size` bytes while the memory is borrowed; aligned.
+        // A non-zero word can only come from a frame that holds data: no residency check.
+        let word = u64::from_le(unsafe { self.base.add(pa as usize).cast::<u64>().read() });
+        if word != 0 {
+            return Some(word);
+        }
+        Some(self.mem.load_u64_cold(pa))
+    }
+}
+
 impl PhysMem {
     /// Creates a memory of `config.size` bytes, all free but the reserved ranges, reading as zero.
     pub fn new(config: Config) -> Result<Self> {
@@ -309,15 +351,19 @@ impl PhysMem {
     /// [`read_u64`](Self::read_u64), which reads only frames that hold data.
     #[inline(always)]
     pub fn dma_read_u64(&self, pa: u64) -> Option<u64> {
-        if pa >= self.size {
-            return None;
+        match self.flat_reader() {
+            Some(r) => r.dma_read_u64(pa & !7),
+            None if pa < self.size => Some(self.load_u64_cold(pa & !7)),
+            None => None,
         }
-        // A walk's one load: a non-zero word of a flat memory needs no residency check.
-        let word = self.store.word(pa & !7);
-        if word != 0 {
-            return Some(word);
-        }
-        Some(self.load_u64_cold(pa & !7))
+    }
+
+    /// A reader for a burst of [`dma_read_u64`](Self::dma_read_u64)s on a flat memory (`None`
+    /// when the memory is not flat): the size and flat base are read once, not per read.
+    #[inline(always)]
+    pub fn flat_reader(&self) -> Option<FlatReader<'_>> {
+        let base = self.store.flat_base();
+        (!base.is_null()).then_some(FlatReader { mem: self, base, size: self.size })
     }
 
     #[cold]

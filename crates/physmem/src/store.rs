@@ -61,13 +61,14 @@ impl FrameStore {
         }
     }
 
-    /// The non-zero little-endian word at the 8-byte aligned `pa` of a flat store, else 0 (then
-    /// ask [`get`](Self::get)). `pa` must be below the memory size.
+    /// The flat mapping's base (frame `n` at `base + n * 4096`), null unless the store is flat.
+    /// A word read there that is not zero is the frame's data; a zero word may be a frame
+    /// without data (ask [`get`](Self::get)).
     #[inline(always)]
-    pub(crate) fn word(&self, pa: u64) -> u64 {
+    pub(crate) fn flat_base(&self) -> *const u8 {
         match &self.kind {
-            Kind::Flat(s) => s.word(pa),
-            _ => 0,
+            Kind::Flat(s) => s.base(),
+            _ => std::ptr::null(),
         }
     }
 

@@ -23,19 +23,33 @@ fn key_kind(key: u64) -> usize {
 }
 
 /// A set-associative cache of `key → (address, permission)` with LRU replacement per set.
-/// Tags are stored apart from values so a probe touches one cache line of tags.
+///
+/// A probe reads one fingerprint byte per way, eight ways to a word, and compares the matching
+/// ways' full tags only: no branch on which way holds the key (its position is random and
+/// mispredicts). Each set is padded to a multiple of eight ways; padding ways stay empty. An
+/// address is page aligned, so its entry keeps the permission in its low bits.
 #[derive(Debug, Clone)]
 pub(crate) struct SetAssoc {
     tags: Vec<u64>,
+    /// Fingerprint bytes, one per way (0: empty), eight ways per word.
+    fps: Vec<u64>,
+    /// Address | permission.
     vals: Vec<u64>,
-    perms: Vec<u8>,
     stamps: Vec<u64>,
     ways: usize,
-    set_bits: u32,
+    /// Ways per set including padding: `ways` rounded up to a multiple of eight.
+    stride: usize,
+    /// Sets − 1 (the set count is a power of two).
+    set_mask: usize,
     clock: u64,
     /// Valid entries per kind, so lookups skip kinds (page sizes) that hold nothing.
-    pub(crate) counts: [u32; 4],
+    counts: [u32; 4],
+    /// Bit k set while `counts[k]` is not zero.
+    kinds: u32,
 }
+
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const PERM_MASK: u64 = 0xff;
 
 impl SetAssoc {
     /// A cache of at most `entries` entries in sets of `ways`; the set count is rounded down
@@ -44,49 +58,58 @@ impl SetAssoc {
         let ways = ways.clamp(1, entries.max(1)) as usize;
         let sets = (entries as usize / ways).max(1);
         let sets = if entries == 0 { 0 } else { 1usize << sets.ilog2() };
-        let n = sets * ways;
+        let stride = ways.next_multiple_of(8);
+        let n = sets * stride;
         SetAssoc {
             tags: vec![EMPTY; n],
+            fps: vec![0; n / 8],
             vals: vec![0; n],
-            perms: vec![0; n],
             stamps: vec![0; n],
             ways,
-            set_bits: if sets == 0 { 0 } else { sets.ilog2() },
+            stride,
+            set_mask: sets.saturating_sub(1),
             clock: 0,
             counts: [0; 4],
+            kinds: 0,
         }
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.tags.len()
+        (self.tags.len() / self.stride) * self.ways
     }
 
     #[inline(always)]
-    fn set_base(&self, key: u64) -> usize {
-        if self.set_bits == 0 {
-            0
-        } else {
-            ((key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.set_bits)) as usize) * self.ways
-        }
+    fn set_fp(&mut self, i: usize, fp: u8) {
+        let shift = (i % 8) * 8;
+        let w = &mut self.fps[i / 8];
+        *w = (*w & !(0xff << shift)) | (fp as u64) << shift;
     }
 
-    /// Whether no entry is valid (one test instead of one per kind).
+    /// The kinds (bit k for kind k) that hold entries: a lookup probes only those.
     #[inline(always)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.counts == [0; 4]
+    pub(crate) fn kinds(&self) -> u32 {
+        self.kinds
     }
 
     #[inline(always)]
     pub(crate) fn lookup(&mut self, key: u64) -> Option<(u64, u8)> {
-        if self.tags.is_empty() {
-            return None;
+        self.probe().lookup(key)
+    }
+
+    /// A burst of lookups with the cache's arrays and clock in locals (a batch's hit loop):
+    /// stores to the LRU stamps then cannot make the compiler read the cache's fields again.
+    #[inline(always)]
+    pub(crate) fn probe(&mut self) -> Probe<'_> {
+        Probe {
+            tags: &self.tags,
+            fps: &self.fps,
+            vals: &self.vals,
+            stamps: &mut self.stamps,
+            stride: self.stride,
+            set_mask: self.set_mask,
+            clock: self.clock,
+            home: &mut self.clock,
         }
-        let base = self.set_base(key);
-        let way = self.tags[base..base + self.ways].iter().position(|&t| t == key)?;
-        let i = base + way;
-        self.clock += 1;
-        self.stamps[i] = self.clock;
-        Some((self.vals[i], self.perms[i]))
     }
 
     /// Inserts or refreshes `key`; a no-op (inlined, so no call) when the cache is disabled.
@@ -98,38 +121,52 @@ impl SetAssoc {
     }
 
     fn insert_entry(&mut self, key: u64, val: u64, perm: u8) {
-        let base = self.set_base(key);
+        debug_assert_eq!(val & PERM_MASK, 0, "cached addresses are page aligned");
+        let (base, fp) = slot(key, self.set_mask, self.stride);
         // The key's own way if present (never duplicate a key), else the first empty way, else
         // the least recently used one.
-        let (mut hit, mut empty, mut lru) = (usize::MAX, usize::MAX, base);
-        let mut oldest = u64::MAX;
-        for i in base..base + self.ways {
-            let t = self.tags[i];
-            if t == key {
-                hit = i;
-                break;
+        let victim = match find(&self.fps, &self.tags, self.stride, base, fp, key) {
+            Some(i) => i,
+            None => {
+                let (mut empty, mut lru) = (usize::MAX, base);
+                let mut oldest = u64::MAX;
+                for i in base..base + self.ways {
+                    if self.tags[i] == EMPTY {
+                        empty = empty.min(i);
+                        continue;
+                    }
+                    // Select without a branch: which way is oldest is data-dependent.
+                    let s = self.stamps[i];
+                    let older = s < oldest;
+                    lru = if older { i } else { lru };
+                    oldest = if older { s } else { oldest };
+                }
+                if empty != usize::MAX {
+                    empty
+                } else {
+                    lru
+                }
             }
-            if t == EMPTY {
-                empty = empty.min(i);
-                continue;
-            }
-            // Select without a branch: which way is oldest is data-dependent and mispredicts.
-            let s = self.stamps[i];
-            let older = s < oldest;
-            lru = if older { i } else { lru };
-            oldest = if older { s } else { oldest };
-        }
-        let victim = if hit != usize::MAX { hit } else if empty != usize::MAX { empty } else { lru };
+        };
         let old = self.tags[victim];
         if old != EMPTY {
-            self.counts[key_kind(old)] -= 1;
+            self.uncount(key_kind(old));
         }
         self.counts[key_kind(key)] += 1;
+        self.kinds |= 1 << key_kind(key);
         self.clock += 1;
         self.tags[victim] = key;
-        self.vals[victim] = val;
-        self.perms[victim] = perm;
+        self.set_fp(victim, fp);
+        self.vals[victim] = val | perm as u64;
         self.stamps[victim] = self.clock;
+    }
+
+    #[inline(always)]
+    fn uncount(&mut self, kind: usize) {
+        self.counts[kind] -= 1;
+        if self.counts[kind] == 0 {
+            self.kinds &= !(1 << kind);
+        }
     }
 
     /// Drops the entries for which `drop(key)` holds; returns how many.
@@ -138,8 +175,9 @@ impl SetAssoc {
         for i in 0..self.tags.len() {
             let k = self.tags[i];
             if k != EMPTY && drop(k) {
-                self.counts[key_kind(k)] -= 1;
+                self.uncount(key_kind(k));
                 self.tags[i] = EMPTY;
+                self.set_fp(i, 0);
                 n += 1;
             }
         }
@@ -170,6 +208,80 @@ impl SetAssoc {
 
     pub(crate) fn len(&self) -> usize {
         self.counts.iter().map(|&c| c as usize).sum()
+    }
+}
+
+/// The first way of `key`'s set and the key's fingerprint (never 0, the empty way's): the set
+/// from bits 32 and up of a multiplicative hash, the fingerprint from the eight bits below.
+#[inline(always)]
+fn slot(key: u64, set_mask: usize, stride: usize) -> (usize, u8) {
+    let h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (((h >> 32) as usize & set_mask) * stride, ((h >> 24) as u8).max(1))
+}
+
+/// Bit 8j+7 set for each byte j of `word` equal to `fp` (exact: no false positives).
+#[inline(always)]
+fn matches(word: u64, fp: u8) -> u64 {
+    let x = word ^ (fp as u64 * 0x0101_0101_0101_0101);
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// The way index of `key` in the set at `base`, if present: its fingerprint's matches, then
+/// their full tags. `base` must come from [`slot`] for a cache with these arrays.
+#[inline(always)]
+fn find(fps: &[u64], tags: &[u64], stride: usize, base: usize, fp: u8, key: u64) -> Option<usize> {
+    debug_assert!(base + stride <= tags.len() && tags.len() == fps.len() * 8);
+    for w in (base..base + stride).step_by(8) {
+        // SAFETY: `base + stride <= tags.len()` (a set's ways are inside the arrays), and
+        // `fps` holds one word per eight ways.
+        let mut m = matches(unsafe { *fps.get_unchecked(w / 8) }, fp);
+        while m != 0 {
+            let i = w + (m.trailing_zeros() / 8) as usize;
+            // SAFETY: as above, `i < w + 8 <= base + stride`.
+            if unsafe { *tags.get_unchecked(i) } == key {
+                return Some(i);
+            }
+            m &= m - 1;
+        }
+    }
+    None
+}
+
+/// What [`SetAssoc::probe`] returns; the clock goes back to the cache when it is dropped.
+pub(crate) struct Probe<'a> {
+    tags: &'a [u64],
+    fps: &'a [u64],
+    vals: &'a [u64],
+    stamps: &'a mut [u64],
+    stride: usize,
+    set_mask: usize,
+    clock: u64,
+    home: &'a mut u64,
+}
+
+impl Probe<'_> {
+    /// `(address, permission)` of `key`, which becomes its set's most recently used entry.
+    #[inline(always)]
+    pub(crate) fn lookup(&mut self, key: u64) -> Option<(u64, u8)> {
+        if self.tags.is_empty() {
+            return None;
+        }
+        let (base, fp) = slot(key, self.set_mask, self.stride);
+        let i = find(self.fps, self.tags, self.stride, base, fp, key)?;
+        self.clock += 1;
+        // SAFETY: `find` returns a way inside the arrays, which all have the same length.
+        unsafe {
+            *self.stamps.get_unchecked_mut(i) = self.clock;
+            let v = *self.vals.get_unchecked(i);
+            Some((v & !PERM_MASK, v as u8))
+        }
+    }
+}
+
+impl Drop for Probe<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.home = self.clock;
     }
 }
 
@@ -248,16 +360,19 @@ impl ContextCache {
 mod tests {
     use super::*;
 
+    /// Cached addresses are page aligned.
+    const P: u64 = 4096;
+
     #[test]
     fn lru_within_a_set() {
         let mut c = SetAssoc::new(2, 2); // one set of two ways
-        c.insert(key(1, 0, 10), 100, 3);
-        c.insert(key(1, 0, 11), 110, 3);
+        c.insert(key(1, 0, 10), 100 * P, 3);
+        c.insert(key(1, 0, 11), 110 * P, 3);
         assert!(c.lookup(key(1, 0, 10)).is_some()); // 10 is now most recent
-        c.insert(key(1, 0, 12), 120, 3); // evicts 11
+        c.insert(key(1, 0, 12), 120 * P, 3); // evicts 11
         assert_eq!(c.lookup(key(1, 0, 11)), None);
-        assert_eq!(c.lookup(key(1, 0, 10)), Some((100, 3)));
-        assert_eq!(c.lookup(key(1, 0, 12)), Some((120, 3)));
+        assert_eq!(c.lookup(key(1, 0, 10)), Some((100 * P, 3)));
+        assert_eq!(c.lookup(key(1, 0, 12)), Some((120 * P, 3)));
         assert_eq!(c.len(), 2);
     }
 
@@ -265,26 +380,49 @@ mod tests {
     fn lru_victim_is_the_oldest_way_and_empty_ways_go_first() {
         let mut c = SetAssoc::new(4, 4); // one set of four ways
         for vpn in 0..4 {
-            c.insert(key(1, 0, vpn), vpn, 3);
+            c.insert(key(1, 0, vpn), vpn * P, 3);
         }
         for vpn in [0, 3, 1] {
             assert!(c.lookup(key(1, 0, vpn)).is_some()); // 2 is now the oldest, in way 2
         }
-        c.insert(key(1, 0, 4), 4, 3);
+        c.insert(key(1, 0, 4), 4 * P, 3);
         assert_eq!(c.lookup(key(1, 0, 2)), None);
-        c.insert(key(1, 0, 5), 5, 3); // then 0
+        c.insert(key(1, 0, 5), 5 * P, 3); // then 0
         assert_eq!(c.lookup(key(1, 0, 0)), None);
         assert_eq!(c.invalidate(|k| k == key(1, 0, 3)), 1);
-        c.insert(key(1, 0, 6), 6, 3); // the freed way, not the oldest live entry (1)
+        c.insert(key(1, 0, 6), 6 * P, 3); // the freed way, not the oldest live entry (1)
         for vpn in [1, 4, 5, 6] {
             assert!(c.lookup(key(1, 0, vpn)).is_some(), "{vpn}");
         }
         assert_eq!(c.len(), 4);
         // re-inserting a key behind a freed way updates it in place instead of duplicating it
         c.invalidate(|k| k == key(1, 0, 1));
-        c.insert(key(1, 0, 6), 60, 1);
+        c.insert(key(1, 0, 6), 60 * P, 1);
         assert_eq!(c.len(), 3);
-        assert_eq!(c.lookup(key(1, 0, 6)), Some((60, 1)));
+        assert_eq!(c.lookup(key(1, 0, 6)), Some((60 * P, 1)));
+    }
+
+    #[test]
+    fn sets_wider_than_eight_ways_and_padded_sets() {
+        for ways in [3u32, 8, 16, 24] {
+            let mut c = SetAssoc::new(ways, ways); // one set
+            assert_eq!(c.capacity(), ways as usize);
+            for vpn in 0..ways as u64 {
+                c.insert(key(2, 0, vpn), vpn * P, 1);
+            }
+            // every key is found in its own way, whatever its fingerprint shares with others
+            for vpn in 0..ways as u64 {
+                assert_eq!(c.lookup(key(2, 0, vpn)), Some((vpn * P, 1)), "{ways} ways, vpn {vpn}");
+            }
+            assert_eq!(c.len(), ways as usize);
+            c.insert(key(2, 0, 1000), 1000 * P, 3); // evicts vpn 0, the least recently used
+            assert_eq!(c.lookup(key(2, 0, 0)), None);
+            assert_eq!(c.lookup(key(2, 0, 1000)), Some((1000 * P, 3)));
+            assert_eq!(c.len(), ways as usize);
+            assert_eq!(c.clear(), ways as usize);
+            assert_eq!((c.len(), c.kinds()), (0, 0));
+            assert_eq!(c.lookup(key(2, 0, 1)), None);
+        }
     }
 
     #[test]
@@ -299,7 +437,7 @@ mod tests {
         assert!(c.lookup(key(5, 0, 0x300)).is_some());
         assert!(c.lookup(key(6, 1, 1)).is_some());
         assert_eq!(c.invalidate_domain(6), 1);
-        assert_eq!(c.counts, [1, 0, 0, 0]);
+        assert_eq!((c.counts, c.kinds()), ([1, 0, 0, 0], 1));
     }
 
     #[test]

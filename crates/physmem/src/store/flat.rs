@@ -107,16 +107,14 @@ impl FlatStore {
         Some(unsafe { &*self.base.add((fn_ << FRAME_SHIFT) as usize).cast::<Frame>() })
     }
 
-    /// The little-endian word at the 8-byte aligned `pa` if it is not zero, else 0, without the
-    /// bitmap: a frame without data reads as zero here (so 0 says nothing; ask [`get`]).
-    /// Reading a page never written maps the zero page, which costs no memory.
+    /// The mapping's base. A word read there that is not zero comes from a frame that holds
+    /// data; a frame without data reads as zero (so 0 says nothing; ask [`get`]). Reading a
+    /// page never written maps the zero page, which costs no memory.
     ///
     /// [`get`]: FlatStore::get
     #[inline(always)]
-    pub(crate) fn word(&self, pa: u64) -> u64 {
-        debug_assert!(pa >> FRAME_SHIFT < self.counts.len() as u64 * PAGE_FRAMES && pa.is_multiple_of(8));
-        // SAFETY: inside the mapping (the callers check the range), aligned.
-        u64::from_le(unsafe { self.base.add(pa as usize).cast::<u64>().read() })
+    pub(crate) fn base(&self) -> *const u8 {
+        self.base
     }
 
     /// The frame's bytes for writing, filled with `init()` first if it held no data.
