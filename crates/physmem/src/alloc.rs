@@ -23,6 +23,21 @@ impl Extents {
         self.map.len() as u64 * 40
     }
 
+    /// The set of sorted, disjoint, non-adjacent `(start, len)` extents (len > 0), built in one
+    /// pass instead of one tree insert each.
+    pub(crate) fn from_sorted(extents: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        let mut total = 0;
+        let map: BTreeMap<u64, u64> = extents
+            .into_iter()
+            .inspect(|&(_, l)| {
+                debug_assert!(l > 0);
+                total += l;
+            })
+            .collect();
+        debug_assert!(map.iter().zip(map.iter().skip(1)).all(|((&s, &l), (&t, _))| s + l < t));
+        Extents { map, total }
+    }
+
     /// Adds a range that must not overlap the set.
     pub(crate) fn insert(&mut self, mut start: u64, mut len: u64) {
         debug_assert!(!self.overlaps(start, len));
@@ -117,17 +132,30 @@ impl FillMap {
         self.map.len() as u64 * 48
     }
 
+    /// The map of sorted, disjoint `(start, len, byte)` extents, coalescing adjacent ones of one
+    /// byte and dropping [`POISON`](crate::POISON) ones, in one pass.
+    pub(crate) fn from_sorted(extents: impl IntoIterator<Item = (u64, u64, u8)>) -> Self {
+        let mut v: Vec<(u64, (u64, u8))> = Vec::new();
+        for (s, l, b) in extents {
+            if l == 0 || b == crate::POISON {
+                continue;
+            }
+            match v.last_mut() {
+                Some((ps, (pl, pb))) if *ps + *pl == s && *pb == b => *pl += l,
+                _ => v.push((s, (l, b))),
+            }
+        }
+        FillMap { map: v.into_iter().collect() }
+    }
+
     /// The extents overlapping `[start, start+len)`, clipped to it.
-    pub(crate) fn overlapping(&self, start: u64, len: u64) -> Vec<(u64, u64, u8)> {
+    pub(crate) fn overlapping(&self, start: u64, len: u64) -> impl Iterator<Item = (u64, u64, u8)> + '_ {
         let end = start + len;
         let first = self.map.range(..=start).next_back().map(|(&s, _)| s).unwrap_or(start);
-        self.map
-            .range(first..end)
-            .filter_map(|(&s, &(l, b))| {
-                let (a, e) = (s.max(start), (s + l).min(end));
-                (a < e).then(|| (a, e - a, b))
-            })
-            .collect()
+        self.map.range(first..end).filter_map(move |(&s, &(l, b))| {
+            let (a, e) = (s.max(start), (s + l).min(end));
+            (a < e).then_some((a, e - a, b))
+        })
     }
 
     /// Makes `[start, start+len)` read as `byte`.

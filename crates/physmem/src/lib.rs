@@ -552,32 +552,32 @@ impl PhysMem {
     /// The marks are consumed. Cost grows with resident frames and marks, not with the size.
     pub fn scrub(&mut self) -> ScrubReport {
         let marks = std::mem::take(&mut self.preserved);
-        let mut free = self.all_but_reserved();
-        let mut preserved_frames = 0;
-        for (&s, &o) in &marks {
-            free.remove(s, 1 << o);
-            preserved_frames += 1u64 << o;
+        // Marks never overlap: sorted, disjoint `[start, end)` blocks.
+        let keep: Vec<(u64, u64)> = marks.iter().map(|(&s, &o)| (s, s + (1u64 << o))).collect();
+        let preserved_frames = keep.iter().map(|&(s, e)| e - s).sum();
+        // Free: the gaps between the blocks, less the reserved ranges, built in one pass.
+        let reserved: Vec<(u64, u64)> = self.reserved.iter().map(|(s, l)| (s, s + l)).collect();
+        let mut free = Vec::with_capacity(keep.len() + 1);
+        let mut from = 0;
+        for &(s, e) in keep.iter().chain(std::iter::once(&(self.frames, self.frames))) {
+            subtract(from, s, &reserved, &mut free);
+            from = e;
         }
-        // Fills survive only inside preserved blocks (a range query per mark).
-        let mut fills = FillMap::default();
-        for (&s, &o) in &marks {
-            for (a, l, b) in self.fills.overlapping(s, 1 << o) {
-                fills.set(a, l, b);
-            }
-        }
+        // Fills survive only inside preserved blocks (a range query per block).
+        let fills = FillMap::from_sorted(keep.iter().flat_map(|&(s, e)| self.fills.overlapping(s, e - s)));
         self.fills = fills;
-        let mut keep = marks.iter().map(|(&s, &o)| (s, s + (1u64 << o))).peekable();
+        let mut next = keep.iter().copied().peekable();
         let poisoned_frames = self.store.retain(|fn_| {
-            while let Some(&(_, end)) = keep.peek() {
+            while let Some(&(_, end)) = next.peek() {
                 if end <= fn_ {
-                    keep.next();
+                    next.next();
                 } else {
                     break;
                 }
             }
-            matches!(keep.peek(), Some(&(s, _)) if s <= fn_)
+            matches!(next.peek(), Some(&(s, _)) if s <= fn_)
         });
-        self.free = free;
+        self.free = Extents::from_sorted(free);
         ScrubReport { preserved_frames, poisoned_frames, free_frames: self.free.total() }
     }
 
@@ -620,6 +620,23 @@ impl PhysMem {
             allocations: self.allocations,
             frees: self.frees,
         }
+    }
+}
+
+/// Appends to `out` the pieces of `[from, to)` outside the sorted, disjoint `[start, end)`
+/// ranges `cut`, as `(start, len)`.
+fn subtract(mut from: u64, to: u64, cut: &[(u64, u64)], out: &mut Vec<(u64, u64)>) {
+    for &(cs, ce) in cut {
+        if ce <= from || cs >= to {
+            continue;
+        }
+        if cs > from {
+            out.push((from, cs - from));
+        }
+        from = from.max(ce);
+    }
+    if from < to {
+        out.push((from, to - from));
     }
 }
 

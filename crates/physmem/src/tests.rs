@@ -153,6 +153,42 @@ fn scrub_keeps_preserved_and_poisons_the_rest() {
     assert_eq!(m.read_u64(z).unwrap(), 0, "zeroed allocation after scrub really is zero");
 }
 
+#[test]
+fn scrub_frees_exactly_the_gaps_between_preserved_blocks() {
+    // Blocks next to each other, next to the reserved ranges and at the end of memory: the
+    // free extents are the gaps between them less the reserved ranges, and fills survive only
+    // inside the blocks (also where one block's fill continues into the next).
+    let size = 8 << 20; // 2048 frames; the low reserved range is the first 256
+    let mut m = mem(size);
+    let blocks = [(0x10_0000, 0), (0x10_1000, 0), (0x10_2000, 1), (0x10_4000, 0), (0x20_0000, 2), (size - 0x2000, 1)];
+    for &(pa, order) in &blocks {
+        m.claim(pa, FRAME_SIZE << order).unwrap();
+        m.fill_range(pa, FRAME_SIZE << order, 0x5a).unwrap();
+        m.preserve(pa, order).unwrap();
+    }
+    let lost = m.alloc(0, false).unwrap();
+    m.fill_range(lost, FRAME_SIZE, 0x5a).unwrap();
+    let r = m.scrub();
+    let kept: u64 = blocks.iter().map(|&(_, o)| 1u64 << o).sum();
+    assert_eq!(r.preserved_frames, kept);
+    assert_eq!(r.free_frames, 2048 - 256 - kept);
+    assert_eq!(m.stats().frames_allocated, kept);
+    for &(pa, order) in &blocks {
+        assert!(m.is_allocated(pa, FRAME_SIZE << order));
+        let last = pa + (FRAME_SIZE << order) - 8;
+        assert_eq!((m.read_u64(pa).unwrap(), m.read_u64(last).unwrap()), (0x5a5a_5a5a_5a5a_5a5a, 0x5a5a_5a5a_5a5a_5a5a));
+    }
+    assert!(!m.is_allocated(lost, FRAME_SIZE));
+    assert_eq!(m.read_u64(lost).unwrap(), 0x6b6b_6b6b_6b6b_6b6b, "its fill went with it");
+    // Every free frame can be had, and none of them is preserved or reserved.
+    let mut got = 0;
+    while let Ok(pa) = m.alloc(0, false) {
+        assert!(pa >= 0x10_0000 && !blocks.iter().any(|&(b, o)| pa >= b && pa < b + (FRAME_SIZE << o)), "{pa:#x}");
+        got += 1;
+    }
+    assert_eq!(got, r.free_frames);
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;

@@ -39,7 +39,14 @@ pub(crate) struct FlatStore {
     resident: u64,
 }
 
-type Leaf = [u64; (PAGE_FRAMES / 64) as usize];
+const WORDS: usize = (PAGE_FRAMES / 64) as usize;
+
+/// One bit per frame, and one bit per word of them that is not zero: a scan of the frames
+/// with data reads the summary, not the whole leaf.
+struct Leaf {
+    bits: [u64; WORDS],
+    nonzero: [u64; WORDS / 64],
+}
 
 /// A private anonymous mapping of `len` bytes that reserves no memory.
 fn map(len: usize) -> Option<*mut u8> {
@@ -91,7 +98,7 @@ impl FlatStore {
     #[inline(always)]
     fn bits(&self, fn_: u64) -> u64 {
         match &self.leaves[(fn_ >> PAGE_SHIFT) as usize] {
-            Some(leaf) => leaf[(fn_ >> 6) as usize % leaf.len()],
+            Some(leaf) => leaf.bits[(fn_ >> 6) as usize % WORDS],
             None => 0,
         }
     }
@@ -131,9 +138,11 @@ impl FlatStore {
                 // All-zero bits: an empty leaf.
                 Box::new_zeroed().assume_init()
             });
-            let word = &mut leaf[(fn_ >> 6) as usize % (PAGE_FRAMES / 64) as usize];
+            let i = (fn_ >> 6) as usize % WORDS;
+            let word = &mut leaf.bits[i];
             if *word >> (fn_ & 63) & 1 == 0 {
                 *word |= 1 << (fn_ & 63);
+                leaf.nonzero[i / 64] |= 1 << (i % 64);
                 self.counts[page] += 1;
                 self.resident += 1;
                 let byte = init();
@@ -158,9 +167,13 @@ impl FlatStore {
     fn clear(&mut self, wi: u64, mask: u64) -> u64 {
         let page = (wi >> (PAGE_SHIFT - 6)) as usize;
         let leaf = self.leaves[page].as_deref_mut().expect("a leaf with set bits");
-        let word = &mut leaf[wi as usize % leaf.len()];
+        let i = wi as usize % WORDS;
+        let word = &mut leaf.bits[i];
         let hit = *word & mask;
         *word &= !mask;
+        if *word == 0 {
+            leaf.nonzero[i / 64] &= !(1 << (i % 64));
+        }
         let n = hit.count_ones();
         if n > 0 {
             self.counts[page] -= n;
@@ -209,20 +222,26 @@ impl FlatStore {
         let before = self.resident;
         let mut punch = Runs::default();
         for page in 0..self.counts.len() as u64 {
-            if self.counts[page as usize] == 0 {
-                continue;
-            }
-            for wi in page << (PAGE_SHIFT - 6)..(page + 1) << (PAGE_SHIFT - 6) {
-                // The leaf may have gone with its last bit.
-                let mut w = self.bits(wi << 6);
-                while w != 0 {
-                    let f = (wi << 6) + w.trailing_zeros() as u64;
-                    w &= w - 1;
-                    if keep(f) {
-                        punch.flush(|l, h| self.punch(l, h));
-                    } else {
-                        self.clear(wi, 1 << (f & 63));
-                        punch.extend(f);
+            // The words with set bits, by the leaf's summary; the leaf may go with its last bit.
+            for si in 0..WORDS / 64 {
+                let mut nz = match self.leaves[page as usize].as_deref() {
+                    Some(leaf) => leaf.nonzero[si],
+                    None => break,
+                };
+                while nz != 0 {
+                    let i = si * 64 + nz.trailing_zeros() as usize;
+                    nz &= nz - 1;
+                    let wi = (page << (PAGE_SHIFT - 6)) + i as u64;
+                    let mut w = self.bits(wi << 6);
+                    while w != 0 {
+                        let f = (wi << 6) + w.trailing_zeros() as u64;
+                        w &= w - 1;
+                        if keep(f) {
+                            punch.flush(|l, h| self.punch(l, h));
+                        } else {
+                            self.clear(wi, 1 << (f & 63));
+                            punch.extend(f);
+                        }
                     }
                 }
             }
