@@ -63,6 +63,7 @@ export class IntelIommu implements IommuOps {
     const regs = unit.registers();
     this.cap = regs.cap;
     this.ecap = regs.ecap;
+    this.cachingMode = bit(this.cap, 7);
     svc.log(`DMAR: dmar0: reg_base_addr fed90000 ver 1:0 cap ${this.cap.toString(16)} ecap ${this.ecap.toString(16)}`);
     let root: bigint | null = null;
     if (adopt) {
@@ -169,9 +170,8 @@ export class IntelIommu implements IommuOps {
     return 1 << (4 + 2 * Number(this.cap & 7n));
   }
 
-  get cachingMode(): boolean {
-    return bit(this.cap, 7);
-  }
+  /** CAP.CM, read once: every map of a domain asks (a bigint test per map would allocate). */
+  readonly cachingMode: boolean;
 
   /**
    * `intel_iommu_probe_device`: records what the driver decides about a PCI function once, at

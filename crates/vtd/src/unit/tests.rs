@@ -635,3 +635,48 @@ fn dma_range_errors_and_untranslated_requests() {
     assert_eq!(buf, [1, 2, 3, 4, 5, 6, 7, 8, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc], "the page inside memory was transferred");
     assert_eq!(r.unit.stats().passthrough, 4);
 }
+
+#[test]
+fn a_batch_is_the_same_requests_one_at_a_time() {
+    // Hits, misses of each page size, a read-only page written, holes, an IOVA beyond the
+    // address width, and the same pages again (now hits), with the IOTLB and PSC small enough
+    // to evict: one batch and the same requests through `translate` leave the same results,
+    // reasons, counters, fault records and cache contents.
+    let config = UnitConfig { iotlb_entries: 8, iotlb_ways: 2, psc_entries: 4, fault_records: 4, ..Default::default() };
+    let rig = || {
+        let mut r = Rig::new(config.clone(), 4);
+        r.map(0x10_0000, 0x1000_0000, 0x40_0000, Prot::RW); // 4 KiB and 2 MiB leaves
+        r.map(0x4000_0000, 0x8000_0000, 0x4000_0000, Prot::RW); // a 1 GiB leaf
+        r.map(0x90_0000, 0x2000_0000, 0x1000, Prot::R);
+        r
+    };
+    let mut iovas = vec![];
+    for round in 0..3u64 {
+        for base in [0x10_0000u64, 0x20_0000, 0x30_0008, 0x4000_1000, 0x90_0000, 0xa0_0000, 1 << 48, 0x7fff_f000] {
+            iovas.push(base + round * 0x1000);
+        }
+    }
+    for write in [false, true] {
+        let (mut one, mut batch) = (rig(), rig());
+        let want: Vec<_> = iovas.iter().map(|&iova| one.xlate(iova, write)).collect();
+        let mut out = vec![0; iovas.len()];
+        let mut reasons = vec![0xee; iovas.len()];
+        let faulted = batch.unit.translate_batch(&batch.mem, SID, &iovas, &mut out, write, Some(&mut reasons));
+        assert_eq!(faulted, want.iter().filter(|r| r.is_err()).count());
+        for (i, w) in want.iter().enumerate() {
+            match w {
+                Ok(pa) => assert_eq!((out[i], reasons[i]), (*pa, 0), "request {i}"),
+                Err(reason) => assert_eq!((out[i], reasons[i]), (u64::MAX, *reason as u8), "request {i}"),
+            }
+        }
+        // The batch resolves its context once (one burst): the context cache is asked once.
+        let same_context = |s: Stats| Stats { context_hits: 0, ..s };
+        assert_eq!(same_context(batch.unit.stats()), same_context(one.unit.stats()), "write {write}");
+        assert_eq!(batch.unit.fault_records(), one.unit.fault_records());
+        assert_eq!(batch.unit.cache_occupancy(), one.unit.cache_occupancy());
+        // The same entries are cached: translating everything again hits and misses alike.
+        let again: Vec<_> = iovas.iter().map(|&iova| one.xlate(iova, write)).collect();
+        let again_b: Vec<_> = iovas.iter().map(|&iova| batch.xlate(iova, write)).collect();
+        assert_eq!((again, same_context(batch.unit.stats())), (again_b, same_context(one.unit.stats())));
+    }
+}

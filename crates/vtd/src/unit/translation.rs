@@ -205,20 +205,30 @@ impl Unit {
             if i == n {
                 break;
             }
-            // A miss walks; a request beyond the width or denied by its entry faults.
-            let r = if missed {
-                misses += 1;
-                self.miss(rd, sid, ctx, iovas[i], write)
-            } else {
+            if !missed {
+                // Beyond the width, or denied by its entry: the fault.
                 let (r, looked) = self.translate_in(rd, sid, ctx, iovas[i], write);
                 self.count(looked, 1);
-                r
-            };
-            match r {
-                Ok(pa) => out[i] = pa,
-                Err(reason) => failed(i, reason, out),
+                match r {
+                    Ok(pa) => out[i] = pa,
+                    Err(reason) => failed(i, reason, out),
+                }
+                i += 1;
+                continue;
             }
-            i += 1;
+            // Misses walk, and go on walking without a probe while the IOTLB holds nothing
+            // (it is off, or every walk faulted).
+            loop {
+                misses += 1;
+                match self.miss(rd, sid, ctx, iovas[i], write) {
+                    Ok(pa) => out[i] = pa,
+                    Err(reason) => failed(i, reason, out),
+                }
+                i += 1;
+                if i == n || self.iotlb.kinds() != 0 || iovas[i] >> width != 0 {
+                    break;
+                }
+            }
         }
         self.count(Lookup::Hit, hits);
         self.count(Lookup::Miss, misses);
