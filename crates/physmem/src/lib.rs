@@ -147,6 +147,14 @@ pub trait DmaRead {
     /// `None` when `pa` lies beyond memory (a DMA read error), the word otherwise. `pa` must
     /// be 8-byte aligned (the memory itself ignores low bits).
     fn dma_read_u64(&self, pa: u64) -> Option<u64>;
+
+    /// [`dma_read_u64`](Self::dma_read_u64), except that a frame without data may read as 0
+    /// instead of its fill: a caller that finds 0 (or any word it would refuse) asks again with
+    /// `dma_read_u64`. A walk's permission test then also stands for the residency test.
+    #[inline(always)]
+    fn dma_peek_u64(&self, pa: u64) -> Option<u64> {
+        self.dma_read_u64(pa)
+    }
 }
 
 impl DmaRead for PhysMem {
@@ -180,6 +188,16 @@ impl DmaRead for FlatReader<'_> {
             return Some(word);
         }
         Some(self.mem.load_u64_cold(pa))
+    }
+
+    #[inline(always)]
+    fn dma_peek_u64(&self, pa: u64) -> Option<u64> {
+        if pa >= self.size {
+            return None;
+        }
+        debug_assert!(pa.is_multiple_of(8));
+        // SAFETY: as in `dma_read_u64`.
+        Some(u64::from_le(unsafe { self.base.add(pa as usize).cast::<u64>().read() }))
     }
 }
 

@@ -115,12 +115,19 @@ impl SetAssoc {
     /// Inserts or refreshes `key`; a no-op (inlined, so no call) when the cache is disabled.
     #[inline(always)]
     pub(crate) fn insert(&mut self, key: u64, val: u64, perm: u8) {
-        if !self.tags.is_empty() {
+        if self.enabled() {
             self.insert_entry(key, val, perm);
         }
     }
 
-    fn insert_entry(&mut self, key: u64, val: u64, perm: u8) {
+    /// Whether the cache has room at all (zero entries disable it).
+    #[inline(always)]
+    pub(crate) fn enabled(&self) -> bool {
+        !self.tags.is_empty()
+    }
+
+    /// [`insert`](Self::insert) into a cache known to be enabled.
+    pub(crate) fn insert_entry(&mut self, key: u64, val: u64, perm: u8) {
         debug_assert_eq!(val & PERM_MASK, 0, "cached addresses are page aligned");
         let (base, fp) = slot(key, self.set_mask, self.stride);
         // The key's own way if present (never duplicate a key), else the first empty way, else

@@ -164,6 +164,7 @@ impl Unit {
 
     /// The batch through the domain of `ctx`, read through `rd` (one loop per kind of memory).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn translate_run<R: DmaRead>(
         &mut self,
         rd: &R,
@@ -291,8 +292,13 @@ impl Unit {
     /// paging-structure cache holds a non-leaf entry. Returns (page base, leaf level, R|W).
     #[inline(always)]
     fn walk<R: DmaRead>(&mut self, rd: &R, ctx: &CachedContext, iova: u64, write: bool) -> std::result::Result<(u64, u32, u8), FaultReason> {
-        let need = if write { SL_W as u8 } else { SL_R as u8 };
-        let deny = if write { FaultReason::Write } else { FaultReason::Read };
+        let w = WalkReq {
+            ctx,
+            iova,
+            need: if write { SL_W as u8 } else { SL_R as u8 },
+            deny: if write { FaultReason::Write } else { FaultReason::Read },
+            psc_on: self.psc.enabled(),
+        };
         let mut level = ctx.levels;
         let mut table = ctx.slptptr;
         let mut perm = (SL_R | SL_W) as u8;
@@ -303,8 +309,8 @@ impl Unit {
             kinds &= kinds - 1;
             if let Some((next, p)) = self.psc.lookup(key(ctx.did, l - 2, iova >> level_shift(l))) {
                 self.stats.psc_hits += 1;
-                if p & need == 0 {
-                    return Err(deny);
+                if p & w.need == 0 {
+                    return Err(w.deny);
                 }
                 level = l - 1;
                 table = next;
@@ -312,37 +318,99 @@ impl Unit {
                 break;
             }
         }
-        // Disjoint borrows: what the loop reads stays in registers across the PSC insert.
-        let (rsvd, addr_mask, psc) = (&self.rsvd_by_kind, self.addr_mask, &mut self.psc);
-        let mut shift = level_shift(level);
-        loop {
-            let Some(pte) = rd.dma_read_u64(table + 8 * ((iova >> shift) & 0x1ff)) else {
-                return Err(if level == ctx.levels { FaultReason::ContextEntryInv } else { FaultReason::PagingEntryInv });
+        if level == ctx.levels {
+            // From the top: the levels are known, so each is a step of its own (no loop, the
+            // shifts and masks constants).
+            return match level {
+                4 => self.walk_levels::<R, 4>(rd, &w, table, perm),
+                3 => self.walk_levels::<R, 3>(rd, &w, table, perm),
+                5 => self.walk_levels::<R, 5>(rd, &w, table, perm),
+                _ => self.walk_down(rd, &w, level, table, perm),
             };
-            perm &= (pte & (SL_R | SL_W)) as u8;
-            if pte as u8 & need == 0 {
-                return Err(deny);
+        }
+        self.walk_down(rd, &w, level, table, perm)
+    }
+
+    /// [`walk_down`](Self::walk_down) from the top of an `L`-level table, unrolled.
+    #[inline(always)]
+    fn walk_levels<R: DmaRead, const L: u32>(&mut self, rd: &R, w: &WalkReq<'_>, mut table: u64, mut perm: u8) -> std::result::Result<(u64, u32, u8), FaultReason> {
+        for k in 0..L {
+            match self.step(rd, w, L - k, table, &mut perm)? {
+                Step::Table(t) => table = t,
+                Step::Leaf(addr) => return Ok((addr, L - k, perm)),
             }
-            // rsvd.mask and slpte_is_leaf by table, without branches on the level.
-            let kind = slpte_kind(pte, level);
-            if pte & rsvd[kind] != 0 {
-                return Err(FaultReason::PagingEntryRsvd);
+        }
+        self.walk_down(rd, w, 0, table, perm)
+    }
+
+    /// The walk from `table` at `level` down to a leaf.
+    #[inline(always)]
+    fn walk_down<R: DmaRead>(&mut self, rd: &R, w: &WalkReq<'_>, mut level: u32, mut table: u64, mut perm: u8) -> std::result::Result<(u64, u32, u8), FaultReason> {
+        loop {
+            match self.step(rd, w, level, table, &mut perm)? {
+                Step::Table(t) => table = t,
+                Step::Leaf(addr) => return Ok((addr, level, perm)),
             }
-            // slpte_addr with the unit's mask computed once.
-            let addr = pte & addr_mask;
-            if SLPTE_LEAF_KINDS >> kind & 1 != 0 {
-                let last = addr + (level_size(level) - 1);
-                if !(addr > INTERRUPT_LAST || last < INTERRUPT_FIRST) {
-                    return Err(FaultReason::InterruptAddr);
-                }
-                return Ok((addr, level, perm));
-            }
-            psc.insert(key(ctx.did, level - 2, iova >> shift), addr, perm);
-            table = addr;
             level -= 1;
-            shift -= 9;
         }
     }
+
+    /// One entry of a walk: the table it points at (cached in the PSC), its leaf, or the fault.
+    /// `perm` accumulates the entries' R|W.
+    #[inline(always)]
+    fn step<R: DmaRead>(&mut self, rd: &R, w: &WalkReq<'_>, level: u32, table: u64, perm: &mut u8) -> std::result::Result<Step, FaultReason> {
+        let shift = level_shift(level);
+        let at = table + 8 * ((w.iova >> shift) & 0x1ff);
+        let Some(mut pte) = rd.dma_peek_u64(at) else {
+            return Err(if level == w.ctx.levels { FaultReason::ContextEntryInv } else { FaultReason::PagingEntryInv });
+        };
+        if pte as u8 & w.need == 0 {
+            // Refused, or a frame without data peeked as 0: its true word decides.
+            pte = rd.dma_read_u64(at).unwrap_or(0);
+            if pte as u8 & w.need == 0 {
+                return Err(w.deny);
+            }
+        }
+        *perm &= (pte & (SL_R | SL_W)) as u8;
+        // rsvd.mask and slpte_is_leaf by table, without branches on the level.
+        let kind = slpte_kind(pte, level);
+        if pte & self.rsvd_by_kind[kind] != 0 {
+            return Err(FaultReason::PagingEntryRsvd);
+        }
+        // slpte_addr with the unit's mask computed once.
+        let addr = pte & self.addr_mask;
+        if SLPTE_LEAF_KINDS >> kind & 1 != 0 {
+            let last = addr + (level_size(level) - 1);
+            if !(addr > INTERRUPT_LAST || last < INTERRUPT_FIRST) {
+                return Err(FaultReason::InterruptAddr);
+            }
+            return Ok(Step::Leaf(addr));
+        }
+        if w.psc_on {
+            self.psc.insert_entry(key(w.ctx.did, level - 2, w.iova >> shift), addr, *perm);
+        }
+        Ok(Step::Table(addr))
+    }
+}
+
+/// One walk's request: what each of its steps needs.
+struct WalkReq<'a> {
+    ctx: &'a CachedContext,
+    iova: u64,
+    /// The R or W bit the request needs in every entry.
+    need: u8,
+    /// Its fault when an entry lacks it.
+    deny: FaultReason,
+    /// Whether the paging-structure cache takes entries (read once per walk).
+    psc_on: bool,
+}
+
+/// Where one entry of a walk leads.
+enum Step {
+    /// A table one level down.
+    Table(u64),
+    /// The leaf's page address.
+    Leaf(u64),
 }
 
 /// The IOTLB's translation of `iova` in domain `did` and the entry's permission: one probe per
