@@ -276,11 +276,7 @@ impl Unit {
     #[inline(always)]
     fn miss<R: DmaRead>(&mut self, rd: &R, sid: u16, ctx: &CachedContext, iova: u64, write: bool) -> std::result::Result<u64, FaultReason> {
         match self.walk(rd, ctx, iova, write) {
-            Ok((base, level, perm)) => {
-                let shift = level_shift(level);
-                self.iotlb.insert(key(ctx.did, level - 1, iova >> shift), base, perm);
-                Ok(base | (iova & ((1u64 << shift) - 1)))
-            }
+            Ok(pa) => Ok(pa),
             Err(reason) => {
                 self.fault(sid, iova, reason, write, ctx.fpd);
                 Err(reason)
@@ -289,9 +285,10 @@ impl Unit {
     }
 
     /// The second-level walk of QEMU's `vtd_iova_to_slpte`, resumed below the top when the
-    /// paging-structure cache holds a non-leaf entry. Returns (page base, leaf level, R|W).
+    /// paging-structure cache holds a non-leaf entry. Returns the translation, which the IOTLB
+    /// keeps.
     #[inline(always)]
-    fn walk<R: DmaRead>(&mut self, rd: &R, ctx: &CachedContext, iova: u64, write: bool) -> std::result::Result<(u64, u32, u8), FaultReason> {
+    fn walk<R: DmaRead>(&mut self, rd: &R, ctx: &CachedContext, iova: u64, write: bool) -> std::result::Result<u64, FaultReason> {
         let w = WalkReq {
             ctx,
             iova,
@@ -333,11 +330,11 @@ impl Unit {
 
     /// [`walk_down`](Self::walk_down) from the top of an `L`-level table, unrolled.
     #[inline(always)]
-    fn walk_levels<R: DmaRead, const L: u32>(&mut self, rd: &R, w: &WalkReq<'_>, mut table: u64, mut perm: u8) -> std::result::Result<(u64, u32, u8), FaultReason> {
+    fn walk_levels<R: DmaRead, const L: u32>(&mut self, rd: &R, w: &WalkReq<'_>, mut table: u64, mut perm: u8) -> std::result::Result<u64, FaultReason> {
         for k in 0..L {
             match self.step(rd, w, L - k, table, &mut perm)? {
                 Step::Table(t) => table = t,
-                Step::Leaf(addr) => return Ok((addr, L - k, perm)),
+                Step::Leaf(addr) => return Ok(self.leaf(w, addr, L - k, perm)),
             }
         }
         self.walk_down(rd, w, 0, table, perm)
@@ -345,14 +342,23 @@ impl Unit {
 
     /// The walk from `table` at `level` down to a leaf.
     #[inline(always)]
-    fn walk_down<R: DmaRead>(&mut self, rd: &R, w: &WalkReq<'_>, mut level: u32, mut table: u64, mut perm: u8) -> std::result::Result<(u64, u32, u8), FaultReason> {
+    fn walk_down<R: DmaRead>(&mut self, rd: &R, w: &WalkReq<'_>, mut level: u32, mut table: u64, mut perm: u8) -> std::result::Result<u64, FaultReason> {
         loop {
             match self.step(rd, w, level, table, &mut perm)? {
                 Step::Table(t) => table = t,
-                Step::Leaf(addr) => return Ok((addr, level, perm)),
+                Step::Leaf(addr) => return Ok(self.leaf(w, addr, level, perm)),
             }
             level -= 1;
         }
+    }
+
+    /// A walk's end: the leaf at `level` mapping page `base` with `perm` goes into the IOTLB;
+    /// returns the translation.
+    #[inline(always)]
+    fn leaf(&mut self, w: &WalkReq<'_>, base: u64, level: u32, perm: u8) -> u64 {
+        let shift = level_shift(level);
+        self.iotlb.insert(key(w.ctx.did, level - 1, w.iova >> shift), base, perm);
+        base | (w.iova & ((1u64 << shift) - 1))
     }
 
     /// One entry of a walk: the table it points at (cached in the PSC), its leaf, or the fault.
