@@ -177,7 +177,8 @@ impl Unit {
     ) {
         let n = iovas.len();
         let need = if write { SL_W as u8 } else { SL_R as u8 };
-        let width = levels_to_width(ctx.levels).min(self.config.address_width);
+        // Bits an IOVA must not set (beyond the domain's and the unit's address width).
+        let beyond = !0u64 << levels_to_width(ctx.levels).min(self.config.address_width);
         // Counted here, not in the unit's stats: the loop keeps the counts in registers.
         let (mut hits, mut misses) = (0, 0);
         let mut i = 0;
@@ -188,7 +189,7 @@ impl Unit {
             let mut missed = false;
             while i < n {
                 let iova = iovas[i];
-                if iova >> width != 0 {
+                if iova & beyond != 0 {
                     break;
                 }
                 match iotlb_lookup(&mut probe, kinds, ctx.did, iova) {
@@ -226,7 +227,7 @@ impl Unit {
                     Err(reason) => failed(i, reason, out),
                 }
                 i += 1;
-                if i == n || self.iotlb.kinds() != 0 || iovas[i] >> width != 0 {
+                if i == n || self.iotlb.kinds() != 0 || iovas[i] & beyond != 0 {
                     break;
                 }
             }
@@ -299,11 +300,13 @@ impl Unit {
         let mut level = ctx.levels;
         let mut table = ctx.slptptr;
         let mut perm = (SL_R | SL_W) as u8;
-        // Lowest level first: the deepest cached entry resumes the walk.
-        let mut kinds = self.psc.kinds() & ((1 << (ctx.levels - 1)) - 1);
-        while kinds != 0 {
-            let l = kinds.trailing_zeros() + 2;
-            kinds &= kinds - 1;
+        // Lowest level first: the deepest cached entry resumes the walk. Each level with its own
+        // constant shift.
+        let kinds = self.psc.kinds() & ((1 << (ctx.levels - 1)) - 1);
+        for l in 2..if kinds == 0 { 2 } else { 6 } {
+            if kinds & (1 << (l - 2)) == 0 {
+                continue;
+            }
             if let Some((next, p)) = self.psc.lookup(key(ctx.did, l - 2, iova >> level_shift(l))) {
                 self.stats.psc_hits += 1;
                 if p & w.need == 0 {
@@ -422,10 +425,12 @@ enum Step {
 /// The IOTLB's translation of `iova` in domain `did` and the entry's permission: one probe per
 /// page size that has entries (`kinds`; none at all: no probe).
 #[inline(always)]
-fn iotlb_lookup(probe: &mut Probe<'_>, mut kinds: u32, did: u16, iova: u64) -> Option<(u64, u8)> {
-    while kinds != 0 {
-        let kind = kinds.trailing_zeros();
-        kinds &= kinds - 1;
+fn iotlb_lookup(probe: &mut Probe<'_>, kinds: u32, did: u16, iova: u64) -> Option<(u64, u8)> {
+    // Each page size with its own constant shift (a shift by a register costs more).
+    for kind in 0..3 {
+        if kinds & (1 << kind) == 0 {
+            continue;
+        }
         let shift = 12 + 9 * kind;
         if let Some((base, perm)) = probe.lookup(key(did, kind, iova >> shift)) {
             return Some((base | (iova & ((1u64 << shift) - 1)), perm));
