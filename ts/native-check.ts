@@ -192,7 +192,7 @@ export const NATIVE_SPECS = {
       shmemPfn: fn(handle, ['page', pageNo], ['alloc', bool]),
       shmemRuns: fn(handle, ['page', pageNo], count, ['base', pageNo]),
       shmemFolios: fn(handle, ['alloc', bool]),
-      shmemAdopt: fn(handle, ['index', pageNo], pfn, order),
+      shmemAdopt: fn(handle, ['indexes', typedArray('Float64Array')], ['pfns', typedArray('Float64Array')], ['orders', bytes]),
       shmemAnyPinned: fn(handle),
       shmemTruncate: fn(handle, ['npages', pageNo]),
       shmemRelease: fn(handle),

@@ -182,10 +182,12 @@ export class MemObject implements Backing {
   }
 
   /**
-   * Puts a folio the previous kernel preserved (allocated, owned by no one) at page `index`
-   * (`shmem_add_to_page_cache` of a restored folio): order 9 only at a 2 MiB-aligned index.
+   * Puts folios the previous kernel preserved (allocated, owned by no one) at pages `index[i]`
+   * (`shmem_add_to_page_cache` of each restored folio): 2^`order[i]` pages at `pfn[i]`, order 9
+   * only at a 2 MiB-aligned index. One native call for them all; the first that cannot be
+   * adopted throws (those before it stay).
    */
-  adopt(index: number, pfn: number, order: 0 | 9): void {
+  adopt(index: Float64Array, pfn: Float64Array, order: Uint8Array): void {
     checkStatus(this.refs.native.shmemAdopt(this.shmem, index, pfn, order));
   }
 

@@ -264,12 +264,27 @@ impl NativePins {
         }
     }
 
-    /// Puts a preserved folio at page `index`; a status.
+    /// Puts preserved folios at pages `indexes[i]`: the folio of 2^`orders[i]` pages at
+    /// `pfns[i]`, in order, in one call (a memfd's folios come back together); the status of
+    /// the first that cannot be adopted (those before it stay), else 0.
     #[napi(catch_unwind)]
-    pub fn shmem_adopt(&mut self, h: u32, index: f64, pfn: f64, order: u32) -> Result<i32, Code> {
-        let (index, pfn) = (page_arg(index, "index")?, page_arg(pfn, "pfn")?);
-        let order = u8::try_from(order).unwrap_or(u8::MAX);
-        self.with_shmem(h, |f, _, _| f.adopt(index, pfn, order).err().map_or(0, status))
+    pub fn shmem_adopt(&mut self, h: u32, indexes: &[f64], pfns: &[f64], orders: &[u8]) -> Result<i32, Code> {
+        if pfns.len() != indexes.len() || orders.len() != indexes.len() {
+            return Err(invalid(format!("{} indexes, {} pfns and {} orders", indexes.len(), pfns.len(), orders.len())));
+        }
+        let folios = indexes
+            .iter()
+            .zip(pfns)
+            .map(|(&index, &pfn)| Ok((page_arg(index, "indexes[i]")?, page_arg(pfn, "pfns[i]")?)))
+            .collect::<Result<Vec<_>, Code>>()?;
+        self.with_shmem(h, |f, _, _| {
+            for (&(index, pfn), &order) in folios.iter().zip(orders) {
+                if let Err(e) = f.adopt(index, pfn, order) {
+                    return status(e);
+                }
+            }
+            0
+        })
     }
 
     /// Whether any page the object holds is pinned.

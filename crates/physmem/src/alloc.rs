@@ -93,6 +93,14 @@ impl Extents {
         self.map.range(start..start + len).next().is_some()
     }
 
+    /// Whether any frame of the `(start, len)` ranges, sorted by start, is in the set: one
+    /// pass over the extents from the first range on.
+    pub(crate) fn overlaps_any_sorted(&self, ranges: &[(u64, u64)]) -> bool {
+        let Some(&(first, _)) = ranges.first() else { return false };
+        let from = self.map.range(..=first).next_back().map_or(first, |(&s, _)| s);
+        overlaps_any_sorted(self.map.range(from..).map(|(&s, &l)| (s, l)), ranges)
+    }
+
     /// The first `n`-aligned block of `n` frames in the set at or after `hint`, wrapping around.
     pub(crate) fn find_aligned(&self, hint: u64, n: u64) -> Option<u64> {
         let fit = |s: u64, l: u64, from: u64| {
@@ -109,6 +117,22 @@ impl Extents {
             .chain(self.map.range(..=hint))
             .find_map(|(&s, &l)| fit(s, l, s))
     }
+}
+
+/// Whether any of the `(start, len)` `ranges`, sorted by start, meets one of the disjoint
+/// `extents`, sorted by start: one merge of the two.
+pub(crate) fn overlaps_any_sorted(extents: impl Iterator<Item = (u64, u64)>, ranges: &[(u64, u64)]) -> bool {
+    let mut extents = extents.peekable();
+    for &(start, len) in ranges {
+        // Extents ending at or before this range cannot meet it or any later one.
+        while extents.next_if(|&(s, l)| s + l <= start).is_some() {}
+        match extents.peek() {
+            Some(&(s, _)) if s < start + len => return true,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    false
 }
 
 /// What frames without data read as: extents of a fill byte (coalesced when adjacent and equal);

@@ -326,6 +326,40 @@ impl PhysMem {
         Ok(self.load_u64(pa))
     }
 
+    /// Starts loading the 4 KiB page at `pa` into the CPU's caches (a walk about to read it
+    /// whole); nothing observable happens, and nothing at all unless the memory is flat.
+    pub fn prefetch_page(&self, pa: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(r) = self.flat_reader() {
+            if pa.is_multiple_of(FRAME_SIZE) && pa < self.size {
+                for line in (0..FRAME_SIZE).step_by(64) {
+                    // SAFETY: inside the mapping; a prefetch reads nothing and cannot fault.
+                    unsafe {
+                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                        _mm_prefetch::<_MM_HINT_T0>(r.base.add((pa + line) as usize).cast());
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = pa;
+    }
+
+    /// The 512 little-endian words of the 4 KiB page at `pa`, in place, when the page holds
+    /// data and the host can lend them as words (little-endian, 8-byte aligned); else `None`:
+    /// [`read_u64s`](Self::read_u64s) reads it (and says why it cannot). A table walk that reads
+    /// whole pages then copies nothing.
+    pub fn page_u64s(&self, pa: u64) -> Option<&[u64; 512]> {
+        if !pa.is_multiple_of(FRAME_SIZE) || pa >= self.size || cfg!(target_endian = "big") {
+            return None;
+        }
+        let frame = self.store.get(pa >> FRAME_SHIFT)?;
+        let p = frame.as_ptr();
+        // SAFETY: 4096 bytes of the frame, aligned for u64 (checked), borrowed from `self`; any
+        // bytes are valid u64s.
+        p.align_offset(8).eq(&0).then(|| unsafe { &*p.cast::<[u64; 512]>() })
+    }
+
     /// Reads `out.len()` consecutive little-endian 64-bit words at the 8-byte aligned address
     /// `pa` (a whole page table in one call: one frame lookup per 4 KiB, not per word).
     pub fn read_u64s(&self, pa: u64, out: &mut [u64]) -> Result<()> {
@@ -493,7 +527,20 @@ impl PhysMem {
     /// Whether every range `[pa, pa+len)` for `pa` in `pas` is allocated, as
     /// [`is_allocated`](Self::is_allocated) for each (true for an empty list).
     pub fn is_allocated_many(&self, pas: &[u64], len: u64) -> bool {
-        pas.iter().all(|&pa| self.is_allocated(pa, len))
+        if pas.len() < 64 {
+            return pas.iter().all(|&pa| self.is_allocated(pa, len));
+        }
+        // Many: sorted, then merged against the free and reserved extents in one pass each
+        // (a tree query per range costs more than the merge).
+        let mut ranges = Vec::with_capacity(pas.len());
+        for &pa in pas {
+            match self.frame_range(pa, len) {
+                Ok(r) => ranges.push(r),
+                Err(_) => return false,
+            }
+        }
+        ranges.sort_unstable();
+        !self.free.overlaps_any_sorted(&ranges) && !self.reserved.overlaps_any_sorted(&ranges)
     }
 
     fn preserved_overlap(&self, start: u64, n: u64) -> bool {
@@ -531,6 +578,12 @@ impl PhysMem {
     /// or nothing: if one fails (a duplicate in `pas` included), the marks this call set are
     /// removed and that block's error is returned, so the marks are as before.
     pub fn preserve_many(&mut self, pas: &[u64], order: u8) -> Result<()> {
+        if pas.len() >= 64 && order <= MAX_ORDER && self.may_preserve_all(pas, order) {
+            // Every block passes (merged checks, sorted): the marks go in without a query each.
+            self.preserved.extend(pas.iter().map(|&pa| (pa >> FRAME_SHIFT, order)));
+            return Ok(());
+        }
+        // One by one: the first block that fails gives its error, the marks set are undone.
         for (i, &pa) in pas.iter().enumerate() {
             if let Err(e) = self.preserve(pa, order) {
                 // Each earlier block was marked by this call: a mark never overlaps another.
@@ -541,6 +594,30 @@ impl PhysMem {
             }
         }
         Ok(())
+    }
+
+    /// Whether [`preserve`](Self::preserve) would accept every block of 2^`order` frames at
+    /// `pas` (also none overlapping another of them): checked sorted, in one merge against the
+    /// free, reserved and preserved extents each. False says nothing about which block fails.
+    fn may_preserve_all(&self, pas: &[u64], order: u8) -> bool {
+        let len = FRAME_SIZE << order;
+        let mut ranges = Vec::with_capacity(pas.len());
+        for &pa in pas {
+            match self.frame_range(pa, len) {
+                Ok((start, n)) if start % n == 0 => ranges.push((start, n)),
+                _ => return false,
+            }
+        }
+        ranges.sort_unstable();
+        ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0)
+            && !self.free.overlaps_any_sorted(&ranges)
+            && !self.reserved.overlaps_any_sorted(&ranges)
+            && !alloc::overlaps_any_sorted(self.preserved.range(self.mark_before(ranges[0].0)..).map(|(&s, &o)| (s, 1u64 << o)), &ranges)
+    }
+
+    /// The start of the last mark at or before frame `start` (where a merge from `start` begins).
+    fn mark_before(&self, start: u64) -> u64 {
+        self.preserved.range(..=start).next_back().map_or(start, |(&s, _)| s)
     }
 
     /// Removes the mark set by [`preserve`](Self::preserve) with the same `pa` and `order`.

@@ -302,6 +302,34 @@ fn preserve_many_is_all_or_nothing() {
 }
 
 #[test]
+fn preserve_many_of_many_blocks_is_all_or_nothing_with_the_first_error() {
+    // Past 64 blocks the checks are merged; a failure falls back to block-by-block order, so
+    // the error is the first failing block's and no mark of the call stays.
+    let mut m = mem(1 << 30);
+    let pas: Vec<u64> = (0..200).map(|_| m.alloc(1, false).unwrap()).collect();
+    let lone = m.alloc(1, false).unwrap();
+    m.preserve(lone, 1).unwrap();
+    let free_one = m.alloc(1, false).unwrap();
+    m.free(free_one, 2 * FRAME_SIZE).unwrap();
+    let cases: [(Vec<u64>, Error); 4] = [
+        ([&pas[..100], &[pas[50]]].concat(), Error::Preserved { pa: pas[50], len: 2 * FRAME_SIZE }),
+        ([&pas[..100], &[lone]].concat(), Error::Preserved { pa: lone, len: 2 * FRAME_SIZE }),
+        ([&pas[..100], &[free_one]].concat(), Error::NotAllocated { pa: free_one, len: 2 * FRAME_SIZE }),
+        ([&pas[..100], &[pas[3] + FRAME_SIZE]].concat(), Error::Unaligned { pa: pas[3] + FRAME_SIZE, align: 2 * FRAME_SIZE }),
+    ];
+    for (list, want) in cases {
+        assert_eq!(m.preserve_many(&list, 1), Err(want));
+        assert_eq!(m.preserved(), vec![(lone, 1)], "nothing of the call stays");
+    }
+    let mut reversed = pas.clone();
+    reversed.reverse();
+    m.preserve_many(&reversed, 1).unwrap();
+    assert_eq!(m.stats().frames_preserved, 2 * 201);
+    assert!(pas.iter().all(|&pa| m.is_preserved(pa) && m.is_preserved(pa + FRAME_SIZE)));
+    assert_eq!(m.preserve_many(&pas[..64], 1), Err(Error::Preserved { pa: pas[0], len: 2 * FRAME_SIZE }));
+}
+
+#[test]
 fn is_allocated_many_checks_every_range() {
     let mut m = mem(1 << 30);
     let pas: Vec<u64> = (0..4).map(|_| m.alloc(0, false).unwrap()).collect();
@@ -315,6 +343,33 @@ fn is_allocated_many_checks_every_range() {
     assert!(!m.is_allocated_many(&[0], FRAME_SIZE), "reserved low memory");
     assert!(!m.is_allocated_many(&with_free, 0), "an empty range is not a frame range");
     assert!(!m.is_allocated_many(&[1 << 30], FRAME_SIZE), "beyond memory");
+}
+
+#[test]
+fn is_allocated_many_merges_many_ranges_as_each_would_answer() {
+    // Past 64 ranges the check is a merge against the extents: it must agree with the
+    // one-by-one answer for every mix (unsorted, duplicates, 2-frame ranges, a free frame, a
+    // reserved one, one straddling the end of an allocation).
+    let mut m = mem(1 << 30);
+    let pas: Vec<u64> = (0..300).map(|_| m.alloc(1, false).unwrap()).collect();
+    for &pa in pas.iter().step_by(7) {
+        m.free(pa + FRAME_SIZE, FRAME_SIZE).unwrap();
+    }
+    let firsts: Vec<u64> = pas.iter().rev().copied().collect();
+    let seconds: Vec<u64> = pas.iter().map(|pa| pa + FRAME_SIZE).collect();
+    let mut mixed = firsts.clone();
+    mixed.extend_from_slice(&firsts[..10]);
+    for (list, len) in [(&firsts, FRAME_SIZE), (&seconds, FRAME_SIZE), (&firsts, 2 * FRAME_SIZE), (&mixed, FRAME_SIZE)] {
+        let one_by_one = list.iter().all(|&pa| m.is_allocated(pa, len));
+        assert_eq!(m.is_allocated_many(list, len), one_by_one, "{} ranges of {len:#x}", list.len());
+    }
+    assert!(m.is_allocated_many(&firsts, FRAME_SIZE));
+    assert!(!m.is_allocated_many(&seconds, FRAME_SIZE));
+    let mut with_reserved = firsts.clone();
+    with_reserved.push(0x1000);
+    assert!(!m.is_allocated_many(&with_reserved, FRAME_SIZE), "reserved low memory");
+    let kept: Vec<u64> = pas.iter().enumerate().filter(|(i, _)| i % 7 != 0).map(|(_, pa)| pa + FRAME_SIZE).collect();
+    assert!(kept.len() >= 64 && m.is_allocated_many(&kept, FRAME_SIZE));
 }
 
 #[test]

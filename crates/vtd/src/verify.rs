@@ -125,20 +125,37 @@ impl Walk<'_> {
             return false;
         }
         self.seen[i] = true;
-        let mut words = [0u64; 512];
-        if self.mem.read_u64s(table, &mut words).is_err() {
-            self.out.corrupt = Some(Error::Corrupt { table, why: Corruption::BeyondMemory });
-            return false;
-        }
+        // In place when the memory lends the page, else a copy.
+        let mem = self.mem;
+        let mut copy = [0u64; 512];
+        let words = match mem.page_u64s(table) {
+            Some(words) => words,
+            None if mem.read_u64s(table, &mut copy).is_ok() => &copy,
+            None => {
+                self.out.corrupt = Some(Error::Corrupt { table, why: Corruption::BeyondMemory });
+                return false;
+            }
+        };
         self.out.tables += 1;
         if level == 1 {
             // A table whose 512 entries all matched an expected page is 512 present ones.
-            let matched = self.leaves(&words, base, perm, hw);
+            let matched = self.leaves(words, base, perm, hw);
             self.out.pages += if matched == 512 { 512 } else { words.iter().map(|&w| slpte_present(w) as u64).sum::<u64>() };
             return true;
         }
         let span = level_size(level);
+        // The next table down loads while this one is checked (tables lie scattered: the
+        // hardware prefetcher does not see the next one coming).
+        let haw = self.haw;
+        let table_at = move |w: u64| (slpte_present(w) && !slpte_is_leaf(w, level)).then(|| slpte_addr(w, haw));
+        let mut next = words.iter().position(|&w| table_at(w).is_some());
         for (k, &w) in words.iter().enumerate() {
+            if next == Some(k) {
+                next = words[k + 1..].iter().position(|&w| table_at(w).is_some()).map(|i| k + 1 + i);
+                if let Some(after) = next.and_then(|i| table_at(words[i])) {
+                    mem.prefetch_page(after);
+                }
+            }
             if !slpte_present(w) {
                 continue;
             }

@@ -105,6 +105,14 @@ export function khoRestoreBlocks(mem: PhysicalMemory, pas: BigUint64Array, order
   for (let i = 0; i < pas.length; i++) {
     const pfn = Number(pas[i]!) / PAGE;
     const n = 2 ** orders[i]!;
+    if (n === HUGE && pfn % HUGE === 0) {
+      // A whole 2 MiB block (a folio): one entry, tested and taken without a walk.
+      const b = pfn / HUGE;
+      if (!l.huge.has(b) && !l.touched.has(b)) {
+        l.huge.add(b);
+        continue;
+      }
+    }
     if (restoredAlready(l, pfn, n)) {
       for (let k = 0; k < i; k++) walk(Number(pas[k]!) / PAGE, 2 ** orders[k]!, (p) => void l.pages.delete(p), (b) => void l.huge.delete(b));
       errno('EINVAL', `${what(i)} at 0x${pas[i]!.toString(16)} was restored already`);

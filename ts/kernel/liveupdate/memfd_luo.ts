@@ -38,17 +38,22 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
     return { pos: v.getBigUint64(0, true), size: v.getBigUint64(8, true), seals: v.getUint32(16, true), nrFolios: v.getBigUint64(24, true), vmalloc: b.slice(32, 48) };
   };
 
-  /** The folio array of a preserved memfd (and the vmalloc pages holding it). */
+  /**
+   * The folio array of a preserved memfd (and the vmalloc pages holding it), as arrays: folio
+   * `i` is 2^`order[i]` pages at `pas[i]` (PFN `pfn[i]`) for page `index[i]` onwards.
+   */
   const readFolios = (ser: ReturnType<typeof readSer>) => {
-    if (ser.nrFolios === 0n) return { folios: [] as { pa: bigint; pfn: number; index: number; order: number }[], pages: [] as bigint[] };
+    const n = Number(ser.nrFolios);
+    const none = () => ({ index: new Float64Array(0), pfn: new Float64Array(0), order: new Uint8Array(0), pas: new BigUint64Array(0) });
+    if (n === 0) return { folios: none(), pages: [] as bigint[] };
     const npages = Number((ser.size + 4095n) / 4096n);
     if (ser.nrFolios > BigInt(npages)) errno('EINVAL', `${ser.nrFolios} folios for ${npages} pages`);
-    const { bytes, pages } = readVmalloc(mem, ser.vmalloc, Number(ser.nrFolios) * FOLIO_SER);
+    // The array's pages first: a corrupted count fails there, before anything is sized by it.
+    const { bytes, pages } = readVmalloc(mem, ser.vmalloc, n * FOLIO_SER);
+    const folios = { index: new Float64Array(n), pfn: new Float64Array(n), order: new Uint8Array(n), pas: new BigUint64Array(n) };
     const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
     // Plain numbers, no bigint per folio: a PFN has 52 bits, an index past 2^53 is past EOF anyway.
-    const n = Number(ser.nrFolios);
     const indexOf = (i: number) => v.getUint32(i * FOLIO_SER + 8, true) + v.getUint32(i * FOLIO_SER + 12, true) * 2 ** 32;
-    const folios: { pa: bigint; pfn: number; index: number; order: number }[] = [];
     for (let i = 0; i < n; i++) {
       const index = indexOf(i);
       // A folio spans to the next one's index (preserve allocated every page), the last to EOF.
@@ -57,13 +62,14 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
       // pfn:52, flags:12 — the PFN is the low 32 bits and 20 more.
       const pfn = v.getUint32(i * FOLIO_SER, true) + (v.getUint32(i * FOLIO_SER + 4, true) & 0xf_ffff) * 2 ** 32;
       if (order < 0 || index >= npages || pfn % 2 ** order !== 0) errno('EINVAL', `folio ${i} at index ${v.getBigUint64(i * FOLIO_SER + 8, true)} spans ${span} pages`);
-      folios.push({ pa: BigInt(pfn) << 12n, pfn, index, order });
+      folios.index[i] = index;
+      folios.pfn[i] = pfn;
+      folios.order[i] = order;
+      // Exact: a PA below 2^52 is a double.
+      folios.pas[i] = BigInt(pfn * PAGE);
     }
     // Every folio still allocated: one allocator query per folio order, not one per folio.
-    const pas = new BigUint64Array(folios.length);
-    const orders = new Uint8Array(folios.length);
-    folios.forEach((f, i) => ((pas[i] = f.pa), (orders[i] = f.order)));
-    khoRestoreBlocks(mem, pas, orders, (i) => `memfd folio ${i}`);
+    khoRestoreBlocks(mem, folios.pas, folios.order, (i) => `memfd folio ${i}`);
     return { folios, pages };
   };
 
@@ -154,8 +160,8 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
             file.obj.isize = ser.size;
             file.obj.npages = Number((ser.size + 4095n) / 4096n);
             const { folios, pages } = readFolios(ser);
-            for (const f of folios) file.obj.adopt(f.index, f.pfn, f.order as 0 | 9);
-            args.folios = folios.length;
+            file.obj.adopt(folios.index, folios.pfn, folios.order);
+            args.folios = folios.order.length;
             for (const p of pages) khoRestoreFree(mem, p, PAGE);
           } catch (e) {
             file.put();
@@ -173,7 +179,7 @@ export function memfdLuoHandler(svc: KernelServices): LiveupdateFileHandler {
         const ser = readSer(args.serializedData);
         try {
           const { folios, pages } = readFolios(ser);
-          for (const f of folios) mem.free(f.pa, f.order);
+          folios.pas.forEach((pa, i) => mem.free(pa, folios.order[i]!));
           for (const p of pages) khoRestoreFree(mem, p, PAGE);
         } catch {
           /* what cannot be read stays allocated (leaked), as the kernel warns and goes on */
