@@ -195,8 +195,12 @@ export declare class NativePins {
    * first when `alloc`), or the status.
    */
   shmemFolios(h: number, alloc: boolean): Float64Array | number
-  /** Puts a preserved folio at page `index`; a status. */
-  shmemAdopt(h: number, index: number, pfn: number, order: number): number
+  /**
+   * Puts preserved folios at pages `indexes[i]`: the folio of 2^`orders[i]` pages at
+   * `pfns[i]`, in order, in one call (a memfd's folios come back together); the status of
+   * the first that cannot be adopted (those before it stay), else 0.
+   */
+  shmemAdopt(h: number, indexes: Float64Array, pfns: Float64Array, orders: Uint8Array): number
   /** Whether any page the object holds is pinned. */
   shmemAnyPinned(h: number): boolean
   /**

@@ -32,9 +32,12 @@
 #![deny(missing_docs)]
 
 mod alloc;
+mod dma;
 mod error;
+mod preserve;
 mod store;
 
+pub use dma::{DmaRead, FlatReader};
 pub use error::{Error, Result};
 
 use alloc::{Extents, FillMap};
@@ -138,66 +141,6 @@ pub struct PhysMem {
 impl std::fmt::Debug for PhysMem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PhysMem").field("size", &self.size).field("stats", &self.stats()).finish()
-    }
-}
-
-/// A source of the hardware's 64-bit reads ([`PhysMem::dma_read_u64`]): the memory itself, or
-/// its [`FlatReader`] for a burst of reads (a batch of page walks) on a flat memory.
-pub trait DmaRead {
-    /// `None` when `pa` lies beyond memory (a DMA read error), the word otherwise. `pa` must
-    /// be 8-byte aligned (the memory itself ignores low bits).
-    fn dma_read_u64(&self, pa: u64) -> Option<u64>;
-
-    /// [`dma_read_u64`](Self::dma_read_u64), except that a frame without data may read as 0
-    /// instead of its fill: a caller that finds 0 (or any word it would refuse) asks again with
-    /// `dma_read_u64`. A walk's permission test then also stands for the residency test.
-    #[inline(always)]
-    fn dma_peek_u64(&self, pa: u64) -> Option<u64> {
-        self.dma_read_u64(pa)
-    }
-}
-
-impl DmaRead for PhysMem {
-    #[inline(always)]
-    fn dma_read_u64(&self, pa: u64) -> Option<u64> {
-        PhysMem::dma_read_u64(self, pa)
-    }
-}
-
-/// What [`PhysMem::flat_reader`] returns: `dma_read_u64` as a compare and one load, with the
-/// memory's size and flat base in registers.
-#[derive(Clone, Copy)]
-pub struct FlatReader<'a> {
-    mem: &'a PhysMem,
-    base: *const u8,
-    size: u64,
-}
-
-impl DmaRead for FlatReader<'_> {
-    #[inline(always)]
-    fn dma_read_u64(&self, pa: u64) -> Option<u64> {
-        if pa >= self.size {
-            return None;
-        }
-        // The walk's addresses are aligned (a table plus 8 × an index): no mask on its chain.
-        debug_assert!(pa.is_multiple_of(8));
-        // SAFETY: a flat base maps all `size` bytes while the memory is borrowed; aligned.
-        // A non-zero word can only come from a frame that holds data: no residency check.
-        let word = u64::from_le(unsafe { self.base.add(pa as usize).cast::<u64>().read() });
-        if word != 0 {
-            return Some(word);
-        }
-        Some(self.mem.load_u64_cold(pa))
-    }
-
-    #[inline(always)]
-    fn dma_peek_u64(&self, pa: u64) -> Option<u64> {
-        if pa >= self.size {
-            return None;
-        }
-        debug_assert!(pa.is_multiple_of(8));
-        // SAFETY: as in `dma_read_u64`.
-        Some(u64::from_le(unsafe { self.base.add(pa as usize).cast::<u64>().read() }))
     }
 }
 
@@ -326,40 +269,6 @@ impl PhysMem {
         Ok(self.load_u64(pa))
     }
 
-    /// Starts loading the 4 KiB page at `pa` into the CPU's caches (a walk about to read it
-    /// whole); nothing observable happens, and nothing at all unless the memory is flat.
-    pub fn prefetch_page(&self, pa: u64) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(r) = self.flat_reader() {
-            if pa.is_multiple_of(FRAME_SIZE) && pa < self.size {
-                for line in (0..FRAME_SIZE).step_by(64) {
-                    // SAFETY: inside the mapping; a prefetch reads nothing and cannot fault.
-                    unsafe {
-                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                        _mm_prefetch::<_MM_HINT_T0>(r.base.add((pa + line) as usize).cast());
-                    }
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = pa;
-    }
-
-    /// The 512 little-endian words of the 4 KiB page at `pa`, in place, when the page holds
-    /// data and the host can lend them as words (little-endian, 8-byte aligned); else `None`:
-    /// [`read_u64s`](Self::read_u64s) reads it (and says why it cannot). A table walk that reads
-    /// whole pages then copies nothing.
-    pub fn page_u64s(&self, pa: u64) -> Option<&[u64; 512]> {
-        if !pa.is_multiple_of(FRAME_SIZE) || pa >= self.size || cfg!(target_endian = "big") {
-            return None;
-        }
-        let frame = self.store.get(pa >> FRAME_SHIFT)?;
-        let p = frame.as_ptr();
-        // SAFETY: 4096 bytes of the frame, aligned for u64 (checked), borrowed from `self`; any
-        // bytes are valid u64s.
-        p.align_offset(8).eq(&0).then(|| unsafe { &*p.cast::<[u64; 512]>() })
-    }
-
     /// Reads `out.len()` consecutive little-endian 64-bit words at the 8-byte aligned address
     /// `pa` (a whole page table in one call: one frame lookup per 4 KiB, not per word).
     pub fn read_u64s(&self, pa: u64, out: &mut [u64]) -> Result<()> {
@@ -395,27 +304,6 @@ impl PhysMem {
         self.check_range(pa, 8)?;
         self.store_u64(pa, value);
         Ok(())
-    }
-
-    /// The hardware's view of a 64-bit read: `None` when `pa` lies beyond memory (a DMA read
-    /// error), the word otherwise. `pa` must be 8-byte aligned; low bits are ignored. On a flat
-    /// memory a word never written may map the host's zero page (no memory), unlike
-    /// [`read_u64`](Self::read_u64), which reads only frames that hold data.
-    #[inline(always)]
-    pub fn dma_read_u64(&self, pa: u64) -> Option<u64> {
-        match self.flat_reader() {
-            Some(r) => r.dma_read_u64(pa & !7),
-            None if pa < self.size => Some(self.load_u64_cold(pa & !7)),
-            None => None,
-        }
-    }
-
-    /// A reader for a burst of [`dma_read_u64`](Self::dma_read_u64)s on a flat memory (`None`
-    /// when the memory is not flat): the size and flat base are read once, not per read.
-    #[inline(always)]
-    pub fn flat_reader(&self) -> Option<FlatReader<'_>> {
-        let base = self.store.flat_base();
-        (!base.is_null()).then_some(FlatReader { mem: self, base, size: self.size })
     }
 
     #[cold]
@@ -543,139 +431,6 @@ impl PhysMem {
         !self.free.overlaps_any_sorted(&ranges) && !self.reserved.overlaps_any_sorted(&ranges)
     }
 
-    fn preserved_overlap(&self, start: u64, n: u64) -> bool {
-        if let Some((&s, &o)) = self.preserved.range(..=start).next_back() {
-            if s + (1u64 << o) > start {
-                return true;
-            }
-        }
-        self.preserved.range(start..start + n).next().is_some()
-    }
-
-    /// Marks the allocated block of 2^`order` frames at `pa` as preserved across the next
-    /// [`scrub`](Self::scrub). The block must be naturally aligned, allocated and not overlap
-    /// another mark.
-    pub fn preserve(&mut self, pa: u64, order: u8) -> Result<()> {
-        if order > MAX_ORDER {
-            return Err(Error::BadOrder { order });
-        }
-        let len = FRAME_SIZE << order;
-        let (start, n) = self.frame_range(pa, len)?;
-        if start % n != 0 {
-            return Err(Error::Unaligned { pa, align: len });
-        }
-        if !self.is_allocated(pa, len) {
-            return Err(Error::NotAllocated { pa, len });
-        }
-        if self.preserved_overlap(start, n) {
-            return Err(Error::Preserved { pa, len });
-        }
-        self.preserved.insert(start, order);
-        Ok(())
-    }
-
-    /// [`preserve`](Self::preserve) for each block of 2^`order` frames at `pas`, in order, all
-    /// or nothing: if one fails (a duplicate in `pas` included), the marks this call set are
-    /// removed and that block's error is returned, so the marks are as before.
-    pub fn preserve_many(&mut self, pas: &[u64], order: u8) -> Result<()> {
-        if pas.len() >= 64 && order <= MAX_ORDER && self.may_preserve_all(pas, order) {
-            // Every block passes (merged checks, sorted): the marks go in without a query each.
-            self.preserved.extend(pas.iter().map(|&pa| (pa >> FRAME_SHIFT, order)));
-            return Ok(());
-        }
-        // One by one: the first block that fails gives its error, the marks set are undone.
-        for (i, &pa) in pas.iter().enumerate() {
-            if let Err(e) = self.preserve(pa, order) {
-                // Each earlier block was marked by this call: a mark never overlaps another.
-                for &done in &pas[..i] {
-                    self.preserved.remove(&(done >> FRAME_SHIFT));
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether [`preserve`](Self::preserve) would accept every block of 2^`order` frames at
-    /// `pas` (also none overlapping another of them): checked sorted, in one merge against the
-    /// free, reserved and preserved extents each. False says nothing about which block fails.
-    fn may_preserve_all(&self, pas: &[u64], order: u8) -> bool {
-        let len = FRAME_SIZE << order;
-        let mut ranges = Vec::with_capacity(pas.len());
-        for &pa in pas {
-            match self.frame_range(pa, len) {
-                Ok((start, n)) if start % n == 0 => ranges.push((start, n)),
-                _ => return false,
-            }
-        }
-        ranges.sort_unstable();
-        ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0)
-            && !self.free.overlaps_any_sorted(&ranges)
-            && !self.reserved.overlaps_any_sorted(&ranges)
-            && !alloc::overlaps_any_sorted(self.preserved.range(self.mark_before(ranges[0].0)..).map(|(&s, &o)| (s, 1u64 << o)), &ranges)
-    }
-
-    /// The start of the last mark at or before frame `start` (where a merge from `start` begins).
-    fn mark_before(&self, start: u64) -> u64 {
-        self.preserved.range(..=start).next_back().map_or(start, |(&s, _)| s)
-    }
-
-    /// Removes the mark set by [`preserve`](Self::preserve) with the same `pa` and `order`.
-    pub fn unpreserve(&mut self, pa: u64, order: u8) -> Result<()> {
-        match self.preserved.get(&(pa >> FRAME_SHIFT)) {
-            Some(&o) if o == order && pa.is_multiple_of(FRAME_SIZE) => {
-                self.preserved.remove(&(pa >> FRAME_SHIFT));
-                Ok(())
-            }
-            _ => Err(Error::NotPreserved { pa, order }),
-        }
-    }
-
-    /// Whether a preservation mark covers the frame holding `pa`.
-    pub fn is_preserved(&self, pa: u64) -> bool {
-        pa < self.size && self.preserved_overlap(pa >> FRAME_SHIFT, 1)
-    }
-
-    /// Every preservation mark as `(pa, order)`, in address order.
-    pub fn preserved(&self) -> Vec<(u64, u8)> {
-        self.preserved.iter().map(|(&f, &o)| (f << FRAME_SHIFT, o)).collect()
-    }
-
-    /// Models a new kernel taking over memory: every frame not covered by a preservation mark
-    /// loses its contents (it reads as [`POISON`], as do frames never written) and becomes free;
-    /// preserved blocks keep their bytes and stay allocated, for the new kernel to claim or free.
-    /// The marks are consumed. Cost grows with resident frames and marks, not with the size.
-    pub fn scrub(&mut self) -> ScrubReport {
-        let marks = std::mem::take(&mut self.preserved);
-        // Marks never overlap: sorted, disjoint `[start, end)` blocks.
-        let keep: Vec<(u64, u64)> = marks.iter().map(|(&s, &o)| (s, s + (1u64 << o))).collect();
-        let preserved_frames = keep.iter().map(|&(s, e)| e - s).sum();
-        // Free: the gaps between the blocks, less the reserved ranges, built in one pass.
-        let reserved: Vec<(u64, u64)> = self.reserved.iter().map(|(s, l)| (s, s + l)).collect();
-        let mut free = Vec::with_capacity(keep.len() + 1);
-        let mut from = 0;
-        for &(s, e) in keep.iter().chain(std::iter::once(&(self.frames, self.frames))) {
-            subtract(from, s, &reserved, &mut free);
-            from = e;
-        }
-        // Fills survive only inside preserved blocks (a range query per block).
-        let fills = FillMap::from_sorted(keep.iter().flat_map(|&(s, e)| self.fills.overlapping(s, e - s)));
-        self.fills = fills;
-        let mut next = keep.iter().copied().peekable();
-        let poisoned_frames = self.store.retain(|fn_| {
-            while let Some(&(_, end)) = next.peek() {
-                if end <= fn_ {
-                    next.next();
-                } else {
-                    break;
-                }
-            }
-            matches!(next.peek(), Some(&(s, _)) if s <= fn_)
-        });
-        self.free = Extents::from_sorted(free);
-        ScrubReport { preserved_frames, poisoned_frames, free_frames: self.free.total() }
-    }
-
     /// Re-seeds the frame allocator (a new kernel's allocator starts from its own state).
     pub fn reseed(&mut self, seed: u64) {
         self.rng = seed;
@@ -715,23 +470,6 @@ impl PhysMem {
             allocations: self.allocations,
             frees: self.frees,
         }
-    }
-}
-
-/// Appends to `out` the pieces of `[from, to)` outside the sorted, disjoint `[start, end)`
-/// ranges `cut`, as `(start, len)`.
-fn subtract(mut from: u64, to: u64, cut: &[(u64, u64)], out: &mut Vec<(u64, u64)>) {
-    for &(cs, ce) in cut {
-        if ce <= from || cs >= to {
-            continue;
-        }
-        if cs > from {
-            out.push((from, cs - from));
-        }
-        from = from.max(ce);
-    }
-    if from < to {
-        out.push((from, to - from));
     }
 }
 
