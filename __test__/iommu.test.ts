@@ -124,14 +124,17 @@ describe('translation through the addon', () => {
     expect(unit.translateOne(SID, 0x5000n)).toBe(0x1000_5000n);
     const l1 = pt.walk(0n)[2]!.pte & ~0xfffn;
     const g = new Gather();
+    expect(g.pending).toBe(false);
     expect(pt.unmap(0n, 0x20_0000n, g)).toBe(0x20_0000n);
     expect([...g.freelist]).toEqual([l1]);
     expect(g.range).toEqual({ start: 0n, end: 0x1f_ffffn });
+    expect(g.pending).toBe(true);
     expect(mem.isAllocated(l1)).toBe(true);
     expect(unit.translateOne(SID, 0x5000n)).toBe(0x1000_5000n); // stale, as hardware would
     expect(unit.iotlbSync(4, g)).toBe('page');
     expect(mem.isAllocated(l1)).toBe(false);
     expect(g.freelist.length).toBe(0);
+    expect(g.pending).toBe(false);
     expect(() => unit.translateOne(SID, 0x5000n)).toThrow(expect.objectContaining({ reason: VTD_FR_READ }));
   });
 

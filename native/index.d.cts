@@ -54,6 +54,11 @@ export declare class NativeFdtWriter {
 export declare class NativeGather {
   /** An empty gather. */
   constructor()
+  /**
+   * Whether a flush is owed: a range gathered or a table page waiting (a boolean, so the
+   * kernel's check after every map builds no array).
+   */
+  get pending(): boolean
   /** `[start, end]` gathered, or null. */
   range(): Array<bigint> | null
   /** Table pages awaiting the flush. */

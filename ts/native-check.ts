@@ -159,7 +159,7 @@ export const NATIVE_SPECS = {
       adoptPageTable: makes('NativePageTable', ['pgd', u64], levels),
     },
   },
-  NativeGather: { new: fn(), members: { range: fn(), freelist: fn() } },
+  NativeGather: { new: fn(), members: { pending: GETTER, range: fn(), freelist: fn() } },
   NativePageTable: {
     new: null,
     members: {

@@ -208,6 +208,11 @@ export class Gather {
   /** @internal */
   readonly native: NativeGather = new native.NativeGather();
 
+  /** Whether {@link IommuUnit.iotlbSync} is owed: a range gathered or a table page waiting. */
+  get pending(): boolean {
+    return this.native.pending;
+  }
+
   /** The gathered IOVA range `[start, end]`, or null. */
   get range(): { start: bigint; end: bigint } | null {
     const r = this.native.range();

@@ -25,6 +25,13 @@ impl NativeGather {
         NativeGather { inner: Gather::default() }
     }
 
+    /// Whether a flush is owed: a range gathered or a table page waiting (a boolean, so the
+    /// kernel's check after every map builds no array).
+    #[napi(getter)]
+    pub fn pending(&self) -> bool {
+        self.inner.range().is_some() || !self.inner.freelist().is_empty()
+    }
+
     /// `[start, end]` gathered, or null.
     #[napi(catch_unwind)]
     pub fn range(&self) -> Option<Vec<u64>> {

@@ -407,12 +407,12 @@ export class DmarDomain implements IommuDomain {
     try {
       this.pt.mapRuns(iovaPfns.subarray(0, n), paPfns.subarray(0, n), counts.subarray(0, n), { read: prot.read, write: prot.write, snoop: this.snoop }, this.mapGather);
     } catch (e) {
-      if (this.mapGather.range) this.sync(this.mapGather);
+      if (this.mapGather.pending) this.sync(this.mapGather);
       if (isNomem(e)) errno('ENOMEM', 'page-table allocation');
       throw e;
     }
     // Tables a superpage replaced are freed only after the flush (switch_to_super_page).
-    if (this.mapGather.range) this.sync(this.mapGather);
+    if (this.mapGather.pending) this.sync(this.mapGather);
     if (this.iommu.cachingMode && this.did) {
       for (let i = 0; i < n; i++) {
         const start = BigInt(iovaPfns[i]!) << 12n;
