@@ -8,7 +8,8 @@
 //! for `map/*` and `unmap/*`, one 1 MiB transfer for `dma/*`). The ids are stable: scripts read them.
 //! `VTD_WALK_DUMP=<file>` writes walk_4level's tables and IOVAs for bench/walk_flat.c;
 //! `VTD_BENCH_ROUNDS=<n>` also prints each `translate/*` scenario's median of n timed batches
-//! (steadier than criterion's samples on a loaded machine).
+//! (steadier than criterion's samples on a loaded machine, and the statistic bench/walk_flat.c
+//! reports), and `VTD_BENCH_ROUNDS_OUT=<file>` appends them to `file` as JSON lines.
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -105,6 +106,11 @@ impl Rig {
                 .collect();
             t.sort_by(f64::total_cmp);
             eprintln!("translate/{id}: median of {rounds} rounds: {:.2} ns per translation", t[rounds / 2]);
+            if let Some(file) = std::env::var_os("VTD_BENCH_ROUNDS_OUT") {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
+                writeln!(f, "{{\"id\":\"translate/{id}\",\"rounds\":{rounds},\"medianNs\":{}}}", t[rounds / 2]).unwrap();
+            }
         }
         g.bench_function(id, |b| {
             b.iter(|| black_box(unit.translate_batch(mem, SID, black_box(iovas), &mut out, false, None)))
