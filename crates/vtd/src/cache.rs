@@ -36,6 +36,7 @@ pub(crate) struct SetAssoc {
     /// Address | permission.
     vals: Vec<u64>,
     stamps: Vec<u64>,
+    /// Ways per set; 0 for a disabled cache (its one set of padding ways stays empty).
     ways: usize,
     /// Ways per set including padding: `ways` rounded up to a multiple of eight.
     stride: usize,
@@ -59,13 +60,14 @@ impl SetAssoc {
         let sets = (entries as usize / ways).max(1);
         let sets = if entries == 0 { 0 } else { 1usize << sets.ilog2() };
         let stride = ways.next_multiple_of(8);
-        let n = sets * stride;
+        // A disabled cache keeps one set of empty ways, so a lookup needs no test first.
+        let n = sets.max(1) * stride;
         SetAssoc {
             tags: vec![EMPTY; n],
             fps: vec![0; n / 8],
             vals: vec![0; n],
             stamps: vec![0; n],
-            ways,
+            ways: if sets == 0 { 0 } else { ways },
             stride,
             set_mask: sets.saturating_sub(1),
             clock: 0,
@@ -123,7 +125,7 @@ impl SetAssoc {
     /// Whether the cache has room at all (zero entries disable it).
     #[inline(always)]
     pub(crate) fn enabled(&self) -> bool {
-        !self.tags.is_empty()
+        self.ways != 0
     }
 
     /// [`insert`](Self::insert) into a cache known to be enabled.
@@ -270,9 +272,7 @@ impl Probe<'_> {
     /// `(address, permission)` of `key`, which becomes its set's most recently used entry.
     #[inline(always)]
     pub(crate) fn lookup(&mut self, key: u64) -> Option<(u64, u8)> {
-        if self.tags.is_empty() {
-            return None;
-        }
+        // A disabled cache has one set of empty ways: nothing matches.
         let (base, fp) = slot(key, self.set_mask, self.stride);
         let i = find(self.fps, self.tags, self.stride, base, fp, key)?;
         self.clock += 1;
