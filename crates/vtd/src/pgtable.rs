@@ -535,7 +535,7 @@ impl PageTable {
     }
 }
 
-mod verify;
+pub(crate) mod verify;
 pub use verify::MappedSummary;
 
 #[cfg(test)]

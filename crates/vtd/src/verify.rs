@@ -12,6 +12,7 @@
 use physmem::PhysMem;
 
 use crate::entry::*;
+use crate::pgtable::verify::first_mismatch;
 use crate::{Corruption, Error, PageTable, Prot, Result};
 
 /// A run the table must translate: `size` bytes from `iova` onto `pa` (all 4 KiB aligned) with
@@ -198,21 +199,7 @@ impl Walk<'_> {
             let i0 = ((a - base) >> 12) as usize;
             // Pages past the host address width never translate.
             let n = (((b - a) >> 12) as usize).min(if pa > phys_max { 0 } else { (((phys_max - pa) >> 12) + 1) as usize });
-            let ws = &words[i0..i0 + n];
-            let expect = pa | want;
-            // 8 entries at a time without a branch per entry, then the culprit.
-            let mut k = 0;
-            while k + 8 <= n {
-                let mut bad = 0u64;
-                for j in 0..8 {
-                    bad |= (ws[k + j] & cmp) ^ (expect + (((k + j) as u64) << 12));
-                }
-                if bad != 0 {
-                    break;
-                }
-                k += 8;
-            }
-            match (k..n).find(|&k| ws[k] & cmp != expect + ((k as u64) << 12)) {
+            match first_mismatch(&words[i0..i0 + n], cmp, pa | want) {
                 Some(k) => w.mismatch(a + ((k as u64) << 12)),
                 None if n < ((b - a) >> 12) as usize => w.mismatch(a + ((n as u64) << 12)),
                 None => matched += n,

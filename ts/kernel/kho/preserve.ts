@@ -72,6 +72,9 @@ function walk(pfn: number, n: number, page: (p: number) => boolean | void, block
   return false;
 }
 
+/** Whether any page of 2 MiB block `b` was restored already (whole, or a page of it alone). */
+const blockRestored = (l: Ledger, b: number): boolean => l.huge.has(b) || l.touched.has(b);
+
 /** Whether a page of `[pfn, pfn + n)` was restored already. */
 function restoredAlready(l: Ledger, pfn: number, n: number): boolean {
   if (!l.pages.size && !l.huge.size) return false;
@@ -79,7 +82,7 @@ function restoredAlready(l: Ledger, pfn: number, n: number): boolean {
     pfn,
     n,
     (p) => l.pages.has(p) || l.huge.has(Math.floor(p / HUGE)),
-    (b) => l.huge.has(b) || l.touched.has(b),
+    (b) => blockRestored(l, b),
   );
 }
 
@@ -108,7 +111,7 @@ export function khoRestoreBlocks(mem: PhysicalMemory, pas: BigUint64Array, order
     if (n === HUGE && pfn % HUGE === 0) {
       // A whole 2 MiB block (a folio): one entry, tested and taken without a walk.
       const b = pfn / HUGE;
-      if (!l.huge.has(b) && !l.touched.has(b)) {
+      if (!blockRestored(l, b)) {
         l.huge.add(b);
         continue;
       }

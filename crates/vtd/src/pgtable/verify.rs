@@ -170,20 +170,7 @@ impl<'a> Verifier<'a> {
             self.loaded = table;
         }
         if self.loaded == table {
-            let words = &self.words[i0..i0 + n];
-            // Compare 8 entries at a time without a branch per entry, then find the culprit.
-            let mut k = 0;
-            while k + 8 <= n {
-                let mut bad = 0u64;
-                for j in 0..8 {
-                    bad |= (words[k + j] & cmp) ^ (expect + (((k + j) as u64) << 12));
-                }
-                if bad != 0 {
-                    break;
-                }
-                k += 8;
-            }
-            (k..n).find(|&k| words[k] & cmp != expect + ((k as u64) << 12))
+            first_mismatch(&self.words[i0..i0 + n], cmp, expect)
         } else {
             (0..n).find(|&k| match self.mem.dma_read_u64(table + 8 * (i0 + k) as u64) {
                 Some(w) => w & cmp != expect + ((k as u64) << 12),
@@ -191,6 +178,25 @@ impl<'a> Verifier<'a> {
             })
         }
     }
+}
+
+/// The first of the consecutive 4 KiB leaves `words` whose bits under `cmp` are not
+/// `expect + 4 KiB × k` (leaf `k` maps the `k`-th page of a run). Eight entries are compared at a
+/// time without a branch per entry, then the culprit is found.
+pub(crate) fn first_mismatch(words: &[u64], cmp: u64, expect: u64) -> Option<usize> {
+    let n = words.len();
+    let mut k = 0;
+    while k + 8 <= n {
+        let mut bad = 0u64;
+        for j in 0..8 {
+            bad |= (words[k + j] & cmp) ^ (expect + (((k + j) as u64) << 12));
+        }
+        if bad != 0 {
+            break;
+        }
+        k += 8;
+    }
+    (k..n).find(|&k| words[k] & cmp != expect + ((k as u64) << 12))
 }
 
 /// The depth-first audit of [`PageTable::mapped_pages`].
