@@ -103,7 +103,8 @@ function boot(mode, files = {}, { initrd: ownInitrd } = {}) {
       q.on('close', () => {
         clearTimeout(timer);
         if (!ownInitrd && !lines.some((l) => l.includes('"poweroff"'))) fail(new Error(`the guest did not finish; last output:\n${log.slice(-3000)}`));
-        else done(lines);
+        // The console's tail rides along, for a run whose answers stop early.
+        else done(Object.assign(lines, { consoleTail: log.slice(-3000) }));
       });
     });
   } finally {
@@ -179,18 +180,31 @@ const t1 = performance.now();
 /** Runs sequence files (name -> sequences) in one boot; the parsed driver lines. */
 async function runOnKernel(byFile) {
   const lines = await boot('seq', Object.fromEntries([...byFile].map(([f, seqs]) => [`seq/${f}`, oracle.formatSequences(seqs)])));
-  return lines.map((l) => {
+  const parsed = lines.map((l) => {
     try {
       return JSON.parse(l);
     } catch {
       return { garbled: l };
     }
   });
+  return Object.assign(parsed, { consoleTail: lines.consoleTail });
 }
 const parsed = await runOnKernel(corpus);
 const kernelSecs = (performance.now() - t1) / 1000;
 const bootLine = parsed.find((l) => l.boot);
 const bySeq = oracle.groupBySequence(parsed);
+// A guest that stops answering part-way (and still powers off) fails every later sequence: say
+// so once, with its console, rather than only as a divergence per step.
+{
+  const order = [...corpus.values()].flat().map((s) => s.name);
+  const last = order.findLastIndex((n) => bySeq.has(n));
+  if (last < order.length - 1) {
+    console.log(
+      `[oracle] the guest's answers stop ${last < 0 ? 'before the first sequence' : `in ${order[last]}`}: the ${order.length - 1 - last} sequences after it got none ` +
+        `(the guest failed, not the simulator); its console ends:\n${parsed.consoleTail ?? ''}`,
+    );
+  }
+}
 const diffs = JSON.parse(readFileSync(join(root, 'oracle/differences.json'), 'utf8'));
 
 let nSeq = 0;
